@@ -1,0 +1,84 @@
+"""What an export sends: members planned from segment rows, and what became of each one."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Iterable, Iterator
+
+
+@dataclass(frozen=True)
+class RowRef:
+    """Where a member came from, so every outcome can be traced to an input row."""
+
+    segment: str
+    partition: str
+    row: int
+
+
+@dataclass(frozen=True)
+class ExistingMember:
+    """A member as the audience held it when the export read it (the audience mirror)."""
+
+    email: str
+    status: str
+    merge_fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Member:
+    """One audience member an export wants in place: identity, fields and the tags of its segments."""
+
+    email: str  # normalized (trimmed, lower-case)
+    merge_fields: dict[str, Any]
+    tags: list[str]
+    source: RowRef  # first row that produced this member; later rows were duplicates
+    existing: ExistingMember | None = None
+
+
+class Outcome(str, Enum):
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    REFUSED = "refused"  # Mailchimp said no for this member (its reason is kept)
+    FAILED = "failed"  # we could not get an answer (retries exhausted, credentials revoked, cancelled)
+
+
+@dataclass(frozen=True)
+class MemberResult:
+    email: str
+    outcome: Outcome
+    reason: str | None = None
+    field: str | None = None
+
+
+def encode_members(members: Iterable[Member]) -> bytes:
+    """JSON Lines, one member a line: the body of a chunk blob."""
+    lines = []
+    for m in members:
+        doc: dict[str, Any] = {
+            "email": m.email,
+            "mergeFields": m.merge_fields,
+            "tags": m.tags,
+            "source": [m.source.segment, m.source.partition, m.source.row],
+        }
+        if m.existing is not None:
+            doc["existing"] = {"status": m.existing.status, "mergeFields": m.existing.merge_fields}
+        lines.append(json.dumps(doc, ensure_ascii=False, separators=(",", ":")))
+    return ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
+
+
+def decode_members(data: bytes) -> Iterator[Member]:
+    for line in data.decode("utf-8").splitlines():
+        if not line:
+            continue
+        doc = json.loads(line)
+        segment, partition, row = doc["source"]
+        existing = doc.get("existing")
+        yield Member(
+            email=doc["email"],
+            merge_fields=doc["mergeFields"],
+            tags=doc["tags"],
+            source=RowRef(segment, partition, row),
+            existing=ExistingMember(doc["email"], existing["status"], existing["mergeFields"]) if existing else None,
+        )
