@@ -55,16 +55,18 @@ class Azurite:
         stop_process(self.process)
 
 
-def start_azurite() -> Azurite:
+def start_azurite(ports: tuple[int, int, int] | None = None, location: Path | None = None, log: Path | None = None) -> Azurite:
+    """Azurite on free ports in memory (tests), or on given ports persisting under `location` (the local stack)."""
     binary = ROOT / "node_modules" / ".bin" / "azurite"
     if not binary.exists():
         raise RuntimeError("Azurite is not installed: run `make install` (npm install) first")
-    blob, queue, table = free_port(), free_port(), free_port()
+    blob, queue, table = ports or (free_port(), free_port(), free_port())
+    persistence = ["--location", str(location)] if location else ["--inMemoryPersistence"]
     process = subprocess.Popen(
-        [str(binary), "--silent", "--inMemoryPersistence", "--disableTelemetry", "--skipApiVersionCheck",
+        [str(binary), "--silent", *persistence, "--disableTelemetry", "--skipApiVersionCheck",
          "--blobHost", "127.0.0.1", "--blobPort", str(blob), "--queueHost", "127.0.0.1", "--queuePort", str(queue),
          "--tableHost", "127.0.0.1", "--tablePort", str(table)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        stdout=_output(log), stderr=subprocess.STDOUT, start_new_session=True,
     )
     azurite = Azurite(process, blob, queue, table)
 
@@ -106,16 +108,21 @@ class LocalMailchimp:
         stop_process(self.process)
 
 
-def start_local_mailchimp(*extra_args: str, env: dict[str, str] | None = None) -> LocalMailchimp:
-    port = free_port()
+def start_local_mailchimp(*extra_args: str, env: dict[str, str] | None = None, port: int | None = None,
+                          log: Path | None = None) -> LocalMailchimp:
+    port = port or free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "mailchimp_local", "--host", "127.0.0.1", "--port", str(port), *extra_args],
         cwd=ROOT, env={**os.environ, **(env or {})},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        stdout=_output(log), stderr=subprocess.STDOUT, start_new_session=True,
     )
     server = LocalMailchimp(process, port)
     wait_until(lambda: requests.get(f"{server.url}/__admin/stats", timeout=1).ok, "local Mailchimp")
     return server
+
+
+def _output(log: Path | None):
+    return open(log, "ab") if log else subprocess.DEVNULL
 
 
 def stop_process(process: subprocess.Popen) -> None:
@@ -126,3 +133,54 @@ def stop_process(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@dataclass
+class FunctionsHost:
+    process: subprocess.Popen
+    port: int
+    key: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def call(self, method: str, path: str, **kwargs) -> requests.Response:
+        headers = {"x-functions-key": self.key, **kwargs.pop("headers", {})}
+        return requests.request(method, f"{self.url}/{path.lstrip('/')}", headers=headers, timeout=60, **kwargs)
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+    def kill(self) -> None:
+        """Like a crashed instance: no chance to finish or hand back anything."""
+        os.killpg(self.process.pid, 9)
+        self.process.wait()
+
+
+def start_functions_host(values: dict[str, str], *, port: int | None = None, key: str = "local-test-key",
+                         lease_seconds: int = 600, log: Path | None = None, settings_path: Path | None = None,
+                         extra_args: tuple[str, ...] = ()) -> FunctionsHost:
+    """The local Functions host running the real function_app, with `values` as its app settings."""
+    import json
+    import tempfile
+
+    port = port or free_port()
+    if settings_path is None:
+        settings_path = Path(tempfile.mkdtemp(prefix="functions-settings-")) / "local.settings.json"
+    settings_path.write_text(json.dumps({"IsEncrypted": False, "Values": values}))
+    env = {k: v for k, v in os.environ.items() if k not in values}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "devhost", "--app", "function_app", "--settings", str(settings_path), "--port", str(port),
+         "--function-key", key, "--message-lease-seconds", str(lease_seconds), "--root", str(ROOT), *extra_args],
+        cwd=ROOT, env=env, stdout=_output(log), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    host = FunctionsHost(process, port, key)
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"the functions host exited with code {process.returncode}" + (f"; see {log}" if log else ""))
+        return requests.get(f"{host.url}/destinations", timeout=1).status_code in (200, 401)
+
+    wait_until(ready, "functions host", timeout=60)
+    return host

@@ -1,0 +1,43 @@
+# One-command entry points. Everything installs from this repository's own files.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install run up down test test-unit bench clean
+
+install: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+## See an export happen: start everything, export a generated 20,000-profile segment, show the result, stop.
+run: install
+	$(PY) -m scripts.stack demo
+
+## Start / stop the local stack in the background (writes .local/stack.env).
+up: install
+	$(PY) -m scripts.stack up
+
+down:
+	@test -x $(PY) && $(PY) -m scripts.stack down || true
+
+## The whole test suite (starts its own Azurite, local Mailchimp and Functions hosts on free ports).
+test: install
+	$(PY) -m pytest
+
+test-unit: install
+	$(PY) -m pytest tests/unit
+
+bench: install
+	$(PY) bench/mailchimp_client.py
+	$(PY) bench/planning.py
+	$(PY) bench/export_end_to_end.py
+
+clean: down
+	rm -rf .local

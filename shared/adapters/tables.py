@@ -1,0 +1,296 @@
+"""Destinations and run records in Table Storage.
+
+A run and its chunks share one partition (PartitionKey = run id), so finishing a chunk and adding its counts to the
+run is one atomic entity-group transaction guarded by ETags: a redelivered chunk can never be counted twice, and a
+crash between the two writes cannot happen.
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict
+from typing import Any, Callable, Iterator
+
+from azure.core import MatchConditions
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
+
+from shared.destinations import Destination, FieldMapping
+from shared.runs import Run, SegmentPart
+
+RUN_ROW = "run"
+
+
+class Conflict(Exception):
+    """Someone else changed the record first; the caller decides whether to retry."""
+
+
+def _ensure(service: TableServiceClient, name: str) -> TableClient:
+    try:
+        service.create_table(name)
+    except ResourceExistsError:
+        pass
+    return service.get_table_client(name)
+
+
+def _retry_on_conflict(attempt: Callable[[], Any], tries: int = 50) -> Any:
+    for i in range(tries):
+        try:
+            return attempt()
+        except Conflict:
+            time.sleep(random.uniform(0, min(0.5, 0.01 * 2**i)))
+    raise Conflict("record kept changing under us; giving up after retries")
+
+
+def _precondition_failed(error: HttpResponseError) -> bool:
+    return getattr(error, "status_code", None) == 412 or "UpdateConditionNotSatisfied" in str(error)
+
+
+class DestinationTable:
+    def __init__(self, service: TableServiceClient, name: str) -> None:
+        self._service = service
+        self._name = name
+        self._table: TableClient | None = None
+
+    @property
+    def table(self) -> TableClient:
+        if self._table is None:
+            self._table = _ensure(self._service, self._name)
+        return self._table
+
+    @staticmethod
+    def _to_entity(d: Destination) -> dict[str, Any]:
+        doc = asdict(d)
+        doc["mapping"] = json.dumps(doc["mapping"])
+        doc["segments"] = json.dumps(list(d.segments))
+        return {"PartitionKey": "destination", "RowKey": d.id, **{k: v for k, v in doc.items() if v is not None and k != "id"}}
+
+    @staticmethod
+    def _from_entity(e: dict[str, Any]) -> Destination:
+        mapping = json.loads(e["mapping"])
+        return Destination(
+            id=e["RowKey"],
+            display_name=e["display_name"],
+            audience_id=e["audience_id"],
+            mapping=FieldMapping(email=mapping["email"], merge_fields=mapping.get("merge_fields", {})),
+            segments=tuple(json.loads(e["segments"])),
+            consent_accepted=e["consent_accepted"],
+            consent_by=e.get("consent_by"),
+            consent_at=e.get("consent_at"),
+            status_for_new=e.get("status_for_new"),
+            tag_prefix=e.get("tag_prefix", ""),
+            credential_kind=e.get("credential_kind", "none"),
+            created_at=e["created_at"],
+            updated_at=e["updated_at"],
+            schedule_enabled=e.get("schedule_enabled", True),
+            export_on_arrival=e.get("export_on_arrival", True),
+        )
+
+    def save(self, destination: Destination) -> None:
+        existing = self._get_entity(destination.id)
+        entity = self._to_entity(destination)
+        if existing is not None and existing.get("active_run"):
+            entity["active_run"] = existing["active_run"]
+        self.table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+    def _get_entity(self, destination_id: str) -> Any:
+        try:
+            return self.table.get_entity("destination", destination_id)
+        except ResourceNotFoundError:
+            return None
+
+    def get(self, destination_id: str) -> Destination | None:
+        entity = self._get_entity(destination_id)
+        return None if entity is None else self._from_entity(entity)
+
+    def list(self) -> list[Destination]:
+        return [self._from_entity(e) for e in self.table.query_entities("PartitionKey eq 'destination'")]
+
+    def delete(self, destination_id: str) -> None:
+        self.table.delete_entity("destination", destination_id)
+
+    def active_run(self, destination_id: str) -> str | None:
+        entity = self._get_entity(destination_id)
+        return (entity or {}).get("active_run") or None
+
+    def claim(self, destination_id: str, run_id: str, is_finished: Callable[[str], bool]) -> str | None:
+        """Make run_id the destination's active run unless another unfinished run holds it; returns the holder."""
+
+        def attempt() -> str | None:
+            entity = self._get_entity(destination_id)
+            if entity is None:
+                raise KeyError(destination_id)
+            holder = entity.get("active_run")
+            if holder and holder != run_id and not is_finished(holder):
+                return holder
+            entity["active_run"] = run_id
+            self._replace(entity)
+            return None
+
+        return _retry_on_conflict(attempt)
+
+    def release(self, destination_id: str, run_id: str) -> None:
+        def attempt() -> None:
+            entity = self._get_entity(destination_id)
+            if entity is None or entity.get("active_run") != run_id:
+                return
+            entity["active_run"] = ""
+            self._replace(entity)
+
+        _retry_on_conflict(attempt)
+
+    def _replace(self, entity: Any) -> None:
+        try:
+            self.table.update_entity(entity, mode=UpdateMode.REPLACE, etag=entity.metadata["etag"], match_condition=MatchConditions.IfNotModified)
+        except HttpResponseError as error:
+            if _precondition_failed(error):
+                raise Conflict() from error
+            raise
+
+
+class RunTable:
+    def __init__(self, service: TableServiceClient, name: str) -> None:
+        self._service = service
+        self._name = name
+        self._table: TableClient | None = None
+
+    @property
+    def table(self) -> TableClient:
+        if self._table is None:
+            self._table = _ensure(self._service, self._name)
+        return self._table
+
+    @staticmethod
+    def _to_entity(run: Run) -> dict[str, Any]:
+        return {
+            "PartitionKey": run.id,
+            "RowKey": RUN_ROW,
+            "destinationId": run.destination_id,
+            "trigger": run.trigger,
+            "status": run.status,
+            "createdAt": run.created_at,
+            "startedAt": run.started_at or "",
+            "finishedAt": run.finished_at or "",
+            "totalChunks": -1 if run.total_chunks is None else run.total_chunks,
+            "chunksDone": run.chunks_done,
+            "message": run.message or "",
+            "segments": json.dumps([asdict(p) for p in run.segments]),
+            "details": json.dumps(run.details),
+        }
+
+    @staticmethod
+    def _from_entity(e: Any) -> Run:
+        return Run(
+            id=e["PartitionKey"],
+            destination_id=e["destinationId"],
+            trigger=e["trigger"],
+            status=e["status"],
+            created_at=e["createdAt"],
+            segments=[SegmentPart(**p) for p in json.loads(e["segments"])],
+            started_at=e.get("startedAt") or None,
+            finished_at=e.get("finishedAt") or None,
+            total_chunks=None if e["totalChunks"] < 0 else e["totalChunks"],
+            chunks_done=e["chunksDone"],
+            message=e.get("message") or None,
+            details=json.loads(e.get("details") or "{}"),
+        )
+
+    def create(self, run: Run) -> None:
+        self.table.create_entity(self._to_entity(run))
+
+    def get(self, run_id: str) -> Run | None:
+        return None if (found := self._get(run_id)) is None else found[0]
+
+    def _get(self, run_id: str) -> tuple[Run, str] | None:
+        try:
+            entity = self.table.get_entity(run_id, RUN_ROW)
+        except ResourceNotFoundError:
+            return None
+        return self._from_entity(entity), entity.metadata["etag"]
+
+    def list_for_destination(self, destination_id: str) -> list[Run]:
+        entities = self.table.query_entities(
+            "RowKey eq @row and destinationId eq @dest", parameters={"row": RUN_ROW, "dest": destination_id}
+        )
+        return sorted((self._from_entity(e) for e in entities), key=lambda r: r.created_at, reverse=True)
+
+    def update(self, run_id: str, change: Callable[[Run], bool | None]) -> Run:
+        """Apply `change` to the newest copy of the run and store it, retrying on concurrent updates.
+
+        `change` returns False to leave the record as it is.
+        """
+
+        def attempt() -> Run:
+            found = self._get(run_id)
+            if found is None:
+                raise KeyError(run_id)
+            run, etag = found
+            if change(run) is False:
+                return run
+            try:
+                self.table.update_entity(self._to_entity(run), mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified)
+            except HttpResponseError as error:
+                if _precondition_failed(error):
+                    raise Conflict() from error
+                raise
+            return run
+
+        return _retry_on_conflict(attempt)
+
+    # --- chunks ---------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def chunk_row(number: int) -> str:
+        return f"chunk-{number:06d}"
+
+    def add_chunk(self, run_id: str, number: int, members: int) -> None:
+        """Register a planned chunk; a replanned (redelivered) chunk keeps its existing record and state."""
+        try:
+            self.table.create_entity({"PartitionKey": run_id, "RowKey": self.chunk_row(number), "state": "pending", "members": members, "counts": "{}", "errorsBlob": "", "lastError": ""})
+        except ResourceExistsError:
+            pass
+
+    def get_chunk(self, run_id: str, number: int) -> dict[str, Any] | None:
+        try:
+            return dict(self.table.get_entity(run_id, self.chunk_row(number)))
+        except ResourceNotFoundError:
+            return None
+
+    def note_chunk_error(self, run_id: str, number: int, reason: str) -> None:
+        self.table.update_entity({"PartitionKey": run_id, "RowKey": self.chunk_row(number), "lastError": reason[:2000]}, mode=UpdateMode.MERGE)
+
+    def chunks(self, run_id: str) -> Iterator[dict[str, Any]]:
+        for entity in self.table.query_entities("PartitionKey eq @run and RowKey ge 'chunk-' and RowKey lt 'chunk.'", parameters={"run": run_id}):
+            yield dict(entity)
+
+    def finish_chunk(self, run_id: str, number: int, per_segment: dict[str, dict[str, int]], errors_blob: str,
+                     on_complete: Callable[[Run], None]) -> Run | None:
+        """Mark the chunk done and add its counts to the run in one transaction; None if it was already done."""
+
+        def attempt() -> Run | None:
+            chunk = self.table.get_entity(run_id, self.chunk_row(number))
+            if chunk["state"] == "done":
+                return None
+            found = self._get(run_id)
+            if found is None:
+                raise KeyError(run_id)
+            run, etag = found
+            run.add(per_segment)
+            run.chunks_done += 1
+            if run.total_chunks is not None and run.chunks_done >= run.total_chunks and not run.finished:
+                on_complete(run)
+            chunk_update = {"PartitionKey": run_id, "RowKey": chunk["RowKey"], "state": "done", "members": chunk["members"],
+                            "counts": json.dumps(per_segment), "errorsBlob": errors_blob, "lastError": chunk.get("lastError", "")}
+            try:
+                self.table.submit_transaction([
+                    ("update", chunk_update, {"mode": UpdateMode.REPLACE, "etag": chunk.metadata["etag"], "match_condition": MatchConditions.IfNotModified}),
+                    ("update", self._to_entity(run), {"mode": UpdateMode.REPLACE, "etag": etag, "match_condition": MatchConditions.IfNotModified}),
+                ])
+            except TableTransactionError as error:
+                if _precondition_failed(error):
+                    raise Conflict() from error
+                raise
+            return run
+
+        return _retry_on_conflict(attempt)

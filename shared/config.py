@@ -1,0 +1,115 @@
+"""App settings, read once at start-up from the environment (app settings in Azure, local.settings.json locally).
+
+Every problem is collected and reported together, naming the setting and what to put there, so a bad deployment
+fails at start with one readable message instead of at the first export.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Mapping
+
+STORAGE_CONNECTION = "AzureWebJobsStorage"  # connection name used by the triggers and the SDK clients
+
+# Names of the storage resources the app uses; infra/ provisions exactly these.
+CONTAINER_WORK = "export-work"  # chunks, error reports and audience mirrors of runs
+CONTAINER_SLOTS = "mailchimp-slots"  # lease blobs: Mailchimp's connection cap shared by all instances
+QUEUE_PLANS = "export-plans"
+QUEUE_CHUNKS = "export-chunks"
+QUEUE_SEGMENT_EVENTS = "segment-events"
+TABLE_DESTINATIONS = "destinations"
+TABLE_RUNS = "exportruns"
+
+STATUSES_FOR_NEW = ("subscribed", "pending", "transactional")
+
+
+class ConfigError(Exception):
+    """The app cannot start with these settings; the message lists every problem."""
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    connection_string: str | None  # local (Azurite) or key-based
+    blob_uri: str | None  # identity-based (AzureWebJobsStorage__blobServiceUri ...)
+    queue_uri: str | None
+    table_uri: str | None
+    client_id: str | None  # user-assigned managed identity, when used
+
+
+@dataclass(frozen=True)
+class Settings:
+    storage: StorageSettings
+    segments_container: str
+    key_vault_url: str | None
+    local_secrets_dir: str
+    mailchimp_api_base_url: str | None
+    mailchimp_max_connections: int
+    max_profiles_per_export: int
+    chunk_size: int
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int, problems: list[str]) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw.replace("_", "").replace(",", ""))
+    except ValueError:
+        problems.append(f"{name} must be a whole number between {low} and {high}, got {raw!r}")
+        return default
+    if not low <= value <= high:
+        problems.append(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _storage(env: Mapping[str, str], problems: list[str]) -> StorageSettings:
+    connection = env.get(STORAGE_CONNECTION, "").strip() or None
+    prefix = f"{STORAGE_CONNECTION}__"
+    account = env.get(prefix + "accountName", "").strip()
+    uris = {
+        kind: env.get(f"{prefix}{kind}ServiceUri", "").strip()
+        or (f"https://{account}.{kind}.core.windows.net" if account else "")
+        for kind in ("blob", "queue", "table")
+    }
+    if connection is None and not all(uris.values()):
+        problems.append(
+            f"{STORAGE_CONNECTION} is not set: give a connection string (locally: UseDevelopmentStorage=true or "
+            f"Azurite's), or {prefix}accountName (or {prefix}blobServiceUri, __queueServiceUri and __tableServiceUri) "
+            "for a managed-identity connection"
+        )
+    return StorageSettings(
+        connection_string=connection,
+        blob_uri=uris["blob"] or None,
+        queue_uri=uris["queue"] or None,
+        table_uri=uris["table"] or None,
+        client_id=env.get(prefix + "clientId", "").strip() or None,
+    )
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    problems: list[str] = []
+    storage = _storage(env, problems)
+    container = env.get("SEGMENTS_CONTAINER", "").strip() or "segments"
+    if not re.fullmatch(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}", container):
+        problems.append(f"SEGMENTS_CONTAINER must be a valid blob container name (3-63 lower-case letters, digits, hyphens), got {container!r}")
+    vault = env.get("KEY_VAULT_URL", "").strip() or None
+    if vault and not vault.startswith("https://"):
+        problems.append(f"KEY_VAULT_URL must be the vault's https:// URL (e.g. https://myvault.vault.azure.net/), got {vault!r}")
+    base_url = env.get("MAILCHIMP_API_BASE_URL", "").strip().rstrip("/") or None
+    if base_url and not re.match(r"^https?://", base_url):
+        problems.append(f"MAILCHIMP_API_BASE_URL must be an http(s) URL including the version path (e.g. https://us6.api.mailchimp.com/3.0), got {base_url!r}")
+    settings = Settings(
+        storage=storage,
+        segments_container=container,
+        key_vault_url=vault,
+        local_secrets_dir=env.get("LOCAL_SECRETS_DIR", "").strip() or os.path.join(".local", "secrets"),
+        mailchimp_api_base_url=base_url,
+        mailchimp_max_connections=_int(env, "MAILCHIMP_MAX_CONNECTIONS", 10, 1, 10, problems),
+        max_profiles_per_export=_int(env, "MAX_PROFILES_PER_EXPORT", 1_000_000, 1, 50_000_000, problems),
+        chunk_size=_int(env, "EXPORT_CHUNK_SIZE", 500, 1, 500, problems),
+    )
+    if problems:
+        raise ConfigError("The app settings need attention:\n- " + "\n- ".join(problems))
+    return settings

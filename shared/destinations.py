@@ -1,0 +1,199 @@
+"""Export destinations: what an admin configures, checked field by field before anything is stored."""
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+from shared.config import STATUSES_FOR_NEW
+
+_MERGE_TAG = re.compile(r"^[A-Z0-9_]{1,10}$")  # Mailchimp merge tags: upper-case, at most 10 characters
+_AUDIENCE_ID = re.compile(r"^[0-9a-zA-Z]{1,32}$")
+MAX_SEGMENTS = 50
+
+
+class InvalidDestination(Exception):
+    """Carries every problem found, each naming its field, so one answer tells the admin all there is to fix."""
+
+    def __init__(self, problems: list[dict[str, str]]) -> None:
+        super().__init__("; ".join(f"{p['field']}: {p['message']}" for p in problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class FieldMapping:
+    email: str
+    merge_fields: dict[str, str] = field(default_factory=dict)  # merge tag -> source column
+
+    def columns(self) -> list[str]:
+        return [self.email, *self.merge_fields.values()]
+
+
+@dataclass(frozen=True)
+class Destination:
+    id: str
+    display_name: str
+    audience_id: str
+    mapping: FieldMapping
+    segments: tuple[str, ...]
+    consent_accepted: bool
+    consent_by: str | None
+    consent_at: str | None
+    status_for_new: str | None  # None: pending when the audience uses double opt-in, else subscribed
+    tag_prefix: str
+    credential_kind: str  # api_key | oauth | none
+    created_at: str
+    updated_at: str
+    schedule_enabled: bool = True
+    export_on_arrival: bool = True
+
+    @property
+    def secret_name(self) -> str:
+        return f"mailchimp-{self.id}"
+
+    def tag_for(self, segment: str) -> str:
+        return f"{self.tag_prefix}{segment}"
+
+    def public(self) -> dict[str, Any]:
+        """The destination as the API shows it: never the credential itself, only whether there is one."""
+        return {
+            "id": self.id,
+            "displayName": self.display_name,
+            "audienceId": self.audience_id,
+            "consent": {"accepted": self.consent_accepted, "acceptedBy": self.consent_by, "acceptedAt": self.consent_at},
+            "mapping": {"email": self.mapping.email, "mergeFields": dict(self.mapping.merge_fields)},
+            "segments": list(self.segments),
+            "statusForNew": self.status_for_new,
+            "tagPrefix": self.tag_prefix,
+            "mailchimp": {"connected": self.credential_kind != "none", "method": self.credential_kind},
+            "schedule": {"enabled": self.schedule_enabled},
+            "exportOnArrival": self.export_on_arrival,
+            "createdAt": self.created_at,
+            "updatedAt": self.updated_at,
+        }
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _text(body: Mapping[str, Any], name: str, problems: list[dict[str, str]], *, max_len: int = 200) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not value.strip():
+        problems.append({"field": name, "message": "is required and must be a non-empty string"})
+        return ""
+    if len(value) > max_len:
+        problems.append({"field": name, "message": f"must be at most {max_len} characters"})
+    return value.strip()
+
+
+def _mapping(body: Mapping[str, Any], problems: list[dict[str, str]]) -> FieldMapping:
+    raw = body.get("mapping")
+    if not isinstance(raw, Mapping):
+        problems.append({"field": "mapping", "message": 'is required: {"email": "<column>", "mergeFields": {"FNAME": "<column>"}}'})
+        return FieldMapping(email="")
+    email = raw.get("email")
+    if not isinstance(email, str) or not email.strip():
+        problems.append({"field": "mapping.email", "message": "is required: name the column that holds the email address"})
+        email = ""
+    merge = raw.get("mergeFields", {}) or {}
+    fields: dict[str, str] = {}
+    if not isinstance(merge, Mapping):
+        problems.append({"field": "mapping.mergeFields", "message": "must be an object of merge tag -> column"})
+    else:
+        for tag, column in merge.items():
+            if not isinstance(tag, str) or not _MERGE_TAG.match(tag):
+                problems.append({"field": f"mapping.mergeFields.{tag}", "message": "merge tags are 1-10 upper-case letters, digits or underscores (e.g. FNAME)"})
+            elif not isinstance(column, str) or not column.strip():
+                problems.append({"field": f"mapping.mergeFields.{tag}", "message": "must name a source column"})
+            else:
+                fields[tag] = column.strip()
+    return FieldMapping(email=email.strip(), merge_fields=fields)
+
+
+def _segments(body: Mapping[str, Any], problems: list[dict[str, str]]) -> tuple[str, ...]:
+    raw = body.get("segments")
+    if not isinstance(raw, list) or not raw:
+        problems.append({"field": "segments", "message": "name at least one segment to export"})
+        return ()
+    names: list[str] = []
+    for i, name in enumerate(raw):
+        if not isinstance(name, str) or not name.strip() or "/" in name:
+            problems.append({"field": f"segments[{i}]", "message": "must be a segment name (no slashes)"})
+        elif name.strip().lower() not in {n.lower() for n in names}:
+            names.append(name.strip())
+    if len(names) > MAX_SEGMENTS:
+        problems.append({"field": "segments", "message": f"at most {MAX_SEGMENTS} segments per destination"})
+    return tuple(names)
+
+
+def _status(body: Mapping[str, Any], problems: list[dict[str, str]]) -> str | None:
+    value = body.get("statusForNew")
+    if value is None:
+        return None
+    if value not in STATUSES_FOR_NEW:
+        problems.append({"field": "statusForNew", "message": f"must be one of {', '.join(STATUSES_FOR_NEW)} (or left out to follow the audience's double opt-in)"})
+        return None
+    return value
+
+
+def _flag(body: Mapping[str, Any], path: tuple[str, ...], default: bool, problems: list[dict[str, str]]) -> bool:
+    value: Any = body
+    for key in path:
+        if not isinstance(value, Mapping) or key not in value:
+            return default
+        value = value[key]
+    if not isinstance(value, bool):
+        problems.append({"field": ".".join(path), "message": "must be true or false"})
+        return default
+    return value
+
+
+def new_destination(body: Any, accepted_by: str) -> Destination:
+    """Validate a create request. The credential is handled by the caller (it goes to the secret store, not here)."""
+    if not isinstance(body, Mapping):
+        raise InvalidDestination([{"field": "(body)", "message": "send a JSON object"}])
+    problems: list[dict[str, str]] = []
+    name = _text(body, "displayName", problems)
+    audience = _text(body, "audienceId", problems, max_len=32)
+    if audience and not _AUDIENCE_ID.match(audience):
+        problems.append({"field": "audienceId", "message": "is the audience ID from Mailchimp (Audience > Settings > Audience name and defaults), letters and digits only"})
+    consent = body.get("consent")
+    accepted = isinstance(consent, Mapping) and consent.get("accepted") is True
+    if not accepted:
+        problems.append({"field": "consent.accepted", "message": "must be true: accept the data-privacy consent to send profiles to Mailchimp"})
+    mapping = _mapping(body, problems)
+    segments = _segments(body, problems)
+    status = _status(body, problems)
+    prefix = body.get("tagPrefix", "")
+    if not isinstance(prefix, str) or len(prefix) > 50:
+        problems.append({"field": "tagPrefix", "message": "must be a string of at most 50 characters"})
+        prefix = ""
+    schedule = _flag(body, ("schedule", "enabled"), True, problems)
+    arrival = _flag(body, ("exportOnArrival",), True, problems)
+    if problems:
+        raise InvalidDestination(problems)
+    now = _now()
+    return Destination(
+        id=uuid.uuid4().hex[:12],
+        display_name=name,
+        audience_id=audience,
+        mapping=mapping,
+        segments=segments,
+        consent_accepted=True,
+        consent_by=accepted_by,
+        consent_at=now,
+        status_for_new=status,
+        tag_prefix=prefix,
+        credential_kind="none",
+        created_at=now,
+        updated_at=now,
+        schedule_enabled=schedule,
+        export_on_arrival=arrival,
+    )
+
+
+def with_credential(destination: Destination, kind: str) -> Destination:
+    return replace(destination, credential_kind=kind, updated_at=_now())
