@@ -47,6 +47,7 @@ class Settings:
     mailchimp_max_connections: int
     max_profiles_per_export: int
     chunk_size: int
+    mailchimp_retry_seconds: int
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int, problems: list[str]) -> int:
@@ -109,6 +110,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         mailchimp_max_connections=_int(env, "MAILCHIMP_MAX_CONNECTIONS", 10, 1, 10, problems),
         max_profiles_per_export=_int(env, "MAX_PROFILES_PER_EXPORT", 1_000_000, 1, 50_000_000, problems),
         chunk_size=_int(env, "EXPORT_CHUNK_SIZE", 500, 1, 500, problems),
+        mailchimp_retry_seconds=_int(env, "MAILCHIMP_RETRY_SECONDS", 120, 1, 600, problems),
     )
     if problems:
         raise ConfigError("The app settings need attention:\n- " + "\n- ".join(problems))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterator
 
 from azure.core import MatchConditions
@@ -20,6 +20,12 @@ from shared.destinations import Destination, FieldMapping
 from shared.runs import Run, SegmentPart
 
 RUN_ROW = "run"
+
+
+@dataclass(frozen=True)
+class Claim:
+    outcome: str  # claimed | busy | deferred | up_to_date
+    holder: str | None = None
 
 
 class Conflict(Exception):
@@ -90,8 +96,9 @@ class DestinationTable:
     def save(self, destination: Destination) -> None:
         existing = self._get_entity(destination.id)
         entity = self._to_entity(destination)
-        if existing is not None and existing.get("active_run"):
-            entity["active_run"] = existing["active_run"]
+        for kept in ("active_run", "exported", "follow_up"):  # run bookkeeping is not part of the settings
+            if existing is not None and existing.get(kept):
+                entity[kept] = existing[kept]
         self.table.upsert_entity(entity, mode=UpdateMode.REPLACE)
 
     def _get_entity(self, destination_id: str) -> Any:
@@ -114,31 +121,54 @@ class DestinationTable:
         entity = self._get_entity(destination_id)
         return (entity or {}).get("active_run") or None
 
-    def claim(self, destination_id: str, run_id: str, is_finished: Callable[[str], bool]) -> str | None:
-        """Make run_id the destination's active run unless another unfinished run holds it; returns the holder."""
+    def exported(self, destination_id: str) -> dict[str, str]:
+        """Snapshot id per segment of the newest snapshots a run was started for."""
+        entity = self._get_entity(destination_id)
+        return json.loads((entity or {}).get("exported") or "{}")
 
-        def attempt() -> str | None:
+    def claim(self, destination_id: str, run_id: str, covers: dict[str, str], is_finished: Callable[[str], bool],
+              trigger: str = "http", only_if_newer: bool = False) -> Claim:
+        """Make run_id the destination's one active run, recording the snapshots it covers, in one conditional write.
+
+        With only_if_newer (schedule and arrival triggers) nothing starts unless some segment has a newer snapshot
+        than the last run started for; if a run is active, a follow-up is noted instead, so any number of triggers
+        during a run lead to one more run after it, not to one each.
+        """
+
+        def attempt() -> Claim:
             entity = self._get_entity(destination_id)
             if entity is None:
                 raise KeyError(destination_id)
+            exported = json.loads(entity.get("exported") or "{}")
+            if only_if_newer and all(snap <= exported.get(segment, "") for segment, snap in covers.items()):
+                return Claim("up_to_date")
             holder = entity.get("active_run")
             if holder and holder != run_id and not is_finished(holder):
-                return holder
-            entity["active_run"] = run_id
+                if not only_if_newer:
+                    return Claim("busy", holder)
+                entity["follow_up"] = entity.get("follow_up") or trigger
+                self._replace(entity)
+                return Claim("deferred", holder)
+            exported.update(covers)
+            entity.update(active_run=run_id, exported=json.dumps(exported), follow_up="")
             self._replace(entity)
-            return None
+            return Claim("claimed")
 
         return _retry_on_conflict(attempt)
 
-    def release(self, destination_id: str, run_id: str) -> None:
-        def attempt() -> None:
+    def release(self, destination_id: str, run_id: str) -> str | None:
+        """Free the destination; returns the trigger of a follow-up run noted while it was busy, if any."""
+
+        def attempt() -> str | None:
             entity = self._get_entity(destination_id)
             if entity is None or entity.get("active_run") != run_id:
-                return
-            entity["active_run"] = ""
+                return None
+            follow_up = entity.get("follow_up") or None
+            entity.update(active_run="", follow_up="")
             self._replace(entity)
+            return follow_up
 
-        _retry_on_conflict(attempt)
+        return _retry_on_conflict(attempt)
 
     def _replace(self, entity: Any) -> None:
         try:

@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from azure.data.tables import TableServiceClient
 
-from shared.adapters.tables import DestinationTable, RunTable
+from shared.adapters.tables import Claim, DestinationTable, RunTable
 from shared.destinations import new_destination
 from shared.runs import Run, SegmentPart, zero_counts
 
@@ -57,11 +57,30 @@ def test_only_one_unfinished_run_holds_a_destination(tables):
                          "segments": ["S"]}, "admin")
     destinations.save(d)
     finished: set[str] = set()
-    assert destinations.claim(d.id, "run-1", lambda r: r in finished) is None
-    assert destinations.claim(d.id, "run-2", lambda r: r in finished) == "run-1"
+    is_finished = finished.__contains__
+    assert destinations.claim(d.id, "run-1", {"S": "2026-11-28T10:00Z"}, is_finished).outcome == "claimed"
+    assert destinations.claim(d.id, "run-2", {"S": "2026-11-28T10:00Z"}, is_finished) == Claim("busy", "run-1")
     finished.add("run-1")  # a run that finished without releasing (crash) does not block forever
-    assert destinations.claim(d.id, "run-2", lambda r: r in finished) is None
-    destinations.save(d)  # saving the destination's settings keeps the claim
+    assert destinations.claim(d.id, "run-2", {"S": "2026-11-28T10:00Z"}, is_finished).outcome == "claimed"
+    destinations.save(d)  # saving the destination's settings keeps the run bookkeeping
     assert destinations.active_run(d.id) == "run-2"
-    destinations.release(d.id, "run-2")
+    assert destinations.exported(d.id) == {"S": "2026-11-28T10:00Z"}
+    assert destinations.release(d.id, "run-2") is None
     assert destinations.active_run(d.id) is None
+
+
+def test_triggers_start_only_for_newer_snapshots_and_fold_into_one_follow_up(tables):
+    destinations = DestinationTable(tables, "dest" + uuid.uuid4().hex[:8])
+    d = new_destination({"displayName": "D", "consent": {"accepted": True}, "audienceId": "a1", "mapping": {"email": "E"},
+                         "segments": ["S"]}, "admin")
+    destinations.save(d)
+    running = lambda run_id: False  # noqa: E731 - every holder is still running
+    old, new = {"S": "2026-11-28T10:00Z"}, {"S": "2026-11-28T11:00Z"}
+    assert destinations.claim(d.id, "r1", old, running, "storage", only_if_newer=True).outcome == "claimed"
+    assert destinations.claim(d.id, "r2", old, running, "storage", only_if_newer=True).outcome == "up_to_date"
+    assert destinations.claim(d.id, "r3", new, running, "storage", only_if_newer=True).outcome == "deferred"
+    assert destinations.claim(d.id, "r4", new, running, "schedule", only_if_newer=True).outcome == "deferred"
+    assert destinations.release(d.id, "r1") == "storage"  # one follow-up, whoever asked first
+    assert destinations.release(d.id, "r1") is None
+    assert destinations.claim(d.id, "r5", new, running, "storage", only_if_newer=True).outcome == "claimed"
+    assert destinations.claim(d.id, "r6", old, running, "storage", only_if_newer=True).outcome == "up_to_date"  # older: ignored
