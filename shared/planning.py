@@ -1,0 +1,330 @@
+"""Planning an export: segment rows in, one member per email out, in chunks, in bounded memory.
+
+Rules (the README repeats them):
+- Identity is the email in column `mapping.email`, trimmed and lower-cased. A row without a usable
+  email, or with a merge value that cannot be converted to its Mailchimp type, is invalid: it is
+  reported (segment, partition, row, reason naming the column) and counted, never sent.
+- One email in several rows or segments is ONE member carrying every segment's tag (first-seen order).
+  It is counted as a member in the segment of its first row; every later row is a duplicate in its
+  own segment. So for each segment: read == invalid + duplicates + members.
+- Merge fields: the first row's values win; a field the first row leaves empty is filled from the
+  next row that has it, so a sparse profile does not blank out what another profile knows.
+- Values are trimmed and empty ones are not sent (Mailchimp keeps what it has). Text is cut at
+  255 UTF-8 bytes on a character boundary. With `merge_field_types`, number becomes a JSON number,
+  date YYYY-MM-DD (year-first input only: 03/04/2026 is ambiguous), birthday MM/DD, address an
+  object from JSON or from Mailchimp's import form (parts separated by two spaces).
+
+Memory: valid rows and existing members are hash-partitioned by email (crc32) into spill files in a
+temporary folder, then merged one bucket at a time. Output order depends only on the input
+(bucket order, then first-row order), so a redelivered planning message yields identical chunks.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import re
+import tempfile
+import zlib
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from shared.emails import email_problem, normalize_email
+from shared.members import ExistingMember, Member, RowRef
+from shared.segment_rows import SourceRow
+
+BUCKETS = 64
+TEXT_LIMIT_BYTES = 255
+_SPILL_BATCH = 16384  # records buffered across all buckets before they go to disk
+
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+_DATE = re.compile(r"(\d{4})[-/](\d{1,2})[-/](\d{1,2})(?:[T ].*)?")
+_MONTH_DAY = re.compile(r"(\d{1,2})/(\d{1,2})")
+_ADDRESS_PARTS = {
+    4: ("addr1", "city", "state", "zip"),
+    5: ("addr1", "city", "state", "zip", "country"),
+    6: ("addr1", "addr2", "city", "state", "zip", "country"),
+}
+_ADDRESS_REQUIRED = ("addr1", "city", "state", "zip")
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """Which source columns feed the member: the email (required) and merge tag -> column."""
+
+    email: str
+    merge_fields: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """A row that will not be sent, for the errors report; the email is as given, never in `reason`."""
+
+    segment: str
+    partition: str
+    row: int
+    email: str | None
+    reason: str
+
+
+@dataclass
+class SegmentCounts:
+    read: int = 0
+    invalid: int = 0
+    duplicates: int = 0
+    members: int = 0
+
+
+@dataclass(frozen=True)
+class SegmentInput:
+    segment: str
+    tag: str  # Mailchimp tag given to this segment's members
+    rows: Iterable[SourceRow]
+
+
+def _text(value: str) -> str:
+    if len(value) <= TEXT_LIMIT_BYTES // 4:  # cannot exceed the limit even at 4 bytes a character
+        return value
+    data = value.encode("utf-8")
+    return value if len(data) <= TEXT_LIMIT_BYTES else data[:TEXT_LIMIT_BYTES].decode("utf-8", "ignore")
+
+
+def _number(value: str) -> int | float:
+    if not _NUMBER.fullmatch(value):
+        raise ValueError
+    if value.lstrip("+-").isdigit():
+        return int(value)
+    number = float(value)
+    if not math.isfinite(number):  # 1e999: JSON has no infinity
+        raise ValueError
+    return number
+
+
+def _calendar_date(value: str) -> date:
+    match = _DATE.fullmatch(value)
+    if not match:
+        raise ValueError
+    year, month, day = match.groups()
+    return date(int(year), int(month), int(day))
+
+
+def _date(value: str) -> str:
+    return _calendar_date(value).isoformat()
+
+
+def _birthday(value: str) -> str:
+    match = _MONTH_DAY.fullmatch(value)
+    if match:
+        month, day = int(match[1]), int(match[2])
+        date(2000, month, day)  # a leap year, so 02/29 passes
+    else:
+        parsed = _calendar_date(value)
+        month, day = parsed.month, parsed.day
+    return f"{month:02d}/{day:02d}"
+
+
+def _address(value: str) -> dict[str, str]:
+    if value.startswith("{"):
+        doc = json.loads(value)
+        address = {key: _text(str(doc[key]).strip()) for key in ("addr1", "addr2", "city", "state", "zip", "country") if doc.get(key)}
+    else:
+        parts = [part.strip() for part in re.split(r" {2,}|\t", value)]
+        names = _ADDRESS_PARTS.get(len(parts))
+        if names is None:
+            raise ValueError
+        address = {name: _text(part) for name, part in zip(names, parts) if part}
+    if not all(address.get(key) for key in _ADDRESS_REQUIRED):
+        raise ValueError
+    return address
+
+
+# Mailchimp merge field type -> (conversion, what the source should hold). Types not listed are text.
+_CONVERSIONS: dict[str, tuple[Callable[[str], Any], str]] = {
+    "number": (_number, "a number like 1234.5"),
+    "date": (_date, "a date with the year first, like 2026-11-28 or 2026-11-28T17:00:00Z"),
+    "birthday": (_birthday, "a month/day like 04/17, or a full date like 1990-04-17"),
+    "address": (
+        _address,
+        'JSON like {"addr1": "1 Main St", "city": "Springfield", "state": "IL", "zip": "62701"} '
+        "or street, city, state, zip[, country] separated by two spaces",
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _FieldRule:
+    tag: str
+    column: str
+    kind: str
+    convert: Callable[[str], Any]
+    expected: str
+
+
+class _Spill:
+    """Records hash-partitioned by email into BUCKETS files, written in batches so memory stays bounded."""
+
+    def __init__(self, folder: str, kind: str) -> None:
+        self._paths = [os.path.join(folder, f"{kind}-{bucket:02d}.pickle") for bucket in range(BUCKETS)]
+        self._files: list[Any] = [None] * BUCKETS
+        self._buffers: list[list[tuple]] = [[] for _ in range(BUCKETS)]
+        self._buffered = 0
+
+    def add(self, email: str, record: tuple) -> None:
+        self._buffers[zlib.crc32(email.encode("utf-8")) % BUCKETS].append(record)
+        self._buffered += 1
+        if self._buffered >= _SPILL_BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        for bucket, buffer in enumerate(self._buffers):
+            if buffer:
+                if self._files[bucket] is None:
+                    self._files[bucket] = open(self._paths[bucket], "wb")
+                pickle.dump(buffer, self._files[bucket], protocol=pickle.HIGHEST_PROTOCOL)
+                self._buffers[bucket] = []
+        self._buffered = 0
+
+    def close(self) -> None:
+        self._flush()
+        for file in self._files:
+            if file is not None:
+                file.close()
+
+    def read(self, bucket: int) -> Iterator[tuple]:
+        """The bucket's records in the order they were added; the file is removed once read."""
+        if self._files[bucket] is None:
+            return
+        with open(self._paths[bucket], "rb") as file:
+            while True:
+                try:
+                    yield from pickle.load(file)
+                except EOFError:
+                    break
+        os.remove(self._paths[bucket])
+
+
+class Plan:
+    """An export plan: iterate it (or `.chunks()`) once for member chunks; `.counts` is final after that.
+
+    Row problems go to `on_problem` while the first chunk is being prepared (all rows are read then).
+    """
+
+    def __init__(
+        self,
+        inputs: Sequence[SegmentInput],
+        mapping: Mapping,
+        *,
+        existing: Iterable[ExistingMember] = (),
+        merge_field_types: dict[str, str] | None = None,
+        chunk_size: int = 500,
+        on_problem: Callable[[RowProblem], None],
+        workdir: str | None = None,
+    ) -> None:
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+        if not mapping.email:
+            raise ValueError("The mapping names no email column; choose the column that holds each profile's email")
+        for source in inputs:
+            if not source.tag.strip():
+                raise ValueError(f"Segment {source.segment} has an empty tag; give it the Mailchimp tag its members get")
+        types = merge_field_types or {}
+        self._rules = [
+            _FieldRule(tag, column, types.get(tag, "text"), *_CONVERSIONS.get(types.get(tag, "text"), (_text, "text")))
+            for tag, column in mapping.merge_fields.items()
+        ]
+        self._inputs = list(inputs)
+        self._email_column = mapping.email
+        self._existing = existing
+        self._chunk_size = chunk_size
+        self._on_problem = on_problem
+        self._workdir = workdir
+        self._started = False
+        self.counts: dict[str, SegmentCounts] = {source.segment: SegmentCounts() for source in self._inputs}
+
+    def __iter__(self) -> Iterator[list[Member]]:
+        return self.chunks()
+
+    def chunks(self) -> Iterator[list[Member]]:
+        """Member lists of at most chunk_size, in a deterministic order; a plan runs once."""
+        if self._started:
+            raise RuntimeError("This plan has already run; make a new Plan to plan again")
+        self._started = True
+        return self._chunks()
+
+    def _chunks(self) -> Iterator[list[Member]]:
+        with tempfile.TemporaryDirectory(prefix="plan-", dir=self._workdir) as folder:
+            rows, existing = _Spill(folder, "rows"), _Spill(folder, "existing")
+            self._spill_rows(rows)
+            for member in self._existing:
+                email = normalize_email(member.email)
+                existing.add(email, (email, member.status, member.merge_fields))
+            rows.close()
+            existing.close()
+            chunk: list[Member] = []
+            for bucket in range(BUCKETS):
+                for member in self._merge(rows.read(bucket), existing.read(bucket)):
+                    chunk.append(member)
+                    if len(chunk) == self._chunk_size:
+                        yield chunk
+                        chunk = []
+            if chunk:
+                yield chunk
+
+    def _spill_rows(self, spill: _Spill) -> None:
+        for index, source in enumerate(self._inputs):
+            counts = self.counts[source.segment]
+            for row in source.rows:
+                counts.read += 1
+                given, reason = None, row.error
+                if row.values is not None:
+                    given = row.values.get(self._email_column)
+                    email, fields, reason = self._accept(row.values, given)
+                if reason is not None:
+                    counts.invalid += 1
+                    self._on_problem(RowProblem(source.segment, row.partition, row.row, given, reason))
+                else:
+                    spill.add(email, (email, index, row.partition, row.row, fields))
+
+    def _accept(self, values: dict[str, str], given: str | None) -> tuple[str, dict[str, Any], str | None]:
+        """(email, merge fields, None) for a sendable row, or (.., .., why not)."""
+        if given is None:
+            return "", {}, f"has no column '{self._email_column}' (the mapped email column); fix the mapping or the export"
+        email = normalize_email(given)
+        problem = email_problem(email)
+        if problem:
+            return email, {}, f"column '{self._email_column}': {problem}"
+        fields: dict[str, Any] = {}
+        for rule in self._rules:
+            raw = values.get(rule.column)
+            if raw and (raw := raw.strip()):
+                try:
+                    fields[rule.tag] = rule.convert(raw)
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    return email, {}, f"column '{rule.column}' (merge field {rule.tag}, type {rule.kind}) cannot be converted: expected {rule.expected}"
+        return email, fields, None
+
+    def _merge(self, rows: Iterator[tuple], existing: Iterator[tuple]) -> Iterable[Member]:
+        """One bucket's members in first-row order, duplicates folded in and the audience's state attached."""
+        members: dict[str, Member] = {}
+        for email, index, partition, row, fields in rows:
+            source = self._inputs[index]
+            member = members.get(email)
+            if member is None:
+                members[email] = Member(email, fields, [source.tag], RowRef(source.segment, partition, row))
+                self.counts[source.segment].members += 1
+                continue
+            self.counts[source.segment].duplicates += 1
+            if source.tag not in member.tags:
+                member.tags.append(source.tag)
+            for tag, value in fields.items():
+                member.merge_fields.setdefault(tag, value)
+        for email, status, merge_fields in existing:
+            member = members.get(email)
+            if member is not None:
+                member.existing = ExistingMember(email, status, merge_fields)
+        return members.values()
+
+
+plan_export = Plan  # the name callers use: plan_export(inputs, mapping, on_problem=...) -> Plan

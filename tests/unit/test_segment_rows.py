@@ -1,0 +1,180 @@
+"""Streaming rows out of real partition files (FolderSource fakes Blob Storage)."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
+
+from shared.sample_segments import COLUMNS, FolderSource, folder_writer, write_plain_export, write_sample_export
+from shared.segment_rows import read_rows, snapshot_columns
+from shared.snapshots import Snapshot, newest_snapshot
+
+T2 = datetime(2026, 11, 28, 17, 0, tzinfo=timezone.utc)
+
+
+def snapshot_of(tmp_path: Path, files: dict[str, bytes], **options) -> tuple[FolderSource, Snapshot]:
+    """A one-segment snapshot over the given partition files (written in the given order)."""
+    write = folder_writer(tmp_path)
+    for name, data in files.items():
+        write(name, data)
+    options.setdefault("format", "csv")
+    options.setdefault("has_header", options["format"] == "csv" and "columns" not in options)
+    options.setdefault("columns", None)
+    return FolderSource(tmp_path), Snapshot("S", "", T2, tuple(files), **options)
+
+
+def rows_of(tmp_path: Path, data: bytes, **options) -> list[tuple]:
+    source, snapshot = snapshot_of(tmp_path, {"p.csv": data}, **options)
+    return [(r.row, r.values, r.error) for r in read_rows(source, snapshot)]
+
+
+def test_headerless_cdm_partitions_read_with_model_columns_and_quoted_fields(tmp_path: Path) -> None:
+    stats = write_sample_export(tmp_path, {"Seg": 250}, rows_per_partition=100, taken_at=T2)
+    source = FolderSource(tmp_path)
+    snapshot = newest_snapshot(source, "Seg")
+
+    rows = list(read_rows(source, snapshot))
+
+    assert len(rows) == stats["Seg"].rows == 250
+    assert [r.row for r in rows] == [*range(1, 101), *range(1, 101), *range(1, 51)]
+    assert {r.partition for r in rows} == set(snapshot.partitions)
+    assert all(r.error is None and tuple(r.values) == COLUMNS for r in rows)
+    assert any("\n" in r.values["Street"] for r in rows)  # a quoted two-line address stays one field
+    assert any(r.values["Company"] == "Fabrikam, Inc." for r in rows)
+    assert any(r.values["Company"] == 'The "Green" Grocer' for r in rows)
+
+
+def test_header_bom_crlf_and_quoted_commas_quotes_and_line_breaks(tmp_path: Path) -> None:
+    data = '\ufeffEmail,Name,Note\r\na@contoso.com,"Doe, Jane","She said ""hi""\r\nthen left"\r\n\r\nb@contoso.com,Zoë,\r\n'
+
+    rows = rows_of(tmp_path, data.encode("utf-8"))
+
+    assert rows == [
+        (1, {"Email": "a@contoso.com", "Name": "Doe, Jane", "Note": 'She said "hi"\r\nthen left'}, None),
+        (2, {"Email": "b@contoso.com", "Name": "Zoë", "Note": ""}, None),
+    ]
+
+
+def test_bytes_that_are_not_utf8_make_only_their_row_unreadable(tmp_path: Path) -> None:
+    data = b"Email,Name\na@contoso.com,Ren\xe9e\nb@contoso.com,Ren\xc3\xa9e\n"
+
+    rows = rows_of(tmp_path, data)
+
+    assert rows[0][:2] == (1, None) and "not valid UTF-8" in rows[0][2] and "line 2" in rows[0][2]
+    assert rows[1] == (2, {"Email": "b@contoso.com", "Name": "Renée"}, None)
+
+
+def test_other_declared_encodings_are_decoded(tmp_path: Path) -> None:
+    rows = rows_of(tmp_path, "a@contoso.com,Renée\n".encode("latin-1"), columns=("Email", "Name"), encoding="ISO-8859-1")
+
+    assert rows == [(1, {"Email": "a@contoso.com", "Name": "Renée"}, None)]
+
+
+def test_a_row_with_the_wrong_number_of_fields_is_one_error_row(tmp_path: Path) -> None:
+    data = b"Email,Name,City\na@contoso.com,Jane,Paris\nb@contoso.com,Doe, John,Lyon\nc@contoso.com,Ann,Oslo,,\nd@contoso.com\n"
+
+    rows = rows_of(tmp_path, data)
+
+    assert [r[0] for r in rows] == [1, 2, 3, 4]
+    assert rows[1][1] is None and rows[1][2] == "has 4 fields, expected 3 (line 3; check quoting of commas and line breaks)"
+    assert rows[2][1] == {"Email": "c@contoso.com", "Name": "Ann", "City": "Oslo"}  # trailing empty fields are harmless
+    assert rows[3][2].startswith("has 1 fields, expected 3")
+
+
+def test_broken_quoting_is_one_error_row_and_reading_goes_on(tmp_path: Path) -> None:
+    data = b'Email,Name\na@contoso.com,"Jane"Doe\nb@contoso.com,John\nc@contoso.com,"never closed\n'
+
+    rows = rows_of(tmp_path, data)
+
+    assert [(r[0], r[1] is None) for r in rows] == [(1, True), (2, False), (3, True)]
+    assert "is not valid CSV" in rows[0][2] and "line 2" in rows[0][2] and "check quoting" in rows[0][2]
+    assert "is not valid CSV" in rows[2][2]
+
+
+@pytest.mark.parametrize("data", [b"", b"Email,Name\r\n", b"\r\n\r\n"])
+def test_an_empty_partition_yields_nothing(tmp_path: Path, data: bytes) -> None:
+    assert rows_of(tmp_path, data) == []
+
+
+def test_a_header_naming_a_column_twice_makes_every_row_unreadable(tmp_path: Path) -> None:
+    rows = rows_of(tmp_path, b"Email,Name,Email\na@contoso.com,Jane,b@contoso.com\nc@contoso.com,Ann,d@contoso.com\n")
+
+    assert [(r[0], r[1]) for r in rows] == [(1, None), (2, None)]
+    assert "names column 'Email' twice" in rows[0][2]
+
+
+def test_an_unknown_encoding_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="encoding 'klingon-8' is not known; export the files as UTF-8"):
+        rows_of(tmp_path, b"a,b\n", encoding="klingon-8")
+
+
+def test_jsonl_rows_bad_lines_are_error_rows(tmp_path: Path) -> None:
+    lines = [
+        "\ufeff" + json.dumps({"Email": "a@contoso.com", "Spend": 12.5, "Tags": ["x"], "Birth": None, "Vip": True}),
+        "",
+        '{"Email": "b@contoso.com",',
+        "[1, 2]",
+        '{"Email": "\\ud800"}',
+    ]
+    data = "\n".join(lines).encode("utf-8") + b"\n" + b'{"Email": "c@contoso.com", "Name": "Ren\xe9e"}\n'
+    source, snapshot = snapshot_of(tmp_path, {"p.jsonl": data}, format="jsonl")
+
+    rows = [(r.row, r.values, r.error) for r in read_rows(source, snapshot)]
+
+    assert rows[0] == (1, {"Email": "a@contoso.com", "Spend": "12.5", "Tags": '["x"]', "Birth": "", "Vip": "true"}, None)
+    assert [r[0] for r in rows] == [1, 2, 3, 4, 5]
+    assert rows[1][2].startswith("is not valid JSON") and "line 3" in rows[1][2]
+    assert rows[2][2] == "is not a JSON object (line 4); write one object a line"
+    assert "escape" in rows[3][2]
+    assert rows[4][2] == "has bytes that are not valid UTF-8 (line 6; save the file as UTF-8)"
+
+
+def test_sample_jsonl_snapshot_reads_every_row(tmp_path: Path) -> None:
+    stats = write_plain_export(tmp_path, {"News": 120}, fmt="jsonl", taken_at=T2, rows_per_partition=50)
+    source = FolderSource(tmp_path)
+
+    rows = list(read_rows(source, newest_snapshot(source, "News")))
+
+    assert len(rows) == stats["News"].rows and all(r.error is None for r in rows)
+
+
+class RecordingSource(FolderSource):
+    """Keeps the streams it opens, to see how far reading has gone."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.opened: list[BinaryIO] = []
+
+    def open_binary(self, name: str) -> BinaryIO:
+        stream = super().open_binary(name)
+        self.opened.append(stream)
+        return stream
+
+
+def test_rows_stream_without_reading_the_whole_partition(tmp_path: Path) -> None:
+    body = "".join(f"user{n}@contoso.com,Name {n}\r\n" for n in range(100_000)).encode("utf-8")
+    snapshot_of(tmp_path, {"big.csv": b"Email,Name\r\n" + body})
+    source = RecordingSource(tmp_path)
+    snapshot = Snapshot("S", "", T2, ("big.csv",), None, "csv", True)
+
+    rows = read_rows(source, snapshot)
+    first = next(rows)
+
+    assert first.values == {"Email": "user0@contoso.com", "Name": "Name 0"}
+    assert source.opened[0].tell() < len(body) // 10
+    rows.close()
+    assert source.opened[0].closed
+
+
+def test_snapshot_columns_come_from_the_header_the_first_object_or_the_model(tmp_path: Path) -> None:
+    csv_source, csv_snapshot = snapshot_of(tmp_path / "csv", {"e.csv": b"", "p.csv": b"\xef\xbb\xbf Email ,Name\r\nx,y\r\n"})
+    jsonl_source, jsonl_snapshot = snapshot_of(tmp_path / "jsonl", {"p.jsonl": b'{"Email": "x", "Name": "y"}\n'}, format="jsonl")
+    model_source, model_snapshot = snapshot_of(tmp_path / "cdm", {"p.csv": b""}, columns=("Email", "Name"))
+
+    assert snapshot_columns(csv_source, csv_snapshot) == ("Email", "Name")
+    assert snapshot_columns(jsonl_source, jsonl_snapshot) == ("Email", "Name")
+    assert snapshot_columns(model_source, model_snapshot) == ("Email", "Name")
+    assert snapshot_columns(csv_source, Snapshot("S", "", T2, ("e.csv",), None, "csv", True)) == ()
