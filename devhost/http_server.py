@@ -1,0 +1,161 @@
+"""HTTP triggers: route matching, function keys and the HttpRequest/HttpResponse round trip."""
+from __future__ import annotations
+
+import hmac
+import logging
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import azure.functions as func
+
+from devhost.app_index import FunctionSpec
+from devhost.errors import ConfigError
+from devhost.invoker import Invoker
+from devhost.routes import RouteTemplate
+
+log = logging.getLogger("devhost.http")
+KEY_HEADER = "x-functions-key"
+KEY_QUERY = "code"
+ANONYMOUS = "ANONYMOUS"
+MAX_BODY_BYTES = 100 * 1024 * 1024  # Azure's request size limit
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+
+
+@dataclass(frozen=True)
+class HttpFunction:
+    spec: FunctionSpec
+    route: RouteTemplate
+    methods: frozenset[str]  # empty: every method
+    auth_level: str
+
+    @classmethod
+    def build(cls, spec: FunctionSpec, route_prefix: str) -> HttpFunction:
+        """Read the trigger binding: route (default: the function name), methods and auth level."""
+        route = spec.trigger.get("route") or spec.name
+        template = f"{route_prefix}/{route.strip('/')}" if route_prefix else route
+        try:
+            parsed = RouteTemplate.parse(template)
+        except ValueError as error:
+            raise ConfigError(f"function {spec.name}: {error}") from None
+        methods = frozenset(method.upper() for method in spec.trigger.get("methods") or ())
+        return cls(spec, parsed, methods, str(spec.trigger.get("authLevel", "FUNCTION")).upper())
+
+    def describe(self) -> str:
+        methods = ",".join(sorted(self.methods)) or "any method"
+        return f"{self.spec.name}: [{methods}] /{self.route.template} ({self.auth_level.lower()})"
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+def _answer_from(result: Any) -> _Answer:
+    """What the worker does with a function's return value: an HttpResponse, or text/bytes as a 200."""
+    if isinstance(result, (str, bytes)):
+        result = func.HttpResponse(result)
+    if not isinstance(result, func.HttpResponse):
+        raise TypeError(f"an HTTP function must return func.HttpResponse, str or bytes, not {type(result).__name__}")
+    headers = list(result.headers.items())
+    if not any(name.lower() == "content-type" for name, _ in headers):
+        headers.append(("Content-Type", f"{result.mimetype}; charset={result.charset}"))
+    return _Answer(result.status_code, headers, result.get_body())
+
+
+class FunctionsHttpServer(ThreadingHTTPServer):
+    """A threaded server: each request gets its own thread, so requests run concurrently as in Azure."""
+
+    daemon_threads = True
+
+    def __init__(self, port: int, functions: list[HttpFunction], function_key: str | None, invoker: Invoker) -> None:
+        protected = [f.spec.name for f in functions if f.auth_level != ANONYMOUS]
+        if protected and not function_key:
+            raise ConfigError(f"functions {', '.join(protected)} need a key: pass --function-key")
+        self.functions = sorted(functions, key=lambda f: f.route.precedence)
+        self.function_key = function_key or ""
+        self.invoker = invoker
+        try:
+            super().__init__(("127.0.0.1", port), _RequestHandler)
+        except OSError as error:
+            raise ConfigError(f"cannot listen on 127.0.0.1:{port} ({error.strerror}): pick another --port") from None
+
+    def find(self, method: str, path: str) -> tuple[HttpFunction, dict[str, str]] | None:
+        for function in self.functions:
+            params = function.route.match(path)
+            if params is not None and (not function.methods or method in function.methods):
+                return function, params
+        return None  # Azure answers 404 for a known route with another method, too
+
+    def key_accepted(self, function: HttpFunction, headers: dict[str, str], query: dict[str, str]) -> bool:
+        if function.auth_level == ANONYMOUS:
+            return True
+        given = headers.get(KEY_HEADER) or query.get(KEY_QUERY) or ""
+        return hmac.compare_digest(given.encode(), self.function_key.encode())
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out as separate writes: do not wait for an ACK between
+    server: FunctionsHttpServer
+
+    def handle_any(self) -> None:
+        url = urlsplit(self.path)
+        query = dict(parse_qsl(url.query, keep_blank_values=True))
+        headers = {name.lower(): ", ".join(self.headers.get_all(name)) for name in self.headers.keys()}
+        body = self._read_body()
+        if body is None:
+            return
+        found = self.server.find(self.command, url.path)
+        if found is None:
+            return self._send(_Answer(404, [], b""))
+        function, route_params = found
+        if not self.server.key_accepted(function, headers, query):
+            return self._send(_Answer(401, [], b""))
+        host = self.headers.get("Host") or f"127.0.0.1:{self.server.server_address[1]}"
+        request = func.HttpRequest(self.command, f"http://{host}{self.path}", headers=headers, params=query,
+                                   route_params=route_params, body=body)
+        try:
+            with self.server.invoker.invocation(function.spec, "http", method=self.command) as details:
+                answer = _answer_from(self.server.invoker.run(function.spec, request))
+                details["status"] = answer.status
+        except Exception:  # logged by the invoker; Azure answers 500 with no body
+            answer = _Answer(500, [], b"")
+        self._send(answer)
+
+    def _read_body(self) -> bytes | None:
+        """The request body, chunked or sized; None after answering 413 for one over Azure's limit."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks = []
+            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+            while self.rfile.readline().strip():  # trailers end with an empty line
+                pass
+            return b"".join(chunks)
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY_BYTES:
+            self.close_connection = True
+            self._send(_Answer(413, [], b""))
+            return None
+        return self.rfile.read(length)
+
+    def _send(self, answer: _Answer) -> None:
+        self.send_response(answer.status)
+        for name, value in answer.headers:
+            if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(answer.body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(answer.body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silenced: the default access log prints the query string, which can hold the key (`code`)."""
+
+
+for _method in METHODS:
+    setattr(_RequestHandler, f"do_{_method}", _RequestHandler.handle_any)

@@ -1,0 +1,211 @@
+"""Queue triggers as the Functions storage-queue extension runs them.
+
+Batches of batchSize messages run concurrently; the next batch is fetched once no more than newBatchThreshold
+are still running (so up to batchSize + newBatchThreshold run at once, as Azure documents). Each message is
+leased (made invisible) for --message-lease-seconds and the lease is renewed at half-time while its handler
+runs, so a host that dies mid-handler leaves the message to reappear when the lease ends. A failure makes
+the message visible again after visibilityTimeout; at maxDequeueCount it moves to `<queue>-poison`.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+
+from azure.core.exceptions import AzureError, ResourceExistsError
+from azure.functions.queue import QueueMessage as TriggerMessage
+from azure.storage.queue import QueueClient, QueueMessage
+
+from devhost.app_index import FunctionSpec
+from devhost.background import Background
+from devhost.errors import ConfigError
+from devhost.hostconfig import QueueOptions
+from devhost.invoker import Invoker
+from devhost.settings import resolve_expression, storage_connection
+
+log = logging.getLogger("devhost.queues")
+POISON_SUFFIX = "-poison"
+MIN_POLL_DELAY = 0.1  # seconds; the first back-off step after an empty poll
+IDLE_CHECK = 0.5  # seconds between stop checks while a batch runs
+# Storage rules (3-63 lowercase letters, digits, single hyphens), minus room for the poison suffix.
+_QUEUE_NAME = re.compile(r"^(?=.{3,%d}$)[a-z0-9]+(-[a-z0-9]+)*$" % (63 - len(POISON_SUFFIX)))
+
+
+def queue_client(connection: str, name: str) -> QueueClient:
+    """A client that sends and receives text as-is: devhost applies messageEncoding itself, like the host does."""
+    return QueueClient.from_connection_string(connection, name)
+
+
+def ensure_queue(client: QueueClient) -> None:
+    """Create the queue if it is missing: locally nobody provisions queues in advance."""
+    try:
+        client.create_queue()
+    except ResourceExistsError:
+        pass
+
+
+@dataclass
+class _Lease:
+    message_id: str
+    pop_receipt: str
+    renew_at: float
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    settled: bool = False
+
+
+@dataclass(eq=False)
+class QueueListener(Background):
+    """One queue-triggered function: its poll loop, its running messages and their leases."""
+
+    spec: FunctionSpec
+    queue_name: str
+    client: QueueClient
+    poison: QueueClient
+    options: QueueOptions
+    lease_seconds: int
+    invoker: Invoker
+    stopping: threading.Event
+
+    def __post_init__(self) -> None:
+        self._leases: dict[str, _Lease] = {}
+        self._changed = threading.Condition()
+        super().__init__(f"queue-{self.spec.name}")
+
+    @classmethod
+    def build(cls, spec: FunctionSpec, options: QueueOptions, lease_seconds: int, invoker: Invoker,
+              stopping: threading.Event) -> QueueListener:
+        """Resolve queueName (`%SETTING%` allowed) and the connection setting of a queueTrigger binding."""
+        where = f"function {spec.name}"
+        queue_name = resolve_expression(spec.trigger["queueName"], where)
+        if not _QUEUE_NAME.match(queue_name):
+            raise ConfigError(
+                f"{where}: queue name {queue_name!r} is invalid: use 3-{63 - len(POISON_SUFFIX)} lowercase letters, "
+                "digits and single hyphens (the poison queue adds '-poison')"
+            )
+        connection = storage_connection(spec.trigger.get("connection"), where)
+        return cls(spec, queue_name, queue_client(connection, queue_name),
+                   queue_client(connection, queue_name + POISON_SUFFIX), options, lease_seconds, invoker, stopping)
+
+    def _run(self) -> None:
+        """Fetch and dispatch until stopped, then keep renewing leases until the running handlers end."""
+        delay = 0.0
+        created = False
+        while True:
+            self._renew_due_leases()
+            running = self._running()
+            if self.stopping.is_set() and not running:
+                return
+            if self.stopping.is_set() or running > self.options.new_batch_threshold:
+                with self._changed:
+                    self._changed.wait(min(IDLE_CHECK, self._until_renewal()))
+                continue
+            try:
+                if not created:
+                    ensure_queue(self.client)
+                    created = True
+                messages = list(self.client.receive_messages(
+                    messages_per_page=self.options.batch_size, max_messages=self.options.batch_size,
+                    visibility_timeout=self.lease_seconds))
+            except AzureError as error:
+                log.warning("queue %s: polling failed (%s); retrying", self.queue_name, type(error).__name__)
+                messages = []
+            for message in messages:
+                self._start(message)
+            delay = 0.0 if messages else min(max(delay * 2, MIN_POLL_DELAY), self.options.max_polling_interval)
+            self.stopping.wait(min(delay, self._until_renewal()))
+
+    def _running(self) -> int:
+        with self._changed:
+            return len(self._leases)
+
+    def _until_renewal(self) -> float:
+        with self._changed:
+            due = min((lease.renew_at for lease in self._leases.values()), default=float("inf"))
+        return max(0.0, due - time.monotonic())
+
+    def _start(self, message: QueueMessage) -> None:
+        lease = _Lease(message.id, message.pop_receipt, time.monotonic() + self.lease_seconds / 2)
+        with self._changed:
+            self._leases[message.id] = lease
+        threading.Thread(target=self._process, args=(message, lease), name=f"{self.spec.name}-{message.id}",
+                         daemon=True).start()
+
+    def _process(self, message: QueueMessage, lease: _Lease) -> None:
+        try:
+            body = self._decode(message.content or "")
+            if message.dequeue_count > self.options.max_dequeue_count:
+                self._settle(message, lease, "poison", f"was dequeued {message.dequeue_count} times already")
+            elif body is None:
+                self._settle(message, lease, "poison", "is not base64 (host.json messageEncoding is base64: send with "
+                             "TextBase64EncodePolicy, or set messageEncoding to none on both ends)")
+            elif self._invoke(message, body):
+                self._settle(message, lease, "delete")
+            elif message.dequeue_count >= self.options.max_dequeue_count:
+                self._settle(message, lease, "poison", f"reached maxDequeueCount {self.options.max_dequeue_count}")
+            else:
+                self._settle(message, lease, "retry")
+        finally:
+            with self._changed:
+                del self._leases[message.id]
+                self._changed.notify_all()
+
+    def _decode(self, content: str) -> bytes | None:
+        if self.options.message_encoding == "none":
+            return content.encode("utf-8")
+        try:
+            return base64.b64decode(content, validate=True)
+        except binascii.Error:
+            return None
+
+    def _invoke(self, message: QueueMessage, body: bytes) -> bool:
+        trigger_value = TriggerMessage(
+            id=message.id, body=body, dequeue_count=message.dequeue_count, insertion_time=message.inserted_on,
+            expiration_time=message.expires_on, time_next_visible=message.next_visible_on,
+            pop_receipt=message.pop_receipt)
+        try:
+            with self.invoker.invocation(self.spec, "queue", message_id=message.id,
+                                         dequeue_count=message.dequeue_count):
+                self.invoker.run(self.spec, trigger_value)
+        except Exception:  # logged by the invoker; the message's fate is decided by the caller
+            return False
+        return True
+
+    def _settle(self, message: QueueMessage, lease: _Lease, action: str, reason: str = "") -> None:
+        """Delete, retry later or poison a message, under its lease lock so a renewal cannot interleave."""
+        with lease.lock:
+            lease.settled = True
+            try:
+                if action == "poison":
+                    log.warning("queue %s: message %s %s: moving it to %s%s", self.queue_name, message.id, reason,
+                                self.queue_name, POISON_SUFFIX)
+                    ensure_queue(self.poison)
+                    self.poison.send_message(message.content)
+                if action == "retry":
+                    self.client.update_message(message.id, lease.pop_receipt,
+                                               visibility_timeout=int(self.options.visibility_timeout))
+                else:
+                    self.client.delete_message(message.id, lease.pop_receipt)
+            except AzureError as error:
+                log.warning("queue %s: message %s: %s failed (%s); it will be delivered again when its lease ends",
+                            self.queue_name, message.id, action, type(error).__name__)
+
+    def _renew_due_leases(self) -> None:
+        now = time.monotonic()
+        with self._changed:
+            due = [lease for lease in self._leases.values() if lease.renew_at <= now]
+        for lease in due:
+            with lease.lock:
+                if lease.settled:
+                    continue
+                try:
+                    renewed = self.client.update_message(lease.message_id, lease.pop_receipt,
+                                                         visibility_timeout=self.lease_seconds)
+                    lease.pop_receipt = renewed.pop_receipt
+                except AzureError as error:
+                    log.warning("queue %s: message %s: lease renewal failed (%s); it may be delivered twice",
+                                self.queue_name, lease.message_id, type(error).__name__)
+                lease.renew_at = time.monotonic() + self.lease_seconds / 2

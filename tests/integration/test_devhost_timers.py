@@ -1,0 +1,47 @@
+"""Timer triggers through a real devhost process: firing on schedule, past_due after a missed occurrence, startup runs."""
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+
+from tests.devhost_app.harness import SampleApp, make_app, wait_for  # noqa: F401  (make_app is a fixture)
+
+MakeApp = Callable[..., SampleApp]
+
+
+def parse(stamp: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(stamp)
+
+
+def test_timer_fires_on_schedule_then_once_past_due_after_a_missed_occurrence(make_app: MakeApp) -> None:
+    app = make_app(TICK_SCHEDULE="*/2 * * * * *")
+    host = app.start()
+    ticks = wait_for(lambda: len(app.records("tick")) >= 2 and app.records("tick"), "two scheduled ticks")
+    host.stop()
+    assert [tick["past_due"] for tick in ticks[:2]] == [False, False]
+    assert all(tick["at"] % 2 < 0.5 for tick in ticks[:2]), "ticks should land just after even seconds"
+    status = ticks[1]["status"]  # what the monitor recorded after the first tick
+    assert parse(status["Next"]) - parse(status["Last"]).replace(microsecond=0) == dt.timedelta(seconds=2)
+
+    before = len(app.records("tick"))
+    time.sleep(2.5)  # the host is down while at least one occurrence passes
+    app.start()
+    ticks = wait_for(lambda: len(app.records("tick")) >= before + 2 and app.records("tick"), "two ticks after restart")
+    assert [tick["past_due"] for tick in ticks[before:before + 2]] == [True, False]
+
+
+def test_a_function_disabled_by_app_setting_does_not_run(make_app: MakeApp) -> None:
+    app = make_app(**{"AzureWebJobs.on_startup.Disabled": "true"})
+    host = app.start()
+    host.stop()
+    assert app.records("on_startup") == []
+    assert "function on_startup is disabled by AzureWebJobs.on_startup.Disabled" in host.log()
+
+
+def test_run_on_startup_fires_at_every_start_without_a_schedule_status(make_app: MakeApp) -> None:
+    app = make_app()
+    app.start().stop()
+    app.start()
+    runs = wait_for(lambda: len(app.records("on_startup")) == 2 and app.records("on_startup"), "a run per start")
+    assert runs == [{"function": "on_startup", "past_due": False, "status": {}}] * 2  # useMonitor=False: no status
