@@ -1,0 +1,46 @@
+"""Run the local Mailchimp:
+
+    python -m mailchimp_local --host 127.0.0.1 --port 8765 [--connection-cap 10]
+                              [--latency-profile none|realistic] [--seed N]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+from .demo import DEMO_API_KEY, DEMO_AUDIENCE_ID
+from .latency import PROFILES
+from .server import LocalMailchimpServer
+from .world import Settings
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m mailchimp_local", description="A local Mailchimp Marketing API.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--connection-cap", type=int, default=10,
+                        help="simultaneous /3.0 requests per account before 429 (Mailchimp: 10)")
+    parser.add_argument("--latency-profile", choices=sorted(PROFILES),
+                        default=os.environ.get("MAILCHIMP_LATENCY_PROFILE") or "none",
+                        help="default: $MAILCHIMP_LATENCY_PROFILE, else none")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the fault generator")
+    args = parser.parse_args(argv)
+    if args.latency_profile not in PROFILES:
+        parser.error(f"MAILCHIMP_LATENCY_PROFILE must be one of {', '.join(PROFILES)}")
+    if args.connection_cap < 1:
+        parser.error("--connection-cap must be >= 1")
+    server = LocalMailchimpServer(args.host, args.port, Settings(args.connection_cap, args.latency_profile, args.seed))
+    url = f"http://{args.host}:{server.server_address[1]}"
+    print(f"Local Mailchimp on {url} (API root {url}/3.0, admin {url}/__admin/stats)", flush=True)
+    print(f"Demo API key: {DEMO_API_KEY}", flush=True)
+    print(f"Demo audience id: {DEMO_AUDIENCE_ID}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The HTTP server: keep-alive connections, one thread each, dispatching to the API, OAuth and admin routers."""
+from __future__ import annotations
+
+import sys
+import traceback
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from . import admin, gateway, oauth
+from .problems import ApiError
+from .web import Request, Response, json_response, problem_response
+from .world import Settings, World
+
+
+class LocalMailchimpServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # bursts of new connections must queue, not be refused
+
+    def __init__(self, host: str, port: int, settings: Settings) -> None:
+        self.settings = settings
+        self.world = World(settings)
+        super().__init__((host, port), _Handler)
+
+    def reset(self) -> None:
+        """A fresh demo World; calls still sleeping in the old one are woken and finish there."""
+        old, self.world = self.world, World(self.settings)
+        old.wake.set()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server: LocalMailchimpServer
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
+
+    def _handle(self) -> None:
+        url = urlsplit(self.path)
+        length = self.headers.get("Content-Length", "0")
+        if not length.isdigit():
+            self.close_connection = True
+            self._send(problem_response(ApiError(400, "Bad Request", "Content-Length must be a whole number.")))
+            return
+        request = Request(self.command, url.path, parse_qs(url.query), self.headers,
+                          self.rfile.read(int(length)) if int(length) else b"")
+        world = self.server.world
+        try:
+            if url.path == gateway.API_PREFIX or url.path.startswith(gateway.API_PREFIX + "/"):
+                self._send(gateway.serve(world, request))
+            elif url.path.startswith("/oauth2/"):
+                handler, params = oauth.ROUTER.resolve(request.method, url.path)
+                self._send(handler(world, request, **params))
+            else:
+                handler, params = admin.ROUTER.resolve(request.method, url.path)
+                self._send(json_response(handler(self.server, request, **params)))
+        except ApiError as error:
+            self._send(problem_response(error))
+        except Exception as exc:  # a bug here must not kill the connection thread silently
+            # The exception text may hold request data (addresses); only its type and place are logged.
+            print(f"local Mailchimp: {type(exc).__name__} at\n{''.join(traceback.format_tb(exc.__traceback__))}",
+                  file=sys.stderr)
+            self._send(problem_response(ApiError(500, "Internal Server Error", "The local Mailchimp failed; "
+                                                 "see its standard error for where.")))
+
+    def _send(self, response: Response) -> None:
+        """Status line, headers and body in one write: no Nagle stalls on keep-alive connections."""
+        head = [f"HTTP/1.1 {response.status} {self.responses.get(response.status, ('',))[0]}",
+                f"Content-Length: {len(response.body)}"]
+        if response.content_type:
+            head.append(f"Content-Type: {response.content_type}")
+        head += [f"{name}: {value}" for name, value in response.headers.items()]
+        try:
+            self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + response.body)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client gave up (timeout); Mailchimp would have done the work too
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silent: access lines would cost time and carry subscriber hashes."""

@@ -1,0 +1,31 @@
+"""Counters a benchmark or test reads from /__admin/stats to see what the server went through."""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+
+class Stats:
+    """Changed only under World.lock; everything counts /3.0 requests only."""
+
+    def __init__(self) -> None:
+        self.requests_total = 0
+        self.by_status: Counter[str] = Counter()
+        self.max_concurrent = 0  # highest number of simultaneous requests seen for any one account
+        self.service_seconds = 0.0  # wall time spent serving, latency sleeps included
+        self.members_written = 0  # members sent to write calls (batch subscribe, PUT/PATCH, tag add/remove)
+        self.members_read = 0  # members returned by list pages
+        self.rejected_over_cap = 0
+
+    def record(self, status: int, seconds: float, written: int, read: int) -> None:
+        self.requests_total += 1
+        self.by_status[str(status)] += 1
+        self.service_seconds += seconds
+        self.members_written += written
+        self.members_read += read
+
+    def to_json(self) -> dict[str, Any]:
+        return {"requests_total": self.requests_total, "by_status": dict(self.by_status),
+                "max_concurrent": self.max_concurrent, "service_seconds": round(self.service_seconds, 6),
+                "members_written": self.members_written, "members_read": self.members_read,
+                "rejected_over_cap": self.rejected_over_cap}

@@ -1,0 +1,121 @@
+"""The local Mailchimp's connection cap, seeded faults and latency."""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+import requests
+
+from tests.integration.test_local_mailchimp import LIST, Api, api, problem  # noqa: F401  (api is a fixture)
+from tests.services import LocalMailchimp, wait_until
+
+
+def hold_connections(mailchimp: LocalMailchimp, api: Api, count: int) -> list[threading.Thread]:
+    """`count` pings held in flight by a slow fault (until a reset wakes them)."""
+    mailchimp.admin("POST", "faults", json={"rates": {"slow": 1}, "slow_seconds": 60, "path": "/ping$",
+                                            "limit": count})
+    threads = [threading.Thread(target=Api(mailchimp).call, args=("GET", "/ping")) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: mailchimp.stats()["in_flight"] == count, f"{count} requests in flight", timeout=10)
+    return threads
+
+
+def test_a_request_over_the_cap_gets_429_at_once_and_is_not_counted_in_flight(mailchimp: LocalMailchimp,
+                                                                               api: Api) -> None:
+    mailchimp.admin("POST", "connection-cap", json={"cap": 3})
+    held = hold_connections(mailchimp, api, 3)
+    body = problem(api.call("GET", f"/lists/{LIST}"), 429, "Too Many Requests")
+    assert "3 simultaneous connections" in body["detail"]
+    other_key = mailchimp.admin("POST", "accounts", json={}).json()["api_key"]
+    assert Api(mailchimp, other_key).ok("GET", "/ping")  # the cap is per account
+    stats = mailchimp.stats()
+    assert (stats["in_flight"], stats["max_concurrent"], stats["rejected_over_cap"]) == (3, 3, 1)
+    assert stats["by_status"] == {"200": 1, "429": 1}  # the held ones are not answered yet
+    mailchimp.reset()  # wakes the held requests
+    for thread in held:
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+
+
+def statuses(api: Api, calls: int) -> list[int]:
+    return [api.call("GET", "/ping").status_code for _ in range(calls)]
+
+
+def test_faults_by_rate_are_reproducible_with_a_seed(mailchimp: LocalMailchimp, api: Api) -> None:
+    plan = {"seed": 42, "rates": {"429": 0.2, "500": 0.2, "502": 0.2}, "path": "/ping"}
+    mailchimp.admin("POST", "faults", json=plan)
+    first = statuses(api, 40)
+    assert api.ok("GET", f"/lists/{LIST}")  # other paths are not faulted
+    injected = mailchimp.stats()["faults"]["injected"]
+    mailchimp.reset()
+    mailchimp.admin("POST", "faults", json=plan)
+    assert statuses(api, 40) == first
+    assert {200, 429, 500, 502} == set(first)
+    assert injected == {"429": first.count(429), "500": first.count(500), "502": first.count(502), "slow": 0,
+                        "403": 0}
+    mailchimp.admin("POST", "faults", json={**plan, "seed": 43})
+    assert statuses(api, 40) != first
+
+
+def test_each_fault_answers_like_mailchimp_does(mailchimp: LocalMailchimp, api: Api) -> None:
+    for kind in ("429", "500", "502", "403"):
+        mailchimp.admin("POST", "faults", json={"rates": {kind: 1}})
+        response = api.call("GET", "/ping")
+        assert response.status_code == int(kind)
+        if kind in ("429", "500"):
+            problem(response, int(kind), {"429": "Too Many Requests", "500": "Internal Server Error"}[kind])
+        elif kind == "502":
+            assert response.headers["Content-Type"].startswith("text/html") and b"502 Bad Gateway" in response.content
+        else:
+            assert response.content == b""
+    assert mailchimp.stats()["requests_total"] == 4  # the admin calls in between were neither faulted nor counted
+
+
+def test_the_next_n_batch_subscribe_calls_can_be_failed(mailchimp: LocalMailchimp, api: Api) -> None:
+    mailchimp.admin("POST", "faults", json={"rates": {"500": 1}, "method": "POST", "path": f"/lists/{LIST}$",
+                                            "limit": 3})
+    member = [{"email_address": "ann@shop.io", "status": "subscribed"}]
+    assert api.call("POST", f"/lists/{LIST}/segments", json={"name": "VIP"}).status_code == 200
+    results = [api.call("POST", f"/lists/{LIST}", json={"members": member}).status_code for _ in range(4)]
+    assert results == [500, 500, 500, 200]
+    assert api.members()["total_items"] == 1  # the failed calls wrote nothing
+
+
+def test_a_slow_reply_still_does_the_work(mailchimp: LocalMailchimp, api: Api) -> None:
+    """A client that gives up on a slow call must expect Mailchimp to have applied it anyway."""
+    mailchimp.admin("POST", "faults", json={"rates": {"slow": 1}, "slow_seconds": 0.5, "limit": 1})
+    with pytest.raises(requests.Timeout):
+        api.call("POST", f"/lists/{LIST}", json={"members": [{"email_address": "ann@shop.io", "status": "subscribed"}]},
+                 timeout=0.1)
+    wait_until(lambda: api.members()["total_items"] == 1, "the abandoned write to land", timeout=10)
+
+
+@pytest.mark.parametrize("plan, field_hint", [({"rates": {"418": 0.5}}, "rates"), ({"rates": {"500": 2}}, "rates.500"),
+                                              ({"rates": {"500": 0.6, "429": 0.6}}, "more than 1"),
+                                              ({"limit": -1}, "limit"), ({"path": "("}, "path")])
+def test_a_wrong_fault_plan_is_refused_with_its_reason(mailchimp: LocalMailchimp, plan: dict, field_hint: str) -> None:
+    response = requests.post(f"{mailchimp.url}/__admin/faults", json=plan, timeout=10)
+    assert response.status_code == 400 and field_hint in response.json()["errors"][0]["message"]
+
+
+def served_seconds(mailchimp: LocalMailchimp, api: Api, method: str, path: str, **kwargs: Any) -> float:
+    before = mailchimp.stats()["service_seconds"]
+    api.call(method, path, **kwargs)
+    return mailchimp.stats()["service_seconds"] - before
+
+
+def test_latency_is_a_base_plus_a_cost_per_member_and_changes_at_run_time(mailchimp: LocalMailchimp,
+                                                                          api: Api) -> None:
+    set_to = mailchimp.admin("POST", "latency", json={"profile": "realistic", "base_ms": 50,
+                                                      "per_member_written_ms": 2}).json()
+    assert set_to == {"profile": "realistic", "base_ms": 50, "per_member_written_ms": 2, "per_member_read_ms": 0.05}
+    assert served_seconds(mailchimp, api, "GET", "/ping") >= 0.05
+    members = [{"email_address": f"m{i}@shop.io", "status": "subscribed"} for i in range(100)]
+    assert served_seconds(mailchimp, api, "POST", f"/lists/{LIST}", json={"members": members}) >= 0.25
+    mailchimp.admin("POST", "latency", json={"profile": "none"})
+    assert mailchimp.stats()["latency"] == {"profile": "none", "base_ms": 0, "per_member_written_ms": 0,
+                                            "per_member_read_ms": 0}
+    problem(requests.post(f"{mailchimp.url}/__admin/latency", json={"profile": "slowish"}, timeout=10),
+            400, "Invalid Resource")

@@ -1,0 +1,88 @@
+"""Tags (static segments) on the local Mailchimp: creation, batch add/remove, per-member tags."""
+from __future__ import annotations
+
+from shared.emails import subscriber_hash
+from tests.integration.test_local_mailchimp import LIST, Api, api, problem  # noqa: F401  (api is a fixture)
+
+SEGMENTS = f"/lists/{LIST}/segments"
+
+
+def subscribe(api: Api, *emails: str) -> None:
+    api.batch([{"email_address": e, "status": "subscribed"} for e in emails])
+
+
+def test_created_tags_hold_only_audience_members(api: Api) -> None:
+    subscribe(api, "ann@shop.io", "bob@shop.io")
+    tag = api.ok("POST", SEGMENTS, json={"name": "VIP", "static_segment": ["ann@shop.io", "stranger@shop.io"]})
+    assert (tag["name"], tag["type"], tag["member_count"], tag["list_id"]) == ("VIP", "static", 1, LIST)
+    assert api.ok("GET", f"{SEGMENTS}/{tag['id']}")["member_count"] == 1
+    listed = api.ok("GET", SEGMENTS, params={"type": "static", "count": 1000})
+    assert [(s["id"], s["name"]) for s in listed["segments"]] == [(tag["id"], "VIP")] and listed["total_items"] == 1
+    assert api.ok("GET", SEGMENTS, params={"type": "saved"})["total_items"] == 0
+    problem(api.call("POST", SEGMENTS, json={"name": "VIP"}), 400, "Invalid Resource")
+    problem(api.call("GET", f"{SEGMENTS}/999999"), 404, "Resource Not Found")
+
+
+def test_adding_and_removing_reports_members_and_ignores_strangers(api: Api) -> None:
+    subscribe(api, "ann@shop.io", "bob@shop.io")
+    api.put_state("left@shop.io", "subscribed", archived=True)
+    tag_id = api.ok("POST", SEGMENTS, json={"name": "Spring"})["id"]
+    answer = api.ok("POST", f"{SEGMENTS}/{tag_id}", json={
+        "members_to_add": ["ANN@shop.io", "bob@shop.io", "stranger@shop.io", "left@shop.io"]})
+    assert [m["email_address"] for m in answer["members_added"]] == ["ann@shop.io", "bob@shop.io"]
+    assert answer["errors"] == [{"email_addresses": ["stranger@shop.io", "left@shop.io"],
+                                 "error": answer["errors"][0]["error"]}]
+    assert (answer["total_added"], answer["total_removed"], answer["error_count"]) == (2, 0, 2)
+    ann = answer["members_added"][0]
+    assert (ann["tags"], ann["tags_count"]) == ([{"id": tag_id, "name": "Spring"}], 1)
+    assert api.members(status="archived")["members"][0]["tags"] == []  # never added
+
+    again = api.ok("POST", f"{SEGMENTS}/{tag_id}", json={"members_to_add": ["ann@shop.io"],
+                                                         "members_to_remove": ["bob@shop.io"]})
+    assert again["total_added"] == 1 and again["errors"] == []  # adding twice is harmless
+    assert [m["email_address"] for m in again["members_removed"]] == ["bob@shop.io"]
+    assert again["members_removed"][0]["tags"] == []
+    members = api.ok("GET", f"{SEGMENTS}/{tag_id}/members")
+    assert [m["email_address"] for m in members["members"]] == ["ann@shop.io"] and members["total_items"] == 1
+
+
+def test_at_most_500_addresses_each_way(api: Api) -> None:
+    tag_id = api.ok("POST", SEGMENTS, json={"name": "Big"})["id"]
+    many = [f"m{i}@shop.io" for i in range(501)]
+    body = problem(api.call("POST", f"{SEGMENTS}/{tag_id}", json={"members_to_remove": many}), 400,
+                   "Invalid Resource")
+    assert body["errors"][0]["field"] == "members_to_remove"
+    assert api.ok("POST", f"{SEGMENTS}/{tag_id}", json={"members_to_add": many[:500]})["error_count"] == 500
+
+
+def test_segment_members_hide_unsubscribed_unless_asked(api: Api) -> None:
+    subscribe(api, "ann@shop.io")
+    api.put_state("bob@shop.io", "unsubscribed", tags=["Spring"])
+    tag_id = api.ok("GET", SEGMENTS)["segments"][0]["id"]
+    api.ok("POST", f"{SEGMENTS}/{tag_id}", json={"members_to_add": ["ann@shop.io"]})
+    shown = api.ok("GET", f"{SEGMENTS}/{tag_id}/members")
+    assert [m["email_address"] for m in shown["members"]] == ["ann@shop.io"]
+    everyone = api.ok("GET", f"{SEGMENTS}/{tag_id}/members", params={"include_unsubscribed": "true"})
+    assert [m["email_address"] for m in everyone["members"]] == ["bob@shop.io", "ann@shop.io"]
+
+
+def test_member_tags_endpoint_creates_and_removes_tags_by_name(api: Api) -> None:
+    subscribe(api, "ann@shop.io")
+    member_tags = f"/lists/{LIST}/members/{subscriber_hash('ann@shop.io')}/tags"
+    response = api.call("POST", member_tags, json={"tags": [{"name": "VIP", "status": "active"},
+                                                            {"name": "Trial", "status": "active"}]})
+    assert response.status_code == 204 and response.content == b""
+    api.call("POST", member_tags, json={"tags": [{"name": "Trial", "status": "inactive"},
+                                                 {"name": "Never", "status": "inactive"}]})
+    member = api.members()["members"][0]
+    assert [t["name"] for t in member["tags"]] == ["VIP"]
+    assert sorted(s["name"] for s in api.ok("GET", SEGMENTS)["segments"]) == ["Trial", "VIP"]
+    problem(api.call("POST", member_tags, json={"tags": [{"name": "X", "status": "on"}]}), 400, "Invalid Resource")
+    problem(api.call("POST", f"/lists/{LIST}/members/{subscriber_hash('bob@shop.io')}/tags",
+                     json={"tags": []}), 404, "Resource Not Found")
+
+
+def test_archiving_a_member_drops_its_tags(api: Api) -> None:
+    api.batch([{"email_address": "ann@shop.io", "status": "subscribed", "tags": ["VIP"]}])
+    api.call("DELETE", f"/lists/{LIST}/members/{subscriber_hash('ann@shop.io')}")
+    assert api.ok("GET", SEGMENTS)["segments"][0]["member_count"] == 0
