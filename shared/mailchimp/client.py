@@ -1,0 +1,172 @@
+"""The Mailchimp Marketing API calls an export needs, each one paged, batched and status-safe."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Iterable, Iterator, Sequence
+
+from shared.emails import normalize_email, subscriber_hash
+from shared.members import ExistingMember, Member, MemberResult
+
+from .batching import MAX_BATCH, chunks
+from .credentials import Credentials
+from .errors import MailchimpNotFound, MailchimpRequestError, MailchimpUnavailable
+from .models import Audience, MergeField
+from .redact import redact
+from .retry import RetryPolicy
+from .transport import Gate, Transport
+from .upsert import BatchAnswer, upsert
+
+MAX_PAGE = 1000
+
+
+class MailchimpClient:
+    def __init__(self, credentials: Credentials, *, max_connections: int = 10, gate: Gate | None = None,
+                 retry: RetryPolicy | None = None, timeout: tuple[float, float] = (5.0, 60.0)) -> None:
+        self._http = Transport(credentials, max_connections=max_connections, gate=gate,
+                               retry=retry or RetryPolicy(), timeout=timeout)
+
+    def __enter__(self) -> "MailchimpClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def ping(self) -> None:
+        """Cheapest call that proves the credentials work (raises MailchimpAuthError when they do not)."""
+        self._http.call("GET", "/", params={"fields": "account_id"})
+
+    def get_audience(self, list_id: str) -> Audience:
+        doc = self._http.call("GET", "/lists/{list_id}", path={"list_id": list_id},
+                              params={"fields": "id,name,double_optin,stats.member_count"})
+        return Audience.from_json(doc)
+
+    def list_merge_fields(self, list_id: str) -> list[MergeField]:
+        pages = self._pages("/lists/{list_id}/merge-fields", list_id, "merge_fields",
+                            ("tag", "name", "type", "required", "merge_id"), {})
+        return [MergeField.from_json(doc) for doc in pages]
+
+    def create_merge_field(self, list_id: str, tag: str, name: str, type: str) -> MergeField:
+        doc = self._http.call("POST", "/lists/{list_id}/merge-fields", path={"list_id": list_id},
+                              body={"tag": tag, "name": name, "type": type})
+        return MergeField.from_json(doc)
+
+    def list_tags(self, list_id: str) -> dict[str, int]:
+        """Tags are static segments in the API; the name is what users see in Mailchimp."""
+        pages = self._pages("/lists/{list_id}/segments", list_id, "segments", ("id", "name"), {"type": "static"})
+        return {doc["name"]: int(doc["id"]) for doc in pages}
+
+    def create_tag(self, list_id: str, name: str) -> int:
+        doc = self._http.call("POST", "/lists/{list_id}/segments", path={"list_id": list_id},
+                              body={"name": name, "static_segment": []})
+        return int(doc["id"])
+
+    def ensure_tags(self, list_id: str, names: Iterable[str]) -> dict[str, int]:
+        """Creates the missing ones; a tag another run created meanwhile is picked up instead of failing."""
+        existing = self.list_tags(list_id)
+        ids = {}
+        for name in dict.fromkeys(names):
+            if name not in existing:
+                try:
+                    existing[name] = self.create_tag(list_id, name)
+                except MailchimpRequestError:
+                    existing = self.list_tags(list_id)
+                    if name not in existing:
+                        raise
+            ids[name] = existing[name]
+        return ids
+
+    def iter_members(self, list_id: str, *, fields: Sequence[str] = ("email_address", "status", "merge_fields"),
+                     status: str | None = None, since_last_changed: datetime | None = None,
+                     unsubscribed_since: datetime | None = None, page_size: int = 1000) -> Iterator[ExistingMember]:
+        """Pages by offset; addresses come back normalized so they match the export's own keys."""
+        params = {"status": status, "since_last_changed": _instant(since_last_changed),
+                  "unsubscribed_since": _instant(unsubscribed_since)}
+        wanted = tuple(dict.fromkeys(("email_address", *fields)))
+        for doc in self._pages("/lists/{list_id}/members", list_id, "members", wanted, params, page_size):
+            yield _existing(doc)
+
+    def get_member(self, list_id: str, email: str) -> ExistingMember | None:
+        """None when the address is not (or no longer) in the audience."""
+        try:
+            doc = self._http.call("GET", "/lists/{list_id}/members/{subscriber_hash}",
+                                  path={"list_id": list_id, "subscriber_hash": subscriber_hash(email)},
+                                  params={"fields": "email_address,status,merge_fields"})
+        except MailchimpNotFound:
+            return None
+        return _existing(doc)
+
+    def upsert_members(self, list_id: str, members: Sequence[Member], *, status_for_new: str,
+                       existing_as_of: datetime | None) -> list[MemberResult]:
+        """Creates and updates members without ever changing an existing member's status (see upsert.py)."""
+        return upsert(self, list_id, members, status_for_new, existing_as_of)
+
+    def batch_subscribe(self, list_id: str, members: Sequence[dict[str, Any]], *,
+                        update_existing: bool) -> BatchAnswer:
+        """Raw batch subscribe (at most 500 members); prefer upsert_members, which decides update_existing safely."""
+        if len(members) > MAX_BATCH:
+            raise ValueError(f"batch_subscribe takes at most {MAX_BATCH} members per call")
+        doc = self._http.call("POST", "/lists/{list_id}", path={"list_id": list_id},
+                              body={"members": list(members), "update_existing": update_existing})
+        return BatchAnswer(
+            created={normalize_email(m["email_address"]) for m in doc.get("new_members") or []},
+            updated={normalize_email(m["email_address"]) for m in doc.get("updated_members") or []},
+            errors={normalize_email(e.get("email_address", "")): e for e in doc.get("errors") or []},
+        )
+
+    def tag_members(self, list_id: str, tag_id: int, emails: Sequence[str]) -> dict[str, str]:
+        """Returns address -> reason for the members NOT tagged; an empty dict means all were tagged."""
+        unique = list(dict.fromkeys(normalize_email(e) for e in emails))
+        missed: dict[str, str] = {}
+        for chunk in chunks(unique):
+            try:
+                doc = self._http.call("POST", "/lists/{list_id}/segments/{segment_id}",
+                                      path={"list_id": list_id, "segment_id": str(tag_id)},
+                                      body={"members_to_add": list(chunk)})
+            except (MailchimpUnavailable, MailchimpRequestError) as exc:
+                missed.update(dict.fromkeys(chunk, str(exc)))
+                continue
+            for error in doc.get("errors") or []:
+                reason = redact(str(error.get("error") or "Mailchimp did not tag this member"))
+                for email in error.get("email_addresses") or []:
+                    missed[normalize_email(email)] = reason
+        return missed
+
+    def archive_member(self, list_id: str, email: str) -> None:
+        """Idempotent: a member already gone counts as archived (queue delivery is at-least-once)."""
+        try:
+            self._http.call("DELETE", "/lists/{list_id}/members/{subscriber_hash}",
+                            path={"list_id": list_id, "subscriber_hash": subscriber_hash(email)})
+        except MailchimpNotFound:
+            return
+
+    def _pages(self, template: str, list_id: str, key: str, fields: Sequence[str], params: dict[str, Any],
+               page_size: int = MAX_PAGE) -> Iterator[dict[str, Any]]:
+        if not 1 <= page_size <= MAX_PAGE:
+            raise ValueError(f"page_size must be between 1 and {MAX_PAGE}")
+        query = {k: v for k, v in params.items() if v is not None}
+        query["count"] = page_size
+        query["fields"] = ",".join([f"{key}.{f}" for f in fields] + ["total_items"])
+        offset = 0
+        while True:
+            doc = self._http.call("GET", template, path={"list_id": list_id}, params={**query, "offset": offset})
+            items = doc.get(key) or []
+            yield from items
+            offset += len(items)
+            if len(items) < page_size or offset >= int(doc.get("total_items", offset)):
+                return
+
+
+def _existing(doc: dict[str, Any]) -> ExistingMember:
+    return ExistingMember(normalize_email(doc["email_address"]), str(doc.get("status", "")),
+                          dict(doc.get("merge_fields") or {}))
+
+
+def _instant(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        raise ValueError("Mailchimp time filters need a timezone-aware datetime (use datetime.now(timezone.utc))")
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S+00:00")

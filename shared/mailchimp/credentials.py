@@ -1,0 +1,88 @@
+"""Who we talk to Mailchimp as: the secret, where the account lives, and what its connection cap is keyed on."""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import requests
+
+from .errors import RENEW, MailchimpAuthError, MailchimpUnavailable, error_for_answer
+
+_API_KEY = re.compile(r"^[0-9a-fA-F]{32}-([a-z]{2,4}[0-9]{1,3})$")
+_METADATA_TIMEOUT = (5.0, 30.0)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    secret: str = field(repr=False)  # API key or OAuth access token: kept out of repr/str so it cannot reach a log
+    api_root: str
+    kind: str  # "api_key" | "oauth"
+    account: str  # what the 10-connection cap is counted against; never the secret itself
+
+    @classmethod
+    def from_api_key(cls, api_key: str, base_url: str | None = None) -> "Credentials":
+        """The data centre is the key's suffix, so the key alone says where the account lives."""
+        key = api_key.strip()
+        if not key:
+            raise ValueError("Mailchimp API key is empty: paste the key from Mailchimp (Profile > Extras > API keys)")
+        match = _API_KEY.match(key)
+        if not match:
+            raise ValueError("Mailchimp API key is malformed: expected 32 hexadecimal characters, a dash and the "
+                             "data centre (like '…-us6'); copy the whole key again from Mailchimp "
+                             "(Profile > Extras > API keys)")
+        dc = match.group(1)
+        # The cap is per Mailchimp user; a key cannot tell us its user without a call, so the key's digest stands in.
+        return cls(key, _root(base_url, f"https://{dc}.api.mailchimp.com/3.0"), "api_key", f"{dc}:key-{_digest(key)}")
+
+    @classmethod
+    def from_oauth_token(cls, token: str, metadata: Mapping[str, Any], base_url: str | None = None) -> "Credentials":
+        """OAuth tokens carry no data centre: Mailchimp's metadata answer says where the account's API is."""
+        token = token.strip()
+        if not token:
+            raise ValueError(f"Mailchimp OAuth token is empty; {RENEW}")
+        endpoint = metadata.get("api_endpoint")
+        usable = isinstance(endpoint, str) and endpoint.startswith(("https://", "http://"))
+        if not usable and base_url is None:
+            raise ValueError(f"Mailchimp OAuth metadata has no usable api_endpoint; {RENEW}")
+        dc = str(metadata.get("dc") or "")
+        login = metadata.get("login") if isinstance(metadata.get("login"), Mapping) else {}
+        user = login.get("login_id") or metadata.get("user_id")
+        account = f"{dc}:user-{user}" if user else f"{dc}:token-{_digest(token)}"
+        default = endpoint.rstrip("/") + "/3.0" if usable else ""
+        return cls(token, _root(base_url, default), "oauth", account)
+
+
+def fetch_oauth_metadata(token: str, metadata_url: str, session: requests.Session | None = None) -> dict:
+    """Mailchimp answers a dead token with 200 and an `error` field, so both shapes are treated as 'reconnect'."""
+    http = session or requests.Session()
+    try:
+        response = http.get(metadata_url, headers={"Authorization": f"OAuth {token}"}, timeout=_METADATA_TIMEOUT)
+    except requests.RequestException as exc:
+        raise MailchimpUnavailable(
+            f"could not reach Mailchimp's OAuth metadata endpoint ({type(exc).__name__})") from None
+    finally:
+        if session is None:
+            http.close()
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    status = response.status_code
+    if status == 401 or (status in (200, 400) and isinstance(body, dict) and "error" in body):
+        raise MailchimpAuthError(f"Mailchimp did not accept the OAuth token ({status}); {RENEW}", status=401)
+    if status == 200 and isinstance(body, dict):
+        return body
+    raise error_for_answer(status, body, "GET oauth2/metadata", token)
+
+
+def _root(base_url: str | None, default: str) -> str:
+    root = (base_url or default).strip().rstrip("/")
+    if not root.startswith(("https://", "http://")):
+        raise ValueError("MAILCHIMP_API_BASE_URL must be an http(s) URL such as https://us6.api.mailchimp.com/3.0")
+    return root
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()[:16]

@@ -1,0 +1,32 @@
+"""Plain answers of the audience-level reads, so callers never handle Mailchimp's raw JSON."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Audience:
+    id: str
+    name: str
+    double_optin: bool  # decides whether new members should be sent as "pending" (Mailchimp mails them to confirm)
+    member_count: int
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> "Audience":
+        return cls(str(doc["id"]), str(doc.get("name", "")), bool(doc.get("double_optin", False)),
+                   int((doc.get("stats") or {}).get("member_count", 0)))
+
+
+@dataclass(frozen=True)
+class MergeField:
+    tag: str
+    name: str
+    type: str
+    required: bool  # a required field missing from a row makes Mailchimp refuse that member
+    merge_id: int
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> "MergeField":
+        return cls(str(doc["tag"]), str(doc.get("name", "")), str(doc.get("type", "")),
+                   bool(doc.get("required", False)), int(doc.get("merge_id", 0)))

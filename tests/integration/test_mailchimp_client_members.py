@@ -1,0 +1,136 @@
+"""Status-safe upsert against the real local Mailchimp: no export ever changes an existing member's status."""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+import pytest
+
+from shared.members import Outcome
+from tests.integration.test_mailchimp_client import LIST, make_client, member, members_by_email, put_member
+
+
+@pytest.fixture
+def client(mailchimp):
+    with make_client(mailchimp) as c:
+        yield c
+
+
+def mirror(client) -> tuple[dict, datetime]:
+    """What an export reads before planning: the audience's members and when the read started."""
+    read_at = datetime.now(timezone.utc)
+    return {m.email: m for m in client.iter_members(LIST)}, read_at
+
+
+def test_no_one_is_resubscribed_and_each_outcome_is_right(client, mailchimp):
+    put_member(mailchimp, "admin-unsub@example.com", "unsubscribed", unsubscribed_by="admin")
+    put_member(mailchimp, "self-unsub@example.com", "unsubscribed", unsubscribed_by="self")
+    put_member(mailchimp, "cleaned@example.com", "cleaned")
+    put_member(mailchimp, "later-unsub@example.com", "subscribed")
+    put_member(mailchimp, "kept@example.com", "subscribed")
+    mailchimp.admin("POST", "members", json={"list_id": LIST, "email": "deleted@example.com",
+                                             "permanently_deleted": True})
+    existing, read_at = mirror(client)
+    time.sleep(0.01)
+    # after the read: an admin unsubscribes one member, and another appears, already unsubscribed
+    put_member(mailchimp, "later-unsub@example.com", "unsubscribed", unsubscribed_by="admin")
+    put_member(mailchimp, "appeared@example.com", "unsubscribed", unsubscribed_by="admin")
+    emails = ["admin-unsub@example.com", "self-unsub@example.com", "cleaned@example.com",
+              "later-unsub@example.com", "kept@example.com", "deleted@example.com", "appeared@example.com"]
+    results = client.upsert_members(LIST, [member(e, existing.get(e), FNAME="New") for e in emails],
+                                    status_for_new="subscribed", existing_as_of=read_at)
+    outcomes = {r.email: r.outcome for r in results}
+    assert outcomes == {
+        "admin-unsub@example.com": Outcome.UPDATED, "self-unsub@example.com": Outcome.UPDATED,
+        "cleaned@example.com": Outcome.REFUSED, "later-unsub@example.com": Outcome.UPDATED,
+        "kept@example.com": Outcome.UPDATED, "deleted@example.com": Outcome.REFUSED,
+        "appeared@example.com": Outcome.UPDATED}
+    reasons = {r.email: r.reason for r in results}
+    assert "cleaned" in reasons["cleaned@example.com"]
+    assert "permanently deleted" in reasons["deleted@example.com"]
+    after = members_by_email(mailchimp)
+    assert {e: after[e]["status"] for e in after} == {
+        "admin-unsub@example.com": "unsubscribed", "self-unsub@example.com": "unsubscribed",
+        "cleaned@example.com": "cleaned", "later-unsub@example.com": "unsubscribed",
+        "kept@example.com": "subscribed", "appeared@example.com": "unsubscribed"}
+    assert after["admin-unsub@example.com"]["unsubscribed_by"] == "admin"
+    assert after["self-unsub@example.com"]["unsubscribed_by"] == "self"
+    assert after["later-unsub@example.com"]["merge_fields"]["FNAME"] == "New"  # updated, status kept
+    assert after["cleaned@example.com"]["merge_fields"]["FNAME"] == ""  # cleaned: not written at all
+
+
+def test_status_is_refreshed_even_without_a_read_time(client, mailchimp):
+    put_member(mailchimp, "a@example.com", "subscribed")
+    existing, _ = mirror(client)
+    put_member(mailchimp, "a@example.com", "unsubscribed", unsubscribed_by="admin")
+    results = client.upsert_members(LIST, [member("a@example.com", existing["a@example.com"], FNAME="X")],
+                                    status_for_new="subscribed", existing_as_of=None)
+    assert results[0].outcome is Outcome.UPDATED
+    assert members_by_email(mailchimp)["a@example.com"]["status"] == "unsubscribed"
+
+
+def test_case_variants_land_on_one_member(client, mailchimp):
+    first = client.upsert_members(LIST, [member("Ann.Lee@Example.COM", FNAME="Ann"), member(" ann.lee@example.com ")],
+                                  status_for_new="subscribed", existing_as_of=None)
+    assert [r.outcome for r in first] == [Outcome.CREATED, Outcome.CREATED]
+    # a later export whose (stale) read did not know her, spelled another way
+    again = client.upsert_members(LIST, [member("ANN.LEE@example.com", FNAME="Annie")],
+                                  status_for_new="subscribed", existing_as_of=datetime.now(timezone.utc))
+    assert again[0].outcome is Outcome.UPDATED and again[0].email == "ann.lee@example.com"
+    after = members_by_email(mailchimp)
+    assert list(after) == ["ann.lee@example.com"]
+    assert after["ann.lee@example.com"]["merge_fields"]["FNAME"] == "Annie"
+
+
+def test_unchanged_members_cost_no_write(client, mailchimp):
+    put_member(mailchimp, "u@example.com", merge_fields={"FNAME": "Ulla", "LNAME": "x" * 255})
+    existing, read_at = mirror(client)
+    written = mailchimp.stats()["members_written"]
+    results = client.upsert_members(
+        LIST, [member("u@example.com", existing["u@example.com"], FNAME=" Ulla ", LNAME="x" * 300)],
+        status_for_new="subscribed", existing_as_of=read_at)
+    assert results[0].outcome is Outcome.UNCHANGED
+    assert mailchimp.stats()["members_written"] == written
+
+
+def test_empty_values_never_erase_what_mailchimp_holds(client, mailchimp):
+    put_member(mailchimp, "e@example.com", merge_fields={"FNAME": "Eva", "LNAME": "Ek"})
+    existing, read_at = mirror(client)
+    results = client.upsert_members(LIST, [member("e@example.com", existing["e@example.com"], FNAME="Eve", LNAME="")],
+                                    status_for_new="subscribed", existing_as_of=read_at)
+    assert results[0].outcome is Outcome.UPDATED
+    assert members_by_email(mailchimp)["e@example.com"]["merge_fields"] == {"FNAME": "Eve", "LNAME": "Ek"}
+
+
+def test_new_members_get_the_status_for_new(client, mailchimp):
+    results = client.upsert_members(LIST, [member("p@example.com")], status_for_new="pending", existing_as_of=None)
+    assert results[0].outcome is Outcome.CREATED
+    assert members_by_email(mailchimp)["p@example.com"]["status"] == "pending"
+
+
+def test_archived_members_are_added_back_as_new(client, mailchimp):
+    put_member(mailchimp, "arch@example.com", "unsubscribed", unsubscribed_by="admin", archived=True)
+    existing, read_at = mirror(client)
+    assert existing["arch@example.com"].status == "archived"
+    results = client.upsert_members(LIST, [member("arch@example.com", existing["arch@example.com"])],
+                                    status_for_new="subscribed", existing_as_of=read_at)
+    assert results[0].outcome is Outcome.CREATED
+    assert members_by_email(mailchimp)["arch@example.com"]["status"] == "subscribed"
+
+
+def test_refusals_carry_mailchimps_reason_and_field(client, mailchimp):
+    client.create_merge_field(LIST, "AGE", "Age", "number")
+    results = client.upsert_members(LIST, [member("noreply@example.com"), member("ok@example.com", AGE="old"),
+                                           member("fine@example.com", AGE=41)],
+                                    status_for_new="subscribed", existing_as_of=None)
+    assert [r.outcome for r in results] == [Outcome.REFUSED, Outcome.REFUSED, Outcome.CREATED]
+    assert "looks fake or invalid" in results[0].reason
+    assert results[1].field == "AGE" and "merge fields were invalid" in results[1].reason
+    assert "number" in results[1].reason
+
+
+def test_large_calls_are_split_into_batches_of_500(client, mailchimp):
+    results = client.upsert_members(LIST, [member(f"b{i}@example.com") for i in range(1201)],
+                                    status_for_new="subscribed", existing_as_of=None)
+    assert len(results) == 1201 and {r.outcome for r in results} == {Outcome.CREATED}
+    assert mailchimp.stats()["requests_total"] == 3

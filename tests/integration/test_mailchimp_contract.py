@@ -1,0 +1,85 @@
+"""Every MailchimpClient operation sent through Prism, which checks requests and answers against Mailchimp's
+own OpenAPI description (../shared/mailchimp/, beside the repository) and fails on any violation.
+
+Prism proxies to the local Mailchimp; the spec's paths have no /3.0 prefix, so the client's base URL is Prism's
+root and Prism's upstream is the local Mailchimp's /3.0.
+"""
+from __future__ import annotations
+
+import socket
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from shared.mailchimp import MailchimpClient, RetryPolicy
+from shared.members import Outcome
+from tests.integration.test_mailchimp_client import LIST, make_client, member, put_member
+from tests.services import ROOT, free_port, stop_process, wait_until
+
+SPEC = ROOT.parent / "shared" / "mailchimp" / "marketing-api-3.0.55.openapi.json"
+PRISM = ROOT / "node_modules" / ".bin" / "prism"
+ONE_ATTEMPT = RetryPolicy(attempts=1, max_seconds=5)  # a Prism 500 (response violation) must surface, not retry
+
+pytestmark = [
+    pytest.mark.skipif(not SPEC.exists(), reason=f"Mailchimp's OpenAPI file is not beside the repository ({SPEC})"),
+    pytest.mark.skipif(not PRISM.exists(), reason="Prism is not installed: run `npm install` (make install)"),
+]
+
+
+@pytest.fixture(scope="module")
+def prism(mailchimp_server, tmp_path_factory):
+    port = free_port()
+    log = tmp_path_factory.mktemp("prism") / "prism.log"
+    process = subprocess.Popen([str(PRISM), "proxy", "--errors", "-v", "warn", str(SPEC), mailchimp_server.api_root,
+                                "--host", "127.0.0.1", "--port", str(port)],
+                               cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+
+    def listening() -> bool:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+
+    try:
+        wait_until(listening, "Prism", timeout=90)
+        yield f"http://127.0.0.1:{port}", log
+    finally:
+        stop_process(process)
+
+
+def violations(log: Path) -> list[str]:
+    """Prism at -v warn logs only what went wrong: request/response violations and errors it answered with."""
+    return [line for line in log.read_text(errors="replace").splitlines()
+            if ("error" in line or "warning" in line or "iolation" in line) and "awaiting" not in line]
+
+
+def run_every_operation(client: MailchimpClient, mailchimp) -> None:
+    put_member(mailchimp, "existing@example.com", merge_fields={"FNAME": "Old"})
+    put_member(mailchimp, "appeared@example.com")
+    client.ping()
+    assert client.get_audience(LIST).id == LIST
+    client.create_merge_field(LIST, "CITY", "City", "text")
+    assert "CITY" in {f.tag for f in client.list_merge_fields(LIST)}
+    tag = client.create_tag(LIST, "VIP")
+    assert client.ensure_tags(LIST, ["VIP", "New"])["VIP"] == tag
+    read_at = datetime.now(timezone.utc)
+    existing = {m.email: m for m in client.iter_members(LIST)}
+    results = client.upsert_members(
+        LIST, [member("new@example.com", FNAME="N"), member("existing@example.com", existing["existing@example.com"],
+                                                            FNAME="Changed", CITY="Oslo"),
+               member("appeared@example.com", FNAME="A"), member("noreply@example.com")],
+        status_for_new="subscribed", existing_as_of=read_at)
+    assert [r.outcome for r in results] == [Outcome.CREATED, Outcome.UPDATED, Outcome.UPDATED, Outcome.REFUSED]
+    assert client.tag_members(LIST, tag, ["new@example.com", "existing@example.com"]) == {}
+    assert list(client.iter_members(LIST, fields=("email_address", "status"), status="unsubscribed",
+                                    since_last_changed=read_at, unsubscribed_since=read_at, page_size=2)) == []
+    assert client.get_member(LIST, "nobody@example.com") is None
+    client.archive_member(LIST, "new@example.com")
+    client.archive_member(LIST, "nobody@example.com")
+
+
+def test_every_client_operation_conforms_to_mailchimps_openapi(prism, mailchimp):
+    root, log = prism
+    with make_client(root, retry=ONE_ATTEMPT) as client:
+        run_every_operation(client, mailchimp)
+    assert violations(log) == []

@@ -1,0 +1,95 @@
+"""Upsert edge cases the real local Mailchimp cannot be made to produce on demand.
+
+The audience is a fake (the one faked boundary); the status-safety cases run against the real local
+Mailchimp in tests/integration/test_mailchimp_client_members.py.
+"""
+from datetime import datetime, timezone
+
+import pytest
+
+from shared.mailchimp import MailchimpAuthError, MailchimpUnavailable
+from shared.mailchimp.upsert import BatchAnswer, upsert
+from shared.members import ExistingMember, Member, Outcome, RowRef
+
+READ_AT = datetime(2024, 5, 1, tzinfo=timezone.utc)
+
+
+class FakeAudience:
+    def __init__(self, fail_call: int | None = None, error: Exception | None = None, forget: str = "") -> None:
+        self.members: dict[str, ExistingMember] = {}
+        self.calls: list[tuple[bool, list[dict]]] = []
+        self.fail_call, self.error, self.forget = fail_call, error, forget
+
+    def batch_subscribe(self, list_id, members, *, update_existing):
+        self.calls.append((update_existing, list(members)))
+        if len(self.calls) == self.fail_call:
+            raise self.error
+        answer = BatchAnswer()
+        for doc in members:
+            email = doc["email_address"]
+            if email == self.forget:
+                continue
+            if email in self.members and not update_existing:
+                answer.errors[email] = {"email_address": email, "error": f"{email} is already a list member",
+                                        "error_code": "ERROR_CONTACT_EXISTS"}
+                continue
+            (answer.updated if email in self.members else answer.created).add(email)
+            self.members[email] = ExistingMember(email, doc["status"], doc.get("merge_fields", {}))
+        return answer
+
+    def get_member(self, list_id, email):
+        return self.members.get(email)
+
+    def iter_members(self, list_id, *, fields, status, unsubscribed_since):
+        return iter([m for m in self.members.values() if m.status == status])
+
+
+def member(email: str, existing: ExistingMember | None = None, **fields) -> Member:
+    return Member(email, fields, ["vip"], RowRef("vip", "p0", 1), existing)
+
+
+def test_failed_batch_fails_only_its_members():
+    audience = FakeAudience(fail_call=1, error=MailchimpUnavailable("Mailchimp is busy; gave up"))
+    members = [member(f"m{i}@example.com") for i in range(700)]
+    results = upsert(audience, "L", members, "subscribed", READ_AT)
+    assert [r.outcome for r in results[:500]] == [Outcome.FAILED] * 500
+    assert "busy" in results[0].reason
+    assert [r.outcome for r in results[500:]] == [Outcome.CREATED] * 200
+
+
+def test_credential_errors_stop_the_whole_call():
+    audience = FakeAudience(fail_call=1, error=MailchimpAuthError("renew"))
+    with pytest.raises(MailchimpAuthError):
+        upsert(audience, "L", [member("a@example.com")], "subscribed", READ_AT)
+
+
+def test_member_missing_from_the_answer_is_failed_not_lost():
+    audience = FakeAudience(forget="b@example.com")
+    results = upsert(audience, "L", [member("a@example.com"), member("b@example.com")], "subscribed", READ_AT)
+    assert [r.outcome for r in results] == [Outcome.CREATED, Outcome.FAILED]
+    assert "did not mention" in results[1].reason
+
+
+def test_duplicates_in_one_call_are_written_once_and_each_row_answered():
+    audience = FakeAudience()
+    results = upsert(audience, "L", [member("a@example.com"), member(" A@Example.com ")], "subscribed", READ_AT)
+    assert [r.outcome for r in results] == [Outcome.CREATED, Outcome.CREATED]
+    assert sum(len(docs) for _, docs in audience.calls) == 1
+
+
+def test_unknown_status_for_new_is_refused_before_any_call():
+    audience = FakeAudience()
+    with pytest.raises(ValueError, match="status_for_new"):
+        upsert(audience, "L", [member("a@example.com")], "cleaned", READ_AT)
+    assert audience.calls == []
+
+
+def test_no_refresh_and_no_write_when_nothing_changed():
+    audience = FakeAudience()
+    audience.members["a@example.com"] = ExistingMember("a@example.com", "subscribed", {"FNAME": "Ann"})
+    calls = []
+    audience.iter_members = lambda *a, **k: calls.append(k) or iter(())
+    results = upsert(audience, "L", [member("a@example.com", audience.members["a@example.com"], FNAME="Ann")],
+                     "subscribed", READ_AT)
+    assert results[0].outcome is Outcome.UNCHANGED
+    assert audience.calls == [] and calls == []
