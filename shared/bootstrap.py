@@ -1,0 +1,77 @@
+"""The composition root: the one place that wires real adapters to the domain. Tests pass their own settings."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Callable, ContextManager
+
+from shared.adapters.secrets import KeyVaultSecrets, LocalFileSecrets, SecretStore
+from shared.adapters.slots import LeaseSlots
+from shared.adapters.storage import BlobFolder, QueueSender, StorageAccount
+from shared.adapters.tables import DestinationTable, RunTable
+from shared.config import (CONTAINER_SLOTS, CONTAINER_WORK, QUEUE_CHUNKS, QUEUE_PLANS, TABLE_DESTINATIONS, TABLE_RUNS,
+                           Settings, load_settings)
+from shared.connections import MailchimpConnections
+from shared.destination_service import DestinationService
+from shared.exports import ExportService
+from shared.mailchimp.retry import RetryPolicy
+
+
+@dataclass
+class App:
+    settings: Settings
+    destinations: DestinationService
+    exports: ExportService
+
+
+def build(settings: Settings | None = None, secrets: SecretStore | None = None) -> App:
+    settings = settings or load_settings()
+    account = StorageAccount(settings.storage)
+    blobs = account.blob_service()
+    queues = account.queue_service()
+    tables = account.table_service()
+    if secrets is None:
+        secrets = (KeyVaultSecrets(settings.key_vault_url, settings.storage.client_id) if settings.key_vault_url
+                   else LocalFileSecrets(settings.local_secrets_dir))
+    slots_container = blobs.get_container_client(CONTAINER_SLOTS)
+    gates: dict[str, LeaseSlots] = {}
+    gates_lock = threading.Lock()
+
+    def gate_for(account_id: str, cap: int) -> Callable[[], ContextManager[None]]:
+        with gates_lock:
+            return gates.setdefault(account_id, LeaseSlots(slots_container, account_id, cap))
+
+    connections = MailchimpConnections(secrets, base_url=settings.mailchimp_api_base_url,
+                                       max_connections=settings.mailchimp_max_connections, gate_factory=gate_for,
+                                       retry=RetryPolicy(max_seconds=settings.mailchimp_retry_seconds))
+    work = BlobFolder(blobs.get_container_client(CONTAINER_WORK))
+    work.ensure()
+    plan_queue = QueueSender(queues, QUEUE_PLANS)
+    chunk_queue = QueueSender(queues, QUEUE_CHUNKS)
+    for queue in (plan_queue, chunk_queue):
+        queue.ensure()
+    destination_table = DestinationTable(tables, TABLE_DESTINATIONS)
+    exports = ExportService(
+        settings=settings,
+        destinations=destination_table,
+        runs=RunTable(tables, TABLE_RUNS),
+        segments=BlobFolder(blobs.get_container_client(settings.segments_container)),
+        work=work,
+        plan_queue=plan_queue,
+        chunk_queue=chunk_queue,
+        connections=connections,
+    )
+    return App(settings=settings, destinations=DestinationService(destination_table, connections), exports=exports)
+
+
+_app: App | None = None
+_app_lock = threading.Lock()
+
+
+def app() -> App:
+    """The process-wide app, built on first use so that importing function_app does no network work."""
+    global _app
+    with _app_lock:
+        if _app is None:
+            _app = build()
+        return _app

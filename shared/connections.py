@@ -1,0 +1,97 @@
+"""Mailchimp connections of destinations: credentials kept in the secret store, clients reused while they work.
+
+Credentials are cached for a short while so chunk workers do not read Key Vault for every chunk; a 401 drops the
+cached copy, so a credential rotated in Key Vault is picked up on the next try.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any, Callable, ContextManager
+
+from shared.adapters.secrets import SecretStore
+from shared.destinations import Destination
+from shared.mailchimp.client import MailchimpClient
+from shared.mailchimp.credentials import Credentials
+from shared.mailchimp.errors import MailchimpAuthError
+from shared.mailchimp.retry import RetryPolicy
+
+GateFactory = Callable[[str, int], Callable[[], ContextManager[None]]]
+
+
+class NotConnected(Exception):
+    """The destination has no Mailchimp credentials (never connected, or they were removed)."""
+
+
+class MailchimpConnections:
+    def __init__(self, secrets: SecretStore, *, base_url: str | None, max_connections: int,
+                 gate_factory: GateFactory | None = None, retry: RetryPolicy | None = None,
+                 ttl_seconds: float = 300.0) -> None:
+        self._secrets = secrets
+        self._base_url = base_url
+        self._max_connections = max_connections
+        self._gate_factory = gate_factory
+        self._retry = retry
+        self._ttl = ttl_seconds
+        self._cache: dict[str, tuple[float, MailchimpClient]] = {}
+        self._lock = threading.Lock()
+
+    def store_api_key(self, destination: Destination, api_key: str) -> None:
+        self._secrets.set(destination.secret_name, json.dumps({"kind": "api_key", "apiKey": api_key}))
+        self.forget(destination)
+
+    def store_oauth_token(self, destination: Destination, token: str, metadata: dict[str, Any]) -> None:
+        doc = {"kind": "oauth", "accessToken": token, "dc": metadata.get("dc"), "apiEndpoint": metadata.get("api_endpoint")}
+        self._secrets.set(destination.secret_name, json.dumps(doc))
+        self.forget(destination)
+
+    def remove(self, destination: Destination) -> None:
+        self._secrets.delete(destination.secret_name)
+        self.forget(destination)
+
+    def forget(self, destination: Destination) -> None:
+        with self._lock:
+            cached = self._cache.pop(destination.secret_name, None)
+        if cached:
+            cached[1].close()
+
+    def client_for_api_key(self, api_key: str) -> MailchimpClient:
+        """A client for a key that is not stored yet (checking it before it is saved)."""
+        return self._client(Credentials.from_api_key(api_key, base_url=self._base_url))
+
+    def client(self, destination: Destination) -> MailchimpClient:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(destination.secret_name)
+            if cached and now - cached[0] < self._ttl:
+                return cached[1]
+        raw = self._secrets.get(destination.secret_name)
+        if raw is None:
+            raise NotConnected(f"destination {destination.id} is not connected to Mailchimp: connect it with OAuth or an API key")
+        doc = json.loads(raw)
+        if doc["kind"] == "api_key":
+            credentials = Credentials.from_api_key(doc["apiKey"], base_url=self._base_url)
+        else:
+            credentials = Credentials.from_oauth_token(doc["accessToken"], {"dc": doc.get("dc"), "api_endpoint": doc.get("apiEndpoint")}, base_url=self._base_url)
+        client = self._client(credentials)
+        with self._lock:
+            old = self._cache.get(destination.secret_name)
+            self._cache[destination.secret_name] = (now, client)
+        if old:
+            old[1].close()
+        return client
+
+    def call(self, destination: Destination, action: Callable[[MailchimpClient], Any]) -> Any:
+        """Run `action` with the destination's client; after a 401, re-read the credential once and try again."""
+        try:
+            return action(self.client(destination))
+        except MailchimpAuthError:
+            self.forget(destination)
+            return action(self.client(destination))
+
+    def _client(self, credentials: Credentials) -> MailchimpClient:
+        gate = self._gate_factory(credentials.account, self._max_connections) if self._gate_factory else None
+        # The read timeout stays under the 60 s lease of a connection slot, so a slot is never held past its lease.
+        return MailchimpClient(credentials, max_connections=self._max_connections, gate=gate, retry=self._retry,
+                               timeout=(5.0, 55.0))
