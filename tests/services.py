@@ -172,7 +172,8 @@ def start_functions_host(values: dict[str, str], *, port: int | None = None, key
     env = {k: v for k, v in os.environ.items() if k not in values}
     process = subprocess.Popen(
         [sys.executable, "-m", "devhost", "--app", "function_app", "--settings", str(settings_path), "--port", str(port),
-         "--function-key", key, "--message-lease-seconds", str(lease_seconds), "--root", str(ROOT), *extra_args],
+         "--function-key", key, "--message-lease-seconds", str(lease_seconds), "--root", str(ROOT),
+         "--state-file", str(settings_path.with_suffix(".state.json")), *extra_args],
         cwd=ROOT, env=env, stdout=_output(log), stderr=subprocess.STDOUT, start_new_session=True,
     )
     host = FunctionsHost(process, port, key)
