@@ -13,7 +13,7 @@ from shared.emails import normalize_email
 from shared.members import ExistingMember, Member, MemberResult, Outcome
 
 from .batching import chunks
-from .errors import MailchimpRequestError, MailchimpUnavailable
+from .errors import MailchimpRequestError
 from .merge_values import unchanged, values_to_send
 from .redact import redact
 
@@ -78,7 +78,7 @@ def _create(store: MemberStore, list_id: str, new: list[tuple[str, Member]], sta
             elif error and error.get("error_code") == CONTACT_EXISTS:
                 try:
                     current = store.get_member(list_id, email)
-                except (MailchimpUnavailable, MailchimpRequestError) as exc:
+                except MailchimpRequestError as exc:
                     results[email] = MemberResult(email, Outcome.FAILED, str(exc))
                     continue
                 if _absent(current):
@@ -106,7 +106,7 @@ def _update(store: MemberStore, list_id: str, known: list[tuple[str, Member, Exi
     wanted = {email for email, _, _ in to_write}
     try:
         unsubscribed = _unsubscribed_since(store, list_id, wanted, existing_as_of)
-    except (MailchimpUnavailable, MailchimpRequestError) as exc:
+    except MailchimpRequestError as exc:
         for email, _, _ in to_write:
             results[email] = MemberResult(email, Outcome.FAILED, str(exc))
         return
@@ -134,10 +134,14 @@ def _unsubscribed_since(store: MemberStore, list_id: str, wanted: set[str], sinc
 
 def _write(store: MemberStore, list_id: str, payloads: list[dict[str, Any]], update_existing: bool,
            chunk: Iterable[tuple], results: dict[str, MemberResult]) -> BatchAnswer | None:
-    """One batch call; a batch Mailchimp would not take fails only its own members (credentials errors propagate)."""
+    """One batch call; a batch Mailchimp refuses fails only its own members.
+
+    MailchimpUnavailable (retries exhausted) and credential errors propagate: the caller retries the whole chunk
+    later (the queue does), instead of writing members off during a passing outage.
+    """
     try:
         return store.batch_subscribe(list_id, payloads, update_existing=update_existing)
-    except (MailchimpUnavailable, MailchimpRequestError) as exc:
+    except MailchimpRequestError as exc:
         for email, *_ in chunk:
             results[email] = MemberResult(email, Outcome.FAILED, str(exc))
         return None

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from shared.mailchimp import MailchimpAuthError, MailchimpUnavailable
+from shared.mailchimp import MailchimpAuthError, MailchimpRequestError, MailchimpUnavailable
 from shared.mailchimp.upsert import BatchAnswer, upsert
 from shared.members import ExistingMember, Member, Outcome, RowRef
 
@@ -48,13 +48,19 @@ def member(email: str, existing: ExistingMember | None = None, **fields) -> Memb
     return Member(email, fields, ["vip"], RowRef("vip", "p0", 1), existing)
 
 
-def test_failed_batch_fails_only_its_members():
-    audience = FakeAudience(fail_call=1, error=MailchimpUnavailable("Mailchimp is busy; gave up"))
+def test_a_refused_batch_fails_only_its_members():
+    audience = FakeAudience(fail_call=1, error=MailchimpRequestError("Invalid Resource"))
     members = [member(f"m{i}@example.com") for i in range(700)]
     results = upsert(audience, "L", members, "subscribed", READ_AT)
     assert [r.outcome for r in results[:500]] == [Outcome.FAILED] * 500
-    assert "busy" in results[0].reason
+    assert "Invalid Resource" in results[0].reason
     assert [r.outcome for r in results[500:]] == [Outcome.CREATED] * 200
+
+
+def test_mailchimp_unavailable_propagates_so_the_chunk_is_retried_later():
+    audience = FakeAudience(fail_call=1, error=MailchimpUnavailable("Mailchimp is busy; gave up"))
+    with pytest.raises(MailchimpUnavailable):
+        upsert(audience, "L", [member("a@example.com")], "subscribed", READ_AT)
 
 
 def test_credential_errors_stop_the_whole_call():
