@@ -55,6 +55,7 @@ class Destinations(Protocol):
     def claim(self, destination_id: str, run_id: str, covers: dict[str, str], is_finished: Any, trigger: str = "http",
               only_if_newer: bool = False) -> Any: ...
     def release(self, destination_id: str, run_id: str) -> str | None: ...
+    def active_run(self, destination_id: str) -> str | None: ...
 
 
 def chunk_blob(run_id: str, number: int) -> str:
@@ -310,7 +311,7 @@ class ExportService:
                 c = counts.get(part.segment)
                 if c is not None:
                     part.counts.update(read=c.read, invalid=c.invalid, duplicates=c.duplicates)
-            if r.chunks_done >= total and not r.finished:
+            if r.chunks_done >= total and r.finished_at is None:
                 r.settle()
 
         run = self.runs.update(run_id, planned)
@@ -385,7 +386,7 @@ class ExportService:
         if run is None:
             return "the run record is missing"
         if run.status == "cancelled":
-            return "the export was cancelled before this member was sent"
+            return f"not sent: {run.message or 'the export was cancelled'}"
         return run.details.get("abort")
 
     def _upsert(self, run: Run, destination: Destination | None, number: int, members: list[Member]) -> list[MemberResult]:
@@ -445,6 +446,27 @@ class ExportService:
         members = list(decode_members(self.work.read_bytes(chunk_blob(run_id, number))))
         results = [MemberResult(m.email, Outcome.FAILED, f"gave up after repeated failures: {reason}") for m in members]
         self._finish(run_id, number, attempt, members, results, set())
+
+    def cancel(self, destination_id: str, reason: str) -> str | None:
+        """Stop the destination's running export: chunks not yet sent count as failed with `reason`.
+
+        Returns the cancelled run's id. Chunks already in Mailchimp stay there; the run keeps its record for audit.
+        """
+        run_id = self.destinations.active_run(destination_id)
+        if not run_id:
+            return None
+
+        def cancel(r: Run) -> bool:
+            if r.finished:
+                return False
+            r.status, r.message = "cancelled", reason
+            if r.total_chunks is None or r.chunks_done >= r.total_chunks:
+                r.finished_at = now_iso()  # nothing left that would finish it
+            return True
+
+        run = self.runs.update(run_id, cancel)
+        self.destinations.release(destination_id, run_id)
+        return run.id
 
     # --- reading ------------------------------------------------------------------------------------------
 

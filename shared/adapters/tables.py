@@ -308,7 +308,7 @@ class RunTable:
             run, etag = found
             run.add(per_segment)
             run.chunks_done += 1
-            if run.total_chunks is not None and run.chunks_done >= run.total_chunks and not run.finished:
+            if run.total_chunks is not None and run.chunks_done >= run.total_chunks and run.finished_at is None:
                 on_complete(run)
             chunk_update = {"PartitionKey": run_id, "RowKey": chunk["RowKey"], "state": "done", "members": chunk["members"],
                             "counts": json.dumps(per_segment), "errorsBlob": errors_blob, "lastError": chunk.get("lastError", "")}
