@@ -5,6 +5,7 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, ContextManager
 
+from shared.adapters.oauth_states import BlobUsedStates
 from shared.adapters.secrets import KeyVaultSecrets, LocalFileSecrets, SecretStore
 from shared.adapters.slots import LeaseSlots
 from shared.adapters.storage import BlobFolder, QueueSender, StorageAccount
@@ -15,6 +16,7 @@ from shared.connections import MailchimpConnections
 from shared.destination_service import DestinationService
 from shared.exports import ExportService
 from shared.mailchimp.retry import RetryPolicy
+from shared.oauth import StateSigner
 
 
 @dataclass
@@ -61,7 +63,10 @@ def build(settings: Settings | None = None, secrets: SecretStore | None = None) 
         chunk_queue=chunk_queue,
         connections=connections,
     )
-    return App(settings=settings, destinations=DestinationService(destination_table, connections), exports=exports)
+    states = StateSigner(secrets, BlobUsedStates(blobs.get_container_client(CONTAINER_WORK)))
+    destinations = DestinationService(destination_table, connections, exports=exports, run_files=work,
+                                      segments=exports.segments, oauth=settings.oauth, states=states)
+    return App(settings=settings, destinations=destinations, exports=exports)
 
 
 _app: App | None = None

@@ -20,6 +20,15 @@ from shared.mailchimp.retry import RetryPolicy
 GateFactory = Callable[[str, int], Callable[[], ContextManager[None]]]
 
 
+def api_key_secret(api_key: str) -> dict[str, Any]:
+    return {"kind": "api_key", "apiKey": api_key}
+
+
+def oauth_secret(token: str, metadata: dict[str, Any]) -> dict[str, Any]:
+    """OAuth tokens carry no data centre, so the metadata's answer is kept with the token."""
+    return {"kind": "oauth", "accessToken": token, "dc": metadata.get("dc"), "apiEndpoint": metadata.get("api_endpoint")}
+
+
 class NotConnected(Exception):
     """The destination has no Mailchimp credentials (never connected, or they were removed)."""
 
@@ -37,13 +46,9 @@ class MailchimpConnections:
         self._cache: dict[str, tuple[float, MailchimpClient]] = {}
         self._lock = threading.Lock()
 
-    def store_api_key(self, destination: Destination, api_key: str) -> None:
-        self._secrets.set(destination.secret_name, json.dumps({"kind": "api_key", "apiKey": api_key}))
-        self.forget(destination)
-
-    def store_oauth_token(self, destination: Destination, token: str, metadata: dict[str, Any]) -> None:
-        doc = {"kind": "oauth", "accessToken": token, "dc": metadata.get("dc"), "apiEndpoint": metadata.get("api_endpoint")}
-        self._secrets.set(destination.secret_name, json.dumps(doc))
+    def store(self, destination: Destination, secret: dict[str, Any]) -> None:
+        """Keep a checked credential (see `api_key_secret`, `oauth_secret`) under the destination's secret name."""
+        self._secrets.set(destination.secret_name, json.dumps(secret))
         self.forget(destination)
 
     def remove(self, destination: Destination) -> None:
@@ -56,9 +61,9 @@ class MailchimpConnections:
         if cached:
             cached[1].close()
 
-    def client_for_api_key(self, api_key: str) -> MailchimpClient:
-        """A client for a key that is not stored yet (checking it before it is saved)."""
-        return self._client(Credentials.from_api_key(api_key, base_url=self._base_url))
+    def client_for_secret(self, secret: dict[str, Any]) -> MailchimpClient:
+        """A client for a credential that is not stored yet (it is checked before it is saved)."""
+        return self._client(self._credentials(secret))
 
     def client(self, destination: Destination) -> MailchimpClient:
         now = time.monotonic()
@@ -69,18 +74,19 @@ class MailchimpConnections:
         raw = self._secrets.get(destination.secret_name)
         if raw is None:
             raise NotConnected(f"destination {destination.id} is not connected to Mailchimp: connect it with OAuth or an API key")
-        doc = json.loads(raw)
-        if doc["kind"] == "api_key":
-            credentials = Credentials.from_api_key(doc["apiKey"], base_url=self._base_url)
-        else:
-            credentials = Credentials.from_oauth_token(doc["accessToken"], {"dc": doc.get("dc"), "api_endpoint": doc.get("apiEndpoint")}, base_url=self._base_url)
-        client = self._client(credentials)
+        client = self._client(self._credentials(json.loads(raw)))
         with self._lock:
             old = self._cache.get(destination.secret_name)
             self._cache[destination.secret_name] = (now, client)
         if old:
             old[1].close()
         return client
+
+    def _credentials(self, secret: dict[str, Any]) -> Credentials:
+        if secret["kind"] == "api_key":
+            return Credentials.from_api_key(secret["apiKey"], base_url=self._base_url)
+        return Credentials.from_oauth_token(secret["accessToken"], {"dc": secret.get("dc"), "api_endpoint": secret.get("apiEndpoint")},
+                                            base_url=self._base_url)
 
     def call(self, destination: Destination, action: Callable[[MailchimpClient], Any]) -> Any:
         """Run `action` with the destination's client; after a 401, re-read the credential once and try again."""

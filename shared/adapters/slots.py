@@ -27,6 +27,7 @@ class LeaseSlots:
         self._wait_seconds = wait_seconds
         self._created = False
         self._lock = threading.Lock()
+        self._held: set[str] = set()  # slots this instance holds: never worth a request to try them
 
     def _ensure_blobs(self) -> None:
         with self._lock:
@@ -45,26 +46,36 @@ class LeaseSlots:
 
     @contextlib.contextmanager
     def __call__(self) -> Iterator[None]:
-        lease = self._acquire()
+        name, lease = self._acquire()
         try:
             yield
         finally:
+            with self._lock:
+                self._held.discard(name)
             try:
                 lease.release()
             except HttpResponseError:
                 pass  # expired or taken over: it is free again either way
 
-    def _acquire(self) -> BlobLeaseClient:
+    def _acquire(self) -> tuple[str, BlobLeaseClient]:
         self._ensure_blobs()
         deadline = time.monotonic() + self._wait_seconds
         pause = 0.005
         while True:
-            for name in random.sample(self._names, len(self._names)):
+            with self._lock:
+                candidates = [name for name in self._names if name not in self._held]
+            for name in random.sample(candidates, len(candidates)):
+                with self._lock:
+                    if name in self._held:
+                        continue
+                    self._held.add(name)
                 lease = BlobLeaseClient(self._container.get_blob_client(name))
                 try:
                     lease.acquire(lease_duration=self._lease_seconds)
-                    return lease
+                    return name, lease
                 except HttpResponseError as error:
+                    with self._lock:
+                        self._held.discard(name)
                     if getattr(error, "status_code", None) != 409:
                         raise
             if time.monotonic() > deadline:

@@ -156,3 +156,21 @@ def test_export_refused_when_the_mapping_names_a_missing_column_or_the_segment_h
     assert missing.status_code == 409 and "no complete snapshot" in missing.json()["error"]
     unknown = host.call("POST", f"destinations/{destination['id']}/exports", json={"segments": ["Other"]})
     assert unknown.status_code == 400
+
+
+def test_two_hosts_sharing_one_account_keep_mailchimps_connection_cap_together(start_host, segments, mailchimp, tmp_path):
+    stats = upload(segments, segments={"HighValueCustomers": 8000}, rows_per_partition=2000)
+    mailchimp.admin("POST", "latency", json={"profile": "realistic", "base_ms": 60, "per_member_written_ms": 0.3})
+    mailchimp.admin("POST", "connection-cap", json={"cap": 4})
+    # Each host alone may open 4 connections; only the shared blob-lease slots keep the two at 4 together.
+    settings = {"MAILCHIMP_MAX_CONNECTIONS": "4", "PYTHON_THREADPOOL_THREAD_COUNT": "16", "EXPORT_CHUNK_SIZE": "100"}
+    first = start_host(name="first", **settings)
+    second = start_host(name="second", **settings)
+    destination = create_destination(first)
+    run = wait_for_run(second, start_export(first, destination["id"]), timeout=240)
+    assert_accounted(run)
+    assert run["counts"]["created"] + run["counts"]["refused"] == stats["HighValueCustomers"].members
+    server = mailchimp.stats()
+    assert server["max_concurrent"] == 4 and server["by_status"].get("429", 0) == 0
+    worked = [(tmp_path / f"{name}.log").read_text().count("function=export_chunk") for name in ("first", "second")]
+    assert all(count > 0 for count in worked), worked  # both instances took chunks
