@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install run up down test test-unit bench clean
+.PHONY: install run up down sample test test-unit bench clean
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -26,6 +26,10 @@ up: install
 
 down:
 	@test -x $(PY) && $(PY) -m scripts.stack down || true
+
+## Drop a generated segment snapshot into the running stack (ROWS=5000 SEGMENT=HighValueCustomers).
+sample: install
+	$(PY) -m scripts.stack sample --rows $(or $(ROWS),5000) --segment $(or $(SEGMENT),HighValueCustomers)
 
 ## The whole test suite (starts its own Azurite, local Mailchimp and Functions hosts on free ports).
 test: install

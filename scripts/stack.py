@@ -3,6 +3,7 @@
     python -m scripts.stack up      # start in the background, write .local/stack.env
     python -m scripts.stack down    # stop what `up` started
     python -m scripts.stack demo    # up, export a generated segment, show the result, down
+    python -m scripts.stack sample --rows 5000 --segment HighValueCustomers   # drop a new snapshot into the stack
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import requests
 
+from shared.config import QUEUE_SEGMENT_EVENTS
 from tests.services import ROOT, start_azurite, start_functions_host, start_local_mailchimp, stop_process, wait_until
 
 LOCAL = ROOT / ".local"
@@ -60,8 +62,10 @@ def up() -> dict[str, str]:
 
     PIDS.write_text(f"{azurite.process.pid}\n{mailchimp.process.pid}\n")
     overrides = {name: os.environ[name] for name in values if name in os.environ}
+    container = {**values, **overrides}.get("SEGMENTS_CONTAINER") or "segments"
     host = start_functions_host({**values, **overrides}, port=FUNCTIONS_PORT, key=_key(), log=logs / "functions.log",
-                                settings_path=LOCAL / "functions.settings.json")
+                                settings_path=LOCAL / "functions.settings.json",
+                                extra_args=("--blob-events", f"{container}={QUEUE_SEGMENT_EVENTS}"))
     with PIDS.open("a") as f:
         f.write(f"{host.process.pid}\n")
     env = {
@@ -108,21 +112,33 @@ def _bar(done: int, total: int | None, width: int = 40) -> str:
     return "[" + "#" * filled + "." * (width - filled) + f"] {done}/{total} chunks"
 
 
-def demo(rows: int) -> None:
+def _stack_env() -> dict[str, str]:
+    if not STACK_ENV.exists():
+        sys.exit("the stack is not up: run `make up` first")
+    return dict(line.split("=", 1) for line in STACK_ENV.read_text().splitlines() if "=" in line)
+
+
+def sample(env: dict[str, str], rows: int, segment: str) -> None:
+    """Write a generated snapshot of `segment` into the stack's segments container, stamped now."""
     from azure.storage.blob import BlobServiceClient
 
     from shared.sample_segments import write_sample_export
 
+    container_name = _settings().get("SEGMENTS_CONTAINER") or "segments"
+    container = BlobServiceClient.from_connection_string(env["AZURE_STORAGE_CONNECTION_STRING"]).get_container_client(container_name)
+    if not container.exists():
+        container.create_container()
+    taken_at = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    print(f"writing a sample snapshot of {segment!r} ({rows:,} profiles, Customer Insights layout) to {container_name!r} ...")
+    write_sample_export(lambda name, data: container.upload_blob(name, data, overwrite=True),
+                        segments={segment: rows}, taken_at=taken_at)
+
+
+def demo(rows: int) -> None:
     env = up()
     try:
         key_headers = {"x-functions-key": env["FUNCTION_KEY"]}
-        container = BlobServiceClient.from_connection_string(env["AZURE_STORAGE_CONNECTION_STRING"]).get_container_client("segments")
-        if not container.exists():
-            container.create_container()
-        taken_at = datetime.now(timezone.utc).replace(second=0, microsecond=0)
-        print(f"writing a sample segment of {rows:,} profiles in the Customer Insights layout ...")
-        write_sample_export(lambda name, data: container.upload_blob(name, data, overwrite=True),
-                            segments={"HighValueCustomers": rows}, taken_at=taken_at)
+        sample(env, rows, "HighValueCustomers")
         destination = requests.post(f"{env['FUNCTIONS_URL']}/destinations", headers=key_headers, timeout=60, json={
             "displayName": "Demo audience",
             "consent": {"accepted": True},
@@ -130,6 +146,8 @@ def demo(rows: int) -> None:
             "mailchimp": {"apiKey": env["MAILCHIMP_API_KEY"]},
             "mapping": {"email": "Email", "mergeFields": {"FNAME": "FirstName", "LNAME": "LastName"}},
             "segments": ["HighValueCustomers"],
+            "exportOnArrival": False,  # this demo starts its export by hand
+            "schedule": {"enabled": False},
         })
         destination.raise_for_status()
         destination_id = destination.json()["id"]
@@ -139,11 +157,15 @@ def demo(rows: int) -> None:
             sys.exit(f"the export did not start: {started.status_code} {started.text}")
         run_url = env["FUNCTIONS_URL"].removesuffix("/api") + started.headers["Location"]
         run: dict = {}
+        shown = ""
 
         def finished() -> bool:
-            nonlocal run
+            nonlocal run, shown
             run = requests.get(run_url, headers=key_headers, timeout=30).json()
-            print("\r" + _bar(run["chunks"]["done"], run["chunks"]["total"]), end="", flush=True)
+            bar = _bar(run["chunks"]["done"], run["chunks"]["total"])
+            if bar != shown:
+                print("\r" + bar, end="", flush=True)
+                shown = bar
             return run["status"] in ("succeeded", "completed_with_errors", "failed", "cancelled")
 
         wait_until(finished, "the export", timeout=1800)
@@ -174,13 +196,16 @@ def _summary(run: dict, env: dict[str, str], key_headers: dict[str, str]) -> Non
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["up", "down", "demo"])
-    parser.add_argument("--rows", type=int, default=20_000, help="profiles in the demo segment")
+    parser.add_argument("command", choices=["up", "down", "demo", "sample"])
+    parser.add_argument("--rows", type=int, default=20_000, help="profiles in the generated segment")
+    parser.add_argument("--segment", default="HighValueCustomers", help="segment name for `sample`")
     args = parser.parse_args()
     if args.command == "up":
         up()
     elif args.command == "down":
         down()
+    elif args.command == "sample":
+        sample(_stack_env(), args.rows, args.segment)
     else:
         demo(args.rows)
 
