@@ -53,7 +53,9 @@ def _precondition_failed(error: HttpResponseError) -> bool:
     return getattr(error, "status_code", None) == 412 or "UpdateConditionNotSatisfied" in str(error)
 
 
-class DestinationTable:
+class _Table:
+    """A table created on first use, so building the app touches no network."""
+
     def __init__(self, service: TableServiceClient, name: str) -> None:
         self._service = service
         self._name = name
@@ -65,6 +67,8 @@ class DestinationTable:
             self._table = _ensure(self._service, self._name)
         return self._table
 
+
+class DestinationTable(_Table):
     @staticmethod
     def _to_entity(d: Destination) -> dict[str, Any]:
         doc = asdict(d)
@@ -179,18 +183,7 @@ class DestinationTable:
             raise
 
 
-class RunTable:
-    def __init__(self, service: TableServiceClient, name: str) -> None:
-        self._service = service
-        self._name = name
-        self._table: TableClient | None = None
-
-    @property
-    def table(self) -> TableClient:
-        if self._table is None:
-            self._table = _ensure(self._service, self._name)
-        return self._table
-
+class RunTable(_Table):
     @staticmethod
     def _to_entity(run: Run) -> dict[str, Any]:
         return {
