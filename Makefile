@@ -31,8 +31,10 @@ down:
 sample: install
 	$(PY) -m scripts.stack sample --rows $(or $(ROWS),5000) --segment $(or $(SEGMENT),HighValueCustomers)
 
-## The whole test suite (starts its own Azurite, local Mailchimp and Functions hosts on free ports).
+## The whole test suite: offline infra checks (checkov, azure-functions-doctor), then pytest, which starts its own
+## Azurite, local Mailchimp and Functions hosts on free ports.
 test: install
+	bash scripts/check_infra.sh
 	$(PY) -m pytest
 
 test-unit: install

@@ -1,0 +1,74 @@
+// Segment arrival: Event Grid announces each blob created in the segments container by writing the event into the
+// `segment-events` storage queue, which the `segment_arrived` function consumes (Flex Consumption has no polling
+// blob trigger). The system topic delivers with its own identity, allowed to add messages to that one queue.
+param location string
+param tags object
+param name string
+param storageAccountName string
+param segmentsContainerName string
+param queueName string
+
+var storageQueueDataMessageSender = 'c6a89b2d-59bc-44d0-9896-0f6e12d7b80a'
+
+resource storageAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: storageAccountName
+}
+
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' existing = {
+  parent: storageAccount
+  name: 'default'
+}
+
+resource queue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' existing = {
+  parent: queueService
+  name: queueName
+}
+
+resource topic 'Microsoft.EventGrid/systemTopics@2022-06-15' = {
+  name: name
+  location: location
+  tags: tags
+  identity: { type: 'SystemAssigned' }
+  properties: {
+    source: storageAccount.id
+    topicType: 'Microsoft.Storage.StorageAccounts'
+  }
+}
+
+resource queueSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(queue.id, topic.id, storageQueueDataMessageSender)
+  scope: queue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageQueueDataMessageSender)
+    principalId: topic.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource segmentCreated 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-15' = {
+  parent: topic
+  name: 'segment-created'
+  dependsOn: [queueSender]
+  properties: {
+    eventDeliverySchema: 'EventGridSchema'
+    filter: {
+      includedEventTypes: ['Microsoft.Storage.BlobCreated']
+      subjectBeginsWith: '/blobServices/default/containers/${segmentsContainerName}/blobs/'
+    }
+    deliveryWithResourceIdentity: {
+      identity: { type: 'SystemAssigned' }
+      destination: {
+        endpointType: 'StorageQueue'
+        properties: {
+          resourceId: storageAccount.id
+          queueName: queueName
+          queueMessageTimeToLiveInSeconds: 604800
+        }
+      }
+    }
+    retryPolicy: {
+      maxDeliveryAttempts: 30
+      eventTimeToLiveInMinutes: 1440
+    }
+  }
+}

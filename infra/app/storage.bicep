@@ -1,0 +1,102 @@
+// The one storage account: segments arrive here, the app keeps its queues, tables and work blobs here, and Flex
+// Consumption reads the deployed package from here. Shared keys are off: every client signs in with Entra ID.
+param location string
+param tags object
+param name string
+param deploymentContainerName string
+@description('Object ID of the Customer Insights service principal; empty: grant it yourself (docs/deploy.md).')
+param customerInsightsPrincipalId string
+
+// Names the code uses (shared/config.py); tests/integration/test_infra.py checks the two agree.
+var segmentsContainerName = 'segments'
+var containerNames = [segmentsContainerName, 'export-work', 'mailchimp-slots', deploymentContainerName]
+var segmentEventsQueueName = 'segment-events'
+var queueNames = [
+  'export-plans'
+  'export-plans-poison'
+  'export-chunks'
+  'export-chunks-poison'
+  segmentEventsQueueName
+  '${segmentEventsQueueName}-poison'
+]
+var tableNames = ['destinations', 'exportruns']
+
+var storageBlobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+
+resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  //checkov:skip=CKV_AZURE_35:Customer Insights writes from Microsoft's cloud and Flex Consumption without a VNet has no fixed outbound IPs, so the firewall stays open; shared keys are off and every caller needs an Entra role.
+  //checkov:skip=CKV_AZURE_59:Same reason as CKV_AZURE_35: the public endpoint is needed, access is by Entra ID roles only.
+  name: name
+  location: location
+  tags: tags
+  kind: 'StorageV2'
+  sku: { name: 'Standard_GZRS' }
+  properties: {
+    accessTier: 'Hot'
+    allowBlobPublicAccess: false
+    allowCrossTenantReplication: false
+    allowSharedKeyAccess: false
+    defaultToOAuthAuthentication: true
+    isLocalUserEnabled: false
+    isSftpEnabled: false
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      bypass: 'AzureServices'
+      defaultAction: 'Allow'
+    }
+  }
+}
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: account
+  name: 'default'
+  properties: {
+    // Blob soft delete stays off: Customer Insights' exports to Blob Storage fail when it is on.
+    deleteRetentionPolicy: { enabled: false }
+    containerDeleteRetentionPolicy: { enabled: true, days: 7 }
+  }
+}
+
+resource containers 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = [for containerName in containerNames: {
+  parent: blobService
+  name: containerName
+  properties: { publicAccess: 'None' }
+}]
+
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
+  parent: account
+  name: 'default'
+}
+
+resource queues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = [for queueName in queueNames: {
+  parent: queueService
+  name: queueName
+}]
+
+resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
+  parent: account
+  name: 'default'
+}
+
+resource tables 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = [for tableName in tableNames: {
+  parent: tableService
+  name: tableName
+}]
+
+// Customer Insights writes its exports with its own service principal, into the segments container only.
+resource customerInsightsWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(customerInsightsPrincipalId)) {
+  name: guid(containers[0].id, customerInsightsPrincipalId, storageBlobDataContributor)
+  scope: containers[0]
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributor)
+    principalId: customerInsightsPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+output name string = account.name
+output segmentsContainerName string = segmentsContainerName
+output segmentEventsQueueName string = segmentEventsQueueName
+output deploymentContainerName string = deploymentContainerName

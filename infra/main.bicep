@@ -1,0 +1,155 @@
+// Everything the connector needs in one resource group: `azd up` provisions it, then deploys the app into it.
+// Resources are declared directly in ./app/*.bicep (no registry modules) so that checkov can read them offline.
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('Name of the azd environment; it seeds the unique suffix of every resource name.')
+param environmentName string
+
+@minLength(1)
+@description('Region of every resource. It must offer the Flex Consumption plan.')
+@metadata({ azd: { type: 'location' } })
+param location string
+
+@description('Client ID of the app registered at Mailchimp (Account > Extras > Registered apps). Leave empty to connect with API keys only.')
+param mailchimpOAuthClientId string = ''
+
+@secure()
+@description('Client secret of that Mailchimp app. It is stored in Key Vault; the app setting only references it.')
+param mailchimpOAuthClientSecret string = ''
+
+@description('Object ID of the "Dynamics 365 AI for Customer Insights" service principal in your tenant; when given, it may write into the segments container.')
+param customerInsightsPrincipalId string = ''
+
+@description('When scheduled exports run: six-field NCRONTAB in UTC, seconds first.')
+param exportSchedule string = '0 0 * * * *'
+
+@minValue(1)
+@maxValue(10)
+@description('Simultaneous Mailchimp connections per account, shared by all instances. Mailchimp allows 10 per user.')
+param mailchimpMaxConnections int = 10
+
+@minValue(1)
+@description('Profiles one export may send, summed over its segments.')
+param maxProfilesPerExport int = 1000000
+
+@minValue(1)
+@maxValue(600)
+@description('How long a Mailchimp call is retried (429, 5xx, timeouts) before the chunk is given back to its queue.')
+param mailchimpRetrySeconds int = 120
+
+@minValue(40)
+@maxValue(1000)
+@description('Upper bound of Flex Consumption instances.')
+param maximumInstanceCount int = 40
+
+@allowed([512, 2048, 4096])
+param instanceMemoryMB int = 2048
+
+var abbrs = loadJsonContent('./abbreviations.json')
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = { 'azd-env-name': environmentName }
+var functionAppName = '${abbrs.webSitesFunctions}${resourceToken}'
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: '${abbrs.resourcesResourceGroups}${environmentName}'
+  location: location
+  tags: tags
+}
+
+module monitoring 'app/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    logAnalyticsName: '${abbrs.operationalInsightsWorkspaces}${resourceToken}'
+    applicationInsightsName: '${abbrs.insightsComponents}${resourceToken}'
+  }
+}
+
+module storage 'app/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    name: '${abbrs.storageStorageAccounts}${resourceToken}'
+    deploymentContainerName: 'app-package-${take(functionAppName, 32)}-${take(resourceToken, 7)}'
+    customerInsightsPrincipalId: customerInsightsPrincipalId
+  }
+}
+
+module keyVault 'app/keyvault.bicep' = {
+  name: 'keyvault'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    name: '${abbrs.keyVaultVaults}${resourceToken}'
+    mailchimpOAuthClientSecret: mailchimpOAuthClientSecret
+  }
+}
+
+module identity 'app/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    name: '${abbrs.managedIdentityUserAssignedIdentities}${resourceToken}'
+    storageAccountName: storage.outputs.name
+    keyVaultName: keyVault.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+  }
+}
+
+module functionApp 'app/function.bicep' = {
+  name: 'function'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    name: functionAppName
+    planName: '${abbrs.webServerFarms}${resourceToken}'
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    storageAccountName: storage.outputs.name
+    deploymentContainerName: storage.outputs.deploymentContainerName
+    segmentsContainerName: storage.outputs.segmentsContainerName
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    keyVaultName: keyVault.outputs.name
+    oauthClientSecretName: keyVault.outputs.oauthClientSecretName
+    mailchimpOAuthClientId: mailchimpOAuthClientId
+    exportSchedule: exportSchedule
+    mailchimpMaxConnections: mailchimpMaxConnections
+    maxProfilesPerExport: maxProfilesPerExport
+    mailchimpRetrySeconds: mailchimpRetrySeconds
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+  }
+}
+
+module events 'app/events.bicep' = {
+  name: 'events'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    name: '${abbrs.eventGridSystemTopics}${resourceToken}'
+    storageAccountName: storage.outputs.name
+    segmentsContainerName: storage.outputs.segmentsContainerName
+    queueName: storage.outputs.segmentEventsQueueName
+  }
+}
+
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output SERVICE_API_BASE_URL string = functionApp.outputs.baseUrl
+output MAILCHIMP_OAUTH_REDIRECT_URI string = functionApp.outputs.oauthRedirectUri
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output SEGMENTS_CONTAINER_NAME string = storage.outputs.segmentsContainerName
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
