@@ -290,7 +290,7 @@ class ExportService:
             plan = plan_export(
                 inputs,
                 PlanMapping(email=destination.mapping.email, merge_fields=dict(destination.mapping.merge_fields)),
-                existing=client.iter_members(destination.audience_id),
+                existing=client.iter_members(destination.audience_id, fields=("email_address", "status", "merge_fields", "tags")),
                 merge_field_types=merge_types,
                 chunk_size=self.settings.chunk_size,
                 on_problem=problems,
@@ -298,6 +298,9 @@ class ExportService:
             )
             total = 0
             for number, members in enumerate(plan.chunks()):
+                if number == 0 and (too_many := self._over_limit(plan.counts)):  # all rows are read by now, none sent
+                    self._fail(run, too_many)
+                    return
                 self.work.write_bytes(chunk_blob(run_id, number), encode_members(members))
                 self.runs.add_chunk(run_id, number, len(members))
                 self.chunk_queue.send({"runId": run_id, "chunk": number})
@@ -318,6 +321,15 @@ class ExportService:
         log.info("export %s planned: %d chunks", run_id, total)
         if run.finished:
             self._released(run)
+
+    def _over_limit(self, counts: dict[str, Any]) -> str | None:
+        """MAX_PROFILES_PER_EXPORT counts profiles as the platform does: every row of the chosen segments' snapshots."""
+        profiles = sum(c.read for c in counts.values())
+        limit = self.settings.max_profiles_per_export
+        if profiles <= limit:
+            return None
+        return (f"the export has {profiles:,} profiles, {profiles - limit:,} over the limit of {limit:,} per export "
+                "(MAX_PROFILES_PER_EXPORT): nothing was sent; export fewer segments or raise the setting")
 
     @staticmethod
     def _mark_started(run: Run) -> bool:
@@ -409,8 +421,10 @@ class ExportService:
         by_tag: dict[str, list[str]] = {}
         for m in members:
             if m.email in delivered:
+                carried = m.existing.tags if m.existing else ()
                 for tag in m.tags:
-                    by_tag.setdefault(tag, []).append(m.email)
+                    if tag not in carried:  # the audience read before the run shows it tagged already
+                        by_tag.setdefault(tag, []).append(m.email)
         not_tagged: set[str] = set()
         for tag, emails in by_tag.items():
             refused = self.connections.call(destination, lambda client: client.tag_members(

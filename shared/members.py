@@ -23,6 +23,7 @@ class ExistingMember:
     email: str
     status: str
     merge_fields: dict[str, Any] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()  # tag names it carried, so tags it already has are not sent again
 
 
 @dataclass
@@ -63,7 +64,7 @@ def encode_members(members: Iterable[Member]) -> bytes:
             "source": [m.source.segment, m.source.partition, m.source.row],
         }
         if m.existing is not None:
-            doc["existing"] = {"status": m.existing.status, "mergeFields": m.existing.merge_fields}
+            doc["existing"] = {"status": m.existing.status, "mergeFields": m.existing.merge_fields, "tags": list(m.existing.tags)}
         lines.append(json.dumps(doc, ensure_ascii=False, separators=(",", ":")))
     return ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
 
@@ -80,5 +81,6 @@ def decode_members(data: bytes) -> Iterator[Member]:
             merge_fields=doc["mergeFields"],
             tags=doc["tags"],
             source=RowRef(segment, partition, row),
-            existing=ExistingMember(doc["email"], existing["status"], existing["mergeFields"]) if existing else None,
+            existing=(ExistingMember(doc["email"], existing["status"], existing["mergeFields"], tuple(existing.get("tags", ())))
+                      if existing else None),
         )

@@ -259,7 +259,7 @@ class Plan:
             self._spill_rows(rows)
             for member in self._existing:
                 email = normalize_email(member.email)
-                existing.add(email, (email, member.status, member.merge_fields))
+                existing.add(email, (email, member.status, member.merge_fields, list(member.tags)))
             rows.close()
             existing.close()
             chunk: list[Member] = []
@@ -320,10 +320,10 @@ class Plan:
                 member.tags.append(source.tag)
             for tag, value in fields.items():
                 member.merge_fields.setdefault(tag, value)
-        for email, status, merge_fields in existing:
+        for email, status, merge_fields, tags in existing:
             member = members.get(email)
             if member is not None:
-                member.existing = ExistingMember(email, status, merge_fields)
+                member.existing = ExistingMember(email, status, merge_fields, tuple(tags))
         return members.values()
 
 

@@ -59,9 +59,12 @@ def test_full_export_accounts_for_every_row_and_a_second_run_creates_nothing(sta
     assert {e["source"] for e in errors} <= {"validation", "mailchimp"}
     assert all(e["segment"] and e["partition"] and e["row"] >= 1 and e["reason"] for e in errors)
 
+    written = mailchimp.stats()["members_written"]
     again = wait_for_run(host, start_export(host, destination["id"]))
     assert_accounted(again)
     assert again["counts"]["created"] == 0 and again["counts"]["unchanged"] == c["created"]
+    assert again["counts"]["tagged"] == c["tagged"]
+    assert mailchimp.stats()["members_written"] == written  # nothing unchanged or already tagged is sent again
     assert len(audience_members(mailchimp)) == c["created"]
     listed = host.call("GET", f"destinations/{destination['id']}/exports").json()["exports"]
     assert [r["id"] for r in listed] == [again["id"], run["id"]]
