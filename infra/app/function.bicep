@@ -127,6 +127,8 @@ var appSettings = {
   MAILCHIMP_MAX_CONNECTIONS: string(mailchimpMaxConnections)
   MAX_PROFILES_PER_EXPORT: string(maxProfilesPerExport)
   MAILCHIMP_RETRY_SECONDS: string(mailchimpRetrySeconds)
+  // Worker threads: at least the connection cap, so chunk workers can keep every Mailchimp connection busy.
+  PYTHON_THREADPOOL_THREAD_COUNT: '16'
 }
 
 // OAuth is optional. A client ID without a secret is provisioned as is, so the app refuses to start and says why.
