@@ -12,6 +12,7 @@ from shared.config import QUEUE_CHUNKS, QUEUE_PLANS, QUEUE_SEGMENT_EVENTS, STORA
 from shared.destinations import InvalidDestination
 from shared.events import created_blobs
 from shared.exports import Refused
+from shared.oauth import OAuthFailed
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 log = logging.getLogger("function_app")
@@ -62,6 +63,50 @@ def get_destination(req: func.HttpRequest) -> func.HttpResponse:
     return _json(destination.public())
 
 
+@app.route(route="destinations/{id}", methods=["PATCH"])
+def update_destination(req: func.HttpRequest) -> func.HttpResponse:
+    """JSON Merge Patch of the create body: null removes (e.g. statusForNew), consent.accepted false withdraws."""
+    try:
+        destination = bootstrap.app().destinations.update(req.route_params["id"], _body(req), _principal(req))
+    except InvalidDestination as error:
+        return _error(400, "the change is not valid; nothing was changed", error.problems)
+    if destination is None:
+        return _error(404, f"destination {req.route_params['id']} does not exist")
+    return _json(destination.public())
+
+
+@app.route(route="destinations/{id}", methods=["DELETE"])
+def delete_destination(req: func.HttpRequest) -> func.HttpResponse:
+    """204 every time, also for a destination already gone, so a retried DELETE after a timeout is harmless."""
+    bootstrap.app().destinations.delete(req.route_params["id"])
+    return func.HttpResponse(status_code=204)
+
+
+@app.route(route="destinations/{id}/mailchimp/connect", methods=["GET"])
+def connect_mailchimp(req: func.HttpRequest) -> func.HttpResponse:
+    create_missing = req.params.get("createMissingMergeFields", "").lower() == "true"
+    try:
+        url = bootstrap.app().destinations.connect_url(req.route_params["id"], create_missing)
+    except OAuthFailed as failed:
+        return _error(failed.status, failed.message)
+    if url is None:
+        return _error(404, f"destination {req.route_params['id']} does not exist")
+    return _json({"authorizeUrl": url}, 302, {"Location": url, "Cache-Control": "no-store"})
+
+
+@app.route(route="mailchimp/oauth/callback", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def mailchimp_oauth_callback(req: func.HttpRequest) -> func.HttpResponse:
+    """The only route without a function key (Mailchimp's redirect cannot carry one): the signed state guards it."""
+    try:
+        destination = bootstrap.app().destinations.finish_oauth(req.params)
+    except OAuthFailed as failed:
+        return _error(failed.status, failed.message)
+    except InvalidDestination as error:
+        return _error(422, "Mailchimp is reachable but the destination does not fit its audience; nothing was stored", error.problems)
+    return _json({"connected": True, "destinationId": destination.id, "method": "oauth",
+                  "message": "Mailchimp is connected; this window can be closed"})
+
+
 @app.route(route="destinations/{id}/exports", methods=["POST"])
 def start_export(req: func.HttpRequest) -> func.HttpResponse:
     try:
@@ -91,10 +136,13 @@ def get_export(req: func.HttpRequest) -> func.HttpResponse:
 
 @app.route(route="exports/{runId}/errors", methods=["GET"])
 def export_errors(req: func.HttpRequest) -> func.HttpResponse:
-    exports = bootstrap.app().exports
-    if exports.get_run(req.route_params["runId"]) is None:
+    app_ = bootstrap.app()
+    run = app_.exports.get_run(req.route_params["runId"])
+    if run is None:
         return _error(404, f"export {req.route_params['runId']} does not exist")
-    return func.HttpResponse(b"".join(exports.error_lines(req.route_params["runId"])), mimetype="application/x-ndjson")
+    if app_.destinations.get(run.destination_id) is None:
+        return _error(410, "the per-row report was removed with the destination (it named people); the run's counts remain")
+    return func.HttpResponse(b"".join(app_.exports.error_lines(run.id)), mimetype="application/x-ndjson")
 
 
 def _message(msg: func.QueueMessage) -> dict[str, Any]:

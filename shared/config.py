@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping
 
 STORAGE_CONNECTION = "AzureWebJobsStorage"  # connection name used by the triggers and the SDK clients
@@ -38,6 +38,18 @@ class StorageSettings:
 
 
 @dataclass(frozen=True)
+class OAuthSettings:
+    """The app's registration at Mailchimp (Account > Extras > Registered apps); None in Settings when not set up."""
+
+    client_id: str
+    client_secret: str = field(repr=False)  # in Azure a Key Vault reference, so it never sits in plain app settings
+    redirect_uri: str  # must equal the registered one: https://<app>.azurewebsites.net/api/mailchimp/oauth/callback
+    authorize_url: str
+    token_url: str
+    metadata_url: str
+
+
+@dataclass(frozen=True)
 class Settings:
     storage: StorageSettings
     segments_container: str
@@ -48,6 +60,7 @@ class Settings:
     max_profiles_per_export: int
     chunk_size: int
     mailchimp_retry_seconds: int
+    oauth: OAuthSettings | None = None
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int, problems: list[str]) -> int:
@@ -88,6 +101,35 @@ def _storage(env: Mapping[str, str], problems: list[str]) -> StorageSettings:
     )
 
 
+MAILCHIMP_LOGIN = "https://login.mailchimp.com/oauth2"
+
+
+def _url(env: Mapping[str, str], name: str, default: str | None, problems: list[str]) -> str:
+    value = env.get(name, "").strip() or default or ""
+    if not re.match(r"^https?://[^/]", value):
+        problems.append(f"{name} must be an absolute http(s) URL, got {value!r}")
+    return value
+
+
+def _oauth(env: Mapping[str, str], problems: list[str]) -> OAuthSettings | None:
+    """OAuth is optional (API keys work without it), but half a registration is a mistake worth stopping for."""
+    client_id = env.get("MAILCHIMP_OAUTH_CLIENT_ID", "").strip()
+    if not client_id:
+        return None
+    secret = env.get("MAILCHIMP_OAUTH_CLIENT_SECRET", "").strip()
+    if not secret:
+        problems.append("MAILCHIMP_OAUTH_CLIENT_SECRET is not set although MAILCHIMP_OAUTH_CLIENT_ID is: give the client "
+                        "secret of the registered Mailchimp app (in Azure a Key Vault reference)")
+    return OAuthSettings(
+        client_id=client_id,
+        client_secret=secret,
+        redirect_uri=_url(env, "MAILCHIMP_OAUTH_REDIRECT_URI", None, problems),
+        authorize_url=_url(env, "MAILCHIMP_OAUTH_AUTHORIZE_URL", f"{MAILCHIMP_LOGIN}/authorize", problems),
+        token_url=_url(env, "MAILCHIMP_OAUTH_TOKEN_URL", f"{MAILCHIMP_LOGIN}/token", problems),
+        metadata_url=_url(env, "MAILCHIMP_OAUTH_METADATA_URL", f"{MAILCHIMP_LOGIN}/metadata", problems),
+    )
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     problems: list[str] = []
@@ -111,6 +153,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_profiles_per_export=_int(env, "MAX_PROFILES_PER_EXPORT", 1_000_000, 1, 50_000_000, problems),
         chunk_size=_int(env, "EXPORT_CHUNK_SIZE", 500, 1, 500, problems),
         mailchimp_retry_seconds=_int(env, "MAILCHIMP_RETRY_SECONDS", 120, 1, 600, problems),
+        oauth=_oauth(env, problems),
     )
     if problems:
         raise ConfigError("The app settings need attention:\n- " + "\n- ".join(problems))

@@ -58,11 +58,12 @@ class Destination:
 
     def public(self) -> dict[str, Any]:
         """The destination as the API shows it: never the credential itself, only whether there is one."""
+        verb = "accepted" if self.consent_accepted else "withdrawn"  # who last changed the consent, and when
         return {
             "id": self.id,
             "displayName": self.display_name,
             "audienceId": self.audience_id,
-            "consent": {"accepted": self.consent_accepted, "acceptedBy": self.consent_by, "acceptedAt": self.consent_at},
+            "consent": {"accepted": self.consent_accepted, f"{verb}By": self.consent_by, f"{verb}At": self.consent_at},
             "mapping": {"email": self.mapping.email, "mergeFields": dict(self.mapping.merge_fields)},
             "segments": list(self.segments),
             "statusForNew": self.status_for_new,
@@ -151,48 +152,115 @@ def _flag(body: Mapping[str, Any], path: tuple[str, ...], default: bool, problem
     return value
 
 
-def new_destination(body: Any, accepted_by: str) -> Destination:
-    """Validate a create request. The credential is handled by the caller (it goes to the secret store, not here)."""
+_SETTINGS = ("displayName", "audienceId", "consent", "mapping", "segments", "statusForNew", "tagPrefix", "schedule",
+             "exportOnArrival")
+_REQUEST_ONLY = ("mailchimp", "createMissingMergeFields")  # acted on when saving, never stored
+
+
+@dataclass(frozen=True)
+class Change:
+    """A validated create or PATCH: the destination to store and what must happen at Mailchimp before it is stored."""
+
+    destination: Destination
+    api_key: str | None  # a new API key, to be checked with a ping and then kept in the secret store
+    create_missing_merge_fields: bool
+    recheck: bool  # the audience or the mapping changed, so Mailchimp must be asked again
+
+
+def _validated(body: Any, *, creating: bool) -> tuple[dict[str, Any], str | None, bool]:
+    """Every field checked at once: (settings, API key, create missing merge fields)."""
     if not isinstance(body, Mapping):
         raise InvalidDestination([{"field": "(body)", "message": "send a JSON object"}])
-    problems: list[dict[str, str]] = []
+    problems: list[dict[str, str]] = [
+        {"field": str(name), "message": f"is not a destination field; the fields are {', '.join(_SETTINGS + _REQUEST_ONLY)}"}
+        for name in body if name not in _SETTINGS + _REQUEST_ONLY
+    ]
     name = _text(body, "displayName", problems)
     audience = _text(body, "audienceId", problems, max_len=32)
     if audience and not _AUDIENCE_ID.match(audience):
         problems.append({"field": "audienceId", "message": "is the audience ID from Mailchimp (Audience > Settings > Audience name and defaults), letters and digits only"})
-    consent = body.get("consent")
-    accepted = isinstance(consent, Mapping) and consent.get("accepted") is True
-    if not accepted:
+    accepted = _flag(body, ("consent", "accepted"), False, problems)
+    if creating and not accepted:
         problems.append({"field": "consent.accepted", "message": "must be true: accept the data-privacy consent to send profiles to Mailchimp"})
-    mapping = _mapping(body, problems)
-    segments = _segments(body, problems)
-    status = _status(body, problems)
+    settings = {
+        "display_name": name,
+        "audience_id": audience,
+        "consent_accepted": accepted,
+        "mapping": _mapping(body, problems),
+        "segments": _segments(body, problems),
+        "status_for_new": _status(body, problems),
+        "tag_prefix": _prefix(body, problems),
+        "schedule_enabled": _flag(body, ("schedule", "enabled"), True, problems),
+        "export_on_arrival": _flag(body, ("exportOnArrival",), True, problems),
+    }
+    api_key = _api_key(body, problems)
+    create_missing = _flag(body, ("createMissingMergeFields",), False, problems)
+    if problems:
+        raise InvalidDestination(problems)
+    return settings, api_key, create_missing
+
+
+def _prefix(body: Mapping[str, Any], problems: list[dict[str, str]]) -> str:
     prefix = body.get("tagPrefix", "")
     if not isinstance(prefix, str) or len(prefix) > 50:
         problems.append({"field": "tagPrefix", "message": "must be a string of at most 50 characters"})
-        prefix = ""
-    schedule = _flag(body, ("schedule", "enabled"), True, problems)
-    arrival = _flag(body, ("exportOnArrival",), True, problems)
-    if problems:
-        raise InvalidDestination(problems)
+        return ""
+    return prefix
+
+
+def _api_key(body: Mapping[str, Any], problems: list[dict[str, str]]) -> str | None:
+    raw = body.get("mailchimp")
+    if raw is None:
+        return None
+    key = raw.get("apiKey") if isinstance(raw, Mapping) else None
+    if not isinstance(key, str) or not key.strip() or set(raw) != {"apiKey"}:
+        problems.append({"field": "mailchimp.apiKey", "message": 'send {"apiKey": "<key>"} with a key from Mailchimp (Profile > Extras > API keys), or leave "mailchimp" out and connect with OAuth'})
+        return None
+    return key.strip()
+
+
+def new_destination(body: Any, accepted_by: str) -> Change:
+    """Validate a create request. The credential is handled by the caller (it goes to the secret store, not here)."""
+    settings, api_key, create_missing = _validated(body, creating=True)
     now = _now()
-    return Destination(
-        id=uuid.uuid4().hex[:12],
-        display_name=name,
-        audience_id=audience,
-        mapping=mapping,
-        segments=segments,
-        consent_accepted=True,
-        consent_by=accepted_by,
-        consent_at=now,
-        status_for_new=status,
-        tag_prefix=prefix,
-        credential_kind="none",
-        created_at=now,
-        updated_at=now,
-        schedule_enabled=schedule,
-        export_on_arrival=arrival,
-    )
+    destination = Destination(id=uuid.uuid4().hex[:12], consent_by=accepted_by, consent_at=now, credential_kind="none",
+                              created_at=now, updated_at=now, **settings)
+    return Change(destination, api_key, create_missing, recheck=True)
+
+
+def editable(destination: Destination) -> dict[str, Any]:
+    """The destination in the request's own shape, the document a PATCH is merged into."""
+    shown = destination.public()
+    doc = {key: shown[key] for key in _SETTINGS}
+    doc["consent"] = {"accepted": destination.consent_accepted}
+    return {key: value for key, value in doc.items() if value is not None}
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """JSON Merge Patch (RFC 7386): objects merge key by key, null removes a key, anything else replaces."""
+    if not isinstance(patch, Mapping):
+        return patch
+    merged = dict(target) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value)
+    return merged
+
+
+def updated_destination(current: Destination, patch: Any, changed_by: str) -> Change:
+    """Validate a PATCH the way a create is validated, on the merged document; consent may be withdrawn here."""
+    if not isinstance(patch, Mapping):
+        raise InvalidDestination([{"field": "(body)", "message": "send a JSON object with the fields to change"}])
+    settings, api_key, create_missing = _validated(merge_patch(editable(current), patch), creating=False)
+    now = _now()
+    consent_changed = settings["consent_accepted"] != current.consent_accepted
+    destination = replace(current, **settings, updated_at=now,
+                          consent_by=changed_by if consent_changed else current.consent_by,
+                          consent_at=now if consent_changed else current.consent_at)
+    recheck = (destination.audience_id, destination.mapping) != (current.audience_id, current.mapping)
+    return Change(destination, api_key, create_missing, recheck=recheck or create_missing)
 
 
 def with_credential(destination: Destination, kind: str) -> Destination:

@@ -1,6 +1,6 @@
 import pytest
 
-from shared.destinations import InvalidDestination, new_destination
+from shared.destinations import InvalidDestination, merge_patch, new_destination, updated_destination
 
 VALID = {
     "displayName": "Newsletter",
@@ -19,17 +19,24 @@ def problems(body):
 
 
 def test_valid_destination_records_who_consented_and_dedupes_segments():
-    d = new_destination(VALID, "admin@contoso")
+    change = new_destination(VALID, "admin@contoso")
+    d = change.destination
     assert d.consent_accepted and d.consent_by == "admin@contoso" and d.consent_at
     assert d.segments == ("HighValueCustomers", "Churners")
     assert d.tag_for("Churners") == "Churners"
     assert d.status_for_new is None and d.schedule_enabled and d.export_on_arrival
+    assert change.api_key == "secret-us6" and not change.create_missing_merge_fields
 
 
 def test_public_view_never_contains_the_key():
-    shown = new_destination(VALID, "x").public()
+    shown = new_destination(VALID, "x").destination.public()
     assert "secret-us6" not in str(shown)
     assert shown["mailchimp"] == {"connected": False, "method": "none"}
+
+
+def test_without_an_api_key_the_destination_waits_for_oauth():
+    change = new_destination({k: v for k, v in VALID.items() if k != "mailchimp"}, "x")
+    assert change.api_key is None and change.destination.credential_kind == "none"
 
 
 def test_missing_consent_is_refused_with_what_to_do():
@@ -39,9 +46,50 @@ def test_missing_consent_is_refused_with_what_to_do():
 
 def test_each_bad_field_is_named():
     found = problems({**VALID, "displayName": " ", "segments": [], "statusForNew": "unsubscribed",
-                      "mapping": {"mergeFields": {"first_name": "FirstName"}}})
-    assert set(found) == {"displayName", "segments", "statusForNew", "mapping.email", "mapping.mergeFields.first_name"}
+                      "mapping": {"mergeFields": {"first_name": "FirstName"}}, "mailchimp": {"key": "x"},
+                      "segment": ["typo"], "createMissingMergeFields": "yes"})
+    assert set(found) == {"displayName", "segments", "statusForNew", "mapping.email", "mapping.mergeFields.first_name",
+                          "mailchimp.apiKey", "segment", "createMissingMergeFields"}
+    assert "is not a destination field" in found["segment"]
 
 
 def test_body_must_be_an_object():
     assert "(body)" in problems(["not", "an", "object"])
+
+
+def test_merge_patch_merges_objects_removes_nulls_and_replaces_lists():
+    target = {"mapping": {"email": "Email", "mergeFields": {"FNAME": "First", "LNAME": "Last"}}, "segments": ["A", "B"],
+              "statusForNew": "pending"}
+    patch = {"mapping": {"mergeFields": {"LNAME": None, "PHONE": "Phone"}}, "segments": ["C"], "statusForNew": None}
+    assert merge_patch(target, patch) == {"mapping": {"email": "Email", "mergeFields": {"FNAME": "First", "PHONE": "Phone"}},
+                                          "segments": ["C"]}
+
+
+def test_withdrawing_consent_records_who_and_when_and_keeps_everything_else():
+    current = new_destination(VALID, "admin@contoso").destination
+    change = updated_destination(current, {"consent": {"accepted": False}}, "auditor@contoso")
+    d = change.destination
+    assert not d.consent_accepted and d.consent_by == "auditor@contoso"
+    assert d.public()["consent"] == {"accepted": False, "withdrawnBy": "auditor@contoso", "withdrawnAt": d.consent_at}
+    assert (d.id, d.segments, d.mapping, d.created_at) == (current.id, current.segments, current.mapping, current.created_at)
+    assert not change.recheck and change.api_key is None
+
+
+def test_a_patch_that_keeps_consent_keeps_who_gave_it():
+    current = new_destination(VALID, "admin@contoso").destination
+    d = updated_destination(current, {"displayName": "Renamed", "consent": {"accepted": True}}, "other").destination
+    assert d.display_name == "Renamed" and d.consent_by == "admin@contoso" and d.consent_at == current.consent_at
+
+
+def test_changing_the_mapping_or_asking_for_merge_fields_means_asking_mailchimp_again():
+    current = new_destination(VALID, "x").destination
+    assert updated_destination(current, {"mapping": {"mergeFields": {"LNAME": "LastName"}}}, "x").recheck
+    assert updated_destination(current, {"createMissingMergeFields": True}, "x").recheck
+    assert not updated_destination(current, {"segments": ["Churners"]}, "x").recheck
+
+
+def test_a_patch_is_validated_like_a_create_and_names_the_field():
+    current = new_destination(VALID, "x").destination
+    with pytest.raises(InvalidDestination) as caught:
+        updated_destination(current, {"mapping": {"email": None}, "statusForNew": "cleaned"}, "x")
+    assert {p["field"] for p in caught.value.problems} == {"mapping.email", "statusForNew"}
