@@ -370,7 +370,10 @@ class ExportService:
 
     def process_chunk(self, run_id: str, number: int, attempt: str) -> None:
         chunk = self.runs.get_chunk(run_id, number)
-        if chunk is None or chunk["state"] == "done":
+        if chunk is None:
+            return
+        if chunk["state"] == "done":  # redelivered; if the worker that counted it died before settling, settle now
+            self._settle(run_id)
             return
         run = self.runs.get(run_id)
         members = list(decode_members(self.work.read_bytes(chunk_blob(run_id, number))))
@@ -446,10 +449,14 @@ class ExportService:
             errors = f"{errors_prefix(run_id)}chunk-{number:06d}-{attempt}.jsonl"
             self.work.write_bytes(errors, b"".join(lines))
         per_segment = chunk_counts(results, {m.email: m.source.segment for m in members}, tagged)
-        run = self.runs.finish_chunk(run_id, number, per_segment, errors, on_complete=lambda r: r.settle())
-        if run is not None and run.finished:
-            self._released(run)
+        self.runs.finish_chunk(run_id, number, per_segment, errors)
+        self._settle(run_id)
+
+    def _settle(self, run_id: str) -> None:
+        run = self.runs.settle_if_done(run_id)
+        if run is not None:
             log.info("export %s finished: %s", run_id, run.status)
+            self._released(run)
 
     def chunk_gave_up(self, run_id: str, number: int, attempt: str) -> None:
         """The chunk message was poisoned: its members are counted failed with the last error, never dropped."""

@@ -94,6 +94,8 @@ class Run:
         counts = self.counts
         problems = counts["invalid"] + counts["refused"] + counts["failed"]
         delivered = counts["created"] + counts["updated"] + counts["unchanged"]
+        if self.status != "cancelled" and self.details.get("abort") and not self.message:
+            self.message = self.details["abort"]  # e.g. the credentials were revoked: say so on the run itself
         if self.status == "cancelled":
             pass
         elif problems == 0:

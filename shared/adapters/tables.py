@@ -17,9 +17,11 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError, Resour
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
 from shared.destinations import Destination, FieldMapping
-from shared.runs import Run, SegmentPart
+from shared.runs import Run, SegmentPart, add_counts
 
 RUN_ROW = "run"
+SHARDS = 16  # counter rows per run
+PLAN_KEYS = ("read", "invalid", "duplicates")  # counts planning sets; chunk workers add all the others
 
 
 @dataclass(frozen=True)
@@ -196,9 +198,9 @@ class RunTable(_Table):
             "startedAt": run.started_at or "",
             "finishedAt": run.finished_at or "",
             "totalChunks": -1 if run.total_chunks is None else run.total_chunks,
-            "chunksDone": run.chunks_done,
             "message": run.message or "",
-            "segments": json.dumps([asdict(p) for p in run.segments]),
+            # Planning's counts only; what chunks add lives in the shard rows (see finish_chunk).
+            "segments": json.dumps([{**asdict(p), "counts": {k: p.counts.get(k, 0) for k in PLAN_KEYS}} for p in run.segments]),
             "details": json.dumps(run.details),
         }
 
@@ -214,7 +216,6 @@ class RunTable(_Table):
             started_at=e.get("startedAt") or None,
             finished_at=e.get("finishedAt") or None,
             total_chunks=None if e["totalChunks"] < 0 else e["totalChunks"],
-            chunks_done=e["chunksDone"],
             message=e.get("message") or None,
             details=json.loads(e.get("details") or "{}"),
         )
@@ -226,17 +227,26 @@ class RunTable(_Table):
         return None if (found := self._get(run_id)) is None else found[0]
 
     def _get(self, run_id: str) -> tuple[Run, str] | None:
+        """The run with its chunks' counts added, and the ETag of its main row."""
         try:
             entity = self.table.get_entity(run_id, RUN_ROW)
         except ResourceNotFoundError:
             return None
-        return self._from_entity(entity), entity.metadata["etag"]
+        return self._with_shards(self._from_entity(entity)), entity.metadata["etag"]
+
+    def _with_shards(self, run: Run) -> Run:
+        for shard in self.table.query_entities("PartitionKey eq @run and RowKey ge 'shard-' and RowKey lt 'shard.'",
+                                               parameters={"run": run.id}):
+            run.chunks_done += shard["chunksDone"]
+            run.add(json.loads(shard["counts"]))
+        return run
 
     def list_for_destination(self, destination_id: str) -> list[Run]:
         entities = self.table.query_entities(
             "RowKey eq @row and destinationId eq @dest", parameters={"row": RUN_ROW, "dest": destination_id}
         )
-        return sorted((self._from_entity(e) for e in entities), key=lambda r: r.created_at, reverse=True)
+        runs = sorted((self._from_entity(e) for e in entities), key=lambda r: r.created_at, reverse=True)
+        return [self._with_shards(run) for run in runs]
 
     def update(self, run_id: str, change: Callable[[Run], bool | None]) -> Run:
         """Apply `change` to the newest copy of the run and store it, retrying on concurrent updates.
@@ -287,33 +297,54 @@ class RunTable(_Table):
         for entity in self.table.query_entities("PartitionKey eq @run and RowKey ge 'chunk-' and RowKey lt 'chunk.'", parameters={"run": run_id}):
             yield dict(entity)
 
-    def finish_chunk(self, run_id: str, number: int, per_segment: dict[str, dict[str, int]], errors_blob: str,
-                     on_complete: Callable[[Run], None]) -> Run | None:
-        """Mark the chunk done and add its counts to the run in one transaction; None if it was already done."""
+    def finish_chunk(self, run_id: str, number: int, per_segment: dict[str, dict[str, int]], errors_blob: str) -> bool:
+        """Mark the chunk done and add its counts in one transaction; False if it was done already.
 
-        def attempt() -> Run | None:
+        Counts go to one of SHARDS counter rows (by chunk number) rather than to the run row, so that chunk workers
+        finishing at the same moment rarely contend for the same ETag.
+        """
+
+        def attempt() -> bool:
             chunk = self.table.get_entity(run_id, self.chunk_row(number))
             if chunk["state"] == "done":
-                return None
-            found = self._get(run_id)
-            if found is None:
-                raise KeyError(run_id)
-            run, etag = found
-            run.add(per_segment)
-            run.chunks_done += 1
-            if run.total_chunks is not None and run.chunks_done >= run.total_chunks and run.finished_at is None:
-                on_complete(run)
+                return False
+            key = f"shard-{number % SHARDS:02d}"
+            try:
+                shard: Any = self.table.get_entity(run_id, key)
+            except ResourceNotFoundError:
+                shard = None
+            counts: dict[str, dict[str, int]] = json.loads(shard["counts"]) if shard else {}
+            for segment, more in per_segment.items():
+                counts[segment] = add_counts(counts.get(segment, {}), more)
+            row = {"PartitionKey": run_id, "RowKey": key, "chunksDone": (shard["chunksDone"] if shard else 0) + 1,
+                   "counts": json.dumps(counts)}
+            shard_op = (("update", row, {"mode": UpdateMode.REPLACE, "etag": shard.metadata["etag"], "match_condition": MatchConditions.IfNotModified})
+                        if shard else ("create", row))
             chunk_update = {"PartitionKey": run_id, "RowKey": chunk["RowKey"], "state": "done", "members": chunk["members"],
                             "counts": json.dumps(per_segment), "errorsBlob": errors_blob, "lastError": chunk.get("lastError", "")}
             try:
                 self.table.submit_transaction([
                     ("update", chunk_update, {"mode": UpdateMode.REPLACE, "etag": chunk.metadata["etag"], "match_condition": MatchConditions.IfNotModified}),
-                    ("update", self._to_entity(run), {"mode": UpdateMode.REPLACE, "etag": etag, "match_condition": MatchConditions.IfNotModified}),
+                    shard_op,
                 ])
             except TableTransactionError as error:
-                if _precondition_failed(error):
+                if _precondition_failed(error) or "EntityAlreadyExists" in str(error):
                     raise Conflict() from error
                 raise
-            return run
+            return True
 
         return _retry_on_conflict(attempt)
+
+    def settle_if_done(self, run_id: str) -> Run | None:
+        """Give the run its final status once every chunk is counted; the run if this call was the one to do it."""
+        settled: list[Run] = []
+
+        def settle(run: Run) -> bool:
+            if run.finished_at is not None or run.total_chunks is None or run.chunks_done < run.total_chunks:
+                return False
+            run.settle()
+            settled.append(run)
+            return True
+
+        run = self.update(run_id, settle)
+        return run if settled else None

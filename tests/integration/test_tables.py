@@ -26,27 +26,38 @@ def new_run(runs: RunTable, chunks: int) -> Run:
 
 def test_each_chunk_counts_once_even_when_finished_concurrently_and_twice(tables):
     runs = RunTable(tables, "runs" + uuid.uuid4().hex[:8])
-    run = new_run(runs, 20)
-    settled = []
+    run = new_run(runs, 40)
 
-    def finish(n: int):
-        counts = {"A": {**zero_counts(), "created": 10, "tagged": 10}}
-        return runs.finish_chunk(run.id, n, counts, "", on_complete=lambda r: (r.settle(), settled.append(r.id)))
+    def finish(n: int) -> bool:
+        return runs.finish_chunk(run.id, n, {"A": {**zero_counts(), "created": 10, "tagged": 10}}, "")
 
     with ThreadPoolExecutor(8) as pool:
-        outcomes = list(pool.map(finish, list(range(20)) * 2))  # every chunk delivered twice
-    assert sum(o is not None for o in outcomes) == 20
+        counted = list(pool.map(finish, list(range(40)) * 2))  # every chunk delivered twice
+    assert sum(counted) == 40
     stored = runs.get(run.id)
-    assert stored.chunks_done == 20
-    assert stored.counts["created"] == 200 and stored.counts["tagged"] == 200
-    assert stored.finished and len(settled) >= 1  # settle may run in a losing attempt, but only one is stored
+    assert stored.chunks_done == 40 and not stored.finished
+    assert stored.counts["created"] == 400 and stored.counts["tagged"] == 400
     assert all(c["state"] == "done" for c in runs.chunks(run.id))
+    settled = runs.settle_if_done(run.id)
+    assert settled is not None and settled.status == "succeeded" and settled.finished_at
+    assert runs.settle_if_done(run.id) is None  # only one caller finishes a run
+
+
+def test_planning_counts_and_chunk_counts_never_overwrite_each_other(tables):
+    runs = RunTable(tables, "runs" + uuid.uuid4().hex[:8])
+    run = new_run(runs, 2)
+    runs.finish_chunk(run.id, 0, {"A": {**zero_counts(), "created": 5}}, "")
+    runs.update(run.id, lambda r: r.segment("A").counts.update(read=12, invalid=2))  # planning finishes after a chunk
+    runs.finish_chunk(run.id, 1, {"A": {**zero_counts(), "created": 5}}, "")
+    settled = runs.settle_if_done(run.id)
+    assert settled.counts["read"] == 12 and settled.counts["created"] == 10 and settled.status == "completed_with_errors"
+    assert runs.get(run.id).counts == settled.counts
 
 
 def test_a_replanned_chunk_keeps_its_state(tables):
     runs = RunTable(tables, "runs" + uuid.uuid4().hex[:8])
     run = new_run(runs, 1)
-    runs.finish_chunk(run.id, 0, {"A": zero_counts()}, "", on_complete=lambda r: None)
+    runs.finish_chunk(run.id, 0, {"A": zero_counts()}, "")
     runs.add_chunk(run.id, 0, 10)
     assert runs.get_chunk(run.id, 0)["state"] == "done"
 
@@ -54,7 +65,7 @@ def test_a_replanned_chunk_keeps_its_state(tables):
 def test_only_one_unfinished_run_holds_a_destination(tables):
     destinations = DestinationTable(tables, "dest" + uuid.uuid4().hex[:8])
     d = new_destination({"displayName": "D", "consent": {"accepted": True}, "audienceId": "a1", "mapping": {"email": "E"},
-                         "segments": ["S"]}, "admin")
+                         "segments": ["S"]}, "admin").destination
     destinations.save(d)
     finished: set[str] = set()
     is_finished = finished.__contains__
@@ -72,7 +83,7 @@ def test_only_one_unfinished_run_holds_a_destination(tables):
 def test_triggers_start_only_for_newer_snapshots_and_fold_into_one_follow_up(tables):
     destinations = DestinationTable(tables, "dest" + uuid.uuid4().hex[:8])
     d = new_destination({"displayName": "D", "consent": {"accepted": True}, "audienceId": "a1", "mapping": {"email": "E"},
-                         "segments": ["S"]}, "admin")
+                         "segments": ["S"]}, "admin").destination
     destinations.save(d)
     running = lambda run_id: False  # noqa: E731 - every holder is still running
     old, new = {"S": "2026-11-28T10:00Z"}, {"S": "2026-11-28T11:00Z"}
