@@ -42,6 +42,7 @@ class Refused(Exception):
 class WorkStore(BlobSource, Protocol):
     def write_bytes(self, name: str, data: bytes) -> None: ...
     def exists(self, name: str) -> bool: ...
+    def delete_prefix(self, prefix: str) -> None: ...
 
 
 class Queue(Protocol):
@@ -266,8 +267,9 @@ class ExportService:
 
     def _plan(self, run: Run, destination: Destination) -> None:
         run_id = run.id
+        # The first call goes through `call`, so a credential rotated in the secret store is re-read after a 401.
+        audience = self.connections.call(destination, lambda c: c.get_audience(destination.audience_id))
         client = self.connections.client(destination)
-        audience = client.get_audience(destination.audience_id)
         merge_types = {f.tag: f.type for f in client.list_merge_fields(destination.audience_id)}
         missing_tags = [tag for tag in destination.mapping.merge_fields if tag not in merge_types]
         if missing_tags:
@@ -454,9 +456,12 @@ class ExportService:
 
     def _settle(self, run_id: str) -> None:
         run = self.runs.settle_if_done(run_id)
-        if run is not None:
-            log.info("export %s finished: %s", run_id, run.status)
-            self._released(run)
+        if run is None:
+            return
+        log.info("export %s finished: %s", run_id, run.status)
+        if run.status == "cancelled" and self.destinations.get(run.destination_id) is None:
+            self.work.delete_prefix(f"runs/{run_id}/")  # its destination was deleted: its per-row files named people
+        self._released(run)
 
     def chunk_gave_up(self, run_id: str, number: int, attempt: str) -> None:
         """The chunk message was poisoned: its members are counted failed with the last error, never dropped."""

@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+from azure.storage.blob import BlobServiceClient
 
 from shared.sample_segments import write_sample_export
 from tests.e2e.conftest import (DEMO_AUDIENCE, DEMO_KEY, assert_accounted, create_destination, destination_body,
@@ -193,7 +194,7 @@ def test_credentials_revoked_mid_export_end_the_run_fast_with_the_reconnect_mess
     assert all("reconnect" in e["reason"] for e in failed)
 
 
-def test_delete_during_an_export_cancels_it_removes_secrets_and_personal_data_and_keeps_the_counts(host, segments, mailchimp, secrets_dir):
+def test_delete_during_an_export_cancels_it_removes_secrets_and_personal_data_and_keeps_the_counts(host, segments, mailchimp, secrets_dir, storage):
     upload(segments, 8000, Small=40)
     mailchimp.admin("POST", "latency", json={"profile": "realistic"})
     destination = create_destination(host, segments=["HighValueCustomers", "Small"])
@@ -214,6 +215,9 @@ def test_delete_during_an_export_cancels_it_removes_secrets_and_personal_data_an
     assert kept.status_code == 200 and kept.json()["counts"] == first["counts"]
     gone = host.call("GET", f"exports/{first['id']}/errors")
     assert gone.status_code == 410 and "@" not in gone.text
+    leftover = [b.name for b in BlobServiceClient.from_connection_string(storage.connection_string)
+                .get_container_client("export-work").list_blobs() if b.name.startswith("runs/")]
+    assert leftover == []  # chunks, saved answers and error reports of both runs named people: all removed
 
 
 def wait_for_chunks(host, run_id: str, done: int, timeout: float = 60) -> None:
