@@ -14,6 +14,14 @@ _AUDIENCE_ID = re.compile(r"^[0-9a-zA-Z]{1,32}$")
 MAX_SEGMENTS = 50
 
 
+@dataclass(frozen=True)
+class Claim:
+    """What became of a request to make a run the destination's one active run."""
+
+    outcome: str  # claimed | busy (another run holds it) | deferred (a follow-up is noted) | up_to_date
+    holder: str | None = None
+
+
 class InvalidDestination(Exception):
     """Carries every problem found, each naming its field, so one answer tells the admin all there is to fix."""
 

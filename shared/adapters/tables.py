@@ -9,25 +9,19 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any, Callable, Iterator
 
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
-from shared.destinations import Destination, FieldMapping
+from shared.destinations import Claim, Destination, FieldMapping
 from shared.runs import Run, SegmentPart, add_counts
 
 RUN_ROW = "run"
 SHARDS = 16  # counter rows per run
 PLAN_KEYS = ("read", "invalid", "duplicates")  # counts planning sets; chunk workers add all the others
-
-
-@dataclass(frozen=True)
-class Claim:
-    outcome: str  # claimed | busy | deferred | up_to_date
-    holder: str | None = None
 
 
 class Conflict(Exception):

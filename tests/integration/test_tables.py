@@ -5,8 +5,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from azure.data.tables import TableServiceClient
 
-from shared.adapters.tables import Claim, DestinationTable, RunTable
-from shared.destinations import new_destination
+from shared.adapters.tables import DestinationTable, RunTable
+from shared.destinations import Claim, new_destination
 from shared.runs import Run, SegmentPart, zero_counts
 
 
