@@ -21,7 +21,7 @@ from shared.mailchimp.errors import MailchimpAuthError, MailchimpError, Mailchim
 from shared.members import Member, MemberResult, Outcome, decode_members, encode_members
 from shared.planning import Mapping as PlanMapping
 from shared.planning import RowProblem, SegmentInput, plan_export
-from shared.runs import Run, SegmentPart, chunk_counts, new_run_id, now_iso
+from shared.runs import Run, SegmentPart, chunk_counts, new_run_id, now_iso, zero_counts
 from shared.segment_rows import read_rows, snapshot_columns
 from shared.snapshots import BlobSource, Snapshot, list_segments, newest_snapshot, snapshots_for_blob
 
@@ -56,6 +56,8 @@ class Destinations(Protocol):
     def claim(self, destination_id: str, run_id: str, covers: dict[str, str], is_finished: Callable[[str], bool],
               trigger: str = "http", only_if_newer: bool = False) -> Claim: ...
     def release(self, destination_id: str, run_id: str) -> str | None: ...
+    def own_tags(self, destination_id: str, audience_id: str, tags: Iterable[str]) -> None: ...
+    def owned_tags(self, destination_id: str, audience_id: str) -> set[str]: ...
     def active_run(self, destination_id: str) -> str | None: ...
 
 
@@ -268,8 +270,12 @@ class ExportService:
 
     def plan(self, run_id: str) -> None:
         run = self.runs.get(run_id)
+        if run is not None and run.status == "cancelled" and run.total_chunks is None:
+            self.runs.update(run_id, lambda r: setattr(r, "total_chunks", 0))  # cancelled before planning: nothing to send
+            self._settle(run_id)
+            return
         if run is None or run.finished or run.total_chunks is not None:
-            return  # unknown, already planned (a redelivered message) or cancelled
+            return  # unknown, failed, or already planned (a redelivered message)
         destination = self.destinations.get(run.destination_id)
         if destination is None:
             self._fail(run, "the destination was deleted before the export started")
@@ -290,7 +296,12 @@ class ExportService:
         if missing_tags:
             self._fail(run, f"the audience has no merge field(s) {missing_tags}: create them in Mailchimp or change the mapping")
             return
+        before = client.list_tags(destination.audience_id)
         tag_ids = client.ensure_tags(destination.audience_id, [part.tag for part in run.segments])
+        # Tags this destination created are kept in step with their segments (members who left lose them);
+        # a tag someone made by hand is only ever added to.
+        self.destinations.own_tags(destination.id, destination.audience_id, [t for t in tag_ids if t not in before])
+        owned = self.destinations.owned_tags(destination.id, destination.audience_id)
         mirror_as_of = datetime.now(timezone.utc)
         details = {
             "audienceId": destination.audience_id,
@@ -312,6 +323,7 @@ class ExportService:
                 chunk_size=self.settings.chunk_size,
                 on_problem=problems,
                 workdir=workdir,
+                removable_tags=owned,
             )
             total = 0
             for number, members in enumerate(plan.chunks()):
@@ -331,13 +343,10 @@ class ExportService:
                 c = counts.get(part.segment)
                 if c is not None:
                     part.counts.update(read=c.read, invalid=c.invalid, duplicates=c.duplicates)
-            if r.chunks_done >= total and r.finished_at is None:
-                r.settle()
 
-        run = self.runs.update(run_id, planned)
+        self.runs.update(run_id, planned)
         log.info("export %s planned: %d chunks", run_id, total)
-        if run.finished:
-            self._released(run)
+        self._settle(run_id)  # every chunk may be counted already (or there were none)
 
     def _over_limit(self, counts: dict[str, Any]) -> str | None:
         """MAX_PROFILES_PER_EXPORT counts profiles as the platform does: every row of the chosen segments' snapshots."""
@@ -393,8 +402,10 @@ class ExportService:
             self._settle(run_id)
             return
         run = self.runs.get(run_id)
-        members = list(decode_members(self.work.read_bytes(chunk_blob(run_id, number))))
+        everyone = list(decode_members(self.work.read_bytes(chunk_blob(run_id, number))))
+        members = [m for m in everyone if not m.departed]  # the chunk's input rows; departed ones are only untagged
         stop_reason = self._stop_reason(run)
+        untagged: dict[str, int] = {}
         if stop_reason:
             results = [MemberResult(m.email, Outcome.FAILED, stop_reason) for m in members]
             tagged: set[str] = set()
@@ -403,6 +414,7 @@ class ExportService:
             try:
                 results = self._upsert(run, destination, number, members)
                 tagged = self._tag(run, destination, members, results)
+                untagged = self._untag(run, destination, everyone)
             except MailchimpAuthError as error:
                 message = str(error)
                 self.runs.update(run_id, lambda r: r.details.update(abort=message))
@@ -411,7 +423,7 @@ class ExportService:
             except Exception as error:
                 self.runs.note_chunk_error(run_id, number, f"{type(error).__name__}: {error}")
                 raise
-        self._finish(run_id, number, attempt, members, results, tagged)
+        self._finish(run_id, number, attempt, members, results, tagged, untagged)
 
     @staticmethod
     def _stop_reason(run: Run | None) -> str | None:
@@ -452,8 +464,24 @@ class ExportService:
             not_tagged.update(refused)
         return delivered - not_tagged
 
+    def _untag(self, run: Run, destination: Destination | None, members: list[Member]) -> dict[str, int]:
+        """Take segment tags off members no longer in those segments; returns how many per segment."""
+        by_tag: dict[str, list[str]] = {}
+        for m in members:
+            for tag in m.untag:
+                by_tag.setdefault(tag, []).append(m.email)
+        if destination is None or not by_tag:
+            return {}
+        segment_of_tag = {part.tag: part.segment for part in run.segments}
+        untagged: dict[str, int] = {}
+        for tag, emails in by_tag.items():
+            missed = self.connections.call(destination, lambda client: client.untag_members(
+                run.details["audienceId"], run.details["tagIds"][tag], emails))
+            untagged[segment_of_tag[tag]] = untagged.get(segment_of_tag[tag], 0) + len(emails) - len(missed)
+        return untagged
+
     def _finish(self, run_id: str, number: int, attempt: str, members: list[Member], results: list[MemberResult],
-                tagged: set[str]) -> None:
+                tagged: set[str], untagged: dict[str, int] | None = None) -> None:
         source = {m.email: m.source for m in members}
         lines = [
             _error_line(source[r.email].segment, source[r.email].partition, source[r.email].row, r.email,
@@ -466,6 +494,8 @@ class ExportService:
             errors = f"{errors_prefix(run_id)}chunk-{number:06d}-{attempt}.jsonl"
             self.work.write_bytes(errors, b"".join(lines))
         per_segment = chunk_counts(results, {m.email: m.source.segment for m in members}, tagged)
+        for segment, count in (untagged or {}).items():
+            per_segment.setdefault(segment, zero_counts())["untagged"] += count
         self.runs.finish_chunk(run_id, number, per_segment, errors)
         self._settle(run_id)
 
@@ -484,7 +514,7 @@ class ExportService:
         if chunk is None or chunk["state"] == "done":
             return
         reason = chunk.get("lastError") or "the chunk failed repeatedly"
-        members = list(decode_members(self.work.read_bytes(chunk_blob(run_id, number))))
+        members = [m for m in decode_members(self.work.read_bytes(chunk_blob(run_id, number))) if not m.departed]
         results = [MemberResult(m.email, Outcome.FAILED, f"gave up after repeated failures: {reason}") for m in members]
         self._finish(run_id, number, attempt, members, results, set())
 
@@ -500,9 +530,7 @@ class ExportService:
         def cancel(r: Run) -> bool:
             if r.finished:
                 return False
-            r.status, r.message = "cancelled", reason
-            if r.total_chunks is None or r.chunks_done >= r.total_chunks:
-                r.finished_at = now_iso()  # nothing left that would finish it
+            r.status, r.message = "cancelled", reason  # it settles when its planned chunks are counted
             return True
 
         run = self.runs.update(run_id, cancel)

@@ -32,9 +32,15 @@ class Member:
 
     email: str  # normalized (trimmed, lower-case)
     merge_fields: dict[str, Any]
-    tags: list[str]
+    tags: list[str]  # empty for a member who left every segment of the run: it is only untagged, never written
     source: RowRef  # first row that produced this member; later rows were duplicates
     existing: ExistingMember | None = None
+    untag: list[str] = field(default_factory=list)  # tags it carries for segments it is no longer in
+
+    @property
+    def departed(self) -> bool:
+        """In the audience with a segment's tag, in none of the run's segments now: not an input row."""
+        return not self.tags
 
 
 class Outcome(str, Enum):
@@ -63,6 +69,8 @@ def encode_members(members: Iterable[Member]) -> bytes:
             "tags": m.tags,
             "source": [m.source.segment, m.source.partition, m.source.row],
         }
+        if m.untag:
+            doc["untag"] = m.untag
         if m.existing is not None:
             doc["existing"] = {"status": m.existing.status, "mergeFields": m.existing.merge_fields, "tags": list(m.existing.tags)}
         lines.append(json.dumps(doc, ensure_ascii=False, separators=(",", ":")))
@@ -83,4 +91,5 @@ def decode_members(data: bytes) -> Iterator[Member]:
             source=RowRef(segment, partition, row),
             existing=(ExistingMember(doc["email"], existing["status"], existing["mergeFields"], tuple(existing.get("tags", ())))
                       if existing else None),
+            untag=doc.get("untag", []),
         )

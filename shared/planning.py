@@ -221,6 +221,7 @@ class Plan:
         chunk_size: int = 500,
         on_problem: Callable[[RowProblem], None],
         workdir: str | None = None,
+        removable_tags: Iterable[str] = (),
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
@@ -240,6 +241,8 @@ class Plan:
         self._chunk_size = chunk_size
         self._on_problem = on_problem
         self._workdir = workdir
+        # Tags this run keeps in step: taken off members who are no longer in the tag's segment.
+        self._removable = frozenset(removable_tags) & {source.tag for source in self._inputs}
         self._started = False
         self.counts: dict[str, SegmentCounts] = {source.segment: SegmentCounts() for source in self._inputs}
 
@@ -320,11 +323,17 @@ class Plan:
                 member.tags.append(source.tag)
             for tag, value in fields.items():
                 member.merge_fields.setdefault(tag, value)
+        departed: list[Member] = []
         for email, status, merge_fields, tags in existing:
+            known = ExistingMember(email, status, merge_fields, tuple(tags))
+            stale = sorted(self._removable.intersection(tags))
             member = members.get(email)
             if member is not None:
-                member.existing = ExistingMember(email, status, merge_fields, tuple(tags))
-        return members.values()
+                member.existing = known
+                member.untag = [tag for tag in stale if tag not in member.tags]
+            elif stale:
+                departed.append(Member(email, {}, [], RowRef("", "", 0), known, stale))
+        return [*members.values(), *departed]
 
 
 plan_export = Plan  # the name callers use: plan_export(inputs, mapping, on_problem=...) -> Plan

@@ -1,7 +1,8 @@
 """Export runs and their accounting: every input row ends up in exactly one count.
 
 `read = invalid + duplicates + created + updated + unchanged + refused + failed` holds for every finished run and for
-each of its segments; `tagged` counts members that carry all their segments' tags after the run.
+each of its segments; `tagged` counts members that carry all their segments' tags after the run; `untagged` counts audience members who
+left a segment and had its tag taken off (they are not input rows, so they stand outside the equation).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any, Iterable
 from shared.members import MemberResult, Outcome
 
 OUTCOME_KEYS = ("created", "updated", "unchanged", "refused", "failed")
-COUNT_KEYS = ("read", "invalid", "duplicates", *OUTCOME_KEYS, "tagged")
+COUNT_KEYS = ("read", "invalid", "duplicates", *OUTCOME_KEYS, "tagged", "untagged")
 FINISHED = ("succeeded", "completed_with_errors", "failed", "cancelled")
 TRIGGERS = ("http", "schedule", "storage")
 

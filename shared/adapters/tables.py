@@ -10,7 +10,7 @@ import json
 import random
 import time
 from dataclasses import asdict
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
@@ -96,7 +96,7 @@ class DestinationTable(_Table):
     def save(self, destination: Destination) -> None:
         existing = self._get_entity(destination.id)
         entity = self._to_entity(destination)
-        for kept in ("active_run", "exported", "follow_up"):  # run bookkeeping is not part of the settings
+        for kept in ("active_run", "exported", "follow_up", "owned_tags"):  # run bookkeeping is not part of the settings
             if existing is not None and existing.get(kept):
                 entity[kept] = existing[kept]
         self.table.upsert_entity(entity, mode=UpdateMode.REPLACE)
@@ -120,6 +120,26 @@ class DestinationTable(_Table):
     def active_run(self, destination_id: str) -> str | None:
         entity = self._get_entity(destination_id)
         return (entity or {}).get("active_run") or None
+
+    def owned_tags(self, destination_id: str, audience_id: str) -> set[str]:
+        """Tags this destination created in the audience: the ones it keeps in step with their segments."""
+        entity = self._get_entity(destination_id)
+        return {key.split("/", 1)[1] for key in json.loads((entity or {}).get("owned_tags") or "[]")
+                if key.startswith(audience_id + "/")}
+
+    def own_tags(self, destination_id: str, audience_id: str, tags: Iterable[str]) -> None:
+        keys = {f"{audience_id}/{tag}" for tag in tags}
+        if not keys:
+            return
+
+        def attempt() -> None:
+            entity = self._get_entity(destination_id)
+            if entity is None:
+                return
+            entity["owned_tags"] = json.dumps(sorted(keys | set(json.loads(entity.get("owned_tags") or "[]"))))
+            self._replace(entity)
+
+        _retry_on_conflict(attempt)
 
     def exported(self, destination_id: str) -> dict[str, str]:
         """Snapshot id per segment of the newest snapshots a run was started for."""

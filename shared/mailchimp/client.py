@@ -12,7 +12,7 @@ from shared.members import ExistingMember, Member, MemberResult
 
 from .batching import MAX_BATCH, chunks
 from .credentials import Credentials
-from .errors import MailchimpNotFound, MailchimpRequestError, MailchimpUnavailable
+from .errors import MailchimpNotFound, MailchimpRequestError
 from .models import Audience, MergeField
 from .redact import redact
 from .retry import RetryPolicy
@@ -122,18 +122,27 @@ class MailchimpClient:
 
     def tag_members(self, list_id: str, tag_id: int, emails: Sequence[str]) -> dict[str, str]:
         """Returns address -> reason for the members NOT tagged; an empty dict means all were tagged."""
+        return self._change_tag(list_id, tag_id, emails, "members_to_add")
+
+    def untag_members(self, list_id: str, tag_id: int, emails: Sequence[str]) -> dict[str, str]:
+        """Takes the tag off these members; returns address -> reason for those Mailchimp did not untag."""
+        return self._change_tag(list_id, tag_id, emails, "members_to_remove")
+
+    def _change_tag(self, list_id: str, tag_id: int, emails: Sequence[str], direction: str) -> dict[str, str]:
+        """Batches of 500. A batch Mailchimp refuses is reported per member; MailchimpUnavailable propagates so
+        the caller (the export's queue) tries the whole step again later."""
         unique = list(dict.fromkeys(normalize_email(e) for e in emails))
         missed: dict[str, str] = {}
         for chunk in chunks(unique):
             try:
                 doc = self._http.call("POST", "/lists/{list_id}/segments/{segment_id}",
                                       path={"list_id": list_id, "segment_id": str(tag_id)},
-                                      body={"members_to_add": list(chunk)})
-            except (MailchimpUnavailable, MailchimpRequestError) as exc:
+                                      body={direction: list(chunk)})
+            except MailchimpRequestError as exc:
                 missed.update(dict.fromkeys(chunk, str(exc)))
                 continue
             for error in doc.get("errors") or []:
-                reason = redact(str(error.get("error") or "Mailchimp did not tag this member"))
+                reason = redact(str(error.get("error") or "Mailchimp did not change this member's tag"))
                 for email in error.get("email_addresses") or []:
                     missed[normalize_email(email)] = reason
         return missed

@@ -177,3 +177,39 @@ def test_two_hosts_sharing_one_account_keep_mailchimps_connection_cap_together(s
     assert server["max_concurrent"] == 4 and server["by_status"].get("429", 0) == 0
     worked = [(tmp_path / f"{name}.log").read_text().count("function=export_chunk") for name in ("first", "second")]
     assert all(count > 0 for count in worked), worked  # both instances took chunks
+
+
+def plain_snapshot(container, segment: str, stamp: str, emails: list[str]) -> None:
+    folder = f"{segment}/{stamp}/"
+    body = "Email,FirstName,LastName\r\n" + "".join(f"{e},First,Last\r\n" for e in emails)
+    container.upload_blob(folder + "part-0.csv", body.encode(), overwrite=True)
+    container.upload_blob(folder + "_SUCCESS", b"", overwrite=True)
+
+
+def test_members_who_leave_a_segment_lose_its_tag_but_hand_made_tags_are_only_added_to(start_host, segments, mailchimp):
+    vip = [f"vip{i}@contoso.com" for i in range(10)]
+    lapsed = [f"lapsed{i}@fabrikam.com" for i in range(5)]
+    auth = ("any", "0123456789abcdef0123456789abcdef-us6")
+    mailchimp.admin("POST", "members", json={"list_id": DEMO_AUDIENCE, "email": "outsider@fabrikam.com", "status": "subscribed"})
+    made = requests.post(f"{mailchimp.api_root}/lists/{DEMO_AUDIENCE}/segments", auth=auth, timeout=10,
+                         json={"name": "Lapsed", "static_segment": ["outsider@fabrikam.com"]})
+    assert made.status_code == 200, made.text  # a tag a marketer made by hand before the connector came
+    plain_snapshot(segments, "Vip", "2026/11/28/1700", vip)
+    plain_snapshot(segments, "Lapsed", "2026/11/28/1700", lapsed)
+    host = start_host()
+    destination = create_destination(host, segments=["Vip", "Lapsed"], mapping={"email": "Email", "mergeFields": {}})
+    first = wait_for_run(host, start_export(host, destination["id"]))
+    assert first["counts"]["created"] == 15 and first["counts"]["untagged"] == 0
+
+    plain_snapshot(segments, "Vip", "2026/11/28/1800", vip[:6] + ["newvip@contoso.com"])
+    plain_snapshot(segments, "Lapsed", "2026/11/28/1800", lapsed[:3])
+    second = wait_for_run(host, start_export(host, destination["id"]))
+    assert_accounted(second)
+    by_segment = {p["segment"]: p["counts"] for p in second["segments"]}
+    assert by_segment["Vip"]["untagged"] == 4 and by_segment["Lapsed"]["untagged"] == 0
+    assert second["counts"]["created"] == 1 and second["counts"]["read"] == 10
+    tags = {m["email_address"]: {t["name"] for t in m["tags"]} for m in audience_members(mailchimp)}
+    assert all(tags[e] == set() for e in vip[6:])  # still in the audience, no longer tagged
+    assert all(tags[e] == {"Vip"} for e in vip[:6] + ["newvip@contoso.com"])
+    assert all(tags[e] == {"Lapsed"} for e in lapsed)  # the hand-made tag keeps everyone it had
+    assert tags["outsider@fabrikam.com"] == {"Lapsed"}

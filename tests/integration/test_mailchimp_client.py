@@ -109,6 +109,18 @@ def test_tag_members_splits_batches_and_reports_only_the_untagged(client, mailch
     assert all(dump[e]["tags"] == [{"id": tag, "name": "VIP"}] for e in emails)
 
 
+def test_untag_members_takes_the_tag_off_only_the_members_named(client, mailchimp):
+    emails = [f"u{i}@example.com" for i in range(3)]
+    client.upsert_members(LIST, [member(e) for e in emails], status_for_new="subscribed", existing_as_of=None)
+    tag = client.create_tag(LIST, "Leavers")
+    assert client.tag_members(LIST, tag, emails) == {}
+    missed = client.untag_members(LIST, tag, [emails[0].upper(), emails[1], "stranger@example.com"])
+    assert list(missed) == ["stranger@example.com"]
+    dump = members_by_email(mailchimp)
+    assert [e for e in emails if dump[e]["tags"]] == [emails[2]]
+    assert client.untag_members(LIST, tag, emails[:1]) == {}  # untagging twice is harmless
+
+
 def test_iter_members_pages_past_1000_with_normalized_emails(client, mailchimp):
     emails = [f"Page{i}@Example.com" for i in range(2300)]
     client.upsert_members(LIST, [member(e, FNAME=f"n{i}") for i, e in enumerate(emails)],

@@ -220,3 +220,25 @@ def test_a_plan_runs_once_and_needs_a_tag_per_segment() -> None:
         planned.chunks()
     with pytest.raises(ValueError, match="Segment VIP has an empty tag"):
         plan_export([SegmentInput("VIP", " ", [])], Mapping("Email"), on_problem=print)
+
+
+def test_members_who_left_a_segment_lose_its_tag_only_when_the_run_keeps_that_tag_in_step() -> None:
+    inputs = [SegmentInput("VIP", "vip", rows("v.csv", {"Email": "stay@contoso.com"})),
+              SegmentInput("News", "news", rows("n.csv", {"Email": "moved@contoso.com"}))]
+    audience = [
+        ExistingMember("stay@contoso.com", "subscribed", {}, ("vip", "news")),  # still VIP, left News
+        ExistingMember("moved@contoso.com", "subscribed", {}, ("vip", "hand-made")),  # left VIP, joined News
+        ExistingMember("gone@contoso.com", "unsubscribed", {}, ("news", "hand-made")),  # left every segment
+        ExistingMember("other@contoso.com", "subscribed", {}, ("hand-made",)),  # never ours
+    ]
+    members, counts, _ = plan(inputs, existing=audience, removable_tags={"vip", "news", "not-in-this-run"})
+    by_email = {m.email: m for m in members}
+    assert by_email["stay@contoso.com"].untag == ["news"] and by_email["stay@contoso.com"].tags == ["vip"]
+    assert by_email["moved@contoso.com"].untag == ["vip"]
+    gone = by_email["gone@contoso.com"]
+    assert gone.departed and gone.untag == ["news"] and gone.existing.status == "unsubscribed"
+    assert "other@contoso.com" not in by_email
+    assert sum(c.members for c in counts.values()) == 2  # departed members are not input rows
+
+    kept, _, _ = plan(inputs, existing=audience)  # without removable tags nothing is taken off
+    assert all(not m.untag and not m.departed for m in kept)
