@@ -71,6 +71,9 @@ def run_every_operation(client: MailchimpClient, mailchimp) -> None:
         status_for_new="subscribed", existing_as_of=read_at)
     assert [r.outcome for r in results] == [Outcome.CREATED, Outcome.UPDATED, Outcome.UPDATED, Outcome.REFUSED]
     assert client.tag_members(LIST, tag, ["new@example.com", "existing@example.com"]) == {}
+    assert client.untag_members(LIST, tag, ["existing@example.com"]) == {}
+    tagged = client.iter_members(LIST, fields=("email_address", "status", "merge_fields", "tags"))
+    assert {m.email: m.tags for m in tagged}["new@example.com"] == ("VIP",)  # the audience read the export plans with
     assert list(client.iter_members(LIST, fields=("email_address", "status"), status="unsubscribed",
                                     since_last_changed=read_at, unsubscribed_since=read_at, page_size=2)) == []
     assert client.get_member(LIST, "nobody@example.com") is None
