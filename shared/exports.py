@@ -504,8 +504,10 @@ class ExportService:
         if run is None:
             return
         log.info("export %s finished: %s", run_id, run.status)
-        if run.status == "cancelled" and self.destinations.get(run.destination_id) is None:
-            self.work.delete_prefix(f"runs/{run_id}/")  # its destination was deleted: its per-row files named people
+        # Chunks and saved answers hold personal data and are of no use once every chunk is counted; the error
+        # report stays (for GET .../errors) unless the destination was deleted.
+        gone = run.status == "cancelled" and self.destinations.get(run.destination_id) is None
+        self.work.delete_prefix(f"runs/{run_id}/" if gone else f"runs/{run_id}/chunks/")
         self._released(run)
 
     def chunk_gave_up(self, run_id: str, number: int, attempt: str) -> None:

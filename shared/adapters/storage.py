@@ -84,11 +84,10 @@ class BlobFolder:
         return self._container.get_blob_client(name).exists()
 
     def delete_prefix(self, prefix: str) -> None:
-        for name in list(self.list_names(prefix)):
-            try:
-                self._container.delete_blob(name)
-            except ResourceNotFoundError:
-                pass
+        """Deletes in batches of 256 (one request each); blobs already gone are fine."""
+        names = list(self.list_names(prefix))
+        for start in range(0, len(names), 256):
+            self._container.delete_blobs(*names[start:start + 256], raise_on_any_failure=False)
 
 
 class _ChunkStream(io.RawIOBase):

@@ -7,6 +7,7 @@ import time
 from datetime import datetime, timezone
 
 import requests
+from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
 
 from shared.config import QUEUE_CHUNKS
@@ -31,7 +32,7 @@ def test_function_key_is_required(start_host):
     assert host.call("GET", "destinations").status_code == 200
 
 
-def test_full_export_accounts_for_every_row_and_a_second_run_creates_nothing(start_host, segments, mailchimp):
+def test_full_export_accounts_for_every_row_and_a_second_run_creates_nothing(start_host, segments, mailchimp, storage):
     stats = upload(segments, segments={"HighValueCustomers": 1500, "LapsedBuyers": 700}, rows_per_partition=400)
     host = start_host()
     destination = create_destination(host, segments=["HighValueCustomers", "LapsedBuyers"])
@@ -56,6 +57,8 @@ def test_full_export_accounts_for_every_row_and_a_second_run_creates_nothing(sta
 
     errors = [json.loads(line) for line in host.call("GET", f"exports/{run['id']}/errors").text.splitlines()]
     assert len(errors) == c["invalid"] + c["refused"] + c["failed"]
+    work = BlobServiceClient.from_connection_string(storage.connection_string).get_container_client("export-work")
+    assert [b.name for b in work.list_blobs(name_starts_with=f"runs/{run['id']}/chunks/")] == []  # no copies of people left
     assert {e["source"] for e in errors} <= {"validation", "mailchimp"}
     assert all(e["segment"] and e["partition"] and e["row"] >= 1 and e["reason"] for e in errors)
 
