@@ -55,11 +55,20 @@ def main() -> None:
             "mapping": {"email": "Email", "mergeFields": {"FNAME": "FirstName", "LNAME": "LastName"}}}).json()
         for label in ("first run (new members)", "second run (same snapshot: all unchanged)")[: 1 + args.second_run]:
             measure(label, host, mailchimp, destination["id"], args)
+        for i, running in enumerate(hosts):
+            print(f"host {i} peak memory (VmHWM): {peak_memory_mb(running.process.pid):.0f} MB")
     finally:
         for host in hosts:
             host.stop()
         mailchimp.stop()
         azurite.stop()
+
+
+def peak_memory_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def measure(label: str, host, mailchimp, destination_id: str, args: argparse.Namespace) -> None:

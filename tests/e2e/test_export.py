@@ -216,3 +216,20 @@ def test_members_who_leave_a_segment_lose_its_tag_but_hand_made_tags_are_only_ad
     assert all(tags[e] == {"Vip"} for e in vip[:6] + ["newvip@contoso.com"])
     assert all(tags[e] == {"Lapsed"} for e in lapsed)  # the hand-made tag keeps everyone it had
     assert tags["outsider@fabrikam.com"] == {"Lapsed"}
+
+
+def test_a_customer_insights_snapshot_missing_a_partition_is_never_exported(start_host, segments, mailchimp):
+    written: list[tuple[str, bytes]] = []
+    write_sample_export(lambda name, data: written.append((name, data)), segments={"HighValueCustomers": 900},
+                        rows_per_partition=300, taken_at=TAKEN)
+    partitions = [name for name, _ in written if name.endswith(".csv")]
+    for name, data in written:
+        if name != partitions[1]:  # model.json lists three partitions; the second never arrives
+            segments.upload_blob(name, data, overwrite=True)
+    host = start_host()
+    destination = create_destination(host)
+    refused = host.call("POST", f"destinations/{destination['id']}/exports")
+    assert refused.status_code == 409 and "no complete snapshot" in refused.json()["error"]
+    segments.upload_blob(partitions[1], dict(written)[partitions[1]])  # the late partition completes it
+    run = wait_for_run(host, start_export(host, destination["id"]))
+    assert run["counts"]["read"] == 900 and run["segments"][0]["snapshot"] == "2026-11-28T17:00Z"
