@@ -18,16 +18,18 @@ from shared.config import Settings
 from shared.connections import MailchimpConnections, NotConnected
 from shared.destinations import Claim, Destination
 from shared.mailchimp.errors import MailchimpAuthError, MailchimpError, MailchimpNotFound
+from shared.mailchimp.merge_values import unchanged
 from shared.members import Member, MemberResult, Outcome, decode_members, encode_members
 from shared.planning import Mapping as PlanMapping
 from shared.planning import RowProblem, SegmentInput, plan_export
 from shared.runs import Run, SegmentPart, chunk_counts, new_run_id, now_iso, zero_counts
 from shared.segment_rows import read_rows, snapshot_columns
-from shared.snapshots import BlobSource, Snapshot, list_segments, newest_snapshot, snapshots_for_blob
+from shared.snapshots import BlobSource, Snapshot, list_segments, newest_snapshots, snapshots_for_blob
 
 log = logging.getLogger(__name__)
 
 ERRORS_BLOCK_BYTES = 1 << 20
+WRITABLE_STATUSES = ("subscribed", "unsubscribed", "pending", "transactional")  # not cleaned or archived
 
 
 class Refused(Exception):
@@ -74,6 +76,18 @@ class Runs(Protocol):
     def note_chunk_error(self, run_id: str, number: int, reason: str) -> None: ...
     def finish_chunk(self, run_id: str, number: int, per_segment: dict[str, dict[str, int]], errors_blob: str) -> bool: ...
     def settle_if_done(self, run_id: str) -> Run | None: ...
+    def record_planned_outcomes(self, run_id: str, per_segment: dict[str, dict[str, int]]) -> None: ...
+
+
+def _already_done(member: Member) -> bool:
+    """In the audience with these values and every tag, nothing to take off: no Mailchimp call would change it.
+
+    Such members are counted unchanged (and tagged) at planning and never sent, which makes the usual scheduled
+    refresh, where most people are as they were, cost little more than reading the audience.
+    """
+    existing = member.existing
+    return (existing is not None and existing.status in WRITABLE_STATUSES and not member.untag
+            and set(member.tags) <= set(existing.tags) and unchanged(member.merge_fields, existing.merge_fields))
 
 
 def chunk_blob(run_id: str, number: int) -> str:
@@ -134,7 +148,8 @@ class ExportService:
         """An export asked for by someone: refused, with the reason, whenever it cannot go ahead."""
         destination = self._destination(destination_id)
         chosen = self._chosen_segments(destination, segments)
-        parts = [self._segment_part(destination, name) for name in chosen]
+        newest = newest_snapshots(self.segments)
+        parts = [self._segment_part(destination, name, newest) for name in chosen]
         self._check_mailchimp(destination)
         run = self._new_run(destination, trigger, parts)
         claim = self.destinations.claim(destination.id, run.id, {p.segment: p.snapshot for p in parts}, self._is_finished, trigger)
@@ -142,7 +157,7 @@ class ExportService:
             raise Refused(409, f"an export of this destination is already running (run {claim.holder}); wait for it to finish")
         return self._queue(run)
 
-    def follow(self, destination_id: str, trigger: str) -> Run | None:
+    def follow(self, destination_id: str, trigger: str, newest: dict[str, Snapshot] | None = None) -> Run | None:
         """An export the platform's refresh calls for (schedule or arrival): only for snapshots not exported yet.
 
         Any number of triggers for the same snapshot start one run; triggers during a run leave one follow-up.
@@ -150,10 +165,11 @@ class ExportService:
         destination = self.destinations.get(destination_id)
         if destination is None or not destination.consent_accepted:
             return None
+        newest = newest_snapshots(self.segments) if newest is None else newest
         parts = []
         for name in destination.segments:
             try:
-                parts.append(self._segment_part(destination, name))
+                parts.append(self._segment_part(destination, name, newest))
             except Refused as refused:  # a segment without snapshot yet, or one the mapping does not fit
                 log.info("destination %s: segment skipped for a %s export: %s", destination.id, trigger, refused.message)
         covers = {p.segment: p.snapshot for p in parts}
@@ -184,9 +200,10 @@ class ExportService:
 
     def _follow_all(self, destinations: list[Destination], trigger: str) -> list[Run]:
         started = []
+        newest = newest_snapshots(self.segments) if destinations else {}  # one listing of the container for all of them
         for destination in destinations:
             try:
-                run = self.follow(destination.id, trigger)
+                run = self.follow(destination.id, trigger, newest)
             except Refused as refused:  # Mailchimp refused or unreachable: the next trigger tries again
                 log.warning("destination %s: %s export not started: %s", destination.id, trigger, refused.message)
                 continue
@@ -241,8 +258,8 @@ class ExportService:
             raise Refused(400, f"segments {unknown or chosen} are not segments of this destination; it exports {list(destination.segments)}")
         return [known[name.lower()] for name in chosen]
 
-    def _segment_part(self, destination: Destination, name: str) -> SegmentPart:
-        snapshot = newest_snapshot(self.segments, name)
+    def _segment_part(self, destination: Destination, name: str, newest: dict[str, Snapshot]) -> SegmentPart:
+        snapshot = newest.get(name.casefold())
         if snapshot is None:
             raise Refused(409, f"segment {name!r} has no complete snapshot in container {self.settings.segments_container!r} yet; "
                                "export it from the customer-data platform first (or check its name)")
@@ -324,6 +341,7 @@ class ExportService:
                 on_problem=problems,
                 workdir=workdir,
                 removable_tags=owned,
+                already_done=_already_done,
             )
             total = 0
             for number, members in enumerate(plan.chunks()):
@@ -344,6 +362,8 @@ class ExportService:
                 if c is not None:
                     part.counts.update(read=c.read, invalid=c.invalid, duplicates=c.duplicates)
 
+        self.runs.record_planned_outcomes(run_id, {
+            name: {**zero_counts(), "unchanged": c.settled, "tagged": c.settled} for name, c in counts.items() if c.settled})
         self.runs.update(run_id, planned)
         log.info("export %s planned: %d chunks", run_id, total)
         self._settle(run_id)  # every chunk may be counted already (or there were none)

@@ -75,6 +75,7 @@ class SegmentCounts:
     invalid: int = 0
     duplicates: int = 0
     members: int = 0
+    settled: int = 0  # members `already_done` found needing nothing: counted here, never put in a chunk
 
 
 @dataclass(frozen=True)
@@ -222,6 +223,7 @@ class Plan:
         on_problem: Callable[[RowProblem], None],
         workdir: str | None = None,
         removable_tags: Iterable[str] = (),
+        already_done: Callable[[Member], bool] | None = None,
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
@@ -243,6 +245,7 @@ class Plan:
         self._workdir = workdir
         # Tags this run keeps in step: taken off members who are no longer in the tag's segment.
         self._removable = frozenset(removable_tags) & {source.tag for source in self._inputs}
+        self._already_done = already_done  # e.g. in the audience with these values and tags: no call would change it
         self._started = False
         self.counts: dict[str, SegmentCounts] = {source.segment: SegmentCounts() for source in self._inputs}
 
@@ -268,6 +271,9 @@ class Plan:
             chunk: list[Member] = []
             for bucket in range(BUCKETS):
                 for member in self._merge(rows.read(bucket), existing.read(bucket)):
+                    if self._already_done and not member.departed and self._already_done(member):
+                        self.counts[member.source.segment].settled += 1
+                        continue
                     chunk.append(member)
                     if len(chunk) == self._chunk_size:
                         yield chunk

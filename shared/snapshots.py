@@ -258,12 +258,14 @@ def list_segments(source: BlobSource) -> dict[str, list[Snapshot]]:
     return segments
 
 
+def newest_snapshots(source: BlobSource) -> dict[str, Snapshot]:
+    """What runs export: each segment's newest complete snapshot, keyed by case-folded name, from one listing."""
+    return {name.casefold(): snapshots[0] for name, snapshots in list_segments(source).items()}
+
+
 def newest_snapshot(source: BlobSource, segment: str) -> Snapshot | None:
-    """What a run exports: the segment's newest complete snapshot (name matched case-insensitively)."""
-    for name, snapshots in list_segments(source).items():
-        if name.casefold() == segment.casefold():
-            return snapshots[0]
-    return None
+    """One segment's newest complete snapshot (name matched case-insensitively)."""
+    return newest_snapshots(source).get(segment.casefold())
 
 
 def snapshots_for_blob(source: BlobSource, blob_name: str) -> list[Snapshot]:

@@ -242,3 +242,11 @@ def test_members_who_left_a_segment_lose_its_tag_only_when_the_run_keeps_that_ta
 
     kept, _, _ = plan(inputs, existing=audience)  # without removable tags nothing is taken off
     assert all(not m.untag and not m.departed for m in kept)
+
+
+def test_members_needing_nothing_are_counted_settled_and_left_out_of_the_chunks() -> None:
+    inputs = [SegmentInput("VIP", "vip", rows("v.csv", {"Email": "same@contoso.com"}, {"Email": "new@contoso.com"}))]
+    audience = [ExistingMember("same@contoso.com", "subscribed", {}, ("vip",))]
+    members, counts, _ = plan(inputs, existing=audience, already_done=lambda m: m.existing is not None)
+    assert [m.email for m in members] == ["new@contoso.com"]
+    assert counts["VIP"] == SegmentCounts(read=2, members=2, settled=1)
