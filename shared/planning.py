@@ -330,15 +330,16 @@ class Plan:
             for tag, value in fields.items():
                 member.merge_fields.setdefault(tag, value)
         departed: list[Member] = []
+        removable = self._removable
         for email, status, merge_fields, tags in existing:
-            known = ExistingMember(email, status, merge_fields, tuple(tags))
-            stale = sorted(self._removable.intersection(tags))
             member = members.get(email)
             if member is not None:
-                member.existing = known
-                member.untag = [tag for tag in stale if tag not in member.tags]
-            elif stale:
-                departed.append(Member(email, {}, [], RowRef("", "", 0), known, stale))
+                member.existing = ExistingMember(email, status, merge_fields, tuple(tags))
+                if removable:
+                    member.untag = sorted(removable.intersection(tags).difference(member.tags))
+            elif removable and not removable.isdisjoint(tags):
+                departed.append(Member(email, {}, [], RowRef("", "", 0), ExistingMember(email, status, merge_fields, tuple(tags)),
+                                       sorted(removable.intersection(tags))))
         return [*members.values(), *departed]
 
 

@@ -28,6 +28,7 @@ class LeaseSlots:
         self._created = False
         self._lock = threading.Lock()
         self._held: set[str] = set()  # slots this instance holds: never worth a request to try them
+        self._freed = threading.Condition(self._lock)
 
     def _ensure_blobs(self) -> None:
         with self._lock:
@@ -50,12 +51,13 @@ class LeaseSlots:
         try:
             yield
         finally:
-            with self._lock:
-                self._held.discard(name)
             try:
                 lease.release()
             except HttpResponseError:
                 pass  # expired or taken over: it is free again either way
+            with self._freed:  # only now is the slot free: a waiter of this instance takes it without delay
+                self._held.discard(name)
+                self._freed.notify()
 
     def _acquire(self) -> tuple[str, BlobLeaseClient]:
         self._ensure_blobs()
@@ -80,5 +82,6 @@ class LeaseSlots:
                         raise
             if time.monotonic() > deadline:
                 raise TimeoutError("no Mailchimp connection slot became free; another instance may be stuck")
-            time.sleep(random.uniform(0, pause))
+            with self._freed:  # woken by a release here; slots freed by other instances are found by polling
+                self._freed.wait(random.uniform(0, pause))
             pause = min(pause * 2, 0.1)

@@ -237,7 +237,13 @@ class RunTable(_Table):
     def create(self, run: Run) -> None:
         self.table.create_entity(self._to_entity(run))
 
-    def get(self, run_id: str) -> Run | None:
+    def get(self, run_id: str, counts: bool = True) -> Run | None:
+        """counts=False skips adding up the chunk counters (a chunk worker needs the run's settings, not its totals)."""
+        if not counts:
+            try:
+                return self._from_entity(self.table.get_entity(run_id, RUN_ROW))
+            except ResourceNotFoundError:
+                return None
         return None if (found := self._get(run_id)) is None else found[0]
 
     def _get(self, run_id: str) -> tuple[Run, str] | None:
