@@ -244,7 +244,7 @@ class ExportService:
                 log.warning("destination %s: follow-up export not started: %s", run.destination_id, refused.message)
 
     def _is_finished(self, run_id: str) -> bool:
-        run = self.runs.get(run_id)
+        run = self.runs.get(run_id, counts=False)
         return run is None or run.finished
 
     @staticmethod
@@ -313,11 +313,10 @@ class ExportService:
         if missing_tags:
             self._fail(run, f"the audience has no merge field(s) {missing_tags}: create them in Mailchimp or change the mapping")
             return
-        before = client.list_tags(destination.audience_id)
         tag_ids = client.ensure_tags(destination.audience_id, [part.tag for part in run.segments])
         # Tags this destination created are kept in step with their segments (members who left lose them);
         # a tag someone made by hand is only ever added to.
-        self.destinations.own_tags(destination.id, destination.audience_id, [t for t in tag_ids if t not in before])
+        self.destinations.own_tags(destination.id, destination.audience_id, tag_ids.created)
         owned = self.destinations.owned_tags(destination.id, destination.audience_id)
         mirror_as_of = datetime.now(timezone.utc)
         details = {

@@ -16,7 +16,6 @@ from shared.members import MemberResult, Outcome
 OUTCOME_KEYS = ("created", "updated", "unchanged", "refused", "failed")
 COUNT_KEYS = ("read", "invalid", "duplicates", *OUTCOME_KEYS, "tagged", "untagged")
 FINISHED = ("succeeded", "completed_with_errors", "failed", "cancelled")
-TRIGGERS = ("http", "schedule", "storage")
 
 
 def zero_counts() -> dict[str, int]:

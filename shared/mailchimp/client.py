@@ -23,6 +23,14 @@ MAX_PAGE = 1000
 PAGES_AHEAD = 8  # member pages read in parallel when listing a large audience (nothing else runs then)
 
 
+class EnsuredTags(dict[str, int]):
+    """Tag name -> id, and which of them this call created (not those another run created meanwhile)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.created: set[str] = set()
+
+
 class MailchimpClient:
     def __init__(self, credentials: Credentials, *, max_connections: int = 10, gate: Gate | None = None,
                  retry: RetryPolicy | None = None, timeout: tuple[float, float] = (5.0, 60.0)) -> None:
@@ -67,14 +75,15 @@ class MailchimpClient:
                               body={"name": name, "static_segment": []})
         return int(doc["id"])
 
-    def ensure_tags(self, list_id: str, names: Iterable[str]) -> dict[str, int]:
+    def ensure_tags(self, list_id: str, names: Iterable[str]) -> "EnsuredTags":
         """Creates the missing ones; a tag another run created meanwhile is picked up instead of failing."""
         existing = self.list_tags(list_id)
-        ids = {}
+        ids = EnsuredTags()
         for name in dict.fromkeys(names):
             if name not in existing:
                 try:
                     existing[name] = self.create_tag(list_id, name)
+                    ids.created.add(name)
                 except MailchimpRequestError:
                     existing = self.list_tags(list_id)
                     if name not in existing:
