@@ -120,7 +120,7 @@ module functionApp 'app/function.bicep' = {
     segmentsContainerName: storage.outputs.segmentsContainerName
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     keyVaultName: keyVault.outputs.name
-    oauthClientSecretName: keyVault.outputs.oauthClientSecretName
+    oauthClientSecretReference: keyVault.outputs.oauthClientSecretReference
     mailchimpOAuthClientId: mailchimpOAuthClientId
     exportSchedule: exportSchedule
     mailchimpMaxConnections: mailchimpMaxConnections
