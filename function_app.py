@@ -114,8 +114,9 @@ def start_export(req: func.HttpRequest) -> func.HttpResponse:
     except InvalidDestination:
         return _error(400, 'the body must be JSON, e.g. {"segments": ["HighValueCustomers"]}, or empty')
     segments = body.get("segments") if isinstance(body, dict) else None
+    confirm_untag = isinstance(body, dict) and body.get("confirmUntag") is True
     try:
-        run = bootstrap.app().exports.start(req.route_params["id"], "http", segments)
+        run = bootstrap.app().exports.start(req.route_params["id"], "http", segments, confirm_untag=confirm_untag)
     except Refused as refused:
         return _error(refused.status, refused.message)
     return _json({"id": run.id, "status": run.status}, 202, {"Location": f"/api/exports/{run.id}"})

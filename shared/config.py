@@ -61,6 +61,7 @@ class Settings:
     chunk_size: int
     mailchimp_retry_seconds: int
     oauth: OAuthSettings | None = None
+    untag_guard_percent: int = 20
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int, problems: list[str]) -> int:
@@ -154,6 +155,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         chunk_size=_int(env, "EXPORT_CHUNK_SIZE", 500, 1, 500, problems),
         mailchimp_retry_seconds=_int(env, "MAILCHIMP_RETRY_SECONDS", 120, 1, 600, problems),
         oauth=_oauth(env, problems),
+        untag_guard_percent=_int(env, "UNTAG_GUARD_PERCENT", 20, 0, 100, problems),
     )
     if problems:
         raise ConfigError("The app settings need attention:\n- " + "\n- ".join(problems))

@@ -66,7 +66,12 @@ class DestinationService:
 
     def update(self, destination_id: str, patch: Any, changed_by: str) -> Destination | None:
         current = self._store.get(destination_id)
-        return None if current is None else self._save(updated_destination(current, patch, changed_by))
+        if current is None:
+            return None
+        destination = self._save(updated_destination(current, patch, changed_by))
+        if current.consent_accepted and not destination.consent_accepted:  # nothing more leaves, from now on
+            self._exports.cancel(destination_id, f"consent withdrawn by {destination.consent_by} at {destination.consent_at}")
+        return destination
 
     def _save(self, change: Change) -> Destination:
         destination = change.destination

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
+from shared.columns import ColumnMismatch, resolve_columns
 from shared.config import Settings
 from shared.connections import MailchimpConnections, NotConnected
 from shared.destinations import Claim, Destination
@@ -21,7 +22,7 @@ from shared.mailchimp.errors import MailchimpAuthError, MailchimpError, Mailchim
 from shared.mailchimp.merge_values import unchanged
 from shared.members import Member, MemberResult, Outcome, decode_members, encode_members
 from shared.planning import Mapping as PlanMapping
-from shared.planning import RowProblem, SegmentInput, plan_export
+from shared.planning import RowProblem, SegmentInput, TagDepartures, plan_export
 from shared.runs import Run, SegmentPart, chunk_counts, new_run_id, now_iso, zero_counts
 from shared.segment_rows import read_rows, snapshot_columns
 from shared.snapshots import BlobSource, Snapshot, list_segments, newest_snapshots, snapshots_for_blob
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 ERRORS_BLOCK_BYTES = 1 << 20
 WRITABLE_STATUSES = ("subscribed", "unsubscribed", "pending", "transactional")  # not cleaned or archived
+DELIVERED = (Outcome.CREATED, Outcome.UPDATED, Outcome.UNCHANGED)
 
 
 class Refused(Exception):
@@ -87,7 +89,22 @@ def _already_done(member: Member) -> bool:
     """
     existing = member.existing
     return (existing is not None and existing.status in WRITABLE_STATUSES and not member.untag
-            and set(member.tags) <= set(existing.tags) and unchanged(member.merge_fields, existing.merge_fields))
+            and {t.casefold() for t in member.tags} <= {t.casefold() for t in existing.tags} and unchanged(member.merge_fields, existing.merge_fields))
+
+
+def _cancel(run: Run, reason: str) -> bool:
+    """Cancelled runs settle when their planned chunks are counted; chunks not yet sent count failed."""
+    if run.finished:
+        return False
+    run.status, run.message = "cancelled", reason
+    return True
+
+
+def _held_notice(held: dict[str, int], departures: dict[str, TagDepartures], percent: int) -> str:
+    parts = [f"{leaving:,} of the {departures[tag].carrying:,} members carrying tag {tag!r}" for tag, leaving in held.items()]
+    return (f"untagging held back: {'; '.join(parts)} are no longer in the segment's snapshot, more than "
+            f"UNTAG_GUARD_PERCENT ({percent}%); the tags were left on. If the snapshot is right, start the export again "
+            'with the body {"confirmUntag": true}; if not, fix the export at the source')
 
 
 def chunk_blob(run_id: str, number: int) -> str:
@@ -102,8 +119,11 @@ def errors_prefix(run_id: str) -> str:
     return f"runs/{run_id}/errors/"
 
 
-def _error_line(segment: str, partition: str, row: int, email: str | None, reason: str, source: str) -> bytes:
-    doc = {"segment": segment, "partition": partition, "row": row, "email": email, "reason": reason, "source": source}
+def _error_line(segment: str, partition: str, row: int, email: str | None, reason: str, source: str,
+                **more: str | None) -> bytes:
+    """One line of a run's errors report; `source` is validation, field, mailchimp, failure or tag."""
+    doc = {"segment": segment, "partition": partition, "row": row, "email": email, "reason": reason, "source": source,
+           **{key: value for key, value in more.items() if value is not None}}
     return json.dumps(doc, ensure_ascii=False).encode("utf-8") + b"\n"
 
 
@@ -118,7 +138,9 @@ class _ProblemWriter:
         self._part = 0
 
     def __call__(self, problem: RowProblem) -> None:
-        line = _error_line(problem.segment, problem.partition, problem.row, problem.email, problem.reason, "validation")
+        source = "field" if problem.kind == "field" else "validation"
+        line = _error_line(problem.segment, problem.partition, problem.row, problem.email, problem.reason, source,
+                           column=problem.column, mergeTag=problem.merge_tag)
         self._buffer.append(line)
         self._size += len(line)
         if self._size >= ERRORS_BLOCK_BYTES:
@@ -144,14 +166,19 @@ class ExportService:
 
     # --- start --------------------------------------------------------------------------------------------
 
-    def start(self, destination_id: str, trigger: str, segments: Iterable[str] | None = None) -> Run:
-        """An export asked for by someone: refused, with the reason, whenever it cannot go ahead."""
+    def start(self, destination_id: str, trigger: str, segments: Iterable[str] | None = None,
+              confirm_untag: bool = False) -> Run:
+        """An export asked for by someone: refused, with the reason, whenever it cannot go ahead.
+
+        `confirm_untag` lets this run take tags off however many members left a segment (no mass-untag guard)."""
         destination = self._destination(destination_id)
         chosen = self._chosen_segments(destination, segments)
         newest = newest_snapshots(self.segments)
         parts = [self._segment_part(destination, name, newest) for name in chosen]
         self._check_mailchimp(destination)
         run = self._new_run(destination, trigger, parts)
+        if confirm_untag:
+            run.details["confirmUntag"] = True
         claim = self.destinations.claim(destination.id, run.id, {p.segment: p.snapshot for p in parts}, self._is_finished, trigger)
         if claim.outcome != "claimed":
             raise Refused(409, f"an export of this destination is already running (run {claim.holder}); wait for it to finish")
@@ -263,12 +290,10 @@ class ExportService:
         if snapshot is None:
             raise Refused(409, f"segment {name!r} has no complete snapshot in container {self.settings.segments_container!r} yet; "
                                "export it from the customer-data platform first (or check its name)")
-        columns = snapshot_columns(self.segments, snapshot)
-        lowered = {c.lower() for c in columns}
-        missing = [c for c in destination.mapping.columns() if c.lower() not in lowered]
-        if missing:
-            raise Refused(422, f"the mapping names column(s) {missing} that snapshot {snapshot.id} of segment {name!r} lacks; "
-                               f"its columns are {list(columns)}: fix the mapping")
+        try:
+            resolve_columns(destination.mapping.columns(), snapshot_columns(self.segments, snapshot))
+        except ColumnMismatch as error:
+            raise Refused(422, f"snapshot {snapshot.id} of segment {name!r}: {error}") from None
         return SegmentPart(segment=snapshot.segment, snapshot=snapshot.id, folder=snapshot.folder, tag=destination.tag_for(snapshot.segment))
 
     def _check_mailchimp(self, destination: Destination) -> None:
@@ -286,25 +311,50 @@ class ExportService:
     # --- plan ---------------------------------------------------------------------------------------------
 
     def plan(self, run_id: str) -> None:
+        """Plan in two steps, so that a redelivered plan message never sends a different plan.
+
+        1. Read, write every chunk blob and chunk row, then freeze the plan in one run update (its chunk total,
+           counts and held-back untags). No chunk message goes out before the freeze: a crash before it leaves
+           nothing sent, and planning simply starts over.
+        2. Send one message per chunk. A crash here is replayed from the frozen plan: the chunks not yet counted
+           are sent again (a chunk counts once, whatever the number of its messages).
+        """
         run = self.runs.get(run_id)
-        if run is not None and run.status == "cancelled" and run.total_chunks is None:
+        if run is None or run.finished_at is not None or run.details.get("chunksSent"):
+            return  # unknown, ended, or planned and sent (a redelivered message)
+        if run.status == "cancelled" and run.total_chunks is None:
             self.runs.update(run_id, lambda r: setattr(r, "total_chunks", 0))  # cancelled before planning: nothing to send
             self._settle(run_id)
             return
-        if run is None or run.finished or run.total_chunks is not None:
-            return  # unknown, failed, or already planned (a redelivered message)
         destination = self.destinations.get(run.destination_id)
-        if destination is None:
+        if destination is None and run.total_chunks is None:
             self._fail(run, "the destination was deleted before the export started")
             return
-        run = self.runs.update(run_id, lambda r: self._mark_started(r))
-        try:
-            self._plan(run, destination)
-        except (MailchimpAuthError, NotConnected) as error:
-            self._fail(run, str(error))
+        if destination is not None and not destination.consent_accepted and run.status != "cancelled":
+            run = self._stop_for_consent(run.id, destination)
+            if run.total_chunks == 0:
+                return
+        if run.total_chunks is None:
+            run = self.runs.update(run_id, lambda r: self._mark_started(r))
+            try:
+                if not self._plan(run, destination):
+                    return
+            except (MailchimpAuthError, NotConnected) as error:
+                self._fail(run, str(error))
+                return
+        self._send_chunks(run_id)  # a frozen plan of a cancelled run is sent too: its workers count it failed
 
-    def _plan(self, run: Run, destination: Destination) -> None:
+    def _plan(self, run: Run, destination: Destination) -> bool:
+        """Step 1 (see `plan`); False when the run ended instead (failed before anything was sent)."""
         run_id = run.id
+        snapshots = self._snapshots(run)
+        try:
+            columns = {part.segment: resolve_columns(destination.mapping.columns(),
+                                                     snapshot_columns(self.segments, snapshots[part.segment]))
+                       for part in run.segments}
+        except ColumnMismatch as error:
+            self._fail(run, f"{error} (nothing was sent)")
+            return False
         # The first call goes through `call`, so a credential rotated in the secret store is re-read after a 401.
         audience = self.connections.call(destination, lambda c: c.get_audience(destination.audience_id))
         client = self.connections.client(destination)
@@ -312,7 +362,7 @@ class ExportService:
         missing_tags = [tag for tag in destination.mapping.merge_fields if tag not in merge_types]
         if missing_tags:
             self._fail(run, f"the audience has no merge field(s) {missing_tags}: create them in Mailchimp or change the mapping")
-            return
+            return False
         tag_ids = client.ensure_tags(destination.audience_id, [part.tag for part in run.segments])
         # Tags this destination created are kept in step with their segments (members who left lose them);
         # a tag someone made by hand is only ever added to.
@@ -326,15 +376,15 @@ class ExportService:
             "mirrorAsOf": mirror_as_of.isoformat(),
         }
         self.runs.update(run_id, lambda r: r.details.update(details))
-        snapshots = self._snapshots(run)
         problems = _ProblemWriter(self.work, run_id)
-        inputs = [SegmentInput(segment=part.segment, tag=part.tag, rows=read_rows(self.segments, snapshots[part.segment]))
+        inputs = [SegmentInput(segment=part.segment, tag=part.tag, rows=read_rows(self.segments, snapshots[part.segment]),
+                               columns=columns[part.segment])
                   for part in run.segments]
         with tempfile.TemporaryDirectory(prefix="plan-") as workdir:
             plan = plan_export(
                 inputs,
                 PlanMapping(email=destination.mapping.email, merge_fields=dict(destination.mapping.merge_fields)),
-                existing=client.iter_members(destination.audience_id, fields=("email_address", "status", "merge_fields", "tags")),
+                existing=client.iter_audience(destination.audience_id),
                 merge_field_types=merge_types,
                 chunk_size=self.settings.chunk_size,
                 on_problem=problems,
@@ -346,25 +396,57 @@ class ExportService:
             for number, members in enumerate(plan.chunks()):
                 if number == 0 and (too_many := self._over_limit(plan.counts)):  # all rows are read by now, none sent
                     self._fail(run, too_many)
-                    return
+                    return False
                 self.work.write_bytes(chunk_blob(run_id, number), encode_members(members))
                 self.runs.add_chunk(run_id, number, len(members))
-                self.chunk_queue.send({"runId": run_id, "chunk": number})
                 total = number + 1
             counts = plan.counts
         problems.flush()
+        held = self._held_untags(run, plan.departures)
+        segment_of_tag = {part.tag: part.segment for part in run.segments}
+        planned_outcomes: dict[str, dict[str, int]] = {}
+        for name, c in counts.items():
+            if c.settled:
+                planned_outcomes[name] = {**zero_counts(), "unchanged": c.settled, "tagged": c.settled}
+        for tag, leaving in held.items():
+            planned_outcomes.setdefault(segment_of_tag[tag], zero_counts())["untagHeld"] += leaving
+        self.runs.record_planned_outcomes(run_id, planned_outcomes)
 
-        def planned(r: Run) -> None:
+        def freeze(r: Run) -> None:
             r.total_chunks = total
+            if held:
+                r.details["untagHeld"] = held
+                r.details["notice"] = _held_notice(held, plan.departures, self.settings.untag_guard_percent)
             for part in r.segments:
                 c = counts.get(part.segment)
                 if c is not None:
-                    part.counts.update(read=c.read, invalid=c.invalid, duplicates=c.duplicates)
+                    part.counts.update(read=c.read, invalid=c.invalid, duplicates=c.duplicates, fieldProblems=c.field_problems)
 
-        self.runs.record_planned_outcomes(run_id, {
-            name: {**zero_counts(), "unchanged": c.settled, "tagged": c.settled} for name, c in counts.items() if c.settled})
-        self.runs.update(run_id, planned)
+        self.runs.update(run_id, freeze)
         log.info("export %s planned: %d chunks", run_id, total)
+        return True
+
+    def _held_untags(self, run: Run, departures: dict[str, TagDepartures]) -> dict[str, int]:
+        """Tags whose departures look like a broken upstream export rather than people leaving: more than
+        UNTAG_GUARD_PERCENT of the members carrying a tag would lose it. Those untags are held back unless the run
+        was started with confirmUntag."""
+        if run.details.get("confirmUntag"):
+            return {}
+        limit = self.settings.untag_guard_percent
+        return {tag: d.leaving for tag, d in sorted(departures.items())
+                if d.leaving and d.leaving * 100 > d.carrying * limit}
+
+    def _send_chunks(self, run_id: str) -> None:
+        """Step 2 (see `plan`): one message per chunk not yet counted, then the run notes that all were sent."""
+        run = self.runs.get(run_id, counts=False)
+        total = run.total_chunks if run is not None and run.total_chunks is not None else 0
+        for chunk in self.runs.chunks(run_id):
+            number = int(chunk["RowKey"].split("-", 1)[1])
+            if number >= total:
+                break  # rows left from a planning attempt that crashed before the freeze are not part of the plan
+            if chunk["state"] != "done":
+                self.chunk_queue.send({"runId": run_id, "chunk": number})
+        self.runs.update(run_id, lambda r: r.details.update(chunksSent=True))
         self._settle(run_id)  # every chunk may be counted already (or there were none)
 
     def _over_limit(self, counts: dict[str, Any]) -> str | None:
@@ -423,26 +505,51 @@ class ExportService:
         run = self.runs.get(run_id, counts=False)
         everyone = list(decode_members(self.work.read_bytes(chunk_blob(run_id, number))))
         members = [m for m in everyone if not m.departed]  # the chunk's input rows; departed ones are only untagged
+        destination = self.destinations.get(run.destination_id) if run is not None else None
+        if run is not None and destination is not None and not destination.consent_accepted and not run.finished:
+            run = self._stop_for_consent(run_id, destination)  # checked before this chunk's first Mailchimp write
         stop_reason = self._stop_reason(run)
         untagged: dict[str, int] = {}
+        tag_failure: str | None = None
         if stop_reason:
             results = [MemberResult(m.email, Outcome.FAILED, stop_reason) for m in members]
             tagged: set[str] = set()
         else:
-            destination = self.destinations.get(run.destination_id)
             try:
                 results = self._upsert(run, destination, number, members)
-                tagged = self._tag(run, destination, members, results)
-                untagged = self._untag(run, destination, everyone)
             except MailchimpAuthError as error:
-                message = str(error)
-                self.runs.update(run_id, lambda r: r.details.update(abort=message))
-                results = [MemberResult(m.email, Outcome.FAILED, message) for m in members]
+                results = self._abort(run_id, members, str(error))
                 tagged = set()
             except Exception as error:
                 self.runs.note_chunk_error(run_id, number, f"{type(error).__name__}: {error}")
                 raise
-        self._finish(run_id, number, attempt, members, results, tagged, untagged)
+            else:
+                try:
+                    tagged = self._tag(run, destination, members, results)
+                    untagged = self._untag(run, destination, everyone)
+                except MailchimpAuthError as error:  # the members are written; only their tags are not
+                    self._abort(run_id, [], str(error))
+                    tagged, tag_failure = set(), str(error)
+                except Exception as error:
+                    self.runs.note_chunk_error(run_id, number, f"tagging: {type(error).__name__}: {error}")
+                    raise
+        self._finish(run_id, number, attempt, members, results, tagged, untagged, tag_failure)
+
+    def _abort(self, run_id: str, members: list[Member], message: str) -> list[MemberResult]:
+        """Credentials refused: every later chunk stops too (the run says why); these members count failed."""
+        self.runs.update(run_id, lambda r: r.details.update(abort=message))
+        return [MemberResult(m.email, Outcome.FAILED, message) for m in members]
+
+    def _stop_for_consent(self, run_id: str, destination: Destination) -> Run:
+        """Consent withdrawn: nothing more leaves. Chunks not yet sent count failed with who withdrew it and when."""
+        reason = f"consent withdrawn by {destination.consent_by or 'an admin'} at {destination.consent_at or 'an unknown time'}"
+        run = self.runs.update(run_id, lambda r: _cancel(r, reason))
+        if run.total_chunks is None:  # not planned yet: nothing will be sent, the run ends now
+            run = self.runs.update(run_id, lambda r: setattr(r, "total_chunks", 0))
+            self._settle(run_id)
+        else:
+            self.destinations.release(run.destination_id, run_id)
+        return run
 
     @staticmethod
     def _stop_reason(run: Run | None) -> str | None:
@@ -453,17 +560,25 @@ class ExportService:
         return run.details.get("abort")
 
     def _upsert(self, run: Run, destination: Destination | None, number: int, members: list[Member]) -> list[MemberResult]:
-        saved = results_blob(run.id, number)
-        if self.work.exists(saved):  # a retry after the upsert succeeded: do not write (or count) it again
-            return [MemberResult(r["email"], Outcome(r["outcome"]), r.get("reason"), r.get("field"))
-                    for r in json.loads(self.work.read_bytes(saved))]
+        saved = self._saved_results(run.id, number)
+        if saved is not None:  # a retry after the upsert succeeded: do not write (or count) it again
+            return saved
         if destination is None:
             return [MemberResult(m.email, Outcome.FAILED, "the destination was deleted during the export") for m in members]
         as_of = datetime.fromisoformat(run.details["mirrorAsOf"])
         results = self.connections.call(destination, lambda client: client.upsert_members(
             run.details["audienceId"], members, status_for_new=run.details["statusForNew"], existing_as_of=as_of))
-        self.work.write_bytes(saved, json.dumps([r.__dict__ | {"outcome": r.outcome.value} for r in results]).encode())
+        self.work.write_bytes(results_blob(run.id, number),
+                              json.dumps([r.__dict__ | {"outcome": r.outcome.value} for r in results]).encode())
         return results
+
+    def _saved_results(self, run_id: str, number: int) -> list[MemberResult] | None:
+        """Mailchimp's answer to the chunk's upsert, once it was written (None before)."""
+        saved = results_blob(run_id, number)
+        if not self.work.exists(saved):
+            return None
+        return [MemberResult(r["email"], Outcome(r["outcome"]), r.get("reason"), r.get("field"))
+                for r in json.loads(self.work.read_bytes(saved))]
 
     def _tag(self, run: Run, destination: Destination | None, members: list[Member], results: list[MemberResult]) -> set[str]:
         delivered = {r.email for r in results if r.outcome in (Outcome.CREATED, Outcome.UPDATED, Outcome.UNCHANGED)}
@@ -472,9 +587,9 @@ class ExportService:
         by_tag: dict[str, list[str]] = {}
         for m in members:
             if m.email in delivered:
-                carried = m.existing.tags if m.existing else ()
+                carried = {t.casefold() for t in m.existing.tags} if m.existing else set()
                 for tag in m.tags:
-                    if tag not in carried:  # the audience read before the run shows it tagged already
+                    if tag.casefold() not in carried:  # the audience read before the run shows it tagged already
                         by_tag.setdefault(tag, []).append(m.email)
         not_tagged: set[str] = set()
         for tag, emails in by_tag.items():
@@ -485,10 +600,12 @@ class ExportService:
 
     def _untag(self, run: Run, destination: Destination | None, members: list[Member]) -> dict[str, int]:
         """Take segment tags off members no longer in those segments; returns how many per segment."""
+        held = run.details.get("untagHeld") or {}
         by_tag: dict[str, list[str]] = {}
         for m in members:
             for tag in m.untag:
-                by_tag.setdefault(tag, []).append(m.email)
+                if tag not in held:
+                    by_tag.setdefault(tag, []).append(m.email)
         if destination is None or not by_tag:
             return {}
         segment_of_tag = {part.tag: part.segment for part in run.segments}
@@ -500,7 +617,9 @@ class ExportService:
         return untagged
 
     def _finish(self, run_id: str, number: int, attempt: str, members: list[Member], results: list[MemberResult],
-                tagged: set[str], untagged: dict[str, int] | None = None) -> None:
+                tagged: set[str], untagged: dict[str, int] | None = None, tag_failure: str | None = None) -> None:
+        """Count the chunk once. With `tag_failure`, the members were written but their segment tags could not be
+        added: they count by what was written, each with a `tag` line in the errors report, and `tagFailed`."""
         source = {m.email: m.source for m in members}
         lines = [
             _error_line(source[r.email].segment, source[r.email].partition, source[r.email].row, r.email,
@@ -508,6 +627,11 @@ class ExportService:
                         "mailchimp" if r.outcome is Outcome.REFUSED else "failure")
             for r in results if r.outcome in (Outcome.REFUSED, Outcome.FAILED)
         ]
+        untagged_members = [r for r in results if r.outcome in DELIVERED and r.email not in tagged]
+        if tag_failure:
+            lines += [_error_line(source[r.email].segment, source[r.email].partition, source[r.email].row, r.email,
+                                  f"written, but its segment tag was not added: {tag_failure}", "tag")
+                      for r in untagged_members]
         errors = ""
         if lines:
             errors = f"{errors_prefix(run_id)}chunk-{number:06d}-{attempt}.jsonl"
@@ -515,6 +639,9 @@ class ExportService:
         per_segment = chunk_counts(results, {m.email: m.source.segment for m in members}, tagged)
         for segment, count in (untagged or {}).items():
             per_segment.setdefault(segment, zero_counts())["untagged"] += count
+        if tag_failure:
+            for r in untagged_members:
+                per_segment[source[r.email].segment]["tagFailed"] += 1
         self.runs.finish_chunk(run_id, number, per_segment, errors)
         self._settle(run_id)
 
@@ -530,12 +657,20 @@ class ExportService:
         self._released(run)
 
     def chunk_gave_up(self, run_id: str, number: int, attempt: str) -> None:
-        """The chunk message was poisoned: its members are counted failed with the last error, never dropped."""
+        """The chunk message was poisoned: its members are counted with what Mailchimp saved of them, never dropped.
+
+        Members whose upsert went through (its answer is saved) count as written and only their tags as failed;
+        the others count failed with the last error.
+        """
         chunk = self.runs.get_chunk(run_id, number)
         if chunk is None or chunk["state"] == "done":
             return
         reason = chunk.get("lastError") or "the chunk failed repeatedly"
         members = [m for m in decode_members(self.work.read_bytes(chunk_blob(run_id, number))) if not m.departed]
+        saved = self._saved_results(run_id, number)
+        if saved is not None:
+            self._finish(run_id, number, attempt, members, saved, set(), tag_failure=f"gave up after repeated failures: {reason}")
+            return
         results = [MemberResult(m.email, Outcome.FAILED, f"gave up after repeated failures: {reason}") for m in members]
         self._finish(run_id, number, attempt, members, results, set())
 
@@ -548,13 +683,7 @@ class ExportService:
         if not run_id:
             return None
 
-        def cancel(r: Run) -> bool:
-            if r.finished:
-                return False
-            r.status, r.message = "cancelled", reason  # it settles when its planned chunks are counted
-            return True
-
-        run = self.runs.update(run_id, cancel)
+        run = self.runs.update(run_id, lambda r: _cancel(r, reason))
         self.destinations.release(destination_id, run_id)
         return run.id
 

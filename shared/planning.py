@@ -2,8 +2,15 @@
 
 Rules (the README repeats them):
 - Identity is the email in column `mapping.email`, trimmed and lower-cased. A row without a usable
-  email, or with a merge value that cannot be converted to its Mailchimp type, is invalid: it is
-  reported (segment, partition, row, reason naming the column) and counted, never sent.
+  email is invalid: it is reported (segment, partition, row, reason naming the column) and counted,
+  never sent.
+- A merge value that cannot be converted to its Mailchimp type (a birthday of 31/12) does not make
+  the row invalid: the member is sent without that value and keeps its segment's tags, and the
+  field problem is reported (segment, partition, row, column, merge tag, what to fix) and counted in
+  `field_problems`, which stands outside the equation below (the row is counted by its outcome).
+- Mapped columns are resolved per segment by `shared.columns.resolve_columns` (exact name, else the
+  one column equal ignoring case), the same rule the check before a run applies.
+- Tags compare ignoring case, as in Mailchimp ("VIP" and "vip" are one tag).
 - One email in several rows or segments is ONE member carrying every segment's tag (first-seen order).
   It is counted as a member in the segment of its first row; every later row is a duplicate in its
   own segment. So for each segment: read == invalid + duplicates + members.
@@ -29,7 +36,7 @@ import tempfile
 import zlib
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from shared.emails import email_problem, normalize_email
 from shared.members import ExistingMember, Member, RowRef
@@ -60,13 +67,17 @@ class Mapping:
 
 @dataclass(frozen=True)
 class RowProblem:
-    """A row that will not be sent, for the errors report; the email is as given, never in `reason`."""
+    """A row that will not be sent (kind "invalid"), or a value of a row sent without it (kind "field"), for the
+    errors report; the email is as given, never in `reason`."""
 
     segment: str
     partition: str
     row: int
     email: str | None
     reason: str
+    kind: str = "invalid"
+    column: str | None = None
+    merge_tag: str | None = None
 
 
 @dataclass
@@ -76,6 +87,15 @@ class SegmentCounts:
     duplicates: int = 0
     members: int = 0
     settled: int = 0  # members `already_done` found needing nothing: counted here, never put in a chunk
+    field_problems: int = 0  # rows sent without a value that could not be converted (outside the equation)
+
+
+@dataclass
+class TagDepartures:
+    """For one tag the run keeps in step: audience members carrying it, and how many of them left its segment."""
+
+    carrying: int = 0
+    leaving: int = 0
 
 
 @dataclass(frozen=True)
@@ -83,6 +103,7 @@ class SegmentInput:
     segment: str
     tag: str  # Mailchimp tag given to this segment's members
     rows: Iterable[SourceRow]
+    columns: Mapping[str, str] = field(default_factory=dict)  # mapped name -> this snapshot's column (resolve_columns)
 
 
 def _text(value: str) -> str:
@@ -233,21 +254,22 @@ class Plan:
             if not source.tag.strip():
                 raise ValueError(f"Segment {source.segment} has an empty tag; give it the Mailchimp tag its members get")
         types = merge_field_types or {}
-        self._rules = [
-            _FieldRule(tag, column, types.get(tag, "text"), *_CONVERSIONS.get(types.get(tag, "text"), (_text, "text")))
-            for tag, column in mapping.merge_fields.items()
-        ]
+        self._types = {tag: (types.get(tag, "text"), *_CONVERSIONS.get(types.get(tag, "text"), (_text, "text")))
+                       for tag in mapping.merge_fields}
+        self._mapping = mapping
         self._inputs = list(inputs)
-        self._email_column = mapping.email
         self._existing = existing
         self._chunk_size = chunk_size
         self._on_problem = on_problem
         self._workdir = workdir
         # Tags this run keeps in step: taken off members who are no longer in the tag's segment.
-        self._removable = frozenset(removable_tags) & {source.tag for source in self._inputs}
+        owned = {tag.casefold() for tag in removable_tags}
+        self._removable = {source.tag.casefold(): source.tag for source in self._inputs if source.tag.casefold() in owned}
         self._already_done = already_done  # e.g. in the audience with these values and tags: no call would change it
         self._started = False
         self.counts: dict[str, SegmentCounts] = {source.segment: SegmentCounts() for source in self._inputs}
+        # Per tag kept in step (the run's spelling): final once the chunks have been iterated.
+        self.departures: dict[str, TagDepartures] = {tag: TagDepartures() for tag in self._removable.values()}
 
     def __iter__(self) -> Iterator[list[Member]]:
         return self.chunks()
@@ -281,37 +303,52 @@ class Plan:
             if chunk:
                 yield chunk
 
+    def _rules(self, source: SegmentInput) -> tuple[str, list[_FieldRule]]:
+        """The email column and merge rules with this segment's own column names."""
+        column = lambda name: source.columns.get(name, name)  # noqa: E731
+        rules = [_FieldRule(tag, column(name), *self._types[tag]) for tag, name in self._mapping.merge_fields.items()]
+        return column(self._mapping.email), rules
+
     def _spill_rows(self, spill: _Spill) -> None:
         for index, source in enumerate(self._inputs):
             counts = self.counts[source.segment]
+            email_column, rules = self._rules(source)
             for row in source.rows:
                 counts.read += 1
                 given, reason = None, row.error
                 if row.values is not None:
-                    given = row.values.get(self._email_column)
-                    email, fields, reason = self._accept(row.values, given)
+                    given = row.values.get(email_column)
+                    email, fields, reason = self._accept(row, given, email_column, rules, source, counts)
                 if reason is not None:
                     counts.invalid += 1
                     self._on_problem(RowProblem(source.segment, row.partition, row.row, given, reason))
                 else:
                     spill.add(email, (email, index, row.partition, row.row, fields))
 
-    def _accept(self, values: dict[str, str], given: str | None) -> tuple[str, dict[str, Any], str | None]:
-        """(email, merge fields, None) for a sendable row, or (.., .., why not)."""
+    def _accept(self, row: SourceRow, given: str | None, email_column: str, rules: list[_FieldRule],
+                source: SegmentInput, counts: SegmentCounts) -> tuple[str, dict[str, Any], str | None]:
+        """(email, merge fields, None) for a sendable row, or (.., .., why not). A value that cannot be converted
+        is left out and reported; the row is still sent."""
         if given is None:
-            return "", {}, f"has no column '{self._email_column}' (the mapped email column); fix the mapping or the export"
+            return "", {}, f"has no column '{email_column}' (the mapped email column); fix the mapping or the export"
         email = normalize_email(given)
         problem = email_problem(email)
         if problem:
-            return email, {}, f"column '{self._email_column}': {problem}"
+            return email, {}, f"column '{email_column}': {problem}"
         fields: dict[str, Any] = {}
-        for rule in self._rules:
+        values = row.values or {}
+        for rule in rules:
             raw = values.get(rule.column)
             if raw and (raw := raw.strip()):
                 try:
                     fields[rule.tag] = rule.convert(raw)
                 except (ValueError, KeyError, TypeError, AttributeError):
-                    return email, {}, f"column '{rule.column}' (merge field {rule.tag}, type {rule.kind}) cannot be converted: expected {rule.expected}"
+                    counts.field_problems += 1
+                    self._on_problem(RowProblem(
+                        source.segment, row.partition, row.row, given,
+                        f"column '{rule.column}' (merge field {rule.tag}, type {rule.kind}) cannot be converted: expected "
+                        f"{rule.expected}; the member was sent without this value: fix it at the source",
+                        kind="field", column=rule.column, merge_tag=rule.tag))
         return email, fields, None
 
     def _merge(self, rows: Iterator[tuple], existing: Iterator[tuple]) -> Iterable[Member]:
@@ -325,21 +362,33 @@ class Plan:
                 self.counts[source.segment].members += 1
                 continue
             self.counts[source.segment].duplicates += 1
-            if source.tag not in member.tags:
+            if source.tag.casefold() not in {tag.casefold() for tag in member.tags}:
                 member.tags.append(source.tag)
             for tag, value in fields.items():
                 member.merge_fields.setdefault(tag, value)
+        read: dict[str, tuple] = {}
+        for record in existing:  # a contact listed twice (e.g. again by a read of archived ones): the last read wins
+            read[record[0]] = record
         departed: list[Member] = []
         removable = self._removable
-        for email, status, merge_fields, tags in existing:
+        for email, status, merge_fields, tags in read.values():
+            current = ExistingMember(email, status, merge_fields, tuple(tags))
+            carried = [removable[key] for key in {tag.casefold() for tag in tags} if key in removable]
             member = members.get(email)
             if member is not None:
-                member.existing = ExistingMember(email, status, merge_fields, tuple(tags))
-                if removable:
-                    member.untag = sorted(removable.intersection(tags).difference(member.tags))
-            elif removable and not removable.isdisjoint(tags):
-                departed.append(Member(email, {}, [], RowRef("", "", 0), ExistingMember(email, status, merge_fields, tuple(tags)),
-                                       sorted(removable.intersection(tags))))
+                member.existing = current
+            if not carried or status == "archived":  # archived contacts are outside the audience: nothing to untag
+                continue
+            kept = set() if member is None else {tag.casefold() for tag in member.tags}
+            leaving = sorted(tag for tag in carried if tag.casefold() not in kept)
+            for tag in carried:
+                self.departures[tag].carrying += 1
+            for tag in leaving:
+                self.departures[tag].leaving += 1
+            if member is not None:
+                member.untag = leaving
+            elif leaving:
+                departed.append(Member(email, {}, [], RowRef("", "", 0), current, leaving))
         return [*members.values(), *departed]
 
 

@@ -2,7 +2,8 @@
 
 `read = invalid + duplicates + created + updated + unchanged + refused + failed` holds for every finished run and for
 each of its segments; `tagged` counts members that carry all their segments' tags after the run; `untagged` counts audience members who
-left a segment and had its tag taken off (they are not input rows, so they stand outside the equation).
+left a segment and had its tag taken off (they are not input rows, so they stand outside the equation), and so do
+the notices (NOTICE_KEYS), each of which makes a run `completed_with_errors`.
 """
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ from typing import Any, Iterable
 from shared.members import MemberResult, Outcome
 
 OUTCOME_KEYS = ("created", "updated", "unchanged", "refused", "failed")
-COUNT_KEYS = ("read", "invalid", "duplicates", *OUTCOME_KEYS, "tagged", "untagged")
+# Outside the equation: rows sent without a value that could not be converted; members written whose segment tag
+# could not be added; members who left a segment but kept its tag because the mass-untag guard held it back.
+NOTICE_KEYS = ("fieldProblems", "tagFailed", "untagHeld")
+COUNT_KEYS = ("read", "invalid", "duplicates", *OUTCOME_KEYS, "tagged", "untagged", *NOTICE_KEYS)
 FINISHED = ("succeeded", "completed_with_errors", "failed", "cancelled")
 
 
@@ -92,10 +96,11 @@ class Run:
     def settle(self) -> None:
         """Decide the final status once every chunk is accounted for."""
         counts = self.counts
-        problems = counts["invalid"] + counts["refused"] + counts["failed"]
+        problems = sum(counts[key] for key in ("invalid", "refused", "failed", *NOTICE_KEYS))
         delivered = counts["created"] + counts["updated"] + counts["unchanged"]
-        if self.status != "cancelled" and self.details.get("abort") and not self.message:
-            self.message = self.details["abort"]  # e.g. the credentials were revoked: say so on the run itself
+        if self.status != "cancelled" and not self.message:
+            # e.g. the credentials were revoked, or untags were held back: say so on the run itself
+            self.message = self.details.get("abort") or self.details.get("notice")
         if self.status == "cancelled":
             pass
         elif problems == 0:

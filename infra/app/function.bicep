@@ -127,6 +127,8 @@ var appSettings = {
   MAILCHIMP_MAX_CONNECTIONS: string(mailchimpMaxConnections)
   MAX_PROFILES_PER_EXPORT: string(maxProfilesPerExport)
   MAILCHIMP_RETRY_SECONDS: string(mailchimpRetrySeconds)
+  // A run that would take a segment's tag off more than this share of the members carrying it holds those untags back.
+  UNTAG_GUARD_PERCENT: '20'
   // Worker threads: at least the connection cap, so chunk workers can keep every Mailchimp connection busy.
   PYTHON_THREADPOOL_THREAD_COUNT: '16'
 }

@@ -21,7 +21,7 @@ from shared.runs import Run, SegmentPart, add_counts
 
 RUN_ROW = "run"
 SHARDS = 16  # counter rows per run
-PLAN_KEYS = ("read", "invalid", "duplicates")  # counts planning sets; chunk workers add all the others
+PLAN_KEYS = ("read", "invalid", "duplicates", "fieldProblems")  # counts planning sets; chunk workers add all the others
 
 
 class Conflict(Exception):

@@ -76,19 +76,22 @@ class MailchimpClient:
         return int(doc["id"])
 
     def ensure_tags(self, list_id: str, names: Iterable[str]) -> "EnsuredTags":
-        """Creates the missing ones; a tag another run created meanwhile is picked up instead of failing."""
-        existing = self.list_tags(list_id)
+        """Tag name -> id, creating the missing ones. Mailchimp's tag names are case-insensitive ("VIP" is "vip"),
+        so an existing tag in another case is that tag, never a second one. A tag another run created meanwhile is
+        picked up instead of failing."""
+        existing = _by_folded_name(self.list_tags(list_id))
         ids = EnsuredTags()
         for name in dict.fromkeys(names):
-            if name not in existing:
+            key = name.casefold()
+            if key not in existing:
                 try:
-                    existing[name] = self.create_tag(list_id, name)
+                    existing[key] = self.create_tag(list_id, name)
                     ids.created.add(name)
                 except MailchimpRequestError:
-                    existing = self.list_tags(list_id)
-                    if name not in existing:
+                    existing = _by_folded_name(self.list_tags(list_id))
+                    if key not in existing:
                         raise
-            ids[name] = existing[name]
+            ids[name] = existing[key]
         return ids
 
     def iter_members(self, list_id: str, *, fields: Sequence[str] = ("email_address", "status", "merge_fields"),
@@ -100,6 +103,14 @@ class MailchimpClient:
         wanted = tuple(dict.fromkeys(("email_address", *fields)))
         for doc in self._pages("/lists/{list_id}/members", list_id, "members", wanted, params, page_size):
             yield _existing(doc)
+
+    def iter_audience(self, list_id: str, fields: Sequence[str] = ("email_address", "status", "merge_fields", "tags"),
+                      ) -> Iterator[ExistingMember]:
+        """Every contact, archived ones included: a listing without a status filter may leave archived contacts out
+        (unconfirmed for Mailchimp; the local Mailchimp does), and an export must know them to leave them archived.
+        A contact listed by both reads comes twice, the archived read last."""
+        yield from self.iter_members(list_id, fields=fields)
+        yield from self.iter_members(list_id, fields=("email_address", "status"), status="archived")
 
     def get_member(self, list_id: str, email: str) -> ExistingMember | None:
         """None when the address is not (or no longer) in the audience."""
@@ -191,6 +202,10 @@ class MailchimpClient:
                 for offset in itertools.islice(offsets, 1):
                     pending.append(pool.submit(fetch, offset))
                 yield from page
+
+
+def _by_folded_name(tags: dict[str, int]) -> dict[str, int]:
+    return {name.casefold(): tag_id for name, tag_id in tags.items()}
 
 
 def _existing(doc: dict[str, Any]) -> ExistingMember:

@@ -2,11 +2,12 @@
 
 Batch subscribe with `update_existing: true` overwrites status with the one sent, so existing members are sent
 with the status Mailchimp holds for them right now, and new members are sent with `update_existing: false`.
+Archived members are never written: Mailchimp cannot tell whether they had unsubscribed (see README.md).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Iterator, Protocol, Sequence
 
 from shared.emails import normalize_email
@@ -19,7 +20,14 @@ from .redact import redact
 
 NEW_STATUSES = ("subscribed", "pending", "unsubscribed", "transactional")
 CLEANED = ("Mailchimp cleaned this address (it bounced or was reported); it is left untouched and not re-added")
+ARCHIVED = ("archived in Mailchimp, so it is left archived: Mailchimp does not tell whether an archived contact had "
+            "unsubscribed, and writing it would bring it back with the status sent. If this person should be in the "
+            "audience again, unarchive them in Mailchimp (Audience > All contacts > the contact > Unarchive), then export again")
 CONTACT_EXISTS = "ERROR_CONTACT_EXISTS"
+# Statuses a member can move to while an export runs that a write with the status read earlier would undo.
+WATCHED_STATUSES = ("unsubscribed", "cleaned", "archived")
+SINGLE_READS = 10  # "already a member" answers re-read one by one up to this many; more are re-read by listing
+CLOCK_MARGIN = timedelta(seconds=5)  # our clock against Mailchimp's, for "changed since" listings
 
 
 @dataclass
@@ -40,7 +48,7 @@ class MemberStore(Protocol):
     def get_member(self, list_id: str, email: str) -> ExistingMember | None: ...
 
     def iter_members(self, list_id: str, *, fields: Sequence[str], status: str | None,
-                     unsubscribed_since: datetime | None) -> Iterator[ExistingMember]: ...
+                     since_last_changed: datetime | None) -> Iterator[ExistingMember]: ...
 
 
 def upsert(store: MemberStore, list_id: str, members: Sequence[Member], status_for_new: str,
@@ -51,16 +59,11 @@ def upsert(store: MemberStore, list_id: str, members: Sequence[Member], status_f
     for member in members:
         firsts.setdefault(normalize_email(member.email), member)
     results: dict[str, MemberResult] = {}
-    new = [(email, m) for email, m in firsts.items() if _absent(m.existing)]
-    known = [(email, m, m.existing) for email, m in firsts.items() if not _absent(m.existing)]
+    new = [(email, m) for email, m in firsts.items() if m.existing is None]
+    known = [(email, m, m.existing) for email, m in firsts.items() if m.existing is not None]
     known += _create(store, list_id, new, status_for_new, results)
     _update(store, list_id, known, existing_as_of, results)
     return [results[normalize_email(m.email)] for m in members]
-
-
-def _absent(existing: ExistingMember | None) -> bool:
-    """Archived members are not in the audience any more: re-adding them is a create with the status for new."""
-    return existing is None or existing.status == "archived"
 
 
 def _create(store: MemberStore, list_id: str, new: list[tuple[str, Member]], status: str,
@@ -68,26 +71,66 @@ def _create(store: MemberStore, list_id: str, new: list[tuple[str, Member]], sta
     """Step 1; returns the members that turned out to exist (added since the audience was read)."""
     appeared = []
     for chunk in chunks(new):
+        sent_at = datetime.now(timezone.utc) - CLOCK_MARGIN
         answer = _write(store, list_id, [_payload(e, m, status) for e, m in chunk], False, chunk, results)
         if answer is None:
             continue
+        exists = []
         for email, member in chunk:
             error = answer.errors.get(email)
             if email in answer.created:
                 results[email] = MemberResult(email, Outcome.CREATED)
             elif error and error.get("error_code") == CONTACT_EXISTS:
-                try:
-                    current = store.get_member(list_id, email)
-                except MailchimpRequestError as exc:
-                    results[email] = MemberResult(email, Outcome.FAILED, str(exc))
-                    continue
-                if _absent(current):
-                    results[email] = _refused(email, error)
-                else:
-                    appeared.append((email, member, current))
+                exists.append((email, member))
             else:
                 results[email] = _refused(email, error) if error else _unmentioned(email)
+        if exists:
+            appeared += _existing_after_create(store, list_id, exists, status, sent_at, results)
     return appeared
+
+
+def _existing_after_create(store: MemberStore, list_id: str, exists: list[tuple[str, Member]], status: str,
+                           sent_at: datetime, results: dict[str, MemberResult]) -> list[tuple[str, Member, ExistingMember]]:
+    """Members a create found already there. Usually our own earlier attempt was applied although its answer was
+    lost (a timeout, then a retry): such a member holds exactly what we sent and counts as created. Anyone else is
+    handled as an existing member; an archived one is left archived."""
+    try:
+        current = _reread(store, list_id, {email for email, _ in exists}, sent_at)
+    except MailchimpRequestError as exc:
+        for email, _ in exists:
+            results[email] = MemberResult(email, Outcome.FAILED, str(exc))
+        return []
+    appeared = []
+    for email, member in exists:
+        now = current.get(email)
+        if now is None:  # gone again (deleted or permanently deleted) meanwhile: nothing to write to
+            results[email] = MemberResult(email, Outcome.FAILED, "Mailchimp said this member exists but it could not be "
+                                                                 "read back; run the export again")
+        elif now.status == "archived":
+            results[email] = MemberResult(email, Outcome.REFUSED, ARCHIVED)
+        elif now.status == status and unchanged(member.merge_fields, now.merge_fields):
+            results[email] = MemberResult(email, Outcome.CREATED)
+        else:
+            appeared.append((email, member, now))
+    return appeared
+
+
+def _reread(store: MemberStore, list_id: str, wanted: set[str], since: datetime) -> dict[str, ExistingMember]:
+    """The wanted members as Mailchimp holds them now: one listing of what changed since `since` (stopping once all
+    are found) instead of one call per member; the few not listed (archived ones are not) are read one by one."""
+    found: dict[str, ExistingMember] = {}
+    if len(wanted) > SINGLE_READS:
+        for m in store.iter_members(list_id, fields=("email_address", "status", "merge_fields"), status=None,
+                                    since_last_changed=since):
+            if m.email in wanted:
+                found[m.email] = m
+                if len(found) == len(wanted):
+                    break
+    for email in sorted(wanted - found.keys()):
+        member = store.get_member(list_id, email)
+        if member is not None:
+            found[email] = member
+    return found
 
 
 def _update(store: MemberStore, list_id: str, known: list[tuple[str, Member, ExistingMember]],
@@ -97,22 +140,31 @@ def _update(store: MemberStore, list_id: str, known: list[tuple[str, Member, Exi
     for email, member, existing in known:
         if existing.status == "cleaned":
             results[email] = MemberResult(email, Outcome.REFUSED, CLEANED)
+        elif existing.status == "archived":
+            results[email] = MemberResult(email, Outcome.REFUSED, ARCHIVED)
         elif unchanged(member.merge_fields, existing.merge_fields):
             results[email] = MemberResult(email, Outcome.UNCHANGED)
         else:
             to_write.append((email, member, existing))
     if not to_write:
         return
-    wanted = {email for email, _, _ in to_write}
     try:
-        unsubscribed = _unsubscribed_since(store, list_id, wanted, existing_as_of)
+        current = _statuses_now(store, list_id, {email: ex.status for email, _, ex in to_write}, existing_as_of)
     except MailchimpRequestError as exc:
         for email, _, _ in to_write:
             results[email] = MemberResult(email, Outcome.FAILED, str(exc))
         return
-    for chunk in chunks(to_write):
-        payloads = [_payload(e, m, "unsubscribed" if e in unsubscribed else ex.status) for e, m, ex in chunk]
-        answer = _write(store, list_id, payloads, True, chunk, results)
+    writable = []
+    for email, member, existing in to_write:
+        status = current.get(email, existing.status)
+        if status == "cleaned":
+            results[email] = MemberResult(email, Outcome.REFUSED, CLEANED)
+        elif status == "archived":
+            results[email] = MemberResult(email, Outcome.REFUSED, ARCHIVED)
+        else:
+            writable.append((email, member, status))
+    for chunk in chunks(writable):
+        answer = _write(store, list_id, [_payload(e, m, status) for e, m, status in chunk], True, chunk, results)
         if answer is None:
             continue
         for email, *_ in chunk:
@@ -125,11 +177,26 @@ def _update(store: MemberStore, list_id: str, known: list[tuple[str, Member, Exi
                 results[email] = _refused(email, error) if error else _unmentioned(email)
 
 
-def _unsubscribed_since(store: MemberStore, list_id: str, wanted: set[str], since: datetime | None) -> set[str]:
-    """Members at hand who unsubscribed after the audience was read (all unsubscribed ones when we don't know when)."""
-    found = store.iter_members(list_id, fields=("email_address", "status"), status="unsubscribed",
-                                  unsubscribed_since=since)
-    return {m.email for m in found if m.email in wanted}
+def _statuses_now(store: MemberStore, list_id: str, read: dict[str, str], since: datetime | None) -> dict[str, str]:
+    """Current statuses of the members at hand whose status moved since the audience was read.
+
+    A write carries a status, so one read earlier could undo an unsubscribe, a bounce (cleaned), an archiving or a
+    confirmation (pending -> subscribed) that happened during the run. Mailchimp filters listings by one status at a
+    time: the statuses nobody reaches through an export are listed since the read (short lists: the export itself
+    never unsubscribes, cleans or archives anyone; existing unsubscribed members it updates are the exception), and
+    confirmations only when a pending member is about to be written. Without a read time, all members of those
+    statuses are listed.
+    """
+    watched = list(WATCHED_STATUSES)
+    if "pending" in read.values():
+        watched.append("subscribed")
+    moved: dict[str, str] = {}
+    for status in watched:
+        for m in store.iter_members(list_id, fields=("email_address", "status"), status=status,
+                                    since_last_changed=since):
+            if m.email in read and read[m.email] != m.status:
+                moved[m.email] = m.status
+    return moved
 
 
 def _write(store: MemberStore, list_id: str, payloads: list[dict[str, Any]], update_existing: bool,

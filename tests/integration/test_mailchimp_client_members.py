@@ -19,7 +19,7 @@ def client(mailchimp):
 def mirror(client) -> tuple[dict, datetime]:
     """What an export reads before planning: the audience's members and when the read started."""
     read_at = datetime.now(timezone.utc)
-    return {m.email: m for m in client.iter_members(LIST)}, read_at
+    return {m.email: m for m in client.iter_audience(LIST)}, read_at
 
 
 def test_no_one_is_resubscribed_and_each_outcome_is_right(client, mailchimp):
@@ -108,14 +108,48 @@ def test_new_members_get_the_status_for_new(client, mailchimp):
     assert members_by_email(mailchimp)["p@example.com"]["status"] == "pending"
 
 
-def test_archived_members_are_added_back_as_new(client, mailchimp):
-    put_member(mailchimp, "arch@example.com", "unsubscribed", unsubscribed_by="admin", archived=True)
+@pytest.mark.parametrize("before", ["unsubscribed", "subscribed"])
+def test_archived_members_are_left_archived_and_refused_with_how_to_restore_them(client, mailchimp, before):
+    # Mailchimp cannot tell what an archived contact was before; whatever status is written, it takes. So an
+    # archived contact in a segment is never written, whatever it was (an unsubscribed one must never come back).
+    put_member(mailchimp, "arch@example.com", before, unsubscribed_by="admin", archived=True)
     existing, read_at = mirror(client)
     assert existing["arch@example.com"].status == "archived"
-    results = client.upsert_members(LIST, [member("arch@example.com", existing["arch@example.com"])],
+    written = mailchimp.stats()["members_written"]
+    results = client.upsert_members(LIST, [member("arch@example.com", existing["arch@example.com"], FNAME="Al")],
                                     status_for_new="subscribed", existing_as_of=read_at)
-    assert results[0].outcome is Outcome.CREATED
-    assert members_by_email(mailchimp)["arch@example.com"]["status"] == "subscribed"
+    assert results[0].outcome is Outcome.REFUSED
+    assert "archived" in results[0].reason and "unarchive them in Mailchimp" in results[0].reason
+    assert members_by_email(mailchimp)["arch@example.com"]["status"] == "archived"
+    assert mailchimp.stats()["members_written"] == written
+
+
+def test_status_changes_after_the_audience_read_are_never_undone(client, mailchimp):
+    # Each member changes status between the read and the write; the write must carry the new status (or none).
+    for email, status in [("confirms@example.com", "pending"), ("bounces@example.com", "subscribed"),
+                          ("archived-later@example.com", "subscribed"), ("leaves@example.com", "subscribed"),
+                          ("stays@example.com", "pending")]:
+        put_member(mailchimp, email, status)
+    existing, read_at = mirror(client)
+    time.sleep(1.1)  # Mailchimp's "changed since" filters have one-second resolution
+    put_member(mailchimp, "confirms@example.com", "subscribed")
+    put_member(mailchimp, "bounces@example.com", "cleaned")
+    put_member(mailchimp, "archived-later@example.com", "subscribed", archived=True)
+    put_member(mailchimp, "leaves@example.com", "unsubscribed", unsubscribed_by="admin")
+    emails = ["confirms@example.com", "bounces@example.com", "archived-later@example.com", "leaves@example.com",
+              "stays@example.com"]
+    results = {r.email: r for r in client.upsert_members(LIST, [member(e, existing[e], FNAME="New") for e in emails],
+                                                         status_for_new="subscribed", existing_as_of=read_at)}
+    assert {e: r.outcome for e, r in results.items()} == {
+        "confirms@example.com": Outcome.UPDATED, "bounces@example.com": Outcome.REFUSED,
+        "archived-later@example.com": Outcome.REFUSED, "leaves@example.com": Outcome.UPDATED,
+        "stays@example.com": Outcome.UPDATED}
+    after = members_by_email(mailchimp)
+    assert {e: after[e]["status"] for e in emails} == {
+        "confirms@example.com": "subscribed", "bounces@example.com": "cleaned",
+        "archived-later@example.com": "archived", "leaves@example.com": "unsubscribed",
+        "stays@example.com": "pending"}
+    assert after["leaves@example.com"]["merge_fields"]["FNAME"] == "New"
 
 
 def test_refusals_carry_mailchimps_reason_and_field(client, mailchimp):

@@ -19,6 +19,8 @@ class FakeAudience:
         self.members: dict[str, ExistingMember] = {}
         self.calls: list[tuple[bool, list[dict]]] = []
         self.fail_call, self.error, self.forget = fail_call, error, forget
+        self.single_reads = 0
+        self.listings: list[str | None] = []
 
     def batch_subscribe(self, list_id, members, *, update_existing):
         self.calls.append((update_existing, list(members)))
@@ -38,10 +40,23 @@ class FakeAudience:
         return answer
 
     def get_member(self, list_id, email):
+        self.single_reads += 1
         return self.members.get(email)
 
-    def iter_members(self, list_id, *, fields, status, unsubscribed_since):
-        return iter([m for m in self.members.values() if m.status == status])
+    def iter_members(self, list_id, *, fields, status, since_last_changed):
+        self.listings.append(status)
+        return iter([m for m in self.members.values() if status is None or m.status == status])
+
+
+class LostAnswers(FakeAudience):
+    """Mailchimp applies the first create call, but its answer is lost; the retry finds everyone there already."""
+
+    single_reads = 0
+
+    def batch_subscribe(self, list_id, members, *, update_existing):
+        if not update_existing and not self.calls:
+            super().batch_subscribe(list_id, members, update_existing=update_existing)
+        return super().batch_subscribe(list_id, members, update_existing=update_existing)
 
 
 def member(email: str, existing: ExistingMember | None = None, **fields) -> Member:
@@ -99,3 +114,29 @@ def test_no_refresh_and_no_write_when_nothing_changed():
                      "subscribed", READ_AT)
     assert results[0].outcome is Outcome.UNCHANGED
     assert audience.calls == [] and calls == []
+
+
+def test_a_create_applied_but_unanswered_counts_created_without_a_read_per_member():
+    audience = LostAnswers()
+    members = [member(f"m{i}@example.com", FNAME=f"N{i}") for i in range(500)]
+    results = upsert(audience, "L", members, "subscribed", READ_AT)
+    assert [r.outcome for r in results] == [Outcome.CREATED] * 500
+    assert audience.single_reads == 0 and audience.listings == [None]  # one listing, not 500 reads
+    assert [update for update, _ in audience.calls] == [False, False]  # nothing written a third time
+
+
+def test_a_member_someone_else_added_meanwhile_is_updated_with_its_own_status():
+    audience = FakeAudience()
+    audience.members["a@example.com"] = ExistingMember("a@example.com", "unsubscribed", {"FNAME": "Old"})
+    results = upsert(audience, "L", [member("a@example.com", FNAME="New")], "subscribed", READ_AT)
+    assert results[0].outcome is Outcome.UPDATED
+    assert audience.members["a@example.com"].status == "unsubscribed"
+    assert audience.single_reads == 1  # a few "already a member" answers are read one by one
+
+
+def test_archived_members_are_never_written():
+    audience = FakeAudience()
+    archived = ExistingMember("a@example.com", "archived", {})
+    results = upsert(audience, "L", [member("a@example.com", archived, FNAME="New")], "subscribed", READ_AT)
+    assert results[0].outcome is Outcome.REFUSED and "unarchive" in results[0].reason
+    assert audience.calls == []

@@ -147,14 +147,69 @@ def test_merge_values_are_converted_to_their_mailchimp_type(kind: str, given: st
         ("address", '{"addr1": "1 Main St"}', "JSON like"),
     ],
 )
-def test_a_value_that_cannot_be_converted_makes_the_row_invalid(kind: str, given: str, expected: str) -> None:
-    source = rows("p.csv", {"Email": "x@contoso.com", "Spend": given}, {"Email": "y@contoso.com", "Spend": ""})
+def test_a_value_that_cannot_be_converted_is_left_out_and_the_member_still_sent(kind: str, given: str, expected: str) -> None:
+    source = rows("p.csv", {"Email": "x@contoso.com", "Spend": given, "Name": "Xu"}, {"Email": "y@contoso.com", "Spend": ""})
+    mapping = Mapping("Email", {"TAG": "Spend", "FNAME": "Name"})
 
-    members, counts, [problem] = plan([SegmentInput("S", "s", source)], Mapping("Email", {"TAG": "Spend"}), merge_field_types={"TAG": kind})
+    members, counts, [problem] = plan([SegmentInput("S", "s", source)], mapping, merge_field_types={"TAG": kind})
 
-    assert [m.email for m in members] == ["y@contoso.com"] and counts["S"].invalid == 1
+    # A bad optional value is not a departure: the member is sent (keeping its tag) without that one value.
+    assert sorted((m.email, m.merge_fields, m.tags) for m in members) == [("x@contoso.com", {"FNAME": "Xu"}, ["s"]),
+                                                                          ("y@contoso.com", {}, ["s"])]
+    assert (counts["S"].invalid, counts["S"].members, counts["S"].field_problems) == (0, 2, 1)
+    assert (problem.kind, problem.segment, problem.partition, problem.row, problem.column, problem.merge_tag) == (
+        "field", "S", "p.csv", 1, "Spend", "TAG")
     assert problem.reason.startswith(f"column 'Spend' (merge field TAG, type {kind}) cannot be converted: expected ")
-    assert expected in problem.reason and given not in problem.reason
+    assert expected in problem.reason and given not in problem.reason and "sent without this value" in problem.reason
+
+
+def test_mapped_columns_resolve_ignoring_case_like_the_check_before_the_run() -> None:
+    # The mapping says "email"; the snapshot's header says "Email". Resolved once, per segment, as the check does.
+    source = rows("p.csv", {"Email": "x@contoso.com", "First": "Xu"})
+    inputs = [SegmentInput("S", "s", source, columns={"email": "Email", "first": "First"})]
+
+    members, counts, problems = plan(inputs, Mapping("email", {"FNAME": "first"}))
+
+    assert [(m.email, m.merge_fields) for m in members] == [("x@contoso.com", {"FNAME": "Xu"})]
+    assert counts["S"].invalid == 0 and problems == []
+
+
+def test_tags_compare_ignoring_case_as_mailchimp_does() -> None:
+    # "VIP" in the audience is the run's "vip" tag: carried already, nothing to take off, one tag for two spellings.
+    inputs = [SegmentInput("A", "vip", rows("a.csv", {"Email": "x@contoso.com"})),
+              SegmentInput("B", "VIP", rows("b.csv", {"Email": "x@contoso.com"}))]
+    existing = [ExistingMember("x@contoso.com", "subscribed", {}, ("Vip",)),
+                ExistingMember("gone@contoso.com", "subscribed", {}, ("VIP",))]
+
+    members, _, _ = plan(inputs, existing=existing, removable_tags={"VIP"})
+
+    by_email = {m.email: m for m in members}
+    assert by_email["x@contoso.com"].tags == ["vip"] and by_email["x@contoso.com"].untag == []
+    assert by_email["gone@contoso.com"].departed and [t.casefold() for t in by_email["gone@contoso.com"].untag] == ["vip"]
+
+
+def test_departures_are_counted_per_tag_and_archived_contacts_are_never_untagged() -> None:
+    inputs = [SegmentInput("S", "s", rows("p.csv", {"Email": "stay@contoso.com"}))]
+    existing = [ExistingMember("stay@contoso.com", "subscribed", {}, ("s",)),
+                ExistingMember("left@contoso.com", "subscribed", {}, ("s",)),
+                ExistingMember("arch@contoso.com", "archived", {}, ("s",)),
+                ExistingMember("other@contoso.com", "subscribed", {}, ("hand-made",))]
+
+    planned = plan_export(inputs, Mapping("Email"), existing=existing, removable_tags={"s"}, on_problem=lambda p: None)
+    members = [m for chunk in planned for m in chunk]
+
+    assert sorted(m.email for m in members if m.departed) == ["left@contoso.com"]
+    assert (planned.departures["s"].carrying, planned.departures["s"].leaving) == (2, 1)
+
+
+def test_a_contact_listed_twice_counts_once_and_the_last_read_wins() -> None:
+    # The audience read lists archived contacts a second time (a read of status=archived after the full listing).
+    inputs = [SegmentInput("S", "s", rows("p.csv", {"Email": "x@contoso.com"}))]
+    existing = [ExistingMember("x@contoso.com", "subscribed", {}, ("s",)), ExistingMember("x@contoso.com", "archived")]
+
+    members, _, _ = plan(inputs, existing=existing, removable_tags={"s"})
+
+    assert [(m.email, m.existing.status) for m in members] == [("x@contoso.com", "archived")]
 
 
 def test_text_is_cut_at_255_utf8_bytes_without_splitting_a_character() -> None:
