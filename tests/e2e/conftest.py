@@ -1,6 +1,7 @@
 """End to end: the real function_app in the local Functions host, on a fresh Azurite, against the local Mailchimp."""
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Callable
@@ -8,7 +9,6 @@ from typing import Callable
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from shared.runs import accounted
 from tests.services import Azurite, FunctionsHost, LocalMailchimp, start_azurite, start_functions_host
 
 DEMO_KEY = "0123456789abcdef0123456789abcdef-us6"
@@ -95,7 +95,52 @@ def wait_for_run(host: FunctionsHost, run_id: str, timeout: float = 120) -> dict
     raise AssertionError(f"run {run_id} did not finish in {timeout}s: {run}")
 
 
+# README: `read = invalid + duplicates + created + updated + unchanged + refused + failed` once a run has finished
+# (written out here rather than taken from shared.runs, so the app's own sum is what gets checked).
+EQUATION = ("invalid", "duplicates", "created", "updated", "unchanged", "refused", "failed")
+
+
 def assert_accounted(run: dict) -> None:
-    assert accounted(run["counts"]) == run["counts"]["read"], run["counts"]
-    for part in run["segments"]:
-        assert accounted(part["counts"]) == part["counts"]["read"], part
+    for counts in [run["counts"], *(part["counts"] for part in run["segments"])]:
+        assert sum(counts[key] for key in EQUATION) == counts["read"], run
+
+
+# --- what the host did, read from its log and its state file (positive signals instead of sleeping) ------------------
+
+_INVOCATION = re.compile(r"function=(?P<function>\S+) trigger=\S+ outcome=(?P<outcome>\S+)(?:.* message_id=(?P<message>\S+))?")
+
+
+def host_log(tmp_path: Path, name: str = "host") -> Path:
+    """The log start_host(name=...) writes: devhost's one line per invocation and the app's own log lines."""
+    return tmp_path / f"{name}.log"
+
+
+def host_state(tmp_path: Path, name: str = "host") -> Path:
+    """The devhost state file of start_host(name=...): timer schedule status, blobs announced."""
+    return tmp_path / f"{name}.settings.state.json"
+
+
+def log_lines(log: Path) -> list[str]:
+    return log.read_text(encoding="utf-8", errors="replace").splitlines() if log.exists() else []
+
+
+def handled_messages(log: Path, function: str) -> list[str]:
+    """Message ids (one per invocation, repeats kept) of queue messages `function` handled successfully."""
+    found = []
+    for line in log_lines(log):
+        match = _INVOCATION.search(line)
+        if match and match["function"] == function and match["outcome"] == "succeeded":
+            found.append(match["message"] or "")
+    return found
+
+
+def wait_for(check: Callable[[], object], what: str, timeout: float = 60) -> object:
+    """Poll until check() returns something truthy; return it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.2)
