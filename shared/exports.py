@@ -18,12 +18,13 @@ from shared.columns import ColumnMismatch, resolve_columns
 from shared.config import Settings
 from shared.connections import MailchimpConnections, NotConnected
 from shared.destinations import Claim, Destination
-from shared.mailchimp.errors import MailchimpAuthError, MailchimpError, MailchimpNotFound
+from shared.mailchimp.errors import MailchimpAuthError, MailchimpError, MailchimpNotFound, WritesStopped
+from shared.mailchimp.transport import guarded_writes
 from shared.mailchimp.merge_values import unchanged
 from shared.members import Member, MemberResult, Outcome, decode_members, encode_members
 from shared.planning import Mapping as PlanMapping
 from shared.planning import RowProblem, SegmentInput, TagDepartures, plan_export
-from shared.runs import Run, SegmentPart, chunk_counts, new_run_id, now_iso, zero_counts
+from shared.runs import CANCELLING, Run, SegmentPart, chunk_counts, new_run_id, now_iso, zero_counts
 from shared.segment_rows import read_rows, snapshot_columns
 from shared.snapshots import BlobSource, Snapshot, list_segments, newest_snapshots, snapshots_for_blob
 
@@ -93,10 +94,11 @@ def _already_done(member: Member) -> bool:
 
 
 def _cancel(run: Run, reason: str) -> bool:
-    """Cancelled runs settle when their planned chunks are counted; chunks not yet sent count failed."""
-    if run.finished:
+    """A cancelled run is `cancelling` until its planned chunks are counted (chunks not yet sent count failed),
+    then `cancelled`."""
+    if run.finished or run.status == CANCELLING:
         return False
-    run.status, run.message = "cancelled", reason
+    run.status, run.message = CANCELLING, reason
     return True
 
 
@@ -322,7 +324,7 @@ class ExportService:
         run = self.runs.get(run_id)
         if run is None or run.finished_at is not None or run.details.get("chunksSent"):
             return  # unknown, ended, or planned and sent (a redelivered message)
-        if run.status == "cancelled" and run.total_chunks is None:
+        if run.status == CANCELLING and run.total_chunks is None:
             self.runs.update(run_id, lambda r: setattr(r, "total_chunks", 0))  # cancelled before planning: nothing to send
             self._settle(run_id)
             return
@@ -330,7 +332,7 @@ class ExportService:
         if destination is None and run.total_chunks is None:
             self._fail(run, "the destination was deleted before the export started")
             return
-        if destination is not None and not destination.consent_accepted and run.status != "cancelled":
+        if destination is not None and not destination.consent_accepted and run.status != CANCELLING:
             run = self._stop_for_consent(run.id, destination)
             if run.total_chunks == 0:
                 return
@@ -506,20 +508,19 @@ class ExportService:
         everyone = list(decode_members(self.work.read_bytes(chunk_blob(run_id, number))))
         members = [m for m in everyone if not m.departed]  # the chunk's input rows; departed ones are only untagged
         destination = self.destinations.get(run.destination_id) if run is not None else None
-        if run is not None and destination is not None and not destination.consent_accepted and not run.finished:
-            run = self._stop_for_consent(run_id, destination)  # checked before this chunk's first Mailchimp write
         stop_reason = self._stop_reason(run)
         untagged: dict[str, int] = {}
         tag_failure: str | None = None
+        tagged: set[str] = set()
         if stop_reason:
             results = [MemberResult(m.email, Outcome.FAILED, stop_reason) for m in members]
-            tagged: set[str] = set()
-        else:
+            self._finish(run_id, number, attempt, members, results, tagged)
+            return
+        with guarded_writes(self._consent_guard(run_id, run.destination_id)):
             try:
                 results = self._upsert(run, destination, number, members)
             except MailchimpAuthError as error:
                 results = self._abort(run_id, members, str(error))
-                tagged = set()
             except Exception as error:
                 self.runs.note_chunk_error(run_id, number, f"{type(error).__name__}: {error}")
                 raise
@@ -529,11 +530,22 @@ class ExportService:
                     untagged = self._untag(run, destination, everyone)
                 except MailchimpAuthError as error:  # the members are written; only their tags are not
                     self._abort(run_id, [], str(error))
-                    tagged, tag_failure = set(), str(error)
+                    tag_failure = str(error)
+                except WritesStopped as error:
+                    tag_failure = str(error)
                 except Exception as error:
                     self.runs.note_chunk_error(run_id, number, f"tagging: {type(error).__name__}: {error}")
                     raise
         self._finish(run_id, number, attempt, members, results, tagged, untagged, tag_failure)
+
+    def _consent_guard(self, run_id: str, destination_id: str) -> Callable[[], str | None]:
+        """Asked right before every Mailchimp write of a chunk: a withdrawn consent stops the run there."""
+        def guard() -> str | None:
+            destination = self.destinations.get(destination_id)
+            if destination is None or destination.consent_accepted:
+                return None
+            return f"not sent: {self._stop_for_consent(run_id, destination).message}"
+        return guard
 
     def _abort(self, run_id: str, members: list[Member], message: str) -> list[MemberResult]:
         """Credentials refused: every later chunk stops too (the run says why); these members count failed."""
@@ -555,7 +567,7 @@ class ExportService:
     def _stop_reason(run: Run | None) -> str | None:
         if run is None:
             return "the run record is missing"
-        if run.status == "cancelled":
+        if run.status in (CANCELLING, "cancelled"):
             return f"not sent: {run.message or 'the export was cancelled'}"
         return run.details.get("abort")
 

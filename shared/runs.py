@@ -20,6 +20,7 @@ OUTCOME_KEYS = ("created", "updated", "unchanged", "refused", "failed")
 NOTICE_KEYS = ("fieldProblems", "tagFailed", "untagHeld")
 COUNT_KEYS = ("read", "invalid", "duplicates", *OUTCOME_KEYS, "tagged", "untagged", *NOTICE_KEYS)
 FINISHED = ("succeeded", "completed_with_errors", "failed", "cancelled")
+CANCELLING = "cancelling"  # cancelled, but chunks sent before the cancel are still being counted
 
 
 def zero_counts() -> dict[str, int]:
@@ -98,11 +99,11 @@ class Run:
         counts = self.counts
         problems = sum(counts[key] for key in ("invalid", "refused", "failed", *NOTICE_KEYS))
         delivered = counts["created"] + counts["updated"] + counts["unchanged"]
-        if self.status != "cancelled" and not self.message:
+        if self.status != CANCELLING and not self.message:
             # e.g. the credentials were revoked, or untags were held back: say so on the run itself
             self.message = self.details.get("abort") or self.details.get("notice")
-        if self.status == "cancelled":
-            pass
+        if self.status == CANCELLING:
+            self.status = "cancelled"
         elif problems == 0:
             self.status = "succeeded"
         elif delivered == 0 and counts["failed"] > 0:

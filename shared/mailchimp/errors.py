@@ -35,6 +35,10 @@ class MailchimpUnavailable(MailchimpError):
     """Mailchimp could not answer (429, 5xx, bodyless 403, timeouts, connection errors); later may work."""
 
 
+class WritesStopped(Exception):
+    """A write was not sent because the caller's guard said stop (see transport.guarded_writes); the message says why."""
+
+
 def error_for_answer(status: int, body: Any, where: str, *secrets: str) -> MailchimpError:
     """Map an HTTP answer to the error class that says what to do; `body` is the parsed JSON or None."""
     problem = body if isinstance(body, dict) else None

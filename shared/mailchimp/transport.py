@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import json
 import logging
-from contextlib import nullcontext
-from typing import Any, Callable, ContextManager, Mapping
+from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
+from typing import Any, Callable, ContextManager, Iterator, Mapping
 from urllib.parse import quote
 
 import requests
@@ -13,7 +14,7 @@ from tenacity import RetryCallState
 
 from .connection_cap import cap_for
 from .credentials import Credentials
-from .errors import MailchimpUnavailable, error_for_answer
+from .errors import MailchimpUnavailable, WritesStopped, error_for_answer
 from .redact import guard_http_logs
 from .retry import RetryPolicy
 
@@ -21,6 +22,20 @@ log = logging.getLogger("shared.mailchimp")
 guard_http_logs()
 
 Gate = Callable[[], ContextManager[None]]
+WriteGuard = Callable[[], "str | None"]
+_write_guard: ContextVar[WriteGuard | None] = ContextVar("mailchimp_write_guard", default=None)
+
+
+@contextmanager
+def guarded_writes(guard: WriteGuard) -> Iterator[None]:
+    """Within this block (this thread), every write asks `guard` right before it is sent, once it holds its
+    connection: a reason to stop raises WritesStopped instead of sending. Reads are not asked. This is how a
+    withdrawn consent stops data leaving at once, also for a chunk that was already waiting for a connection."""
+    token = _write_guard.set(guard)
+    try:
+        yield
+    finally:
+        _write_guard.reset(token)
 
 
 class Transport:
@@ -71,7 +86,10 @@ class Transport:
     def _once(self, method: str, url: str, where: str, params: Mapping[str, Any] | None,
               data: bytes | None, attempt: int) -> Any:
         headers = {"Content-Type": "application/json"} if data is not None else None
+        guard = _write_guard.get() if method != "GET" else None
         with self._cap.slot(self._limit), self._gate():
+            if guard is not None and (reason := guard()):
+                raise WritesStopped(reason)
             try:
                 response = self._session.request(method, url, params=params, data=data, headers=headers,
                                                  timeout=self._timeout)

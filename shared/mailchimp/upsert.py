@@ -14,7 +14,7 @@ from shared.emails import normalize_email
 from shared.members import ExistingMember, Member, MemberResult, Outcome
 
 from .batching import chunks
-from .errors import MailchimpRequestError
+from .errors import MailchimpRequestError, WritesStopped
 from .merge_values import unchanged, values_to_send
 from .redact import redact
 
@@ -201,14 +201,14 @@ def _statuses_now(store: MemberStore, list_id: str, read: dict[str, str], since:
 
 def _write(store: MemberStore, list_id: str, payloads: list[dict[str, Any]], update_existing: bool,
            chunk: Iterable[tuple], results: dict[str, MemberResult]) -> BatchAnswer | None:
-    """One batch call; a batch Mailchimp refuses fails only its own members.
+    """One batch call; a batch Mailchimp refuses (or the caller's write guard stops) fails only its own members.
 
     MailchimpUnavailable (retries exhausted) and credential errors propagate: the caller retries the whole chunk
     later (the queue does), instead of writing members off during a passing outage.
     """
     try:
         return store.batch_subscribe(list_id, payloads, update_existing=update_existing)
-    except MailchimpRequestError as exc:
+    except (MailchimpRequestError, WritesStopped) as exc:
         for email, *_ in chunk:
             results[email] = MemberResult(email, Outcome.FAILED, str(exc))
         return None
