@@ -6,16 +6,22 @@ from typing import Any, Callable, Iterator
 from . import refusals
 from .audience import ARCHIVED, STATUSES, Audience, Member, MemberWrite, subscriber_id
 from .call import Call
-from .problems import invalid, invalid_fields, not_found
+from .problems import invalid, invalid_fields, method_not_allowed, not_found
 from .request_body import Problems, member_write
-from .shapes import member_json
+from .shapes import member_json, member_tag_json
 from .web import Response
 
 NO_CONTENT = 204
+# Mailchimp's words (grouparoo's recorded Mailchimp fixtures), answered with 405 Method Not Allowed.
+CANNOT_ARCHIVE = ("This list member cannot be removed. "
+                  "Can not archive a contact that is bounced, pending or archived")
+NOT_ARCHIVABLE = ("pending", "cleaned")  # "bounced" is Mailchimp's word for cleaned here
 
 
 def list_members(call: Call, list_id: str) -> dict[str, Any]:
-    """Stable order (creation); filters: status (archived too), since_last_changed, unsubscribed_since."""
+    """Stable order (creation); filters: status, since_last_changed, unsubscribed_since.
+
+    Archived members are listed only with status=archived (the stricter reading: unconfirmed for Mailchimp)."""
     audience = call.audience(list_id)
     count, offset = call.page()
     status = call.request.param("status")
@@ -31,13 +37,14 @@ def list_members(call: Call, list_id: str) -> dict[str, Any]:
 
     def matching() -> Iterator[Member]:
         for member in audience.members.values():
-            if ((status is None or member.shown_status == status)
+            if ((member.shown_status == status if status is not None else not member.archived)
                     and (changed_since is None or member.changed >= changed_since)
                     and (unsubscribed_since is None or (member.unsubscribed_at or 0.0) >= unsubscribed_since)):
                 yield member
 
     with audience.lock:
-        members = audience.view(key, audience.members.values if key == (None, None, None) else matching)
+        everyone = key == (None, None, None) and not audience.counts[ARCHIVED]  # no filter to run: a plain copy
+        members = audience.view(key, audience.members.values if everyone else matching)
         page = [member_json(m, audience) for m in members[offset:offset + count]]
     call.read += len(page)
     return {"members": page, "list_id": list_id, "total_items": len(members)}
@@ -72,11 +79,14 @@ def patch_member(call: Call, list_id: str, subscriber_hash: str) -> dict[str, An
 
 
 def archive_member(call: Call, list_id: str, subscriber_hash: str) -> Response:
+    """Pending, cleaned and already archived contacts cannot be archived (405); unknown ones are 404."""
     audience = call.audience(list_id)
     with audience.lock:
         member = audience.find(subscriber_hash)
-        if member is None or member.archived:
+        if member is None:
             raise not_found("list member")
+        if member.archived or member.status in NOT_ARCHIVABLE:
+            raise method_not_allowed(CANNOT_ARCHIVE)
         audience.archive(member, call.now)
     return Response(NO_CONTENT)
 
@@ -91,8 +101,20 @@ def delete_permanently(call: Call, list_id: str, subscriber_hash: str) -> Respon
     return Response(NO_CONTENT)
 
 
+def list_member_tags(call: Call, list_id: str, subscriber_hash: str) -> dict[str, Any]:
+    """The member's tags in the order they were added, paged by count/offset; `total_items` counts them all."""
+    audience = call.audience(list_id)
+    count, offset = call.page()
+    with audience.lock:
+        member = audience.find(subscriber_hash)
+        if member is None:
+            raise not_found("list member")
+        tags = [member_tag_json(audience.segments[t], member) for t in member.tags[offset:offset + count]]
+        return {"tags": tags, "total_items": len(member.tags)}
+
+
 def member_tags(call: Call, list_id: str, subscriber_hash: str) -> Response:
-    """Tags by name: active ones are created when missing, inactive ones removed."""
+    """Tags by name, ignoring case: active ones are created when missing, inactive ones removed."""
     body = call.body()
     tags = body.get("tags")
     if not isinstance(tags, list) or not all(isinstance(t, dict) and isinstance(t.get("name"), str) and t["name"]
@@ -144,5 +166,6 @@ ROUTES = [
     ("PATCH", "/lists/{list_id}/members/{subscriber_hash}", patch_member),
     ("DELETE", "/lists/{list_id}/members/{subscriber_hash}", archive_member),
     ("POST", "/lists/{list_id}/members/{subscriber_hash}/actions/delete-permanent", delete_permanently),
+    ("GET", "/lists/{list_id}/members/{subscriber_hash}/tags", list_member_tags),
     ("POST", "/lists/{list_id}/members/{subscriber_hash}/tags", member_tags),
 ]

@@ -3,6 +3,9 @@
 One lock per audience guards everything in it; callers hold `audience.lock` around any use. Members are slotted
 records keyed by subscriber hash (dict order = creation order, which is the stable paging order), merge values a
 tuple aligned with the merge fields, tags a tuple of segment ids: a million members stay small.
+
+Tag names are case-insensitive, as in Mailchimp ("VIP" and "vip" are one tag, which keeps the spelling it was
+created with): `segments_by_name` is keyed by the casefolded name, so a lookup stays O(1).
 """
 from __future__ import annotations
 
@@ -47,13 +50,20 @@ class Member:
 class Segment:
     """A static segment, which Mailchimp's UI calls a tag."""
 
-    __slots__ = ("id", "name", "created", "updated", "members")
+    __slots__ = ("id", "name", "key", "created", "updated", "members", "added")
 
     def __init__(self, segment_id: int, name: str, now: float) -> None:
         self.id = segment_id
-        self.name = name
+        self.name = name  # as created: the spelling Mailchimp keeps
+        self.key = tag_key(name)
         self.created = self.updated = now
         self.members: dict[str, Member] = {}
+        self.added: dict[str, float] = {}  # member id -> when the tag was added (a member's tag `date_added`)
+
+
+def tag_key(name: str) -> str:
+    """Mailchimp compares tag names ignoring case."""
+    return name.casefold()
 
 
 @dataclass
@@ -83,7 +93,7 @@ class Audience:
         self.members: dict[str, Member] = {}
         self.forgotten: set[str] = set()  # hashes of permanently deleted addresses
         self.segments: dict[int, Segment] = {}
-        self.segments_by_name: dict[str, Segment] = {}
+        self.segments_by_name: dict[str, Segment] = {}  # keyed by tag_key(name)
         self.merge_fields: list[MergeField] = []
         self.counts = dict.fromkeys((*STATUSES, ARCHIVED), 0)
         self._merge_index: dict[str, int] = {}
@@ -222,26 +232,35 @@ class Audience:
         except ValueError:
             return None
 
+    def segment_named(self, name: str) -> Segment | None:
+        """The tag of that name, ignoring case."""
+        return self.segments_by_name.get(tag_key(name))
+
     def create_segment(self, name: str, now: float) -> Segment:
-        if name in self.segments_by_name:
-            raise invalid("name", f"A tag (static segment) named {name!r} already exists in this audience; "
-                                  "use its id, or choose another name")
+        """A name taken in any case ("vip" when "VIP" exists) is refused like the same name."""
+        taken = self.segment_named(name)
+        if taken is not None:
+            raise invalid("name", f"A tag (static segment) named {taken.name!r} already exists in this audience "
+                                  "(tag names ignore case); use its id, or choose another name")
         segment = Segment(self._new_segment_id(), name, now)
         self.segments[segment.id] = segment
-        self.segments_by_name[name] = segment
+        self.segments_by_name[segment.key] = segment
         return segment
 
     def retag(self, member: Member, names: Sequence[str], now: float, *, sync: bool = False,
               active: bool = True) -> None:
-        """Add (or with active=False remove) tags by name; sync=True also removes tags not named."""
+        """Add (or with active=False remove) tags by name, ignoring case; sync=True also removes tags not named.
+
+        A name matching an existing tag in another case uses that tag (whose name keeps its first spelling)."""
+        by_name = self.segments_by_name
         if sync:
-            keep = set(names)
+            keep = {name.casefold() for name in names}  # tag_key, inlined: this runs for every member written
             for segment_id in member.tags:
                 segment = self.segments[segment_id]
-                if segment.name not in keep:
+                if segment.key not in keep:
                     self.untag(member, segment, now)
         for name in names:
-            segment = self.segments_by_name.get(name)
+            segment = by_name.get(name.casefold())
             if active:
                 self.tag(member, segment or self.create_segment(name, now), now)
             elif segment is not None:
@@ -251,6 +270,7 @@ class Audience:
         if member.id in segment.members:
             return False
         segment.members[member.id] = member
+        segment.added[member.id] = now
         segment.updated = now
         member.tags += (segment.id,)
         self._version += 1
@@ -259,6 +279,7 @@ class Audience:
     def untag(self, member: Member, segment: Segment, now: float) -> bool:
         if segment.members.pop(member.id, None) is None:
             return False
+        segment.added.pop(member.id, None)
         segment.updated = now
         member.tags = tuple(t for t in member.tags if t != segment.id)
         self._version += 1

@@ -3,6 +3,9 @@
 Every request that matches the plan (method, path pattern) draws one number from a generator seeded with `seed`;
 the rates, taken in the order of KINDS, decide which fault (if any) it gets. The same seed and the same sequence of
 matching requests give the same faults. `limit` stops injecting after that many faults ("fail the next 3").
+
+The `apply_then_*` kinds do the work first and then lose the answer ("Mailchimp applied the batch but the answer
+never arrived"): a client must not assume that a call which failed this way changed nothing.
 """
 from __future__ import annotations
 
@@ -11,7 +14,8 @@ import re
 import threading
 from typing import Any
 
-KINDS = ("429", "500", "502", "slow", "403")
+KINDS = ("429", "500", "502", "slow", "403", "apply_then_timeout", "apply_then_drop", "apply_then_502")
+APPLIED_FIRST = ("apply_then_timeout", "apply_then_drop", "apply_then_502")  # the call is served, then its answer lost
 
 
 class FaultPlan:

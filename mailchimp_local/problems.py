@@ -37,6 +37,10 @@ def invalid_fields(problems: list[tuple[str, str]]) -> ApiError:
                     [{"field": field, "message": message} for field, message in problems])
 
 
+def method_not_allowed(detail: str) -> ApiError:
+    return ApiError(405, "Method Not Allowed", detail)
+
+
 def not_found(what: str = "resource") -> ApiError:
     return ApiError(404, "Resource Not Found", f"The requested {what} could not be found.")
 

@@ -68,6 +68,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, response: Response) -> None:
         """Status line, headers and body in one write: no Nagle stalls on keep-alive connections."""
+        if response.drop:
+            self.close_connection = True  # nothing is written: the client sees the connection closed unanswered
+            return
         head = [f"HTTP/1.1 {response.status} {self.responses.get(response.status, ('',))[0]}",
                 f"Content-Length: {len(response.body)}"]
         if response.content_type:

@@ -31,6 +31,11 @@ def member_json(member: Member, audience: Audience) -> dict[str, Any]:
     }
 
 
+def member_tag_json(segment: Segment, member: Member) -> dict[str, Any]:
+    """One entry of GET /lists/{id}/members/{hash}/tags."""
+    return {"id": segment.id, "name": segment.name, "date_added": iso(segment.added[member.id])}
+
+
 def audience_json(audience: Audience, base_url: str) -> dict[str, Any]:
     counts = audience.counts
     total = sum(counts.values()) - counts["archived"]

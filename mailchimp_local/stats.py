@@ -17,7 +17,7 @@ class Stats:
         self.members_read = 0  # members returned by list pages
         self.rejected_over_cap = 0
 
-    def record(self, status: int, seconds: float, written: int, read: int) -> None:
+    def record(self, status: int | str, seconds: float, written: int, read: int) -> None:
         self.requests_total += 1
         self.by_status[str(status)] += 1
         self.service_seconds += seconds

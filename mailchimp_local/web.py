@@ -8,7 +8,7 @@ from email.message import Message
 from typing import Any, Callable
 from urllib.parse import unquote
 
-from .problems import ApiError, json_parse_error
+from .problems import ApiError, json_parse_error, method_not_allowed
 
 JSON = "application/json; charset=utf-8"
 PROBLEM = "application/problem+json; charset=utf-8"
@@ -45,6 +45,7 @@ class Response:
     body: bytes = b""
     content_type: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    drop: bool = False  # close the connection without writing any answer (a fault: the answer never arrives)
 
 
 def json_response(doc: Any, status: int = 200) -> Response:
@@ -75,5 +76,5 @@ class Router:
                     return handler, {name: unquote(value) for name, value in match.groupdict().items()}
                 allowed = True
         if allowed:
-            raise ApiError(405, "Method Not Allowed", f"The requested method {method} is not allowed on this resource.")
+            raise method_not_allowed(f"The requested method {method} is not allowed on this resource.")
         raise ApiError(404, "Resource Not Found", "The requested resource could not be found.")

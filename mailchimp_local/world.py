@@ -85,7 +85,7 @@ class World:
         with self.lock:
             account.in_flight -= 1
 
-    def record(self, status: int, seconds: float, written: int = 0, read: int = 0) -> None:
+    def record(self, status: int | str, seconds: float, written: int = 0, read: int = 0) -> None:
         with self.lock:
             self.stats.record(status, seconds, written, read)
 

@@ -54,7 +54,7 @@ def test_faults_by_rate_are_reproducible_with_a_seed(mailchimp: LocalMailchimp, 
     assert statuses(api, 40) == first
     assert {200, 429, 500, 502} == set(first)
     assert injected == {"429": first.count(429), "500": first.count(500), "502": first.count(502), "slow": 0,
-                        "403": 0}
+                        "403": 0, "apply_then_timeout": 0, "apply_then_drop": 0, "apply_then_502": 0}
     mailchimp.admin("POST", "faults", json={**plan, "seed": 43})
     assert statuses(api, 40) != first
 
@@ -119,3 +119,60 @@ def test_latency_is_a_base_plus_a_cost_per_member_and_changes_at_run_time(mailch
                                             "per_member_read_ms": 0}
     problem(requests.post(f"{mailchimp.url}/__admin/latency", json={"profile": "slowish"}, timeout=10),
             400, "Invalid Resource")
+
+
+# "Mailchimp applied the batch but the answer never arrived": the apply_then_* faults do the work, then lose the answer.
+
+BATCH = f"/lists/{LIST}$"
+
+
+def subscribe_one(api: Api, email: str, **kwargs: Any) -> requests.Response:
+    return api.call("POST", f"/lists/{LIST}", json={"members": [{"email_address": email, "status": "subscribed"}]},
+                    **kwargs)
+
+
+def is_member(api: Api, email: str) -> bool:
+    return api.call("GET", f"/lists/{LIST}/members/{email}").status_code == 200
+
+
+def test_apply_then_timeout_writes_and_then_holds_the_answer_past_the_read_timeout(mailchimp: LocalMailchimp,
+                                                                                     api: Api) -> None:
+    mailchimp.admin("POST", "faults", json={"rates": {"apply_then_timeout": 1}, "slow_seconds": 1.5,
+                                            "method": "POST", "path": BATCH, "limit": 1})
+    with pytest.raises(requests.ReadTimeout):
+        subscribe_one(api, "ann@shop.io", timeout=0.3)
+    assert is_member(api, "ann@shop.io")  # already written when the client gave up, not later
+    assert mailchimp.stats()["in_flight"] == 1  # the abandoned call still holds its connection
+    wait_until(lambda: mailchimp.stats()["by_status"].get("dropped") == 1, "the held call to be dropped", timeout=10)
+    stats = mailchimp.stats()
+    assert (stats["in_flight"], stats["faults"]["injected"]["apply_then_timeout"]) == (0, 1)
+    assert subscribe_one(api, "bob@shop.io", timeout=5).status_code == 200  # the limit is spent
+
+
+def test_apply_then_timeout_never_answers_even_a_patient_client(mailchimp: LocalMailchimp, api: Api) -> None:
+    mailchimp.admin("POST", "faults", json={"rates": {"apply_then_timeout": 1}, "slow_seconds": 0.2,
+                                            "method": "POST", "path": BATCH, "limit": 1})
+    with pytest.raises(requests.ConnectionError):
+        subscribe_one(api, "ann@shop.io", timeout=5)
+    assert is_member(api, "ann@shop.io")
+
+
+def test_apply_then_drop_and_apply_then_502_lose_the_answer_of_a_call_they_applied(mailchimp: LocalMailchimp,
+                                                                                    api: Api) -> None:
+    mailchimp.admin("POST", "faults", json={"rates": {"apply_then_drop": 1}, "method": "POST", "path": BATCH,
+                                            "limit": 2})
+    for email in ("ann@shop.io", "bob@shop.io"):
+        with pytest.raises(requests.ConnectionError):
+            subscribe_one(api, email)
+        assert is_member(api, email)
+    mailchimp.admin("POST", "faults", json={"rates": {"apply_then_502": 1}, "method": "POST", "path": BATCH,
+                                            "limit": 1})
+    response = subscribe_one(api, "cy@shop.io")
+    assert response.status_code == 502 and response.headers["Content-Type"].startswith("text/html")
+    assert is_member(api, "cy@shop.io")
+    again = subscribe_one(api, "cy@shop.io")  # a retry finds the write done: the contact exists
+    assert again.status_code == 200 and again.json()["errors"][0]["error_code"] == "ERROR_CONTACT_EXISTS"
+    stats = mailchimp.stats()
+    assert stats["by_status"]["dropped"] == 2 and stats["by_status"]["502"] == 1
+    assert stats["faults"]["injected"]["apply_then_drop"] == 0  # the plan was replaced, and counts with it
+    assert stats["members_written"] == 4

@@ -120,7 +120,8 @@ def test_delete_archives_and_delete_permanent_forgets(api: Api) -> None:
     assert api.call("DELETE", path("ann@shop.io")).status_code == 204
     assert api.ok("GET", path("ann@shop.io"))["status"] == "archived"
     assert api.members(status="archived")["total_items"] == 1
-    problem(api.call("DELETE", path("ann@shop.io")), 404, "Resource Not Found")
+    problem(api.call("DELETE", path("ann@shop.io")), 405, "Method Not Allowed")  # already archived
+    problem(api.call("DELETE", path("nobody@shop.io")), 404, "Resource Not Found")
 
     assert api.call("POST", path("bob@shop.io") + "/actions/delete-permanent").status_code == 204
     problem(api.call("GET", path("bob@shop.io")), 404, "Resource Not Found")
@@ -141,3 +142,50 @@ def test_member_timestamps_are_iso_instants_and_track_changes(api: Api) -> None:
     assert after["last_changed"] > before["last_changed"] and after["timestamp_signup"].endswith("+00:00")
     dump = api.server.admin("GET", f"lists/{LIST}/members").json()["members"][0]
     assert (dump["unsubscribed_by"], dump["unsubscribed_at"]) == ("admin", after["last_changed"])
+
+
+CANNOT_ARCHIVE = "Can not archive a contact that is bounced, pending or archived"
+
+
+@pytest.mark.parametrize("state", [{"status": "pending"}, {"status": "cleaned"},
+                                   {"status": "subscribed", "archived": True}])
+def test_pending_cleaned_or_archived_contacts_cannot_be_archived(api: Api, state: dict) -> None:
+    """405 as Mailchimp answers it (REFERENCE.md §4, grouparoo's Mailchimp fixtures); the member is unchanged."""
+    api.put_state("ann@shop.io", **state)
+    before = api.ok("GET", path("ann@shop.io"))
+    body = problem(api.call("DELETE", path("ann@shop.io")), 405, "Method Not Allowed")
+    assert CANNOT_ARCHIVE in body["detail"]
+    assert api.ok("GET", path("ann@shop.io")) == before
+
+
+@pytest.mark.parametrize("status", ["subscribed", "unsubscribed", "transactional"])
+def test_other_contacts_can_be_archived_and_strangers_are_404(api: Api, status: str) -> None:
+    api.put_state("ann@shop.io", status)
+    assert api.call("DELETE", path("ann@shop.io")).status_code == 204
+    assert api.ok("GET", path("ann@shop.io"))["status"] == "archived"
+    problem(api.call("DELETE", path("bob@shop.io")), 404, "Resource Not Found")
+    api.put_state("gone@shop.io", "subscribed", permanently_deleted=True)
+    problem(api.call("DELETE", path("gone@shop.io")), 404, "Resource Not Found")
+
+
+def test_archived_members_are_listed_only_when_asked_for(api: Api) -> None:
+    """Stricter reading (unconfirmed for Mailchimp): no status filter lists no archived contacts."""
+    api.batch([{"email_address": f"m{i}@shop.io", "status": "subscribed"} for i in range(4)])
+    api.put_state("old@shop.io", "unsubscribed", archived=True, last_changed="2020-01-01T00:00:00Z")
+    assert api.call("DELETE", path("m1@shop.io")).status_code == 204
+
+    def emails(**params: str) -> tuple[list[str], int]:
+        page = api.members(**{"count": "1000", **params})
+        return [m["email_address"] for m in page["members"]], page["total_items"]
+
+    assert emails() == (["m0@shop.io", "m2@shop.io", "m3@shop.io"], 3)
+    assert emails(count="2", offset="2") == (["m3@shop.io"], 3)
+    assert emails(since_last_changed="2021-01-01T00:00:00Z") == (["m0@shop.io", "m2@shop.io", "m3@shop.io"], 3)
+    archived = api.members(status="archived")
+    assert [(m["email_address"], m["status"]) for m in archived["members"]] == [("m1@shop.io", "archived"),
+                                                                                 ("old@shop.io", "archived")]
+    assert archived["total_items"] == 2
+    assert api.members(status="unsubscribed")["total_items"] == 0  # an archived contact has no other status
+    assert api.ok("GET", f"/lists/{LIST}")["stats"]["total_contacts"] == 3
+    api.batch([{"email_address": "m1@shop.io", "status": "subscribed"}])  # re-created: listed again, same place
+    assert emails() == (["m0@shop.io", "m1@shop.io", "m2@shop.io", "m3@shop.io"], 4)

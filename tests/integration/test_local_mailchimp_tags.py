@@ -1,6 +1,10 @@
 """Tags (static segments) on the local Mailchimp: creation, batch add/remove, per-member tags."""
 from __future__ import annotations
 
+from datetime import datetime
+
+import pytest
+
 from shared.emails import subscriber_hash
 from tests.integration.test_local_mailchimp import LIST, Api, api, problem  # noqa: F401  (api is a fixture)
 
@@ -86,3 +90,88 @@ def test_archiving_a_member_drops_its_tags(api: Api) -> None:
     api.batch([{"email_address": "ann@shop.io", "status": "subscribed", "tags": ["VIP"]}])
     api.call("DELETE", f"/lists/{LIST}/members/{subscriber_hash('ann@shop.io')}")
     assert api.ok("GET", SEGMENTS)["segments"][0]["member_count"] == 0
+
+
+# Tag names are case-insensitive in Mailchimp ("Customers" equals "customers": REFERENCE.md §4, spree_chimpy PR 15).
+
+def tags_of(api: Api, email: str) -> list[tuple[int, str]]:
+    member = api.ok("GET", f"/lists/{LIST}/members/{subscriber_hash(email)}")
+    assert member["tags_count"] == len(member["tags"])
+    return [(t["id"], t["name"]) for t in member["tags"]]
+
+
+def all_tags(api: Api) -> dict[str, int]:
+    return {s["name"]: s["member_count"] for s in api.ok("GET", SEGMENTS, params={"count": 1000})["segments"]}
+
+
+def test_creating_a_tag_whose_name_differs_only_in_case_is_refused_like_a_duplicate(api: Api) -> None:
+    api.ok("POST", SEGMENTS, json={"name": "VIP"})
+    for name in ("vip", "Vip", "VIP"):
+        body = problem(api.call("POST", SEGMENTS, json={"name": name}), 400, "Invalid Resource")
+        assert body["errors"][0]["field"] == "name" and "VIP" in body["errors"][0]["message"]
+    api.ok("POST", SEGMENTS, json={"name": "Straße"})
+    problem(api.call("POST", SEGMENTS, json={"name": "STRASSE"}), 400, "Invalid Resource")  # casefold, not lower
+    assert all_tags(api) == {"VIP": 0, "Straße": 0}
+
+
+@pytest.mark.parametrize("update_existing, sync_tags", [(False, False), (True, False), (True, True)])
+def test_batch_subscribe_tags_match_existing_tags_ignoring_case(api: Api, update_existing: bool,
+                                                                 sync_tags: bool) -> None:
+    vip = api.ok("POST", SEGMENTS, json={"name": "VIP"})["id"]
+    subscribe(api, "old@shop.io")
+    api.batch([{"email_address": "new@shop.io", "status": "subscribed", "tags": ["vip", "Vip"]},
+               {"email_address": "old@shop.io", "status": "subscribed", "tags": ["vIP"]}],
+              update_existing=update_existing, sync_tags=sync_tags)
+    assert tags_of(api, "new@shop.io") == [(vip, "VIP")]  # the tag keeps the spelling it was created with
+    assert tags_of(api, "old@shop.io") == ([(vip, "VIP")] if update_existing else [])
+    assert all_tags(api) == {"VIP": 2 if update_existing else 1}
+
+
+def test_a_new_tag_sent_twice_in_different_cases_is_created_once(api: Api) -> None:
+    api.batch([{"email_address": "ann@shop.io", "status": "subscribed", "tags": ["Spring"]},
+               {"email_address": "bob@shop.io", "status": "subscribed", "tags": ["SPRING", "spring"]}])
+    assert all_tags(api) == {"Spring": 2}
+
+
+def test_sync_tags_keeps_a_tag_named_in_another_case(api: Api) -> None:
+    api.batch([{"email_address": "ann@shop.io", "status": "subscribed", "tags": ["VIP", "Spring"]}])
+    vip = tags_of(api, "ann@shop.io")[0]
+    answer = api.batch([{"email_address": "ann@shop.io", "status": "subscribed", "tags": ["vip", "AUTUMN"]}],
+                       update_existing=True, sync_tags=True)
+    assert [t["name"] for t in answer["updated_members"][0]["tags"]] == ["VIP", "AUTUMN"]
+    assert tags_of(api, "ann@shop.io")[0] == vip  # kept, not removed and added again
+    assert all_tags(api) == {"VIP": 1, "Spring": 0, "AUTUMN": 1}
+
+
+def test_member_tags_endpoint_matches_tags_ignoring_case(api: Api) -> None:
+    subscribe(api, "ann@shop.io")
+    vip = api.ok("POST", SEGMENTS, json={"name": "VIP"})["id"]
+    member_tags = f"/lists/{LIST}/members/{subscriber_hash('ann@shop.io')}/tags"
+    assert api.call("POST", member_tags, json={"tags": [{"name": "vip", "status": "active"}]}).status_code == 204
+    assert tags_of(api, "ann@shop.io") == [(vip, "VIP")] and all_tags(api) == {"VIP": 1}
+    assert api.call("POST", member_tags, json={"tags": [{"name": "Vip", "status": "inactive"}]}).status_code == 204
+    assert tags_of(api, "ann@shop.io") == [] and all_tags(api) == {"VIP": 0}
+
+
+def test_member_tags_are_listed_with_the_date_they_were_added(api: Api) -> None:
+    """GET /lists/{id}/members/{hash}/tags answers {tags: [{id, name, date_added}], total_items} (OpenAPI 3.0.55)."""
+    api.batch([{"email_address": "ann@shop.io", "status": "subscribed", "tags": ["VIP", "Spring", "Autumn"]},
+               {"email_address": "bob@shop.io", "status": "subscribed"}])
+    member_tags = f"/lists/{LIST}/members/{subscriber_hash('ann@shop.io')}/tags"
+    listed = api.ok("GET", member_tags)
+    assert listed.keys() == {"tags", "total_items"} and listed["total_items"] == 3
+    assert [(t["id"], t["name"]) for t in listed["tags"]] == tags_of(api, "ann@shop.io")
+    for tag in listed["tags"]:
+        assert tag.keys() == {"id", "name", "date_added"} and isinstance(tag["id"], int)
+        assert datetime.fromisoformat(tag["date_added"]).tzinfo is not None
+    page = api.ok("GET", member_tags, params={"count": 1, "offset": 1})
+    assert ([t["name"] for t in page["tags"]], page["total_items"]) == (["Spring"], 3)
+    assert api.ok("GET", member_tags, params={"fields": "tags.name"}) == {
+        "tags": [{"name": "VIP"}, {"name": "Spring"}, {"name": "Autumn"}]}
+    by_address = api.ok("GET", f"/lists/{LIST}/members/ANN%40shop.io/tags")
+    assert by_address["total_items"] == 3
+    assert api.ok("GET", f"/lists/{LIST}/members/{subscriber_hash('bob@shop.io')}/tags") == {"tags": [],
+                                                                                         "total_items": 0}
+    problem(api.call("GET", f"/lists/{LIST}/members/{subscriber_hash('eve@shop.io')}/tags"), 404,
+            "Resource Not Found")
+    problem(api.call("GET", member_tags, params={"count": 1001}), 400, "Invalid Resource")
