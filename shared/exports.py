@@ -12,7 +12,7 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from typing import Any, Callable, ContextManager, Iterable, Iterator, Protocol
 
 from shared.columns import ColumnMismatch, resolve_columns
 from shared.config import Settings
@@ -48,6 +48,7 @@ class WorkStore(BlobSource, Protocol):
     def write_bytes(self, name: str, data: bytes) -> None: ...
     def exists(self, name: str) -> bool: ...
     def delete_prefix(self, prefix: str) -> None: ...
+    def exclusive(self, name: str) -> ContextManager[None]: ...  # one holder across instances; waits for it
 
 
 class Queue(Protocol):
@@ -498,12 +499,19 @@ class ExportService:
     # --- chunks -------------------------------------------------------------------------------------------
 
     def process_chunk(self, run_id: str, number: int, attempt: str) -> None:
+        """Upsert and tag one chunk and count it, once: a copy of its message delivered while it is being worked on
+        waits for that worker (the chunk blob's lease) and then finds it counted, so it writes nothing again."""
         chunk = self.runs.get_chunk(run_id, number)
         if chunk is None:
             return
-        if chunk["state"] == "done":  # redelivered; if the worker that counted it died before settling, settle now
-            self._settle(run_id)
-            return
+        if chunk["state"] != "done":
+            with self.work.exclusive(chunk_blob(run_id, number)):
+                chunk = self.runs.get_chunk(run_id, number)
+                if chunk is not None and chunk["state"] != "done":
+                    self._process_chunk(run_id, number, attempt)
+        self._settle(run_id)  # also when redelivered: the worker that counted it may have died before settling
+
+    def _process_chunk(self, run_id: str, number: int, attempt: str) -> None:
         run = self.runs.get(run_id, counts=False)
         everyone = list(decode_members(self.work.read_bytes(chunk_blob(run_id, number))))
         members = [m for m in everyone if not m.departed]  # the chunk's input rows; departed ones are only untagged
@@ -514,7 +522,7 @@ class ExportService:
         tagged: set[str] = set()
         if stop_reason:
             results = [MemberResult(m.email, Outcome.FAILED, stop_reason) for m in members]
-            self._finish(run_id, number, attempt, members, results, tagged)
+            self._count(run_id, number, attempt, members, results, tagged)
             return
         with guarded_writes(self._consent_guard(run_id, run.destination_id)):
             try:
@@ -536,7 +544,7 @@ class ExportService:
                 except Exception as error:
                     self.runs.note_chunk_error(run_id, number, f"tagging: {type(error).__name__}: {error}")
                     raise
-        self._finish(run_id, number, attempt, members, results, tagged, untagged, tag_failure)
+        self._count(run_id, number, attempt, members, results, tagged, untagged, tag_failure)
 
     def _consent_guard(self, run_id: str, destination_id: str) -> Callable[[], str | None]:
         """Asked right before every Mailchimp write of a chunk: a withdrawn consent stops the run there."""
@@ -628,8 +636,8 @@ class ExportService:
             untagged[segment_of_tag[tag]] = untagged.get(segment_of_tag[tag], 0) + len(emails) - len(missed)
         return untagged
 
-    def _finish(self, run_id: str, number: int, attempt: str, members: list[Member], results: list[MemberResult],
-                tagged: set[str], untagged: dict[str, int] | None = None, tag_failure: str | None = None) -> None:
+    def _count(self, run_id: str, number: int, attempt: str, members: list[Member], results: list[MemberResult],
+               tagged: set[str], untagged: dict[str, int] | None = None, tag_failure: str | None = None) -> None:
         """Count the chunk once. With `tag_failure`, the members were written but their segment tags could not be
         added: they count by what was written, each with a `tag` line in the errors report, and `tagFailed`."""
         source = {m.email: m.source for m in members}
@@ -655,7 +663,6 @@ class ExportService:
             for r in untagged_members:
                 per_segment[source[r.email].segment]["tagFailed"] += 1
         self.runs.finish_chunk(run_id, number, per_segment, errors)
-        self._settle(run_id)
 
     def _settle(self, run_id: str) -> None:
         run = self.runs.settle_if_done(run_id)
@@ -677,14 +684,20 @@ class ExportService:
         chunk = self.runs.get_chunk(run_id, number)
         if chunk is None or chunk["state"] == "done":
             return
-        reason = chunk.get("lastError") or "the chunk failed repeatedly"
+        with self.work.exclusive(chunk_blob(run_id, number)):
+            chunk = self.runs.get_chunk(run_id, number)
+            if chunk is not None and chunk["state"] != "done":
+                self._give_up(run_id, number, attempt, chunk.get("lastError") or "the chunk failed repeatedly")
+        self._settle(run_id)
+
+    def _give_up(self, run_id: str, number: int, attempt: str, reason: str) -> None:
         members = [m for m in decode_members(self.work.read_bytes(chunk_blob(run_id, number))) if not m.departed]
         saved = self._saved_results(run_id, number)
         if saved is not None:
-            self._finish(run_id, number, attempt, members, saved, set(), tag_failure=f"gave up after repeated failures: {reason}")
+            self._count(run_id, number, attempt, members, saved, set(), tag_failure=f"gave up after repeated failures: {reason}")
             return
         results = [MemberResult(m.email, Outcome.FAILED, f"gave up after repeated failures: {reason}") for m in members]
-        self._finish(run_id, number, attempt, members, results, set())
+        self._count(run_id, number, attempt, members, results, set())
 
     def cancel(self, destination_id: str, reason: str) -> str | None:
         """Stop the destination's running export: chunks not yet sent count as failed with `reason`.

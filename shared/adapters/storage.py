@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
+import logging
+import threading
+import time
 from typing import Any, BinaryIO, Iterator
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableServiceClient
-from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.blob import BlobLeaseClient, BlobServiceClient, ContainerClient
 from azure.storage.queue import QueueServiceClient
 
 from shared.config import StorageSettings
@@ -48,6 +52,10 @@ class StorageAccount:
         return TableServiceClient(self._settings.table_uri, credential=self._identity())
 
 
+log = logging.getLogger(__name__)
+EXCLUSIVE_LEASE_SECONDS = 15  # Azure's shortest blob lease
+
+
 class BlobFolder:
     """One container seen as named byte blobs: the BlobSource the domain reads, plus writes for run artefacts."""
 
@@ -82,6 +90,47 @@ class BlobFolder:
 
     def exists(self, name: str) -> bool:
         return self._container.get_blob_client(name).exists()
+
+    @contextlib.contextmanager
+    def exclusive(self, name: str, wait_seconds: float = 900.0) -> Iterator[None]:
+        """Hold a lease on blob `name` while the block runs, across every instance; wait while another holds it.
+
+        The lease lasts EXCLUSIVE_LEASE_SECONDS and is renewed every third of that, so a crashed holder lets go
+        within that time and a live one keeps it however long it works. The blob can be read but not deleted while
+        leased: release before deleting.
+        """
+        lease = BlobLeaseClient(self._container.get_blob_client(name))
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                lease.acquire(lease_duration=EXCLUSIVE_LEASE_SECONDS)
+                break
+            except HttpResponseError as error:
+                if error.status_code != 409 or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.25)
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(EXCLUSIVE_LEASE_SECONDS / 3):
+                try:
+                    lease.renew()
+                except Exception as error:  # noqa: BLE001 - lost: another worker may start; the work is idempotent
+                    log.warning("lease on a work blob could not be renewed (%s); a duplicate delivery may now run "
+                                "alongside", type(error).__name__)
+                    return
+
+        renewer = threading.Thread(target=renew, name="work-blob-lease", daemon=True)
+        renewer.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            renewer.join()
+            try:
+                lease.release()
+            except HttpResponseError:
+                pass  # expired or broken: free either way
 
     def delete_prefix(self, prefix: str) -> None:
         """Deletes in batches of 256 (one request each); blobs already gone are fine."""

@@ -168,12 +168,19 @@ class MailchimpClient:
         return missed
 
     def archive_member(self, list_id: str, email: str) -> None:
-        """Idempotent: a member already gone counts as archived (queue delivery is at-least-once)."""
+        """Idempotent: a member already gone or already archived counts as archived (delivery is at-least-once).
+
+        Mailchimp answers 405 for archiving a pending, cleaned or already archived contact; only the last is done.
+        """
         try:
             self._http.call("DELETE", "/lists/{list_id}/members/{subscriber_hash}",
                             path={"list_id": list_id, "subscriber_hash": subscriber_hash(email)})
         except MailchimpNotFound:
             return
+        except MailchimpRequestError as error:
+            if error.status == 405 and (current := self.get_member(list_id, email)) is not None and current.status == "archived":
+                return
+            raise
 
     def _pages(self, template: str, list_id: str, key: str, fields: Sequence[str], params: dict[str, Any],
                page_size: int = MAX_PAGE) -> Iterator[dict[str, Any]]:

@@ -10,8 +10,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from shared.mailchimp import (Credentials, MailchimpAuthError, MailchimpClient, MailchimpNotFound, RetryPolicy,
-                              fetch_oauth_metadata)
+from shared.mailchimp import (Credentials, MailchimpAuthError, MailchimpClient, MailchimpNotFound, MailchimpRequestError,
+                              RetryPolicy, fetch_oauth_metadata)
 from shared.members import Member, RowRef
 from tests.services import LocalMailchimp
 
@@ -144,6 +144,14 @@ def test_archive_member_is_idempotent(client, mailchimp):
     client.archive_member(LIST, "gone@example.com")
     client.archive_member(LIST, "never@example.com")
     assert members_by_email(mailchimp)["gone@example.com"]["status"] == "archived"
+
+
+def test_archiving_a_pending_member_is_refused_not_taken_as_done(client, mailchimp):
+    # Mailchimp answers 405 for pending, cleaned and archived contacts alike; only "already archived" is done.
+    put_member(mailchimp, "waiting@example.com", "pending")
+    with pytest.raises(MailchimpRequestError, match="Can not archive"):
+        client.archive_member(LIST, "waiting@example.com")
+    assert members_by_email(mailchimp)["waiting@example.com"]["status"] == "pending"
 
 
 def oauth_token(mailchimp: LocalMailchimp) -> str:
