@@ -168,3 +168,19 @@ def test_large_calls_are_split_into_batches_of_500(client, mailchimp):
                                     status_for_new="subscribed", existing_as_of=None)
     assert len(results) == 1201 and {r.outcome for r in results} == {Outcome.CREATED}
     assert mailchimp.stats()["requests_total"] == 3
+
+
+@pytest.mark.parametrize("fault", ["apply_then_timeout", "apply_then_502"])
+def test_a_create_mailchimp_applied_but_never_answered_counts_created_without_a_read_per_member(mailchimp, fault):
+    # Mailchimp applies the batch, the answer is lost (a timeout, a CDN 502), the retry finds everyone there.
+    mailchimp.admin("POST", "faults", json={"rates": {fault: 1}, "slow_seconds": 3, "method": "POST",
+                                            "path": f"/lists/{LIST}$", "limit": 1})
+    emails = [f"lost{i}@example.com" for i in range(300)]
+    with make_client(mailchimp, timeout=(2.0, 1.0)) as client:
+        results = client.upsert_members(LIST, [member(e, FNAME="Lu") for e in emails], status_for_new="subscribed",
+                                        existing_as_of=datetime.now(timezone.utc))
+    assert [r.outcome for r in results] == [Outcome.CREATED] * 300
+    after = members_by_email(mailchimp)
+    assert all(after[e]["status"] == "subscribed" and after[e]["merge_fields"]["FNAME"] == "Lu" for e in emails)
+    stats = mailchimp.stats()
+    assert stats["requests_total"] <= 4, stats  # the write, its retry, one listing (a page or two): not 300 reads
