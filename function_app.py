@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 import azure.functions as func
 
@@ -19,21 +21,70 @@ log = logging.getLogger("function_app")
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
-    return func.HttpResponse(json.dumps(body, ensure_ascii=False), status_code=status, mimetype="application/json", headers=headers)
+    """Every JSON answer (and the errors report) is `Cache-Control: no-store`: none is for a shared cache to keep."""
+    return func.HttpResponse(json.dumps(body, ensure_ascii=False), status_code=status, mimetype="application/json",
+                             headers={"Cache-Control": "no-store", **(headers or {})})
 
 
 def _error(status: int, message: str, details: list[dict[str, str]] | None = None) -> func.HttpResponse:
     return _json({"error": message, **({"details": details} if details else {})}, status)
 
 
-def _body(req: func.HttpRequest, required: bool = True) -> Any:
-    raw = req.get_body()
+# A JSON string (closed, or running to the end of the body) or one bracket; strings are skipped whole, so brackets in
+# them do not count. Possessive, so even a body of unclosed strings and backslashes is scanned in linear time.
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]++|\\.)*+"?|[\[{]|[\]}]', re.DOTALL)
+
+
+def _deeper_than(text: str, limit: int) -> bool:
+    """Whether objects and arrays nest deeper than `limit`, found by scanning brackets outside strings (no recursion,
+    and it stops at the first bracket too deep), so json.loads never meets a body that could exhaust its stack."""
+    depth = 0
+    for token in _JSON_TOKEN.finditer(text):
+        bracket = token[0]
+        if bracket in ("[", "{"):
+            depth += 1
+            if depth > limit:
+                return True
+        elif bracket in ("]", "}"):
+            depth -= 1
+    return False
+
+
+def _body(req: func.HttpRequest, required: bool = True) -> dict[str, Any]:
+    """The request's JSON object. Refused (InvalidDestination, answered 400) before parsing when it is larger than
+    HTTP_MAX_BODY_BYTES, not UTF-8 or nests deeper than HTTP_MAX_JSON_DEPTH; after, when it is not JSON, not an
+    object, or holds an unpaired surrogate escape ("\\ud800", which no storage or log could encode)."""
+    settings = bootstrap.app().settings
+    raw = req.get_body() or b""
     if not raw and not required:
         return {}
+
+    def refused(message: str) -> InvalidDestination:
+        return InvalidDestination([{"field": "(body)", "message": message}])
+
+    if len(raw) > settings.http_max_body_bytes:
+        raise refused(f"the body is {len(raw):,} bytes; at most {settings.http_max_body_bytes:,} are accepted "
+                      "(HTTP_MAX_BODY_BYTES)")
     try:
-        return json.loads(raw)
-    except ValueError:
-        raise InvalidDestination([{"field": "(body)", "message": "the body must be JSON"}]) from None
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise refused(f"the body must be JSON in UTF-8 (byte {error.start} is not UTF-8)") from None
+    if _deeper_than(text, settings.http_max_json_depth):
+        raise refused(f"the body nests objects and arrays more than {settings.http_max_json_depth} deep "
+                      "(HTTP_MAX_JSON_DEPTH)")
+    try:
+        body = json.loads(text)
+    except (ValueError, RecursionError) as error:  # RecursionError: not under the depth limit; a backstop
+        raise refused(f"the body must be JSON: {error}") from None
+    if not isinstance(body, dict):
+        kind = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}.get(type(body), "null")
+        raise refused(f"the body must be a JSON object ({{...}}), not {kind}")
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise refused("the body holds an unpaired surrogate escape (\\ud800 to \\udfff without its pair); "
+                      "send the character itself or both halves") from None
+    return body
 
 
 def _principal(req: func.HttpRequest) -> str:
@@ -111,10 +162,12 @@ def mailchimp_oauth_callback(req: func.HttpRequest) -> func.HttpResponse:
 def start_export(req: func.HttpRequest) -> func.HttpResponse:
     try:
         body = _body(req, required=False)
-    except InvalidDestination:
-        return _error(400, 'the body must be JSON, e.g. {"segments": ["HighValueCustomers"]}, or empty')
-    segments = body.get("segments") if isinstance(body, dict) else None
-    confirm_untag = isinstance(body, dict) and body.get("confirmUntag") is True
+    except InvalidDestination as error:
+        return _error(400, 'the body must be empty or a JSON object, e.g. {"segments": ["HighValueCustomers"]}', error.problems)
+    segments = body.get("segments")
+    if segments is not None and not (isinstance(segments, list) and all(isinstance(s, str) for s in segments)):
+        return _error(400, '"segments" must be a list of segment names, e.g. ["HighValueCustomers"]')
+    confirm_untag = body.get("confirmUntag") is True
     try:
         run = bootstrap.app().exports.start(req.route_params["id"], "http", segments, confirm_untag=confirm_untag)
     except Refused as refused:
@@ -135,15 +188,33 @@ def get_export(req: func.HttpRequest) -> func.HttpResponse:
     return _json(run.public())
 
 
+ERRORS_PAGE_LINES = 10_000  # lines of the errors report per answer, unless ?limit= says otherwise
+ERRORS_PAGE_MAX_LINES = 50_000
+
+
 @app.route(route="exports/{runId}/errors", methods=["GET"])
 def export_errors(req: func.HttpRequest) -> func.HttpResponse:
+    """One page of the run's errors report as JSON Lines (?limit=, default ERRORS_PAGE_LINES); while more follow, the
+    answer carries `x-continuation: <token>` and `Link: <...?limit=..&continuation=<token>>; rel="next"`."""
     app_ = bootstrap.app()
     run = app_.exports.get_run(req.route_params["runId"])
     if run is None:
         return _error(404, f"export {req.route_params['runId']} does not exist")
     if app_.destinations.get(run.destination_id) is None:
         return _error(410, "the per-row report was removed with the destination (it named people); the run's counts remain")
-    return func.HttpResponse(b"".join(app_.exports.error_lines(run.id)), mimetype="application/x-ndjson")
+    limit = req.params.get("limit") or str(ERRORS_PAGE_LINES)
+    if not re.fullmatch(r"[0-9]{1,6}", limit) or not 1 <= int(limit) <= ERRORS_PAGE_MAX_LINES:
+        return _error(400, f"limit must be a whole number of lines from 1 to {ERRORS_PAGE_MAX_LINES:,} "
+                           f"(default {ERRORS_PAGE_LINES:,})")
+    try:
+        lines, continuation = app_.exports.error_page(run.id, int(limit), req.params.get("continuation") or None)
+    except Refused as refused:
+        return _error(refused.status, refused.message)
+    headers = {"Cache-Control": "no-store"}  # the one answer that carries email addresses
+    if continuation:
+        following = f"{urlsplit(req.url).path}?{urlencode({'limit': int(limit), 'continuation': continuation})}"
+        headers.update({"x-continuation": continuation, "Link": f'<{following}>; rel="next"'})
+    return func.HttpResponse(b"".join(lines), mimetype="application/x-ndjson", headers=headers)
 
 
 def _message(msg: func.QueueMessage) -> dict[str, Any]:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
+import socket
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -20,6 +22,11 @@ KEY_HEADER = "x-functions-key"
 KEY_QUERY = "code"
 ANONYMOUS = "ANONYMOUS"
 MAX_BODY_BYTES = 100 * 1024 * 1024  # Azure's request size limit
+MAX_LINE_BYTES = 65536  # a chunk-size or trailer line, like the request line's limit
+MAX_TRAILERS = 100
+LINGER_BYTES = 1 << 20  # after refusing a body: how much more of it is read and dropped before closing
+LINGER_SECONDS = 2.0
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")  # hex digits only: no sign, no "0x", no "_"
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 
 
@@ -127,21 +134,59 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self._send(answer)
 
     def _read_body(self) -> bytes | None:
-        """The request body, chunked or sized; None after answering 413 for one over Azure's limit."""
+        """The request body, chunked or sized; None after refusing it (and closing the connection): 413 when over
+        Azure's limit, counted as chunks arrive too, and 400 for a malformed length, chunk size or chunk end."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks = []
-            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-            while self.rfile.readline().strip():  # trailers end with an empty line
-                pass
-            return b"".join(chunks)
-        length = int(self.headers.get("Content-Length") or 0)
+            return self._read_chunked()
+        lengths = {value.strip() for value in self.headers.get_all("Content-Length") or ["0"]}
+        if len(lengths) != 1 or not re.fullmatch(r"[0-9]{1,20}", raw := lengths.pop()):  # int() takes "-1", "+1", "1_0"
+            return self._refuse(400)
+        length = int(raw)
         if length > MAX_BODY_BYTES:
-            self.close_connection = True
-            self._send(_Answer(413, [], b""))
-            return None
-        return self.rfile.read(length)
+            return self._refuse(413)
+        body = self.rfile.read(length)
+        return body if len(body) == length else self._refuse(400)  # the client went away mid-body
+
+    def _read_chunked(self) -> bytes | None:
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            line = self.rfile.readline(MAX_LINE_BYTES + 1)
+            size = _CHUNK_SIZE.fullmatch(line.split(b";", 1)[0].strip()) if line.endswith(b"\n") else None
+            if size is None:
+                return self._refuse(400)
+            length = int(size[0], 16)
+            if length == 0:
+                break
+            total += length
+            if total > MAX_BODY_BYTES:  # refused on the announced size, before reading the chunk
+                return self._refuse(413)
+            chunk = self.rfile.read(length)
+            if len(chunk) != length or self.rfile.readline(MAX_LINE_BYTES + 1) not in (b"\r\n", b"\n"):
+                return self._refuse(400)
+            chunks.append(chunk)
+        for _ in range(MAX_TRAILERS + 1):  # trailers end with an empty line (or the client stops sending)
+            if self.rfile.readline(MAX_LINE_BYTES + 1) in (b"\r\n", b"\n", b""):
+                return b"".join(chunks)
+        return self._refuse(400)
+
+    def _refuse(self, status: int) -> None:
+        """Answer without reading the rest of the body, and close: what is left of it cannot be told from a request.
+
+        The close lingers (as web servers' do): what the client still sends is read and dropped, up to LINGER_BYTES
+        or LINGER_SECONDS, so that closing with unread data does not reset the connection before the client has read
+        the answer."""
+        self.close_connection = True
+        self._send(_Answer(status, [], b""))
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(LINGER_SECONDS)
+            left = LINGER_BYTES
+            while left > 0 and (data := self.connection.recv(min(left, 1 << 16))):
+                left -= len(data)
+        except OSError:
+            pass  # the client is gone or slow: close anyway
+        return None
 
     def _send(self, answer: _Answer) -> None:
         self.send_response(answer.status)

@@ -62,6 +62,8 @@ class Settings:
     mailchimp_retry_seconds: int
     oauth: OAuthSettings | None = None
     untag_guard_percent: int = 20
+    http_max_body_bytes: int = 1 << 20  # larger JSON request bodies are refused with 400
+    http_max_json_depth: int = 32  # JSON request bodies nested deeper are refused with 400
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int, problems: list[str]) -> int:
@@ -156,6 +158,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         mailchimp_retry_seconds=_int(env, "MAILCHIMP_RETRY_SECONDS", 120, 1, 600, problems),
         oauth=_oauth(env, problems),
         untag_guard_percent=_int(env, "UNTAG_GUARD_PERCENT", 20, 0, 100, problems),
+        http_max_body_bytes=_int(env, "HTTP_MAX_BODY_BYTES", 1 << 20, 1024, 100 * 1024 * 1024, problems),
+        http_max_json_depth=_int(env, "HTTP_MAX_JSON_DEPTH", 32, 4, 512, problems),
     )
     if problems:
         raise ConfigError("The app settings need attention:\n- " + "\n- ".join(problems))

@@ -721,9 +721,61 @@ class ExportService:
         return self.runs.list_for_destination(destination_id)
 
     def error_lines(self, run_id: str) -> Iterator[bytes]:
-        """Every invalid, refused and failed row of a run as JSON Lines: planning's first, then chunk by chunk."""
-        prefix = errors_prefix(run_id)
-        yield from (self.work.read_bytes(name) for name in sorted(self.work.list_names(prefix + "plan-")))
+        """Every invalid, refused and failed row of a run as JSON Lines, one errors blob (about ERRORS_BLOCK_BYTES at
+        most) at a time; `error_page` reads the same report a page at a time."""
+        yield from (self.work.read_bytes(name) for name in self._error_blobs(run_id))
+
+    def _error_blobs(self, run_id: str) -> Iterator[str]:
+        """The run's errors blobs in report order: planning's first, then chunk by chunk."""
+        yield from sorted(self.work.list_names(errors_prefix(run_id) + "plan-"))
         for chunk in self.runs.chunks(run_id):
             if chunk.get("errorsBlob"):
-                yield self.work.read_bytes(chunk["errorsBlob"])
+                yield chunk["errorsBlob"]
+
+    def error_page(self, run_id: str, limit: int, continuation: str | None = None) -> tuple[list[bytes], str | None]:
+        """At most `limit` lines of the errors report, from where `continuation` (opaque, from the previous page) points,
+        and the continuation of the next page (None: this was the last). Memory: the page and one errors blob.
+
+        The token is base64url of "<line>:<blob name>"; one of another run, altered or made up answers Refused(400). Lines of chunks counted after a page was read but ordered before it
+        (a run still in progress) are not gone back for: read the report once the run has finished.
+        """
+        import base64
+        import binascii
+        import re
+
+        if limit < 1:
+            raise ValueError(f"a page holds at least one line, not {limit}")
+        names = self._error_blobs(run_id)
+        name, skip = next(names, None), 0
+        if continuation:
+            bad = Refused(400, "the continuation is not one this report gave out: start again without it")
+            try:
+                if len(continuation) > 2000:
+                    raise ValueError("too long")
+                text = base64.urlsafe_b64decode(continuation + "=" * (-len(continuation) % 4)).decode("utf-8")
+            except (binascii.Error, ValueError):
+                raise bad from None
+            found = re.fullmatch(r"([0-9]{1,9}):(.+)", text, re.DOTALL)
+            if found is None:
+                raise bad
+            skip, wanted = int(found[1]), found[2]
+            while name is not None and name != wanted:
+                name = next(names, None)
+            if name is None:
+                raise bad
+
+        def token(at: str, line: int) -> str:
+            return base64.urlsafe_b64encode(f"{line}:{at}".encode("utf-8")).decode("ascii").rstrip("=")
+
+        page: list[bytes] = []
+        while name is not None:
+            lines = self.work.read_bytes(name).splitlines(keepends=True)
+            taken = lines[skip:skip + limit - len(page)]
+            page += taken
+            skip += len(taken)
+            if skip < len(lines):  # the page is full within this blob
+                return page, token(name, skip)
+            name, skip = next(names, None), 0
+            if len(page) >= limit:
+                return page, (token(name, 0) if name is not None else None)
+        return page, None

@@ -129,6 +129,9 @@ var appSettings = {
   MAILCHIMP_RETRY_SECONDS: string(mailchimpRetrySeconds)
   // A run that would take a segment's tag off more than this share of the members carrying it holds those untags back.
   UNTAG_GUARD_PERCENT: '20'
+  // JSON request bodies larger (bytes) or nested deeper than these are refused with 400 before they are parsed.
+  HTTP_MAX_BODY_BYTES: '1048576'
+  HTTP_MAX_JSON_DEPTH: '32'
   // Worker threads: at least the connection cap, so chunk workers can keep every Mailchimp connection busy.
   PYTHON_THREADPOOL_THREAD_COUNT: '16'
 }

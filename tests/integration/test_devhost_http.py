@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+import json
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 
+from devhost.http_server import MAX_BODY_BYTES
 from devhost.launcher import RunningHost
 from tests.devhost_app.harness import KEY, SampleApp
 from tests.services import Azurite
@@ -50,6 +54,70 @@ def test_optional_parameter_may_be_left_out(host: RunningHost) -> None:
 def test_chunked_request_body_is_read_whole(host: RunningHost) -> None:
     response = call(host, "POST", "/api/items/1", data=iter([b"first,", b"second"]), headers={"x-functions-key": KEY})
     assert response.json()["body"] == "first,second"
+
+
+def raw_post(host: RunningHost, headers: str, *body: bytes) -> tuple[int, bytes]:
+    """POST /api/items/1 over a bare socket (requests cannot send broken framing): the status and the body answered.
+
+    The client sends nothing after `body` (it shuts its side), and every answer here closes the connection, so the
+    answer is read to the end."""
+    port = urlsplit(host.url).port
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"POST /api/items/1 HTTP/1.1\r\nHost: 127.0.0.1\r\nx-functions-key: {KEY}\r\n"
+                     f"Connection: close\r\n{headers}\r\n".encode())
+        try:
+            for part in body:
+                sock.sendall(part)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:  # the host answered and closed before taking all of it: read what it answered
+            pass
+        answer = b""
+        while data := sock.recv(1 << 16):
+            answer += data
+    head, _, content = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), content
+
+
+CHUNKED = "Transfer-Encoding: chunked\r\n"
+
+
+def test_chunked_body_with_extensions_and_trailers_is_read_whole(host: RunningHost) -> None:
+    status, content = raw_post(host, CHUNKED, b"6;name=value\r\nfirst,\r\n6\r\nsecond\r\n0\r\nX-Trailer: 1\r\n\r\n")
+    assert status == 201 and json.loads(content)["body"] == "first,second"
+
+
+def test_chunked_body_announcing_more_than_the_limit_is_refused_before_it_is_sent(host: RunningHost) -> None:
+    assert raw_post(host, CHUNKED, f"{MAX_BODY_BYTES + 1:x}\r\n".encode()) == (413, b"")
+
+
+def test_chunked_body_whose_chunks_add_up_past_the_limit_is_refused(host: RunningHost) -> None:
+    half = MAX_BODY_BYTES // 2 + 1
+    status = raw_post(host, CHUNKED, f"{half:x}\r\n".encode(), b"x" * half, f"\r\n{half:x}\r\n".encode())
+    assert status == (413, b"")
+
+
+@pytest.mark.parametrize("size_line", [b"-5", b"-0", b"zz", b"0x10", b"1_0", b"+5", b" ", b"\xff", b"1" * 17,
+                                       pytest.param(b"5" + b"0" * 70_000, id="line-over-64KiB")])
+def test_negative_or_malformed_chunk_size_is_a_400(host: RunningHost, size_line: bytes) -> None:
+    assert raw_post(host, CHUNKED, size_line + b"\r\nhello\r\n0\r\n\r\n") == (400, b"")
+
+
+def test_chunk_not_ended_by_crlf_or_cut_short_is_a_400(host: RunningHost) -> None:
+    assert raw_post(host, CHUNKED, b"3\r\nhello\r\n0\r\n\r\n") == (400, b"")  # 5 bytes in a chunk of 3
+    assert raw_post(host, CHUNKED, b"10\r\nshort") == (400, b"")  # the client stops mid-chunk
+
+
+@pytest.mark.parametrize("length", ["-1", "abc", "1_0", "+3", "0x3", "3, 4"])
+def test_negative_or_malformed_content_length_is_a_400(host: RunningHost, length: str) -> None:
+    assert raw_post(host, f"Content-Length: {length}\r\n", b"abc") == (400, b"")
+
+
+def test_two_different_content_lengths_are_a_400(host: RunningHost) -> None:
+    assert raw_post(host, "Content-Length: 3\r\nContent-Length: 5\r\n", b"abcde") == (400, b"")
+
+
+def test_sized_body_over_the_limit_is_a_413(host: RunningHost) -> None:
+    assert raw_post(host, f"Content-Length: {MAX_BODY_BYTES + 1}\r\n") == (413, b"")
 
 
 @pytest.mark.parametrize("method, path", [
