@@ -47,6 +47,19 @@ param maximumInstanceCount int = 40
 @allowed([512, 2048, 4096])
 param instanceMemoryMB int = 2048
 
+@description('Keep storage and Key Vault off the internet: a VNet, private endpoints for blob, queue, table and the vault, VNet integration for the app, public network access disabled on both. Customer Insights then needs a Private Link you approve (docs/deploy.md).')
+param vnetEnabled bool = false
+
+@minValue(0)
+@maxValue(365)
+@description('Days a deleted or overwritten blob stays recoverable (blob soft delete, account-wide). 0, the default, turns it off: Customer Insights\' exports to Blob Storage fail while it is on. Set it only if something else writes the segments.')
+param blobSoftDeleteDays int = 0
+
+@minValue(1)
+@maxValue(365)
+@description('Days a deleted container stays recoverable (container soft delete).')
+param containerSoftDeleteDays int = 7
+
 var abbrs = loadJsonContent('./abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = { 'azd-env-name': environmentName }
@@ -78,6 +91,9 @@ module storage 'app/storage.bicep' = {
     name: '${abbrs.storageStorageAccounts}${resourceToken}'
     deploymentContainerName: 'app-package-${take(functionAppName, 32)}-${take(resourceToken, 7)}'
     customerInsightsPrincipalId: customerInsightsPrincipalId
+    vnetEnabled: vnetEnabled
+    blobSoftDeleteDays: blobSoftDeleteDays
+    containerSoftDeleteDays: containerSoftDeleteDays
   }
 }
 
@@ -89,6 +105,32 @@ module keyVault 'app/keyvault.bicep' = {
     tags: tags
     name: '${abbrs.keyVaultVaults}${resourceToken}'
     mailchimpOAuthClientSecret: mailchimpOAuthClientSecret
+    vnetEnabled: vnetEnabled
+  }
+}
+
+// vnetEnabled: the network (modelled on Azure-Samples' Flex Consumption azd templates, e.g.
+// functions-quickstart-python-http-azd and functions-quickstart-dotnet-azd) and the private endpoints.
+module vnet 'app/vnet.bicep' = if (vnetEnabled) {
+  name: 'vnet'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    name: '${abbrs.networkVirtualNetworks}${resourceToken}'
+  }
+}
+
+module privateEndpoints 'app/private-endpoints.bicep' = if (vnetEnabled) {
+  name: 'private-endpoints'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    virtualNetworkName: vnetEnabled ? vnet.outputs.name : ''
+    subnetId: vnetEnabled ? vnet.outputs.privateEndpointsSubnetId : ''
+    storageAccountName: storage.outputs.name
+    keyVaultName: keyVault.outputs.name
   }
 }
 
@@ -128,6 +170,7 @@ module functionApp 'app/function.bicep' = {
     mailchimpRetrySeconds: mailchimpRetrySeconds
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
+    virtualNetworkSubnetId: vnetEnabled ? vnet.outputs.appSubnetId : ''
   }
 }
 
@@ -141,6 +184,18 @@ module events 'app/events.bicep' = {
     storageAccountName: storage.outputs.name
     segmentsContainerName: storage.outputs.segmentsContainerName
     queueName: storage.outputs.segmentEventsQueueName
+  }
+}
+
+// Audit trail of the data services (Key Vault, storage, Event Grid deliveries) in the Log Analytics workspace.
+module diagnostics 'app/diagnostics.bicep' = {
+  name: 'diagnostics'
+  scope: rg
+  params: {
+    logAnalyticsName: monitoring.outputs.logAnalyticsName
+    storageAccountName: storage.outputs.name
+    keyVaultName: keyVault.outputs.name
+    eventGridTopicName: events.outputs.name
   }
 }
 

@@ -18,8 +18,21 @@ if [ "$(cat "$TOOLS/.installed" 2>/dev/null)" != "$PINS" ]; then
     echo "$PINS" > "$TOOLS/.installed"
 fi
 
-echo "== checkov: infra/ (Bicep)"
-"$TOOLS/bin/checkov" -d infra --framework bicep --skip-download --compact --quiet
+# checkov reads every .bicep file under infra/, modules in infra/app/ included (the VNet and private endpoints too).
+# A file it cannot parse is left out of the scan, and checkov still exits 0: the JSON report's parsing_errors says
+# which, and this script fails on them.
+echo "== checkov: infra/ (Bicep): $(find infra -name '*.bicep' | sort | tr '\n' ' ')"
+REPORT="$TOOLS/checkov-report.json"
+rm -f "$REPORT"
+"$TOOLS/bin/checkov" -d infra --framework bicep --skip-download --compact --quiet \
+    -o cli -o json --output-file-path "console,$REPORT"
+"$TOOLS/bin/python" - "$REPORT" <<'PY'
+import json, sys
+summary = json.load(open(sys.argv[1]))["summary"]
+if summary["parsing_errors"]:
+    sys.exit(f"checkov could not parse {summary['parsing_errors']} .bicep file(s), so it did not check them; "
+             "run checkov -d infra --framework bicep -o json and read results.parsing_errors")
+PY
 
 echo "== azure-functions-doctor: the app, as deployed to Flex Consumption"
 "$TOOLS/bin/azure-functions-doctor" doctor --path . --profile deploy --hosting-plan flex-consumption --target-python 3.11

@@ -72,3 +72,5 @@ resource segmentCreated 'Microsoft.EventGrid/systemTopics/eventSubscriptions@202
     }
   }
 }
+
+output name string = topic.name

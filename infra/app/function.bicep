@@ -19,6 +19,8 @@ param maxProfilesPerExport int
 param mailchimpRetrySeconds int
 param maximumInstanceCount int
 param instanceMemoryMB int
+@description('Subnet of the VNet integration (vnet.bicep, delegated to Microsoft.App/environments); empty: none.')
+param virtualNetworkSubnetId string = ''
 
 // The route of the OAuth callback function, under the Functions host's default `api/` prefix.
 var oauthCallbackRoute = 'mailchimp/oauth/callback'
@@ -67,6 +69,8 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     serverFarmId: plan.id
     httpsOnly: true
     keyVaultReferenceIdentity: identityId
+    // VNet integration (vnetEnabled): the app reaches storage and Key Vault through it, over their private endpoints.
+    virtualNetworkSubnetId: empty(virtualNetworkSubnetId) ? null : virtualNetworkSubnetId
     siteConfig: {
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'

@@ -5,12 +5,17 @@ param tags object
 param name string
 @secure()
 param mailchimpOAuthClientSecret string
+@description('True: no public network access; the app reaches the vault over its private endpoint (private-endpoints.bicep).')
+param vnetEnabled bool
 
 var oauthClientSecretName = 'mailchimp-oauth-client-secret'
+// Used as '${publicNetworkAccess}' below: checkov 3.3.30's CKV_AZURE_189 crashes (AttributeError) on any value that
+// is not a plain string, skipped or not. The Bicep linter calls the interpolation unnecessary (a warning only).
+var publicNetworkAccess = vnetEnabled ? 'Disabled' : 'Enabled'
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
-  //checkov:skip=CKV_AZURE_109:Flex Consumption without a VNet has no fixed outbound IPs to allow; access is by Azure RBAC only.
-  //checkov:skip=CKV_AZURE_189:Same reason as CKV_AZURE_109: the app and Key Vault references reach the vault over its public endpoint.
+  //checkov:skip=CKV_AZURE_109:Deny by default with vnetEnabled (checkov does not evaluate the condition). Without it, Flex Consumption has no fixed outbound IPs to allow; access is by Azure RBAC only.
+  //checkov:skip=CKV_AZURE_189:Public network access is Disabled with vnetEnabled (checkov does not evaluate the condition; tests/integration/test_infra_security.py does). Without it the app and Key Vault references use the public endpoint.
   name: name
   location: location
   tags: tags
@@ -21,10 +26,12 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enableSoftDelete: true
     softDeleteRetentionInDays: 90
     enablePurgeProtection: true
-    publicNetworkAccess: 'Enabled'
+    // With vnetEnabled only the private endpoint reaches the data plane. Resource Manager still writes the OAuth client
+    // secret below: firewall rules do not apply to deployments (control plane).
+    publicNetworkAccess: '${publicNetworkAccess}'
     networkAcls: {
       bypass: 'AzureServices'
-      defaultAction: 'Allow'
+      defaultAction: vnetEnabled ? 'Deny' : 'Allow'
     }
   }
 }

@@ -6,6 +6,12 @@ param name string
 param deploymentContainerName string
 @description('Object ID of the Customer Insights service principal; empty: grant it yourself (docs/deploy.md).')
 param customerInsightsPrincipalId string
+@description('True: no public network access; the app reaches the account over private endpoints (private-endpoints.bicep).')
+param vnetEnabled bool
+@description('Days a deleted or overwritten blob stays recoverable; 0: blob soft delete off (see main.bicep).')
+param blobSoftDeleteDays int
+@description('Days a deleted container stays recoverable.')
+param containerSoftDeleteDays int
 
 // Names the code uses (shared/config.py); tests/integration/test_infra.py checks the two agree.
 var segmentsContainerName = 'segments'
@@ -24,8 +30,8 @@ var tableNames = ['destinations', 'exportruns']
 var storageBlobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
-  //checkov:skip=CKV_AZURE_35:Customer Insights writes from Microsoft's cloud and Flex Consumption without a VNet has no fixed outbound IPs, so the firewall stays open; shared keys are off and every caller needs an Entra role.
-  //checkov:skip=CKV_AZURE_59:Same reason as CKV_AZURE_35: the public endpoint is needed, access is by Entra ID roles only.
+  //checkov:skip=CKV_AZURE_35:Deny by default with vnetEnabled (checkov does not evaluate the condition). Without it, Customer Insights writes from Microsoft's cloud and Flex Consumption has no fixed outbound IPs, so the firewall stays open; shared keys are off and every caller needs an Entra role.
+  //checkov:skip=CKV_AZURE_59:Public network access is Disabled with vnetEnabled (checkov does not evaluate the condition; tests/integration/test_infra_security.py does). Without it the public endpoint is needed, see CKV_AZURE_35.
   name: name
   location: location
   tags: tags
@@ -41,10 +47,14 @@ resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     isSftpEnabled: false
     minimumTlsVersion: 'TLS1_2'
     supportsHttpsTrafficOnly: true
-    publicNetworkAccess: 'Enabled'
+    // vnetEnabled: private endpoints only (as Azure-Samples' functions-quickstart-python-azd-eventgrid-blob does);
+    // Customer Insights writes through a Private Link you approve (docs/deploy.md). Event Grid cannot deliver over
+    // private endpoints (learn.microsoft.com/azure/event-grid/consume-private-endpoints): it writes segment events into
+    // the queue with its identity as a trusted Azure service, hence the AzureServices bypass.
+    publicNetworkAccess: vnetEnabled ? 'Disabled' : 'Enabled'
     networkAcls: {
       bypass: 'AzureServices'
-      defaultAction: 'Allow'
+      defaultAction: vnetEnabled ? 'Deny' : 'Allow'
     }
   }
 }
@@ -53,9 +63,11 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
   parent: account
   name: 'default'
   properties: {
-    // Blob soft delete stays off: Customer Insights' exports to Blob Storage fail when it is on.
-    deleteRetentionPolicy: { enabled: false }
-    containerDeleteRetentionPolicy: { enabled: true, days: 7 }
+    // Blob soft delete is account-wide, not per container, and Customer Insights' exports to Blob Storage fail when it
+    // is on (learn.microsoft.com/dynamics365/customer-insights/data/export-azure-blob-storage): off unless asked for.
+    deleteRetentionPolicy: (blobSoftDeleteDays > 0) ? { enabled: true, days: blobSoftDeleteDays } : { enabled: false }
+    // A deleted container (segments, export-work, mailchimp-slots, the deployment package) can be restored.
+    containerDeleteRetentionPolicy: { enabled: true, days: containerSoftDeleteDays }
   }
 }
 

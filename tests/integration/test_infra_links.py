@@ -47,6 +47,16 @@ _STORAGE_VERSIONS = frozenset({
 _WEB_VERSIONS = frozenset({"2022-03-01", "2022-09-01", "2023-01-01", "2023-12-01", "2024-04-01"})
 _KEY_VAULT_VERSIONS = frozenset({"2021-10-01", "2022-07-01", "2022-11-01", "2023-02-01", "2023-07-01"})
 _EVENT_GRID_VERSIONS = frozenset({"2021-12-01", "2022-06-15", "2023-06-01-preview", "2023-12-15-preview"})
+# Microsoft.Network versions its types together; each version here has a page learn.microsoft.com/azure/templates/
+# microsoft.network/<version>/<type> for virtualnetworks, virtualnetworks/subnets, privateendpoints and
+# privateendpoints/privatednszonegroups (e.g. .../microsoft.network/2023-11-01/privateendpoints).
+_NETWORK_VERSIONS = frozenset({
+    "2022-09-01", "2023-04-01", "2023-05-01", "2023-06-01", "2023-09-01", "2023-11-01", "2024-01-01", "2024-05-01",
+    "2024-07-01",
+})
+# learn.microsoft.com/azure/templates/microsoft.network/change-log/privatednszones/virtualnetworklinks (and the same
+# change log of privatednszones): 2018-09-01, 2020-01-01, 2020-06-01, 2024-06-01.
+_PRIVATE_DNS_VERSIONS = frozenset({"2018-09-01", "2020-01-01", "2020-06-01", "2024-06-01"})
 KNOWN_API_VERSIONS: dict[str, frozenset[str]] = {
     # learn.microsoft.com/azure/templates/microsoft.resources/resourcegroups (version list on the 2020-08-01 page)
     "Microsoft.Resources/resourceGroups": frozenset({
@@ -101,6 +111,20 @@ KNOWN_API_VERSIONS: dict[str, frozenset[str]] = {
     "Microsoft.Web/sites/basicPublishingCredentialsPolicies": _WEB_VERSIONS,
     # learn.microsoft.com/azure/templates/microsoft.web/sites/config-appsettings
     "Microsoft.Web/sites/config": _WEB_VERSIONS,
+    # learn.microsoft.com/azure/templates/microsoft.insights/diagnosticsettings (2021-05-01-preview) and
+    # learn.microsoft.com/azure/templates/microsoft.insights/2017-05-01-preview/diagnosticsettings; 2016-09-01 and
+    # 2020-01-01-preview are the subscription and management-group forms, not resource-scoped ones.
+    "Microsoft.Insights/diagnosticSettings": frozenset({"2017-05-01-preview", "2021-05-01-preview"}),
+    # learn.microsoft.com/azure/templates/microsoft.network/virtualnetworks (see _NETWORK_VERSIONS)
+    "Microsoft.Network/virtualNetworks": _NETWORK_VERSIONS,
+    # learn.microsoft.com/azure/templates/microsoft.network/privateendpoints (see _NETWORK_VERSIONS)
+    "Microsoft.Network/privateEndpoints": _NETWORK_VERSIONS,
+    # learn.microsoft.com/azure/templates/microsoft.network/privateendpoints/privatednszonegroups
+    "Microsoft.Network/privateEndpoints/privateDnsZoneGroups": _NETWORK_VERSIONS,
+    # learn.microsoft.com/azure/templates/microsoft.network/privatednszones (see _PRIVATE_DNS_VERSIONS)
+    "Microsoft.Network/privateDnsZones": _PRIVATE_DNS_VERSIONS,
+    # learn.microsoft.com/azure/templates/microsoft.network/privatednszones/virtualnetworklinks
+    "Microsoft.Network/privateDnsZones/virtualNetworkLinks": _PRIVATE_DNS_VERSIONS,
 }
 _KNOWN_BY_LOWER = {kind.lower(): (kind, versions) for kind, versions in KNOWN_API_VERSIONS.items()}
 

@@ -1,0 +1,478 @@
+"""The deployment's security promises, read from infra/ with pycep-parser (as test_infra_links.py does):
+
+- Key Vault's audit events and each storage service's reads, writes and deletes go to the Log Analytics workspace;
+- container soft delete is on; blob soft delete is a parameter, off by default because Customer Insights' exports
+  to Blob Storage fail while it is on;
+- with `vnetEnabled`, storage and Key Vault refuse public network access and are reached over private endpoints
+  (blob, queue, table, vault) from a VNet the app is integrated into (subnet delegated to Microsoft.App/environments);
+- every role assignment of the deployment is listed in docs/deploy.md, and Customer Insights' is on the segments
+  container only;
+- every HTTP route but the OAuth callback needs a function key (read from function_app.py's source, so that this
+  holds whatever else the app does at import).
+
+Expressions are evaluated only as far as these promises need: parameters and variables, conditions, comparisons,
+`${x}` interpolations of a single name. Anything else makes the evaluation fail loudly rather than guess.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+INFRA = ROOT / "infra"
+DEPLOY_DOC = ROOT / "docs" / "deploy.md"
+
+STORAGE_LOG_CATEGORIES = {"StorageRead", "StorageWrite", "StorageDelete"}
+WORKSPACE = "Microsoft.OperationalInsights/workspaces"
+
+
+# ------------------------------------------------------------------------------------------------------- reading
+
+
+@lru_cache(maxsize=None)
+def _doc(rel: str) -> dict[str, Any]:
+    from pycep import BicepParser  # pycep-parser, pinned in requirements-dev.txt
+
+    return BicepParser().parse(text=(INFRA / rel).read_text(encoding="utf-8"))
+
+
+def _unwrap(config: Any) -> tuple[dict[str, Any], Any, Any]:
+    """(body, condition, loop) of a module or resource: pycep wraps `if (...)` and `[for ...]` bodies."""
+    condition = loop = None
+    while isinstance(config, dict) and "config" in config and ("condition" in config or "loop_type" in config):
+        condition = config.get("condition") if config.get("condition") is not None else condition
+        loop = config.get("loop_type") or loop
+        config = config["config"]
+    return config, condition, loop
+
+
+def _resources(rel: str) -> dict[str, dict[str, Any]]:
+    return _doc(rel).get("resources") or {}
+
+
+def _body(rel: str, symbol: str) -> dict[str, Any]:
+    return _unwrap(_resources(rel)[symbol]["config"])[0]
+
+
+def _module(symbol: str) -> tuple[str, dict[str, Any], Any]:
+    """(path, params, condition) of a module main.bicep calls."""
+    module = _doc("main.bicep")["modules"][symbol]
+    body, condition, _ = _unwrap(module["config"])
+    return module["detail"]["path"], body.get("params") or {}, condition
+
+
+def _accessor(node: Any) -> list[Any] | None:
+    """`a.b.c` as ['a', 'b', 'c'] (pycep nests property accessors to the right), else None."""
+    if isinstance(node, str):
+        return [node]
+    if isinstance(node, dict) and isinstance(node.get("operator"), dict):
+        op = node["operator"]
+        if op.get("type") == "property_accessor":
+            head, rest = op["operands"]["operand_1"], _accessor(op["operands"]["operand_2"])
+            if isinstance(head, str) and rest is not None:
+                return [head, *rest]
+    return None
+
+
+def _output_ref(node: Any) -> tuple[str, str] | None:
+    """(module, output) of `<module>.outputs.<output>`."""
+    chain = _accessor(node)
+    if chain and len(chain) == 3 and chain[1] == "outputs":
+        return chain[0], chain[2]
+    return None
+
+
+class Unsupported(Exception):
+    pass
+
+
+def evaluate(node: Any, rel: str, params: dict[str, Any]) -> Any:
+    """The value of a pycep expression of file `rel`, given its parameters. Bare strings are names when the file
+    declares them (parameters, variables), literals otherwise."""
+    variables = _doc(rel).get("variables") or {}
+    if node is None or isinstance(node, (bool, int, float)):
+        return node
+    if isinstance(node, str):
+        single = re.fullmatch(r"\$\{\s*(\w+)\s*\}", node)
+        name = single.group(1) if single else node
+        if name in params:
+            return params[name]
+        if name in variables:
+            return evaluate(variables[name]["value"], rel, params)
+        if single or "${" in node:
+            raise Unsupported(f"{rel}: cannot evaluate {node!r}")
+        return node
+    if isinstance(node, list):
+        return [evaluate(item, rel, params) for item in node]
+    if isinstance(node, dict) and isinstance(node.get("operator"), dict):
+        op = node["operator"]
+        operands = op["operands"]
+        if op["type"] == "conditional":
+            branch = "true_value" if evaluate(operands["condition"], rel, params) else "false_value"
+            return evaluate(operands[branch], rel, params)
+        comparisons = {"greater_than": lambda a, b: a > b, "greater_than_or_equals": lambda a, b: a >= b,
+                       "equals": lambda a, b: a == b, "not_equals": lambda a, b: a != b}
+        if op["type"] in comparisons:
+            return comparisons[op["type"]](evaluate(operands["operand_1"], rel, params),
+                                           evaluate(operands["operand_2"], rel, params))
+        if op["type"] == "not":
+            return not evaluate(operands["bool_value"], rel, params)
+        raise Unsupported(f"{rel}: cannot evaluate operator {op['type']}")
+    if isinstance(node, dict) and isinstance(node.get("function"), dict):
+        function = node["function"]
+        if function.get("type") == "empty":
+            return not evaluate(function["parameters"]["item_to_test"], rel, params)
+        raise Unsupported(f"{rel}: cannot evaluate function {function.get('type')}")
+    if isinstance(node, dict):
+        return {key: evaluate(value, rel, params) for key, value in node.items()}
+    raise Unsupported(f"{rel}: cannot evaluate {node!r}")
+
+
+def _param(rel: str, name: str) -> dict[str, Any]:
+    return _doc(rel)["parameters"][name]
+
+
+def _decorator(param: dict[str, Any], kind: str) -> Any:
+    return next((d.get("argument") for d in param.get("decorators") or [] if d.get("type") == kind), None)
+
+
+def _azd_parameters() -> dict[str, Any]:
+    return json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))["parameters"]
+
+
+# ------------------------------------------------------------------------------------------- diagnostic settings
+
+
+def _diagnostic_settings() -> list[dict[str, Any]]:
+    """Every diagnostic setting under infra/: file, symbol, the type of the resource it is on, its logs and metrics
+    (variables resolved) and the type of the resource its workspaceId points at."""
+    found = []
+    for path in sorted(INFRA.rglob("*.bicep")):
+        rel = path.relative_to(INFRA).as_posix()
+        resources = _resources(rel)
+        for symbol, resource in resources.items():
+            if str(resource.get("type")).lower() != "microsoft.insights/diagnosticsettings":
+                continue
+            body, condition, _ = _unwrap(resource["config"])
+            scope = body.get("scope")
+            properties = body.get("properties") or {}
+            workspace = _accessor(properties.get("workspaceId"))
+            found.append({
+                "file": rel,
+                "symbol": symbol,
+                "conditional": condition is not None,
+                "on": resources[scope]["type"] if isinstance(scope, str) and scope in resources else None,
+                "on_symbol": scope,
+                "logs": evaluate(properties.get("logs") or [], rel, {}),
+                "metrics": evaluate(properties.get("metrics") or [], rel, {}),
+                "workspace": resources[workspace[0]]["type"]
+                if workspace and len(workspace) == 2 and workspace[1] == "id" and workspace[0] in resources else None,
+            })
+    return found
+
+
+def _settings_on(resource_type: str) -> list[dict[str, Any]]:
+    return [s for s in _diagnostic_settings() if str(s["on"]).lower() == resource_type.lower()]
+
+
+def test_key_vault_audit_events_go_to_the_log_analytics_workspace() -> None:
+    settings = _settings_on("Microsoft.KeyVault/vaults")
+    assert settings, "no diagnostic setting on the Key Vault"
+    for setting in settings:
+        assert setting["workspace"] == WORKSPACE, setting
+        assert not setting["conditional"], "the vault's audit trail must not depend on a parameter"
+        audited = {log.get("categoryGroup") or log.get("category") for log in setting["logs"] if log.get("enabled")}
+        assert audited & {"audit", "allLogs", "AuditEvent"}, f"{setting['file']}: vault logs {audited} miss audit events"
+
+
+@pytest.mark.parametrize("service", ["blobServices", "queueServices", "tableServices"])
+def test_storage_reads_writes_and_deletes_of_each_service_go_to_the_workspace(service: str) -> None:
+    settings = _settings_on(f"Microsoft.Storage/storageAccounts/{service}")
+    assert settings, f"no diagnostic setting on the storage account's {service}"
+    for setting in settings:
+        assert setting["workspace"] == WORKSPACE, setting
+        assert not setting["conditional"]
+        logged = {log["category"] for log in setting["logs"] if log.get("enabled")}
+        assert STORAGE_LOG_CATEGORIES <= logged, f"{service}: logs {logged}"
+        assert {m["category"] for m in setting["metrics"] if m.get("enabled")} >= {"Transaction"}
+    account = _settings_on("Microsoft.Storage/storageAccounts")
+    assert account and all(s["workspace"] == WORKSPACE for s in account), "the account's transaction metrics"
+
+
+def test_diagnostics_are_wired_to_the_resources_main_creates() -> None:
+    """The diagnostic settings sit on `existing` resources named by module parameters: main.bicep must pass the names
+    of the vault, the account and the workspace that the other modules create, and always call the module."""
+    files = {s["file"] for s in _diagnostic_settings()}
+    assert files == {"app/diagnostics.bicep"}, files
+    path, params, condition = _module("diagnostics")
+    assert path == "app/diagnostics.bicep" and condition is None
+    assert _output_ref(params["keyVaultName"]) == ("keyVault", "name")
+    assert _output_ref(params["storageAccountName"]) == ("storage", "name")
+    assert _output_ref(params["logAnalyticsName"]) == ("monitoring", "logAnalyticsName")
+    assert _output_ref(params["eventGridTopicName"]) == ("events", "name")
+    monitoring = _doc("app/monitoring.bicep")
+    workspace = _accessor(monitoring["outputs"]["logAnalyticsName"]["value"])
+    assert workspace and monitoring["resources"][workspace[0]]["type"] == WORKSPACE
+    assert not monitoring["resources"][workspace[0]]["existing"]
+    for symbol, name_param in (("vault", "keyVaultName"), ("storageAccount", "storageAccountName"),
+                               ("workspace", "logAnalyticsName")):
+        resource = _resources("app/diagnostics.bicep")[symbol]
+        assert resource["existing"] and _unwrap(resource["config"])[0]["name"] == name_param
+
+
+# ----------------------------------------------------------------------------------------------------- soft delete
+
+
+def _blob_service(params: dict[str, Any]) -> dict[str, Any]:
+    return evaluate(_body("app/storage.bicep", "blobService")["properties"], "app/storage.bicep", params)
+
+
+def test_deleted_containers_stay_recoverable() -> None:
+    for days in (1, 7, 365):
+        policy = _blob_service({"blobSoftDeleteDays": 0, "containerSoftDeleteDays": days})
+        assert policy["containerDeleteRetentionPolicy"] == {"enabled": True, "days": days}
+    main = _param("main.bicep", "containerSoftDeleteDays")
+    assert main["default"] == 7
+    assert (_decorator(main, "min_value"), _decorator(main, "max_value")) == (1, 365)
+    assert _module("storage")[1]["containerSoftDeleteDays"] == "containerSoftDeleteDays"
+    assert _azd_parameters()["containerSoftDeleteDays"]["value"] == "${CONTAINER_SOFT_DELETE_DAYS=7}"
+
+
+def test_blob_soft_delete_is_a_parameter_off_by_default_for_customer_insights() -> None:
+    """Blob soft delete is account-wide and Customer Insights' exports to Blob Storage fail while it is on
+    (learn.microsoft.com/dynamics365/customer-insights/data/export-azure-blob-storage), so it is off unless asked for."""
+    assert _blob_service({"blobSoftDeleteDays": 0, "containerSoftDeleteDays": 7})["deleteRetentionPolicy"] == {
+        "enabled": False}
+    for days in (1, 7, 365):
+        policy = _blob_service({"blobSoftDeleteDays": days, "containerSoftDeleteDays": 7})["deleteRetentionPolicy"]
+        assert policy == {"enabled": True, "days": days}
+    main = _param("main.bicep", "blobSoftDeleteDays")
+    assert main["default"] == 0
+    assert (_decorator(main, "min_value"), _decorator(main, "max_value")) == (0, 365)
+    assert "Customer Insights" in _decorator(main, "description"), "say why it is off"
+    assert _module("storage")[1]["blobSoftDeleteDays"] == "blobSoftDeleteDays"
+    assert _azd_parameters()["blobSoftDeleteDays"]["value"] == "${BLOB_SOFT_DELETE_DAYS=0}"
+
+
+def test_run_files_naming_people_are_deleted_after_30_days() -> None:
+    """Errors reports list the rows that failed, e-mail addresses included: they do not outlive 30 days."""
+    from shared.config import CONTAINER_WORK
+
+    rules = {rule["definition"]["filters"]["prefixMatch"][0]: rule
+             for rule in _body("app/storage.bicep", "retention")["properties"]["policy"]["rules"]}
+    runs = rules[f"{CONTAINER_WORK}/runs/"]
+    assert runs["enabled"] and runs["definition"]["actions"]["baseBlob"]["delete"] == {
+        "daysAfterModificationGreaterThan": 30}
+
+
+# ------------------------------------------------------------------------------------------------------ vnetEnabled
+
+
+def test_vnet_enabled_is_an_azd_setting_off_by_default() -> None:
+    param = _param("main.bicep", "vnetEnabled")
+    assert param["type"] == "bool" and param["default"] is False
+    assert _azd_parameters()["vnetEnabled"]["value"] == "${VNET_ENABLED=false}"
+    for module in ("storage", "keyVault"):
+        assert _module(module)[1]["vnetEnabled"] == "vnetEnabled", module
+
+
+@pytest.mark.parametrize(("rel", "symbol"), [("app/storage.bicep", "account"), ("app/keyvault.bicep", "vault")])
+def test_with_vnet_enabled_storage_and_vault_refuse_public_network_access(rel: str, symbol: str) -> None:
+    properties = {key: _body(rel, symbol)["properties"][key] for key in ("publicNetworkAccess", "networkAcls")}
+    private = evaluate(properties, rel, {"vnetEnabled": True})
+    assert private["publicNetworkAccess"] == "Disabled"
+    assert private["networkAcls"]["defaultAction"] == "Deny"
+    public = evaluate(properties, rel, {"vnetEnabled": False})
+    assert public["publicNetworkAccess"] == "Enabled"  # today's default: see docs/threat-model.md
+
+
+def test_with_vnet_enabled_private_endpoints_exist_for_blob_queue_table_and_vault() -> None:
+    rel = "app/private-endpoints.bicep"
+    path, params, condition = _module("privateEndpoints")
+    assert path == rel and condition == "vnetEnabled"
+    assert _output_ref(params["storageAccountName"]) == ("storage", "name")
+    assert _output_ref(params["keyVaultName"]) == ("keyVault", "name")
+    assert params["subnetId"]["operator"]["operands"]["condition"] == "vnetEnabled"
+    subnet = params["subnetId"]["operator"]["operands"]["true_value"]
+    assert _output_ref(subnet) == ("vnet", "privateEndpointsSubnetId")
+
+    resources = _resources(rel)
+    endpoints = {e["groupId"]: e for e in _doc(rel)["variables"]["endpoints"]["value"]}
+    assert set(endpoints) == {"blob", "queue", "table", "vault"}
+    targets = {"blob": "Microsoft.Storage/storageAccounts", "queue": "Microsoft.Storage/storageAccounts",
+               "table": "Microsoft.Storage/storageAccounts", "vault": "Microsoft.KeyVault/vaults"}
+    for group, endpoint in endpoints.items():
+        target = _accessor(endpoint["target"])
+        assert target and target[1] == "id" and resources[target[0]]["type"] == targets[group], group
+        zone = endpoint["zone"]
+        assert zone.startswith("privatelink.vaultcore" if group == "vault" else f"privatelink.{group}."), zone
+
+    # one endpoint, one DNS zone, one VNet link and one zone group per entry, on the subnet and VNet passed in
+    for symbol, kind in (("privateEndpoints", "Microsoft.Network/privateEndpoints"),
+                         ("zones", "Microsoft.Network/privateDnsZones"),
+                         ("zoneLinks", "Microsoft.Network/privateDnsZones/virtualNetworkLinks"),
+                         ("zoneGroups", "Microsoft.Network/privateEndpoints/privateDnsZoneGroups")):
+        assert resources[symbol]["type"] == kind
+        _, condition, loop = _unwrap(resources[symbol]["config"])
+        assert condition is None and loop["detail"]["array_name"] == "endpoints", symbol
+    endpoint = _body(rel, "privateEndpoints")["properties"]
+    assert endpoint["subnet"] == {"id": "subnetId"}
+    connection = endpoint["privateLinkServiceConnections"][0]["properties"]
+    assert _accessor(connection["privateLinkServiceId"]) == ["endpoint", "target"]
+    assert [_accessor(g) for g in connection["groupIds"]] == [["endpoint", "groupId"]]
+    assert _accessor(_body(rel, "zoneLinks")["properties"]["virtualNetwork"]["id"]) == ["vnet", "id"]
+
+
+def test_with_vnet_enabled_the_app_is_integrated_into_a_subnet_delegated_to_container_apps() -> None:
+    """Flex Consumption's VNet integration: `virtualNetworkSubnetId` on the site, the subnet delegated to
+    Microsoft.App/environments (Azure-Samples' functions-quickstart-python-http-azd, infra/app/vnet.bicep)."""
+    path, _, condition = _module("vnet")
+    assert path == "app/vnet.bicep" and condition == "vnetEnabled"
+    subnet_param = _module("functionApp")[1]["virtualNetworkSubnetId"]
+    assert evaluate(subnet_param, "main.bicep", {"vnetEnabled": False}) == ""
+    assert _output_ref(subnet_param["operator"]["operands"]["true_value"]) == ("vnet", "appSubnetId")
+
+    site = _body("app/function.bicep", "functionApp")["properties"]
+    subnet_id = "/subscriptions/s/resourceGroups/g/providers/Microsoft.Network/virtualNetworks/v/subnets/app"
+    assert evaluate(site["virtualNetworkSubnetId"], "app/function.bicep", {"virtualNetworkSubnetId": subnet_id}) == subnet_id
+    assert evaluate(site["virtualNetworkSubnetId"], "app/function.bicep", {"virtualNetworkSubnetId": ""}) is None
+
+    vnet = _doc("app/vnet.bicep")
+    subnets = {s["name"]: s["properties"] for s in _body("app/vnet.bicep", "vnet")["properties"]["subnets"]}
+    names = {name: evaluate(name, "app/vnet.bicep", {}) for name in subnets}
+    by_name = {names[key]: value for key, value in subnets.items()}
+    app_output = vnet["outputs"]["appSubnetId"]["value"]["function"]["parameters"]
+    app_subnet = by_name[evaluate(app_output["resource_name_2"], "app/vnet.bicep", {})]
+    assert [d["properties"]["serviceName"] for d in app_subnet["delegations"]] == ["Microsoft.App/environments"]
+    pe_output = vnet["outputs"]["privateEndpointsSubnetId"]["value"]["function"]["parameters"]
+    pe_subnet = by_name[evaluate(pe_output["resource_name_2"], "app/vnet.bicep", {})]
+    assert not pe_subnet.get("delegations"), "private endpoints cannot live in a delegated subnet"
+
+
+# ---------------------------------------------------------------------------------------------- role assignments
+
+
+def _role_name(var: str) -> str:
+    """Built-in role name of a role `var`, by the convention test_infra.py checks against each GUID
+    (storageBlobDataOwner -> Storage Blob Data Owner)."""
+    return re.sub(r"(?<!^)([A-Z])", r" \1", var[0].upper() + var[1:])
+
+
+def _role_assignments() -> list[tuple[str, str, str]]:
+    """(file, role, scope symbol's resource type) of every role assignment under infra/."""
+    found = []
+    for path in sorted(INFRA.rglob("*.bicep")):
+        rel = path.relative_to(INFRA).as_posix()
+        resources = _resources(rel)
+        for resource in resources.values():
+            if str(resource.get("type")) != "Microsoft.Authorization/roleAssignments":
+                continue
+            body, _, loop = _unwrap(resource["config"])
+            role = body["properties"]["roleDefinitionId"]["function"]["parameters"]["resource_name_1"]
+            roles = (_doc(rel)["variables"][loop["detail"]["array_name"]]["value"]  # names of role vars
+                     if loop and role == loop["detail"]["item_name"] else [role])
+            scope = body["scope"]
+            if isinstance(scope, dict):  # containers[0]
+                scope = scope["operator"]["operands"]["operand_1"]
+            for var in roles:
+                found.append((rel, _role_name(var), resources[scope]["type"]))
+    return found
+
+
+def _documented_roles() -> list[dict[str, str]]:
+    """The rows of the role table in docs/deploy.md (header: Role | Scope | Held by | Granted by | Why)."""
+    text = DEPLOY_DOC.read_text(encoding="utf-8")
+    header = re.search(r"^\| Role \| Scope \| Held by \| Granted by \| Why \|$", text, re.M)
+    assert header, "docs/deploy.md has no role table"
+    rows = []
+    for line in text[header.end():].strip().splitlines()[1:]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        rows.append(dict(zip(("role", "scope", "holder", "granted", "why"), cells)))
+    return rows
+
+
+SCOPE_WORDS = {
+    "Microsoft.Storage/storageAccounts": "storage account",
+    "Microsoft.Storage/storageAccounts/queueServices/queues": "`segment-events` queue",
+    "Microsoft.Storage/storageAccounts/blobServices/containers": "`segments` container",
+    "Microsoft.KeyVault/vaults": "Key Vault",
+    "Microsoft.Insights/components": "Application Insights",
+}
+
+
+def test_every_role_assignment_is_listed_in_deploy_md() -> None:
+    assigned = _role_assignments()
+    assert len(assigned) == 7, assigned  # five for the app, Event Grid's sender, Customer Insights' writer
+    rows = _documented_roles()
+    from_infra = [row for row in rows if ".bicep" in row["granted"]]
+    for rel, role, scope in assigned:
+        matches = [row for row in from_infra if row["role"] == role and SCOPE_WORDS[scope] in row["scope"]
+                   and rel in row["granted"]]
+        assert len(matches) == 1, f"{rel}: {role} on {scope} is not (once) in docs/deploy.md's role table"
+        assert matches[0]["why"], f"{role}: say why"
+    assert len(from_infra) == len(assigned), "docs/deploy.md lists a role assignment infra/ does not make"
+
+
+def test_customer_insights_may_write_into_the_segments_container_only() -> None:
+    rel = "app/storage.bicep"
+    body, condition, _ = _unwrap(_resources(rel)["customerInsightsWriter"]["config"])
+    assert condition is not None, "only when its principal ID is given"
+    scope = body["scope"]["operator"]
+    assert scope["type"] == "index_accessor" and scope["operands"] == {"operand_1": "containers", "operand_2": 0}
+    _, _, loop = _unwrap(_resources(rel)["containers"]["config"])
+    names = _doc(rel)["variables"][loop["detail"]["array_name"]]["value"]
+    assert names[0] == "segmentsContainerName" and evaluate(names[0], rel, {}) == "segments"
+    role = body["properties"]["roleDefinitionId"]["function"]["parameters"]["resource_name_1"]
+    assert _role_name(role) == "Storage Blob Data Contributor"
+
+
+# ----------------------------------------------------------------------------------------------------- HTTP routes
+
+
+def _auth_level(node: ast.expr | None) -> str | None:
+    return node.attr if isinstance(node, ast.Attribute) else None
+
+
+def test_every_http_route_but_the_oauth_callback_needs_a_function_key() -> None:
+    """docs/threat-model.md's anonymous caller reaches one route. When Entra ID (App Service authentication) replaces
+    function keys, this test and the threat model change together."""
+    tree = ast.parse((ROOT / "function_app.py").read_text(encoding="utf-8"))
+    calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)]
+    apps = [call for call in calls if call.func.attr in ("FunctionApp", "Blueprint")]
+    assert apps, "no FunctionApp in function_app.py"
+    for app in apps:
+        default = next((k.value for k in app.keywords if k.arg == "http_auth_level"), None)
+        assert _auth_level(default) == "FUNCTION", "the app's default HTTP auth level must be FUNCTION"
+    routes = {}
+    for call in calls:
+        if call.func.attr != "route":
+            continue
+        keywords = {k.arg: k.value for k in call.keywords}
+        route = keywords["route"].value if isinstance(keywords.get("route"), ast.Constant) else None
+        level = _auth_level(keywords["auth_level"]) if "auth_level" in keywords else "FUNCTION"
+        routes.setdefault(route, set()).add(level)
+    assert len(routes) >= 7, routes  # destinations, their connect and exports, runs, errors, the callback
+    anonymous = {route for route, levels in routes.items() if levels - {"FUNCTION", "ADMIN"}}
+    assert anonymous == {"mailchimp/oauth/callback"}, routes
+
+
+# ------------------------------------------------------------------------------------------------- threat model
+
+
+def test_the_threat_model_cites_only_tests_that_exist() -> None:
+    """docs/threat-model.md backs each claim with `path::test_name`; a renamed or removed test makes it stale."""
+    text = (ROOT / "docs" / "threat-model.md").read_text(encoding="utf-8")
+    cited = set(re.findall(r"(tests/[\w/]+\.py)::(test_\w+)", text))
+    assert len(cited) >= 30, "the threat model names the tests behind its claims"
+    missing = sorted(f"{path}::{name}" for path, name in cited
+                     if not (ROOT / path).is_file()
+                     or not re.search(rf"^(async )?def {name}\(", (ROOT / path).read_text(encoding="utf-8"), re.M))
+    assert not missing, f"docs/threat-model.md cites tests that do not exist: {missing}"
