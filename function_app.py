@@ -11,6 +11,7 @@ import azure.functions as func
 
 from shared import bootstrap
 from shared.config import QUEUE_CHUNKS, QUEUE_PLANS, QUEUE_SEGMENT_EVENTS, STORAGE_CONNECTION
+from shared.destination_service import DestinationConflict, etag
 from shared.destinations import InvalidDestination
 from shared.events import created_blobs
 from shared.exports import Refused
@@ -108,19 +109,23 @@ def list_destinations(req: func.HttpRequest) -> func.HttpResponse:
 
 @app.route(route="destinations/{id}", methods=["GET"])
 def get_destination(req: func.HttpRequest) -> func.HttpResponse:
-    destination = bootstrap.app().destinations.get(req.route_params["id"])
-    if destination is None:
+    """ETag: the settings' version, to send back as If-Match with a PATCH or DELETE (412 if it changed meanwhile)."""
+    found = bootstrap.app().destinations.get_versioned(req.route_params["id"])
+    if found is None:
         return _error(404, f"destination {req.route_params['id']} does not exist")
-    return _json(destination.public())
+    return _json(found[0].public(), headers={"ETag": etag(found[1])})
 
 
 @app.route(route="destinations/{id}", methods=["PATCH"])
 def update_destination(req: func.HttpRequest) -> func.HttpResponse:
     """JSON Merge Patch of the create body: null removes (e.g. statusForNew), consent.accepted false withdraws."""
     try:
-        destination = bootstrap.app().destinations.update(req.route_params["id"], _body(req), _principal(req))
+        destination = bootstrap.app().destinations.update(req.route_params["id"], _body(req), _principal(req),
+                                                          if_match=req.headers.get("if-match"))
     except InvalidDestination as error:
         return _error(400, "the change is not valid; nothing was changed", error.problems)
+    except DestinationConflict as conflict:  # 409: lost to a change made meanwhile; 412: If-Match is out of date
+        return _error(conflict.status, conflict.message)
     if destination is None:
         return _error(404, f"destination {req.route_params['id']} does not exist")
     return _json(destination.public())
@@ -129,7 +134,10 @@ def update_destination(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="destinations/{id}", methods=["DELETE"])
 def delete_destination(req: func.HttpRequest) -> func.HttpResponse:
     """204 every time, also for a destination already gone, so a retried DELETE after a timeout is harmless."""
-    bootstrap.app().destinations.delete(req.route_params["id"])
+    try:
+        bootstrap.app().destinations.delete(req.route_params["id"], if_match=req.headers.get("if-match"))
+    except DestinationConflict as conflict:
+        return _error(conflict.status, conflict.message)
     return func.HttpResponse(status_code=204)
 
 

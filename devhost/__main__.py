@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
 from devhost.blob_events import parse_route
 from devhost.errors import ConfigError
 from devhost.host import HostOptions, run
+
+
+KEY_VARIABLE = "DEVHOST_FUNCTION_KEY"  # the function key, passed where `ps` does not show it
 
 
 def _positive_int(text: str) -> int:
@@ -25,7 +29,9 @@ def parse_args(argv: list[str]) -> HostOptions:
     parser.add_argument("--settings", type=Path,
                         help="local.settings.json to load (default: ROOT/local.settings.json when present)")
     parser.add_argument("--port", type=int, default=7071, help="HTTP port on 127.0.0.1 (0 picks a free one)")
-    parser.add_argument("--function-key", help="key FUNCTION and ADMIN routes require (x-functions-key or ?code=)")
+    parser.add_argument("--function-key", help="key FUNCTION and ADMIN routes require (x-functions-key or ?code=); "
+                                               f"anyone can read it in `ps`: prefer --function-key-file or ${KEY_VARIABLE}")
+    parser.add_argument("--function-key-file", type=Path, help="read the function key from this (owner-only) file")
     parser.add_argument("--message-lease-seconds", type=_positive_int, default=600,
                         help="how long a received queue message stays invisible, renewed while it runs (default 600)")
     parser.add_argument("--blob-events", action="append", default=[], metavar="CONTAINER=QUEUE",
@@ -35,12 +41,19 @@ def parse_args(argv: list[str]) -> HostOptions:
     parser.add_argument("--shutdown-seconds", type=float, default=10.0,
                         help="on SIGTERM/SIGINT, how long running functions may finish (default 10)")
     args = parser.parse_args(argv)
+    key = os.environ.pop(KEY_VARIABLE, None) or None  # popped: the app's own code never sees it in os.environ
+    if args.function_key_file is not None:
+        try:
+            key = args.function_key_file.read_text(encoding="utf-8").strip()
+        except OSError as error:
+            parser.error(f"--function-key-file: {error.strerror}: {args.function_key_file}")
+    key = args.function_key or key
     try:
         routes = tuple(parse_route(text) for text in args.blob_events)
     except ConfigError as error:
         parser.error(str(error))
     return HostOptions(app=args.app, root=args.root.resolve(), settings=args.settings, port=args.port,
-                       function_key=args.function_key, lease_seconds=args.message_lease_seconds,
+                       function_key=key, lease_seconds=args.message_lease_seconds,
                        blob_events=routes, shutdown_seconds=args.shutdown_seconds, state_file=args.state_file)
 
 

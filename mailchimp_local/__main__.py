@@ -1,12 +1,18 @@
 """Run the local Mailchimp:
 
     python -m mailchimp_local --host 127.0.0.1 --port 8765 [--connection-cap 10]
-                              [--latency-profile none|realistic] [--seed N]
+                              [--latency-profile none|realistic] [--seed N] [--state-file PATH]
+
+With --state-file, accounts, credentials and audiences survive a restart: loaded from PATH at start, saved there
+(owner-only) every 30 s while they change and on SIGTERM/SIGINT. Without it, every start is a fresh demo World.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import signal
+import threading
+from pathlib import Path
 
 from .demo import DEMO_API_KEY, DEMO_AUDIENCE_ID
 from .latency import PROFILES
@@ -24,12 +30,17 @@ def main(argv: list[str] | None = None) -> None:
                         default=os.environ.get("MAILCHIMP_LATENCY_PROFILE") or "none",
                         help="default: $MAILCHIMP_LATENCY_PROFILE, else none")
     parser.add_argument("--seed", type=int, default=1, help="seed of the fault generator")
+    parser.add_argument("--state-file", type=Path,
+                        help="keep accounts, credentials and audiences in this file across restarts (default: none)")
     args = parser.parse_args(argv)
     if args.latency_profile not in PROFILES:
         parser.error(f"MAILCHIMP_LATENCY_PROFILE must be one of {', '.join(PROFILES)}")
     if args.connection_cap < 1:
         parser.error("--connection-cap must be >= 1")
-    server = LocalMailchimpServer(args.host, args.port, Settings(args.connection_cap, args.latency_profile, args.seed))
+    server = LocalMailchimpServer(args.host, args.port, Settings(args.connection_cap, args.latency_profile, args.seed),
+                                  state_file=args.state_file)
+    # SIGTERM (`make down`) ends serve_forever like Ctrl-C does, so the state is saved on the way out
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     url = f"http://{args.host}:{server.server_address[1]}"
     print(f"Local Mailchimp on {url} (API root {url}/3.0, admin {url}/__admin/stats)", flush=True)
     print(f"Demo API key: {DEMO_API_KEY}", flush=True)

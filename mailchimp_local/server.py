@@ -4,10 +4,11 @@ from __future__ import annotations
 import sys
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from . import admin, gateway, oauth
+from . import admin, gateway, oauth, persist
 from .problems import ApiError
 from .web import Request, Response, json_response, problem_response
 from .world import Settings, World
@@ -17,10 +18,19 @@ class LocalMailchimpServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256  # bursts of new connections must queue, not be refused
 
-    def __init__(self, host: str, port: int, settings: Settings) -> None:
+    def __init__(self, host: str, port: int, settings: Settings, state_file: Path | None = None) -> None:
+        """With `state_file`, the World saved there (if any) is loaded, and kept there (see persist.py)."""
         self.settings = settings
-        self.world = World(settings)
+        self.world = (persist.load(settings, state_file) if state_file else None) or World(settings)
+        self.keeper = persist.Keeper(self, state_file) if state_file else None
         super().__init__((host, port), _Handler)
+        if self.keeper:
+            self.keeper.start()
+
+    def server_close(self) -> None:
+        super().server_close()
+        if self.keeper:
+            self.keeper.stop()
 
     def reset(self) -> None:
         """A fresh demo World; calls still sleeping in the old one are woken and finish there."""

@@ -1,109 +1,312 @@
 """The local stack: Azurite, the local Mailchimp and the Functions host, and a demo export through all three.
 
-    python -m scripts.stack up      # start in the background, write .local/stack.env
-    python -m scripts.stack down    # stop what `up` started
-    python -m scripts.stack demo    # up, export a generated segment, show the result, down
+    python -m scripts.stack up      # start in the background what is not running yet, write .local/stack.env
+    python -m scripts.stack down    # stop what `up` started (Azurite and the local Mailchimp keep their data)
+    python -m scripts.stack clean   # down, then delete .local/ (Azurite's data, the local Mailchimp's, secrets, logs)
+    python -m scripts.stack demo    # up, export a generated segment, show the result, stop what it started
     python -m scripts.stack sample --rows 5000 --segment HighValueCustomers   # drop a new snapshot into the stack
+    python -m scripts.stack rotate-state-key   # a new version of the local OAuth state signing key
+
+Everything under .local/ is owner-only (folders 0700, files 0600): it holds the function key, the demo credentials,
+the local secret store, Azurite's and the local Mailchimp's data (addresses) and logs. The function key reaches the
+host in its environment (readable only by its owner), never on the command line, which `ps` shows to everyone.
+
+`up` on a running stack leaves running services alone and starts only what is missing (a Functions host whose
+settings changed is restarted: it keeps no data). Azurite persists under .local/azurite and the local Mailchimp under
+.local/mailchimp-state.json, so runs recorded in Azurite keep pointing at audiences and members that still exist.
 """
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import secrets
 import shutil
 import signal
+import socket
 import sys
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 import requests
 
 from shared.config import QUEUE_SEGMENT_EVENTS
-from tests.services import ROOT, start_azurite, start_functions_host, start_local_mailchimp, stop_process, wait_until
+from tests.services import (AZURITE_ACCOUNT, AZURITE_KEY, ROOT, start_azurite, start_functions_host,
+                            start_local_mailchimp, wait_until)
 
-LOCAL = ROOT / ".local"
-PIDS = LOCAL / "stack.pids"
-STACK_ENV = LOCAL / "stack.env"
-SETTINGS = ROOT / "local.settings.json"
-AZURITE_PORTS = (10000, 10001, 10002)
-MAILCHIMP_PORT = 8765
-FUNCTIONS_PORT = 7071
+SERVICES = ("azurite", "mailchimp", "functions")  # started in this order, stopped in the reverse one
 
 
-def _settings() -> dict[str, str]:
-    if not SETTINGS.exists():
-        shutil.copy(ROOT / "local.settings.example.json", SETTINGS)
-        print(f"created {SETTINGS.name} from local.settings.example.json")
-    return json.loads(SETTINGS.read_text())["Values"]
+@dataclass(frozen=True)
+class Layout:
+    """Where the stack keeps its files and which ports it uses (tests use a temporary folder and free ports)."""
+
+    local: Path = ROOT / ".local"
+    settings: Path = ROOT / "local.settings.json"
+    azurite_ports: tuple[int, int, int] = (10000, 10001, 10002)
+    mailchimp_port: int = 8765
+    functions_port: int = 7071
+    stop_seconds: dict[str, float] = field(default_factory=lambda: {"mailchimp": 60.0})  # it saves its state first
+
+    @property
+    def pids(self) -> Path:
+        return self.local / "stack.pids"
+
+    @property
+    def env(self) -> Path:
+        return self.local / "stack.env"
+
+    @property
+    def key(self) -> Path:
+        return self.local / "function-key"
+
+    @property
+    def logs(self) -> Path:
+        return self.local / "logs"
+
+    @property
+    def mailchimp_state(self) -> Path:
+        return self.local / "mailchimp-state.json"
+
+    @property
+    def functions_settings(self) -> Path:
+        return self.local / "functions.settings.json"
+
+    @property
+    def azurite_connection_string(self) -> str:
+        blob, queue, table = self.azurite_ports
+        return (f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+                f"BlobEndpoint=http://127.0.0.1:{blob}/{AZURITE_ACCOUNT};"
+                f"QueueEndpoint=http://127.0.0.1:{queue}/{AZURITE_ACCOUNT};"
+                f"TableEndpoint=http://127.0.0.1:{table}/{AZURITE_ACCOUNT};")
+
+    @property
+    def mailchimp_url(self) -> str:
+        return f"http://127.0.0.1:{self.mailchimp_port}"
+
+    @property
+    def functions_url(self) -> str:
+        return f"http://127.0.0.1:{self.functions_port}/api"
 
 
-def _key() -> str:
-    path = LOCAL / "function-key"
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(24))
-        path.chmod(0o600)
-    return path.read_text().strip()
+DEFAULT = Layout()
 
 
-def up() -> dict[str, str]:
-    LOCAL.mkdir(exist_ok=True)
-    if PIDS.exists():
-        down(quiet=True)
-    values = _settings()
-    logs = LOCAL / "logs"
-    logs.mkdir(exist_ok=True)
-    print("starting Azurite, the local Mailchimp and the Functions host ...")
-    azurite = start_azurite(AZURITE_PORTS, location=LOCAL / "azurite", log=logs / "azurite.log")
-    mailchimp = start_local_mailchimp(port=MAILCHIMP_PORT, log=logs / "mailchimp.log")
+# --- owner-only files ---------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _owner_only() -> Iterator[None]:
+    """Files and folders made meanwhile, by this process or the services it starts (they keep the umask), are
+    owner-only."""
+    previous = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def _private_folder(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Written to a temporary owner-only file and renamed: never readable by others, not even for a moment."""
+    temporary = path.with_name(path.name + ".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.chmod(temporary, 0o600)
+    os.replace(temporary, path)
+
+
+def _tighten(layout: Layout) -> None:
+    """Files of a stack made before these rules (or copied in) become owner-only too."""
+    for folder, folders, files in os.walk(layout.local):  # symbolic links are not followed
+        with contextlib.suppress(FileNotFoundError):  # a running Azurite may replace files meanwhile
+            os.chmod(folder, 0o700)
+        for name in files:
+            path = os.path.join(folder, name)
+            with contextlib.suppress(FileNotFoundError):
+                if not os.path.islink(path):
+                    os.chmod(path, (os.stat(path).st_mode & 0o700) or 0o600)
+
+
+# --- what is running -------------------------------------------------------------------------------------------------
+
+def _read_pids(layout: Layout) -> dict[str, int]:
+    try:
+        text = layout.pids.read_text()
+    except FileNotFoundError:
+        return {}
+    try:
+        return {name: int(pid) for name, pid in json.loads(text).items()}
+    except ValueError:  # the older format: one pid a line, in SERVICES order
+        return dict(zip(SERVICES, (int(pid) for pid in text.split())))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False  # someone else's process now holds that pid
+    return True
+
+
+def _answers(layout: Layout, name: str) -> bool:
+    try:
+        if name == "azurite":
+            for port in layout.azurite_ports:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    pass
+            return True
+        if name == "mailchimp":
+            return requests.get(f"{layout.mailchimp_url}/__admin/stats", timeout=2).ok
+        return requests.get(f"{layout.functions_url}/destinations", timeout=2).status_code in (200, 401)
+    except (OSError, requests.RequestException):
+        return False
+
+
+def running(layout: Layout = DEFAULT) -> dict[str, int]:
+    """The stack's services that are up: started by `up` (a pid we recorded, still alive) and answering."""
+    return {name: pid for name, pid in _read_pids(layout).items()
+            if name in SERVICES and _alive(pid) and _answers(layout, name)}
+
+
+def _stop(pid: int, seconds: float = 10.0) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):  # started by this very process (demo, tests): reap it
+            os.waitpid(pid, os.WNOHANG)
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+# --- up and down -------------------------------------------------------------------------------------------------------
+
+def _settings(layout: Layout) -> dict[str, str]:
+    if not layout.settings.exists():
+        shutil.copy(ROOT / "local.settings.example.json", layout.settings)
+        print(f"created {layout.settings.name} from local.settings.example.json")
+    return json.loads(layout.settings.read_text())["Values"]
+
+
+def _key(layout: Layout) -> str:
+    if not layout.key.exists():
+        _write_private(layout.key, secrets.token_urlsafe(24))
+    layout.key.chmod(0o600)
+    return layout.key.read_text().strip()
+
+
+def _host_settings(layout: Layout) -> dict[str, str]:
+    values = _settings(layout)
+    overrides = {name: os.environ[name] for name in values if name in os.environ}
+    return {**values, **overrides}
+
+
+def _runs_with(layout: Layout, values: dict[str, str]) -> bool:
+    """Whether the running host was started with these settings."""
+    try:
+        return json.loads(layout.functions_settings.read_text())["Values"] == values
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def up(layout: Layout = DEFAULT) -> dict[str, str]:
+    """Start what is not running yet; services already up are left alone (their data stays where it is)."""
+    with _owner_only():
+        _private_folder(layout.local)
+        _private_folder(layout.logs)
+        _tighten(layout)
+        values = _host_settings(layout)
+        pids = running(layout)
+        for name in SERVICES:
+            if name in pids:
+                print(f"{name} is running already (pid {pids[name]})")
+        if "functions" in pids and not _runs_with(layout, values):
+            print("the Functions host's settings changed: restarting it")
+            _stop(pids.pop("functions"))
+        started = []
+        if "azurite" not in pids:
+            azurite = start_azurite(layout.azurite_ports, location=layout.local / "azurite", log=layout.logs / "azurite.log")
+            pids["azurite"] = azurite.process.pid
+            started.append("Azurite")
+        if "mailchimp" not in pids:
+            mailchimp = start_local_mailchimp("--state-file", str(layout.mailchimp_state), port=layout.mailchimp_port,
+                                              log=layout.logs / "mailchimp.log")
+            pids["mailchimp"] = mailchimp.process.pid
+            started.append("the local Mailchimp")
+        _write_private(layout.pids, json.dumps(pids))
+        if "functions" not in pids:
+            container = values.get("SEGMENTS_CONTAINER") or "segments"
+            key = _key(layout)
+            host = start_functions_host(values, port=layout.functions_port, key=key, log=layout.logs / "functions.log",
+                                        settings_path=layout.functions_settings,
+                                        extra_args=("--blob-events", f"{container}={QUEUE_SEGMENT_EVENTS}"))
+            pids["functions"] = host.process.pid
+            started.append("the Functions host")
+            _write_private(layout.pids, json.dumps(pids))
     from mailchimp_local.demo import DEMO_API_KEY, DEMO_AUDIENCE_ID
 
-    PIDS.write_text(f"{azurite.process.pid}\n{mailchimp.process.pid}\n")
-    overrides = {name: os.environ[name] for name in values if name in os.environ}
-    container = {**values, **overrides}.get("SEGMENTS_CONTAINER") or "segments"
-    host = start_functions_host({**values, **overrides}, port=FUNCTIONS_PORT, key=_key(), log=logs / "functions.log",
-                                settings_path=LOCAL / "functions.settings.json",
-                                extra_args=("--blob-events", f"{container}={QUEUE_SEGMENT_EVENTS}"))
-    with PIDS.open("a") as f:
-        f.write(f"{host.process.pid}\n")
     env = {
-        "FUNCTIONS_URL": host.url,
-        "FUNCTION_KEY": host.key,
-        "MAILCHIMP_URL": mailchimp.url,
+        "FUNCTIONS_URL": layout.functions_url,
+        "FUNCTION_KEY": _key(layout),
+        "MAILCHIMP_URL": layout.mailchimp_url,
         "MAILCHIMP_API_KEY": DEMO_API_KEY,
         "MAILCHIMP_AUDIENCE_ID": DEMO_AUDIENCE_ID,
-        "AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string,
+        "AZURE_STORAGE_CONNECTION_STRING": layout.azurite_connection_string,
     }
-    STACK_ENV.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
-    print(f"stack is up; settings for curl are in {STACK_ENV.relative_to(ROOT)} (logs in .local/logs/)")
+    _write_private(layout.env, "".join(f"{k}={v}\n" for k, v in env.items()))
+    where = layout.env.relative_to(ROOT) if layout.env.is_relative_to(ROOT) else layout.env
+    print(f"started {', '.join(started)}" if started else "nothing to start: the stack is up")
+    print(f"stack is up; settings for curl are in {where} (logs in {layout.logs.name}/)")
     return env
 
 
-def down(quiet: bool = False) -> None:
-    if not PIDS.exists():
+def down(layout: Layout = DEFAULT, quiet: bool = False, only: set[str] | None = None) -> None:
+    """Stop the stack's services (or `only` those); Azurite and the local Mailchimp keep their data for the next `up`."""
+    pids = _read_pids(layout)
+    if not pids:
         if not quiet:
             print("nothing to stop")
         return
-    for pid in reversed(PIDS.read_text().split()):
-        try:
-            os.killpg(int(pid), signal.SIGTERM)
-        except ProcessLookupError:
-            continue
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(int(pid), 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.1)
-        else:
-            os.killpg(int(pid), signal.SIGKILL)
-    PIDS.unlink()
+    for name in reversed(SERVICES):
+        if name in pids and (only is None or name in only):
+            _stop(pids.pop(name), layout.stop_seconds.get(name, 10.0))
+    if pids:
+        _write_private(layout.pids, json.dumps(pids))
+    else:
+        layout.pids.unlink(missing_ok=True)
     if not quiet:
-        print("stack stopped")
+        print("stack stopped" if not pids else f"stopped; still running: {', '.join(pids)}")
 
+
+def clean(layout: Layout = DEFAULT) -> None:
+    """Stop everything and delete its data: Azurite's, the local Mailchimp's, the secrets, the key and the logs."""
+    down(layout, quiet=True)
+    shutil.rmtree(layout.local, ignore_errors=True)
+    print(f"removed {layout.local}")
+
+
+# --- demo ----------------------------------------------------------------------------------------------------------------
 
 def _bar(done: int, total: int | None, width: int = 40) -> str:
     if not total:
@@ -112,19 +315,19 @@ def _bar(done: int, total: int | None, width: int = 40) -> str:
     return "[" + "#" * filled + "." * (width - filled) + f"] {done}/{total} chunks"
 
 
-def _stack_env() -> dict[str, str]:
-    if not STACK_ENV.exists():
+def _stack_env(layout: Layout = DEFAULT) -> dict[str, str]:
+    if not layout.env.exists():
         sys.exit("the stack is not up: run `make up` first")
-    return dict(line.split("=", 1) for line in STACK_ENV.read_text().splitlines() if "=" in line)
+    return dict(line.split("=", 1) for line in layout.env.read_text().splitlines() if "=" in line)
 
 
-def sample(env: dict[str, str], rows: int, segment: str) -> None:
+def sample(env: dict[str, str], rows: int, segment: str, layout: Layout = DEFAULT) -> None:
     """Write a generated snapshot of `segment` into the stack's segments container, stamped now."""
     from azure.storage.blob import BlobServiceClient
 
     from shared.sample_segments import write_sample_export
 
-    container_name = _settings().get("SEGMENTS_CONTAINER") or "segments"
+    container_name = _settings(layout).get("SEGMENTS_CONTAINER") or "segments"
     container = BlobServiceClient.from_connection_string(env["AZURE_STORAGE_CONNECTION_STRING"]).get_container_client(container_name)
     if not container.exists():
         container.create_container()
@@ -134,11 +337,12 @@ def sample(env: dict[str, str], rows: int, segment: str) -> None:
                         segments={segment: rows}, taken_at=taken_at)
 
 
-def demo(rows: int) -> None:
-    env = up()
+def demo(rows: int, layout: Layout = DEFAULT) -> None:
+    already = set(running(layout))
+    env = up(layout)
     try:
         key_headers = {"x-functions-key": env["FUNCTION_KEY"]}
-        sample(env, rows, "HighValueCustomers")
+        sample(env, rows, "HighValueCustomers", layout)
         destination = requests.post(f"{env['FUNCTIONS_URL']}/destinations", headers=key_headers, timeout=60, json={
             "displayName": "Demo audience",
             "consent": {"accepted": True},
@@ -172,7 +376,7 @@ def demo(rows: int) -> None:
         print()
         _summary(run, env, key_headers)
     finally:
-        down()
+        down(layout, only=set(SERVICES) - already)  # a stack that was up before the demo stays up
 
 
 def _summary(run: dict, env: dict[str, str], key_headers: dict[str, str]) -> None:
@@ -194,9 +398,20 @@ def _summary(run: dict, env: dict[str, str], key_headers: dict[str, str]) -> Non
         print(f"  tag {tag['name']!r}: {tag['member_count']:,} members")
 
 
+def rotate_state_key(layout: Layout = DEFAULT) -> None:
+    """A new version of the OAuth state signing key in the local secret store (see docs/destinations.md)."""
+    from shared.adapters.secrets import LocalFileSecrets
+    from shared.oauth import rotate_state_key as rotate
+
+    folder = Path(_host_settings(layout).get("LOCAL_SECRETS_DIR") or ".local/secrets")
+    with _owner_only():
+        rotate(LocalFileSecrets(str(folder if folder.is_absolute() else ROOT / folder)))
+    print("the OAuth state key has a new version; states signed with the previous one stay valid until they expire")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["up", "down", "demo", "sample"])
+    parser.add_argument("command", choices=["up", "down", "clean", "demo", "sample", "rotate-state-key"])
     parser.add_argument("--rows", type=int, default=20_000, help="profiles in the generated segment")
     parser.add_argument("--segment", default="HighValueCustomers", help="segment name for `sample`")
     args = parser.parse_args()
@@ -204,8 +419,12 @@ def main() -> None:
         up()
     elif args.command == "down":
         down()
+    elif args.command == "clean":
+        clean()
     elif args.command == "sample":
         sample(_stack_env(), args.rows, args.segment)
+    elif args.command == "rotate-state-key":
+        rotate_state_key()
     else:
         demo(args.rows)
 

@@ -22,6 +22,12 @@ class ColumnMismatch(Exception):
         super().__init__("; ".join(parts) + f"; the snapshot's columns are {list(columns)}: fix the mapping")
         self.missing = missing
         self.ambiguous = ambiguous
+        # For log lines: counts and column numbers only. A snapshot's "columns" can be data (a CSV without its
+        # header row makes the first row's addresses the column names); the message above is for the admin.
+        numbers = [[i + 1 for i, column in enumerate(columns) if column in candidates] for candidates in ambiguous.values()]
+        self.log_text = (f"{len(missing)} mapped column(s) missing and {len(ambiguous)} ambiguous"
+                         + "".join(f" (snapshot columns {', '.join(map(str, n))} differ only in letter case)" for n in numbers)
+                         + f" among the snapshot's {len(columns)} column(s)")
 
 
 def resolve_columns(wanted: Iterable[str], columns: Sequence[str]) -> dict[str, str]:

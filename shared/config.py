@@ -5,10 +5,12 @@ fails at start with one readable message instead of at the first export.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
 from typing import Mapping
+from urllib.parse import urlsplit
 
 STORAGE_CONNECTION = "AzureWebJobsStorage"  # connection name used by the triggers and the SDK clients
 
@@ -111,7 +113,31 @@ def _url(env: Mapping[str, str], name: str, default: str | None, problems: list[
     value = env.get(name, "").strip() or default or ""
     if not re.match(r"^https?://[^/]", value):
         problems.append(f"{name} must be an absolute http(s) URL, got {value!r}")
+    elif not secure_or_local(value):
+        problems.append(_NOT_HTTPS.format(name=name, value=value))
     return value
+
+
+_NOT_HTTPS = ("{name} must be an https:// URL, got {value!r}: plain http is accepted only for loopback hosts "
+              "(127.0.0.0/8, ::1, localhost), which is how local development is recognised")
+
+
+def secure_or_local(url: str) -> bool:
+    """https, or http to this machine only (the local Mailchimp, Azurite): credentials never cross a network in clear.
+
+    Local development is recognised by the host alone, not by a setting that could be left on in Azure."""
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        return True
+    host = (parts.hostname or "").rstrip(".")
+    if parts.scheme != "http" or not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _oauth(env: Mapping[str, str], problems: list[str]) -> OAuthSettings | None:
@@ -146,6 +172,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     base_url = env.get("MAILCHIMP_API_BASE_URL", "").strip().rstrip("/") or None
     if base_url and not re.match(r"^https?://", base_url):
         problems.append(f"MAILCHIMP_API_BASE_URL must be an http(s) URL including the version path (e.g. https://us6.api.mailchimp.com/3.0), got {base_url!r}")
+    elif base_url and not secure_or_local(base_url):
+        problems.append(_NOT_HTTPS.format(name="MAILCHIMP_API_BASE_URL", value=base_url))
     settings = Settings(
         storage=storage,
         segments_container=container,

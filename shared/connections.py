@@ -25,8 +25,9 @@ def api_key_secret(api_key: str) -> dict[str, Any]:
 
 
 def oauth_secret(token: str, metadata: dict[str, Any]) -> dict[str, Any]:
-    """OAuth tokens carry no data centre, so the metadata's answer is kept with the token."""
-    return {"kind": "oauth", "accessToken": token, "dc": metadata.get("dc"), "apiEndpoint": metadata.get("api_endpoint")}
+    """OAuth tokens carry no data centre, so the metadata's data centre is kept with the token. The API host is
+    built from it (https://<dc>.api.mailchimp.com/3.0) each time; no URL is stored."""
+    return {"kind": "oauth", "accessToken": token, "dc": metadata.get("dc")}
 
 
 class NotConnected(Exception):
@@ -54,6 +55,18 @@ class MailchimpConnections:
     def remove(self, destination: Destination) -> None:
         self._secrets.delete(destination.secret_name)
         self.forget(destination)
+
+    def stored(self, destination: Destination) -> str | None:
+        """The credential as it is stored now, to put back if a change that replaces it loses a race."""
+        return self._secrets.get(destination.secret_name)
+
+    def put_back(self, destination: Destination, stored: str | None) -> None:
+        """Restore what `stored` returned (None: there was no credential)."""
+        if stored is None:
+            self.remove(destination)
+        else:
+            self._secrets.set(destination.secret_name, stored)
+            self.forget(destination)
 
     def forget(self, destination: Destination) -> None:
         with self._lock:
@@ -85,8 +98,8 @@ class MailchimpConnections:
     def _credentials(self, secret: dict[str, Any]) -> Credentials:
         if secret["kind"] == "api_key":
             return Credentials.from_api_key(secret["apiKey"], base_url=self._base_url)
-        return Credentials.from_oauth_token(secret["accessToken"], {"dc": secret.get("dc"), "api_endpoint": secret.get("apiEndpoint")},
-                                            base_url=self._base_url)
+        # an `apiEndpoint` kept by older versions is ignored: the host comes from the checked data centre only
+        return Credentials.from_oauth_token(secret["accessToken"], {"dc": secret.get("dc")}, base_url=self._base_url)
 
     def call(self, destination: Destination, action: Callable[[MailchimpClient], Any]) -> Any:
         """Run `action` with the destination's client; after a 401, re-read the credential once and try again."""

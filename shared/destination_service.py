@@ -3,11 +3,19 @@
 Nothing is stored until Mailchimp has confirmed it: the credential works, the audience exists, and every mapped
 merge tag exists (or was created because the request asked for it). A credential goes to the secret store, never
 into the destination record or an answer.
+
+Every change is written conditionally on the version it was computed from (see DestinationTable): a PATCH or an
+OAuth finish that read the destination before a consent withdrawal, a DELETE or another change landed loses with
+409 and saves nothing (a credential it had stored already is put back as it was), so nothing is silently undone.
+A DELETE that finds the destination changed under it (a credential may have been stored meanwhile) removes the
+credential again and retries, so it never leaves a credential behind. A client may send If-Match with the ETag of
+its read (GET answers it); a different current version is refused with 412.
 """
 from __future__ import annotations
 
 from typing import Any, Mapping, Protocol
 
+from shared.adapters.tables import StaleDestination
 from shared.cdm_types import column_types
 from shared.config import OAuthSettings
 from shared.connections import MailchimpConnections, NotConnected, api_key_secret, oauth_secret
@@ -24,10 +32,42 @@ DELETED = "the destination was deleted"
 
 
 class DestinationStore(Protocol):
-    def save(self, destination: Destination) -> None: ...
+    def save(self, destination: Destination, expected: str | None = None) -> str: ...
     def get(self, destination_id: str) -> Destination | None: ...
+    def read(self, destination_id: str) -> tuple[Destination, str] | None: ...
     def list(self) -> list[Destination]: ...
-    def delete(self, destination_id: str) -> None: ...
+    def delete(self, destination_id: str, expected: str | None = None) -> None: ...
+
+
+class DestinationConflict(Exception):
+    """A write lost to another change of the same destination; nothing was saved. `status`: 409, or 412 when the
+    client's If-Match no longer matches."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def etag(version: str) -> str:
+    return f'"{version}"'
+
+
+def _matches(if_match: str, version: str) -> bool:
+    """RFC 9110 If-Match: a list of entity tags, or *; weak tags compare by their opaque part here."""
+    for tag in (part.strip() for part in if_match.split(",")):
+        if tag == "*" or tag.removeprefix("W/").strip('"') == version:
+            return True
+    return False
+
+
+def _stale(destination_id: str, stale: StaleDestination) -> DestinationConflict:
+    if stale.deleted:
+        return DestinationConflict(409, f"destination {destination_id} was deleted while this change was being made: "
+                                        "nothing was saved")
+    return DestinationConflict(409, f"destination {destination_id} was changed by someone else while this change was "
+                                    "being made (for example its consent was withdrawn): nothing was saved; GET it to "
+                                    "see what it is now, and send the change again if it still applies")
 
 
 class Exports(Protocol):
@@ -57,23 +97,38 @@ class DestinationService:
     def get(self, destination_id: str) -> Destination | None:
         return self._store.get(destination_id)
 
+    def get_versioned(self, destination_id: str) -> tuple[Destination, str] | None:
+        """The destination and its version (the ETag a client sends back in If-Match)."""
+        return self._store.read(destination_id)
+
     def list(self) -> list[Destination]:
         return self._store.list()
 
     def create(self, body: Any, accepted_by: str) -> Destination:
         """Without an API key the destination is stored unconnected, to be connected with OAuth afterwards."""
-        return self._save(new_destination(body, accepted_by))
+        return self._save(new_destination(body, accepted_by), None)
 
-    def update(self, destination_id: str, patch: Any, changed_by: str) -> Destination | None:
-        current = self._store.get(destination_id)
-        if current is None:
+    def update(self, destination_id: str, patch: Any, changed_by: str, if_match: str | None = None) -> Destination | None:
+        """The PATCH merged into the current record and written only if that record is still current
+        (DestinationConflict otherwise); None when the destination does not exist."""
+        found = self._store.read(destination_id)
+        if found is None:
             return None
-        destination = self._save(updated_destination(current, patch, changed_by))
+        current, version = found
+        self._check_if_match(destination_id, if_match, version)
+        destination = self._save(updated_destination(current, patch, changed_by), version)
         if current.consent_accepted and not destination.consent_accepted:  # nothing more leaves, from now on
             self._exports.cancel(destination_id, f"consent withdrawn by {destination.consent_by} at {destination.consent_at}")
         return destination
 
-    def _save(self, change: Change) -> Destination:
+    @staticmethod
+    def _check_if_match(destination_id: str, if_match: str | None, version: str) -> None:
+        if if_match is not None and not _matches(if_match, version):
+            raise DestinationConflict(412, f"destination {destination_id} has changed since the version in If-Match "
+                                           f"(it is now {etag(version)}): nothing was saved; GET it and send the "
+                                           "change again with its ETag")
+
+    def _save(self, change: Change, expected: str | None) -> Destination:
         destination = change.destination
         if change.api_key is not None:
             try:
@@ -82,16 +137,42 @@ class DestinationService:
                     self._check(client, destination, "mailchimp.apiKey", change.create_missing_merge_fields)
             except ValueError as error:  # a malformed key, said without the key
                 raise _problem("mailchimp.apiKey", str(error)) from None
-            self._connections.store(destination, secret)
             destination = with_credential(destination, "api_key")
-        elif change.recheck and destination.credential_kind != "none":
+            try:
+                self._write_with_credential(destination, expected, secret)
+            except StaleDestination as stale:
+                raise _stale(destination.id, stale) from None
+            return destination
+        if change.recheck and destination.credential_kind != "none":
             self._connections.forget(destination)  # check with the stored credential, not a copy cached before a rotation
             try:
                 self._check(self._connections.client(destination), destination, "mailchimp", change.create_missing_merge_fields)
             except NotConnected as error:
                 raise _problem("mailchimp", str(error)) from None
-        self._store.save(destination)
+        try:
+            self._store.save(destination, expected)
+        except StaleDestination as stale:
+            raise _stale(destination.id, stale) from None
         return destination
+
+    def _write_with_credential(self, destination: Destination, expected: str | None, secret: dict[str, Any]) -> None:
+        """Credential first, then the record, conditionally. If the record lost (StaleDestination), the credential
+        is put back as it was, or removed if the destination was deleted meanwhile, so a losing change leaves neither
+        a credential the record does not know of nor one a DELETE already removed."""
+        if expected is not None:  # a cheap early look: most races are lost here, before the secret store is touched
+            found = self._store.read(destination.id)
+            if found is None or found[1] != expected:
+                raise StaleDestination(destination.id, found is None, None if found is None else found[1])
+        before = self._connections.stored(destination) if expected is not None else None
+        self._connections.store(destination, secret)
+        try:
+            self._store.save(destination, expected)
+        except StaleDestination as stale:
+            if stale.deleted:
+                self._connections.remove(destination)
+            else:
+                self._connections.put_back(destination, before)
+            raise
 
     def _check(self, client: MailchimpClient, destination: Destination, credential_field: str, create_missing: bool) -> None:
         """The checks an admin expects on save and connect; missing merge fields are created only when asked."""
@@ -139,9 +220,10 @@ class DestinationService:
         if params.get("error"):
             raise OAuthFailed(403, f"Mailchimp access was not granted ({params['error'][:50]}): nothing was stored; connect "
                                    "again and allow access, or use an API key")
-        destination = self._store.get(state.destination_id)
-        if destination is None:
+        found = self._store.read(state.destination_id)
+        if found is None:
             raise OAuthFailed(404, f"destination {state.destination_id} was deleted while connecting: nothing was stored")
+        destination, version = found
         code = params.get("code")
         if not code:
             raise OAuthFailed(400, "Mailchimp's answer has no authorization code: nothing was stored; connect again")
@@ -152,23 +234,41 @@ class DestinationService:
                 self._check(client, destination, "mailchimp", state.create_missing_merge_fields)
         except (MailchimpError, ValueError) as error:
             raise OAuthFailed(502, f"Mailchimp's account details could not be read with the new token ({error}): nothing was stored") from None
-        self._connections.store(destination, secret)
         destination = with_credential(destination, "oauth")
-        self._store.save(destination)
+        try:
+            self._write_with_credential(destination, version, secret)
+        except StaleDestination as stale:
+            if stale.deleted:
+                raise OAuthFailed(409, f"destination {destination.id} was deleted while connecting: nothing was stored") from None
+            raise OAuthFailed(409, f"destination {destination.id} was changed while connecting (for example its consent "
+                                   "was withdrawn or its mapping changed): nothing was stored; start again from GET "
+                                   f"/api/destinations/{destination.id}/mailchimp/connect") from None
         return destination
 
     # --- delete ---------------------------------------------------------------------------------------------
 
-    def delete(self, destination_id: str) -> None:
+    def delete(self, destination_id: str, if_match: str | None = None) -> None:
         """Idempotent: the running export is cancelled, the credential and the per-row files (emails) removed, and
         the record deleted last, so a failure half-way leaves a destination whose DELETE can simply be sent again.
-        Run records stay for audit: they hold counts, not personal data."""
-        destination = self._store.get(destination_id)
-        if destination is None:
-            return
-        cancelled = self._exports.cancel(destination_id, DELETED)
-        self._connections.remove(destination)
-        for run in self._exports.runs_of(destination_id):
-            if run.finished_at and run.id != cancelled:  # a cancelled run's workers still read its chunk files
-                self._run_files.delete_prefix(f"runs/{run.id}/")
-        self._store.delete(destination_id)
+        Run records stay for audit: they hold counts, not personal data.
+
+        The record is deleted only if nothing changed it since it was read; if a PATCH or an OAuth finish landed
+        meanwhile (and may have stored a credential after it was removed), all of it is done again."""
+        for _ in range(5):
+            found = self._store.read(destination_id)
+            if found is None:
+                return
+            destination, version = found
+            self._check_if_match(destination_id, if_match, version)
+            cancelled = self._exports.cancel(destination_id, DELETED)
+            self._connections.remove(destination)
+            for run in self._exports.runs_of(destination_id):
+                if run.finished_at and run.id != cancelled:  # a cancelled run's workers still read its chunk files
+                    self._run_files.delete_prefix(f"runs/{run.id}/")
+            try:
+                self._store.delete(destination_id, version)
+                return
+            except StaleDestination:
+                continue
+        raise DestinationConflict(409, f"destination {destination_id} kept changing while it was being deleted: its "
+                                       "credential is removed, the record is not; send DELETE again")

@@ -201,7 +201,8 @@ class ExportService:
             try:
                 parts.append(self._segment_part(destination, name, newest))
             except Refused as refused:  # a segment without snapshot yet, or one the mapping does not fit
-                log.info("destination %s: segment skipped for a %s export: %s", destination.id, trigger, refused.message)
+                said = getattr(refused, "log_message", refused.message)  # without the snapshot's columns (may be data)
+                log.info("destination %s: segment skipped for a %s export: %s", destination.id, trigger, said)
         covers = {p.segment: p.snapshot for p in parts}
         exported = self.destinations.exported(destination.id)
         if not parts or all(snap <= exported.get(segment, "") for segment, snap in covers.items()):
@@ -296,7 +297,9 @@ class ExportService:
         try:
             resolve_columns(destination.mapping.columns(), snapshot_columns(self.segments, snapshot))
         except ColumnMismatch as error:
-            raise Refused(422, f"snapshot {snapshot.id} of segment {name!r}: {error}") from None
+            refused = Refused(422, f"snapshot {snapshot.id} of segment {name!r}: {error}")
+            refused.log_message = f"snapshot {snapshot.id} of segment {name!r}: {error.log_text}"  # type: ignore[attr-defined]
+            raise refused from None
         return SegmentPart(segment=snapshot.segment, snapshot=snapshot.id, folder=snapshot.folder, tag=destination.tag_for(snapshot.segment))
 
     def _check_mailchimp(self, destination: Destination) -> None:
@@ -356,7 +359,7 @@ class ExportService:
                                                      snapshot_columns(self.segments, snapshots[part.segment]))
                        for part in run.segments}
         except ColumnMismatch as error:
-            self._fail(run, f"{error} (nothing was sent)")
+            self._fail(run, f"{error} (nothing was sent)", log_message=f"{error.log_text}: fix the mapping (nothing was sent)")
             return False
         # The first call goes through `call`, so a credential rotated in the secret store is re-read after a 401.
         audience = self.connections.call(destination, lambda c: c.get_audience(destination.audience_id))
@@ -480,7 +483,8 @@ class ExportService:
             chosen[part.segment] = match[0]
         return chosen
 
-    def _fail(self, run: Run, message: str) -> None:
+    def _fail(self, run: Run, message: str, log_message: str | None = None) -> None:
+        """`log_message` stands in for `message` in the log when the run's message names row data (columns)."""
         def fail(r: Run) -> bool:
             if r.finished:
                 return False
@@ -488,7 +492,7 @@ class ExportService:
             return True
 
         self._released(self.runs.update(run.id, fail))
-        log.warning("export %s failed: %s", run.id, message)
+        log.warning("export %s failed: %s", run.id, log_message or message)
 
     def plan_gave_up(self, run_id: str) -> None:
         """The plan message was poisoned: the run fails with the last error the workers saw."""

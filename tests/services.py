@@ -170,9 +170,10 @@ def start_functions_host(values: dict[str, str], *, port: int | None = None, key
         settings_path = Path(tempfile.mkdtemp(prefix="functions-settings-")) / "local.settings.json"
     settings_path.write_text(json.dumps({"IsEncrypted": False, "Values": values}))
     env = {k: v for k, v in os.environ.items() if k not in values}
+    env["DEVHOST_FUNCTION_KEY"] = key  # not an argument: `ps` shows arguments to everyone on the machine
     process = subprocess.Popen(
         [sys.executable, "-m", "devhost", "--app", "function_app", "--settings", str(settings_path), "--port", str(port),
-         "--function-key", key, "--message-lease-seconds", str(lease_seconds), "--root", str(ROOT),
+         "--message-lease-seconds", str(lease_seconds), "--root", str(ROOT),
          "--state-file", str(settings_path.with_suffix(".state.json")), *extra_args],
         cwd=ROOT, env=env, stdout=_output(log), stderr=subprocess.STDOUT, start_new_session=True,
     )

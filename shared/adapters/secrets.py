@@ -1,9 +1,15 @@
-"""Where Mailchimp credentials live: Azure Key Vault in Azure, an owner-only file store locally."""
+"""Where Mailchimp credentials live: Azure Key Vault in Azure, an owner-only file store locally.
+
+Both keep versions: `set` writes a new version and `get` reads the newest, and `versions` lists the newest few
+(value and creation time). Key Vault keeps every version; the local store keeps the current and the previous one,
+which is all a rotation needs (see shared/oauth.py). `delete` removes every version.
+"""
 from __future__ import annotations
 
 import os
 import re
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -14,6 +20,18 @@ class SecretStore(Protocol):
     def get(self, name: str) -> str | None: ...
     def set(self, name: str, value: str) -> None: ...
     def delete(self, name: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class SecretVersion:
+    value: str = field(repr=False)
+    created: float | None  # Unix seconds; None when the store cannot tell
+
+
+class VersionedSecretStore(SecretStore, Protocol):
+    def versions(self, name: str, limit: int = 2) -> list[SecretVersion]:
+        """The newest `limit` enabled versions, newest first; [] when the secret does not exist."""
+        ...
 
 
 def _check(name: str) -> str:
@@ -51,6 +69,19 @@ class KeyVaultSecrets:
         except ResourceNotFoundError:
             return None
 
+    def versions(self, name: str, limit: int = 2) -> list[SecretVersion]:
+        """One listing of the secret's versions and one read per version returned."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        client = self._secrets()
+        try:
+            listed = [p for p in client.list_properties_of_secret_versions(_check(name)) if p.enabled is not False]
+            listed.sort(key=lambda p: p.created_on.timestamp() if p.created_on else 0.0, reverse=True)
+            return [SecretVersion(client.get_secret(name, p.version).value or "",
+                                  p.created_on.timestamp() if p.created_on else None) for p in listed[:limit]]
+        except ResourceNotFoundError:
+            return []
+
     def set(self, name: str, value: str) -> None:
         self._secrets().set_secret(_check(name), value, content_type="application/json")
 
@@ -64,10 +95,15 @@ class KeyVaultSecrets:
 
 
 class LocalFileSecrets:
-    """One file per secret, readable only by its owner, under the git-ignored .local/ folder."""
+    """One file per secret, readable only by its owner, under the git-ignored .local/ folder.
+
+    `<name>` holds the current version, `<name>.previous` the one before it (its modification time is when it was
+    written). Secret names cannot contain a dot, so the two never collide.
+    """
 
     def __init__(self, directory: str) -> None:
         self._dir = Path(directory)
+        self._lock = threading.Lock()  # one process's writers keep current and previous in step
 
     def get(self, name: str) -> str | None:
         try:
@@ -75,18 +111,34 @@ class LocalFileSecrets:
         except FileNotFoundError:
             return None
 
+    def versions(self, name: str, limit: int = 2) -> list[SecretVersion]:
+        found = []
+        for path in (self._dir / _check(name), self._dir / f"{name}.previous")[:limit]:
+            try:
+                found.append(SecretVersion(path.read_text(encoding="utf-8"), path.stat().st_mtime))
+            except FileNotFoundError:
+                break
+        return found
+
     def set(self, name: str, value: str) -> None:
         self._dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self._dir, 0o700)
         path = self._dir / _check(name)
-        tmp = path.with_suffix(".tmp")
+        tmp = self._dir / f"{name}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(value)
-        os.replace(tmp, path)
+        with self._lock:
+            try:
+                os.replace(path, self._dir / f"{name}.previous")
+            except FileNotFoundError:
+                pass
+            os.replace(tmp, path)
 
     def delete(self, name: str) -> None:
-        try:
-            (self._dir / _check(name)).unlink()
-        except FileNotFoundError:
-            pass
+        with self._lock:
+            for path in (self._dir / _check(name), self._dir / f"{name}.previous"):
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    pass

@@ -64,7 +64,28 @@ class _Table:
         return self._table
 
 
+class StaleDestination(Exception):
+    """The destination changed (or was deleted) after the version the write was computed from: nothing was written."""
+
+    def __init__(self, destination_id: str, deleted: bool, current: str | None = None) -> None:
+        super().__init__(f"destination {destination_id} was {'deleted' if deleted else 'changed'} meanwhile")
+        self.deleted = deleted
+        self.current = current  # the version it has now (None when deleted)
+
+
 class DestinationTable(_Table):
+    """Destination settings, plus run bookkeeping (active run, exported snapshots, owned tags) in the same entity.
+
+    Settings carry a version, bumped by every settings write and shown to clients as the ETag. A write of settings
+    names the version it was computed from and fails with StaleDestination if the settings (or the record's
+    existence) changed since; every write is also conditional on the entity's storage ETag, and a write that only
+    lost to run bookkeeping (claim, release, owned tags) is simply redone on top of it, so neither overwrites the
+    other.
+    """
+
+    VERSION = "settings_version"
+    BOOKKEEPING = ("active_run", "exported", "follow_up", "owned_tags")  # not part of the settings
+
     @staticmethod
     def _to_entity(d: Destination) -> dict[str, Any]:
         doc = asdict(d)
@@ -93,13 +114,44 @@ class DestinationTable(_Table):
             export_on_arrival=e.get("export_on_arrival", True),
         )
 
-    def save(self, destination: Destination) -> None:
-        existing = self._get_entity(destination.id)
-        entity = self._to_entity(destination)
-        for kept in ("active_run", "exported", "follow_up", "owned_tags"):  # run bookkeeping is not part of the settings
-            if existing is not None and existing.get(kept):
-                entity[kept] = existing[kept]
-        self.table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+    @classmethod
+    def _version(cls, entity: Any) -> str:
+        return str(entity.get(cls.VERSION) or 0)
+
+    def save(self, destination: Destination, expected: str | None = None) -> str:
+        """Store the settings and return their new version.
+
+        With `expected` (the version read), only if the record still has that version; else StaleDestination,
+        also when it was deleted. Without it, whatever is stored is replaced (a create, or a test's setup)."""
+
+        def attempt() -> str:
+            existing = self._get_entity(destination.id)
+            if expected is not None and (existing is None or self._version(existing) != expected):
+                raise StaleDestination(destination.id, existing is None, None if existing is None else self._version(existing))
+            entity = self._to_entity(destination)
+            version = int(self._version(existing)) + 1 if existing is not None else 1
+            entity[self.VERSION] = version
+            if existing is None:
+                try:
+                    self.table.create_entity(entity)
+                except ResourceExistsError:
+                    raise Conflict() from None
+                return str(version)
+            for kept in self.BOOKKEEPING:
+                if existing.get(kept):
+                    entity[kept] = existing[kept]
+            try:
+                self.table.update_entity(entity, mode=UpdateMode.REPLACE, etag=existing.metadata["etag"],
+                                         match_condition=MatchConditions.IfNotModified)
+            except ResourceNotFoundError:
+                raise Conflict() from None  # deleted since it was read: look again
+            except HttpResponseError as error:
+                if _precondition_failed(error):
+                    raise Conflict() from error  # run bookkeeping (or a settings write) landed since it was read
+                raise
+            return str(version)
+
+        return _retry_on_conflict(attempt)
 
     def _get_entity(self, destination_id: str) -> Any:
         try:
@@ -111,11 +163,35 @@ class DestinationTable(_Table):
         entity = self._get_entity(destination_id)
         return None if entity is None else self._from_entity(entity)
 
+    def read(self, destination_id: str) -> tuple[Destination, str] | None:
+        """The destination and the version of its settings, to write a change computed from it (see `save`)."""
+        entity = self._get_entity(destination_id)
+        return None if entity is None else (self._from_entity(entity), self._version(entity))
+
     def list(self) -> list[Destination]:
         return [self._from_entity(e) for e in self.table.query_entities("PartitionKey eq 'destination'")]
 
-    def delete(self, destination_id: str) -> None:
-        self.table.delete_entity("destination", destination_id)
+    def delete(self, destination_id: str, expected: str | None = None) -> None:
+        """Delete the record; with `expected`, only while its settings still have that version (else
+        StaleDestination). Run bookkeeping written meanwhile does not stop it. Deleting a missing record is fine."""
+
+        def attempt() -> None:
+            entity = self._get_entity(destination_id)
+            if entity is None:
+                return
+            if expected is not None and self._version(entity) != expected:
+                raise StaleDestination(destination_id, False, self._version(entity))
+            try:
+                self.table.delete_entity("destination", destination_id, etag=entity.metadata["etag"],
+                                         match_condition=MatchConditions.IfNotModified)
+            except ResourceNotFoundError:
+                return
+            except HttpResponseError as error:
+                if _precondition_failed(error):
+                    raise Conflict() from error
+                raise
+
+        _retry_on_conflict(attempt)
 
     def active_run(self, destination_id: str) -> str | None:
         entity = self._get_entity(destination_id)

@@ -10,7 +10,9 @@ import requests
 
 from .errors import RENEW, MailchimpAuthError, MailchimpUnavailable, error_for_answer
 
-_API_KEY = re.compile(r"^[0-9a-fA-F]{32}-([a-z]{2,4}[0-9]{1,3})$")
+_DC = "[a-z]{2,4}[0-9]{1,3}"  # a Mailchimp data centre: us6, us19, ...
+_API_KEY = re.compile(rf"^[0-9a-fA-F]{{32}}-({_DC})$")
+_DATA_CENTRE = re.compile(rf"^{_DC}$")
 _METADATA_TIMEOUT = (5.0, 30.0)
 
 
@@ -34,24 +36,35 @@ class Credentials:
                              "(Profile > Extras > API keys)")
         dc = match.group(1)
         # The cap is per Mailchimp user; a key cannot tell us its user without a call, so the key's digest stands in.
-        return cls(key, _root(base_url, f"https://{dc}.api.mailchimp.com/3.0"), "api_key", f"{dc}:key-{_digest(key)}")
+        return cls(key, _root(base_url, api_root_for(dc)), "api_key", f"{dc}:key-{_digest(key)}")
 
     @classmethod
     def from_oauth_token(cls, token: str, metadata: Mapping[str, Any], base_url: str | None = None) -> "Credentials":
-        """OAuth tokens carry no data centre: Mailchimp's metadata answer says where the account's API is."""
+        """OAuth tokens carry no data centre: Mailchimp's metadata answer names it (`dc`).
+
+        Only the data centre is taken from the answer, checked, and the host built from it; the answer's
+        `api_endpoint` is never used, so neither a forged answer nor a tampered stored secret can send the token to
+        another host. MAILCHIMP_API_BASE_URL (the local stand-in) is the one override.
+        """
         token = token.strip()
         if not token:
             raise ValueError(f"Mailchimp OAuth token is empty; {RENEW}")
-        endpoint = metadata.get("api_endpoint")
-        usable = isinstance(endpoint, str) and endpoint.startswith(("https://", "http://"))
-        if not usable and base_url is None:
-            raise ValueError(f"Mailchimp OAuth metadata has no usable api_endpoint; {RENEW}")
-        dc = str(metadata.get("dc") or "")
+        dc = metadata.get("dc")
+        valid = isinstance(dc, str) and _DATA_CENTRE.match(dc) is not None
+        if not valid and base_url is None:
+            raise ValueError(f"Mailchimp OAuth metadata names no valid data centre (like 'us6'); {RENEW}")
+        dc = dc if valid else ""
         login = metadata.get("login") if isinstance(metadata.get("login"), Mapping) else {}
         user = login.get("login_id") or metadata.get("user_id")
         account = f"{dc}:user-{user}" if user else f"{dc}:token-{_digest(token)}"
-        default = endpoint.rstrip("/") + "/3.0" if usable else ""
-        return cls(token, _root(base_url, default), "oauth", account)
+        return cls(token, _root(base_url, api_root_for(dc) if valid else ""), "oauth", account)
+
+
+def api_root_for(data_centre: str) -> str:
+    """Mailchimp's API root for a data centre, which must look like one (us6, us19)."""
+    if not _DATA_CENTRE.match(data_centre):
+        raise ValueError(f"{data_centre!r} is not a Mailchimp data centre (like 'us6')")
+    return f"https://{data_centre}.api.mailchimp.com/3.0"
 
 
 def fetch_oauth_metadata(token: str, metadata_url: str, session: requests.Session | None = None) -> dict:

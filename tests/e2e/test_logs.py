@@ -1,0 +1,95 @@
+"""Logs never carry an email address or a credential: awkward datasets run through the real host, then every line the
+host and the app logged is scanned.
+
+Datasets: a headerless plain CSV whose first row (taken as the header) holds addresses, exported on arrival and by
+hand; rows that are invalid and hold addresses (bad syntax, wrong field count, broken quoting); addresses the local
+Mailchimp refuses as fake; duplicates; and an API key revoked in the middle of an export.
+"""
+from __future__ import annotations
+
+import re
+import time
+
+from shared.config import QUEUE_SEGMENT_EVENTS
+from tests.e2e.conftest import (DEMO_KEY, assert_accounted, create_destination, handled_messages, host_log, log_lines,
+                                start_export, wait_for, wait_for_run)
+
+EVENTS = ("--blob-events", f"segments={QUEUE_SEGMENT_EVENTS}")
+# Anything shaped like an address: loose on purpose (a missed address leaks, a false alarm is read once)
+LOOKS_LIKE_EMAIL = re.compile(r"[^\s@<>\"'(),;:\[\]=]+@[^\s@<>\"'(),;:\[\]]+\.[^\s@<>\"'(),;:\[\]]+")
+
+
+def plain(container, segment: str, stamp: str, text: str) -> None:
+    folder = f"{segment}/{stamp}/"
+    container.upload_blob(folder + "part-0.csv", text.encode(), overwrite=True)
+    container.upload_blob(folder + "_SUCCESS", b"", overwrite=True)
+
+
+def wait_for_chunks(host, run_id: str, done: int) -> None:
+    wait_for(lambda: host.call("GET", f"exports/{run_id}").json()["chunks"]["done"] >= done, f"{done} chunks of {run_id}")
+
+
+def test_no_log_line_of_the_host_or_the_app_holds_an_address_or_the_api_key(start_host, segments, mailchimp, tmp_path):
+    # 0. a snapshot whose header is lost between the check before the run and planning (the part file rewritten
+    #    without its header): planning refuses it, naming the columns to the admin but not in the logs
+    first = start_host(extra_args=EVENTS, name="first", **{"AzureWebJobs.plan_export.Disabled": "true"})
+    changing = create_destination(first, segments=["Changing"], mapping={"email": "Email", "mergeFields": {}},
+                                  exportOnArrival=False)
+    plain(segments, "Changing", "2026/11/28/1700", "Email,FirstName\r\namy.fourth@contoso.com,Amy\r\n")
+    changing_run = start_export(first, changing["id"])
+    segments.upload_blob("Changing/2026/11/28/1700/part-0.csv", b"amy.fourth@contoso.com,Amy\r\n", overwrite=True)
+    first.stop()
+
+    host = start_host(extra_args=EVENTS, name="logs", EXPORT_CHUNK_SIZE="20")
+    log = host_log(tmp_path, "logs")
+    failed = wait_for_run(host, changing_run)
+    assert failed["status"] == "failed" and "amy.fourth@contoso.com" in failed["message"], failed
+
+    # 1. a plain CSV without its header: the first row's addresses become the "columns"
+    headerless = create_destination(host, segments=["Headerless"], mapping={"email": "Email", "mergeFields": {}})
+    plain(segments, "Headerless", "2026/11/28/1700", "ann.first@contoso.com,Ann,Lee\r\nbob.second@contoso.com,Bob,Ray\r\n")
+    wait_for(lambda: handled_messages(log, "segment_arrived"), "the arrival of the headerless snapshot")
+    refused = host.call("POST", f"destinations/{headerless['id']}/exports")
+    assert refused.status_code == 422  # the admin's answer may name the columns; the logs may not
+    assert "ann.first@contoso.com" in refused.json()["error"]
+
+    # 2. invalid rows holding addresses, addresses Mailchimp refuses, duplicates, good rows
+    rows = ["Email,FirstName,LastName",
+            "carl@contoso.com,Carl,Good",
+            "dave@@contoso.com,Dave,Bad",
+            "erin@contoso,Erin,Bad",
+            "gina@contoso.com,Gina",  # a field short
+            "test@contoso.com,Test,Fake",  # refused by the local Mailchimp: looks fake
+            "ivy@mailinator.com,Ivy,Fake",
+            "CARL@contoso.com,Carl,Duplicate",
+            *(f"person{i}@fabrikam.com,P{i},Good" for i in range(30)),
+            '"hank@contoso.com,Hank,Broken']  # a quote never closed (last: it may swallow what follows)
+    awkward = create_destination(host, segments=["Awkward"], mapping={"email": "Email", "mergeFields": {"FNAME": "FirstName"}},
+                                 exportOnArrival=False)
+    plain(segments, "Awkward", "2026/11/28/1700", "\r\n".join(rows) + "\r\n")
+    run = wait_for_run(host, start_export(host, awkward["id"]))
+    assert_accounted(run)
+    assert run["counts"]["invalid"] >= 3 and run["counts"]["refused"] >= 2, run["counts"]
+
+    # 3. the API key revoked while an export is sending
+    many = create_destination(host, segments=["Many"], mapping={"email": "Email", "mergeFields": {}}, exportOnArrival=False)
+    plain(segments, "Many", "2026/11/28/1700", "Email\r\n" + "".join(f"many{i}@northwind.com\r\n" for i in range(600)))
+    mailchimp.admin("POST", "latency", json={"profile": "realistic"})
+    run_id = start_export(host, many["id"])
+    wait_for_chunks(host, run_id, 1)
+    mailchimp.admin("POST", "revoke", json={"api_key": DEMO_KEY})
+    revoked = wait_for_run(host, run_id, timeout=120)
+    assert revoked["counts"]["failed"] > 0
+
+    # a follow-up snapshot of the headerless segment, for the scheduled/arrival path once more
+    handled = len(handled_messages(log, "segment_arrived"))
+    plain(segments, "Headerless", "2026/11/28/1800", "zoe.third@contoso.com,Zoe,Ng\r\n")
+    wait_for(lambda: len(handled_messages(log, "segment_arrived")) >= handled + 2, "the second headerless snapshot's events")
+    time.sleep(0.5)  # the last lines of the handler are flushed after its invocation line
+
+    lines = log_lines(host_log(tmp_path, "first")) + log_lines(log)
+    assert any("function=export_chunk" in line for line in lines)  # the log is the host's and the app's
+    leaks = [line for line in lines if LOOKS_LIKE_EMAIL.search(line)]
+    assert not leaks, "log lines naming an address:\n" + "\n".join(leaks[:20])
+    secret = [line for line in lines if DEMO_KEY in line or DEMO_KEY[:32] in line]
+    assert not secret, "log lines holding the API key:\n" + "\n".join(secret[:5])

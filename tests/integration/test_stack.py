@@ -1,0 +1,158 @@
+"""The local stack (`make up/down/clean`, scripts/stack.py) in a temporary folder on free ports: owner-only files,
+no function key in `ps`, `up` on a running stack starting only what is missing, and the local Mailchimp keeping its
+audiences across down/up as Azurite keeps its data, until `clean` wipes both."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+import requests
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.blob import BlobServiceClient
+
+from scripts import stack
+from tests.services import ROOT, free_port, start_local_mailchimp
+
+DEMO_KEY = "0123456789abcdef0123456789abcdef-us6"
+AUTH = ("any", DEMO_KEY)
+
+
+@pytest.fixture
+def layout(tmp_path: Path, monkeypatch) -> stack.Layout:
+    mailchimp, functions = free_port(), free_port()
+    layout = stack.Layout(local=tmp_path / ".local", settings=tmp_path / "local.settings.json",
+                          azurite_ports=(free_port(), free_port(), free_port()), mailchimp_port=mailchimp,
+                          functions_port=functions)
+    settings = json.loads((ROOT / "local.settings.example.json").read_text())
+    values = settings["Values"]
+    for name in values:
+        monkeypatch.delenv(name, raising=False)  # the test's own settings, not the developer's environment
+    values.update({
+        "AzureWebJobsStorage": layout.azurite_connection_string,
+        "MAILCHIMP_API_BASE_URL": f"http://127.0.0.1:{mailchimp}/3.0",
+        "LOCAL_SECRETS_DIR": str(layout.local / "secrets"),
+        "EXPORT_SCHEDULE": "0 0 0 1 1 *",
+        "MAILCHIMP_OAUTH_REDIRECT_URI": f"http://127.0.0.1:{functions}/api/mailchimp/oauth/callback",
+    })
+    for name in ("AUTHORIZE", "TOKEN", "METADATA"):
+        values[f"MAILCHIMP_OAUTH_{name}_URL"] = f"http://127.0.0.1:{mailchimp}/oauth2/{name.lower()}"
+    layout.settings.write_text(json.dumps(settings))
+    yield layout
+    stack.down(layout, quiet=True)
+
+
+def private(path: Path) -> bool:
+    return stat.S_IMODE(path.stat().st_mode) & 0o077 == 0
+
+
+def new_audience(layout: stack.Layout, name: str) -> str:
+    answer = requests.post(f"{layout.mailchimp_url}/__admin/audiences", json={"api_key": DEMO_KEY, "name": name}, timeout=10)
+    answer.raise_for_status()
+    audience = answer.json()["id"]
+    member = requests.post(f"{layout.mailchimp_url}/__admin/members", timeout=10,
+                           json={"list_id": audience, "email": "ann@contoso.com", "tags": ["Vip"]})
+    member.raise_for_status()
+    return audience
+
+
+def audience_exists(layout: stack.Layout, audience: str) -> bool:
+    return requests.get(f"{layout.mailchimp_url}/3.0/lists/{audience}", auth=AUTH, timeout=10).status_code == 200
+
+
+def blobs(layout: stack.Layout) -> BlobServiceClient:
+    return BlobServiceClient.from_connection_string(layout.azurite_connection_string)
+
+
+def test_up_makes_every_file_owner_only_and_keeps_the_function_key_out_of_ps(layout):
+    env = stack.up(layout)
+    key = env["FUNCTION_KEY"]
+    assert requests.get(f"{env['FUNCTIONS_URL']}/destinations", headers={"x-functions-key": key}, timeout=10).status_code == 200
+    assert requests.get(f"{env['FUNCTIONS_URL']}/destinations", timeout=10).status_code == 401
+    for path in (layout.env, layout.key, layout.pids, layout.functions_settings, *layout.logs.iterdir()):
+        assert private(path), f"{path} is readable by others: {oct(path.stat().st_mode)}"
+    for folder in (layout.local, layout.logs, layout.local / "azurite"):
+        assert private(folder), f"{folder} is open to others: {oct(folder.stat().st_mode)}"
+    listing = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    assert key not in listing
+    for pid in stack.running(layout).values():
+        assert key not in Path(f"/proc/{pid}/cmdline").read_text(errors="replace") if Path(f"/proc/{pid}").exists() else True
+    stack.down(layout)
+    assert layout.mailchimp_state.exists() and private(layout.mailchimp_state)
+
+
+def test_up_on_a_running_stack_starts_only_what_is_not_running(layout):
+    stack.up(layout)
+    before = stack.running(layout)
+    assert set(before) == {"azurite", "mailchimp", "functions"}
+    audience = new_audience(layout, "Kept while running")
+    stack.up(layout)
+    assert stack.running(layout) == before  # nothing restarted
+    assert audience_exists(layout, audience)
+
+    stack.down(layout, only={"mailchimp"})  # one service died
+    stack.up(layout)
+    after = stack.running(layout)
+    assert after["mailchimp"] != before["mailchimp"]
+    assert (after["azurite"], after["functions"]) == (before["azurite"], before["functions"])
+    assert audience_exists(layout, audience)  # the restarted local Mailchimp loaded its state
+
+
+def test_the_local_mailchimp_keeps_its_audiences_across_down_and_up_like_azurite_and_clean_wipes_both(layout):
+    stack.up(layout)
+    audience = new_audience(layout, "Kept across restarts")
+    container = blobs(layout).get_container_client("segments")
+    try:
+        container.create_container()
+    except ResourceExistsError:  # the host's blob-event source made it already
+        pass
+    container.upload_blob("Kept/part.csv", b"Email\r\nann@contoso.com\r\n")
+    stack.down(layout)
+    assert stack.running(layout) == {}
+
+    stack.up(layout)
+    assert audience_exists(layout, audience)
+    members = requests.get(f"{layout.mailchimp_url}/__admin/lists/{audience}/members", timeout=10).json()["members"]
+    assert [(m["email_address"], [t["name"] for t in m["tags"]]) for m in members] == [("ann@contoso.com", ["Vip"])]
+    assert container.get_blob_client("Kept/part.csv").download_blob().readall().startswith(b"Email")
+
+    stack.clean(layout)
+    assert not layout.local.exists() and stack.running(layout) == {}
+    stack.up(layout)
+    assert not audience_exists(layout, audience)
+    assert not container.get_blob_client("Kept/part.csv").exists()
+
+
+def test_the_state_file_keeps_members_tags_archived_and_deleted_addresses_and_new_tags_get_new_ids(tmp_path):
+    state = tmp_path / "state.json"
+    first = start_local_mailchimp("--state-file", str(state))
+    try:
+        root, list_id = first.api_root, "a1b2c3d4e5"
+        batch = requests.post(f"{root}/lists/{list_id}", auth=AUTH, timeout=10, json={"update_existing": True, "members": [
+            {"email_address": f"m{i}@contoso.com", "status": "subscribed", "merge_fields": {"FNAME": f"N{i}"}} for i in range(5)]})
+        assert batch.ok, batch.text
+        tag = requests.post(f"{root}/lists/{list_id}/segments", auth=AUTH, timeout=10,
+                            json={"name": "Vip", "static_segment": ["m0@contoso.com", "m1@contoso.com"]})
+        assert tag.ok, tag.text
+        requests.post(f"{first.url}/__admin/members", timeout=10,
+                      json={"list_id": list_id, "email": "m2@contoso.com", "archived": True}).raise_for_status()
+        requests.post(f"{first.url}/__admin/members", timeout=10,
+                      json={"list_id": list_id, "email": "gone@contoso.com", "permanently_deleted": True}).raise_for_status()
+        dump = first.admin("GET", f"lists/{list_id}/members").json()
+        tags_before = requests.get(f"{root}/lists/{list_id}/segments", auth=AUTH, timeout=10).json()["segments"]
+    finally:
+        first.stop()  # SIGTERM: saved on the way out
+    assert private(state)
+    second = start_local_mailchimp("--state-file", str(state))
+    try:
+        assert second.admin("GET", f"lists/{list_id}/members").json() == dump
+        root = second.api_root
+        assert requests.get(f"{root}/lists/{list_id}/segments", auth=AUTH, timeout=10).json()["segments"] == tags_before
+        other = requests.post(f"{root}/lists/{list_id}/segments", auth=AUTH, timeout=10, json={"name": "New", "static_segment": []})
+        assert other.ok and other.json()["id"] not in {t["id"] for t in tags_before}
+    finally:
+        second.stop()
+    assert os.path.exists(state)
