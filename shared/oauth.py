@@ -109,10 +109,10 @@ class StateSigner:
         payload, _, signature = (state or "").partition(".")
         try:
             given = _unb64(signature)
-            doc = json.loads(_unb64(payload))
-            parsed = State(str(doc["d"]), str(doc["n"]), int(doc["e"]), bool(doc["m"]))
-        except (ValueError, KeyError, TypeError, binascii.Error):
+            payload.encode("ascii")
+        except (ValueError, binascii.Error):
             raise bad from None
+        # The signature is checked before the payload is parsed: nothing an anonymous caller makes up is parsed.
         keys = self._keys(KEY_REFRESH_SECONDS)
         if not self._verifies(keys, payload, given):
             # Another instance may already sign with a version this one has not read yet: look again, but only if
@@ -120,6 +120,11 @@ class StateSigner:
             again = self._keys(KEY_RECHECK_SECONDS)
             if again is keys or not self._verifies(again, payload, given):
                 raise bad
+        try:
+            doc = json.loads(_unb64(payload))
+            parsed = State(str(doc["d"]), str(doc["n"]), int(doc["e"]), bool(doc["m"]))
+        except (ValueError, KeyError, TypeError, binascii.Error, RecursionError):
+            raise bad from None
         if parsed.expires < self._clock():
             raise OAuthFailed(400, f"the OAuth state has expired (they last {self._ttl // 60} minutes): nothing was stored; {_RESTART}")
         if not self._used.first_use(parsed.nonce):

@@ -68,6 +68,13 @@ def test_an_altered_state_is_refused(signer):
             signer.redeem(bad)
 
 
+@pytest.mark.parametrize("forged", ["[" * 100_000, "W" * 5000 + ".", "é.AAAA", "." * 10, base64.urlsafe_b64encode(b"[" * 100_000).decode() + ".AAAA"])
+def test_a_forged_state_is_refused_with_400_without_being_parsed(signer, forged):
+    with pytest.raises(OAuthFailed) as refused:
+        signer.redeem(forged)
+    assert refused.value.status == 400
+
+
 def test_a_state_issued_with_a_key_rotated_twice_since_is_refused(signer, secrets, used):
     state = signer.issue("dest1", False)
     rotate_state_key(secrets)  # rotation writes a new version; the one before stays valid while its states live
