@@ -68,7 +68,9 @@ def test_an_altered_state_is_refused(signer):
             signer.redeem(bad)
 
 
-@pytest.mark.parametrize("forged", ["[" * 100_000, "W" * 5000 + ".", "é.AAAA", "." * 10, base64.urlsafe_b64encode(b"[" * 100_000).decode() + ".AAAA"])
+@pytest.mark.parametrize("forged", ["[" * 100_000, "W" * 5000 + ".", "é.AAAA", "." * 10,
+                                    base64.urlsafe_b64encode(b"[" * 100_000).decode() + ".AAAA"],
+                         ids=["brackets", "long", "non-ascii", "dots", "deep-json-payload"])
 def test_a_forged_state_is_refused_with_400_without_being_parsed(signer, forged):
     with pytest.raises(OAuthFailed) as refused:
         signer.redeem(forged)
