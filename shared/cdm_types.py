@@ -6,10 +6,9 @@ accepts every value.
 """
 from __future__ import annotations
 
-import json
 from typing import Iterable
 
-from shared.snapshots import MODEL_FILE, BlobSource
+from shared.snapshots import DEFAULT_LIMITS, MODEL_FILE, BlobSource, ReadLimits, SnapshotProblem, read_model_json
 
 _MAILCHIMP_TYPES = {
     "int16": "number", "int32": "number", "int64": "number", "integer": "number", "double": "number",
@@ -17,20 +16,28 @@ _MAILCHIMP_TYPES = {
 }  # fmt: skip
 
 
-def column_types(source: BlobSource, segments: Iterable[str]) -> dict[str, str]:
-    """Case-folded column name -> Mailchimp merge type, from every model.json entity named like one of `segments`."""
+def column_types(source: BlobSource, segments: Iterable[str], limits: ReadLimits = DEFAULT_LIMITS) -> dict[str, str]:
+    """Case-folded column name -> Mailchimp merge type, from every model.json entity named like one of `segments`.
+
+    A model.json that is too large, too deep or not JSON, and any part of one that is not shaped as expected, only
+    means text fields: snapshots.py reports it where it matters."""
     wanted = {name.casefold() for name in segments}
     types: dict[str, str] = {}
     for name in source.list_names():
         if name.rsplit("/", 1)[-1] != MODEL_FILE:
             continue
         try:
-            entities = json.loads(source.read_bytes(name)).get("entities") or []
-            for entity in entities:
-                if str(entity.get("name", "")).casefold() in wanted:
-                    for attribute in entity.get("attributes") or []:
-                        kind = str(attribute.get("dataType", "")).casefold()
-                        types.setdefault(str(attribute["name"]).casefold(), _MAILCHIMP_TYPES.get(kind, "text"))
-        except (ValueError, KeyError, TypeError, AttributeError):
-            continue  # an unreadable model only means text fields; snapshots.py reports it where it matters
+            model = read_model_json(source, name, limits)
+        except SnapshotProblem:
+            continue
+        entities = model.get("entities") if isinstance(model, dict) else None
+        for entity in entities if isinstance(entities, list) else []:
+            if not isinstance(entity, dict) or not isinstance(entity.get("name"), str) or entity["name"].casefold() not in wanted:
+                continue
+            attributes = entity.get("attributes")
+            for attribute in attributes if isinstance(attributes, list) else []:
+                if isinstance(attribute, dict) and isinstance(attribute.get("name"), str):
+                    kind = attribute.get("dataType")
+                    kind = kind.casefold() if isinstance(kind, str) else ""
+                    types.setdefault(attribute["name"].casefold(), _MAILCHIMP_TYPES.get(kind, "text"))
     return types

@@ -64,6 +64,12 @@ class Settings:
     mailchimp_retry_seconds: int
     oauth: OAuthSettings | None = None
     untag_guard_percent: int = 20
+    # What one segment file may hold (shared/snapshots.py ReadLimits): a longer row or more fields make that row
+    # invalid; a larger or deeper model.json makes its export's snapshots unusable, naming the file.
+    segment_max_line_bytes: int = 1 << 20
+    segment_max_fields: int = 1000
+    model_json_max_bytes: int = 16 << 20
+    segment_max_json_depth: int = 64  # nesting of a model.json or a JSONL row
     http_max_body_bytes: int = 1 << 20  # larger JSON request bodies are refused with 400
     http_max_json_depth: int = 32  # JSON request bodies nested deeper are refused with 400
 
@@ -186,6 +192,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         mailchimp_retry_seconds=_int(env, "MAILCHIMP_RETRY_SECONDS", 120, 1, 600, problems),
         oauth=_oauth(env, problems),
         untag_guard_percent=_int(env, "UNTAG_GUARD_PERCENT", 20, 0, 100, problems),
+        segment_max_line_bytes=_int(env, "SEGMENT_MAX_LINE_BYTES", 1 << 20, 1024, 64 << 20, problems),
+        segment_max_fields=_int(env, "SEGMENT_MAX_FIELDS", 1000, 10, 100_000, problems),
+        model_json_max_bytes=_int(env, "MODEL_JSON_MAX_BYTES", 16 << 20, 1024, 256 << 20, problems),
+        segment_max_json_depth=_int(env, "SEGMENT_MAX_JSON_DEPTH", 64, 8, 256, problems),
         http_max_body_bytes=_int(env, "HTTP_MAX_BODY_BYTES", 1 << 20, 1024, 100 * 1024 * 1024, problems),
         http_max_json_depth=_int(env, "HTTP_MAX_JSON_DEPTH", 32, 4, 512, problems),
     )

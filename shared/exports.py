@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import traceback
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, ContextManager, Iterable, Iterator, Protocol
@@ -26,7 +27,8 @@ from shared.planning import Mapping as PlanMapping
 from shared.planning import RowProblem, SegmentInput, TagDepartures, plan_export
 from shared.runs import CANCELLING, Run, SegmentPart, chunk_counts, new_run_id, now_iso, zero_counts
 from shared.segment_rows import read_rows, snapshot_columns
-from shared.snapshots import BlobSource, Snapshot, list_segments, newest_snapshots, snapshots_for_blob
+from shared.snapshots import (BlobSource, ReadLimits, Snapshot, SnapshotProblem, list_segments, newest_snapshots,
+                              snapshots_for_blob)
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +178,7 @@ class ExportService:
         `confirm_untag` lets this run take tags off however many members left a segment (no mass-untag guard)."""
         destination = self._destination(destination_id)
         chosen = self._chosen_segments(destination, segments)
-        newest = newest_snapshots(self.segments)
+        newest = newest_snapshots(self.segments, self._read_limits)
         parts = [self._segment_part(destination, name, newest) for name in chosen]
         self._check_mailchimp(destination)
         run = self._new_run(destination, trigger, parts)
@@ -191,24 +193,33 @@ class ExportService:
         """An export the platform's refresh calls for (schedule or arrival): only for snapshots not exported yet.
 
         Any number of triggers for the same snapshot start one run; triggers during a run leave one follow-up.
+        A segment whose files or mapping cannot be used is left out (the others go ahead): logged as a warning and
+        said in the run's message.
         """
         destination = self.destinations.get(destination_id)
         if destination is None or not destination.consent_accepted:
             return None
-        newest = newest_snapshots(self.segments) if newest is None else newest
+        newest = newest_snapshots(self.segments, self._read_limits) if newest is None else newest
         parts = []
+        left_out = []
         for name in destination.segments:
             try:
                 parts.append(self._segment_part(destination, name, newest))
-            except Refused as refused:  # a segment without snapshot yet, or one the mapping does not fit
-                said = getattr(refused, "log_message", refused.message)  # without the snapshot's columns (may be data)
-                log.info("destination %s: segment skipped for a %s export: %s", destination.id, trigger, said)
+            except Refused as refused:  # a segment without snapshot yet, or one whose files or mapping do not fit
+                said = getattr(refused, "log_message", refused.message)  # without column names (they may be emails)
+                if refused.status == 409:
+                    log.info("destination %s: segment skipped for a %s export: %s", destination.id, trigger, said)
+                else:
+                    log.warning("destination %s: segment left out of a %s export: %s", destination.id, trigger, said)
+                    left_out.append(said)
         covers = {p.segment: p.snapshot for p in parts}
         exported = self.destinations.exported(destination.id)
         if not parts or all(snap <= exported.get(segment, "") for segment, snap in covers.items()):
             return None
         self._check_mailchimp(destination)
         run = self._new_run(destination, trigger, parts)
+        if left_out:  # the run's message unless a weightier notice replaces it (see Run.settle)
+            run.details["notice"] = f"not exported: {'; '.join(left_out)}"[:4000]
         claim = self.destinations.claim(destination.id, run.id, covers, self._is_finished, trigger, only_if_newer=True)
         if claim.outcome != "claimed":
             log.info("destination %s: %s trigger %s", destination.id, trigger,
@@ -222,7 +233,7 @@ class ExportService:
 
     def on_blob_created(self, blob_name: str) -> list[Run]:
         """A new segment file: export the snapshots it completes to every destination that includes them."""
-        segments = {s.segment.lower() for s in snapshots_for_blob(self.segments, blob_name)}
+        segments = {s.segment.lower() for s in snapshots_for_blob(self.segments, blob_name, self._read_limits)}
         if not segments:
             return []
         wanted = [d for d in self.destinations.list()
@@ -231,12 +242,17 @@ class ExportService:
 
     def _follow_all(self, destinations: list[Destination], trigger: str) -> list[Run]:
         started = []
-        newest = newest_snapshots(self.segments) if destinations else {}  # one listing of the container for all of them
+        newest = newest_snapshots(self.segments, self._read_limits) if destinations else {}  # one listing for all of them
         for destination in destinations:
             try:
                 run = self.follow(destination.id, trigger, newest)
             except Refused as refused:  # Mailchimp refused or unreachable: the next trigger tries again
                 log.warning("destination %s: %s export not started: %s", destination.id, trigger, refused.message)
+                continue
+            except Exception as error:  # noqa: BLE001 - one destination's failure must not keep the others from theirs
+                log.error("destination %s: %s export not started: unexpected %s (its message is not logged: it may hold "
+                          "row data); the next trigger tries again\n%s", destination.id, trigger, type(error).__name__,
+                          "".join(traceback.format_tb(error.__traceback__)))
                 continue
             if run is not None:
                 started.append(run)
@@ -292,13 +308,24 @@ class ExportService:
     def _segment_part(self, destination: Destination, name: str, newest: dict[str, Snapshot]) -> SegmentPart:
         snapshot = newest.get(name.casefold())
         if snapshot is None:
+            problem = getattr(newest, "problems", {}).get(name.casefold())
+            if problem:  # its files are there but cannot be used: say which and why
+                raise Refused(422, f"segment {name!r} cannot be exported: {problem}")
+            waiting = getattr(newest, "waiting", {}).get(name.casefold())
             raise Refused(409, f"segment {name!r} has no complete snapshot in container {self.settings.segments_container!r} yet; "
-                               "export it from the customer-data platform first (or check its name)")
+                               "export it from the customer-data platform first (or check its name)"
+                               + (f" ({waiting})" if waiting else ""))
         try:
-            resolve_columns(destination.mapping.columns(), snapshot_columns(self.segments, snapshot))
+            columns = snapshot_columns(self.segments, snapshot)
+        except SnapshotProblem as problem:
+            raise Refused(422, f"snapshot {snapshot.id} of segment {name!r} cannot be read: {problem}") from None
+        try:
+            resolve_columns(destination.mapping.columns(), columns)
         except ColumnMismatch as error:
             refused = Refused(422, f"snapshot {snapshot.id} of segment {name!r}: {error}")
-            refused.log_message = f"snapshot {snapshot.id} of segment {name!r}: {error.log_text}"  # type: ignore[attr-defined]
+            refused.log_message = (f"snapshot {snapshot.id} of segment {name!r} does not fit the mapping: mapped "  # type: ignore[attr-defined]
+                                   f"column(s) {[*error.missing, *error.ambiguous]} missing or ambiguous among its "
+                                   f"{len(columns)} columns")
             raise refused from None
         return SegmentPart(segment=snapshot.segment, snapshot=snapshot.id, folder=snapshot.folder, tag=destination.tag_for(snapshot.segment))
 
@@ -472,8 +499,13 @@ class ExportService:
         run.started_at = now_iso()
         return True
 
+    @property
+    def _read_limits(self) -> ReadLimits:
+        """How much of a segment file is read at most (SEGMENT_MAX_LINE_BYTES, SEGMENT_MAX_FIELDS, ...)."""
+        return ReadLimits.from_settings(self.settings)
+
     def _snapshots(self, run: Run) -> dict[str, Snapshot]:
-        found = list_segments(self.segments)
+        found = list_segments(self.segments, self._read_limits)  # its snapshots carry the limits read_rows keeps to
         by_name = {name.lower(): snaps for name, snaps in found.items()}
         chosen: dict[str, Snapshot] = {}
         for part in run.segments:

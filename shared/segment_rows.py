@@ -4,9 +4,20 @@ One bad row must not stop a 1M-row export, and every row must be accounted for: 
 be read comes out as a SourceRow with `values=None` and an `error` that says what to fix.
 CSV is read with the csv module over a decoding stream (UTF-8 with or without BOM, CRLF or LF, quoted
 commas, quotes and line breaks). Bytes that are not valid in the encoding are kept as surrogate
-escapes so that only the rows carrying them are flagged. A quote that is never closed swallows the
-lines after it into one field until the csv module's field limit; that comes out as one error row.
-JSONL must be UTF-8; nested values come out as JSON text, null as "".
+escapes so that only the rows carrying them are flagged. JSONL must be UTF-8; nested values come out
+as JSON text, null as "".
+
+Nothing in a partition is trusted (anyone who can write to the container can write anything), so reading is
+bounded and every failure stays with its row:
+- a line longer than SEGMENT_MAX_LINE_BYTES is one invalid row, and is skipped without ever being held whole;
+- a row with more than SEGMENT_MAX_FIELDS fields, or a JSONL row nested deeper than SEGMENT_MAX_JSON_DEPTH, is
+  one invalid row; so is a row holding a NUL (a binary or UTF-16 file);
+- a quote that is never closed makes its own row invalid, and reading goes on with the line after it (the csv
+  module alone would swallow every following line into that one field);
+- a compressed partition (gzip, zip, ...) is one invalid row saying so; its bytes are not read.
+The only exception the readers raise for what a file holds is SnapshotProblem, naming the file: an unknown
+encoding on a Snapshot built by hand, and, from `snapshot_columns`, a header (or first JSON object) that cannot be
+used. Its message never holds a value from a row, so it can be logged.
 """
 from __future__ import annotations
 
@@ -14,13 +25,33 @@ import codecs
 import csv
 import io
 import json
+from collections import deque
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
-from shared.snapshots import BlobSource, Snapshot
+from shared.snapshots import BlobSource, ReadLimits, Snapshot, SnapshotProblem, encoding_problem, json_too_deep
 
 QUOTING_HINT = "check quoting of commas and line breaks"
 UTF8_HINT = "save the file as UTF-8"
+SKIP_CHUNK = 1 << 16  # how much of an over-long line is read at a time while skipping it
+COLUMN_PROBE_ROWS = 1000  # rows of a JSONL snapshot looked at for its first object (snapshot_columns)
+_COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"PK\x03\x04", "zip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"),
+               (b"(\xb5/\xfd", "zstd"))
+_ESCAPE = "shared.segment_rows.escape"
+
+
+def _escape(error: UnicodeError) -> tuple[str | bytes, int]:
+    """Like surrogateescape, also for bytes below 0x80 (which other codecs can reject): byte b <-> U+DC00 + b."""
+    if isinstance(error, UnicodeDecodeError):
+        return "".join(chr(0xDC00 + byte) for byte in error.object[error.start:error.end]), error.end
+    if isinstance(error, UnicodeEncodeError):
+        chars = error.object[error.start:error.end]
+        if all(0xDC00 <= ord(char) <= 0xDCFF for char in chars):
+            return bytes(ord(char) - 0xDC00 for char in chars), error.end
+    raise error
+
+
+codecs.register_error(_ESCAPE, _escape)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,84 +69,273 @@ def read_rows(source: BlobSource, snapshot: Snapshot) -> Iterator[SourceRow]:
     read_partition = _jsonl_rows if snapshot.format == "jsonl" else _csv_rows
     for partition in snapshot.partitions:
         with source.open_binary(partition) as stream:
-            yield from read_partition(partition, stream, snapshot)
+            yield from read_partition(partition, _peekable(stream), snapshot)
 
 
 def snapshot_columns(source: BlobSource, snapshot: Snapshot) -> tuple[str, ...]:
-    """Columns a mapping can name: the first header (or JSON object) found, else model.json's columns."""
+    """Columns a mapping can name: the first header (or JSON object) found, else model.json's columns.
+
+    SnapshotProblem, naming the file, when the header cannot be used (too long, too many columns, not text, a
+    column named twice, compressed...) or none of the first COLUMN_PROBE_ROWS rows of a JSONL snapshot is an object.
+    """
     if snapshot.format == "jsonl":
-        for row in read_rows(source, snapshot):
+        first_error: SourceRow | None = None
+        for seen, row in enumerate(read_rows(source, snapshot), start=1):
             if row.values is not None:
                 return tuple(row.values)
+            first_error = first_error or row
+            if seen >= COLUMN_PROBE_ROWS:
+                break
+        if first_error is not None:
+            raise SnapshotProblem(first_error.partition, f"none of the first {seen:,} rows is a readable JSON object "
+                                                         f"(row {first_error.row} {first_error.error})")
     elif snapshot.has_header:
         for partition in snapshot.partitions:
             with source.open_binary(partition) as stream:
-                for fields in csv.reader(_text(stream, snapshot), delimiter=snapshot.delimiter):
-                    if fields:
-                        return tuple(field.strip() for field in fields)
+                for line, fields, error in _csv_records(partition, _peekable(stream), snapshot):
+                    if error is not None:
+                        raise SnapshotProblem(partition, f"the header row {error}")
+                    columns = [field.strip() for field in fields]
+                    problem = _header_problem(columns, snapshot.limits, named=False)
+                    if problem:
+                        raise SnapshotProblem(partition, f"{problem} (line {line})")
+                    return tuple(columns)
     return snapshot.columns or ()
 
 
-def _text(stream: BinaryIO, snapshot: Snapshot) -> io.TextIOWrapper:
-    try:
-        encoding = codecs.lookup(snapshot.encoding).name
-    except LookupError:
-        raise ValueError(f"Segment {snapshot.segment}: encoding {snapshot.encoding!r} is not known; export the files as UTF-8") from None
-    if encoding == "utf-8":
-        encoding = "utf-8-sig"  # a BOM, if any, is not part of the first column's name
-    return io.TextIOWrapper(stream, encoding=encoding, errors="surrogateescape", newline="")
+def _peekable(stream: BinaryIO) -> BinaryIO:
+    return stream if hasattr(stream, "peek") else io.BufferedReader(stream)  # type: ignore[arg-type]
 
 
-def _undecodable(fields: list[str]) -> bool:
-    """True when a field holds surrogate escapes, i.e. bytes the encoding could not decode."""
-    joined = "".join(fields)
+def _compressed(stream: BinaryIO) -> str | None:
+    """The compression a partition's first bytes show (gzip, zip, ...), or None; nothing is consumed."""
+    head = stream.peek(8)[:8]  # type: ignore[attr-defined]
+    return next((kind for magic, kind in _COMPRESSED if head.startswith(magic)), None)
+
+
+def _compressed_error(kind: str) -> str:
+    return f"is {kind}-compressed data, not text (line 1): upload the file uncompressed"
+
+
+def _too_long(line: int, limits: ReadLimits) -> str:
+    return (f"is longer than SEGMENT_MAX_LINE_BYTES ({limits.line_bytes:,} bytes) (line {line}); it was skipped "
+            "unread: check that the file is a segment export, or raise the setting")
+
+
+def _text(stream: BinaryIO, snapshot: Snapshot, partition: str) -> io.TextIOWrapper:
+    problem = encoding_problem(snapshot.encoding)
+    if problem:
+        raise SnapshotProblem(partition, problem)
+    encoding = codecs.lookup(snapshot.encoding).name
+    if encoding in ("utf-8", "utf-8-sig"):
+        # a BOM, if any, is not part of the first column's name; surrogateescape is the codec's own fast path
+        return io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    return io.TextIOWrapper(stream, encoding=encoding, errors=_ESCAPE, newline="")
+
+
+def _text_problem(texts: list[str]) -> str | None:
+    """"nul" when a text holds a NUL, "bytes" when one holds surrogate escapes (bytes the encoding could not
+    decode, or a JSON \\u escape that is no character), else None."""
+    joined = "".join(texts)
+    if "\x00" in joined:
+        return "nul"
     if joined.isascii():
-        return False
+        return None
     try:
         joined.encode("utf-8")
     except UnicodeEncodeError:
-        return True
-    return False
-
-
-def _header_problem(header: list[str]) -> str | None:
-    if _undecodable(header):
-        return f"the header row has bytes that are not valid text ({UTF8_HINT})"
-    seen = set()
-    for name in header:
-        if name in seen:
-            return f"the header row names column '{name}' twice; give each column its own name"
-        seen.add(name)
+        return "bytes"
     return None
 
 
+def _header_problem(header: list[str], limits: ReadLimits, named: bool = True) -> str | None:
+    """What makes a header unusable. With named=False the message holds no column name (a headerless plain CSV
+    makes its first data row the header, so names may be personal data): it can be logged."""
+    if len(header) > limits.fields:
+        return f"the header row has {len(header):,} columns, more than SEGMENT_MAX_FIELDS ({limits.fields:,})"
+    problem = _text_problem(header)
+    if problem == "nul":
+        return "the header row holds a NUL byte; the file looks binary or UTF-16: save it as UTF-8 text"
+    if problem:
+        return f"the header row has bytes that are not valid text ({UTF8_HINT})"
+    seen: dict[str, int] = {}
+    for number, name in enumerate(header, start=1):
+        if name in seen:
+            if named:
+                return f"the header row names column '{name}' twice; give each column its own name"
+            return f"the header row gives columns {seen[name]} and {number} the same name; give each column its own name"
+        seen[name] = number
+    return None
+
+
+class _Oversize(Exception):
+    """The next line is longer than the limit (it was skipped)."""
+
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
+
+
+class _RowTooLong(Exception):
+    """The row being read spans lines and has grown past the limit: most likely a quote that is never closed."""
+
+
+class _Lines:
+    """The physical lines of a decoded partition, fed to the csv module one at a time.
+
+    Bounded: a line longer than the limit is never held whole (it is read past in chunks, and `_Oversize` is
+    raised in its place), nor is a row that spans lines (`_RowTooLong`). Recoverable: the lines handed out for the
+    row being read are kept in `taken` (consecutive lines from number `first`), and `again` puts lines back to be
+    read once more, so after a broken row the lines it swallowed are read again as rows of their own.
+    """
+
+    def __init__(self, text: io.TextIOWrapper, limits: ReadLimits, encoding: str) -> None:
+        self._text = text
+        self._readline = text.readline
+        self._limit = limits.line_bytes
+        self._encoding = encoding
+        self._again: deque[tuple[int, str | None]] = deque()
+        self._after_cr = False
+        self.read_so_far = 0  # physical lines read from the stream
+        self.first = 0  # number of the first line in `taken`
+        self.taken: list[str] = []
+        self.taken_size = 0
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def put_back_all_but_first(self) -> None:
+        """The row being read is broken: its lines after the first are read again, as rows of their own."""
+        self._again.extendleft(reversed([(self.first + n, line) for n, line in enumerate(self.taken) if n]))
+
+    def __next__(self) -> str:
+        if self._again:
+            number, line = self._again.popleft()
+        else:
+            line = self._readline(self._limit + 1)
+            if not line:
+                raise StopIteration
+            if self._after_cr:
+                self._after_cr = False
+                if line == "\n":  # the LF of a CRLF cut off a skipped over-long line
+                    return self.__next__()
+            self.read_so_far = number = self.read_so_far + 1
+            if len(line) * 4 > self._limit and self._over_limit(line):
+                line = None
+        taken = self.taken
+        if line is None:
+            if taken:  # inside a row spanning lines: the row is broken; the long line is read again after it
+                self._again.appendleft((number, None))
+            raise _Oversize(number)
+        if taken:
+            if self.taken_size + len(line) > self._limit:
+                self._again.appendleft((number, line))
+                raise _RowTooLong()
+        else:
+            self.first = number
+        taken.append(line)
+        self.taken_size += len(line)
+        return line
+
+    def _over_limit(self, line: str) -> bool:
+        """Whether a line is over the limit in bytes; if so the rest of it is read past, never held."""
+        if len(line) <= self._limit:
+            try:
+                size = len(line.encode(self._encoding, "surrogateescape" if self._encoding == "utf-8" else _ESCAPE))
+            except UnicodeError:
+                size = len(line) * 4
+            if size <= self._limit:
+                return False
+        while not line.endswith(("\n", "\r")):
+            line = self._readline(SKIP_CHUNK)
+            if not line:
+                break
+        self._after_cr = line.endswith("\r")
+        return True
+
+
+def _csv_records(partition: str, stream: BinaryIO, snapshot: Snapshot) -> Iterator[tuple[int, list[str] | None, str | None]]:
+    """(first line, fields, None) for each CSV row of one partition, or (first line, None, what is wrong)."""
+    limits = snapshot.limits
+    kind = _compressed(stream)
+    if kind:
+        yield 1, None, _compressed_error(kind)
+        return
+    text = _text(stream, snapshot, partition)
+    encoding = codecs.lookup(text.encoding).name
+    lines = _Lines(text, limits, "utf-8" if encoding == "utf-8-sig" else encoding)
+    records = csv.reader(lines, delimiter=snapshot.delimiter, strict=True)
+    while True:
+        lines.taken = []
+        lines.taken_size = 0
+        try:
+            fields = next(records)
+        except StopIteration:
+            return
+        except _Oversize as oversize:
+            if lines.taken:
+                first = lines.first
+                lines.put_back_all_but_first()
+                yield first, None, f"has a quote that is not closed before line {oversize.line} (line {first}; {QUOTING_HINT})"
+            else:
+                yield oversize.line, None, _too_long(oversize.line, limits)
+            continue
+        except _RowTooLong:
+            first = lines.first
+            lines.put_back_all_but_first()
+            yield first, None, (f"runs on over {len(lines.taken):,} lines past SEGMENT_MAX_LINE_BYTES "
+                                f"({limits.line_bytes:,} bytes): a quote that is never closed? (line {first}; {QUOTING_HINT})")
+            continue
+        except csv.Error as exc:
+            first = lines.first if lines.taken else lines.read_so_far
+            lines.put_back_all_but_first()
+            yield first, None, f"is not valid CSV: {exc} (line {first}; {QUOTING_HINT})"
+            continue
+        except UnicodeError:  # a codec that fails even with the escape handler: the rest cannot be read
+            first = lines.read_so_far + 1
+            yield first, None, (f"cannot be decoded as {snapshot.encoding} from line {first} on; the rest of the file "
+                                f"was not read ({UTF8_HINT})")
+            return
+        if fields:  # a blank line is not a row
+            yield lines.first, fields, None
+
+
 def _csv_rows(partition: str, stream: BinaryIO, snapshot: Snapshot) -> Iterator[SourceRow]:
-    records = csv.reader(_text(stream, snapshot), delimiter=snapshot.delimiter, strict=True)
+    limits = snapshot.limits
+    kind = _compressed(stream)
+    if kind:
+        yield SourceRow(partition, 1, None, _compressed_error(kind))
+        return
     columns: list[str] | None = None if snapshot.has_header else list(snapshot.columns or ())
     header_problem = None
     if columns == []:
         header_problem = "model.json lists no attributes for this headerless partition; export it with its columns"
     number = 0
-    while True:
-        try:
-            fields = next(records)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            number += 1
-            yield SourceRow(partition, number, None, f"is not valid CSV: {exc} (line {records.line_num}; {QUOTING_HINT})")
-            continue
-        if not fields:
-            continue  # blank line: not a row
+    unreadable_header = False
+    max_fields = limits.fields
+    for line, fields, error in _csv_records(partition, stream, snapshot):
         if columns is None:
-            columns = [name.strip() for name in fields]
-            header_problem = _header_problem(columns)
+            if fields is None:  # e.g. compressed, or too long: counted as a row even when nothing follows it
+                columns, header_problem, unreadable_header = [], f"the header row {error}", True
+            else:
+                columns = [name.strip() for name in fields]
+                header_problem = _header_problem(columns, limits)
             continue
         number += 1
         if header_problem:
             yield SourceRow(partition, number, None, header_problem)
-        elif _undecodable(fields):
-            yield SourceRow(partition, number, None, f"has bytes that are not valid {snapshot.encoding.upper()} (line {records.line_num}; {UTF8_HINT})")
+        elif fields is None:
+            yield SourceRow(partition, number, None, error)
+        elif len(fields) > max_fields:
+            yield SourceRow(partition, number, None, f"has {len(fields):,} fields, more than SEGMENT_MAX_FIELDS "
+                                                     f"({limits.fields:,}) (line {line}; {QUOTING_HINT})")
+        elif problem := _text_problem(fields):
+            if problem == "nul":
+                yield SourceRow(partition, number, None, f"holds a NUL byte (line {line}); the file looks binary or "
+                                                         f"UTF-16: {UTF8_HINT} text")
+            else:
+                yield SourceRow(partition, number, None, f"has bytes that are not valid {snapshot.encoding.upper()} "
+                                                         f"(line {line}; {UTF8_HINT})")
         elif len(fields) == len(columns) or (len(fields) > len(columns) and not any(fields[len(columns) :])):
             yield SourceRow(partition, number, dict(zip(columns, fields)), None)
         else:
@@ -123,8 +343,10 @@ def _csv_rows(partition: str, stream: BinaryIO, snapshot: Snapshot) -> Iterator[
                 partition,
                 number,
                 None,
-                f"has {len(fields)} fields, expected {len(columns)} (line {records.line_num}; {QUOTING_HINT})",
+                f"has {len(fields)} fields, expected {len(columns)} (line {line}; {QUOTING_HINT})",
             )
+    if unreadable_header and number == 0:
+        yield SourceRow(partition, 1, None, header_problem)
 
 
 def _json_text(value: object) -> str:
@@ -136,24 +358,61 @@ def _json_text(value: object) -> str:
 
 
 def _jsonl_rows(partition: str, stream: BinaryIO, snapshot: Snapshot) -> Iterator[SourceRow]:
+    limits = snapshot.limits
+    kind = _compressed(stream)
+    if kind:
+        yield SourceRow(partition, 1, None, _compressed_error(kind))
+        return
     number = 0
-    for line_number, raw in enumerate(stream, start=1):
+    line_number = 0
+    while True:
+        raw = stream.readline(limits.line_bytes + 1)
+        if not raw:
+            return
+        line_number += 1
+        if len(raw) > limits.line_bytes:
+            while not raw.endswith(b"\n"):
+                raw = stream.readline(SKIP_CHUNK)
+                if not raw:
+                    break
+            number += 1
+            yield SourceRow(partition, number, None, _too_long(line_number, limits))
+            continue
         if not raw.strip():
             continue
         number += 1
-        try:
-            doc = json.loads(raw.decode("utf-8").lstrip("\ufeff"))
-        except UnicodeDecodeError:
-            yield SourceRow(partition, number, None, f"has bytes that are not valid UTF-8 (line {line_number}; {UTF8_HINT})")
-            continue
-        except json.JSONDecodeError as exc:
-            yield SourceRow(partition, number, None, f"is not valid JSON: {exc.msg} (line {line_number}, column {exc.colno})")
-            continue
-        if not isinstance(doc, dict):
-            yield SourceRow(partition, number, None, f"is not a JSON object (line {line_number}); write one object a line")
-            continue
+        yield SourceRow(partition, number, *_json_row(raw, line_number, limits))
+
+
+def _json_row(raw: bytes, line_number: int, limits: ReadLimits) -> tuple[dict[str, str] | None, str | None]:
+    """(values, None) for one JSONL line, or (None, what is wrong)."""
+    try:
+        text = raw.decode("utf-8").lstrip("\ufeff")
+    except UnicodeDecodeError:
+        return None, f"has bytes that are not valid UTF-8 (line {line_number}; {UTF8_HINT})"
+    too_deep = (f"nests JSON more than {limits.json_depth} levels deep (line {line_number}); SEGMENT_MAX_JSON_DEPTH "
+                "allows no more: write one flat object a line")
+    if json_too_deep(text, limits.json_depth):
+        return None, too_deep
+    try:
+        doc = json.loads(text)
+    except RecursionError:
+        return None, too_deep
+    except json.JSONDecodeError as exc:
+        return None, f"is not valid JSON: {exc.msg} (line {line_number}, column {exc.colno})"
+    except ValueError:  # an integer of more than 4,300 digits
+        return None, f"is not valid JSON: it holds a number too long to read (line {line_number})"
+    if not isinstance(doc, dict):
+        return None, f"is not a JSON object (line {line_number}); write one object a line"
+    if len(doc) > limits.fields:
+        return None, f"has {len(doc):,} fields, more than SEGMENT_MAX_FIELDS ({limits.fields:,}) (line {line_number})"
+    try:
         values = {str(key): _json_text(value) for key, value in doc.items()}
-        if _undecodable([*values, *values.values()]):
-            yield SourceRow(partition, number, None, f"has a \\u escape that is not a character (line {line_number}); {UTF8_HINT}")
-            continue
-        yield SourceRow(partition, number, values, None)
+    except (ValueError, RecursionError):  # a number too long to write back as text
+        return None, f"holds a value that cannot be written as text (line {line_number})"
+    problem = _text_problem([*values, *values.values()])
+    if problem == "nul":
+        return None, f"holds a NUL character (line {line_number}); remove it"
+    if problem:
+        return None, f"has a \\u escape that is not a character (line {line_number}); {UTF8_HINT}"
+    return values, None

@@ -130,6 +130,12 @@ var appSettings = {
   EXPORT_CHUNK_SIZE: '500'
   MAILCHIMP_MAX_CONNECTIONS: string(mailchimpMaxConnections)
   MAX_PROFILES_PER_EXPORT: string(maxProfilesPerExport)
+  // What one segment file may hold: a longer row or more fields make that row invalid; a larger or deeper model.json
+  // makes its export's snapshots unusable (named in the refusal and the log), and the other segments go on.
+  SEGMENT_MAX_LINE_BYTES: '1048576'
+  SEGMENT_MAX_FIELDS: '1000'
+  MODEL_JSON_MAX_BYTES: '16777216'
+  SEGMENT_MAX_JSON_DEPTH: '64'
   MAILCHIMP_RETRY_SECONDS: string(mailchimpRetrySeconds)
   // A run that would take a segment's tag off more than this share of the members carrying it holds those untags back.
   UNTAG_GUARD_PERCENT: '20'
