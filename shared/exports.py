@@ -11,7 +11,7 @@ import json
 import logging
 import tempfile
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, ContextManager, Iterable, Iterator, Protocol
 
@@ -112,6 +112,47 @@ def _held_notice(held: dict[str, int], departures: dict[str, TagDepartures], per
             'with the body {"confirmUntag": true}; if not, fix the export at the source')
 
 
+@dataclass
+class _Untags:
+    """Per segment: members who had a tag taken off, and members whose untag failed."""
+
+    done: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, int] = field(default_factory=dict)
+
+
+def _owned(tag_id: int) -> str:
+    """How a tag the destination created is recorded: by id (names of older records are not ids and never match)."""
+    return f"#{tag_id}"
+
+
+def _needing_tags(members: list[Member], results: list[MemberResult]) -> set[str]:
+    """Delivered members missing at least one of their segment tags (by the audience read)."""
+    delivered = {r.email for r in results if r.outcome in DELIVERED}
+    needing = set()
+    for m in members:
+        if m.email in delivered:
+            carried = {t.casefold() for t in m.existing.tags} if m.existing else set()
+            if any(tag.casefold() not in carried for tag in m.tags):
+                needing.add(m.email)
+    return needing
+
+
+def _untags_by_segment(run: Run, members: list[Member]) -> dict[str, int]:
+    """The untags a chunk was to make (the guard's held ones aside), per segment."""
+    held = run.details.get("untagHeld") or {}
+    segment_of_tag = {part.tag: part.segment for part in run.segments}
+    counts: dict[str, int] = {}
+    for m in members:
+        for tag in m.untag:
+            if tag not in held:
+                counts[segment_of_tag[tag]] = counts.get(segment_of_tag[tag], 0) + 1
+    return counts
+
+
+def plan_lock(run_id: str) -> str:
+    return f"runs/{run_id}/plan.lock"
+
+
 def chunk_blob(run_id: str, number: int) -> str:
     return f"runs/{run_id}/chunks/{number:06d}.jsonl"
 
@@ -175,7 +216,7 @@ class ExportService:
               confirm_untag: bool = False) -> Run:
         """An export asked for by someone: refused, with the reason, whenever it cannot go ahead.
 
-        `confirm_untag` lets this run take tags off however many members left a segment (no mass-untag guard)."""
+        `confirm_untag` confirms the untags the destination's last run held back (see `_held_untags`)."""
         destination = self._destination(destination_id)
         chosen = self._chosen_segments(destination, segments)
         newest = newest_snapshots(self.segments, self._read_limits)
@@ -183,7 +224,7 @@ class ExportService:
         self._check_mailchimp(destination)
         run = self._new_run(destination, trigger, parts)
         if confirm_untag:
-            run.details["confirmUntag"] = True
+            run.details["confirmUntag"] = self._confirmation(destination, parts)
         claim = self.destinations.claim(destination.id, run.id, {p.segment: p.snapshot for p in parts}, self._is_finished, trigger)
         if claim.outcome != "claimed":
             raise Refused(409, f"an export of this destination is already running (run {claim.holder}); wait for it to finish")
@@ -352,6 +393,10 @@ class ExportService:
         2. Send one message per chunk. A crash here is replayed from the frozen plan: the chunks not yet counted
            are sent again (a chunk counts once, whatever the number of its messages).
         """
+        with self.work.exclusive(plan_lock(run_id)):  # a copy of the message delivered meanwhile waits here
+            self._plan_once(run_id)
+
+    def _plan_once(self, run_id: str) -> None:
         run = self.runs.get(run_id)
         if run is None or run.finished_at is not None or run.details.get("chunksSent"):
             return  # unknown, ended, or planned and sent (a redelivered message)
@@ -398,9 +443,11 @@ class ExportService:
             return False
         tag_ids = client.ensure_tags(destination.audience_id, [part.tag for part in run.segments])
         # Tags this destination created are kept in step with their segments (members who left lose them);
-        # a tag someone made by hand is only ever added to.
-        self.destinations.own_tags(destination.id, destination.audience_id, tag_ids.created)
-        owned = self.destinations.owned_tags(destination.id, destination.audience_id)
+        # a tag someone made by hand is only ever added to. Ownership is by Mailchimp's tag id, so a tag deleted
+        # in Mailchimp and made again by hand under the same name is not the destination's.
+        self.destinations.own_tags(destination.id, destination.audience_id, {_owned(tag_ids[name]) for name in tag_ids.created})
+        owned_ids = self.destinations.owned_tags(destination.id, destination.audience_id)
+        owned = {name for name in tag_ids if _owned(tag_ids[name]) in owned_ids}
         mirror_as_of = datetime.now(timezone.utc)
         details = {
             "audienceId": destination.audience_id,
@@ -445,15 +492,19 @@ class ExportService:
             planned_outcomes.setdefault(segment_of_tag[tag], zero_counts())["untagHeld"] += leaving
         self.runs.record_planned_outcomes(run_id, planned_outcomes)
 
-        def freeze(r: Run) -> None:
+        def freeze(r: Run) -> bool:
+            if r.total_chunks is not None:
+                return False  # frozen already: the first freeze is the plan
             r.total_chunks = total
             if held:
                 r.details["untagHeld"] = held
-                r.details["notice"] = _held_notice(held, plan.departures, self.settings.untag_guard_percent)
+                notes = [_held_notice(held, plan.departures, self.settings.untag_guard_percent), r.details.get("notice")]
+                r.details["notice"] = "; ".join(note for note in notes if note)
             for part in r.segments:
                 c = counts.get(part.segment)
                 if c is not None:
                     part.counts.update(read=c.read, invalid=c.invalid, duplicates=c.duplicates, fieldProblems=c.field_problems)
+            return True
 
         self.runs.update(run_id, freeze)
         log.info("export %s planned: %d chunks", run_id, total)
@@ -461,13 +512,26 @@ class ExportService:
 
     def _held_untags(self, run: Run, departures: dict[str, TagDepartures]) -> dict[str, int]:
         """Tags whose departures look like a broken upstream export rather than people leaving: more than
-        UNTAG_GUARD_PERCENT of the members carrying a tag would lose it. Those untags are held back unless the run
-        was started with confirmUntag."""
-        if run.details.get("confirmUntag"):
-            return {}
+        UNTAG_GUARD_PERCENT of the members carrying a tag would lose it. Those untags are held back, unless the run
+        confirms a held run of the same snapshots and no more members leave than that run held back."""
+        confirmed = (run.details.get("confirmUntag") or {}).get("held") or {}
         limit = self.settings.untag_guard_percent
         return {tag: d.leaving for tag, d in sorted(departures.items())
-                if d.leaving and d.leaving * 100 > d.carrying * limit}
+                if d.leaving and d.leaving * 100 > d.carrying * limit and d.leaving > confirmed.get(tag, 0)}
+
+    def _confirmation(self, destination: Destination, parts: list[SegmentPart]) -> dict[str, Any]:
+        """What a start with confirmUntag confirms: the destination's last run, which must have held untags back
+        and read the same snapshots (a newer snapshot may be broken in a new way: it is held, and confirmed, anew)."""
+        runs = [r for r in self.runs.list_for_destination(destination.id) if r.finished]
+        last = runs[0] if runs else None
+        held = (last.details.get("untagHeld") or {}) if last is not None else {}
+        if not held:
+            raise Refused(409, "there are no held-back untags to confirm: the destination's last export held none "
+                               "back; start the export without confirmUntag")
+        if {p.segment: p.snapshot for p in last.segments} != {p.segment: p.snapshot for p in parts}:
+            raise Refused(409, f"export {last.id} held untags back for other snapshots than the newest ones; start the "
+                               "export without confirmUntag, check what it holds back, then confirm that")
+        return {"run": last.id, "held": held}
 
     def _send_chunks(self, run_id: str) -> None:
         """Step 2 (see `plan`): one message per chunk not yet counted, then the run notes that all were sent."""
@@ -553,34 +617,36 @@ class ExportService:
         members = [m for m in everyone if not m.departed]  # the chunk's input rows; departed ones are only untagged
         destination = self.destinations.get(run.destination_id) if run is not None else None
         stop_reason = self._stop_reason(run)
-        untagged: dict[str, int] = {}
-        tag_failure: str | None = None
-        tagged: set[str] = set()
         if stop_reason:
             results = [MemberResult(m.email, Outcome.FAILED, stop_reason) for m in members]
-            self._count(run_id, number, attempt, members, results, tagged)
+            self._count(run_id, number, attempt, members, results)
             return
+        untags = _Untags()
         with guarded_writes(self._consent_guard(run_id, run.destination_id)):
             try:
                 results = self._upsert(run, destination, number, members)
-            except MailchimpAuthError as error:
-                results = self._abort(run_id, members, str(error))
+            except MailchimpAuthError as error:  # counted as far as it got; later chunks stop (the run says why)
+                self._abort(run_id, str(error))
+                results = error.results or [MemberResult(m.email, Outcome.FAILED, str(error)) for m in members]
+                self._count(run_id, number, attempt, members, results,
+                            dict.fromkeys(_needing_tags(members, results), str(error)),
+                            _Untags(failed=_untags_by_segment(run, everyone)))
+                return
             except Exception as error:
                 self.runs.note_chunk_error(run_id, number, f"{type(error).__name__}: {error}")
                 raise
-            else:
-                try:
-                    tagged = self._tag(run, destination, members, results)
-                    untagged = self._untag(run, destination, everyone)
-                except MailchimpAuthError as error:  # the members are written; only their tags are not
-                    self._abort(run_id, [], str(error))
-                    tag_failure = str(error)
-                except WritesStopped as error:
-                    tag_failure = str(error)
-                except Exception as error:
-                    self.runs.note_chunk_error(run_id, number, f"tagging: {type(error).__name__}: {error}")
-                    raise
-        self._count(run_id, number, attempt, members, results, tagged, untagged, tag_failure)
+            try:
+                not_tagged = self._tag(run, destination, members, results)
+                untags = self._untag(run, destination, everyone)
+            except (MailchimpAuthError, WritesStopped) as error:  # the members are written; only their tags are not
+                if isinstance(error, MailchimpAuthError):
+                    self._abort(run_id, str(error))
+                not_tagged = dict.fromkeys(_needing_tags(members, results), str(error))
+                untags = _Untags(failed=_untags_by_segment(run, everyone))
+            except Exception as error:
+                self.runs.note_chunk_error(run_id, number, f"tagging: {type(error).__name__}: {error}")
+                raise
+        self._count(run_id, number, attempt, members, results, not_tagged, untags)
 
     def _consent_guard(self, run_id: str, destination_id: str) -> Callable[[], str | None]:
         """Asked right before every Mailchimp write of a chunk: a withdrawn consent stops the run there."""
@@ -591,10 +657,9 @@ class ExportService:
             return f"not sent: {self._stop_for_consent(run_id, destination).message}"
         return guard
 
-    def _abort(self, run_id: str, members: list[Member], message: str) -> list[MemberResult]:
-        """Credentials refused: every later chunk stops too (the run says why); these members count failed."""
+    def _abort(self, run_id: str, message: str) -> None:
+        """Credentials refused: every later chunk stops too, and the run says why."""
         self.runs.update(run_id, lambda r: r.details.update(abort=message))
-        return [MemberResult(m.email, Outcome.FAILED, message) for m in members]
 
     def _stop_for_consent(self, run_id: str, destination: Destination) -> Run:
         """Consent withdrawn: nothing more leaves. Chunks not yet sent count failed with who withdrew it and when."""
@@ -636,46 +701,54 @@ class ExportService:
         return [MemberResult(r["email"], Outcome(r["outcome"]), r.get("reason"), r.get("field"))
                 for r in json.loads(self.work.read_bytes(saved))]
 
-    def _tag(self, run: Run, destination: Destination | None, members: list[Member], results: list[MemberResult]) -> set[str]:
-        delivered = {r.email for r in results if r.outcome in (Outcome.CREATED, Outcome.UPDATED, Outcome.UNCHANGED)}
-        if destination is None or not delivered:
-            return set()
+    def _tag(self, run: Run, destination: Destination | None, members: list[Member],
+             results: list[MemberResult]) -> dict[str, str]:
+        """Add each delivered member's segment tags it does not carry yet; the members not tagged, with why."""
+        needing = _needing_tags(members, results)
+        if destination is None or not needing:
+            return {}
         by_tag: dict[str, list[str]] = {}
         for m in members:
-            if m.email in delivered:
+            if m.email in needing:
                 carried = {t.casefold() for t in m.existing.tags} if m.existing else set()
                 for tag in m.tags:
                     if tag.casefold() not in carried:  # the audience read before the run shows it tagged already
                         by_tag.setdefault(tag, []).append(m.email)
-        not_tagged: set[str] = set()
+        not_tagged: dict[str, str] = {}
         for tag, emails in by_tag.items():
             refused = self.connections.call(destination, lambda client: client.tag_members(
                 run.details["audienceId"], run.details["tagIds"][tag], emails))
-            not_tagged.update(refused)
-        return delivered - not_tagged
+            for email, reason in refused.items():
+                not_tagged.setdefault(email, f"tag {tag!r} not added: {reason}")
+        return not_tagged
 
-    def _untag(self, run: Run, destination: Destination | None, members: list[Member]) -> dict[str, int]:
-        """Take segment tags off members no longer in those segments; returns how many per segment."""
+    def _untag(self, run: Run, destination: Destination | None, members: list[Member]) -> "_Untags":
+        """Take segment tags off members no longer in those segments (not those the guard holds back)."""
         held = run.details.get("untagHeld") or {}
         by_tag: dict[str, list[str]] = {}
         for m in members:
             for tag in m.untag:
                 if tag not in held:
                     by_tag.setdefault(tag, []).append(m.email)
+        untags = _Untags()
         if destination is None or not by_tag:
-            return {}
+            return untags
         segment_of_tag = {part.tag: part.segment for part in run.segments}
-        untagged: dict[str, int] = {}
         for tag, emails in by_tag.items():
             missed = self.connections.call(destination, lambda client: client.untag_members(
                 run.details["audienceId"], run.details["tagIds"][tag], emails))
-            untagged[segment_of_tag[tag]] = untagged.get(segment_of_tag[tag], 0) + len(emails) - len(missed)
-        return untagged
+            segment = segment_of_tag[tag]
+            untags.done[segment] = untags.done.get(segment, 0) + len(emails) - len(missed)
+            if missed:
+                untags.failed[segment] = untags.failed.get(segment, 0) + len(missed)
+        return untags
 
     def _count(self, run_id: str, number: int, attempt: str, members: list[Member], results: list[MemberResult],
-               tagged: set[str], untagged: dict[str, int] | None = None, tag_failure: str | None = None) -> None:
-        """Count the chunk once. With `tag_failure`, the members were written but their segment tags could not be
-        added: they count by what was written, each with a `tag` line in the errors report, and `tagFailed`."""
+               not_tagged: dict[str, str] | None = None, untags: "_Untags | None" = None) -> None:
+        """Count the chunk once. Members written whose segment tag could not be added count by what was written,
+        each with a `tag` line in the errors report, and in `tagFailed`; untags that failed count in `untagFailed`."""
+        not_tagged = not_tagged or {}
+        untags = untags or _Untags()
         source = {m.email: m.source for m in members}
         lines = [
             _error_line(source[r.email].segment, source[r.email].partition, source[r.email].row, r.email,
@@ -683,21 +756,20 @@ class ExportService:
                         "mailchimp" if r.outcome is Outcome.REFUSED else "failure")
             for r in results if r.outcome in (Outcome.REFUSED, Outcome.FAILED)
         ]
-        untagged_members = [r for r in results if r.outcome in DELIVERED and r.email not in tagged]
-        if tag_failure:
-            lines += [_error_line(source[r.email].segment, source[r.email].partition, source[r.email].row, r.email,
-                                  f"written, but its segment tag was not added: {tag_failure}", "tag")
-                      for r in untagged_members]
+        lines += [_error_line(source[email].segment, source[email].partition, source[email].row, email,
+                              f"written, but its segment tag was not added: {reason}", "tag")
+                  for email, reason in not_tagged.items()]
         errors = ""
         if lines:
             errors = f"{errors_prefix(run_id)}chunk-{number:06d}-{attempt}.jsonl"
             self.work.write_bytes(errors, b"".join(lines))
-        per_segment = chunk_counts(results, {m.email: m.source.segment for m in members}, tagged)
-        for segment, count in (untagged or {}).items():
-            per_segment.setdefault(segment, zero_counts())["untagged"] += count
-        if tag_failure:
-            for r in untagged_members:
-                per_segment[source[r.email].segment]["tagFailed"] += 1
+        delivered = {r.email for r in results if r.outcome in DELIVERED}
+        per_segment = chunk_counts(results, {m.email: m.source.segment for m in members}, delivered - not_tagged.keys())
+        for email in not_tagged:
+            per_segment[source[email].segment]["tagFailed"] += 1
+        for key, by_segment in (("untagged", untags.done), ("untagFailed", untags.failed)):
+            for segment, count in by_segment.items():
+                per_segment.setdefault(segment, zero_counts())[key] += count
         self.runs.finish_chunk(run_id, number, per_segment, errors)
 
     def _settle(self, run_id: str) -> None:
@@ -727,13 +799,17 @@ class ExportService:
         self._settle(run_id)
 
     def _give_up(self, run_id: str, number: int, attempt: str, reason: str) -> None:
-        members = [m for m in decode_members(self.work.read_bytes(chunk_blob(run_id, number))) if not m.departed]
+        everyone = list(decode_members(self.work.read_bytes(chunk_blob(run_id, number))))
+        members = [m for m in everyone if not m.departed]
+        why = f"gave up after repeated failures: {reason}"
+        run = self.runs.get(run_id, counts=False)
+        untags = _Untags(failed=_untags_by_segment(run, everyone)) if run is not None else _Untags()
         saved = self._saved_results(run_id, number)
-        if saved is not None:
-            self._count(run_id, number, attempt, members, saved, set(), tag_failure=f"gave up after repeated failures: {reason}")
+        if saved is not None:  # written: only the tags (and untags) are missing
+            self._count(run_id, number, attempt, members, saved, dict.fromkeys(_needing_tags(members, saved), why), untags)
             return
-        results = [MemberResult(m.email, Outcome.FAILED, f"gave up after repeated failures: {reason}") for m in members]
-        self._count(run_id, number, attempt, members, results, set())
+        results = [MemberResult(m.email, Outcome.FAILED, why) for m in members]
+        self._count(run_id, number, attempt, members, results, untags=untags)
 
     def cancel(self, destination_id: str, reason: str) -> str | None:
         """Stop the destination's running export: chunks not yet sent count as failed with `reason`.

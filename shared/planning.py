@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+from shared.columns import ColumnMismatch, resolve_columns
 from shared.emails import email_problem, normalize_email
 from shared.members import ExistingMember, Member, RowRef
 from shared.segment_rows import SourceRow
@@ -303,20 +304,26 @@ class Plan:
             if chunk:
                 yield chunk
 
-    def _rules(self, source: SegmentInput) -> tuple[str, list[_FieldRule]]:
-        """The email column and merge rules with this segment's own column names."""
-        column = lambda name: source.columns.get(name, name)  # noqa: E731
+    def _rules(self, columns: Mapping[str, str]) -> tuple[str, list[_FieldRule]]:
+        """The email column and merge rules with these column names (mapped name -> column)."""
+        column = lambda name: columns.get(name, name)  # noqa: E731
         rules = [_FieldRule(tag, column(name), *self._types[tag]) for tag, name in self._mapping.merge_fields.items()]
         return column(self._mapping.email), rules
 
     def _spill_rows(self, spill: _Spill) -> None:
         for index, source in enumerate(self._inputs):
             counts = self.counts[source.segment]
-            email_column, rules = self._rules(source)
+            segment_rules = self._rules(source.columns)
+            own: dict[str, tuple[str, list[_FieldRule]]] = {}  # partitions whose header differs from the segment's
             for row in source.rows:
                 counts.read += 1
                 given, reason = None, row.error
                 if row.values is not None:
+                    email_column, rules = own.get(row.partition, segment_rules)
+                    if email_column not in row.values and row.partition not in own:
+                        # This partition's header differs (say "email" where the first had "Email"): the same rule
+                        # resolves it once, so its rows are not lost (and their members not untagged).
+                        email_column, rules = own[row.partition] = self._partition_rules(row.values, segment_rules)
                     given = row.values.get(email_column)
                     email, fields, reason = self._accept(row, given, email_column, rules, source, counts)
                 if reason is not None:
@@ -324,6 +331,12 @@ class Plan:
                     self._on_problem(RowProblem(source.segment, row.partition, row.row, given, reason))
                 else:
                     spill.add(email, (email, index, row.partition, row.row, fields))
+
+    def _partition_rules(self, values: Mapping[str, str], fallback: tuple[str, list[_FieldRule]]) -> tuple[str, list[_FieldRule]]:
+        try:
+            return self._rules(resolve_columns([self._mapping.email, *self._mapping.merge_fields.values()], list(values)))
+        except ColumnMismatch:
+            return fallback  # its rows are reported invalid, naming the mapped column they lack
 
     def _accept(self, row: SourceRow, given: str | None, email_column: str, rules: list[_FieldRule],
                 source: SegmentInput, counts: SegmentCounts) -> tuple[str, dict[str, Any], str | None]:
@@ -342,7 +355,7 @@ class Plan:
             if raw and (raw := raw.strip()):
                 try:
                     fields[rule.tag] = rule.convert(raw)
-                except (ValueError, KeyError, TypeError, AttributeError):
+                except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
                     counts.field_problems += 1
                     self._on_problem(RowProblem(
                         source.segment, row.partition, row.row, given,

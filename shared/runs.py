@@ -16,8 +16,9 @@ from shared.members import MemberResult, Outcome
 
 OUTCOME_KEYS = ("created", "updated", "unchanged", "refused", "failed")
 # Outside the equation: rows sent without a value that could not be converted; members written whose segment tag
-# could not be added; members who left a segment but kept its tag because the mass-untag guard held it back.
-NOTICE_KEYS = ("fieldProblems", "tagFailed", "untagHeld")
+# could not be added; members who left a segment but kept its tag because the mass-untag guard held it back, or
+# because taking it off failed.
+NOTICE_KEYS = ("fieldProblems", "tagFailed", "untagHeld", "untagFailed")
 COUNT_KEYS = ("read", "invalid", "duplicates", *OUTCOME_KEYS, "tagged", "untagged", *NOTICE_KEYS)
 FINISHED = ("succeeded", "completed_with_errors", "failed", "cancelled")
 CANCELLING = "cancelling"  # cancelled, but chunks sent before the cancel are still being counted

@@ -95,16 +95,23 @@ class BlobFolder:
     def exclusive(self, name: str, wait_seconds: float = 900.0) -> Iterator[None]:
         """Hold a lease on blob `name` while the block runs, across every instance; wait while another holds it.
 
-        The lease lasts EXCLUSIVE_LEASE_SECONDS and is renewed every third of that, so a crashed holder lets go
-        within that time and a live one keeps it however long it works. The blob can be read but not deleted while
-        leased: release before deleting.
+        The lease lasts EXCLUSIVE_LEASE_SECONDS and is renewed every third of that (a failed renewal is tried again
+        until the lease would have run out), so a crashed holder lets go within that time and a live one keeps it
+        however long it works. A missing blob is created empty first. `delete_prefix` breaks leases it meets.
         """
-        lease = BlobLeaseClient(self._container.get_blob_client(name))
+        blob = self._container.get_blob_client(name)
+        lease = BlobLeaseClient(blob)
         deadline = time.monotonic() + wait_seconds
         while True:
             try:
                 lease.acquire(lease_duration=EXCLUSIVE_LEASE_SECONDS)
                 break
+            except ResourceNotFoundError:
+                try:
+                    blob.upload_blob(b"", overwrite=False)
+                except (ResourceExistsError, HttpResponseError):
+                    pass  # another worker created (and maybe leased) it meanwhile
+                continue
             except HttpResponseError as error:
                 if error.status_code != 409 or time.monotonic() > deadline:
                     raise
@@ -112,13 +119,16 @@ class BlobFolder:
         stop = threading.Event()
 
         def renew() -> None:
+            renewed = time.monotonic()
             while not stop.wait(EXCLUSIVE_LEASE_SECONDS / 3):
                 try:
                     lease.renew()
-                except Exception as error:  # noqa: BLE001 - lost: another worker may start; the work is idempotent
-                    log.warning("lease on a work blob could not be renewed (%s); a duplicate delivery may now run "
-                                "alongside", type(error).__name__)
-                    return
+                    renewed = time.monotonic()
+                except Exception as error:  # noqa: BLE001 - tried again until the lease has run out
+                    if time.monotonic() - renewed >= EXCLUSIVE_LEASE_SECONDS:
+                        log.warning("lease on a work blob was lost (%s); a duplicate delivery may now run alongside",
+                                    type(error).__name__)
+                        return
 
         renewer = threading.Thread(target=renew, name="work-blob-lease", daemon=True)
         renewer.start()
@@ -133,10 +143,20 @@ class BlobFolder:
                 pass  # expired or broken: free either way
 
     def delete_prefix(self, prefix: str) -> None:
-        """Deletes in batches of 256 (one request each); blobs already gone are fine."""
+        """Deletes in batches of 256 (one request each); blobs already gone are fine. A blob still leased (a worker
+        letting go of a chunk it has counted) has its lease broken and is deleted too: nothing is left behind."""
         names = list(self.list_names(prefix))
         for start in range(0, len(names), 256):
-            self._container.delete_blobs(*names[start:start + 256], raise_on_any_failure=False)
+            batch = names[start:start + 256]
+            answers = self._container.delete_blobs(*batch, raise_on_any_failure=False)
+            for name, answer in zip(batch, answers):
+                if getattr(answer, "status_code", 202) == 412:  # there is a lease on the blob
+                    blob = self._container.get_blob_client(name)
+                    BlobLeaseClient(blob).break_lease(lease_break_period=0)
+                    try:
+                        blob.delete_blob()
+                    except ResourceNotFoundError:
+                        pass
 
 
 class _ChunkStream(io.RawIOBase):

@@ -432,10 +432,10 @@ class RunTable(_Table):
         return _retry_on_conflict(attempt)
 
     def record_planned_outcomes(self, run_id: str, per_segment: dict[str, dict[str, int]]) -> None:
-        """Outcomes planning settled without a chunk (members already as wanted); replanning writes the same row."""
-        if per_segment:
-            self.table.upsert_entity({"PartitionKey": run_id, "RowKey": "shard-plan", "chunksDone": 0,
-                                      "counts": json.dumps(per_segment)}, mode=UpdateMode.REPLACE)
+        """Outcomes planning settled without a chunk (members already as wanted, untags held back). Always
+        written, empty too: a planning attempt replaces whatever an earlier, crashed attempt recorded."""
+        self.table.upsert_entity({"PartitionKey": run_id, "RowKey": "shard-plan", "chunksDone": 0,
+                                  "counts": json.dumps(per_segment)}, mode=UpdateMode.REPLACE)
 
     def settle_if_done(self, run_id: str) -> Run | None:
         """Give the run its final status once every chunk is counted; the run if this call was the one to do it."""

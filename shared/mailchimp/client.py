@@ -12,7 +12,7 @@ from shared.members import ExistingMember, Member, MemberResult
 
 from .batching import MAX_BATCH, chunks
 from .credentials import Credentials
-from .errors import MailchimpNotFound, MailchimpRequestError
+from .errors import MailchimpNotFound, MailchimpRequestError, MailchimpUnavailable
 from .models import Audience, MergeField
 from .redact import redact
 from .retry import RetryPolicy
@@ -108,9 +108,28 @@ class MailchimpClient:
                       ) -> Iterator[ExistingMember]:
         """Every contact, archived ones included: a listing without a status filter may leave archived contacts out
         (unconfirmed for Mailchimp; the local Mailchimp does), and an export must know them to leave them archived.
-        A contact listed by both reads comes twice, the archived read last."""
+
+        Archived contacts are read first and completely: paging by offset skips a contact when one before it leaves
+        the list during the read (unarchived, deleted), and a skipped archived contact would look new and be
+        re-created. So the read is repeated until the list's size did not change while it was read. A contact
+        listed by both reads comes twice, the archived read last.
+        """
+        archived = self._complete_listing(list_id, "archived")
         yield from self.iter_members(list_id, fields=fields)
-        yield from self.iter_members(list_id, fields=("email_address", "status"), status="archived")
+        yield from archived
+
+    def _complete_listing(self, list_id: str, status: str, attempts: int = 5) -> list[ExistingMember]:
+        for _ in range(attempts):
+            before = self._count(list_id, status)
+            found = list(self.iter_members(list_id, fields=("email_address", "status"), status=status))
+            if len({m.email for m in found}) == before == self._count(list_id, status):
+                return found
+        raise MailchimpUnavailable(f"the audience's {status} contacts kept changing while they were read; try again later")
+
+    def _count(self, list_id: str, status: str) -> int:
+        doc = self._http.call("GET", "/lists/{list_id}/members", path={"list_id": list_id},
+                              params={"status": status, "count": 1, "fields": "total_items"})
+        return int(doc.get("total_items", 0))
 
     def get_member(self, list_id: str, email: str) -> ExistingMember | None:
         """None when the address is not (or no longer) in the audience."""

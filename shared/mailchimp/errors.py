@@ -20,7 +20,13 @@ class MailchimpError(Exception):
 
 
 class MailchimpAuthError(MailchimpError):
-    """401: the key or token is dead (revoked, deleted); retrying cannot help, a person must reconnect."""
+    """401: the key or token is dead (revoked, deleted); retrying cannot help, a person must reconnect.
+
+    Raised out of an upsert, `results` holds every member's outcome so far (those written before the refusal keep
+    theirs; the others are failed), so what Mailchimp already holds is counted as such.
+    """
+
+    results: Any = None
 
 
 class MailchimpNotFound(MailchimpError):

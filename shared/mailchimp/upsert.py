@@ -14,7 +14,7 @@ from shared.emails import normalize_email
 from shared.members import ExistingMember, Member, MemberResult, Outcome
 
 from .batching import chunks
-from .errors import MailchimpRequestError, WritesStopped
+from .errors import MailchimpAuthError, MailchimpRequestError, WritesStopped
 from .merge_values import unchanged, values_to_send
 from .redact import redact
 
@@ -24,9 +24,9 @@ ARCHIVED = ("archived in Mailchimp, so it is left archived: Mailchimp does not t
             "unsubscribed, and writing it would bring it back with the status sent. If this person should be in the "
             "audience again, unarchive them in Mailchimp (Audience > All contacts > the contact > Unarchive), then export again")
 CONTACT_EXISTS = "ERROR_CONTACT_EXISTS"
-# Statuses a member can move to while an export runs that a write with the status read earlier would undo.
-WATCHED_STATUSES = ("unsubscribed", "cleaned", "archived")
+ALL_STATUSES = ("subscribed", "unsubscribed", "cleaned", "pending", "transactional", "archived")
 SINGLE_READS = 10  # "already a member" answers re-read one by one up to this many; more are re-read by listing
+STATUS_READS = 50  # members read with a status other than subscribed, re-read one by one before a write
 CLOCK_MARGIN = timedelta(seconds=5)  # our clock against Mailchimp's, for "changed since" listings
 
 
@@ -47,8 +47,9 @@ class MemberStore(Protocol):
 
     def get_member(self, list_id: str, email: str) -> ExistingMember | None: ...
 
-    def iter_members(self, list_id: str, *, fields: Sequence[str], status: str | None,
-                     since_last_changed: datetime | None) -> Iterator[ExistingMember]: ...
+    def iter_members(self, list_id: str, *, fields: Sequence[str], status: str | None = None,
+                     since_last_changed: datetime | None = None,
+                     unsubscribed_since: datetime | None = None) -> Iterator[ExistingMember]: ...
 
 
 def upsert(store: MemberStore, list_id: str, members: Sequence[Member], status_for_new: str,
@@ -61,17 +62,24 @@ def upsert(store: MemberStore, list_id: str, members: Sequence[Member], status_f
     results: dict[str, MemberResult] = {}
     new = [(email, m) for email, m in firsts.items() if m.existing is None]
     known = [(email, m, m.existing) for email, m in firsts.items() if m.existing is not None]
-    known += _create(store, list_id, new, status_for_new, results)
-    _update(store, list_id, known, existing_as_of, results)
+    try:
+        known += _create(store, list_id, new, status_for_new, existing_as_of, results)
+        _update(store, list_id, known, existing_as_of, results)
+    except MailchimpAuthError as error:  # what was written before the credentials were refused still counts
+        error.results = [results.get(normalize_email(m.email)) or MemberResult(m.email, Outcome.FAILED, str(error))
+                         for m in members]
+        raise
     return [results[normalize_email(m.email)] for m in members]
 
 
 def _create(store: MemberStore, list_id: str, new: list[tuple[str, Member]], status: str,
-            results: dict[str, MemberResult]) -> list[tuple[str, Member, ExistingMember]]:
+            existing_as_of: datetime | None, results: dict[str, MemberResult]) -> list[tuple[str, Member, ExistingMember]]:
     """Step 1; returns the members that turned out to exist (added since the audience was read)."""
     appeared = []
     for chunk in chunks(new):
-        sent_at = datetime.now(timezone.utc) - CLOCK_MARGIN
+        # Our own earlier attempt may have created them, in this call (a retry) or in an earlier delivery of the
+        # chunk: either way after the audience was read.
+        sent_at = (existing_as_of or datetime.now(timezone.utc)) - CLOCK_MARGIN
         answer = _write(store, list_id, [_payload(e, m, status) for e, m in chunk], False, chunk, results)
         if answer is None:
             continue
@@ -180,20 +188,37 @@ def _update(store: MemberStore, list_id: str, known: list[tuple[str, Member, Exi
 def _statuses_now(store: MemberStore, list_id: str, read: dict[str, str], since: datetime | None) -> dict[str, str]:
     """Current statuses of the members at hand whose status moved since the audience was read.
 
-    A write carries a status, so one read earlier could undo an unsubscribe, a bounce (cleaned), an archiving or a
-    confirmation (pending -> subscribed) that happened during the run. Mailchimp filters listings by one status at a
-    time: the statuses nobody reaches through an export are listed since the read (short lists: the export itself
-    never unsubscribes, cleans or archives anyone; existing unsubscribed members it updates are the exception), and
-    confirmations only when a pending member is about to be written. Without a read time, all members of those
-    statuses are listed.
+    A write carries a status, so one read earlier would undo whatever happened during the run: an unsubscribe, a
+    bounce (cleaned), an archiving, a confirmation or a re-subscription. Members read as subscribed (most of an
+    audience) are checked with three listings that stay short however much the run writes: unsubscribed since the
+    read (by unsubscribe time, which an export never moves), cleaned and archived changed since the read (an export
+    never writes either). Moving a subscribed contact to pending or transactional takes an API call and is not
+    watched. Members read with another status are read one by one (STATUS_READS at most per call); beyond that, with
+    listings of every status changed since the read, which grow with what the run itself writes.
     """
-    watched = list(WATCHED_STATUSES)
-    if "pending" in read.values():
-        watched.append("subscribed")
+    since = since - CLOCK_MARGIN if since is not None else None
     moved: dict[str, str] = {}
-    for status in watched:
-        for m in store.iter_members(list_id, fields=("email_address", "status"), status=status,
-                                    since_last_changed=since):
+    if "subscribed" in read.values():
+        subscribed = {email: status for email, status in read.items() if status == "subscribed"}
+        moved.update(_listed_moves(store, list_id, subscribed, [("unsubscribed", {"unsubscribed_since": since}),
+                                                               ("cleaned", {"since_last_changed": since}),
+                                                               ("archived", {"since_last_changed": since})]))
+    others = {email: status for email, status in read.items() if status != "subscribed"}
+    if len(others) <= STATUS_READS:
+        for email, status in sorted(others.items()):
+            member = store.get_member(list_id, email)
+            if member is not None and member.status != status:
+                moved[email] = member.status
+    else:
+        moved.update(_listed_moves(store, list_id, others, [(s, {"since_last_changed": since}) for s in ALL_STATUSES]))
+    return moved
+
+
+def _listed_moves(store: MemberStore, list_id: str, read: dict[str, str],
+                  listings: list[tuple[str, dict[str, datetime | None]]]) -> dict[str, str]:
+    moved: dict[str, str] = {}
+    for status, window in listings:
+        for m in store.iter_members(list_id, fields=("email_address", "status"), status=status, **window):
             if m.email in read and read[m.email] != m.status:
                 moved[m.email] = m.status
     return moved

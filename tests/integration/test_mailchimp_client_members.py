@@ -128,27 +128,31 @@ def test_status_changes_after_the_audience_read_are_never_undone(client, mailchi
     # Each member changes status between the read and the write; the write must carry the new status (or none).
     for email, status in [("confirms@example.com", "pending"), ("bounces@example.com", "subscribed"),
                           ("archived-later@example.com", "subscribed"), ("leaves@example.com", "subscribed"),
-                          ("stays@example.com", "pending")]:
-        put_member(mailchimp, email, status)
+                          ("stays@example.com", "pending"), ("comes-back@example.com", "unsubscribed"),
+                          ("opts-in@example.com", "transactional")]:
+        put_member(mailchimp, email, status, unsubscribed_by="admin")
     existing, read_at = mirror(client)
     time.sleep(1.1)  # Mailchimp's "changed since" filters have one-second resolution
     put_member(mailchimp, "confirms@example.com", "subscribed")
     put_member(mailchimp, "bounces@example.com", "cleaned")
     put_member(mailchimp, "archived-later@example.com", "subscribed", archived=True)
     put_member(mailchimp, "leaves@example.com", "unsubscribed", unsubscribed_by="admin")
+    put_member(mailchimp, "comes-back@example.com", "subscribed")  # re-subscribes through a form during the run
+    put_member(mailchimp, "opts-in@example.com", "subscribed")
     emails = ["confirms@example.com", "bounces@example.com", "archived-later@example.com", "leaves@example.com",
-              "stays@example.com"]
+              "stays@example.com", "comes-back@example.com", "opts-in@example.com"]
     results = {r.email: r for r in client.upsert_members(LIST, [member(e, existing[e], FNAME="New") for e in emails],
                                                          status_for_new="subscribed", existing_as_of=read_at)}
     assert {e: r.outcome for e, r in results.items()} == {
         "confirms@example.com": Outcome.UPDATED, "bounces@example.com": Outcome.REFUSED,
         "archived-later@example.com": Outcome.REFUSED, "leaves@example.com": Outcome.UPDATED,
-        "stays@example.com": Outcome.UPDATED}
+        "stays@example.com": Outcome.UPDATED, "comes-back@example.com": Outcome.UPDATED,
+        "opts-in@example.com": Outcome.UPDATED}
     after = members_by_email(mailchimp)
     assert {e: after[e]["status"] for e in emails} == {
         "confirms@example.com": "subscribed", "bounces@example.com": "cleaned",
         "archived-later@example.com": "archived", "leaves@example.com": "unsubscribed",
-        "stays@example.com": "pending"}
+        "stays@example.com": "pending", "comes-back@example.com": "subscribed", "opts-in@example.com": "subscribed"}
     assert after["leaves@example.com"]["merge_fields"]["FNAME"] == "New"
 
 

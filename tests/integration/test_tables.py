@@ -54,6 +54,14 @@ def test_planning_counts_and_chunk_counts_never_overwrite_each_other(tables):
     assert runs.get(run.id).counts == settled.counts
 
 
+def test_outcomes_a_crashed_planning_attempt_recorded_are_replaced_even_by_none(tables):
+    runs = RunTable(tables, "runs" + uuid.uuid4().hex[:8])
+    run = new_run(runs, 0)
+    runs.record_planned_outcomes(run.id, {"A": {**zero_counts(), "unchanged": 2, "tagged": 2}})  # attempt 1, then a crash
+    runs.record_planned_outcomes(run.id, {})  # attempt 2 settles nobody at planning
+    assert runs.get(run.id).counts["unchanged"] == 0
+
+
 def test_a_replanned_chunk_keeps_its_state(tables):
     runs = RunTable(tables, "runs" + uuid.uuid4().hex[:8])
     run = new_run(runs, 1)

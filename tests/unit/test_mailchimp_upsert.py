@@ -43,7 +43,7 @@ class FakeAudience:
         self.single_reads += 1
         return self.members.get(email)
 
-    def iter_members(self, list_id, *, fields, status, since_last_changed):
+    def iter_members(self, list_id, *, fields, status=None, since_last_changed=None, unsubscribed_since=None):
         self.listings.append(status)
         return iter([m for m in self.members.values() if status is None or m.status == status])
 
@@ -78,10 +78,16 @@ def test_mailchimp_unavailable_propagates_so_the_chunk_is_retried_later():
         upsert(audience, "L", [member("a@example.com")], "subscribed", READ_AT)
 
 
-def test_credential_errors_stop_the_whole_call():
-    audience = FakeAudience(fail_call=1, error=MailchimpAuthError("renew"))
-    with pytest.raises(MailchimpAuthError):
-        upsert(audience, "L", [member("a@example.com")], "subscribed", READ_AT)
+def test_credentials_refused_mid_call_stop_it_and_keep_what_was_written():
+    # A 401 after the creates went through: the call stops (no other write could succeed), and the error carries
+    # every member's outcome so far, so the created ones are counted created and only the others failed.
+    audience = FakeAudience(fail_call=2, error=MailchimpAuthError("renew the API key"))
+    audience.members["old@example.com"] = ExistingMember("old@example.com", "subscribed", {"FNAME": "Old"})
+    with pytest.raises(MailchimpAuthError) as refused:
+        upsert(audience, "L", [member("a@example.com"), member("old@example.com", audience.members["old@example.com"],
+                                                               FNAME="New")], "subscribed", READ_AT)
+    assert [r.outcome for r in refused.value.results] == [Outcome.CREATED, Outcome.FAILED]
+    assert "renew the API key" in refused.value.results[1].reason
 
 
 def test_member_missing_from_the_answer_is_failed_not_lost():
@@ -131,7 +137,7 @@ def test_a_member_someone_else_added_meanwhile_is_updated_with_its_own_status():
     results = upsert(audience, "L", [member("a@example.com", FNAME="New")], "subscribed", READ_AT)
     assert results[0].outcome is Outcome.UPDATED
     assert audience.members["a@example.com"].status == "unsubscribed"
-    assert audience.single_reads == 1  # a few "already a member" answers are read one by one
+    assert audience.single_reads == 2  # read back after "already a member", then its status right before the write
 
 
 def test_archived_members_are_never_written():

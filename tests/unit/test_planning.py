@@ -305,3 +305,26 @@ def test_members_needing_nothing_are_counted_settled_and_left_out_of_the_chunks(
     members, counts, _ = plan(inputs, existing=audience, already_done=lambda m: m.existing is not None)
     assert [m.email for m in members] == ["new@contoso.com"]
     assert counts["VIP"] == SegmentCounts(read=2, members=2, settled=1)
+
+
+def test_a_partition_whose_header_differs_in_case_from_the_first_keeps_its_rows() -> None:
+    # The snapshot's columns come from its first partition ("Email"); another partition says "email". Its rows are
+    # the same segment's members: losing them would take the tag off them as if they had left.
+    source = rows("p0.csv", {"Email": "a@contoso.com"}) + rows("p1.csv", {"email": "b@contoso.com"})
+    existing = [ExistingMember("b@contoso.com", "subscribed", {}, ("s",))]
+
+    members, counts, problems = plan([SegmentInput("S", "s", source, columns={"Email": "Email"})], Mapping("Email"),
+                                     existing=existing, removable_tags={"s"})
+
+    assert sorted((m.email, m.untag) for m in members) == [("a@contoso.com", []), ("b@contoso.com", [])]
+    assert counts["S"].invalid == 0 and problems == []
+
+
+def test_a_value_nested_too_deep_to_parse_is_a_field_problem_not_a_failed_run() -> None:
+    source = rows("p.csv", {"Email": "x@contoso.com", "Addr": "{" + '"a":{' * 3000 + "}" * 3001})
+
+    members, counts, [problem] = plan([SegmentInput("S", "s", source)], Mapping("Email", {"ADDR": "Addr"}),
+                                      merge_field_types={"ADDR": "address"})
+
+    assert [m.email for m in members] == ["x@contoso.com"] and counts["S"].field_problems == 1
+    assert problem.kind == "field" and problem.merge_tag == "ADDR"

@@ -1,0 +1,159 @@
+"""ExportService stopped between two steps, or run by two workers at once, on in-memory ports (tests/unit/export_fakes.py).
+
+Expectations are computed here from the rows written; the equation is written out rather than taken from shared.runs.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from shared.exports import Refused, chunk_blob
+from tests.unit.export_fakes import drain, make, write_snapshot
+
+EQUATION = ("invalid", "duplicates", "created", "updated", "unchanged", "refused", "failed")
+
+
+def accounted(counts: dict[str, int]) -> bool:
+    return counts["read"] == sum(counts[key] for key in EQUATION)
+
+
+def snapshot(root: Path, stamp: str, parts: list[tuple[str, list[str]]]) -> None:
+    folder = Path(root, "Vip", stamp)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (header, emails) in enumerate(parts):
+        (folder / f"part-{i}.csv").write_text(header + "\r\n" + "".join(f"{e},N\r\n" for e in emails))
+    (folder / "_SUCCESS").write_text("")
+
+
+def test_a_second_plan_delivery_while_the_first_plans_waits_and_then_changes_nothing(tmp_path):
+    people = [f"p{i}@x.com" for i in range(6)]
+    write_snapshot(tmp_path, "Vip", "2026/11/28/1700", people)
+    service, client = make(tmp_path, ["Vip"], chunk_size=2)
+    run = service.start("d1", "http")
+    service.plan_queue.msgs.clear()
+    reading, go_on = threading.Event(), threading.Event()
+    real_read = client.iter_audience
+
+    def slow_read(list_id, fields=None):
+        reading.set()
+        go_on.wait(10)
+        yield from real_read(list_id, fields)
+
+    client.iter_audience = slow_read
+    first = threading.Thread(target=service.plan, args=(run.id,))
+    first.start()
+    assert reading.wait(10)
+    second = threading.Thread(target=service.plan, args=(run.id,))  # the same message, delivered again
+    second.start()
+    second.join(0.5)
+    assert second.is_alive()  # it waits for the first planner instead of planning alongside
+    go_on.set()
+    first.join(10)
+    second.join(10)
+    client.iter_audience = real_read
+    chunks_sent = list(service.chunk_queue.msgs)
+    drain(service)
+    result = service.runs.get(run.id)
+    assert sorted(m["chunk"] for m in chunks_sent) == [0, 1, 2]  # one plan, sent once
+    assert sorted(client.aud) == people and client.writes == 6
+    assert (result.status, result.counts["created"]) == ("succeeded", 6) and accounted(result.counts)
+
+
+def test_a_plan_delivered_again_after_chunks_were_counted_sends_the_same_chunks(tmp_path):
+    people = [f"p{i}@x.com" for i in range(6)]
+    write_snapshot(tmp_path, "Vip", "2026/11/28/1700", people)
+    service, client = make(tmp_path, ["Vip"], chunk_size=2)
+    run = service.start("d1", "http")
+    service.plan(service.plan_queue.msgs.pop(0)["runId"])
+    blobs = {n: service.work.blobs[chunk_blob(run.id, n)] for n in range(3)}
+    for _ in range(2):
+        message = service.chunk_queue.msgs.pop(0)
+        service.process_chunk(run.id, message["chunk"], "a1")
+    service.plan(run.id)  # redelivered after chunks 0 and 1 were counted
+    drain(service)
+    result = service.runs.get(run.id)
+    assert {n: service.work.blobs.get(chunk_blob(run.id, n), blobs[n]) for n in range(3)} == blobs
+    assert sorted(client.aud) == people and client.writes == 6
+    assert (result.counts["created"], result.counts["unchanged"]) == (6, 0) and accounted(result.counts)
+
+
+def test_outcomes_recorded_by_a_planning_attempt_that_crashed_are_replaced_by_the_next(tmp_path):
+    # Attempt 1 finds two members needing nothing and records them, then dies before the freeze; by attempt 2 they
+    # changed in Mailchimp and need an update: they must not be counted twice.
+    people = [f"p{i}@x.com" for i in range(4)]
+    write_snapshot(tmp_path, "Vip", "2026/11/28/1700", people)
+    audience = {e: ["subscribed", {"FNAME": "N"}, ["Vip"]] for e in people[:2]}
+    service, client = make(tmp_path, ["Vip"], audience=audience, chunk_size=2)
+    run = service.start("d1", "http")
+    service.plan_queue.msgs.clear()
+    real_update = service.runs.update
+
+    def dies_at_the_freeze(run_id, change):
+        if getattr(change, "__name__", "") == "freeze":
+            raise RuntimeError("host killed")
+        return real_update(run_id, change)
+
+    service.runs.update = dies_at_the_freeze
+    with pytest.raises(RuntimeError):
+        service.plan(run.id)
+    service.runs.update = real_update
+    assert service.chunk_queue.msgs == []  # nothing was sent before the freeze
+    for email in people[:2]:
+        client.aud[email][1] = {"FNAME": "Changed"}
+    service.plan(run.id)
+    drain(service)
+    counts = service.runs.get(run.id).counts
+    assert (counts["read"], counts["created"], counts["updated"], counts["unchanged"]) == (4, 2, 2, 0)
+    assert accounted(counts)
+
+
+def test_a_partition_whose_header_differs_in_case_keeps_its_members_tagged(tmp_path):
+    groups = [[f"g{p}m{i}@x.com" for i in range(5)] for p in range(10)]
+    snapshot(tmp_path, "2026/11/28/1700", [("Email,FirstName", g) for g in groups])
+    service, client = make(tmp_path, ["Vip"], chunk_size=50)
+    service.start("d1", "http")
+    drain(service)
+    snapshot(tmp_path, "2026/11/28/1800", [("Email,FirstName", g) for g in groups[:9]] + [("email,firstname", groups[9])])
+    run = service.start("d1", "http")
+    drain(service)
+    result = service.runs.get(run.id)
+    assert (result.counts["invalid"], result.counts["untagged"], result.counts["untagHeld"]) == (0, 0, 0)
+    assert all(client.aud[e][2] == ["Vip"] for g in groups for e in g)
+
+
+def test_a_tag_made_by_hand_under_a_name_the_destination_once_owned_is_only_added_to(tmp_path):
+    people = [f"p{i}@x.com" for i in range(10)]
+    snapshot(tmp_path, "2026/11/28/1700", [("Email,FirstName", people)])
+    service, client = make(tmp_path, ["Vip"], chunk_size=50)
+    service.start("d1", "http")
+    drain(service)
+    # A marketer deletes the connector's tag and makes a "vip" tag by hand (another id) for these people and one more.
+    del client.tags["Vip"]
+    client.tags["vip"] = 99
+    for email in people:
+        client.aud[email][2][:] = ["vip"]
+    client.aud["outsider@x.com"] = ["subscribed", {}, ["vip"]]
+    run = service.start("d1", "http")
+    drain(service)
+    assert service.runs.get(run.id).counts["untagged"] == 0
+    assert client.aud["outsider@x.com"][2] == ["vip"]
+
+
+def test_confirming_held_untags_confirms_only_the_held_run_and_its_snapshots(tmp_path):
+    people = [f"p{i}@x.com" for i in range(10)]
+    snapshot(tmp_path, "2026/11/28/1700", [("Email,FirstName", people)])
+    service, client = make(tmp_path, ["Vip"], chunk_size=50)
+    with pytest.raises(Refused, match="no held-back untags to confirm"):
+        service.start("d1", "http", confirm_untag=True)
+    service.start("d1", "http")
+    drain(service)
+    snapshot(tmp_path, "2026/11/28/1800", [("Email,FirstName", people[:7])])  # 3 of 10 leave: held back (30 % > 20 %)
+    held = service.start("d1", "http")
+    drain(service)
+    assert service.runs.get(held.id).counts["untagHeld"] == 3
+    snapshot(tmp_path, "2026/11/28/1900", [("Email,FirstName", people[:1])])  # a worse snapshot lands meanwhile
+    with pytest.raises(Refused, match="other snapshots"):
+        service.start("d1", "http", confirm_untag=True)
+    assert all(client.aud[e][2] == ["Vip"] for e in people)
