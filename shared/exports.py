@@ -11,6 +11,8 @@ import json
 import logging
 import tempfile
 import traceback
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, ContextManager, Iterable, Iterator, Protocol
@@ -33,6 +35,7 @@ from shared.snapshots import (BlobSource, ReadLimits, Snapshot, SnapshotProblem,
 log = logging.getLogger(__name__)
 
 ERRORS_BLOCK_BYTES = 1 << 20
+CHUNK_WRITERS = 8  # chunk files written at once while planning
 WRITABLE_STATUSES = ("subscribed", "unsubscribed", "pending", "transactional")  # not cleaned or archived
 DELIVERED = (Outcome.CREATED, Outcome.UPDATED, Outcome.UNCHANGED)
 
@@ -473,13 +476,20 @@ class ExportService:
                 already_done=_already_done,
             )
             total = 0
-            for number, members in enumerate(plan.chunks()):
-                if number == 0 and (too_many := self._over_limit(plan.counts)):  # all rows are read by now, none sent
-                    self._fail(run, too_many)
-                    return False
-                self.work.write_bytes(chunk_blob(run_id, number), encode_members(members))
-                self.runs.add_chunk(run_id, number, len(members))
-                total = number + 1
+            # Chunk files and records are written a few at a time (storage round trips, not CPU, are the cost),
+            # with a bounded number in flight so memory stays small.
+            with ThreadPoolExecutor(max_workers=CHUNK_WRITERS) as writers:
+                pending: deque[Future] = deque()
+                for number, members in enumerate(plan.chunks()):
+                    if number == 0 and (too_many := self._over_limit(plan.counts)):  # all rows are read, none sent
+                        self._fail(run, too_many)
+                        return False
+                    pending.append(writers.submit(self._write_chunk, run_id, number, members))
+                    if len(pending) >= 2 * CHUNK_WRITERS:
+                        pending.popleft().result()
+                    total = number + 1
+                for future in pending:
+                    future.result()
             counts = plan.counts
         problems.flush()
         held = self._held_untags(run, plan.departures)
@@ -509,6 +519,10 @@ class ExportService:
         self.runs.update(run_id, freeze)
         log.info("export %s planned: %d chunks", run_id, total)
         return True
+
+    def _write_chunk(self, run_id: str, number: int, members: list[Member]) -> None:
+        self.work.write_bytes(chunk_blob(run_id, number), encode_members(members))
+        self.runs.add_chunk(run_id, number, len(members))
 
     def _held_untags(self, run: Run, departures: dict[str, TagDepartures]) -> dict[str, int]:
         """Tags whose departures look like a broken upstream export rather than people leaving: more than
