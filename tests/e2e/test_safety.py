@@ -9,7 +9,11 @@ import json
 import time
 
 import requests
+from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
+
+from shared.adapters.tables import RunTable
+from shared.config import TABLE_RUNS
 
 from tests.e2e.conftest import (DEMO_AUDIENCE, DEMO_KEY, assert_accounted, create_destination, start_export,
                                 wait_for, wait_for_run)
@@ -130,11 +134,10 @@ def test_withdrawn_consent_stops_a_running_export_at_the_next_chunk(start_host, 
 
 
 def test_host_killed_while_planning_and_again_while_sending_loses_and_duplicates_nothing(start_host, segments, mailchimp, storage):
-    people = [f"k{i}@contoso.com" for i in range(4000)]
+    people = [f"k{i}@contoso.com" for i in range(8000)]
     rows = [f"{e},A,B" for e in people] + ["not-an-address,A,B", f"{people[0].upper()},A,B"]
     plain_snapshot(segments, "Vip", "2026/11/28/1700", rows)
-    mailchimp.admin("POST", "latency", json={"profile": "realistic"})
-    settings = {"EXPORT_CHUNK_SIZE": "10"}  # 400 chunks: planning writes chunk files long enough to be killed in
+    settings = {"EXPORT_CHUNK_SIZE": "10"}  # 800 chunks: planning writes chunk files long enough to be killed in
     host = start_host(lease_seconds=5, name="first", **settings)
     destination = create_destination(host, segments=["Vip"], mapping={"email": "Email", "mergeFields": {}})
     run_id = start_export(host, destination["id"])
@@ -142,6 +145,8 @@ def test_host_killed_while_planning_and_again_while_sending_loses_and_duplicates
     wait_for(lambda: any(True for _ in work.list_blobs(name_starts_with=f"runs/{run_id}/chunks/")), "planning writing chunks",
              timeout=60)
     host.kill()  # only the host restarts; storage and Mailchimp keep running
+    runs = RunTable(TableServiceClient.from_connection_string(storage.connection_string), TABLE_RUNS)
+    assert runs.get(run_id).total_chunks is None  # killed while planning: before the plan was frozen
     second = start_host(lease_seconds=5, name="second", **settings)
     wait_for(lambda: (second.call("GET", f"exports/{run_id}").json()["chunks"]["done"] or 0) >= 20, "chunks being sent",
              timeout=120)
@@ -149,11 +154,11 @@ def test_host_killed_while_planning_and_again_while_sending_loses_and_duplicates
     third = start_host(lease_seconds=5, name="third", **settings)
     run = wait_for_run(third, run_id, timeout=300)
     assert_accounted(run)
-    assert (run["counts"]["read"], run["counts"]["invalid"], run["counts"]["duplicates"]) == (4002, 1, 1)
-    assert (run["counts"]["created"], run["counts"]["failed"], run["counts"]["refused"]) == (4000, 0, 0)
+    assert (run["counts"]["read"], run["counts"]["invalid"], run["counts"]["duplicates"]) == (8002, 1, 1)
+    assert (run["counts"]["created"], run["counts"]["failed"], run["counts"]["refused"]) == (8000, 0, 0)
     after = members(mailchimp)
     assert sorted(after) == sorted(people)  # each exactly once (the dump is keyed by address, so count too)
-    assert len(mailchimp.admin("GET", f"lists/{DEMO_AUDIENCE}/members").json()["members"]) == 4000
+    assert len(mailchimp.admin("GET", f"lists/{DEMO_AUDIENCE}/members").json()["members"]) == 8000
     assert all({t["name"] for t in m["tags"]} == {"Vip"} for m in after.values())
 
 
