@@ -128,6 +128,11 @@ def _owned(tag_id: int) -> str:
     return f"#{tag_id}"
 
 
+def _intended(run_id: str, name: str) -> str:
+    """A tag this run is about to create: honoured by this run only, until the tag's id is recorded."""
+    return f"?{run_id}/{name.casefold()}"
+
+
 def _needing_tags(members: list[Member], results: list[MemberResult]) -> set[str]:
     """Delivered members missing at least one of their segment tags (by the audience read)."""
     delivered = {r.email for r in results if r.outcome in DELIVERED}
@@ -230,6 +235,7 @@ class ExportService:
             run.details["confirmUntag"] = self._confirmation(destination, parts)
         claim = self.destinations.claim(destination.id, run.id, {p.segment: p.snapshot for p in parts}, self._is_finished, trigger)
         if claim.outcome != "claimed":
+            self._kick(claim.holder)
             raise Refused(409, f"an export of this destination is already running (run {claim.holder}); wait for it to finish")
         return self._queue(run)
 
@@ -266,6 +272,7 @@ class ExportService:
             run.details["notice"] = f"not exported: {'; '.join(left_out)}"[:4000]
         claim = self.destinations.claim(destination.id, run.id, covers, self._is_finished, trigger, only_if_newer=True)
         if claim.outcome != "claimed":
+            self._kick(claim.holder)
             log.info("destination %s: %s trigger %s", destination.id, trigger,
                      "noted for after the running export" if claim.outcome == "deferred" else "found nothing new")
             return None
@@ -318,12 +325,22 @@ class ExportService:
     def _queue(self, run: Run) -> Run:
         try:
             self.runs.create(run)
-            self.plan_queue.send({"runId": run.id})
         except Exception:
             self.destinations.release(run.destination_id, run.id)
             raise
+        # A failed send keeps the claim: the queue may have taken the message although the call failed (a timeout),
+        # and releasing would let a retry start a second export alongside. A run left queued without its message is
+        # sent again by the next start or trigger that finds it holding the destination (see _kick).
+        self.plan_queue.send({"runId": run.id})
         log.info("export %s queued for destination %s (%s, %d segments)", run.id, run.destination_id, run.trigger, len(run.segments))
         return run
+
+    def _kick(self, holder: str | None) -> None:
+        """The run holding the destination is still queued: send its plan message again, in case the start that
+        queued it died before sending it. Planning twice is harmless (it holds a lease and plans once)."""
+        run = self.runs.get(holder, counts=False) if holder else None
+        if run is not None and run.status == "queued":
+            self.plan_queue.send({"runId": run.id})
 
     def _released(self, run: Run) -> None:
         """Free the destination once a run is over, and start the follow-up that triggers asked for meanwhile."""
@@ -401,8 +418,11 @@ class ExportService:
 
     def _plan_once(self, run_id: str) -> None:
         run = self.runs.get(run_id)
-        if run is None or run.finished_at is not None or run.details.get("chunksSent"):
-            return  # unknown, ended, or planned and sent (a redelivered message)
+        if run is None or run.finished_at is not None:
+            return  # unknown or ended
+        if run.details.get("chunksSent"):  # planned and sent (a redelivered message); a plan with no chunk is
+            self._settle(run_id)  # settled here, so a worker that died before that is made good
+            return
         if run.status == CANCELLING and run.total_chunks is None:
             self.runs.update(run_id, lambda r: setattr(r, "total_chunks", 0))  # cancelled before planning: nothing to send
             self._settle(run_id)
@@ -444,13 +464,19 @@ class ExportService:
         if missing_tags:
             self._fail(run, f"the audience has no merge field(s) {missing_tags}: create them in Mailchimp or change the mapping")
             return False
-        tag_ids = client.ensure_tags(destination.audience_id, [part.tag for part in run.segments])
         # Tags this destination created are kept in step with their segments (members who left lose them);
         # a tag someone made by hand is only ever added to. Ownership is by Mailchimp's tag id, so a tag deleted
-        # in Mailchimp and made again by hand under the same name is not the destination's.
-        self.destinations.own_tags(destination.id, destination.audience_id, {_owned(tag_ids[name]) for name in tag_ids.created})
-        owned_ids = self.destinations.owned_tags(destination.id, destination.audience_id)
-        owned = {name for name in tag_ids if _owned(tag_ids[name]) in owned_ids}
+        # in Mailchimp and made again by hand under the same name is not the destination's. The tags about to be
+        # created are noted for this run first, so a planning attempt that dies right after creating one still
+        # finds it its own when the run is planned again.
+        wanted = [part.tag for part in run.segments]
+        present = {name.casefold() for name in client.list_tags(destination.audience_id)}
+        self.destinations.own_tags(destination.id, destination.audience_id,
+                                   {_intended(run_id, name) for name in wanted if name.casefold() not in present})
+        tag_ids = client.ensure_tags(destination.audience_id, wanted)
+        marks = self.destinations.owned_tags(destination.id, destination.audience_id)
+        owned = {name for name in tag_ids if _owned(tag_ids[name]) in marks or _intended(run_id, name) in marks}
+        self.destinations.own_tags(destination.id, destination.audience_id, {_owned(tag_ids[name]) for name in owned})
         mirror_as_of = datetime.now(timezone.utc)
         details = {
             "audienceId": destination.audience_id,
@@ -787,15 +813,23 @@ class ExportService:
         self.runs.finish_chunk(run_id, number, per_segment, errors)
 
     def _settle(self, run_id: str) -> None:
+        """Finish the run once every chunk is counted, then clean up and free the destination. The clean-up is
+        repeated by every later call for a finished run (a redelivered message), in case the worker that settled it
+        died before cleaning up: both steps are idempotent."""
         run = self.runs.settle_if_done(run_id)
         if run is None:
-            return
-        log.info("export %s finished: %s", run_id, run.status)
+            run = self.runs.get(run_id, counts=False)
+            if run is None or run.finished_at is None or run.details.get("cleanedUp"):
+                return
+        else:
+            log.info("export %s finished: %s", run_id, run.status)
         # Chunks and saved answers hold personal data and are of no use once every chunk is counted; the error
         # report stays (for GET .../errors) unless the destination was deleted.
         gone = run.status == "cancelled" and self.destinations.get(run.destination_id) is None
         self.work.delete_prefix(f"runs/{run_id}/" if gone else f"runs/{run_id}/chunks/")
         self._released(run)
+        if not gone:
+            self.runs.update(run_id, lambda r: r.details.update(cleanedUp=True))
 
     def chunk_gave_up(self, run_id: str, number: int, attempt: str) -> None:
         """The chunk message was poisoned: its members are counted with what Mailchimp saved of them, never dropped.

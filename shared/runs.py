@@ -55,7 +55,7 @@ class SegmentPart:
     counts: dict[str, int] = field(default_factory=zero_counts)
 
     def public(self) -> dict[str, Any]:
-        return {"segment": self.segment, "snapshot": self.snapshot, "tag": self.tag, "counts": dict(self.counts)}
+        return {"segment": self.segment, "snapshot": self.snapshot, "tag": self.tag, "counts": {**zero_counts(), **self.counts}}
 
 
 @dataclass

@@ -187,6 +187,9 @@ class FakeClient:
     def list_merge_fields(self, list_id):
         return [MergeField(tag="FNAME", name="F", type="text", required=False, merge_id=1)]
 
+    def list_tags(self, list_id):
+        return dict(self.tags)
+
     def ensure_tags(self, list_id, names):
         e = EnsuredTags()
         for n in names:
