@@ -80,10 +80,13 @@ class BlobFolder:
             return
 
     def read_bytes(self, name: str) -> bytes:
-        return self._container.download_blob(name).readall()
+        return self._container.download_blob(name, decompress=False).readall()
 
     def open_binary(self, name: str) -> BinaryIO:
-        return io.BufferedReader(_ChunkStream(self._container.download_blob(name).chunks()), buffer_size=1 << 20)
+        # decompress=False: a blob marked Content-Encoding gzip is read as it is stored, so the readers refuse it
+        # (a small "gzip bomb" would otherwise be unpacked in memory by the storage client, whole).
+        stream = self._container.download_blob(name, decompress=False).chunks()
+        return io.BufferedReader(_ChunkStream(stream), buffer_size=1 << 20)
 
     def write_bytes(self, name: str, data: bytes) -> None:
         self._container.upload_blob(name, data, overwrite=True)

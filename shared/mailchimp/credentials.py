@@ -29,7 +29,7 @@ class Credentials:
         key = api_key.strip()
         if not key:
             raise ValueError("Mailchimp API key is empty: paste the key from Mailchimp (Profile > Extras > API keys)")
-        match = _API_KEY.match(key)
+        match = _API_KEY.fullmatch(key)
         if not match:
             raise ValueError("Mailchimp API key is malformed: expected 32 hexadecimal characters, a dash and the "
                              "data centre (like '…-us6'); copy the whole key again from Mailchimp "
@@ -50,7 +50,7 @@ class Credentials:
         if not token:
             raise ValueError(f"Mailchimp OAuth token is empty; {RENEW}")
         dc = metadata.get("dc")
-        valid = isinstance(dc, str) and _DATA_CENTRE.match(dc) is not None
+        valid = isinstance(dc, str) and _DATA_CENTRE.fullmatch(dc) is not None
         if not valid and base_url is None:
             raise ValueError(f"Mailchimp OAuth metadata names no valid data centre (like 'us6'); {RENEW}")
         dc = dc if valid else ""
@@ -62,7 +62,7 @@ class Credentials:
 
 def api_root_for(data_centre: str) -> str:
     """Mailchimp's API root for a data centre, which must look like one (us6, us19)."""
-    if not _DATA_CENTRE.match(data_centre):
+    if not _DATA_CENTRE.fullmatch(data_centre):
         raise ValueError(f"{data_centre!r} is not a Mailchimp data centre (like 'us6')")
     return f"https://{data_centre}.api.mailchimp.com/3.0"
 

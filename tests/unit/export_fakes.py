@@ -262,12 +262,13 @@ def write_snapshot(root, segment, stamp, emails, header="Email,FirstName"):
     (folder / "_SUCCESS").write_text("")
 
 
-def make(root, segments, audience=None, chunk_size=2, guard=20, dest_kw=None):
+def make(root, segments, audience=None, chunk_size=2, guard=20, dest_kw=None, **more_settings):
     settings = load_settings(
         {
             "AzureWebJobsStorage": "UseDevelopmentStorage=true",
             "EXPORT_CHUNK_SIZE": str(chunk_size),
             "UNTAG_GUARD_PERCENT": str(guard),
+            **more_settings,
         }
     )
     d = Destination(

@@ -157,3 +157,13 @@ def test_confirming_held_untags_confirms_only_the_held_run_and_its_snapshots(tmp
     with pytest.raises(Refused, match="other snapshots"):
         service.start("d1", "http", confirm_untag=True)
     assert all(client.aud[e][2] == ["Vip"] for e in people)
+
+
+def test_an_export_over_the_profile_cap_sends_nothing_and_says_by_how_much(tmp_path):
+    write_snapshot(tmp_path, "Vip", "2026/11/28/1700", [f"p{i}@x.com" for i in range(6)])
+    service, client = make(tmp_path, ["Vip"], MAX_PROFILES_PER_EXPORT="5")
+    run = service.start("d1", "http")
+    drain(service)
+    result = service.runs.get(run.id)
+    assert result.status == "failed" and "6 profiles, 1 over the limit of 5" in result.message
+    assert client.writes == 0 and client.aud == {}

@@ -23,7 +23,7 @@ def test_an_oauth_token_goes_to_its_data_centres_api_whatever_the_metadata_endpo
     assert creds.api_root == "https://us19.api.mailchimp.com/3.0"
 
 
-@pytest.mark.parametrize("dc", ["us19.collector.example/x", "collector.example#", "US19", "u1", "us1234", "us19 ",
+@pytest.mark.parametrize("dc", ["us19.collector.example/x", "collector.example#", "US19", "u1", "us1234", "us19 ", "us19\n",
                                 "../us19", "", None, 19])
 def test_a_data_centre_that_is_not_one_is_refused_with_reconnect(dc):
     with pytest.raises(ValueError, match="reconnect") as caught:
