@@ -96,7 +96,13 @@ def _already_done(member: Member) -> bool:
     """
     existing = member.existing
     return (existing is not None and existing.status in WRITABLE_STATUSES and not member.untag
-            and {t.casefold() for t in member.tags} <= {t.casefold() for t in existing.tags} and unchanged(member.merge_fields, existing.merge_fields))
+            and not _missing_tags(member) and unchanged(member.merge_fields, existing.merge_fields))
+
+
+def _missing_tags(member: Member) -> list[str]:
+    """The member's segment tags the audience read did not show on it (tag names compare ignoring case)."""
+    carried = {t.casefold() for t in member.existing.tags} if member.existing else set()
+    return [tag for tag in member.tags if tag.casefold() not in carried]
 
 
 def _cancel(run: Run, reason: str) -> bool:
@@ -136,25 +142,28 @@ def _intended(run_id: str, name: str) -> str:
 def _needing_tags(members: list[Member], results: list[MemberResult]) -> set[str]:
     """Delivered members missing at least one of their segment tags (by the audience read)."""
     delivered = {r.email for r in results if r.outcome in DELIVERED}
-    needing = set()
-    for m in members:
-        if m.email in delivered:
-            carried = {t.casefold() for t in m.existing.tags} if m.existing else set()
-            if any(tag.casefold() not in carried for tag in m.tags):
-                needing.add(m.email)
-    return needing
+    return {m.email for m in members if m.email in delivered and _missing_tags(m)}
 
 
-def _untags_by_segment(run: Run, members: list[Member]) -> dict[str, int]:
-    """The untags a chunk was to make (the guard's held ones aside), per segment."""
+def _due_untags(run: Run, members: list[Member]) -> dict[str, list[str]]:
+    """Tag -> members to take it off: those who left its segment, but for the untags the guard holds back."""
     held = run.details.get("untagHeld") or {}
-    segment_of_tag = {part.tag: part.segment for part in run.segments}
-    counts: dict[str, int] = {}
+    by_tag: dict[str, list[str]] = {}
     for m in members:
         for tag in m.untag:
             if tag not in held:
-                counts[segment_of_tag[tag]] = counts.get(segment_of_tag[tag], 0) + 1
-    return counts
+                by_tag.setdefault(tag, []).append(m.email)
+    return by_tag
+
+
+def _tags_failed(run: Run, everyone: list[Member], results: list[MemberResult], reason: str) -> tuple[dict[str, str], "_Untags"]:
+    """A chunk whose tagging could not happen: every tag it was to add and take off counts failed, with `reason`."""
+    members = [m for m in everyone if not m.departed]
+    segment_of_tag = {part.tag: part.segment for part in run.segments}
+    failed: dict[str, int] = {}
+    for tag, emails in _due_untags(run, everyone).items():
+        failed[segment_of_tag[tag]] = failed.get(segment_of_tag[tag], 0) + len(emails)
+    return dict.fromkeys(_needing_tags(members, results), reason), _Untags(failed=failed)
 
 
 def plan_lock(run_id: str) -> str:
@@ -469,14 +478,13 @@ class ExportService:
         # in Mailchimp and made again by hand under the same name is not the destination's. The tags about to be
         # created are noted for this run first, so a planning attempt that dies right after creating one still
         # finds it its own when the run is planned again.
-        wanted = [part.tag for part in run.segments]
-        present = {name.casefold() for name in client.list_tags(destination.audience_id)}
-        self.destinations.own_tags(destination.id, destination.audience_id,
-                                   {_intended(run_id, name) for name in wanted if name.casefold() not in present})
-        tag_ids = client.ensure_tags(destination.audience_id, wanted)
+        tag_ids = client.ensure_tags(destination.audience_id, [part.tag for part in run.segments],
+                                     before_creating=lambda missing: self.destinations.own_tags(
+                                         destination.id, destination.audience_id, {_intended(run_id, n) for n in missing}))
         marks = self.destinations.owned_tags(destination.id, destination.audience_id)
         owned = {name for name in tag_ids if _owned(tag_ids[name]) in marks or _intended(run_id, name) in marks}
-        self.destinations.own_tags(destination.id, destination.audience_id, {_owned(tag_ids[name]) for name in owned})
+        if new_marks := {_owned(tag_ids[name]) for name in owned} - marks:
+            self.destinations.own_tags(destination.id, destination.audience_id, new_marks)
         mirror_as_of = datetime.now(timezone.utc)
         details = {
             "audienceId": destination.audience_id,
@@ -668,9 +676,7 @@ class ExportService:
             except MailchimpAuthError as error:  # counted as far as it got; later chunks stop (the run says why)
                 self._abort(run_id, str(error))
                 results = error.results or [MemberResult(m.email, Outcome.FAILED, str(error)) for m in members]
-                self._count(run_id, number, attempt, members, results,
-                            dict.fromkeys(_needing_tags(members, results), str(error)),
-                            _Untags(failed=_untags_by_segment(run, everyone)))
+                self._count(run_id, number, attempt, members, results, *_tags_failed(run, everyone, results, str(error)))
                 return
             except Exception as error:
                 self.runs.note_chunk_error(run_id, number, f"{type(error).__name__}: {error}")
@@ -681,8 +687,7 @@ class ExportService:
             except (MailchimpAuthError, WritesStopped) as error:  # the members are written; only their tags are not
                 if isinstance(error, MailchimpAuthError):
                     self._abort(run_id, str(error))
-                not_tagged = dict.fromkeys(_needing_tags(members, results), str(error))
-                untags = _Untags(failed=_untags_by_segment(run, everyone))
+                not_tagged, untags = _tags_failed(run, everyone, results, str(error))
             except Exception as error:
                 self.runs.note_chunk_error(run_id, number, f"tagging: {type(error).__name__}: {error}")
                 raise
@@ -750,10 +755,8 @@ class ExportService:
         by_tag: dict[str, list[str]] = {}
         for m in members:
             if m.email in needing:
-                carried = {t.casefold() for t in m.existing.tags} if m.existing else set()
-                for tag in m.tags:
-                    if tag.casefold() not in carried:  # the audience read before the run shows it tagged already
-                        by_tag.setdefault(tag, []).append(m.email)
+                for tag in _missing_tags(m):
+                    by_tag.setdefault(tag, []).append(m.email)
         not_tagged: dict[str, str] = {}
         for tag, emails in by_tag.items():
             refused = self.connections.call(destination, lambda client: client.tag_members(
@@ -764,12 +767,7 @@ class ExportService:
 
     def _untag(self, run: Run, destination: Destination | None, members: list[Member]) -> "_Untags":
         """Take segment tags off members no longer in those segments (not those the guard holds back)."""
-        held = run.details.get("untagHeld") or {}
-        by_tag: dict[str, list[str]] = {}
-        for m in members:
-            for tag in m.untag:
-                if tag not in held:
-                    by_tag.setdefault(tag, []).append(m.email)
+        by_tag = _due_untags(run, members)
         untags = _Untags()
         if destination is None or not by_tag:
             return untags
@@ -850,14 +848,10 @@ class ExportService:
         everyone = list(decode_members(self.work.read_bytes(chunk_blob(run_id, number))))
         members = [m for m in everyone if not m.departed]
         why = f"gave up after repeated failures: {reason}"
+        # Written members (the upsert's answer is saved) count as written, only their tags failed; the others failed.
+        results = self._saved_results(run_id, number) or [MemberResult(m.email, Outcome.FAILED, why) for m in members]
         run = self.runs.get(run_id, counts=False)
-        untags = _Untags(failed=_untags_by_segment(run, everyone)) if run is not None else _Untags()
-        saved = self._saved_results(run_id, number)
-        if saved is not None:  # written: only the tags (and untags) are missing
-            self._count(run_id, number, attempt, members, saved, dict.fromkeys(_needing_tags(members, saved), why), untags)
-            return
-        results = [MemberResult(m.email, Outcome.FAILED, why) for m in members]
-        self._count(run_id, number, attempt, members, results, untags=untags)
+        self._count(run_id, number, attempt, members, results, *(_tags_failed(run, everyone, results, why) if run else ()))
 
     def cancel(self, destination_id: str, reason: str) -> str | None:
         """Stop the destination's running export: chunks not yet sent count as failed with `reason`.

@@ -5,7 +5,7 @@ import itertools
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from shared.emails import normalize_email, subscriber_hash
 from shared.members import ExistingMember, Member, MemberResult
@@ -75,13 +75,18 @@ class MailchimpClient:
                               body={"name": name, "static_segment": []})
         return int(doc["id"])
 
-    def ensure_tags(self, list_id: str, names: Iterable[str]) -> "EnsuredTags":
+    def ensure_tags(self, list_id: str, names: Iterable[str],
+                    before_creating: Callable[[list[str]], None] | None = None) -> "EnsuredTags":
         """Tag name -> id, creating the missing ones. Mailchimp's tag names are case-insensitive ("VIP" is "vip"),
         so an existing tag in another case is that tag, never a second one. A tag another run created meanwhile is
-        picked up instead of failing."""
+        picked up instead of failing. `before_creating` is told the names about to be created, before any is."""
+        names = list(dict.fromkeys(names))
         existing = _by_folded_name(self.list_tags(list_id))
+        missing = [name for name in names if name.casefold() not in existing]
+        if missing and before_creating is not None:
+            before_creating(missing)
         ids = EnsuredTags()
-        for name in dict.fromkeys(names):
+        for name in names:
             key = name.casefold()
             if key not in existing:
                 try:

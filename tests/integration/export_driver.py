@@ -41,10 +41,10 @@ from shared import bootstrap
 from shared.config import CONTAINER_WORK, load_settings
 from shared.exports import ExportService, Refused
 from shared.runs import Run
+from tests.e2e.conftest import DEMO_AUDIENCE, DEMO_KEY
+from tests.e2e.conftest import destination_body as e2e_destination_body
 from tests.services import Azurite, LocalMailchimp
 
-DEMO_KEY = "0123456789abcdef0123456789abcdef-us6"  # mailchimp_local/README.md: opens nothing but the local server
-DEMO_AUDIENCE = "a1b2c3d4e5"
 MAX_DEQUEUE = 5  # host.json extensions.queues.maxDequeueCount
 HEADER = ("Email", "FirstName", "LastName")
 
@@ -243,17 +243,8 @@ class Failure:
 
 
 def destination_body(**overrides: Any) -> dict[str, Any]:
-    return {
-        "displayName": "Newsletter",
-        "consent": {"accepted": True},
-        "audienceId": DEMO_AUDIENCE,
-        "mailchimp": {"apiKey": DEMO_KEY},
-        "mapping": {"email": "Email", "mergeFields": {"FNAME": "FirstName", "LNAME": "LastName"}},
-        "segments": ["HighValueCustomers"],
-        "schedule": {"enabled": False},
-        "exportOnArrival": False,
-        **overrides,
-    }
+    """The end-to-end tests' destination, with the schedule and arrival triggers off: this driver starts exports."""
+    return e2e_destination_body(**{"schedule": {"enabled": False}, "exportOnArrival": False, **overrides})
 
 
 class ExportDriver:

@@ -38,7 +38,6 @@ from hypothesis.errors import InvalidArgument
 
 from shared.exports import Refused
 from tests.integration.export_driver import DEMO_AUDIENCE, DEMO_KEY, TAKEN, Call, Crash, ExportDriver, minutes_after
-from tests.services import start_azurite
 
 POOL = [f"member{i}@pool-example.com" for i in range(11)] + ["noreply@pool-example.com"]  # the last one: "fake"
 HAND_POOL = range(11)  # people a marketer changes by hand (the fake address never gets into the audience)
@@ -469,13 +468,6 @@ class Scenario:
 
 
 # --- fixtures -------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def storage():
-    server = start_azurite()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,6 @@ from typing import Any, Callable
 import pytest
 
 from tests.integration.export_driver import DEMO_AUDIENCE, TAKEN, Call, Crash, ExportDriver, Fault, minutes_after
-from tests.services import start_azurite
 
 # README "The run record": read = invalid + duplicates + created + updated + unchanged + refused + failed
 EQUATION = ("invalid", "duplicates", "created", "updated", "unchanged", "refused", "failed")
@@ -185,14 +184,6 @@ def violations(driver: ExportDriver, destination_id: str, run_id: str, rows: Row
 
 
 # --- fixtures ---------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def storage():
-    """A fresh Azurite for this module: nothing of another test's runs or destinations is visible."""
-    server = start_azurite()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

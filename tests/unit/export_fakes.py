@@ -187,10 +187,10 @@ class FakeClient:
     def list_merge_fields(self, list_id):
         return [MergeField(tag="FNAME", name="F", type="text", required=False, merge_id=1)]
 
-    def list_tags(self, list_id):
-        return dict(self.tags)
-
-    def ensure_tags(self, list_id, names):
+    def ensure_tags(self, list_id, names, before_creating=None):
+        missing = [n for n in names if n.casefold() not in {k.casefold() for k in self.tags}]
+        if missing and before_creating is not None:
+            before_creating(missing)
         e = EnsuredTags()
         for n in names:
             if n.casefold() not in {k.casefold() for k in self.tags}:
