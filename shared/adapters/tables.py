@@ -442,6 +442,7 @@ class RunTable(_Table):
         settled: list[Run] = []
 
         def settle(run: Run) -> bool:
+            settled.clear()  # an attempt whose write lost to another settler must not report the run as its own
             if run.finished_at is not None or run.total_chunks is None or run.chunks_done < run.total_chunks:
                 return False
             run.settle()

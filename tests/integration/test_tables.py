@@ -103,3 +103,12 @@ def test_triggers_start_only_for_newer_snapshots_and_fold_into_one_follow_up(tab
     assert destinations.release(d.id, "r1") is None
     assert destinations.claim(d.id, "r5", new, running, "storage", only_if_newer=True).outcome == "claimed"
     assert destinations.claim(d.id, "r6", old, running, "storage", only_if_newer=True).outcome == "up_to_date"  # older: ignored
+
+
+def test_when_many_workers_settle_at_once_only_one_is_told_it_finished_the_run(tables):
+    runs = RunTable(tables, "runs" + uuid.uuid4().hex[:8])
+    run = new_run(runs, 1)
+    runs.finish_chunk(run.id, 0, {"A": {**zero_counts(), "created": 10}}, "")
+    with ThreadPoolExecutor(8) as pool:
+        settled = list(pool.map(lambda _: runs.settle_if_done(run.id), range(8)))
+    assert sum(r is not None for r in settled) == 1
