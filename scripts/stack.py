@@ -275,9 +275,9 @@ def up(layout: Layout = DEFAULT) -> dict[str, str]:
         "AZURE_STORAGE_CONNECTION_STRING": layout.azurite_connection_string,
     }
     _write_private(layout.env, "".join(f"{k}={v}\n" for k, v in env.items()))
-    where = layout.env.relative_to(ROOT) if layout.env.is_relative_to(ROOT) else layout.env
+    shown = lambda path: path.relative_to(ROOT) if path.is_relative_to(ROOT) else path  # noqa: E731
     print(f"started {', '.join(started)}" if started else "nothing to start: the stack is up")
-    print(f"stack is up; settings for curl are in {where} (logs in {layout.logs.name}/)")
+    print(f"stack is up; settings for curl are in {shown(layout.env)} (logs in {shown(layout.logs)}/)")
     return env
 
 
