@@ -13,6 +13,8 @@ its read (GET answers it); a different current version is refused with 412.
 """
 from __future__ import annotations
 
+import uuid
+
 from typing import Any, Mapping, Protocol
 
 from shared.adapters.tables import StaleDestination
@@ -137,7 +139,7 @@ class DestinationService:
                     self._check(client, destination, "mailchimp.apiKey", change.create_missing_merge_fields)
             except ValueError as error:  # a malformed key, said without the key
                 raise _problem("mailchimp.apiKey", str(error)) from None
-            destination = with_credential(destination, "api_key")
+            destination = with_credential(destination, "api_key", uuid.uuid4().hex)
             try:
                 self._write_with_credential(destination, expected, secret)
             except StaleDestination as stale:
@@ -156,22 +158,19 @@ class DestinationService:
         return destination
 
     def _write_with_credential(self, destination: Destination, expected: str | None, secret: dict[str, Any]) -> None:
-        """Credential first, then the record, conditionally. If the record lost (StaleDestination), the credential
-        is put back as it was, or removed if the destination was deleted meanwhile, so a losing change leaves neither
-        a credential the record does not know of nor one a DELETE already removed."""
+        """Credential first, as a new version with the id the record names, then the record, conditionally. A change
+        that loses leaves the store alone (readers use the version the winning record names, see connections.py),
+        except that a credential stored after a DELETE removed the destination is removed again."""
         if expected is not None:  # a cheap early look: most races are lost here, before the secret store is touched
             found = self._store.read(destination.id)
             if found is None or found[1] != expected:
                 raise StaleDestination(destination.id, found is None, None if found is None else found[1])
-        before = self._connections.stored(destination) if expected is not None else None
         self._connections.store(destination, secret)
         try:
             self._store.save(destination, expected)
         except StaleDestination as stale:
             if stale.deleted:
                 self._connections.remove(destination)
-            else:
-                self._connections.put_back(destination, before)
             raise
 
     def _check(self, client: MailchimpClient, destination: Destination, credential_field: str, create_missing: bool) -> None:
@@ -234,7 +233,7 @@ class DestinationService:
                 self._check(client, destination, "mailchimp", state.create_missing_merge_fields)
         except (MailchimpError, ValueError) as error:
             raise OAuthFailed(502, f"Mailchimp's account details could not be read with the new token ({error}): nothing was stored") from None
-        destination = with_credential(destination, "oauth")
+        destination = with_credential(destination, "oauth", uuid.uuid4().hex)
         try:
             self._write_with_credential(destination, version, secret)
         except StaleDestination as stale:

@@ -56,6 +56,7 @@ class Destination:
     updated_at: str
     schedule_enabled: bool = True
     export_on_arrival: bool = True
+    credential_id: str | None = None  # names the stored credential version this record uses (see connections.py)
 
     @property
     def secret_name(self) -> str:
@@ -271,5 +272,5 @@ def updated_destination(current: Destination, patch: Any, changed_by: str) -> Ch
     return Change(destination, api_key, create_missing, recheck=recheck or create_missing)
 
 
-def with_credential(destination: Destination, kind: str) -> Destination:
-    return replace(destination, credential_kind=kind, updated_at=_now())
+def with_credential(destination: Destination, kind: str, credential_id: str) -> Destination:
+    return replace(destination, credential_kind=kind, credential_id=credential_id, updated_at=_now())

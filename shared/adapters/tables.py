@@ -112,6 +112,7 @@ class DestinationTable(_Table):
             updated_at=e["updated_at"],
             schedule_enabled=e.get("schedule_enabled", True),
             export_on_arrival=e.get("export_on_arrival", True),
+            credential_id=e.get("credential_id"),
         )
 
     @classmethod

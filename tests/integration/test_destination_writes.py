@@ -195,3 +195,45 @@ def test_run_bookkeeping_written_meanwhile_is_no_conflict_and_is_kept(world):
     racing_table.meanwhile = lambda: other_table.claim(d.id, "run-1", {"HighValueCustomers": "snap"}, lambda _: False)
     assert racing.update(d.id, {"displayName": "Renamed"}, "marketing").display_name == "Renamed"
     assert other_table.active_run(d.id) == "run-1"  # the claim that landed in between is not overwritten
+
+
+class SecretsThatRace(LocalFileSecrets):
+    """A secret store that runs `meanwhile` once, right after the next credential is written."""
+
+    meanwhile: Callable[[], None] | None = None
+
+    def set(self, name: str, value: str) -> None:
+        super().set(name, value)
+        if self.meanwhile is not None and not name.startswith("oauth"):
+            run, self.meanwhile = self.meanwhile, None
+            run()
+
+
+def test_two_new_api_keys_racing_leave_the_key_of_the_change_that_won_in_use(world, mailchimp, tmp_path):
+    """B stores its key, then A stores its own and saves the record; B's record write loses. The connector must go on
+    using A's key (the record says A's audience): not B's, and not the key both replaced."""
+    _, _, other, other_table, _, _ = world
+    shared = SecretsThatRace(str(tmp_path / "racing-secrets"))
+    services = []
+    for _ in range(2):
+        connections = MailchimpConnections(shared, base_url=mailchimp.api_root, max_connections=2)
+        services.append((DestinationService(other_table, connections, exports=Exports(), run_files=Files(), segments=None,
+                                            oauth=None, states=None), connections))
+    (a, _), (b, _) = services
+    accounts = []
+    for name in ("A", "B"):
+        account = requests.post(f"{mailchimp.url}/__admin/accounts", json={"name": name}, timeout=10).json()
+        audience = requests.post(f"{mailchimp.url}/__admin/audiences", json={"api_key": account["api_key"]}, timeout=10).json()
+        accounts.append((account["api_key"], audience["id"]))
+    (key_a, audience_a), (key_b, audience_b) = accounts
+    d = a.create(body(), "admin")
+    a.update(d.id, {"mailchimp": {"apiKey": DEMO_KEY}}, "admin")
+    shared.meanwhile = lambda: a.update(d.id, {"mailchimp": {"apiKey": key_a}, "audienceId": audience_a}, "marketing")
+    with pytest.raises(Exception) as caught:
+        b.update(d.id, {"mailchimp": {"apiKey": key_b}, "audienceId": audience_b}, "marketing")
+    assert conflict_status(caught.value) == 409, caught.value
+    stored = other_table.get(d.id)
+    assert stored.audience_id == audience_a
+    fresh = MailchimpConnections(shared, base_url=mailchimp.api_root, max_connections=2)
+    with fresh.client(stored) as client:
+        assert client.get_audience(audience_a).id == audience_a  # A's key: B's or the demo key would not see it

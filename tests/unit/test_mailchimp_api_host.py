@@ -4,6 +4,7 @@ explicit override. Settings naming remote URLs must be https, except for loopbac
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -37,8 +38,9 @@ def test_the_base_url_setting_stays_the_explicit_override():
 
 
 def destination():
-    return new_destination({"displayName": "D", "consent": {"accepted": True}, "audienceId": "a1",
-                            "mapping": {"email": "Email"}, "segments": ["S"]}, "admin").destination
+    created = new_destination({"displayName": "D", "consent": {"accepted": True}, "audienceId": "a1",
+                               "mapping": {"email": "Email"}, "segments": ["S"]}, "admin").destination
+    return replace(created, credential_kind="oauth")  # connected by an older version: its record names no credential id
 
 
 def test_a_stored_oauth_secret_cannot_redirect_the_token(tmp_path):
