@@ -18,6 +18,9 @@ from azure.storage.queue import QueueServiceClient
 from shared.config import StorageSettings
 
 
+READ_BLOCK = 4 << 20  # bytes per blob download request
+
+
 class StorageAccount:
     """Creates clients lazily: nothing touches the network at import or start-up."""
 
@@ -37,9 +40,12 @@ class StorageAccount:
         return self._credential
 
     def blob_service(self) -> BlobServiceClient:
+        # Every download starts with one GET of at most READ_BLOCK bytes (the SDK's default first GET is 32 MiB), so
+        # a reader that stops early (model.json's size limit, a refused partition) has fetched no more than that.
+        sizes = {"max_single_get_size": READ_BLOCK, "max_chunk_get_size": READ_BLOCK}
         if self._settings.connection_string:
-            return BlobServiceClient.from_connection_string(self._settings.connection_string)
-        return BlobServiceClient(self._settings.blob_uri, credential=self._identity())
+            return BlobServiceClient.from_connection_string(self._settings.connection_string, **sizes)
+        return BlobServiceClient(self._settings.blob_uri, credential=self._identity(), **sizes)
 
     def queue_service(self) -> QueueServiceClient:
         if self._settings.connection_string:

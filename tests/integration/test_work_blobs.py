@@ -44,3 +44,28 @@ def test_cleaning_up_a_run_deletes_a_chunk_file_still_leased_by_its_worker(azuri
     with work.exclusive("runs/r2/chunks/000001.jsonl"):  # its worker has counted it, but not let go yet
         work.delete_prefix("runs/r2/chunks/")
         assert list(work.list_names("runs/r2/")) == []
+
+
+
+def test_a_huge_model_json_is_refused_after_fetching_little_more_than_the_limit(azurite):
+    """The storage client's first GET is 32 MiB by default; the app's client asks for 4 MiB at a time, so refusing a
+    40 MiB model.json (limit 1 MiB here) transfers one such block, not the first 32 MiB."""
+    import functools
+
+    import pytest
+
+    from shared.adapters.storage import READ_BLOCK, StorageAccount
+    from shared.config import StorageSettings
+    from shared.snapshots import ReadLimits, SnapshotProblem, read_model_json
+
+    account = StorageAccount(StorageSettings(azurite.connection_string, None, None, None, None))
+    container = account.blob_service().get_container_client("seg" + uuid.uuid4().hex[:8])
+    segments = BlobFolder(container)
+    segments.ensure()
+    segments.write_bytes("big/model.json", b"{" + b" " * (40 << 20) + b"}")
+    received: list[int] = []
+    hook = lambda answer: received.append(int(answer.http_response.headers.get("Content-Length", 0)))  # noqa: E731
+    container.download_blob = functools.partial(container.download_blob, raw_response_hook=hook)
+    with pytest.raises(SnapshotProblem, match="MODEL_JSON_MAX_BYTES"):
+        read_model_json(segments, "big/model.json", ReadLimits(model_bytes=1 << 20))
+    assert 0 < sum(received) <= READ_BLOCK <= 4 << 20, f"{sum(received):,} bytes fetched in {len(received)} requests"
