@@ -37,3 +37,15 @@ def test_connection_cap_above_mailchimps_limit_is_refused():
 def test_base_url_override_loses_its_trailing_slash():
     settings = load_settings({"AzureWebJobsStorage": AZURITE, "MAILCHIMP_API_BASE_URL": "http://127.0.0.1:8765/3.0/"})
     assert settings.mailchimp_api_base_url == "http://127.0.0.1:8765/3.0"
+
+
+def test_the_readme_settings_table_lists_every_setting_the_app_reads():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    source = (root / "shared" / "config.py").read_text(encoding="utf-8")
+    read = set(re.findall(r'env(?:\.get)?[\[(]\s*"([A-Z][A-Za-z0-9_]+)"', source)) | set(re.findall(r'_\w+\(env, "([A-Z][A-Z0-9_]+)"', source))
+    table = "\n".join(line for line in (root / "README.md").read_text(encoding="utf-8").splitlines() if line.startswith("| `"))
+    assert len(read) >= 15, sorted(read)  # the patterns still find what config.py reads
+    assert not [name for name in sorted(read) if f"`{name}`" not in table]
