@@ -3,8 +3,9 @@
     python -m mailchimp_local --host 127.0.0.1 --port 8765 [--connection-cap 10]
                               [--latency-profile none|realistic] [--seed N] [--state-file PATH]
 
-With --state-file, accounts, credentials and audiences survive a restart: loaded from PATH at start, saved there
-(owner-only) every 30 s while they change and on SIGTERM/SIGINT. Without it, every start is a fresh demo World.
+With --state-file, accounts, credentials and audiences survive a restart, even a `kill -9`: loaded from PATH at start,
+saved there (owner-only, atomically) about 0.2 s after the last change and on SIGTERM/SIGINT (persist.py). Without
+it, every start is a fresh demo World.
 """
 from __future__ import annotations
 

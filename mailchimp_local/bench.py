@@ -1,10 +1,10 @@
 """Benchmark: how fast the local Mailchimp takes batch upserts and serves member pages, and its memory per member.
 
     python -m mailchimp_local.bench [--members 200000] [--connections 10] [--batch 500]
-                                    [--latency-profile none|realistic] [--url URL]
+                                    [--latency-profile none|realistic] [--state-file PATH] [--url URL]
 
-Without --url it starts its own server (with the latency profile given, default `none`) and also reports the
-server's resident memory. The client
+Without --url it starts its own server (with the latency profile given, default `none`, and with --state-file, saving
+its state there as `make up` does) and also reports the server's resident memory. The client
 side is plain Python (requests, one session per connection, JSON encoded and decoded), as the connector's is.
 """
 from __future__ import annotations
@@ -34,9 +34,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--connections", type=int, default=10)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--latency-profile", choices=sorted(PROFILES), default="none")
+    parser.add_argument("--state-file", type=Path, help="the server started keeps its state in this file")
     parser.add_argument("--url", help="a running local Mailchimp (it is reset first; its profile is kept)")
     args = parser.parse_args(argv)
-    process, url = (None, args.url) if args.url else _start(args.latency_profile)
+    process, url = (None, args.url) if args.url else _start(args.latency_profile, args.state_file)
     try:
         requests.post(f"{url}/__admin/reset", timeout=30).raise_for_status()
         rss_before = _rss_mb(process)
@@ -109,12 +110,13 @@ def _session() -> requests.Session:
     return session
 
 
-def _start(latency_profile: str) -> tuple[subprocess.Popen, str]:
+def _start(latency_profile: str, state_file: Path | None = None) -> tuple[subprocess.Popen, str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     process = subprocess.Popen([sys.executable, "-m", "mailchimp_local", "--port", str(port),
-                                "--latency-profile", latency_profile], cwd=Path(__file__).resolve().parent.parent,
+                                "--latency-profile", latency_profile,
+                                *(["--state-file", str(state_file)] if state_file else [])], cwd=Path(__file__).resolve().parent.parent,
                                stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30

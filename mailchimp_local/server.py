@@ -27,6 +27,11 @@ class LocalMailchimpServer(ThreadingHTTPServer):
         if self.keeper:
             self.keeper.start()
 
+    def changed(self) -> None:
+        """A request that may change the World is under way or done: the keeper writes the file soon after."""
+        if self.keeper:
+            self.keeper.changed()
+
     def server_close(self) -> None:
         super().server_close()
         if self.keeper:
@@ -58,23 +63,32 @@ class _Handler(BaseHTTPRequestHandler):
         request = Request(self.command, url.path, parse_qs(url.query), self.headers,
                           self.rfile.read(int(length)) if int(length) else b"")
         world = self.server.world
+        # Only GETs leave the saved state alone (an OAuth code an authorize GET makes is not kept). Noted before the
+        # call, so a write whose answer is held back (latency, an apply_then_timeout fault) is saved while it waits,
+        # and again before the answer goes out, so what the client is told of is saved within the keeper's delay.
+        writes = request.method != "GET"
+        if writes:
+            self.server.changed()
         try:
             if url.path == gateway.API_PREFIX or url.path.startswith(gateway.API_PREFIX + "/"):
-                self._send(gateway.serve(world, request))
+                response = gateway.serve(world, request)
             elif url.path.startswith("/oauth2/"):
                 handler, params = oauth.ROUTER.resolve(request.method, url.path)
-                self._send(handler(world, request, **params))
+                response = handler(world, request, **params)
             else:
                 handler, params = admin.ROUTER.resolve(request.method, url.path)
-                self._send(json_response(handler(self.server, request, **params)))
+                response = json_response(handler(self.server, request, **params))
         except ApiError as error:
-            self._send(problem_response(error))
+            response = problem_response(error)
         except Exception as exc:  # a bug here must not kill the connection thread silently
             # The exception text may hold request data (addresses); only its type and place are logged.
             print(f"local Mailchimp: {type(exc).__name__} at\n{''.join(traceback.format_tb(exc.__traceback__))}",
                   file=sys.stderr)
-            self._send(problem_response(ApiError(500, "Internal Server Error", "The local Mailchimp failed; "
-                                                 "see its standard error for where.")))
+            response = problem_response(ApiError(500, "Internal Server Error", "The local Mailchimp failed; "
+                                                 "see its standard error for where."))
+        if writes:
+            self.server.changed()
+        self._send(response)
 
     def _send(self, response: Response) -> None:
         """Status line, headers and body in one write: no Nagle stalls on keep-alive connections."""

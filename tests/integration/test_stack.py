@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -156,3 +158,43 @@ def test_the_state_file_keeps_members_tags_archived_and_deleted_addresses_and_ne
     finally:
         second.stop()
     assert os.path.exists(state)
+
+
+def test_writes_are_on_disk_a_second_after_they_land_so_a_sigkill_loses_nothing(tmp_path):
+    """The state file is written behind the requests (about 0.2 s after the last change), not every 30 s: a local
+    Mailchimp killed without a chance to save (`kill -9`, a crash, a laptop lid) still has what it answered for."""
+    state = tmp_path / "state.json"
+    list_id = "a1b2c3d4e5"
+
+    def killed(server) -> None:
+        os.killpg(server.process.pid, signal.SIGKILL)
+        server.process.wait()
+
+    first = start_local_mailchimp("--state-file", str(state))
+    try:
+        batch = requests.post(f"{first.api_root}/lists/{list_id}", auth=AUTH, timeout=10, json={"update_existing": True, "members": [
+            {"email_address": f"k{i}@contoso.com", "status": "subscribed", "tags": ["Kept"]} for i in range(50)]})
+        assert batch.ok and batch.json()["total_created"] == 50, batch.text
+        time.sleep(1.5)  # past the write-behind delay
+    finally:
+        killed(first)
+
+    second = start_local_mailchimp("--state-file", str(state))
+    try:
+        members = second.admin("GET", f"lists/{list_id}/members").json()["members"]
+        assert sorted(m["email_address"] for m in members) == sorted(f"k{i}@contoso.com" for i in range(50))
+        assert all([t["name"] for t in m["tags"]] == ["Kept"] for m in members)
+        # a later change (an archive) is kept as well, not only the first one
+        gone = requests.delete(f"{second.api_root}/lists/{list_id}/members/k0@contoso.com", auth=AUTH, timeout=10)
+        assert gone.status_code == 204, gone.text
+        time.sleep(1.5)
+    finally:
+        killed(second)
+
+    third = start_local_mailchimp("--state-file", str(state))
+    try:
+        members = {m["email_address"]: m for m in third.admin("GET", f"lists/{list_id}/members").json()["members"]}
+        assert len(members) == 50 and members["k0@contoso.com"]["status"] == "archived"
+    finally:
+        third.stop()
+    assert private(state) and not list(tmp_path.glob("*.tmp"))
