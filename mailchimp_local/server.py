@@ -37,6 +37,13 @@ class LocalMailchimpServer(ThreadingHTTPServer):
         if self.keeper:
             self.keeper.stop()
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """An error outside the handlers (reading or parsing a request): socketserver's default prints the exception's
+        text, which may quote the request (an address, a key); only its type and place are logged."""
+        error = sys.exc_info()[1]
+        if error is not None:
+            _log_failure(error)
+
     def reset(self) -> None:
         """A fresh demo World; calls still sleeping in the old one are woken and finish there."""
         old, self.world = self.world, World(self.settings)
@@ -81,9 +88,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ApiError as error:
             response = problem_response(error)
         except Exception as exc:  # a bug here must not kill the connection thread silently
-            # The exception text may hold request data (addresses); only its type and place are logged.
-            print(f"local Mailchimp: {type(exc).__name__} at\n{''.join(traceback.format_tb(exc.__traceback__))}",
-                  file=sys.stderr)
+            _log_failure(exc)
             response = problem_response(ApiError(500, "Internal Server Error", "The local Mailchimp failed; "
                                                  "see its standard error for where."))
         if writes:
@@ -107,3 +112,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silent: access lines would cost time and carry subscriber hashes."""
+
+
+def _log_failure(error: BaseException) -> None:
+    """The exception's type and the frames it passed through (file, line, function), never its text, values or source
+    lines: those may hold request data (addresses, subscriber hashes, keys)."""
+    frames = "".join(f"  {frame.filename}:{frame.lineno} in {frame.name}\n"
+                     for frame in traceback.extract_tb(error.__traceback__))
+    print(f"local Mailchimp: {type(error).__name__} at\n{frames}", file=sys.stderr, flush=True)

@@ -162,3 +162,23 @@ def test_command_line_and_environment_set_the_start_values() -> None:
     finally:
         from_env.stop()
         flagged.stop()
+
+
+def test_a_failure_outside_the_handlers_is_logged_by_type_and_place_never_by_its_text(capsys) -> None:
+    """socketserver's default error report ends with the exception's text, which can quote the request (an address,
+    a key): the local Mailchimp's logs name the exception's type and where it was raised only."""
+    from mailchimp_local.server import LocalMailchimpServer
+    from mailchimp_local.world import Settings
+
+    server = LocalMailchimpServer("127.0.0.1", 0, Settings())
+    try:
+        try:
+            raise ValueError(f"bad header from ann.leak@contoso.com with key {DEMO_API_KEY}")
+        except ValueError:
+            server.handle_error(None, ("127.0.0.1", 50000))
+    finally:
+        server.server_close()
+    logged = capsys.readouterr()
+    text = logged.out + logged.err
+    assert "ValueError" in text and "test_local_mailchimp.py" in text  # what and where
+    assert "ann.leak@contoso.com" not in text and DEMO_API_KEY not in text, text
