@@ -15,7 +15,7 @@ import signal
 import threading
 from pathlib import Path
 
-from .demo import DEMO_API_KEY, DEMO_AUDIENCE_ID
+from .demo import DEMO_AUDIENCE_ID
 from .latency import PROFILES
 from .server import LocalMailchimpServer
 from .world import Settings
@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     url = f"http://{args.host}:{server.server_address[1]}"
     print(f"Local Mailchimp on {url} (API root {url}/3.0, admin {url}/__admin/stats)", flush=True)
-    print(f"Demo API key: {DEMO_API_KEY}", flush=True)
+    # Not the key itself: this output is the stack's .local/logs/mailchimp.log, and no log holds a credential, not
+    # even the public demo one (tests/e2e/test_logs.py scans for it)
+    print("Demo API key: DEMO_API_KEY in mailchimp_local/demo.py (and its README)", flush=True)
     print(f"Demo audience id: {DEMO_AUDIENCE_ID}", flush=True)
     try:
         server.serve_forever()

@@ -1,5 +1,6 @@
-"""Logs never carry an email address or a credential: awkward datasets run through the real host, then every line the
-host and the app logged is scanned.
+"""Logs never carry an email address or a credential: awkward datasets run through the real host, then every line of
+every log the stack writes is scanned: the Functions hosts' (devhost and the app), the local Mailchimp's and
+Azurite's, each started here as `make up` starts it (scripts/stack.py) with its output in a log file of the same name.
 
 Datasets: a headerless plain CSV whose first row (taken as the header) holds addresses, exported on arrival and by
 hand; rows that are invalid and hold addresses (bad syntax, wrong field count, broken quoting); addresses the local
@@ -9,14 +10,44 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
+
+import pytest
 
 from shared.config import QUEUE_SEGMENT_EVENTS
-from tests.e2e.conftest import (DEMO_KEY, assert_accounted, create_destination, handled_messages, host_log, log_lines,
-                                start_export, wait_for, wait_for_run)
+from tests.e2e.conftest import (DEMO_KEY, assert_accounted, create_destination, handled_messages, host_log,
+                                log_lines, start_export, wait_for, wait_for_run)
+from tests.services import ROOT, Azurite, LocalMailchimp, start_azurite, start_local_mailchimp
 
 EVENTS = ("--blob-events", f"segments={QUEUE_SEGMENT_EVENTS}")
 # Anything shaped like an address: loose on purpose (a missed address leaks, a false alarm is read once)
 LOOKS_LIKE_EMAIL = re.compile(r"[^\s@<>\"'(),;:\[\]=]+@[^\s@<>\"'(),;:\[\]]+\.[^\s@<>\"'(),;:\[\]]+")
+# The log files `make up` writes under .local/logs/ (azurite.log, mailchimp.log, functions.log)
+STACK_LOGS = set(re.findall(r'logs / "([\w.-]+\.log)"', (ROOT / "scripts" / "stack.py").read_text(encoding="utf-8")))
+
+
+# This module's Azurite and local Mailchimp write their logs next to the hosts' (conftest's write none), as the stack's do.
+
+@pytest.fixture
+def storage(tmp_path: Path) -> Azurite:
+    server = start_azurite(log=tmp_path / "azurite.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mailchimp(tmp_path: Path) -> LocalMailchimp:
+    server = start_local_mailchimp(log=tmp_path / "mailchimp.log")
+    yield server
+    server.stop()
+
+
+def stack_log_lines(tmp_path: Path) -> list[str]:
+    """Every line of every log file the test's services wrote, which are at least those the stack writes."""
+    logs = sorted(tmp_path.glob("*.log"))
+    assert STACK_LOGS >= {"azurite.log", "mailchimp.log", "functions.log"}, STACK_LOGS  # the pattern still finds them
+    assert STACK_LOGS <= {log.name for log in logs}, f"the stack writes {STACK_LOGS}, this test scanned {logs}"
+    return [f"{log.name}: {line}" for log in logs for line in log_lines(log)]
 
 
 def plain(container, segment: str, stamp: str, text: str) -> None:
@@ -29,7 +60,7 @@ def wait_for_chunks(host, run_id: str, done: int) -> None:
     wait_for(lambda: host.call("GET", f"exports/{run_id}").json()["chunks"]["done"] >= done, f"{done} chunks of {run_id}")
 
 
-def test_no_log_line_of_the_host_or_the_app_holds_an_address_or_the_api_key(start_host, segments, mailchimp, tmp_path):
+def test_no_log_line_of_the_stack_holds_an_address_or_the_api_key(start_host, segments, mailchimp, tmp_path):
     # 0. a snapshot whose header is lost between the check before the run and planning (the part file rewritten
     #    without its header): planning refuses it, naming the columns to the admin but not in the logs
     first = start_host(extra_args=EVENTS, name="first", **{"AzureWebJobs.plan_export.Disabled": "true"})
@@ -40,8 +71,8 @@ def test_no_log_line_of_the_host_or_the_app_holds_an_address_or_the_api_key(star
     segments.upload_blob("Changing/2026/11/28/1700/part-0.csv", b"amy.fourth@contoso.com,Amy\r\n", overwrite=True)
     first.stop()
 
-    host = start_host(extra_args=EVENTS, name="logs", EXPORT_CHUNK_SIZE="20")
-    log = host_log(tmp_path, "logs")
+    host = start_host(extra_args=EVENTS, name="functions", EXPORT_CHUNK_SIZE="20")
+    log = host_log(tmp_path, "functions")
     failed = wait_for_run(host, changing_run)
     assert failed["status"] == "failed" and "amy.fourth@contoso.com" in failed["message"], failed
 
@@ -87,8 +118,11 @@ def test_no_log_line_of_the_host_or_the_app_holds_an_address_or_the_api_key(star
     wait_for(lambda: len(handled_messages(log, "segment_arrived")) >= handled + 2, "the second headerless snapshot's events")
     time.sleep(0.5)  # the last lines of the handler are flushed after its invocation line
 
-    lines = log_lines(host_log(tmp_path, "first")) + log_lines(log)
+    host.stop()
+    mailchimp.stop()  # the last lines are out
+    lines = stack_log_lines(tmp_path)
     assert any("function=export_chunk" in line for line in lines)  # the log is the host's and the app's
+    assert any(line.startswith("mailchimp.log: Local Mailchimp on") for line in lines)  # and the local Mailchimp's
     leaks = [line for line in lines if LOOKS_LIKE_EMAIL.search(line)]
     assert not leaks, "log lines naming an address:\n" + "\n".join(leaks[:20])
     secret = [line for line in lines if DEMO_KEY in line or DEMO_KEY[:32] in line]
