@@ -22,6 +22,9 @@ param mailchimpOAuthClientSecret string = ''
 @description('Object ID of the "Dynamics 365 AI for Customer Insights" service principal in your tenant; when given, it may write into the segments container.')
 param customerInsightsPrincipalId string = ''
 
+@description('Resource ID of the Power Platform enterprise policy whose managed identity Customer Insights writes with when the storage firewall is closed (vnetEnabled); it gets a resource instance rule through the firewall. Empty: none.')
+param customerInsightsEnterprisePolicyId string = ''
+
 @description('When scheduled exports run: six-field NCRONTAB in UTC, seconds first.')
 param exportSchedule string = '0 0 * * * *'
 
@@ -47,7 +50,7 @@ param maximumInstanceCount int = 40
 @allowed([512, 2048, 4096])
 param instanceMemoryMB int = 2048
 
-@description('Keep storage and Key Vault off the internet: a VNet, private endpoints for blob, queue, table and the vault, VNet integration for the app, public network access disabled on both. Customer Insights then needs a Private Link you approve (docs/deploy.md).')
+@description('Keep storage and Key Vault off the internet: a VNet, private endpoints for blob, queue, table and the vault, VNet integration for the app; the storage firewall denies every network (Event Grid passes as a trusted Azure service, Customer Insights through its enterprise policy), Key Vault public network access is disabled (docs/deploy.md).')
 param vnetEnabled bool = false
 
 @minValue(0)
@@ -91,6 +94,7 @@ module storage 'app/storage.bicep' = {
     name: '${abbrs.storageStorageAccounts}${resourceToken}'
     deploymentContainerName: 'app-package-${take(functionAppName, 32)}-${take(resourceToken, 7)}'
     customerInsightsPrincipalId: customerInsightsPrincipalId
+    customerInsightsEnterprisePolicyId: customerInsightsEnterprisePolicyId
     vnetEnabled: vnetEnabled
     blobSoftDeleteDays: blobSoftDeleteDays
     containerSoftDeleteDays: containerSoftDeleteDays

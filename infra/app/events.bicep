@@ -1,6 +1,9 @@
 // Segment arrival: Event Grid announces each blob created in the segments container by writing the event into the
 // `segment-events` storage queue, which the `segment_arrived` function consumes (Flex Consumption has no polling
 // blob trigger). The system topic delivers with its own identity, allowed to add messages to that one queue.
+// It must be the system-assigned identity: behind a storage firewall (vnetEnabled) Event Grid delivers to a queue only
+// with the system-assigned identity, and only when trusted Azure services may pass the firewall
+// (learn.microsoft.com/azure/event-grid/handler-storage-queues); storage.bicep keeps that path open.
 param location string
 param tags object
 param name string

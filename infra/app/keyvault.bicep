@@ -14,8 +14,8 @@ var oauthClientSecretName = 'mailchimp-oauth-client-secret'
 var publicNetworkAccess = vnetEnabled ? 'Disabled' : 'Enabled'
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
-  //checkov:skip=CKV_AZURE_109:Deny by default with vnetEnabled (checkov does not evaluate the condition). Without it, Flex Consumption has no fixed outbound IPs to allow; access is by Azure RBAC only.
-  //checkov:skip=CKV_AZURE_189:Public network access is Disabled with vnetEnabled (checkov does not evaluate the condition; tests/integration/test_infra_security.py does). Without it the app and Key Vault references use the public endpoint.
+  //checkov:skip=CKV_AZURE_109:Default deployment only (VNET_ENABLED=false): checkov does not evaluate the condition; scripts/check_infra.sh scans a copy with vnetEnabled true, where the firewall denies by default. Without the VNet, Flex Consumption has no fixed outbound IPs to allow; access is by Azure RBAC only.
+  //checkov:skip=CKV_AZURE_189:Default deployment only (VNET_ENABLED=false): checkov does not evaluate the condition; scripts/check_infra.sh scans a copy with vnetEnabled true, where public network access is Disabled. Without the VNet, the app and Key Vault references use the public endpoint.
   name: name
   location: location
   tags: tags

@@ -6,7 +6,9 @@ param name string
 param deploymentContainerName string
 @description('Object ID of the Customer Insights service principal; empty: grant it yourself (docs/deploy.md).')
 param customerInsightsPrincipalId string
-@description('True: no public network access; the app reaches the account over private endpoints (private-endpoints.bicep).')
+@description('Resource ID of the Power Platform enterprise policy through which Customer Insights reaches a storage account behind a firewall (managed identities); empty: none.')
+param customerInsightsEnterprisePolicyId string = ''
+@description('True: the firewall denies every network; the app comes in over private endpoints (private-endpoints.bicep), Event Grid as a trusted Azure service, Customer Insights through its enterprise policy.')
 param vnetEnabled bool
 @description('Days a deleted or overwritten blob stays recoverable; 0: blob soft delete off (see main.bicep).')
 param blobSoftDeleteDays int
@@ -29,9 +31,21 @@ var tableNames = ['destinations', 'exportruns']
 
 var storageBlobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
 
+// vnetEnabled: the firewall lets no network in ("Enabled from selected virtual networks and IP addresses" with
+// none selected); the app comes in over its private endpoints. The public endpoint stays on for two callers that
+// have no private route:
+// - Event Grid writes segment events into the segment-events queue. It cannot deliver over private endpoints
+//   (learn.microsoft.com/azure/event-grid/consume-private-endpoints); behind a storage firewall it delivers with
+//   the system topic's system-assigned identity when trusted Azure services may pass
+//   (learn.microsoft.com/azure/event-grid/handler-storage-queues; events.bicep), hence AzureServices. With
+//   publicNetworkAccess Disabled only private endpoints reach the account
+//   (learn.microsoft.com/azure/storage/common/storage-network-security-set-default-access), trusted services
+//   included, and no segment event would arrive.
+// - Customer Insights writes the segments with the managed identity of its Power Platform enterprise policy,
+//   let in by a resource instance rule (learn.microsoft.com/dynamics365/customer-insights/data/managed-identities).
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
-  //checkov:skip=CKV_AZURE_35:Deny by default with vnetEnabled (checkov does not evaluate the condition). Without it, Customer Insights writes from Microsoft's cloud and Flex Consumption has no fixed outbound IPs, so the firewall stays open; shared keys are off and every caller needs an Entra role.
-  //checkov:skip=CKV_AZURE_59:Public network access is Disabled with vnetEnabled (checkov does not evaluate the condition; tests/integration/test_infra_security.py does). Without it the public endpoint is needed, see CKV_AZURE_35.
+  //checkov:skip=CKV_AZURE_35:Default deployment only (VNET_ENABLED=false): checkov does not evaluate the condition; scripts/check_infra.sh scans a copy with vnetEnabled true, where the firewall denies by default. Without the VNet, Customer Insights writes from Microsoft's cloud and Flex Consumption has no fixed outbound IPs, so the firewall stays open; shared keys are off and every caller needs an Entra role.
+  //checkov:skip=CKV_AZURE_59:Public network access stays Enabled even with vnetEnabled, where the firewall denies every network: Event Grid cannot deliver over private endpoints (learn.microsoft.com/azure/event-grid/consume-private-endpoints) but reaches the segment-events queue through the public endpoint as a trusted Azure service (learn.microsoft.com/azure/event-grid/handler-storage-queues); Disabled would block it. Customer Insights' enterprise policy comes in the same way (a resource instance rule).
   name: name
   location: location
   tags: tags
@@ -47,14 +61,19 @@ resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     isSftpEnabled: false
     minimumTlsVersion: 'TLS1_2'
     supportsHttpsTrafficOnly: true
-    // vnetEnabled: private endpoints only (as Azure-Samples' functions-quickstart-python-azd-eventgrid-blob does);
-    // Customer Insights writes through a Private Link you approve (docs/deploy.md). Event Grid cannot deliver over
-    // private endpoints (learn.microsoft.com/azure/event-grid/consume-private-endpoints): it writes segment events into
-    // the queue with its identity as a trusted Azure service, hence the AzureServices bypass.
-    publicNetworkAccess: vnetEnabled ? 'Disabled' : 'Enabled'
+    // Not Disabled, even with vnetEnabled: see above the resource.
+    publicNetworkAccess: 'Enabled'
     networkAcls: {
       bypass: 'AzureServices'
       defaultAction: vnetEnabled ? 'Deny' : 'Allow'
+      ipRules: []
+      virtualNetworkRules: []
+      resourceAccessRules: empty(customerInsightsEnterprisePolicyId) ? [] : [
+        {
+          tenantId: tenant().tenantId
+          resourceId: customerInsightsEnterprisePolicyId
+        }
+      ]
     }
   }
 }
