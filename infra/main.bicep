@@ -55,7 +55,7 @@ param vnetEnabled bool = false
 
 @minValue(0)
 @maxValue(365)
-@description('Days a deleted or overwritten blob stays recoverable (blob soft delete, account-wide). 0, the default, turns it off: Customer Insights\' exports to Blob Storage fail while it is on. Set it only if something else writes the segments.')
+@description('Days a deleted or overwritten blob stays recoverable (blob soft delete, account-wide: segments, work blobs and all). 0, the default, turns it off: Customer Insights\' exports to Blob Storage fail while it is on. Set it only if something else writes the segments.')
 param blobSoftDeleteDays int = 0
 
 @minValue(1)
@@ -146,6 +146,8 @@ module identity 'app/identity.bicep' = {
     tags: tags
     name: '${abbrs.managedIdentityUserAssignedIdentities}${resourceToken}'
     storageAccountName: storage.outputs.name
+    segmentsContainerName: storage.outputs.segmentsContainerName
+    appContainerNames: storage.outputs.appContainerNames
     keyVaultName: keyVault.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
   }

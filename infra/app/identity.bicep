@@ -1,20 +1,37 @@
-// The app's one identity and everything it may do: read and write the data of the one storage account, manage
-// secrets in the one vault (OAuth writes tokens there), publish telemetry. Nothing else, nowhere else.
+// The app's one identity and everything it may do: read the segments, read and write its own containers, queues and
+// tables in the one storage account, manage secrets in the one vault (OAuth writes tokens there), publish telemetry.
+// Nothing else, nowhere else.
 param location string
 param tags object
 param name string
 param storageAccountName string
+@description('The container Customer Insights writes the segments into; the app only reads it.')
+param segmentsContainerName string
+@description('The containers the app and the Functions host write (storage.bicep): work, slots, deployment package, host.')
+param appContainerNames array
 param keyVaultName string
 param applicationInsightsName string
 
 // Built-in role definitions (tests/integration/test_infra.py checks each GUID against the role its name says), each
-// the least one that does the job; docs/deploy.md lists every role assignment of the deployment and why.
-// Storage Blob Data Owner: what the Functions host's identity-based AzureWebJobsStorage connection asks for (its own
-// containers, blob leases); the app reads segments, writes work and lease blobs, and Flex Consumption fetches the package.
-var storageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
-// Queue triggers read and delete messages (moving the fifth failure to -poison); the app adds plans and chunks.
+// the least one that does the job, on the narrowest scope that works; docs/deploy.md lists every role assignment of the
+// deployment and why.
+// Blob roles are per container. No Storage Blob Data Owner: what it adds to Contributor (blobs/* instead of read,
+// write, delete, move, add) is managing POSIX ACLs and ownership (hierarchical namespace, off here), blob index tags,
+// permanent deletes of versions and soft-deleted blobs, none of which the app or the Functions host use. Contributor reads, writes, deletes and leases blobs and creates containers, which is what
+// host storage needs (learn.microsoft.com/azure/azure-functions/functions-reference#connecting-to-host-storage-with-an-identity:
+// "read and write access to blobs and the ability to create containers"); it is also the role Flex Consumption itself
+// assigns for the deployment container (learn.microsoft.com/azure/azure-functions/flex-consumption-how-to#configure-deployment-settings).
+// Storage Blob Data Contributor on each of appContainerNames: chunks, error reports and lease blobs (export-work,
+// mailchimp-slots), the deployment package Flex Consumption fetches (and OneDeploy uploads) with this identity, and the
+// host's function keys and timer locks (azure-webjobs-secrets, azure-webjobs-hosts).
+var storageBlobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+// Storage Blob Data Reader on segments: the app lists and reads segment files and model.json, never writes there.
+var storageBlobDataReader = '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
+// Queue triggers read and delete messages (moving the fifth failure to -poison); the app adds plans and chunks. On the
+// account: every queue in it is the app's (storage.bicep), so a per-queue scope would grant the same.
 var storageQueueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
-// The destinations and exportruns tables.
+// The destinations and exportruns tables, and the table the Functions host writes its diagnostic events into (a new
+// one each month, named by the host), hence the account scope.
 var storageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
 // Secrets Officer, not Secrets User (read only): the app writes secrets. It stores each destination's Mailchimp API key
 // or OAuth token (PATCH /api/destinations/{id}, the OAuth callback) and deletes it when the destination is disconnected
@@ -26,7 +43,7 @@ var keyVaultSecretsOfficer = 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
 // Telemetry signed with Entra ID: Application Insights has local (key) auth off.
 var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
 
-var storageRoles = [storageBlobDataOwner, storageQueueDataContributor, storageTableDataContributor]
+var accountRoles = [storageQueueDataContributor, storageTableDataContributor]
 
 resource appIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
   name: name
@@ -38,6 +55,21 @@ resource storageAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing 
   name: storageAccountName
 }
 
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' existing = {
+  parent: storageAccount
+  name: 'default'
+}
+
+resource segmentsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: blobService
+  name: segmentsContainerName
+}
+
+resource appContainers 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = [for containerName in appContainerNames: {
+  parent: blobService
+  name: containerName
+}]
+
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
   name: keyVaultName
 }
@@ -46,7 +78,27 @@ resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing
   name: applicationInsightsName
 }
 
-resource storageAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for role in storageRoles: {
+resource segmentsAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(segmentsContainer.id, appIdentity.id, storageBlobDataReader)
+  scope: segmentsContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataReader)
+    principalId: appIdentity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource containerAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (containerName, i) in appContainerNames: {
+  name: guid(appContainers[i].id, appIdentity.id, storageBlobDataContributor)
+  scope: appContainers[i]
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributor)
+    principalId: appIdentity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}]
+
+resource storageAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for role in accountRoles: {
   name: guid(storageAccount.id, appIdentity.id, role)
   scope: storageAccount
   properties: {

@@ -1,5 +1,12 @@
 // The one storage account: segments arrive here, the app keeps its queues, tables and work blobs here, and Flex
 // Consumption reads the deployed package from here. Shared keys are off: every client signs in with Entra ID.
+//
+// Why one account, when blob soft delete would protect the work containers (runs, chunks, reports) and Customer
+// Insights forbids it where segments land: blob soft delete is a setting of the account's blob service, not of a
+// container (learn.microsoft.com/azure/storage/blobs/soft-delete-blob-overview), and the app reads segments and
+// writes its work blobs through one blob endpoint, AzureWebJobsStorage__blobServiceUri (shared/config.py). A second
+// account for the work containers therefore needs the app to read segments through a setting of their own first;
+// until then blob soft delete stays off here (main.bicep, blobSoftDeleteDays) and container soft delete is on.
 param location string
 param tags object
 param name string
@@ -17,7 +24,25 @@ param containerSoftDeleteDays int
 
 // Names the code uses (shared/config.py); tests/integration/test_infra.py checks the two agree.
 var segmentsContainerName = 'segments'
-var containerNames = [segmentsContainerName, 'export-work', 'mailchimp-slots', deploymentContainerName]
+// Every container, segments first (Customer Insights' role below is on containers[0]). The last two are the Functions
+// host's own (AzureWebJobsStorage: function keys, timer and singleton locks); they are created here, not by the host,
+// so that the app's blob role can be given per container (identity.bicep).
+var containerNames = [
+  segmentsContainerName
+  'export-work'
+  'mailchimp-slots'
+  deploymentContainerName
+  'azure-webjobs-hosts'
+  'azure-webjobs-secrets'
+]
+// The containers the app writes: all but segments, which it only reads.
+var appContainerNames = [
+  'export-work'
+  'mailchimp-slots'
+  deploymentContainerName
+  'azure-webjobs-hosts'
+  'azure-webjobs-secrets'
+]
 var segmentEventsQueueName = 'segment-events'
 var queueNames = [
   'export-plans'
@@ -83,9 +108,11 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
   name: 'default'
   properties: {
     // Blob soft delete is account-wide, not per container, and Customer Insights' exports to Blob Storage fail when it
-    // is on (learn.microsoft.com/dynamics365/customer-insights/data/export-azure-blob-storage): off unless asked for.
+    // is on (learn.microsoft.com/dynamics365/customer-insights/data/export-azure-blob-storage: "If you turned on the
+    // soft delete setting for the Azure Blob Storage account, exports will fail"): off unless asked for. The work
+    // containers share this account with segments (see the top of this file), so they go without it too.
     deleteRetentionPolicy: (blobSoftDeleteDays > 0) ? { enabled: true, days: blobSoftDeleteDays } : { enabled: false }
-    // A deleted container (segments, export-work, mailchimp-slots, the deployment package) can be restored.
+    // A deleted container (segments, export-work, mailchimp-slots, the deployment package, the host's) can be restored.
     containerDeleteRetentionPolicy: { enabled: true, days: containerSoftDeleteDays }
   }
 }
@@ -162,3 +189,4 @@ output name string = account.name
 output segmentsContainerName string = segmentsContainerName
 output segmentEventsQueueName string = segmentEventsQueueName
 output deploymentContainerName string = deploymentContainerName
+output appContainerNames array = appContainerNames

@@ -23,11 +23,13 @@ from shared.events import BLOB_CREATED
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
 
-# Built-in role definitions: REFERENCE.md §2, plus Storage Blob Data Contributor (Customer Insights' writer) and
-# Storage Queue Data Message Sender (Event Grid's delivery) from Azure's list of built-in roles.
+# Built-in role definitions: REFERENCE.md §2, plus Storage Blob Data Contributor (the app's work containers, Customer
+# Insights' writer), Storage Blob Data Reader (the app on segments) and Storage Queue Data Message Sender (Event Grid's
+# delivery) from Azure's list of built-in roles.
 BUILT_IN_ROLES = {
     "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": "Storage Blob Data Owner",
     "ba92f5b4-2d11-453d-a403-e96b0029c9fe": "Storage Blob Data Contributor",
+    "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1": "Storage Blob Data Reader",
     "974c5e8b-45b9-4653-ba55-5f855dd0fb88": "Storage Queue Data Contributor",
     "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a": "Storage Queue Data Message Sender",
     "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3": "Storage Table Data Contributor",
@@ -36,9 +38,11 @@ BUILT_IN_ROLES = {
     "3913510d-42f4-4e42-8a64-420c390055eb": "Monitoring Metrics Publisher",
 }
 
-# Least privilege: the app's identity holds exactly these (identity.bicep).
+# Least privilege: the app's identity holds exactly these (identity.bicep); their scopes are checked in
+# test_infra_security.py (blob roles per container, no Owner role anywhere).
 APP_IDENTITY_ROLES = {
-    "Storage Blob Data Owner",
+    "Storage Blob Data Contributor",
+    "Storage Blob Data Reader",
     "Storage Queue Data Contributor",
     "Storage Table Data Contributor",
     "Key Vault Secrets Officer",

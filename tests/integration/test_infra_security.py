@@ -2,11 +2,15 @@
 
 - Key Vault's audit events and each storage service's reads, writes and deletes go to the Log Analytics workspace;
 - container soft delete is on; blob soft delete is a parameter, off by default because Customer Insights' exports
-  to Blob Storage fail while it is on;
-- with `vnetEnabled`, storage and Key Vault refuse public network access and are reached over private endpoints
-  (blob, queue, table, vault) from a VNet the app is integrated into (subnet delegated to Microsoft.App/environments);
-- every role assignment of the deployment is listed in docs/deploy.md, and Customer Insights' is on the segments
-  container only;
+  to Blob Storage fail while it is on, and the account that receives segment files has it off;
+- with `vnetEnabled`, the storage firewall denies every network and Key Vault refuses public network access; the app
+  reaches both over private endpoints (blob, queue, table, vault) from a VNet it is integrated into (subnet delegated
+  to Microsoft.App/environments), Event Grid still delivers segment events into the queue as a trusted Azure service
+  with its system-assigned identity, and Customer Insights' enterprise policy may get a resource instance rule;
+- every role assignment of the deployment is listed in docs/deploy.md; none grants ownership; the app only reads the
+  segments container and writes only its own containers; Customer Insights' role is on the segments container only;
+- every checkov skip says why, and the network lock-down checks are skipped for the default deployment only (
+  scripts/check_infra.sh runs them on a copy specialised to vnetEnabled = true);
 - every HTTP route but the OAuth callback needs a function key (read from function_app.py's source, so that this
   holds whatever else the app does at import).
 
@@ -258,7 +262,8 @@ def test_deleted_containers_stay_recoverable() -> None:
 
 def test_blob_soft_delete_is_a_parameter_off_by_default_for_customer_insights() -> None:
     """Blob soft delete is account-wide and Customer Insights' exports to Blob Storage fail while it is on
-    (learn.microsoft.com/dynamics365/customer-insights/data/export-azure-blob-storage), so it is off unless asked for."""
+    (learn.microsoft.com/dynamics365/customer-insights/data/export-azure-blob-storage), so it is off unless asked for
+    (by someone whose segments come from elsewhere)."""
     assert _blob_service({"blobSoftDeleteDays": 0, "containerSoftDeleteDays": 7})["deleteRetentionPolicy"] == {
         "enabled": False}
     for days in (1, 7, 365):
@@ -270,6 +275,85 @@ def test_blob_soft_delete_is_a_parameter_off_by_default_for_customer_insights() 
     assert "Customer Insights" in _decorator(main, "description"), "say why it is off"
     assert _module("storage")[1]["blobSoftDeleteDays"] == "blobSoftDeleteDays"
     assert _azd_parameters()["blobSoftDeleteDays"]["value"] == "${BLOB_SOFT_DELETE_DAYS=0}"
+
+
+def _module_defaults(rel: str) -> dict[str, Any]:
+    """The parameters main.bicep passes to module file `rel` when every main parameter keeps its default (what `azd up`
+    deploys with no settings); those fed by expressions that need a deployment (names, module outputs) are left out."""
+    main = {name: evaluate(param["default"], "main.bicep", {})
+            for name, param in _doc("main.bicep")["parameters"].items() if param.get("default") is not None}
+    for symbol in _doc("main.bicep")["modules"]:
+        path, params, _ = _module(symbol)
+        if path == rel:
+            given = {}
+            for name, value in params.items():
+                try:
+                    given[name] = evaluate(value, "main.bicep", main)
+                except Unsupported:
+                    pass
+            return given
+    return {}
+
+
+def _names(values: list[Any], rel: str) -> list[str]:
+    """Names in a Bicep list, with a parameter (unknown until deployed) shown as '<parameter>'."""
+    names = []
+    for value in values:
+        try:
+            names.append(evaluate(value, rel, {}))
+        except Unsupported:
+            names.append(f"<{value}>")
+    return names
+
+
+def _storage_accounts() -> list[dict[str, Any]]:
+    """Every storage account infra/ creates: file, symbol, the containers of its blob service and the blob service's
+    properties as deployed by default."""
+    found = []
+    for path in sorted(INFRA.rglob("*.bicep")):
+        rel = path.relative_to(INFRA).as_posix()
+        resources = _resources(rel)
+        for symbol, account in resources.items():
+            if account["type"] != "Microsoft.Storage/storageAccounts" or account["existing"]:
+                continue
+            services = [s for s, r in resources.items() if r["type"] == "Microsoft.Storage/storageAccounts/blobServices"
+                        and _unwrap(r["config"])[0].get("parent") == symbol]
+            containers = []
+            for r in resources.values():
+                body, _, loop = _unwrap(r["config"])
+                if r["type"] == CONTAINER and not r["existing"] and body.get("parent") in services:
+                    listed = _doc(rel)["variables"][loop["detail"]["array_name"]]["value"] if loop else [body["name"]]
+                    containers += _names(listed, rel)
+            defaults = _module_defaults(rel)
+            found.append({"file": rel, "symbol": symbol, "containers": containers,
+                          "blob_service": [evaluate(_unwrap(resources[s]["config"])[0].get("properties") or {}, rel,
+                                                    defaults) for s in services]})
+    return found
+
+
+def test_the_account_receiving_segment_files_keeps_blob_soft_delete_off() -> None:
+    """Customer Insights' exports fail when the account they write to has blob soft delete on ("If you turned on the
+    soft delete setting for the Azure Blob Storage account, exports will fail": learn.microsoft.com/dynamics365/
+    customer-insights/data/export-azure-blob-storage). The account holding the segments container (the one Event Grid
+    watches) has it off as deployed; an account holding only the app's work containers would have it on. Today there
+    is one account for both, because the app reads segments and work blobs through one blob endpoint (storage.bicep
+    says so): the second half of this test starts to bite when the work containers move out."""
+    from shared.config import CONTAINER_SLOTS, CONTAINER_WORK
+
+    accounts = _storage_accounts()
+    receiving = [a for a in accounts if SEGMENTS in a["containers"]]
+    assert len(receiving) == 1, accounts
+    account = receiving[0]
+    assert account["blob_service"] and all(s["deleteRetentionPolicy"] == {"enabled": False}
+                                           for s in account["blob_service"]), account
+    assert _output_ref(_module("events")[1]["storageAccountName"]) == ("storage", "name")
+    assert _module("storage")[0] == account["file"]
+    assert _accessor(_doc(account["file"])["outputs"]["name"]["value"]) == [account["symbol"], "name"]
+    for other in accounts:
+        if other is not account and {CONTAINER_WORK, CONTAINER_SLOTS} & set(other["containers"]):
+            for service in other["blob_service"]:
+                assert service["deleteRetentionPolicy"].get("enabled") is True, other
+                assert service["containerDeleteRetentionPolicy"].get("enabled") is True, other
 
 
 def test_run_files_naming_people_are_deleted_after_30_days() -> None:
@@ -432,25 +516,57 @@ def _role_name(var: str) -> str:
     return re.sub(r"(?<!^)([A-Z])", r" \1", var[0].upper() + var[1:])
 
 
-def _role_assignments() -> list[tuple[str, str, str]]:
-    """(file, role, scope symbol's resource type) of every role assignment under infra/."""
+def _role_assignments() -> list[dict[str, Any]]:
+    """Every role assignment under infra/, one entry per role it grants (a loop over role vars grants several): file,
+    symbol, role, the symbol, index (`containers[0]`) and type of its scope, and the array it is repeated over when
+    that is not roles."""
     found = []
     for path in sorted(INFRA.rglob("*.bicep")):
         rel = path.relative_to(INFRA).as_posix()
         resources = _resources(rel)
-        for resource in resources.values():
+        for symbol, resource in resources.items():
             if str(resource.get("type")) != "Microsoft.Authorization/roleAssignments":
                 continue
             body, _, loop = _unwrap(resource["config"])
             role = body["properties"]["roleDefinitionId"]["function"]["parameters"]["resource_name_1"]
-            roles = (_doc(rel)["variables"][loop["detail"]["array_name"]]["value"]  # names of role vars
-                     if loop and role == loop["detail"]["item_name"] else [role])
-            scope = body["scope"]
-            if isinstance(scope, dict):  # containers[0]
-                scope = scope["operator"]["operands"]["operand_1"]
+            over_roles = bool(loop) and role == loop["detail"]["item_name"]
+            roles = _doc(rel)["variables"][loop["detail"]["array_name"]]["value"] if over_roles else [role]
+            scope, index = body["scope"], None
+            if isinstance(scope, dict):  # containers[0], appContainers[i]
+                scope, index = scope["operator"]["operands"]["operand_1"], scope["operator"]["operands"]["operand_2"]
             for var in roles:
-                found.append((rel, _role_name(var), resources[scope]["type"]))
+                found.append({"file": rel, "symbol": symbol, "role": _role_name(var), "scope": scope, "index": index,
+                              "scope_type": resources[scope]["type"],
+                              "over": loop["detail"]["array_name"] if loop and not over_roles else None})
     return found
+
+
+def _resolve(rel: str, value: Any) -> Any:
+    """A module parameter's value as main.bicep passes it when that is another module's output: the output's own
+    expression, with the names in it (parameters shown as '<parameter>'); else `value` itself."""
+    for symbol in _doc("main.bicep")["modules"]:
+        path, params, _ = _module(symbol)
+        if path == rel and isinstance(value, str) and value in params:
+            ref = _output_ref(params[value])
+            if ref:
+                source = _module(ref[0])[0]
+                output = _doc(source)["outputs"][ref[1]]["value"]
+                if isinstance(output, str) and output in (_doc(source).get("variables") or {}):
+                    output = _doc(source)["variables"][output]["value"]
+                return _names(output if isinstance(output, list) else [output], source)
+    return value
+
+
+def _containers_of(assignment: dict[str, Any]) -> list[str]:
+    """The containers a container-scoped role assignment covers."""
+    rel = assignment["file"]
+    resource = _resources(rel)[assignment["scope"]]
+    body, _, loop = _unwrap(resource["config"])
+    if not resource["existing"]:  # containers[<n>] of the containers the file creates in a loop
+        return _names([_doc(rel)["variables"][loop["detail"]["array_name"]]["value"][assignment["index"]]], rel)
+    if loop:  # existing containers, one per name of an array parameter
+        return _resolve(rel, loop["detail"]["array_name"])
+    return _resolve(rel, body["name"])
 
 
 def _documented_roles() -> list[dict[str, str]]:
@@ -468,25 +584,65 @@ def _documented_roles() -> list[dict[str, str]]:
 
 
 SCOPE_WORDS = {
-    "Microsoft.Storage/storageAccounts": "storage account",
-    "Microsoft.Storage/storageAccounts/queueServices/queues": "`segment-events` queue",
-    "Microsoft.Storage/storageAccounts/blobServices/containers": "`segments` container",
-    "Microsoft.KeyVault/vaults": "Key Vault",
-    "Microsoft.Insights/components": "Application Insights",
+    "Microsoft.Storage/storageAccounts": ["storage account"],
+    QUEUE: ["`segment-events` queue"],
+    "Microsoft.KeyVault/vaults": ["Key Vault"],
+    "Microsoft.Insights/components": ["Application Insights"],
 }
+
+
+def _scope_words(assignment: dict[str, Any]) -> list[str]:
+    """What docs/deploy.md's Scope cell must say for this assignment: each container by name (the deployment package
+    container, named by a parameter, as "deployment")."""
+    if assignment["scope_type"] != CONTAINER:
+        return SCOPE_WORDS[assignment["scope_type"]]
+    return [f"`{name}`" if not name.startswith("<") else "deployment" for name in _containers_of(assignment)]
 
 
 def test_every_role_assignment_is_listed_in_deploy_md() -> None:
     assigned = _role_assignments()
-    assert len(assigned) == 7, assigned  # five for the app, Event Grid's sender, Customer Insights' writer
+    # the app: blob reader (segments), blob contributor (its containers), queue and table contributor, secrets officer,
+    # metrics publisher; Event Grid's sender; Customer Insights' writer
+    assert len(assigned) == 8, assigned
     rows = _documented_roles()
     from_infra = [row for row in rows if ".bicep" in row["granted"]]
-    for rel, role, scope in assigned:
-        matches = [row for row in from_infra if row["role"] == role and SCOPE_WORDS[scope] in row["scope"]
-                   and rel in row["granted"]]
-        assert len(matches) == 1, f"{rel}: {role} on {scope} is not (once) in docs/deploy.md's role table"
-        assert matches[0]["why"], f"{role}: say why"
+    for assignment in assigned:
+        words = _scope_words(assignment)
+        matches = [row for row in from_infra if row["role"] == assignment["role"]
+                   and all(word in row["scope"] for word in words) and assignment["file"] in row["granted"]]
+        assert len(matches) == 1, (f"{assignment['file']}: {assignment['role']} on {words} is not (once) in "
+                                   "docs/deploy.md's role table")
+        assert matches[0]["why"], f"{assignment['role']}: say why"
     assert len(from_infra) == len(assigned), "docs/deploy.md lists a role assignment infra/ does not make"
+
+
+def test_no_role_assignment_grants_ownership() -> None:
+    """Storage Blob Data Owner (or any owner or access-administration role) adds rights nobody here uses: POSIX ACLs
+    and ownership, blob index tags, permanent deletes (infra/app/identity.bicep says why Contributor suffices)."""
+    assigned = _role_assignments()
+    assert assigned
+    owners = [(a["file"], a["role"]) for a in assigned
+              if re.search(r"\bOwner\b|Access Administrator|Access Control Administrator", a["role"])]
+    assert not owners, f"ownership granted: {owners}"
+
+
+def test_the_app_reads_segments_and_writes_only_its_own_containers() -> None:
+    """The app's blob roles are per container: it only reads what Customer Insights writes, and writes its work, lease
+    and deployment containers and the Functions host's two, nothing else; its account-wide roles are queues and tables
+    (every queue is the app's; the host names a new diagnostics table each month)."""
+    app = [a for a in _role_assignments() if a["file"] == "app/identity.bicep"]
+    blob = {a["role"]: a for a in app if a["role"].startswith("Storage Blob Data")}
+    assert set(blob) == {"Storage Blob Data Reader", "Storage Blob Data Contributor"}, blob
+    for assignment in blob.values():
+        assert assignment["scope_type"] == CONTAINER, f"{assignment['role']} must be on containers, not the account"
+    assert _containers_of(blob["Storage Blob Data Reader"]) == [SEGMENTS]
+    writes = _containers_of(blob["Storage Blob Data Contributor"])
+    every = _names(_doc("app/storage.bicep")["variables"]["containerNames"]["value"], "app/storage.bicep")
+    assert sorted(writes) == sorted(name for name in every if name != SEGMENTS)
+    assert {"export-work", "mailchimp-slots", "azure-webjobs-hosts", "azure-webjobs-secrets",
+            "<deploymentContainerName>"} == set(writes)
+    on_account = {a["role"] for a in app if a["scope_type"] == "Microsoft.Storage/storageAccounts"}
+    assert on_account == {"Storage Queue Data Contributor", "Storage Table Data Contributor"}
 
 
 def test_customer_insights_may_write_into_the_segments_container_only() -> None:
@@ -497,7 +653,7 @@ def test_customer_insights_may_write_into_the_segments_container_only() -> None:
     assert scope["type"] == "index_accessor" and scope["operands"] == {"operand_1": "containers", "operand_2": 0}
     _, _, loop = _unwrap(_resources(rel)["containers"]["config"])
     names = _doc(rel)["variables"][loop["detail"]["array_name"]]["value"]
-    assert names[0] == "segmentsContainerName" and evaluate(names[0], rel, {}) == "segments"
+    assert names[0] == "segmentsContainerName" and evaluate(names[0], rel, {}) == SEGMENTS
     role = body["properties"]["roleDefinitionId"]["function"]["parameters"]["resource_name_1"]
     assert _role_name(role) == "Storage Blob Data Contributor"
 
