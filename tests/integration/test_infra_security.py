@@ -697,11 +697,14 @@ def _auth_level(node: ast.expr | None) -> str | None:
 def test_every_http_route_but_the_oauth_callback_needs_a_function_key() -> None:
     """docs/threat-model.md's anonymous caller reaches one route. When Entra ID (App Service authentication) replaces
     function keys, this test and the threat model change together."""
-    tree = ast.parse((ROOT / "function_app.py").read_text(encoding="utf-8"))
-    calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)]
+    sources = [ROOT / "function_app.py", *sorted((ROOT / "blueprints").glob("*.py"))]
+    calls = [node for source in sources for node in ast.walk(ast.parse(source.read_text(encoding="utf-8")))
+             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)]
     apps = [call for call in calls if call.func.attr in ("FunctionApp", "Blueprint")]
     assert apps, "no FunctionApp in function_app.py"
     for app in apps:
+        if not any(k.arg == "http_auth_level" for k in app.keywords) and app.func.attr == "Blueprint":
+            continue  # a blueprint without HTTP routes (workers, triggers)
         default = next((k.value for k in app.keywords if k.arg == "http_auth_level"), None)
         assert _auth_level(default) == "FUNCTION", "the app's default HTTP auth level must be FUNCTION"
     routes = {}

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-import function_app
+from blueprints import destinations_api, exports_api
 from shared import bootstrap
 from shared.config import ConfigError, load_settings
 from shared.destination_service import DestinationService
@@ -176,10 +176,10 @@ def limits(**values: int) -> Iterator[bootstrap.App]:
 # --- calling the handlers ------------------------------------------------------------------------------------------
 
 BODY_ROUTES = {
-    "create": (function_app.create_destination, "POST", "destinations", {}),
-    "patch": (function_app.update_destination, "PATCH", "destinations/d1", {"id": "d1"}),
-    "patch-missing": (function_app.update_destination, "PATCH", "destinations/nope", {"id": "nope"}),
-    "export": (function_app.start_export, "POST", "destinations/d1/exports", {"id": "d1"}),
+    "create": (destinations_api.create_destination, "POST", "destinations", {}),
+    "patch": (destinations_api.update_destination, "PATCH", "destinations/d1", {"id": "d1"}),
+    "patch-missing": (destinations_api.update_destination, "PATCH", "destinations/nope", {"id": "nope"}),
+    "export": (exports_api.start_export, "POST", "destinations/d1/exports", {"id": "d1"}),
 }
 
 
@@ -196,7 +196,7 @@ def errors_page(run_id: str = "r1", **params: str) -> func.HttpResponse:
     query = "&".join(f"{k}={v}" for k, v in params.items())
     request = func.HttpRequest("GET", f"http://localhost/api/exports/{run_id}/errors?{query}", headers={},
                                params=params, route_params={"runId": run_id}, body=b"")
-    return function_app.export_errors(request)
+    return exports_api.export_errors(request)
 
 
 def answered(response: Any) -> dict[str, Any] | None:
@@ -415,7 +415,7 @@ def test_unknown_run_and_deleted_destination_answer_json_no_store(app: bootstrap
 def test_every_answer_of_the_api_says_no_store(app: bootstrap.App) -> None:
     get = func.HttpRequest("GET", "http://localhost/api/destinations/d1", headers={}, params={},
                            route_params={"id": "d1"}, body=b"")
-    for response in (function_app.get_destination(get), function_app.list_destinations(get),
+    for response in (destinations_api.get_destination(get), destinations_api.list_destinations(get),
                      call("create", b"{}"), errors_page("r1")):
         assert response.headers.get("Cache-Control") == "no-store"
 

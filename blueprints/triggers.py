@@ -1,0 +1,26 @@
+"""What starts exports without a person: the schedule, and new segment files arriving in storage."""
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from shared import bootstrap
+from shared.config import QUEUE_SEGMENT_EVENTS, STORAGE_CONNECTION
+from shared.events import created_blobs
+
+bp = func.Blueprint()
+log = logging.getLogger("function_app")
+
+
+@bp.timer_trigger(arg_name="timer", schedule="%EXPORT_SCHEDULE%", run_on_startup=False, use_monitor=True)
+def scheduled_exports(timer: func.TimerRequest) -> None:
+    started = bootstrap.app().exports.on_schedule()
+    log.info("schedule tick%s: %d export(s) started", " (past due)" if timer.past_due else "", len(started))
+
+
+@bp.queue_trigger(arg_name="msg", queue_name=QUEUE_SEGMENT_EVENTS, connection=STORAGE_CONNECTION)
+def segment_arrived(msg: func.QueueMessage) -> None:
+    app_ = bootstrap.app()
+    for name in created_blobs(msg.get_body(), app_.settings.segments_container):
+        app_.exports.on_blob_created(name)

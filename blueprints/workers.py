@@ -1,0 +1,42 @@
+"""The export pipeline's queue workers: plan a run, process its chunks, and count what the queues gave up on."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import azure.functions as func
+
+from shared import bootstrap
+from shared.config import QUEUE_CHUNKS, QUEUE_PLANS, STORAGE_CONNECTION
+
+bp = func.Blueprint()
+
+
+def _message(msg: func.QueueMessage) -> dict[str, Any]:
+    return json.loads(msg.get_body())
+
+
+def _attempt(msg: func.QueueMessage) -> str:
+    return f"{(msg.id or 'local')[:8]}-{msg.dequeue_count or 0}"
+
+
+@bp.queue_trigger(arg_name="msg", queue_name=QUEUE_PLANS, connection=STORAGE_CONNECTION)
+def plan_export(msg: func.QueueMessage) -> None:
+    bootstrap.app().exports.plan(_message(msg)["runId"])
+
+
+@bp.queue_trigger(arg_name="msg", queue_name=QUEUE_PLANS + "-poison", connection=STORAGE_CONNECTION)
+def plan_export_poisoned(msg: func.QueueMessage) -> None:
+    bootstrap.app().exports.plan_gave_up(_message(msg)["runId"])
+
+
+@bp.queue_trigger(arg_name="msg", queue_name=QUEUE_CHUNKS, connection=STORAGE_CONNECTION)
+def export_chunk(msg: func.QueueMessage) -> None:
+    body = _message(msg)
+    bootstrap.app().exports.process_chunk(body["runId"], int(body["chunk"]), _attempt(msg))
+
+
+@bp.queue_trigger(arg_name="msg", queue_name=QUEUE_CHUNKS + "-poison", connection=STORAGE_CONNECTION)
+def export_chunk_poisoned(msg: func.QueueMessage) -> None:
+    body = _message(msg)
+    bootstrap.app().exports.chunk_gave_up(body["runId"], int(body["chunk"]), _attempt(msg))
