@@ -4,19 +4,24 @@ Azurite's, each started here as `make up` starts it (scripts/stack.py) with its 
 
 Datasets: a headerless plain CSV whose first row (taken as the header) holds addresses, exported on arrival and by
 hand; rows that are invalid and hold addresses (bad syntax, wrong field count, broken quoting); addresses the local
-Mailchimp refuses as fake; duplicates; and an API key revoked in the middle of an export.
+Mailchimp refuses as fake; duplicates; and an API key revoked in the middle of an export. And an OAuth connect whose
+link carries the function key as `?code=` and whose callback carries Mailchimp's code and the signed state.
 """
 from __future__ import annotations
 
+import base64
+import json
 import re
 import time
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
 
 from shared.config import QUEUE_SEGMENT_EVENTS
-from tests.e2e.conftest import (DEMO_KEY, assert_accounted, create_destination, handled_messages, host_log,
-                                log_lines, start_export, wait_for, wait_for_run)
+from tests.e2e.conftest import (DEMO_KEY, assert_accounted, create_destination, destination_body, handled_messages,
+                                host_log, log_lines, start_export, wait_for, wait_for_run)
 from tests.services import ROOT, Azurite, LocalMailchimp, start_azurite, start_local_mailchimp
 
 EVENTS = ("--blob-events", f"segments={QUEUE_SEGMENT_EVENTS}")
@@ -127,3 +132,56 @@ def test_no_log_line_of_the_stack_holds_an_address_or_the_api_key(start_host, se
     assert not leaks, "log lines naming an address:\n" + "\n".join(leaks[:20])
     secret = [line for line in lines if DEMO_KEY in line or DEMO_KEY[:32] in line]
     assert not secret, "log lines holding the API key:\n" + "\n".join(secret[:5])
+
+
+def test_no_log_line_of_the_stack_holds_the_function_key_or_the_oauth_code_state_or_token(start_host, mailchimp,
+                                                                                        host_settings, tmp_path):
+    """docs/threat-model.md, a caller of the function API: the connect link an admin opens carries the function key
+    as `?code=`, Mailchimp's redirect carries its authorization code and the signed state, and neither the request
+    logging of the host nor the app's log lines (on success and on refusal) may repeat them."""
+    redirect = "http://127.0.0.1:7071/api/mailchimp/oauth/callback"  # the test carries the redirect to the host itself
+    host = start_host(name="functions", MAILCHIMP_OAUTH_CLIENT_ID="demo-client",
+                      MAILCHIMP_OAUTH_CLIENT_SECRET="demo-client-secret", MAILCHIMP_OAUTH_REDIRECT_URI=redirect,
+                      MAILCHIMP_OAUTH_AUTHORIZE_URL=f"{mailchimp.url}/oauth2/authorize",
+                      MAILCHIMP_OAUTH_TOKEN_URL=f"{mailchimp.url}/oauth2/token",
+                      MAILCHIMP_OAUTH_METADATA_URL=f"{mailchimp.url}/oauth2/metadata")
+    body = {k: v for k, v in destination_body().items() if k != "mailchimp"}
+    destination = host.call("POST", "destinations", json=body).json()["id"]
+
+    def connect() -> tuple[str, str, str]:
+        """The admin's browser: the connect link with the key in its query, Mailchimp's page, the way back."""
+        link = requests.get(f"{host.url}/destinations/{destination}/mailchimp/connect?code={host.key}",
+                            allow_redirects=False, timeout=30)
+        assert link.status_code == 302, link.text
+        back = requests.get(link.headers["Location"], allow_redirects=False, timeout=10)
+        assert back.status_code == 302 and back.headers["Location"].startswith(redirect + "?"), back.headers
+        query = urlsplit(back.headers["Location"]).query
+        values = parse_qs(query)
+        return query, values["code"][0], values["state"][0]
+
+    def callback(query: str) -> requests.Response:
+        return requests.get(f"{host.url}/mailchimp/oauth/callback?{query}", timeout=30)
+
+    query, code, state = connect()
+    forged = callback(f"code={code}&state=x{state}")
+    assert forged.status_code == 400, forged.text
+    connected = callback(query)
+    assert connected.status_code == 200, connected.text
+    replayed = callback(query)
+    assert replayed.status_code == 400, replayed.text
+    _, unused_code, unused_state = connect()
+    assert callback(f"code={unused_code}&state={unused_state}&error=access_denied").status_code == 403
+    assert callback(f"code={unused_code}").status_code == 400  # no state at all
+
+    secret = json.loads((Path(host_settings["LOCAL_SECRETS_DIR"]) / f"mailchimp-{destination}").read_text())
+    nonces = [json.loads(base64.urlsafe_b64decode(s.split(".")[0] + "==="))["n"] for s in (state, unused_state)]
+    host.stop()
+    mailchimp.stop()  # the last lines are out
+    lines = stack_log_lines(tmp_path)
+    assert any("function=mailchimp_oauth_callback" in line for line in lines), lines  # the callbacks were logged
+    values = {"function key": host.key, "access token": secret["accessToken"],
+              "OAuth code": code, "unused OAuth code": unused_code, "OAuth state": state, "unused state": unused_state,
+              "state signature": state.split(".")[1], "state nonce": nonces[0], "unused state nonce": nonces[1]}
+    leaks = {name: [line for line in lines if value in line or value[:16] in line] for name, value in values.items()}
+    assert not any(leaks.values()), "log lines holding " + "; ".join(f"the {name}: {found[:3]}"
+                                                                    for name, found in leaks.items() if found)

@@ -17,7 +17,7 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobServiceClient
 
 from scripts import stack
-from tests.services import ROOT, free_port, start_local_mailchimp
+from tests.services import ROOT, free_port, start_local_mailchimp, wait_until
 
 DEMO_KEY = "0123456789abcdef0123456789abcdef-us6"
 AUTH = ("any", DEMO_KEY)
@@ -198,3 +198,39 @@ def test_writes_are_on_disk_a_second_after_they_land_so_a_sigkill_loses_nothing(
     finally:
         third.stop()
     assert private(state) and not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_function_key_holder_can_export_a_segment_to_an_audience_of_their_own_account(layout):
+    """docs/threat-model.md, a caller of the function API: whoever holds the function key can point a destination at
+    a Mailchimp account of their own, accept the consent themselves and export a segment there; the app cannot tell
+    that account from the company's. The stack's real host, Azurite and local Mailchimp, as an attacker would use
+    them."""
+    env = stack.up(layout)
+    mailchimp = layout.mailchimp_url
+    theirs = requests.post(f"{mailchimp}/__admin/accounts", json={"name": "Not the company"}, timeout=10).json()
+    audience = requests.post(f"{mailchimp}/__admin/audiences", json={"api_key": theirs["api_key"], "name": "Copied"},
+                             timeout=10).json()["id"]
+    stack.sample(env, 40, "HighValueCustomers", layout)
+    headers = {"x-functions-key": env["FUNCTION_KEY"]}
+    created = requests.post(f"{env['FUNCTIONS_URL']}/destinations", headers=headers, timeout=60, json={
+        "displayName": "Mine", "consent": {"accepted": True}, "audienceId": audience,
+        "mailchimp": {"apiKey": theirs["api_key"]}, "segments": ["HighValueCustomers"],
+        "mapping": {"email": "Email", "mergeFields": {"FNAME": "FirstName", "LNAME": "LastName"}},
+        "exportOnArrival": False, "schedule": {"enabled": False}})
+    assert created.status_code == 201, created.text
+    started = requests.post(f"{env['FUNCTIONS_URL']}/destinations/{created.json()['id']}/exports", headers=headers,
+                            timeout=60)
+    assert started.status_code == 202, started.text
+    run_url = f"{env['FUNCTIONS_URL']}/exports/{started.json()['id']}"
+    run: dict = {}
+
+    def finished() -> bool:
+        nonlocal run
+        run = requests.get(run_url, headers=headers, timeout=30).json()
+        return run["status"] in ("succeeded", "completed_with_errors", "failed", "cancelled")
+
+    wait_until(finished, "the export", timeout=120)
+    assert run["status"] in ("succeeded", "completed_with_errors") and run["counts"]["created"] >= 30, run
+    copied = requests.get(f"{mailchimp}/__admin/lists/{audience}/members", timeout=10).json()["members"]
+    assert len(copied) == run["counts"]["created"]  # the segment's people, in an audience the company does not own
+    assert all("HighValueCustomers" in {t["name"] for t in m["tags"]} for m in copied)
