@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, Callable
 
 import azure.functions as func
 
 from shared import bootstrap
+from shared.auth import OPERATOR, Principal, principal_from_headers
 from shared.destinations import InvalidDestination
+
+SIGN_IN = "/.auth/login/aad"
 
 
 def json_answer(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
@@ -78,8 +81,58 @@ def json_body(req: func.HttpRequest, required: bool = True) -> dict[str, Any]:
     return body
 
 
+
+
+Handler = Callable[[func.HttpRequest, Principal], func.HttpResponse]
+_SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
 def principal(req: func.HttpRequest) -> str:
-    """Who acts: the signed-in user from App Service authentication, else the function key's holder."""
-    return req.headers.get("x-ms-client-principal-name") or "function key"
+    """Who acts, for audit records: the verified caller, else the function key's holder (until every route requires
+    a role, see `requires`)."""
+    who = caller(req)
+    return who.label if who else "function key"
 
 
+def caller(req: func.HttpRequest) -> Principal | None:
+    """The caller App Service Authentication verified; None when nobody is signed in or authentication is off."""
+    return principal_from_headers(req.headers, bootstrap.app().settings.auth_enabled)
+
+
+def _cross_site(req: func.HttpRequest) -> str | None:
+    """Why a state-changing request may have been forged by another site, or None. A signed-in browser sends its
+    session cookie along with any site's form; it cannot add a custom header to a cross-site request without a CORS
+    preflight this app never answers, and Sec-Fetch-Site says where a request came from where browsers send it."""
+    if req.method.upper() in _SAFE_METHODS:
+        return None
+    site = (req.headers.get("sec-fetch-site") or "").lower()
+    if site and site not in ("same-origin", "none"):
+        return f"a {req.method} from another site ({site}) is refused"
+    if not req.headers.get("x-requested-with") and not req.headers.get("authorization"):
+        return f"a {req.method} needs the header X-Requested-With (the page sends it) or an Authorization bearer token"
+    return None
+
+
+def requires(role: str) -> Callable[[Handler], Callable[[func.HttpRequest], func.HttpResponse]]:
+    """An HTTP handler for callers with `role` (an admin has every role): 401 when nobody verified is calling, 403
+    without the role or for a request that may come from another site. The handler gets the verified caller."""
+
+    def wrap(handler: Handler) -> Callable[[func.HttpRequest], func.HttpResponse]:
+        def adapter(req: func.HttpRequest) -> func.HttpResponse:
+            who = caller(req)
+            if who is None:
+                return json_answer({"error": "sign in first: this API needs a Microsoft Entra ID account or access token "
+                                             "with an Exports.Admin or Exports.Operator role", "signIn": SIGN_IN}, 401)
+            if not (who.is_admin or (role == OPERATOR and who.is_operator)):
+                return error_answer(403, f"your account has no {role} role in this app: ask an administrator of the app "
+                                         "registration to assign it (Enterprise applications > Users and groups)")
+            forged = _cross_site(req)
+            if forged:
+                return error_answer(403, f"{forged}; nothing was changed")
+            return handler(req, who)
+
+        # Not functools.wraps: the Functions worker reads the signature, which must stay (req) alone.
+        adapter.__name__, adapter.__qualname__, adapter.__doc__ = handler.__name__, handler.__qualname__, handler.__doc__
+        return adapter
+
+    return wrap

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Mapping
 from urllib.parse import urlsplit
 
+from shared.auth import auth_enabled
+
 STORAGE_CONNECTION = "AzureWebJobsStorage"  # connection name used by the triggers and the SDK clients
 
 # Names of the storage resources the app uses; infra/ provisions exactly these.
@@ -72,6 +74,9 @@ class Settings:
     segment_max_json_depth: int = 64  # nesting of a model.json or a JSONL row
     http_max_body_bytes: int = 1 << 20  # larger JSON request bodies are refused with 400
     http_max_json_depth: int = 32  # JSON request bodies nested deeper are refused with 400
+    # Set by App Service when its authentication is on (and by the devhost, which emulates it); off, every HTTP
+    # route but the OAuth callback answers 401 (shared/auth.py).
+    auth_enabled: bool = False
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int, problems: list[str]) -> int:
@@ -198,6 +203,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         segment_max_json_depth=_int(env, "SEGMENT_MAX_JSON_DEPTH", 64, 8, 256, problems),
         http_max_body_bytes=_int(env, "HTTP_MAX_BODY_BYTES", 1 << 20, 1024, 100 * 1024 * 1024, problems),
         http_max_json_depth=_int(env, "HTTP_MAX_JSON_DEPTH", 32, 4, 512, problems),
+        auth_enabled=auth_enabled(env.get("WEBSITE_AUTH_ENABLED")),
     )
     if problems:
         raise ConfigError("The app settings need attention:\n- " + "\n- ".join(problems))
