@@ -6,5 +6,7 @@ import azure.functions as func
 from blueprints import destinations_api, exports_api, triggers, workers
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
-for area in (destinations_api, exports_api, workers, triggers):
-    app.register_blueprint(area.bp)
+app.register_functions(destinations_api.bp)
+app.register_functions(exports_api.bp)
+app.register_functions(workers.bp)
+app.register_functions(triggers.bp)
