@@ -3,9 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install run up down sample test test-unit bench clean
+.PHONY: install chromium run up down sample test test-unit bench clean
 
-install: $(VENV)/.installed node_modules/.installed
+install: $(VENV)/.installed node_modules/.installed chromium
+
+## The browser tests use Debian's Chromium; installed with apt-get when missing and this user may (CI runs as root).
+chromium:
+	@test -x /usr/bin/chromium || { test "$$(id -u)" = 0 && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "Chromium is missing: sudo apt-get install chromium (browser tests need it)"; }
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
