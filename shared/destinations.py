@@ -62,6 +62,12 @@ class Destination:
     def secret_name(self) -> str:
         return f"mailchimp-{self.id}"
 
+    @property
+    def is_draft(self) -> bool:
+        """Saved before its mapping and segments were chosen (the admin page saves a destination at "Connect", so
+        OAuth has an id to come back to): never exported until both are set."""
+        return not self.mapping.email or not self.segments
+
     def tag_for(self, segment: str) -> str:
         return f"{self.tag_prefix}{segment}"
 
@@ -73,8 +79,10 @@ class Destination:
             "displayName": self.display_name,
             "audienceId": self.audience_id,
             "consent": {"accepted": self.consent_accepted, f"{verb}By": self.consent_by, f"{verb}At": self.consent_at},
-            "mapping": {"email": self.mapping.email, "mergeFields": dict(self.mapping.merge_fields)},
+            "mapping": ({"email": self.mapping.email, "mergeFields": dict(self.mapping.merge_fields)}
+                        if self.mapping.email else None),
             "segments": list(self.segments),
+            "draft": self.is_draft,
             "statusForNew": self.status_for_new,
             "tagPrefix": self.tag_prefix,
             "mailchimp": {"connected": self.credential_kind != "none", "method": self.credential_kind},
@@ -99,8 +107,10 @@ def _text(body: Mapping[str, Any], name: str, problems: list[dict[str, str]], *,
     return value.strip()
 
 
-def _mapping(body: Mapping[str, Any], problems: list[dict[str, str]]) -> FieldMapping:
+def _mapping(body: Mapping[str, Any], problems: list[dict[str, str]], draft: bool = False) -> FieldMapping:
     raw = body.get("mapping")
+    if raw is None and draft:  # not chosen yet: a draft
+        return FieldMapping(email="")
     if not isinstance(raw, Mapping):
         problems.append({"field": "mapping", "message": 'is required: {"email": "<column>", "mergeFields": {"FNAME": "<column>"}}'})
         return FieldMapping(email="")
@@ -123,8 +133,10 @@ def _mapping(body: Mapping[str, Any], problems: list[dict[str, str]]) -> FieldMa
     return FieldMapping(email=email.strip(), merge_fields=fields)
 
 
-def _segments(body: Mapping[str, Any], problems: list[dict[str, str]]) -> tuple[str, ...]:
+def _segments(body: Mapping[str, Any], problems: list[dict[str, str]], draft: bool = False) -> tuple[str, ...]:
     raw = body.get("segments")
+    if raw is None and draft:  # not chosen yet: a draft
+        return ()
     if not isinstance(raw, list) or not raw:
         problems.append({"field": "segments", "message": "name at least one segment to export"})
         return ()
@@ -176,8 +188,9 @@ class Change:
     recheck: bool  # the audience or the mapping changed, so Mailchimp must be asked again
 
 
-def _validated(body: Any, *, creating: bool) -> tuple[dict[str, Any], str | None, bool]:
-    """Every field checked at once: (settings, API key, create missing merge fields)."""
+def _validated(body: Any, *, creating: bool, draft: bool = False) -> tuple[dict[str, Any], str | None, bool]:
+    """Every field checked at once: (settings, API key, create missing merge fields). With `draft`, `mapping` and
+    `segments` may be left out (a draft, see Destination.is_draft); sent, they are checked as always."""
     if not isinstance(body, Mapping):
         raise InvalidDestination([{"field": "(body)", "message": "send a JSON object"}])
     problems: list[dict[str, str]] = [
@@ -195,8 +208,8 @@ def _validated(body: Any, *, creating: bool) -> tuple[dict[str, Any], str | None
         "display_name": name,
         "audience_id": audience,
         "consent_accepted": accepted,
-        "mapping": _mapping(body, problems),
-        "segments": _segments(body, problems),
+        "mapping": _mapping(body, problems, draft),
+        "segments": _segments(body, problems, draft),
         "status_for_new": _status(body, problems),
         "tag_prefix": _prefix(body, problems),
         "schedule_enabled": _flag(body, ("schedule", "enabled"), True, problems),
@@ -230,7 +243,7 @@ def _api_key(body: Mapping[str, Any], problems: list[dict[str, str]]) -> str | N
 
 def new_destination(body: Any, accepted_by: str) -> Change:
     """Validate a create request. The credential is handled by the caller (it goes to the secret store, not here)."""
-    settings, api_key, create_missing = _validated(body, creating=True)
+    settings, api_key, create_missing = _validated(body, creating=True, draft=True)
     now = _now()
     destination = Destination(id=uuid.uuid4().hex[:12], consent_by=accepted_by, consent_at=now, credential_kind="none",
                               created_at=now, updated_at=now, **settings)
@@ -242,6 +255,8 @@ def editable(destination: Destination) -> dict[str, Any]:
     shown = destination.public()
     doc = {key: shown[key] for key in _SETTINGS}
     doc["consent"] = {"accepted": destination.consent_accepted}
+    if not destination.segments:  # a draft's missing segments stay missing, not an empty list (which is refused)
+        doc.pop("segments")
     return {key: value for key, value in doc.items() if value is not None}
 
 
@@ -259,10 +274,12 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 
 def updated_destination(current: Destination, patch: Any, changed_by: str) -> Change:
-    """Validate a PATCH the way a create is validated, on the merged document; consent may be withdrawn here."""
+    """Validate a PATCH the way a create is validated, on the merged document; consent may be withdrawn here. A
+    draft may stay one; a destination with mapping and segments keeps needing both."""
     if not isinstance(patch, Mapping):
         raise InvalidDestination([{"field": "(body)", "message": "send a JSON object with the fields to change"}])
-    settings, api_key, create_missing = _validated(merge_patch(editable(current), patch), creating=False)
+    settings, api_key, create_missing = _validated(merge_patch(editable(current), patch), creating=False,
+                                                   draft=current.is_draft)
     now = _now()
     consent_changed = settings["consent_accepted"] != current.consent_accepted
     destination = replace(current, **settings, updated_at=now,

@@ -256,7 +256,7 @@ class ExportService:
         said in the run's message.
         """
         destination = self.destinations.get(destination_id)
-        if destination is None or not destination.consent_accepted:
+        if destination is None or not destination.consent_accepted or destination.is_draft:
             return None
         newest = newest_snapshots(self.segments, self._read_limits) if newest is None else newest
         parts = []
@@ -324,6 +324,9 @@ class ExportService:
             raise Refused(404, f"destination {destination_id} does not exist")
         if not destination.consent_accepted:
             raise Refused(409, "the data-privacy consent of this destination is not accepted: accept it (PATCH consent) before exporting")
+        if destination.is_draft:
+            raise Refused(409, "configure the mapping and segments first: this destination is a draft (PATCH mapping "
+                               "and segments)")
         return destination
 
     @staticmethod
@@ -865,6 +868,22 @@ class ExportService:
         run = self.runs.update(run_id, lambda r: _cancel(r, reason))
         self.destinations.release(destination_id, run_id)
         return run.id
+
+    def cancel_run(self, run_id: str, reason: str) -> Run | None:
+        """Cancel one run by its id, as `cancel` does for a destination's running export: a chunk that has not started
+        yet sends nothing (each reads the run first; chunks being sent finish), its members count failed with
+        `reason`, and the run ends `cancelled` once every chunk is counted. A run already cancelling is left as it is
+        (cancelling twice is harmless); a finished one is returned unchanged (the caller says it had finished).
+        None when there is no such run."""
+        run = self.runs.get(run_id, counts=False)
+        if run is None or run.finished or run.status == CANCELLING:
+            return self.runs.get(run_id) if run is not None else None
+        run = self.runs.update(run_id, lambda r: _cancel(r, reason))
+        if run.status == CANCELLING:
+            self.destinations.release(run.destination_id, run_id)
+            if run.total_chunks is None and run.started_at is None:  # queued: planning settles it at once, sending
+                self.plan_queue.send({"runId": run_id})  # nothing (sent again in case the first message was lost)
+        return self.runs.get(run_id)
 
     # --- reading ------------------------------------------------------------------------------------------
 
