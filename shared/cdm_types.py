@@ -16,6 +16,11 @@ _MAILCHIMP_TYPES = {
 }  # fmt: skip
 
 
+def mailchimp_type(data_type: object) -> str:
+    """The Mailchimp merge-field type for a CDM attribute `dataType` (anything unknown, or none: text)."""
+    return _MAILCHIMP_TYPES.get(data_type.casefold() if isinstance(data_type, str) else "", "text")
+
+
 def column_types(source: BlobSource, segments: Iterable[str], limits: ReadLimits = DEFAULT_LIMITS) -> dict[str, str]:
     """Case-folded column name -> Mailchimp merge type, from every model.json entity named like one of `segments`.
 
@@ -37,7 +42,5 @@ def column_types(source: BlobSource, segments: Iterable[str], limits: ReadLimits
             attributes = entity.get("attributes")
             for attribute in attributes if isinstance(attributes, list) else []:
                 if isinstance(attribute, dict) and isinstance(attribute.get("name"), str):
-                    kind = attribute.get("dataType")
-                    kind = kind.casefold() if isinstance(kind, str) else ""
-                    types.setdefault(attribute["name"].casefold(), _MAILCHIMP_TYPES.get(kind, "text"))
+                    types.setdefault(attribute["name"].casefold(), mailchimp_type(attribute.get("dataType")))
     return types
