@@ -32,6 +32,12 @@ def parse_args(argv: list[str]) -> HostOptions:
     parser.add_argument("--function-key", help="key FUNCTION and ADMIN routes require (x-functions-key or ?code=); "
                                                f"anyone can read it in `ps`: prefer --function-key-file or ${KEY_VARIABLE}")
     parser.add_argument("--function-key-file", type=Path, help="read the function key from this (owner-only) file")
+    parser.add_argument("--auth-tokens", type=Path, metavar="PATH",
+                        help='bearer tokens App Service Authentication accepts: an owner-only JSON file '
+                             '{"<token>": {"id", "name", "email", "roles": [...], "kind": "user"|"app"}}')
+    parser.add_argument("--no-auth", action="store_true",
+                        help="run without App Service Authentication (WEBSITE_AUTH_ENABLED unset, headers unfiltered), "
+                             "as an app deployed without it would be")
     parser.add_argument("--message-lease-seconds", type=_positive_int, default=600,
                         help="how long a received queue message stays invisible, renewed while it runs (default 600)")
     parser.add_argument("--blob-events", action="append", default=[], metavar="CONTAINER=QUEUE",
@@ -48,13 +54,16 @@ def parse_args(argv: list[str]) -> HostOptions:
         except OSError as error:
             parser.error(f"--function-key-file: {error.strerror}: {args.function_key_file}")
     key = args.function_key or key
+    if args.no_auth and args.auth_tokens:
+        parser.error("--auth-tokens needs App Service Authentication: drop --no-auth")
     try:
         routes = tuple(parse_route(text) for text in args.blob_events)
     except ConfigError as error:
         parser.error(str(error))
     return HostOptions(app=args.app, root=args.root.resolve(), settings=args.settings, port=args.port,
                        function_key=key, lease_seconds=args.message_lease_seconds,
-                       blob_events=routes, shutdown_seconds=args.shutdown_seconds, state_file=args.state_file)
+                       blob_events=routes, shutdown_seconds=args.shutdown_seconds, state_file=args.state_file,
+                       auth=not args.no_auth, auth_tokens=args.auth_tokens)
 
 
 def main(argv: list[str]) -> int:

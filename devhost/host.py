@@ -12,6 +12,7 @@ from pathlib import Path
 from devhost.app_index import FunctionSpec, load_functions
 from devhost.background import Background
 from devhost.blob_events import BlobEventSource
+from devhost.easyauth import EasyAuth, load_tokens
 from devhost.hostconfig import HostConfig, load_host_config
 from devhost.http_server import FunctionsHttpServer, HttpFunction
 from devhost.invoker import Invoker, worker_thread_count
@@ -22,6 +23,7 @@ from devhost.timers import TimerRunner
 
 log = logging.getLogger("devhost")
 READY = "Functions host ready on {url}"
+AUTH_SETTING = "WEBSITE_AUTH_ENABLED"  # set by App Service when its authentication is on
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,8 @@ class HostOptions:
     blob_events: tuple[tuple[str, str], ...] = ()
     shutdown_seconds: float = 10.0
     state_file: Path | None = None
+    auth: bool = True  # App Service Authentication in front of the app (devhost/easyauth.py)
+    auth_tokens: Path | None = None  # bearer tokens it accepts
 
 
 @dataclass
@@ -72,13 +76,14 @@ def build_host(options: HostOptions) -> Host:
     settings = options.settings or options.root / "local.settings.json"
     if options.settings or settings.exists():
         apply_settings(load_local_settings(settings))
+    auth = _authentication(options)
     config = load_host_config(options.root)
     functions = [f for f in load_functions(options.app, options.root) if not _disabled(f)]
     stopping = threading.Event()
     invoker = Invoker(str(options.root), worker_thread_count())
     state = StateFile(options.state_file or options.root / STATE_FILE)
     http = [HttpFunction.build(f, config.route_prefix) for f in _of_type(functions, "httpTrigger")]
-    host = Host(FunctionsHttpServer(options.port, http, options.function_key, invoker), invoker, stopping)
+    host = Host(FunctionsHttpServer(options.port, http, options.function_key, invoker, auth), invoker, stopping)
     host.workers += [QueueListener.build(f, config.queues, options.lease_seconds, invoker, stopping)
                      for f in _of_type(functions, "queueTrigger")]
     host.workers += [TimerRunner.build(f, state, invoker, stopping) for f in _of_type(functions, "timerTrigger")]
@@ -90,6 +95,20 @@ def build_host(options: HostOptions) -> Host:
     for function in http:
         log.info("http %s", function.describe())
     return host
+
+
+def _authentication(options: HostOptions) -> EasyAuth | None:
+    """The platform's part: with authentication on, App Service sets WEBSITE_AUTH_ENABLED=True for the app; off, the
+    app finds it unset, whatever a settings file says (only the platform sets it)."""
+    if not options.auth:
+        if os.environ.pop(AUTH_SETTING, None) is not None:
+            log.warning("--no-auth: %s removed from the app's settings (only the platform sets it)", AUTH_SETTING)
+        log.info("App Service Authentication is off: the app sees every header as the client sent it")
+        return None
+    tokens = load_tokens(options.auth_tokens) if options.auth_tokens else {}
+    os.environ[AUTH_SETTING] = "True"
+    log.info("App Service Authentication is on (sign in at /.auth/login/aad; %d bearer token(s))", len(tokens))
+    return EasyAuth(tokens)
 
 
 def _disabled(function: FunctionSpec) -> bool:

@@ -1,4 +1,5 @@
-"""HTTP triggers: route matching, function keys and the HttpRequest/HttpResponse round trip."""
+"""HTTP triggers: App Service Authentication in front (devhost/easyauth.py), route matching, function keys and the
+HttpRequest/HttpResponse round trip."""
 from __future__ import annotations
 
 import hmac
@@ -13,6 +14,7 @@ from urllib.parse import parse_qsl, urlsplit
 import azure.functions as func
 
 from devhost.app_index import FunctionSpec
+from devhost.easyauth import EasyAuth, Reply
 from devhost.errors import ConfigError
 from devhost.invoker import Invoker
 from devhost.routes import RouteTemplate
@@ -78,13 +80,17 @@ class FunctionsHttpServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, port: int, functions: list[HttpFunction], function_key: str | None, invoker: Invoker) -> None:
+    def __init__(self, port: int, functions: list[HttpFunction], function_key: str | None, invoker: Invoker,
+                 auth: EasyAuth | None = None) -> None:
+        """`auth`: App Service Authentication in front of the app; None, the platform's authentication is off (headers
+        pass as the client sent them, which the app must not believe)."""
         protected = [f.spec.name for f in functions if f.auth_level != ANONYMOUS]
         if protected and not function_key:
             raise ConfigError(f"functions {', '.join(protected)} need a key: pass --function-key")
         self.functions = sorted(functions, key=lambda f: f.route.precedence)
         self.function_key = function_key or ""
         self.invoker = invoker
+        self.auth = auth
         try:
             super().__init__(("127.0.0.1", port), _RequestHandler)
         except OSError as error:
@@ -116,6 +122,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
         body = self._read_body()
         if body is None:
             return
+        if self.server.auth is not None:  # in front of the Functions host, as in Azure
+            passed = self.server.auth.process(self.command, url.path, query, headers, body)
+            if isinstance(passed, Reply):
+                return self._send(_Answer(passed.status, passed.headers, passed.body))
+            headers = passed.headers
         found = self.server.find(self.command, url.path)
         if found is None:
             return self._send(_Answer(404, [], b""))

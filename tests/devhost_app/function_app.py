@@ -49,6 +49,15 @@ def settings(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse(json.dumps(values), mimetype="application/json")
 
 
+@app.route(route="whoami", auth_level=func.AuthLevel.ANONYMOUS)
+def whoami(req: func.HttpRequest) -> func.HttpResponse:
+    """What App Service Authentication passed on: its headers (any starting x-ms-), the cookie and the setting."""
+    seen = {"headers": {name.lower(): value for name, value in req.headers.items() if name.lower().startswith("x-ms-")},
+            "authorization": req.headers.get("authorization"), "cookie": req.headers.get("cookie"),
+            "WEBSITE_AUTH_ENABLED": os.environ.get("WEBSITE_AUTH_ENABLED")}
+    return func.HttpResponse(json.dumps(seen), mimetype="application/json")
+
+
 @app.route(route="boom", auth_level=func.AuthLevel.ANONYMOUS)
 def boom(req: func.HttpRequest) -> func.HttpResponse:
     raise RuntimeError("failing on purpose")
