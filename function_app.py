@@ -3,10 +3,15 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from blueprints import destinations_api, exports_api, triggers, workers
+from blueprints import destinations_api, exports_api, me_api, lookups_api, page, triggers, workers
 
-app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+# Every HTTP route is ANONYMOUS at the Functions level: App Service Authentication (Entra ID) stands in front and each
+# handler authorizes the caller it verified (blueprints/http.requires); function keys are not the way in.
+app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 app.register_functions(destinations_api.bp)
 app.register_functions(exports_api.bp)
+app.register_functions(me_api.bp)
 app.register_functions(workers.bp)
 app.register_functions(triggers.bp)
+app.register_functions(lookups_api.bp)
+app.register_functions(page.bp)

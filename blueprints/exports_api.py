@@ -1,4 +1,7 @@
-"""Exports: start one, watch runs, read a run's per-row errors report."""
+"""Exports: start one, watch runs, read a run's per-row errors report.
+
+Operators (Exports.Operator) do this for the destinations naming them among their export users, admins for every
+destination; to anyone else a destination and its runs do not exist (404)."""
 from __future__ import annotations
 
 import re
@@ -6,16 +9,22 @@ from urllib.parse import urlencode, urlsplit
 
 import azure.functions as func
 
-from blueprints.http import error_answer, json_answer, json_body
+from blueprints.http import audit, error_answer, json_answer, json_body, operable, requires
 from shared import bootstrap
-from shared.destinations import InvalidDestination
+from shared.auth import OPERATOR, Principal
+from shared.destinations import Destination, InvalidDestination
 from shared.exports import Refused
+from shared.report_csv import to_csv
+from shared.runs import now_iso
 
-bp = func.Blueprint(http_auth_level=func.AuthLevel.FUNCTION)
+bp = func.Blueprint(http_auth_level=func.AuthLevel.ANONYMOUS)
 
 
 @bp.route(route="destinations/{id}/exports", methods=["POST"])
-def start_export(req: func.HttpRequest) -> func.HttpResponse:
+@requires(OPERATOR)
+def start_export(req: func.HttpRequest, who: Principal) -> func.HttpResponse:
+    if operable(who, req.route_params["id"]) is None and not who.is_admin:  # an admin learns from start() it is gone
+        return error_answer(404, f"destination {req.route_params['id']} does not exist")
     try:
         body = json_body(req, required=False)
     except InvalidDestination as error:
@@ -26,21 +35,28 @@ def start_export(req: func.HttpRequest) -> func.HttpResponse:
         return error_answer(400, '"segments" must be a list of segment names, e.g. ["HighValueCustomers"]')
     confirm_untag = body.get("confirmUntag") is True
     try:
-        run = bootstrap.app().exports.start(req.route_params["id"], "http", segments, confirm_untag=confirm_untag)
+        run = bootstrap.app().exports.start(req.route_params["id"], "http", segments, confirm_untag=confirm_untag,
+                                            started_by=who.label)
     except Refused as refused:
         return error_answer(refused.status, refused.message)
+    audit(who, "export.started", destination=run.destination_id, run=run.id)
     return json_answer({"id": run.id, "status": run.status}, 202, {"Location": f"/api/exports/{run.id}"})
 
 
 @bp.route(route="destinations/{id}/exports", methods=["GET"])
-def list_exports(req: func.HttpRequest) -> func.HttpResponse:
+@requires(OPERATOR)
+def list_exports(req: func.HttpRequest, who: Principal) -> func.HttpResponse:
+    """Newest first. An admin may list the runs of a deleted destination (run records stay, for audit)."""
+    if not who.is_admin and operable(who, req.route_params["id"]) is None:
+        return error_answer(404, f"destination {req.route_params['id']} does not exist")
     return json_answer({"exports": [r.public() for r in bootstrap.app().exports.runs_of(req.route_params["id"])]})
 
 
 @bp.route(route="exports/{runId}", methods=["GET"])
-def get_export(req: func.HttpRequest) -> func.HttpResponse:
+@requires(OPERATOR)
+def get_export(req: func.HttpRequest, who: Principal) -> func.HttpResponse:
     run = bootstrap.app().exports.get_run(req.route_params["runId"])
-    if run is None:
+    if run is None or not (who.is_admin or operable(who, run.destination_id)):
         return error_answer(404, f"export {req.route_params['runId']} does not exist")
     return json_answer(run.public())
 
@@ -50,12 +66,13 @@ ERRORS_PAGE_MAX_LINES = 50_000
 
 
 @bp.route(route="exports/{runId}/errors", methods=["GET"])
-def export_errors(req: func.HttpRequest) -> func.HttpResponse:
+@requires(OPERATOR)
+def export_errors(req: func.HttpRequest, who: Principal) -> func.HttpResponse:
     """One page of the run's errors report as JSON Lines (?limit=, default ERRORS_PAGE_LINES); while more follow, the
     answer carries `x-continuation: <token>` and `Link: <...?limit=..&continuation=<token>>; rel="next"`."""
     app_ = bootstrap.app()
     run = app_.exports.get_run(req.route_params["runId"])
-    if run is None:
+    if run is None or not (who.is_admin or operable(who, run.destination_id)):
         return error_answer(404, f"export {req.route_params['runId']} does not exist")
     if app_.destinations.get(run.destination_id) is None:
         return error_answer(410, "the per-row report was removed with the destination (it named people); the run's counts remain")
@@ -69,6 +86,55 @@ def export_errors(req: func.HttpRequest) -> func.HttpResponse:
         return error_answer(refused.status, refused.message)
     headers = {"Cache-Control": "no-store"}  # the one answer that carries email addresses
     if continuation:
-        following = f"{urlsplit(req.url).path}?{urlencode({'limit': int(limit), 'continuation': continuation})}"
+        following = f"{urlsplit(req.url).path}?{urlencode({'limit': int(limit), 'continuation': continuation, **_format(req)})}"
         headers.update({"x-continuation": continuation, "Link": f'<{following}>; rel="next"'})
+    if _format(req):
+        return _errors_csv(run.id, lines, req.params.get("continuation") is None, headers)
     return func.HttpResponse(b"".join(lines), mimetype="application/x-ndjson", headers=headers)
+
+
+def _format(req: func.HttpRequest) -> dict[str, str]:
+    """{"format": "csv"} when the errors report is asked for as CSV, else {} (JSON Lines)."""
+    return {"format": "csv"} if (req.params.get("format") or "").lower() == "csv" else {}
+
+
+def _errors_csv(run_id: str, lines: list[bytes], first_page: bool, headers: dict[str, str]) -> func.HttpResponse:
+    """The same page of the errors report as CSV (shared/report_csv.py: formula cells guarded, header and BOM on the
+    first page only, so pages join into one file), as a download."""
+    return func.HttpResponse(to_csv(lines, header=first_page), mimetype="text/csv", charset="utf-8",
+                             headers={**headers, "Content-Disposition": f'attachment; filename="export-{run_id}-errors.csv"'})
+
+
+@bp.route(route="exports/{runId}/cancel", methods=["POST"])
+@requires(OPERATOR)
+def cancel_export(req: func.HttpRequest, who: Principal) -> func.HttpResponse:
+    """Stop a run: no chunk that has not started sends anything (its members count failed, "cancelled by <who> at
+    <when>"), status `cancelling` until the chunks are counted, then `cancelled`. 202 with the run, also when it was
+    cancelling already; 409 with its status when it had finished; 404 when unknown."""
+    app_ = bootstrap.app()
+    run = app_.exports.get_run(req.route_params["runId"])
+    if run is None:
+        return error_answer(404, f"export {req.route_params['runId']} does not exist")
+    if not may_operate(who, app_.destinations.get(run.destination_id)):  # not told that it exists
+        return error_answer(404, f"export {req.route_params['runId']} does not exist")
+    if not run.finished:
+        run = app_.exports.cancel_run(run.id, f"cancelled by {who.label} at {now_iso()}") or run
+    if run.finished and run.status != "cancelled":
+        return json_answer({"error": f"export {run.id} had already finished ({run.status}): there is nothing to cancel",
+                            "status": run.status}, 409)
+    return json_answer(run.public(), 202, {"Location": f"/api/exports/{run.id}"})
+
+
+def may_operate(who: Principal, destination: Destination | None) -> bool:
+    """Admins operate every destination; operators those that name them among their export users (by object ID or
+    sign-in address)."""
+    if who.is_admin:
+        return True
+    if destination is None or not who.is_operator:
+        return False
+    mine = {value.casefold() for value in (who.id, who.email) if value}
+    for user in getattr(destination, "export_users", ()) or ():
+        named = user if isinstance(user, str) else (getattr(user, "id", None), getattr(user, "email", None))
+        if any(isinstance(value, str) and value.casefold() in mine for value in ((named,) if isinstance(named, str) else named)):
+            return True
+    return False
