@@ -14,7 +14,7 @@ from shared.destinations import InvalidDestination
 from shared.segment_catalog import ProfileCounts, SegmentCatalog
 from shared.snapshots import ReadLimits
 
-bp = func.Blueprint(http_auth_level=func.AuthLevel.FUNCTION)
+bp = func.Blueprint(http_auth_level=func.AuthLevel.ANONYMOUS)  # requires() checks the caller App Service verified
 
 _catalogs: dict[int, SegmentCatalog] = {}
 _catalogs_lock = threading.Lock()
