@@ -19,10 +19,10 @@ param mailchimpOAuthClientId string = ''
 @description('Client secret of that Mailchimp app. It is stored in Key Vault; the app setting only references it.')
 param mailchimpOAuthClientSecret string = ''
 
-@description('Object ID of the "Dynamics 365 AI for Customer Insights" service principal in your tenant; when given, it may write into the segments container.')
+@description('Object ID of the "Dynamics 365 AI for Customer Insights" service principal in your tenant; when given, it may write into the segments container (in the segments account).')
 param customerInsightsPrincipalId string = ''
 
-@description('Resource ID of the Power Platform enterprise policy whose managed identity Customer Insights writes with when the storage firewall is closed (vnetEnabled); it gets a resource instance rule through the firewall. Empty: none.')
+@description('Resource ID of the Power Platform enterprise policy whose managed identity Customer Insights writes with when the storage firewall is closed (vnetEnabled); it gets a resource instance rule through the segments account\'s firewall. Empty: none.')
 param customerInsightsEnterprisePolicyId string = ''
 
 @description('When scheduled exports run: six-field NCRONTAB in UTC, seconds first.')
@@ -50,17 +50,17 @@ param maximumInstanceCount int = 40
 @allowed([512, 2048, 4096])
 param instanceMemoryMB int = 2048
 
-@description('Keep storage and Key Vault off the internet: a VNet, private endpoints for blob, queue, table and the vault, VNet integration for the app; the storage firewall denies every network (Event Grid passes as a trusted Azure service, Customer Insights through its enterprise policy), Key Vault public network access is disabled (docs/deploy.md).')
+@description('Keep storage and Key Vault off the internet: a VNet, private endpoints for blob, queue, table (both storage accounts\' blob) and the vault, VNet integration for the app; the storage firewalls deny every network (Event Grid passes the app account\'s as a trusted Azure service, Customer Insights the segments account\'s through its enterprise policy), Key Vault public network access is disabled (docs/deploy.md).')
 param vnetEnabled bool = false
-
-@minValue(0)
-@maxValue(365)
-@description('Days a deleted or overwritten blob stays recoverable (blob soft delete, account-wide: segments, work blobs and all). 0, the default, turns it off: Customer Insights\' exports to Blob Storage fail while it is on. Set it only if something else writes the segments.')
-param blobSoftDeleteDays int = 0
 
 @minValue(1)
 @maxValue(365)
-@description('Days a deleted container stays recoverable (container soft delete).')
+@description('Days a deleted or overwritten blob of the app\'s account (work blobs, the deployment package, the host\'s) stays recoverable (blob soft delete). The segments account never has it: Customer Insights\' exports to Blob Storage fail while it is on.')
+param blobSoftDeleteDays int = 7
+
+@minValue(1)
+@maxValue(365)
+@description('Days a deleted container stays recoverable (container soft delete), in both storage accounts.')
 param containerSoftDeleteDays int = 7
 
 var abbrs = loadJsonContent('./abbreviations.json')
@@ -85,6 +85,7 @@ module monitoring 'app/monitoring.bicep' = {
   }
 }
 
+// The app's account (AzureWebJobsStorage: queues, tables, work blobs, the deployment package; blob soft delete on).
 module storage 'app/storage.bicep' = {
   name: 'storage'
   scope: rg
@@ -93,10 +94,23 @@ module storage 'app/storage.bicep' = {
     tags: tags
     name: '${abbrs.storageStorageAccounts}${resourceToken}'
     deploymentContainerName: 'app-package-${take(functionAppName, 32)}-${take(resourceToken, 7)}'
+    vnetEnabled: vnetEnabled
+    blobSoftDeleteDays: blobSoftDeleteDays
+    containerSoftDeleteDays: containerSoftDeleteDays
+  }
+}
+
+// The account Customer Insights writes the segment files into (blob soft delete off: its exports fail with it on).
+module segmentsStorage 'app/segments-storage.bicep' = {
+  name: 'segments-storage'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    name: '${abbrs.storageStorageAccounts}seg${resourceToken}'
     customerInsightsPrincipalId: customerInsightsPrincipalId
     customerInsightsEnterprisePolicyId: customerInsightsEnterprisePolicyId
     vnetEnabled: vnetEnabled
-    blobSoftDeleteDays: blobSoftDeleteDays
     containerSoftDeleteDays: containerSoftDeleteDays
   }
 }
@@ -134,6 +148,7 @@ module privateEndpoints 'app/private-endpoints.bicep' = if (vnetEnabled) {
     virtualNetworkName: vnetEnabled ? vnet.outputs.name : ''
     subnetId: vnetEnabled ? vnet.outputs.privateEndpointsSubnetId : ''
     storageAccountName: storage.outputs.name
+    segmentsStorageAccountName: segmentsStorage.outputs.name
     keyVaultName: keyVault.outputs.name
   }
 }
@@ -146,7 +161,8 @@ module identity 'app/identity.bicep' = {
     tags: tags
     name: '${abbrs.managedIdentityUserAssignedIdentities}${resourceToken}'
     storageAccountName: storage.outputs.name
-    segmentsContainerName: storage.outputs.segmentsContainerName
+    segmentsStorageAccountName: segmentsStorage.outputs.name
+    segmentsContainerName: segmentsStorage.outputs.segmentsContainerName
     appContainerNames: storage.outputs.appContainerNames
     keyVaultName: keyVault.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
@@ -165,7 +181,8 @@ module functionApp 'app/function.bicep' = {
     identityClientId: identity.outputs.clientId
     storageAccountName: storage.outputs.name
     deploymentContainerName: storage.outputs.deploymentContainerName
-    segmentsContainerName: storage.outputs.segmentsContainerName
+    segmentsStorageAccountName: segmentsStorage.outputs.name
+    segmentsContainerName: segmentsStorage.outputs.segmentsContainerName
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     keyVaultName: keyVault.outputs.name
     oauthClientSecretReference: keyVault.outputs.oauthClientSecretReference
@@ -180,15 +197,20 @@ module functionApp 'app/function.bicep' = {
   }
 }
 
+// Segment files land in the segments account; their BlobCreated events go into the app account's segment-events queue.
+// A topic name of its own: deployments made before the segments account have `${abbrs.eventGridSystemTopics}${resourceToken}`
+// on the app's account, and re-pointing a system topic's source in place is nothing Microsoft documents; that old
+// topic is deleted by hand (docs/deploy.md, "Blob soft delete").
 module events 'app/events.bicep' = {
   name: 'events'
   scope: rg
   params: {
     location: location
     tags: tags
-    name: '${abbrs.eventGridSystemTopics}${resourceToken}'
+    name: '${abbrs.eventGridSystemTopics}segments-${resourceToken}'
+    segmentsStorageAccountName: segmentsStorage.outputs.name
+    segmentsContainerName: segmentsStorage.outputs.segmentsContainerName
     storageAccountName: storage.outputs.name
-    segmentsContainerName: storage.outputs.segmentsContainerName
     queueName: storage.outputs.segmentEventsQueueName
   }
 }
@@ -200,6 +222,7 @@ module diagnostics 'app/diagnostics.bicep' = {
   params: {
     logAnalyticsName: monitoring.outputs.logAnalyticsName
     storageAccountName: storage.outputs.name
+    segmentsStorageAccountName: segmentsStorage.outputs.name
     keyVaultName: keyVault.outputs.name
     eventGridTopicName: events.outputs.name
   }
@@ -212,5 +235,6 @@ output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 output SERVICE_API_BASE_URL string = functionApp.outputs.baseUrl
 output MAILCHIMP_OAUTH_REDIRECT_URI string = functionApp.outputs.oauthRedirectUri
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
-output SEGMENTS_CONTAINER_NAME string = storage.outputs.segmentsContainerName
+output SEGMENTS_STORAGE_ACCOUNT_NAME string = segmentsStorage.outputs.name
+output SEGMENTS_CONTAINER_NAME string = segmentsStorage.outputs.segmentsContainerName
 output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name

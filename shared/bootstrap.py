@@ -30,6 +30,10 @@ def build(settings: Settings | None = None, secrets: VersionedSecretStore | None
     settings = settings or load_settings()
     account = StorageAccount(settings.storage)
     blobs = account.blob_service()
+    # Segment files come from their own account when SEGMENTS_BLOB_URI or SEGMENTS_CONNECTION_STRING says so (in Azure:
+    # the account Customer Insights writes into, without blob soft delete), else from AzureWebJobsStorage's.
+    segment_blobs = (StorageAccount(settings.segments_storage).blob_service() if settings.segments_storage
+                     else blobs)
     queues = account.queue_service()
     tables = account.table_service()
     if secrets is None:
@@ -57,7 +61,7 @@ def build(settings: Settings | None = None, secrets: VersionedSecretStore | None
         settings=settings,
         destinations=destination_table,
         runs=RunTable(tables, TABLE_RUNS),
-        segments=BlobFolder(blobs.get_container_client(settings.segments_container)),
+        segments=BlobFolder(segment_blobs.get_container_client(settings.segments_container)),
         work=work,
         plan_queue=plan_queue,
         chunk_queue=chunk_queue,

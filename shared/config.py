@@ -77,6 +77,10 @@ class Settings:
     # Set by App Service when its authentication is on (and by the devhost, which emulates it); off, every HTTP
     # route but the OAuth callback answers 401 (shared/auth.py).
     auth_enabled: bool = False
+    # Where segment files are read from (SEGMENTS_BLOB_URI or SEGMENTS_CONNECTION_STRING): in Azure their own account,
+    # the one Customer Insights writes into (blob soft delete off there, on in the app's). None: the AzureWebJobsStorage
+    # blob endpoint, as locally and in deployments made before the second account.
+    segments_storage: StorageSettings | None = None
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int, problems: list[str]) -> int:
@@ -115,6 +119,60 @@ def _storage(env: Mapping[str, str], problems: list[str]) -> StorageSettings:
         table_uri=uris["table"] or None,
         client_id=env.get(prefix + "clientId", "").strip() or None,
     )
+
+
+SEGMENTS_BLOB_URI = "SEGMENTS_BLOB_URI"
+SEGMENTS_CONNECTION_STRING = "SEGMENTS_CONNECTION_STRING"
+
+
+def _segments_storage(env: Mapping[str, str], storage: StorageSettings,
+                      problems: list[str]) -> StorageSettings | None:
+    """The account segment files are read from, when it is not AzureWebJobsStorage's: SEGMENTS_BLOB_URI (its blob
+    endpoint, read with the app's identity, AzureWebJobsStorage__clientId) or SEGMENTS_CONNECTION_STRING (locally, or
+    key-based). Neither: None, and segments are read through the AzureWebJobsStorage blob endpoint. Messages never
+    repeat a connection string or a query string: either may hold a key."""
+    uri = env.get("SEGMENTS_BLOB_URI", "").strip()
+    connection = env.get("SEGMENTS_CONNECTION_STRING", "").strip()
+    if uri and connection:
+        problems.append(f"{SEGMENTS_BLOB_URI} and {SEGMENTS_CONNECTION_STRING} are both set: give one, the blob "
+                        f"endpoint of the segments account for the app's managed identity (Azure), or a connection "
+                        "string (local development, key-based access)")
+        return None
+    if uri:
+        parts = urlsplit(uri)
+        example = "e.g. https://stsegexample.blob.core.windows.net/"
+        if parts.scheme != "https" or not parts.hostname:
+            shown = f"{parts.scheme}://{parts.hostname}" if parts.scheme and parts.hostname else "not a URL"
+            problems.append(f"{SEGMENTS_BLOB_URI} must be the https:// blob endpoint of the account segment files land "
+                            f"in ({example}); got {shown}. The app signs in there with its managed identity, which "
+                            f"needs https; for an emulator or a key use {SEGMENTS_CONNECTION_STRING}")
+        elif parts.query or parts.fragment:
+            problems.append(f"{SEGMENTS_BLOB_URI} must not carry a query string (a SAS token): the app reads segments "
+                            f"with its managed identity. Give the bare endpoint ({example}), or use "
+                            f"{SEGMENTS_CONNECTION_STRING} for key-based access")
+        elif parts.path not in ("", "/"):
+            problems.append(f"{SEGMENTS_BLOB_URI} must be the account's blob endpoint without a path ({example}), got "
+                            f"{uri!r}: the container is SEGMENTS_CONTAINER")
+        return StorageSettings(connection_string=None, blob_uri=uri, queue_uri=None, table_uri=None,
+                               client_id=storage.client_id)
+    if connection:
+        pairs = [part.partition("=") for part in (piece.strip() for piece in connection.split(";")) if part]
+        fields = {key.strip().lower(): value.strip() for key, _, value in pairs}
+        endpoint = fields.get("blobendpoint", "")
+        if not pairs or any(not sep or not key.strip() for key, sep, _ in pairs):
+            problems.append(f"{SEGMENTS_CONNECTION_STRING} is not a storage connection string (Name=value pairs "
+                            "separated by ';', e.g. Azurite's or UseDevelopmentStorage=true); its value is not repeated "
+                            "here, as it may hold a key")
+        elif not (endpoint or fields.get("accountname") or fields.get("usedevelopmentstorage", "").lower() == "true"):
+            problems.append(f"{SEGMENTS_CONNECTION_STRING} names no blob endpoint: give BlobEndpoint=... or "
+                            "AccountName=... (with AccountKey or SharedAccessSignature), or UseDevelopmentStorage=true")
+        elif endpoint and not secure_or_local(endpoint):
+            problems.append(f"{SEGMENTS_CONNECTION_STRING}'s BlobEndpoint must be https://; plain http is accepted only "
+                            "for loopback hosts (127.0.0.0/8, ::1, localhost), which is how local development is "
+                            "recognised")
+        return StorageSettings(connection_string=connection, blob_uri=None, queue_uri=None, table_uri=None,
+                               client_id=storage.client_id)
+    return None
 
 
 MAILCHIMP_LOGIN = "https://login.mailchimp.com/oauth2"
@@ -204,6 +262,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         http_max_body_bytes=_int(env, "HTTP_MAX_BODY_BYTES", 1 << 20, 1024, 100 * 1024 * 1024, problems),
         http_max_json_depth=_int(env, "HTTP_MAX_JSON_DEPTH", 32, 4, 512, problems),
         auth_enabled=auth_enabled(env.get("WEBSITE_AUTH_ENABLED")),
+        segments_storage=_segments_storage(env, storage, problems),
     )
     if problems:
         raise ConfigError("The app settings need attention:\n- " + "\n- ".join(problems))

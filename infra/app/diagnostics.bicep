@@ -2,12 +2,14 @@
 // - Key Vault's audit events (every secret read, write, delete and every refused attempt, with the caller's identity
 //   and address) and its metrics,
 // - each storage service's reads, writes and deletes (StorageRead/StorageWrite/StorageDelete: caller, operation,
-//   object name, status) and transaction metrics, and the account's transaction metrics,
+//   object name, status) and transaction metrics, and the account's transaction metrics, for both accounts: the app's
+//   (blob, queue, table) and the segments account (blob: who wrote, read or deleted which segment file),
 // - Event Grid's failed deliveries into the segment-events queue,
 // to the Log Analytics workspace that Application Insights uses (retention: monitoring.bicep). Queue reads are
 // logged too, and the Functions host polls its queues all the time: that is most of the volume (and cost) here.
 param logAnalyticsName string
 param storageAccountName string
+param segmentsStorageAccountName string
 param keyVaultName string
 param eventGridTopicName string
 
@@ -31,6 +33,15 @@ resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-0
 
 resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' existing = {
   parent: storageAccount
+  name: 'default'
+}
+
+resource segmentsAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: segmentsStorageAccountName
+}
+
+resource segmentsBlobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' existing = {
+  parent: segmentsAccount
   name: 'default'
 }
 
@@ -101,6 +112,26 @@ resource queueLogs 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = 
 resource tableLogs 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
   name: settingName
   scope: tableService
+  properties: {
+    workspaceId: workspace.id
+    logs: storageLogs
+    metrics: transactionMetrics
+  }
+}
+
+// The segments account has a blob service only: Customer Insights' writes and the app's reads of segment files.
+resource segmentsMetrics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: settingName
+  scope: segmentsAccount
+  properties: {
+    workspaceId: workspace.id
+    metrics: transactionMetrics
+  }
+}
+
+resource segmentsBlobLogs 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: settingName
+  scope: segmentsBlobService
   properties: {
     workspaceId: workspace.id
     logs: storageLogs

@@ -1,17 +1,25 @@
-// Segment arrival: Event Grid announces each blob created in the segments container by writing the event into the
-// `segment-events` storage queue, which the `segment_arrived` function consumes (Flex Consumption has no polling
-// blob trigger). The system topic delivers with its own identity, allowed to add messages to that one queue.
+// Segment arrival: Event Grid announces each blob created in the segments container (on the segments account,
+// segments-storage.bicep) by writing the event into the `segment-events` storage queue on the app's account
+// (storage.bicep), which the `segment_arrived` function consumes (Flex Consumption has no polling blob trigger). The
+// system topic delivers with its own identity, allowed to add messages to that one queue.
 // It must be the system-assigned identity: behind a storage firewall (vnetEnabled) Event Grid delivers to a queue only
 // with the system-assigned identity, and only when trusted Azure services may pass the firewall
 // (learn.microsoft.com/azure/event-grid/handler-storage-queues); storage.bicep keeps that path open.
 param location string
 param tags object
 param name string
-param storageAccountName string
+@description('The account segment files land in: the topic\'s source.')
+param segmentsStorageAccountName string
 param segmentsContainerName string
+@description('The app\'s account, holding the queue the events are delivered into.')
+param storageAccountName string
 param queueName string
 
 var storageQueueDataMessageSender = 'c6a89b2d-59bc-44d0-9896-0f6e12d7b80a'
+
+resource segmentsAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: segmentsStorageAccountName
+}
 
 resource storageAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -33,7 +41,7 @@ resource topic 'Microsoft.EventGrid/systemTopics@2022-06-15' = {
   tags: tags
   identity: { type: 'SystemAssigned' }
   properties: {
-    source: storageAccount.id
+    source: segmentsAccount.id
     topicType: 'Microsoft.Storage.StorageAccounts'
   }
 }

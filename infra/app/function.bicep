@@ -8,6 +8,8 @@ param identityId string
 param identityClientId string
 param storageAccountName string
 param deploymentContainerName string
+@description('The account segment files land in (segments-storage.bicep); the app reads them there, SEGMENTS_BLOB_URI.')
+param segmentsStorageAccountName string
 param segmentsContainerName string
 param applicationInsightsName string
 param keyVaultName string
@@ -27,6 +29,10 @@ var oauthCallbackRoute = 'mailchimp/oauth/callback'
 
 resource storageAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
+}
+
+resource segmentsAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: segmentsStorageAccountName
 }
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
@@ -124,6 +130,9 @@ var appSettings = {
   AzureWebJobsStorage__clientId: identityClientId
   APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+  // Segment files are read from their own account (blob soft delete off there for Customer Insights), with the same
+  // identity (AzureWebJobsStorage__clientId); everything else stays on AzureWebJobsStorage's account.
+  SEGMENTS_BLOB_URI: segmentsAccount.properties.primaryEndpoints.blob
   SEGMENTS_CONTAINER: segmentsContainerName
   KEY_VAULT_URL: vault.properties.vaultUri
   EXPORT_SCHEDULE: exportSchedule

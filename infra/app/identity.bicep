@@ -1,11 +1,14 @@
-// The app's one identity and everything it may do: read the segments, read and write its own containers, queues and
-// tables in the one storage account, manage secrets in the one vault (OAuth writes tokens there), publish telemetry.
-// Nothing else, nowhere else.
+// The app's one identity and everything it may do: read the segments (in the segments account), read and write its own
+// containers, queues and tables in its own storage account, manage secrets in the one vault (OAuth writes tokens
+// there), publish telemetry. Nothing else, nowhere else.
 param location string
 param tags object
 param name string
+@description('The app\'s storage account (AzureWebJobsStorage).')
 param storageAccountName string
-@description('The container Customer Insights writes the segments into; the app only reads it.')
+@description('The account Customer Insights writes the segments into (segments-storage.bicep).')
+param segmentsStorageAccountName string
+@description('The container of that account Customer Insights writes the segments into; the app only reads it.')
 param segmentsContainerName string
 @description('The containers the app and the Functions host write (storage.bicep): work, slots, deployment package, host.')
 param appContainerNames array
@@ -25,10 +28,11 @@ param applicationInsightsName string
 // mailchimp-slots), the deployment package Flex Consumption fetches (and OneDeploy uploads) with this identity, and the
 // host's function keys and timer locks (azure-webjobs-secrets, azure-webjobs-hosts).
 var storageBlobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
-// Storage Blob Data Reader on segments: the app lists and reads segment files and model.json, never writes there.
+// Storage Blob Data Reader on the segments container of the segments account: the app lists and reads segment files
+// and model.json, never writes there, and has no role on anything else in that account.
 var storageBlobDataReader = '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
 // Queue triggers read and delete messages (moving the fifth failure to -poison); the app adds plans and chunks. On the
-// account: every queue in it is the app's (storage.bicep), so a per-queue scope would grant the same.
+// app's account: every queue in it is the app's (storage.bicep), so a per-queue scope would grant the same.
 var storageQueueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
 // The destinations and exportruns tables, and the table the Functions host writes its diagnostic events into (a new
 // one each month, named by the host), hence the account scope.
@@ -60,8 +64,17 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
   name: 'default'
 }
 
+resource segmentsAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: segmentsStorageAccountName
+}
+
+resource segmentsBlobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' existing = {
+  parent: segmentsAccount
+  name: 'default'
+}
+
 resource segmentsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
-  parent: blobService
+  parent: segmentsBlobService
   name: segmentsContainerName
 }
 

@@ -22,7 +22,10 @@ READ_BLOCK = 4 << 20  # bytes per blob download request
 
 
 class StorageAccount:
-    """Creates clients lazily: nothing touches the network at import or start-up."""
+    """Creates clients lazily: nothing touches the network at import or start-up.
+
+    Also the segments account (shared/config.py Settings.segments_storage), which has a blob endpoint only: its
+    blob_service() downloads in the same READ_BLOCK steps, with the same identity (AzureWebJobsStorage__clientId)."""
 
     def __init__(self, settings: StorageSettings) -> None:
         self._settings = settings

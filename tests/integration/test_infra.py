@@ -53,6 +53,7 @@ APP_IDENTITY_ROLES = {
 LOCAL_ONLY = {
     "AzureWebJobsStorage": "a connection string, for Azurite; Azure uses the identity-based AzureWebJobsStorage__*",
     "AzureWebJobsStorage__accountName": "an alternative to the three service URIs that infra sets",
+    "SEGMENTS_CONNECTION_STRING": "another account by connection string (Azurite, a key); Azure uses SEGMENTS_BLOB_URI",
     "LOCAL_SECRETS_DIR": "the file secret store, used only when KEY_VAULT_URL is not set",
     "MAILCHIMP_API_BASE_URL": "the local Mailchimp; in Azure the API host follows each account's data centre",
     "MAILCHIMP_OAUTH_AUTHORIZE_URL": "the local Mailchimp's OAuth pages; the default is Mailchimp's",
@@ -67,6 +68,7 @@ AZURE_ENV = {
     "AzureWebJobsStorage__tableServiceUri": "https://stexample.table.core.windows.net/",
     "AzureWebJobsStorage__credential": "managedidentity",
     "AzureWebJobsStorage__clientId": "00000000-0000-0000-0000-000000000001",
+    "SEGMENTS_BLOB_URI": "https://stsegexample.blob.core.windows.net/",
     "KEY_VAULT_URL": "https://kv-example.vault.azure.net/",
     "MAILCHIMP_OAUTH_CLIENT_ID": "123456789012",
     "MAILCHIMP_OAUTH_CLIENT_SECRET": "resolved-from-key-vault",
@@ -158,11 +160,27 @@ def test_every_queue_the_app_uses_is_provisioned_with_its_poison_queue(bindings:
 
 
 def test_every_container_and_table_the_app_uses_is_provisioned() -> None:
+    """The app's containers and tables in its own account (storage.bicep); the segments container in the segments
+    account (segments-storage.bicep), which the app reads through SEGMENTS_BLOB_URI."""
     storage = _bicep("app/storage.bicep")
-    segments = config.load_settings(AZURE_ENV).segments_container
-    assert _constants("CONTAINER_") | {segments} <= _list_var(storage, "containerNames")
+    settings = config.load_settings(AZURE_ENV)
+    assert _constants("CONTAINER_") <= _list_var(storage, "containerNames")
+    assert settings.segments_container not in _list_var(storage, "containerNames"), "segments have their own account"
     assert _constants("TABLE_") <= _list_var(storage, "tableNames")
-    assert _string_vars(storage)["segmentsContainerName"] == segments
+    assert _string_vars(_bicep("app/segments-storage.bicep"))["segmentsContainerName"] == settings.segments_container
+    assert settings.segments_storage is not None and settings.segments_storage.blob_uri == AZURE_ENV["SEGMENTS_BLOB_URI"]
+
+
+def test_the_app_reads_segments_from_the_segments_account() -> None:
+    """SEGMENTS_BLOB_URI is the blob endpoint of the account the segments module creates, not AzureWebJobsStorage's."""
+    settings = _app_settings()
+    assert settings["SEGMENTS_BLOB_URI"] == "segmentsAccount.properties.primaryEndpoints.blob"
+    assert settings["AzureWebJobsStorage__blobServiceUri"] == "storageAccount.properties.primaryEndpoints.blob"
+    function = _bicep("app/function.bicep")
+    assert re.search(r"resource segmentsAccount '[^']+' existing = \{\s+name: segmentsStorageAccountName\s", function)
+    main = _bicep("main.bicep")
+    assert "module segmentsStorage 'app/segments-storage.bicep'" in main
+    assert main.count("segmentsStorageAccountName: segmentsStorage.outputs.name") >= 5  # every module that uses it
 
 
 def test_every_connection_is_identity_based(bindings: list[dict[str, Any]]) -> None:
@@ -195,6 +213,7 @@ def test_segment_events_reach_the_queue_segment_arrived_consumes(functions: dict
     trigger_queue = functions["segment_arrived"][0]["queueName"]
     assert _string_vars(_bicep("app/storage.bicep"))["segmentEventsQueueName"] == trigger_queue
     assert "queueName: storage.outputs.segmentEventsQueueName" in _bicep("main.bicep")
+    assert "segmentsContainerName: segmentsStorage.outputs.segmentsContainerName" in _bicep("main.bicep")
     assert f"includedEventTypes: ['{BLOB_CREATED}']" in events
     assert "subjectBeginsWith: '/blobServices/default/containers/${segmentsContainerName}/blobs/'" in events
     assert "eventDeliverySchema: 'EventGridSchema'" in events  # shared/events.py reads eventType and subject

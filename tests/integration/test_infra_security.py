@@ -1,14 +1,17 @@
 """The deployment's security promises, read from infra/ with pycep-parser (as test_infra_links.py does):
 
 - Key Vault's audit events and each storage service's reads, writes and deletes go to the Log Analytics workspace;
-- container soft delete is on; blob soft delete is a parameter, off by default because Customer Insights' exports
-  to Blob Storage fail while it is on, and the account that receives segment files has it off;
-- with `vnetEnabled`, the storage firewall denies every network and Key Vault refuses public network access; the app
-  reaches both over private endpoints (blob, queue, table, vault) from a VNet it is integrated into (subnet delegated
-  to Microsoft.App/environments), Event Grid still delivers segment events into the queue as a trusted Azure service
-  with its system-assigned identity, and Customer Insights' enterprise policy may get a resource instance rule;
+- container soft delete is on in both storage accounts; the account that receives segment files (Customer Insights
+  writes there, Event Grid watches it) has blob soft delete off, because Customer Insights' exports to Blob Storage
+  fail while it is on, and the app's account (work containers, queues, tables) has it on, a parameter of 7 days;
+- with `vnetEnabled`, both storage firewalls deny every network and Key Vault refuses public network access; the app
+  reaches them over private endpoints (blob, queue, table of its account, blob of the segments account, vault) from a
+  VNet it is integrated into (subnet delegated to Microsoft.App/environments), Event Grid still delivers segment
+  events into the app account's queue as a trusted Azure service with its system-assigned identity, and Customer
+  Insights' enterprise policy may get a resource instance rule on the segments account;
 - every role assignment of the deployment is listed in docs/deploy.md; none grants ownership; the app only reads the
-  segments container and writes only its own containers; Customer Insights' role is on the segments container only;
+  segments container of the segments account and writes only its own containers in its own account; Customer
+  Insights' role is on the segments container only;
 - every checkov skip says why, and the network lock-down checks are skipped for the default deployment only (
   scripts/check_infra.sh runs them on a copy specialised to vnetEnabled = true);
 - every HTTP route but the OAuth callback needs a function key (read from function_app.py's source, so that this
@@ -230,6 +233,7 @@ def test_diagnostics_are_wired_to_the_resources_main_creates() -> None:
     assert path == "app/diagnostics.bicep" and condition is None
     assert _output_ref(params["keyVaultName"]) == ("keyVault", "name")
     assert _output_ref(params["storageAccountName"]) == ("storage", "name")
+    assert _output_ref(params["segmentsStorageAccountName"]) == ("segmentsStorage", "name")
     assert _output_ref(params["logAnalyticsName"]) == ("monitoring", "logAnalyticsName")
     assert _output_ref(params["eventGridTopicName"]) == ("events", "name")
     monitoring = _doc("app/monitoring.bicep")
@@ -237,44 +241,60 @@ def test_diagnostics_are_wired_to_the_resources_main_creates() -> None:
     assert workspace and monitoring["resources"][workspace[0]]["type"] == WORKSPACE
     assert not monitoring["resources"][workspace[0]]["existing"]
     for symbol, name_param in (("vault", "keyVaultName"), ("storageAccount", "storageAccountName"),
-                               ("workspace", "logAnalyticsName")):
+                               ("segmentsAccount", "segmentsStorageAccountName"), ("workspace", "logAnalyticsName")):
         resource = _resources("app/diagnostics.bicep")[symbol]
         assert resource["existing"] and _unwrap(resource["config"])[0]["name"] == name_param
+    # every blob service and every account of the deployment has its setting (the segments account's blob service too)
+    on = {(s["on"], s["on_symbol"]) for s in _diagnostic_settings()}
+    for account in ("storageAccount", "segmentsAccount"):
+        assert ("Microsoft.Storage/storageAccounts", account) in on, account
+    assert ("Microsoft.Storage/storageAccounts/blobServices", "segmentsBlobService") in on
+    segments_blob = _resources("app/diagnostics.bicep")["segmentsBlobService"]
+    assert _unwrap(segments_blob["config"])[0]["parent"] == "segmentsAccount"
 
 
 # ----------------------------------------------------------------------------------------------------- soft delete
 
 
-def _blob_service(params: dict[str, Any]) -> dict[str, Any]:
-    return evaluate(_body("app/storage.bicep", "blobService")["properties"], "app/storage.bicep", params)
+APP_STORAGE, SEGMENTS_STORAGE = "app/storage.bicep", "app/segments-storage.bicep"
+
+
+def _blob_service(params: dict[str, Any], rel: str = APP_STORAGE) -> dict[str, Any]:
+    return evaluate(_body(rel, "blobService")["properties"], rel, params)
 
 
 def test_deleted_containers_stay_recoverable() -> None:
     for days in (1, 7, 365):
-        policy = _blob_service({"blobSoftDeleteDays": 0, "containerSoftDeleteDays": days})
-        assert policy["containerDeleteRetentionPolicy"] == {"enabled": True, "days": days}
+        for rel in (APP_STORAGE, SEGMENTS_STORAGE):
+            policy = _blob_service({"blobSoftDeleteDays": 7, "containerSoftDeleteDays": days}, rel)
+            assert policy["containerDeleteRetentionPolicy"] == {"enabled": True, "days": days}, rel
     main = _param("main.bicep", "containerSoftDeleteDays")
     assert main["default"] == 7
     assert (_decorator(main, "min_value"), _decorator(main, "max_value")) == (1, 365)
-    assert _module("storage")[1]["containerSoftDeleteDays"] == "containerSoftDeleteDays"
+    for module in ("storage", "segmentsStorage"):
+        assert _module(module)[1]["containerSoftDeleteDays"] == "containerSoftDeleteDays", module
     assert _azd_parameters()["containerSoftDeleteDays"]["value"] == "${CONTAINER_SOFT_DELETE_DAYS=7}"
 
 
 def test_blob_soft_delete_is_a_parameter_off_by_default_for_customer_insights() -> None:
-    """Blob soft delete is account-wide and Customer Insights' exports to Blob Storage fail while it is on
-    (learn.microsoft.com/dynamics365/customer-insights/data/export-azure-blob-storage), so it is off unless asked for
-    (by someone whose segments come from elsewhere)."""
-    assert _blob_service({"blobSoftDeleteDays": 0, "containerSoftDeleteDays": 7})["deleteRetentionPolicy"] == {
-        "enabled": False}
+    """(The name is older than the segments account; docs/threat-model.md cites it.) Blob soft delete is a setting of an account's blob service (learn.microsoft.com/azure/storage/blobs/
+    soft-delete-blob-overview) and Customer Insights' exports to Blob Storage fail while it is on
+    (learn.microsoft.com/dynamics365/customer-insights/data/export-azure-blob-storage). So the segments account has
+    it off whatever the parameters say, and the app's account, which holds the work containers, has it on: 7 days by
+    default, 1-365, never 0."""
     for days in (1, 7, 365):
-        policy = _blob_service({"blobSoftDeleteDays": days, "containerSoftDeleteDays": 7})["deleteRetentionPolicy"]
-        assert policy == {"enabled": True, "days": days}
+        assert _blob_service({"blobSoftDeleteDays": days, "containerSoftDeleteDays": 7})["deleteRetentionPolicy"] == {
+            "enabled": True, "days": days}
+        segments = _blob_service({"blobSoftDeleteDays": days, "containerSoftDeleteDays": 7}, SEGMENTS_STORAGE)
+        assert segments["deleteRetentionPolicy"] == {"enabled": False}
+    assert "blobSoftDeleteDays" not in (_doc(SEGMENTS_STORAGE).get("parameters") or {}), "not a choice there"
     main = _param("main.bicep", "blobSoftDeleteDays")
-    assert main["default"] == 0
-    assert (_decorator(main, "min_value"), _decorator(main, "max_value")) == (0, 365)
-    assert "Customer Insights" in _decorator(main, "description"), "say why it is off"
+    assert main["default"] == 7
+    assert (_decorator(main, "min_value"), _decorator(main, "max_value")) == (1, 365)
+    assert "Customer Insights" in _decorator(main, "description"), "say why the segments account has none"
     assert _module("storage")[1]["blobSoftDeleteDays"] == "blobSoftDeleteDays"
-    assert _azd_parameters()["blobSoftDeleteDays"]["value"] == "${BLOB_SOFT_DELETE_DAYS=0}"
+    assert "blobSoftDeleteDays" not in _module("segmentsStorage")[1]
+    assert _azd_parameters()["blobSoftDeleteDays"]["value"] == "${BLOB_SOFT_DELETE_DAYS=7}"
 
 
 def _module_defaults(rel: str) -> dict[str, Any]:
@@ -331,13 +351,19 @@ def _storage_accounts() -> list[dict[str, Any]]:
     return found
 
 
+def _module_of(rel: str) -> str:
+    """The symbol of the module main.bicep calls file `rel` with (exactly one)."""
+    symbols = [symbol for symbol in _doc("main.bicep")["modules"] if _module(symbol)[0] == rel]
+    assert len(symbols) == 1, (rel, symbols)
+    return symbols[0]
+
+
 def test_the_account_receiving_segment_files_keeps_blob_soft_delete_off() -> None:
     """Customer Insights' exports fail when the account they write to has blob soft delete on ("If you turned on the
     soft delete setting for the Azure Blob Storage account, exports will fail": learn.microsoft.com/dynamics365/
-    customer-insights/data/export-azure-blob-storage). The account holding the segments container (the one Event Grid
-    watches) has it off as deployed; an account holding only the app's work containers would have it on. Today there
-    is one account for both, because the app reads segments and work blobs through one blob endpoint (storage.bicep
-    says so): the second half of this test starts to bite when the work containers move out."""
+    customer-insights/data/export-azure-blob-storage). The account holding the segments container, the one Event Grid
+    watches and the app reads segments from (SEGMENTS_BLOB_URI), has it off as deployed; the account holding the
+    app's work containers (AzureWebJobsStorage) is another one, with blob and container soft delete on."""
     from shared.config import CONTAINER_SLOTS, CONTAINER_WORK
 
     accounts = _storage_accounts()
@@ -346,14 +372,24 @@ def test_the_account_receiving_segment_files_keeps_blob_soft_delete_off() -> Non
     account = receiving[0]
     assert account["blob_service"] and all(s["deleteRetentionPolicy"] == {"enabled": False}
                                            for s in account["blob_service"]), account
-    assert _output_ref(_module("events")[1]["storageAccountName"]) == ("storage", "name")
-    assert _module("storage")[0] == account["file"]
+    module = _module_of(account["file"])
     assert _accessor(_doc(account["file"])["outputs"]["name"]["value"]) == [account["symbol"], "name"]
-    for other in accounts:
-        if other is not account and {CONTAINER_WORK, CONTAINER_SLOTS} & set(other["containers"]):
-            for service in other["blob_service"]:
-                assert service["deleteRetentionPolicy"].get("enabled") is True, other
-                assert service["containerDeleteRetentionPolicy"].get("enabled") is True, other
+    events = _module("events")[1]
+    assert _output_ref(events["segmentsStorageAccountName"]) == (module, "name"), "Event Grid watches this account"
+    assert _output_ref(_module("functionApp")[1]["segmentsStorageAccountName"]) == (module, "name")
+
+    work = [a for a in accounts if {CONTAINER_WORK, CONTAINER_SLOTS} <= set(a["containers"])]
+    assert len(work) == 1 and work[0] is not account, "the work containers live in an account of their own"
+    assert SEGMENTS not in work[0]["containers"]
+    assert work[0]["blob_service"]
+    for service in work[0]["blob_service"]:
+        assert service["deleteRetentionPolicy"].get("enabled") is True, work[0]
+        assert service["deleteRetentionPolicy"].get("days", 0) >= 1, work[0]
+        assert service["containerDeleteRetentionPolicy"].get("enabled") is True, work[0]
+    work_module = _module_of(work[0]["file"])
+    assert _output_ref(_module("functionApp")[1]["storageAccountName"]) == (work_module, "name"), (
+        "AzureWebJobsStorage is the work account")
+    assert _output_ref(events["storageAccountName"]) == (work_module, "name"), "the segment-events queue is there"
 
 
 def test_run_files_naming_people_are_deleted_after_30_days() -> None:
@@ -384,16 +420,19 @@ def _network(rel: str, symbol: str, **params: Any) -> dict[str, Any]:
 
 
 def test_with_vnet_enabled_storage_and_vault_refuse_public_network_access() -> None:
-    """With vnetEnabled the storage firewall lets no network in (no IP or VNet rule; only trusted Azure services pass,
+    """With vnetEnabled both storage firewalls let no network in (no IP or VNet rule; only trusted Azure services pass,
     see the Event Grid test below) and Key Vault has public network access off."""
-    storage = _network("app/storage.bicep", "account", vnetEnabled=True)["networkAcls"]
-    assert storage["defaultAction"] == "Deny"
-    assert storage["ipRules"] == [] and storage["virtualNetworkRules"] == [] and storage["resourceAccessRules"] == []
-    assert storage["bypass"] == "AzureServices"
+    for rel in (APP_STORAGE, SEGMENTS_STORAGE):
+        storage = _network(rel, "account", vnetEnabled=True)["networkAcls"]
+        assert storage["defaultAction"] == "Deny", rel
+        assert storage["ipRules"] == [] and storage["virtualNetworkRules"] == [] and storage["resourceAccessRules"] == []
+        assert storage["bypass"] == "AzureServices"
+        # today's default: see docs/threat-model.md
+        assert _network(rel, "account", vnetEnabled=False)["networkAcls"]["defaultAction"] == "Allow"
+    for module in ("storage", "segmentsStorage", "keyVault"):
+        assert _module(module)[1]["vnetEnabled"] == "vnetEnabled", module
     vault = _network("app/keyvault.bicep", "vault", vnetEnabled=True)
     assert vault["publicNetworkAccess"] == "Disabled" and vault["networkAcls"]["defaultAction"] == "Deny"
-    # today's default: see docs/threat-model.md
-    assert _network("app/storage.bicep", "account", vnetEnabled=False)["networkAcls"]["defaultAction"] == "Allow"
     assert _network("app/keyvault.bicep", "vault", vnetEnabled=False)["publicNetworkAccess"] == "Enabled"
 
 
@@ -404,17 +443,19 @@ def test_event_grid_delivers_segment_events_through_the_storage_firewall() -> No
     access Disabled admits private endpoints only (learn.microsoft.com/azure/storage/common/
     storage-network-security-set-default-access), so the account keeps it Enabled, behind a default-deny firewall."""
     for vnet in (True, False):
-        network = _network("app/storage.bicep", "account", vnetEnabled=vnet)
+        network = _network(APP_STORAGE, "account", vnetEnabled=vnet)
         assert network["publicNetworkAccess"] == "Enabled", "Disabled would shut Event Grid out of segment-events"
         assert "AzureServices" in network["networkAcls"]["bypass"], "Event Grid passes as a trusted Azure service"
     rel = "app/events.bicep"
     resources = _resources(rel)
-    assert resources["storageAccount"]["existing"]
-    assert _unwrap(resources["storageAccount"]["config"])[0]["name"] == "storageAccountName"
-    assert _output_ref(_module("events")[1]["storageAccountName"]) == ("storage", "name")
+    for symbol, name_param, module in (("storageAccount", "storageAccountName", "storage"),
+                                       ("segmentsAccount", "segmentsStorageAccountName", "segmentsStorage")):
+        assert resources[symbol]["existing"]
+        assert _unwrap(resources[symbol]["config"])[0]["name"] == name_param
+        assert _output_ref(_module("events")[1][name_param]) == (module, "name")
     topic = _body(rel, "topic")
     assert topic["identity"] == {"type": "SystemAssigned"}
-    assert _accessor(topic["properties"]["source"]) == ["storageAccount", "id"]
+    assert _accessor(topic["properties"]["source"]) == ["segmentsAccount", "id"], "segment files land there"
     subscription = _body(rel, "segmentCreated")["properties"]
     assert "destination" not in subscription, "delivery without the topic's identity cannot pass the firewall"
     delivery = subscription["deliveryWithResourceIdentity"]
@@ -435,44 +476,56 @@ def test_customer_insights_enterprise_policy_may_pass_the_storage_firewall() -> 
     policy, let in by a resource instance rule (learn.microsoft.com/dynamics365/customer-insights/data/
     managed-identities). A rule added by hand would be dropped by the next `azd provision`, so the template adds it."""
     policy = "/subscriptions/s/resourceGroups/g/providers/Microsoft.PowerPlatform/enterprisePolicies/ci"
-    acls = _network("app/storage.bicep", "account", vnetEnabled=True, customerInsightsEnterprisePolicyId=policy)
+    acls = _network(SEGMENTS_STORAGE, "account", vnetEnabled=True, customerInsightsEnterprisePolicyId=policy)
     assert acls["networkAcls"]["resourceAccessRules"] == [{"tenantId": TENANT, "resourceId": policy}]
     assert acls["networkAcls"]["defaultAction"] == "Deny"
+    # the app's account: no segments, so no way in for Customer Insights
+    assert _network(APP_STORAGE, "account", vnetEnabled=True)["networkAcls"]["resourceAccessRules"] == []
+    assert "customerInsightsEnterprisePolicyId" not in _module("storage")[1]
     main = _param("main.bicep", "customerInsightsEnterprisePolicyId")
     assert main["type"] == "string" and main["default"] == ""
-    assert _module("storage")[1]["customerInsightsEnterprisePolicyId"] == "customerInsightsEnterprisePolicyId"
+    assert _module("segmentsStorage")[1]["customerInsightsEnterprisePolicyId"] == "customerInsightsEnterprisePolicyId"
     assert _azd_parameters()["customerInsightsEnterprisePolicyId"]["value"] == "${CUSTOMER_INSIGHTS_ENTERPRISE_POLICY_ID}"
 
 
 def test_with_vnet_enabled_private_endpoints_exist_for_blob_queue_table_and_vault() -> None:
+    """The app's account: blob, queue, table; the segments account: blob (the app reads segment files there); the
+    vault. Each zone once (both accounts' blob endpoints register in the one privatelink.blob zone)."""
     rel = "app/private-endpoints.bicep"
     path, params, condition = _module("privateEndpoints")
     assert path == rel and condition == "vnetEnabled"
     assert _output_ref(params["storageAccountName"]) == ("storage", "name")
+    assert _output_ref(params["segmentsStorageAccountName"]) == ("segmentsStorage", "name")
     assert _output_ref(params["keyVaultName"]) == ("keyVault", "name")
     assert params["subnetId"]["operator"]["operands"]["condition"] == "vnetEnabled"
     subnet = params["subnetId"]["operator"]["operands"]["true_value"]
     assert _output_ref(subnet) == ("vnet", "privateEndpointsSubnetId")
 
     resources = _resources(rel)
-    endpoints = {e["groupId"]: e for e in _doc(rel)["variables"]["endpoints"]["value"]}
-    assert set(endpoints) == {"blob", "queue", "table", "vault"}
-    targets = {"blob": "Microsoft.Storage/storageAccounts", "queue": "Microsoft.Storage/storageAccounts",
-               "table": "Microsoft.Storage/storageAccounts", "vault": "Microsoft.KeyVault/vaults"}
-    for group, endpoint in endpoints.items():
-        target = _accessor(endpoint["target"])
-        assert target and target[1] == "id" and resources[target[0]]["type"] == targets[group], group
-        zone = endpoint["zone"]
+    for symbol, name_param in (("storageAccount", "storageAccountName"), ("segmentsAccount", "segmentsStorageAccountName")):
+        assert resources[symbol]["existing"] and _unwrap(resources[symbol]["config"])[0]["name"] == name_param
+    zones = _doc(rel)["variables"]["zoneNames"]["value"]
+    assert len(zones) == len(set(map(str, zones))), "a private DNS zone is declared twice"
+    found = set()
+    for endpoint in _doc(rel)["variables"]["endpoints"]["value"]:
+        group, target = endpoint["groupId"], _accessor(endpoint["target"])
+        assert target and target[1] == "id", endpoint
+        found.add((target[0], group))
+        zone = zones[endpoint["zone"]]
         assert zone.startswith("privatelink.vaultcore" if group == "vault" else f"privatelink.{group}."), zone
+        assert _accessor(endpoint["targetName"]) == [target[0], "name"]
+    assert found == {("storageAccount", "blob"), ("storageAccount", "queue"), ("storageAccount", "table"),
+                     ("segmentsAccount", "blob"), ("vault", "vault")}
+    assert resources["vault"]["type"] == "Microsoft.KeyVault/vaults"
 
-    # one endpoint, one DNS zone, one VNet link and one zone group per entry, on the subnet and VNet passed in
-    for symbol, kind in (("privateEndpoints", "Microsoft.Network/privateEndpoints"),
-                         ("zones", "Microsoft.Network/privateDnsZones"),
-                         ("zoneLinks", "Microsoft.Network/privateDnsZones/virtualNetworkLinks"),
-                         ("zoneGroups", "Microsoft.Network/privateEndpoints/privateDnsZoneGroups")):
+    # one endpoint and one zone group per entry, one DNS zone and one VNet link per zone, on the subnet and VNet passed in
+    for symbol, kind, array in (("privateEndpoints", "Microsoft.Network/privateEndpoints", "endpoints"),
+                                ("zones", "Microsoft.Network/privateDnsZones", "zoneNames"),
+                                ("zoneLinks", "Microsoft.Network/privateDnsZones/virtualNetworkLinks", "zoneNames"),
+                                ("zoneGroups", "Microsoft.Network/privateEndpoints/privateDnsZoneGroups", "endpoints")):
         assert resources[symbol]["type"] == kind
         _, condition, loop = _unwrap(resources[symbol]["config"])
-        assert condition is None and loop["detail"]["array_name"] == "endpoints", symbol
+        assert condition is None and loop["detail"]["array_name"] == array, symbol
     endpoint = _body(rel, "privateEndpoints")["properties"]
     assert endpoint["subnet"] == {"id": "subnetId"}
     connection = endpoint["privateLinkServiceConnections"][0]["properties"]
@@ -562,8 +615,10 @@ def _containers_of(assignment: dict[str, Any]) -> list[str]:
     rel = assignment["file"]
     resource = _resources(rel)[assignment["scope"]]
     body, _, loop = _unwrap(resource["config"])
-    if not resource["existing"]:  # containers[<n>] of the containers the file creates in a loop
+    if not resource["existing"] and loop:  # containers[<n>] of the containers the file creates in a loop
         return _names([_doc(rel)["variables"][loop["detail"]["array_name"]]["value"][assignment["index"]]], rel)
+    if not resource["existing"]:  # the one container the file creates under this symbol
+        return _names([body["name"]], rel)
     if loop:  # existing containers, one per name of an array parameter
         return _resolve(rel, loop["detail"]["array_name"])
     return _resolve(rel, body["name"])
@@ -583,8 +638,25 @@ def _documented_roles() -> list[dict[str, str]]:
     return rows
 
 
+def _account_module(rel: str, symbol: str) -> str:
+    """The module of main.bicep that creates the storage account resource `symbol` of file `rel` is, or is under (a
+    container, a queue): followed up its parents to the account, then, for an `existing` account, through the module
+    parameter naming it to the module output main.bicep passes there."""
+    resources = _resources(rel)
+    while resources[symbol]["type"] != "Microsoft.Storage/storageAccounts":
+        symbol = _unwrap(resources[symbol]["config"])[0]["parent"]
+    module = _module_of(rel)
+    if not resources[symbol]["existing"]:
+        return module
+    ref = _output_ref(_module(module)[1][_unwrap(resources[symbol]["config"])[0]["name"]])
+    assert ref and ref[1] == "name", (rel, symbol, ref)
+    return ref[0]
+
+
+# How docs/deploy.md names the two storage accounts: by the module of main.bicep that creates each.
+ACCOUNT_WORDS = {"storage": "the app's storage account", "segmentsStorage": "the segments account"}
 SCOPE_WORDS = {
-    "Microsoft.Storage/storageAccounts": ["storage account"],
+    "Microsoft.Storage/storageAccounts": [],
     QUEUE: ["`segment-events` queue"],
     "Microsoft.KeyVault/vaults": ["Key Vault"],
     "Microsoft.Insights/components": ["Application Insights"],
@@ -593,10 +665,14 @@ SCOPE_WORDS = {
 
 def _scope_words(assignment: dict[str, Any]) -> list[str]:
     """What docs/deploy.md's Scope cell must say for this assignment: each container by name (the deployment package
-    container, named by a parameter, as "deployment")."""
-    if assignment["scope_type"] != CONTAINER:
-        return SCOPE_WORDS[assignment["scope_type"]]
-    return [f"`{name}`" if not name.startswith("<") else "deployment" for name in _containers_of(assignment)]
+    container, named by a parameter, as "deployment"), and for storage which of the two accounts."""
+    if assignment["scope_type"] == CONTAINER:
+        words = [f"`{name}`" if not name.startswith("<") else "deployment" for name in _containers_of(assignment)]
+    else:
+        words = list(SCOPE_WORDS[assignment["scope_type"]])
+    if assignment["scope_type"].startswith("Microsoft.Storage/"):
+        words.append(ACCOUNT_WORDS[_account_module(assignment["file"], assignment["scope"])])
+    return words
 
 
 def test_every_role_assignment_is_listed_in_deploy_md() -> None:
@@ -627,35 +703,43 @@ def test_no_role_assignment_grants_ownership() -> None:
 
 
 def test_the_app_reads_segments_and_writes_only_its_own_containers() -> None:
-    """The app's blob roles are per container: it only reads what Customer Insights writes, and writes its work, lease
-    and deployment containers and the Functions host's two, nothing else; its account-wide roles are queues and tables
+    """The app's blob roles are per container: it only reads what Customer Insights writes (the segments container of
+    the segments account, nothing else there), and writes its work, lease and deployment containers and the Functions
+    host's two in its own account, nothing else; its account-wide roles are queues and tables of its own account
     (every queue is the app's; the host names a new diagnostics table each month)."""
     app = [a for a in _role_assignments() if a["file"] == "app/identity.bicep"]
     blob = {a["role"]: a for a in app if a["role"].startswith("Storage Blob Data")}
     assert set(blob) == {"Storage Blob Data Reader", "Storage Blob Data Contributor"}, blob
     for assignment in blob.values():
         assert assignment["scope_type"] == CONTAINER, f"{assignment['role']} must be on containers, not the account"
-    assert _containers_of(blob["Storage Blob Data Reader"]) == [SEGMENTS]
-    writes = _containers_of(blob["Storage Blob Data Contributor"])
+    reader = blob["Storage Blob Data Reader"]
+    assert _containers_of(reader) == [SEGMENTS]
+    assert _account_module(reader["file"], reader["scope"]) == "segmentsStorage"
+    assert [a for a in app if a["scope_type"].startswith("Microsoft.Storage/")
+            and _account_module(a["file"], a["scope"]) == "segmentsStorage"] == [reader], "one role in the segments account"
+    writer = blob["Storage Blob Data Contributor"]
+    writes = _containers_of(writer)
+    assert _account_module(writer["file"], writer["scope"]) == "storage"
     every = _names(_doc("app/storage.bicep")["variables"]["containerNames"]["value"], "app/storage.bicep")
-    assert sorted(writes) == sorted(name for name in every if name != SEGMENTS)
+    assert sorted(writes) == sorted(every) and SEGMENTS not in writes
     assert {"export-work", "mailchimp-slots", "azure-webjobs-hosts", "azure-webjobs-secrets",
             "<deploymentContainerName>"} == set(writes)
-    on_account = {a["role"] for a in app if a["scope_type"] == "Microsoft.Storage/storageAccounts"}
-    assert on_account == {"Storage Queue Data Contributor", "Storage Table Data Contributor"}
+    on_account = [a for a in app if a["scope_type"] == "Microsoft.Storage/storageAccounts"]
+    assert {a["role"] for a in on_account} == {"Storage Queue Data Contributor", "Storage Table Data Contributor"}
+    assert {_account_module(a["file"], a["scope"]) for a in on_account} == {"storage"}
 
 
 def test_customer_insights_may_write_into_the_segments_container_only() -> None:
-    rel = "app/storage.bicep"
+    rel = "app/segments-storage.bicep"
     body, condition, _ = _unwrap(_resources(rel)["customerInsightsWriter"]["config"])
     assert condition is not None, "only when its principal ID is given"
-    scope = body["scope"]["operator"]
-    assert scope["type"] == "index_accessor" and scope["operands"] == {"operand_1": "containers", "operand_2": 0}
-    _, _, loop = _unwrap(_resources(rel)["containers"]["config"])
-    names = _doc(rel)["variables"][loop["detail"]["array_name"]]["value"]
-    assert names[0] == "segmentsContainerName" and evaluate(names[0], rel, {}) == SEGMENTS
+    assert body["scope"] == "segmentsContainer"
+    container, _, loop = _unwrap(_resources(rel)["segmentsContainer"]["config"])
+    assert loop is None and evaluate(container["name"], rel, {}) == SEGMENTS
     role = body["properties"]["roleDefinitionId"]["function"]["parameters"]["resource_name_1"]
     assert _role_name(role) == "Storage Blob Data Contributor"
+    writers = [a for a in _role_assignments() if "customerInsights" in a["symbol"]]
+    assert [(a["file"], a["scope"]) for a in writers] == [(rel, "segmentsContainer")], "and nowhere else"
 
 
 # ------------------------------------------------------------------------------------------------ checkov skips

@@ -49,3 +49,73 @@ def test_the_readme_settings_table_lists_every_setting_the_app_reads():
     table = "\n".join(line for line in (root / "README.md").read_text(encoding="utf-8").splitlines() if line.startswith("| `"))
     assert len(read) >= 15, sorted(read)  # the patterns still find what config.py reads
     assert not [name for name in sorted(read) if f"`{name}`" not in table]
+
+
+# --- where segment files are read from (SEGMENTS_BLOB_URI / SEGMENTS_CONNECTION_STRING) ------------------------------
+
+IDENTITY_STORAGE = {"AzureWebJobsStorage__accountName": "stapp", "AzureWebJobsStorage__clientId": "cid"}
+SEGMENTS_URI = "https://stsegexample.blob.core.windows.net/"
+AZURITE_SEGMENTS = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=c2VjcmV0LWtleQ==;"
+                    "BlobEndpoint=http://127.0.0.1:10010/devstoreaccount1;")
+
+
+def test_segments_are_read_through_azure_web_jobs_storage_when_no_account_of_their_own_is_set():
+    """Unset, nothing changes: local development and deployments made before the segments account keep working."""
+    assert load_settings({"AzureWebJobsStorage": AZURITE}).segments_storage is None
+    assert load_settings(IDENTITY_STORAGE).segments_storage is None
+    assert load_settings({**IDENTITY_STORAGE, "SEGMENTS_BLOB_URI": "  "}).segments_storage is None
+
+
+def test_segments_blob_uri_is_read_with_the_apps_identity():
+    segments = load_settings({**IDENTITY_STORAGE, "SEGMENTS_BLOB_URI": SEGMENTS_URI}).segments_storage
+    assert segments is not None
+    assert (segments.blob_uri, segments.client_id, segments.connection_string) == (SEGMENTS_URI, "cid", None)
+    assert segments.queue_uri is None and segments.table_uri is None  # a blob endpoint, nothing else
+
+
+def test_segments_connection_string_for_local_or_key_based_use():
+    settings = load_settings({"AzureWebJobsStorage": AZURITE, "SEGMENTS_CONNECTION_STRING": AZURITE_SEGMENTS})
+    assert settings.segments_storage is not None
+    assert settings.segments_storage.connection_string == AZURITE_SEGMENTS and settings.segments_storage.blob_uri is None
+    assert settings.storage.connection_string == AZURITE  # AzureWebJobsStorage is untouched
+    assert load_settings({"AzureWebJobsStorage": AZURITE, "SEGMENTS_CONNECTION_STRING": AZURITE}).segments_storage
+
+
+@pytest.mark.parametrize("uri, says", [
+    ("http://stseg.blob.core.windows.net/", "must be the https:// blob endpoint"),
+    ("http://127.0.0.1:10000/devstoreaccount1", "SEGMENTS_CONNECTION_STRING"),  # an emulator: the connection string
+    ("stseg.blob.core.windows.net", "must be the https:// blob endpoint"),
+    ("https://stseg.blob.core.windows.net/segments", "without a path"),
+    ("https://stseg.blob.core.windows.net/?sv=2024&sig=SECRETSIG", "must not carry a query string"),
+])
+def test_a_segments_blob_uri_that_is_not_a_bare_https_endpoint_is_refused(uri, says):
+    with pytest.raises(ConfigError, match="SEGMENTS_BLOB_URI") as caught:
+        load_settings({**IDENTITY_STORAGE, "SEGMENTS_BLOB_URI": uri})
+    assert says in str(caught.value)
+    assert "SECRETSIG" not in str(caught.value), "a SAS token is not repeated"
+
+
+@pytest.mark.parametrize("connection, says", [
+    ("not a connection string", "is not a storage connection string"),
+    ("AccountKey=SECRETKEY==", "names no blob endpoint"),
+    ("AccountName=stseg;AccountKey=SECRETKEY==;BlobEndpoint=http://stseg.blob.core.windows.net/", "must be https://"),
+])
+def test_a_bad_segments_connection_string_is_refused_without_repeating_it(connection, says):
+    with pytest.raises(ConfigError, match="SEGMENTS_CONNECTION_STRING") as caught:
+        load_settings({"AzureWebJobsStorage": AZURITE, "SEGMENTS_CONNECTION_STRING": connection})
+    assert says in str(caught.value)
+    assert "SECRETKEY" not in str(caught.value) and "not a connection string" not in str(caught.value)
+
+
+def test_segments_blob_uri_and_connection_string_together_are_refused():
+    with pytest.raises(ConfigError, match="SEGMENTS_BLOB_URI and SEGMENTS_CONNECTION_STRING are both set") as caught:
+        load_settings({**IDENTITY_STORAGE, "SEGMENTS_BLOB_URI": SEGMENTS_URI, "SEGMENTS_CONNECTION_STRING": AZURITE})
+    assert AZURITE not in str(caught.value)
+
+
+def test_segments_problems_are_reported_with_the_others():
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"SEGMENTS_BLOB_URI": "ftp://x", "MAILCHIMP_MAX_CONNECTIONS": "99"})
+    message = str(caught.value)
+    for name in ("AzureWebJobsStorage", "SEGMENTS_BLOB_URI", "MAILCHIMP_MAX_CONNECTIONS"):
+        assert name in message
