@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any, Callable
 
@@ -9,9 +10,11 @@ import azure.functions as func
 
 from shared import bootstrap
 from shared.auth import OPERATOR, Principal, principal_from_headers
-from shared.destinations import InvalidDestination
+from shared.destinations import Destination, InvalidDestination
 
 SIGN_IN = "/.auth/login/aad"
+SIGNED_IN = "signed in"  # requires(SIGNED_IN): any verified caller, with or without a role
+audit_log = logging.getLogger("audit")
 
 
 def json_answer(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
@@ -87,13 +90,6 @@ Handler = Callable[[func.HttpRequest, Principal], func.HttpResponse]
 _SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
-def principal(req: func.HttpRequest) -> str:
-    """Who acts, for audit records: the verified caller, else the function key's holder (until every route requires
-    a role, see `requires`)."""
-    who = caller(req)
-    return who.label if who else "function key"
-
-
 def caller(req: func.HttpRequest) -> Principal | None:
     """The caller App Service Authentication verified; None when nobody is signed in or authentication is off."""
     return principal_from_headers(req.headers, bootstrap.app().settings.auth_enabled)
@@ -114,8 +110,9 @@ def _cross_site(req: func.HttpRequest) -> str | None:
 
 
 def requires(role: str) -> Callable[[Handler], Callable[[func.HttpRequest], func.HttpResponse]]:
-    """An HTTP handler for callers with `role` (an admin has every role): 401 when nobody verified is calling, 403
-    without the role or for a request that may come from another site. The handler gets the verified caller."""
+    """An HTTP handler for callers with `role` (an admin has every role; SIGNED_IN: anyone verified): 401 when nobody
+    verified is calling, 403 without the role or for a request that may come from another site. The handler gets the
+    verified caller, the one identity audit records may name (never a header a caller can set)."""
 
     def wrap(handler: Handler) -> Callable[[func.HttpRequest], func.HttpResponse]:
         def adapter(req: func.HttpRequest) -> func.HttpResponse:
@@ -123,7 +120,7 @@ def requires(role: str) -> Callable[[Handler], Callable[[func.HttpRequest], func
             if who is None:
                 return json_answer({"error": "sign in first: this API needs a Microsoft Entra ID account or access token "
                                              "with an Exports.Admin or Exports.Operator role", "signIn": SIGN_IN}, 401)
-            if not (who.is_admin or (role == OPERATOR and who.is_operator)):
+            if role != SIGNED_IN and not (who.is_admin or (role == OPERATOR and who.is_operator)):
                 return error_answer(403, f"your account has no {role} role in this app: ask an administrator of the app "
                                          "registration to assign it (Enterprise applications > Users and groups)")
             forged = _cross_site(req)
@@ -136,3 +133,17 @@ def requires(role: str) -> Callable[[Handler], Callable[[func.HttpRequest], func
         return adapter
 
     return wrap
+
+
+def operable(who: Principal, destination_id: str) -> Destination | None:
+    """The destination when `who` may operate its exports (Destination.operable_by), else None: to an operator who is
+    not one of its export users it does not exist, so the answer (404) tells nothing about it."""
+    destination = bootstrap.app().destinations.get(destination_id)
+    return destination if destination is not None and destination.operable_by(who) else None
+
+
+def audit(who: Principal, action: str, **subject: str) -> None:
+    """One log line per audited action, naming the verified caller by object ID (logs carry no addresses; the records
+    name the caller by Principal.label: consent, createdBy, updatedBy, startedBy)."""
+    audit_log.info("audit action=%s %s principal=%s kind=%s", action,
+                   " ".join(f"{name}={value}" for name, value in subject.items()), who.id, who.kind)

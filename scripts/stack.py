@@ -7,9 +7,10 @@
     python -m scripts.stack sample --rows 5000 --segment HighValueCustomers   # drop a new snapshot into the stack
     python -m scripts.stack rotate-state-key   # a new version of the local OAuth state signing key
 
-Everything under .local/ is owner-only (folders 0700, files 0600): it holds the function key, the demo credentials,
-the local secret store, Azurite's and the local Mailchimp's data (addresses) and logs. The function key reaches the
-host in its environment (readable only by its owner), never on the command line, which `ps` shows to everyone.
+Everything under .local/ is owner-only (folders 0700, files 0600): it holds the local bearer tokens
+(.local/auth-tokens.json: an admin's and an operator's, for the host's App Service Authentication, devhost/easyauth.py),
+the demo credentials, the local secret store, Azurite's and the local Mailchimp's data (addresses) and logs. The host
+gets the tokens file's path, never a token, on its command line, which `ps` shows to everyone.
 
 `up` on a running stack leaves running services alone and starts only what is missing (a Functions host whose
 settings changed is restarted: it keeps no data). Azurite persists under .local/azurite and the local Mailchimp under
@@ -22,7 +23,6 @@ import collections
 import contextlib
 import json
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -36,8 +36,8 @@ from typing import Iterator
 import requests
 
 from shared.config import QUEUE_SEGMENT_EVENTS
-from tests.services import (AZURITE_ACCOUNT, AZURITE_KEY, ROOT, start_azurite, start_functions_host,
-                            start_local_mailchimp, wait_until)
+from tests.services import (AZURITE_ACCOUNT, AZURITE_KEY, ROOT, read_auth_tokens, start_azurite, start_functions_host,
+                            start_local_mailchimp, wait_until, write_auth_tokens)
 
 SERVICES = ("azurite", "mailchimp", "functions")  # started in this order, stopped in the reverse one
 
@@ -62,8 +62,8 @@ class Layout:
         return self.local / "stack.env"
 
     @property
-    def key(self) -> Path:
-        return self.local / "function-key"
+    def tokens(self) -> Path:
+        return self.local / "auth-tokens.json"
 
     @property
     def logs(self) -> Path:
@@ -209,11 +209,13 @@ def _settings(layout: Layout) -> dict[str, str]:
     return json.loads(layout.settings.read_text())["Values"]
 
 
-def _key(layout: Layout) -> str:
-    if not layout.key.exists():
-        _write_private(layout.key, secrets.token_urlsafe(24))
-    layout.key.chmod(0o600)
-    return layout.key.read_text().strip()
+def _tokens(layout: Layout) -> dict[str, str]:
+    """The local callers' bearer tokens (tests.services.LOCAL_USERS), made at the first `up` and kept (stack.env stays
+    valid across down/up); owner-only."""
+    if not layout.tokens.exists():
+        return write_auth_tokens(layout.tokens)
+    layout.tokens.chmod(0o600)
+    return read_auth_tokens(layout.tokens)
 
 
 def _host_settings(layout: Layout) -> dict[str, str]:
@@ -244,6 +246,9 @@ def up(layout: Layout = DEFAULT) -> dict[str, str]:
         if "functions" in pids and not _runs_with(layout, values):
             print("the Functions host's settings changed: restarting it")
             _stop(pids.pop("functions"))
+        elif "functions" in pids and not layout.tokens.exists():  # started before the stack had sign-in tokens
+            print("the Functions host predates the local sign-in tokens: restarting it")
+            _stop(pids.pop("functions"))
         started = []
         if "azurite" not in pids:
             azurite = start_azurite(layout.azurite_ports, location=layout.local / "azurite", log=layout.logs / "azurite.log")
@@ -257,24 +262,27 @@ def up(layout: Layout = DEFAULT) -> dict[str, str]:
         _write_private(layout.pids, json.dumps(pids))
         if "functions" not in pids:
             container = values.get("SEGMENTS_CONTAINER") or "segments"
-            key = _key(layout)
-            host = start_functions_host(values, port=layout.functions_port, key=key, log=layout.logs / "functions.log",
-                                        settings_path=layout.functions_settings,
+            _tokens(layout)
+            host = start_functions_host(values, port=layout.functions_port, log=layout.logs / "functions.log",
+                                        settings_path=layout.functions_settings, tokens_path=layout.tokens,
                                         extra_args=("--blob-events", f"{container}={QUEUE_SEGMENT_EVENTS}"))
             pids["functions"] = host.process.pid
             started.append("the Functions host")
             _write_private(layout.pids, json.dumps(pids))
     from mailchimp_local.demo import DEMO_API_KEY, DEMO_AUDIENCE_ID
 
+    tokens = _tokens(layout)
     env = {
         "FUNCTIONS_URL": layout.functions_url,
-        "FUNCTION_KEY": _key(layout),
+        "AUTH_HEADER": f"Authorization: Bearer {tokens['admin']}",  # the local admin (Exports.Admin)
+        "OPERATOR_AUTH_HEADER": f"Authorization: Bearer {tokens['operator']}",  # an Exports.Operator
+        "SIGN_IN_URL": layout.functions_url.removesuffix("/api") + "/.auth/login/aad",
         "MAILCHIMP_URL": layout.mailchimp_url,
         "MAILCHIMP_API_KEY": DEMO_API_KEY,
         "MAILCHIMP_AUDIENCE_ID": DEMO_AUDIENCE_ID,
         "AZURE_STORAGE_CONNECTION_STRING": layout.azurite_connection_string,
     }
-    _write_private(layout.env, "".join(f"{k}={v}\n" for k, v in env.items()))
+    _write_private(layout.env, "".join(f'{k}="{v}"\n' for k, v in env.items()))  # quoted: `source` keeps the spaces
     shown = lambda path: path.relative_to(ROOT) if path.is_relative_to(ROOT) else path  # noqa: E731
     print(f"started {', '.join(started)}" if started else "nothing to start: the stack is up")
     print(f"stack is up; settings for curl are in {shown(layout.env)} (logs in {shown(layout.logs)}/)")
@@ -300,7 +308,7 @@ def down(layout: Layout = DEFAULT, quiet: bool = False, only: set[str] | None = 
 
 
 def clean(layout: Layout = DEFAULT) -> None:
-    """Stop everything and delete its data: Azurite's, the local Mailchimp's, the secrets, the key and the logs."""
+    """Stop everything and delete its data: Azurite's, the local Mailchimp's, the secrets, the tokens and the logs."""
     down(layout, quiet=True)
     shutil.rmtree(layout.local, ignore_errors=True)
     print(f"removed {layout.local}")
@@ -318,7 +326,19 @@ def _bar(done: int, total: int | None, width: int = 40) -> str:
 def _stack_env(layout: Layout = DEFAULT) -> dict[str, str]:
     if not layout.env.exists():
         sys.exit("the stack is not up: run `make up` first")
-    return dict(line.split("=", 1) for line in layout.env.read_text().splitlines() if "=" in line)
+    return read_env(layout.env)
+
+
+def read_env(path: Path) -> dict[str, str]:
+    """stack.env as `source` reads it: NAME="value" (or NAME=value, written by an older `up`)."""
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    return {name: value[1:-1] if len(value) > 1 and value[0] == value[-1] == '"' else value for name, value in pairs}
+
+
+def headers_of(line: str) -> dict[str, str]:
+    """AUTH_HEADER's "Name: value" as a requests header."""
+    name, _, value = line.partition(":")
+    return {name.strip(): value.strip()}
 
 
 def sample(env: dict[str, str], rows: int, segment: str, layout: Layout = DEFAULT) -> None:
@@ -341,9 +361,9 @@ def demo(rows: int, layout: Layout = DEFAULT) -> None:
     already = set(running(layout))
     env = up(layout)
     try:
-        key_headers = {"x-functions-key": env["FUNCTION_KEY"]}
+        auth_headers = headers_of(env["AUTH_HEADER"])
         sample(env, rows, "HighValueCustomers", layout)
-        destination = requests.post(f"{env['FUNCTIONS_URL']}/destinations", headers=key_headers, timeout=60, json={
+        destination = requests.post(f"{env['FUNCTIONS_URL']}/destinations", headers=auth_headers, timeout=60, json={
             "displayName": "Demo audience",
             "consent": {"accepted": True},
             "audienceId": env["MAILCHIMP_AUDIENCE_ID"],
@@ -356,7 +376,7 @@ def demo(rows: int, layout: Layout = DEFAULT) -> None:
         destination.raise_for_status()
         destination_id = destination.json()["id"]
         print(f"destination {destination_id} created")
-        started = requests.post(f"{env['FUNCTIONS_URL']}/destinations/{destination_id}/exports", headers=key_headers, timeout=60)
+        started = requests.post(f"{env['FUNCTIONS_URL']}/destinations/{destination_id}/exports", headers=auth_headers, timeout=60)
         if started.status_code != 202:
             sys.exit(f"the export did not start: {started.status_code} {started.text}")
         run_url = env["FUNCTIONS_URL"].removesuffix("/api") + started.headers["Location"]
@@ -365,7 +385,7 @@ def demo(rows: int, layout: Layout = DEFAULT) -> None:
 
         def finished() -> bool:
             nonlocal run, shown
-            run = requests.get(run_url, headers=key_headers, timeout=30).json()
+            run = requests.get(run_url, headers=auth_headers, timeout=30).json()
             bar = _bar(run["chunks"]["done"], run["chunks"]["total"])
             if bar != shown:
                 print("\r" + bar, end="", flush=True)
@@ -374,16 +394,16 @@ def demo(rows: int, layout: Layout = DEFAULT) -> None:
 
         wait_until(finished, "the export", timeout=1800)
         print()
-        _summary(run, env, key_headers)
+        _summary(run, env, auth_headers)
     finally:
         down(layout, only=set(SERVICES) - already)  # a stack that was up before the demo stays up
 
 
-def _summary(run: dict, env: dict[str, str], key_headers: dict[str, str]) -> None:
+def _summary(run: dict, env: dict[str, str], auth_headers: dict[str, str]) -> None:
     print(f"\nexport {run['id']}: {run['status']} in {run['elapsedSeconds']} s ({run['profilesPerSecond']} profiles/s)")
     for name, value in run["counts"].items():
         print(f"  {name:>10}: {value:,}")
-    errors = requests.get(f"{env['FUNCTIONS_URL']}/exports/{run['id']}/errors", headers=key_headers, timeout=60).text.splitlines()
+    errors = requests.get(f"{env['FUNCTIONS_URL']}/exports/{run['id']}/errors", headers=auth_headers, timeout=60).text.splitlines()
     reasons = collections.Counter(json.loads(line)["reason"] for line in errors)
     if reasons:
         print(f"\n{len(errors)} rows not sent, by reason (full list: GET /api/exports/{run['id']}/errors):")

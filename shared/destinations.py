@@ -7,11 +7,15 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
+from shared.auth import Principal
 from shared.config import STATUSES_FOR_NEW
+from shared.emails import email_problem, normalize_email
 
 _MERGE_TAG = re.compile(r"^[A-Z0-9_]{1,10}$")  # Mailchimp merge tags: upper-case, at most 10 characters
 _AUDIENCE_ID = re.compile(r"^[0-9a-zA-Z]{1,32}$")
 MAX_SEGMENTS = 50
+MAX_EXPORT_USERS = 100
+_OBJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # an Entra object ID is a GUID; kept loose for tests
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,24 @@ class FieldMapping:
 
 
 @dataclass(frozen=True)
+class ExportUser:
+    """Someone (or a machine) an admin lets operate a destination's exports: by Entra object ID, by sign-in address
+    (letter case ignored), or both; `name` is for people reading the list."""
+
+    id: str | None = None
+    email: str | None = None  # as normalize_email gives it: trimmed, lower-case
+    name: str | None = None
+
+    def is_(self, who: Principal) -> bool:
+        if self.id and self.id.lower() == who.id.lower():
+            return True
+        return bool(self.email and who.email and self.email == normalize_email(who.email))
+
+    def public(self) -> dict[str, str | None]:
+        return {"id": self.id, "email": self.email, "name": self.name}
+
+
+@dataclass(frozen=True)
 class Destination:
     id: str
     display_name: str
@@ -57,6 +79,9 @@ class Destination:
     schedule_enabled: bool = True
     export_on_arrival: bool = True
     credential_id: str | None = None  # names the stored credential version this record uses (see connections.py)
+    export_users: tuple[ExportUser, ...] = ()  # operators who may start, cancel and read its exports
+    created_by: str | None = None  # the verified caller (Principal.label) who created it
+    updated_by: str | None = None  # and who last changed its settings
 
     @property
     def secret_name(self) -> str:
@@ -67,6 +92,13 @@ class Destination:
         """Saved before its mapping and segments were chosen (the admin page saves a destination at "Connect", so
         OAuth has an id to come back to): never exported until both are set."""
         return not self.mapping.email or not self.segments
+
+    def operable_by(self, who: Principal) -> bool:
+        """Whether `who` may start and cancel its exports and read its runs: every admin; an operator named among its
+        export users. Anyone else must not even learn that it exists (the API answers 404)."""
+        if who.is_admin:
+            return True
+        return who.is_operator and any(user.is_(who) for user in self.export_users)
 
     def tag_for(self, segment: str) -> str:
         return f"{self.tag_prefix}{segment}"
@@ -88,8 +120,11 @@ class Destination:
             "mailchimp": {"connected": self.credential_kind != "none", "method": self.credential_kind},
             "schedule": {"enabled": self.schedule_enabled},
             "exportOnArrival": self.export_on_arrival,
+            "exportUsers": [user.public() for user in self.export_users],
             "createdAt": self.created_at,
+            "createdBy": self.created_by,
             "updatedAt": self.updated_at,
+            "updatedBy": self.updated_by,
         }
 
 
@@ -151,6 +186,49 @@ def _segments(body: Mapping[str, Any], problems: list[dict[str, str]], draft: bo
     return tuple(names)
 
 
+def _export_users(body: Mapping[str, Any], problems: list[dict[str, str]]) -> tuple[ExportUser, ...]:
+    raw = body.get("exportUsers")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        problems.append({"field": "exportUsers", "message": 'must be a list of {"id": "<Entra object ID>", "email": '
+                                                            '"<sign-in address>", "name": "<shown name>"}'})
+        return ()
+    if len(raw) > MAX_EXPORT_USERS:
+        problems.append({"field": "exportUsers", "message": f"at most {MAX_EXPORT_USERS} export users per destination "
+                                                            "(give a group of people one machine identity, or split)"})
+        return ()
+    users: list[ExportUser] = []
+    for i, entry in enumerate(raw):
+        where = f"exportUsers[{i}]"
+        if not isinstance(entry, Mapping) or not entry or set(entry) - {"id", "email", "name"}:
+            problems.append({"field": where, "message": 'must be an object with "id", "email" and/or "name"'})
+            continue
+        oid, email, name = (entry.get(key) for key in ("id", "email", "name"))
+        if oid is not None and (not isinstance(oid, str) or not _OBJECT_ID.match(oid.strip())):
+            problems.append({"field": f"{where}.id", "message": "must be the user's Microsoft Entra object ID "
+                                                                "(a GUID, Entra admin center > Users > Object ID)"})
+            continue
+        if email is not None:
+            problem = email_problem(normalize_email(email)) if isinstance(email, str) else "email must be text"
+            if problem:
+                problems.append({"field": f"{where}.email", "message": problem})
+                continue
+        if name is not None and (not isinstance(name, str) or len(name) > 200):
+            problems.append({"field": f"{where}.name", "message": "must be text of at most 200 characters"})
+            continue
+        if not oid and not email:
+            problems.append({"field": where, "message": 'name the user by "id" (object ID), "email" (sign-in address) '
+                                                        "or both"})
+            continue
+        user = ExportUser(id=oid.strip() if oid else None, email=normalize_email(email) if email else None,
+                          name=name.strip() if name and name.strip() else None)
+        if not any((user.id and user.id.lower() == (u.id or "").lower()) or (user.email and user.email == u.email)
+                   for u in users):  # the same person twice is listed once
+            users.append(user)
+    return tuple(users)
+
+
 def _status(body: Mapping[str, Any], problems: list[dict[str, str]]) -> str | None:
     value = body.get("statusForNew")
     if value is None:
@@ -174,7 +252,7 @@ def _flag(body: Mapping[str, Any], path: tuple[str, ...], default: bool, problem
 
 
 _SETTINGS = ("displayName", "audienceId", "consent", "mapping", "segments", "statusForNew", "tagPrefix", "schedule",
-             "exportOnArrival")
+             "exportOnArrival", "exportUsers")
 _REQUEST_ONLY = ("mailchimp", "createMissingMergeFields")  # acted on when saving, never stored
 
 
@@ -214,6 +292,7 @@ def _validated(body: Any, *, creating: bool, draft: bool = False) -> tuple[dict[
         "tag_prefix": _prefix(body, problems),
         "schedule_enabled": _flag(body, ("schedule", "enabled"), True, problems),
         "export_on_arrival": _flag(body, ("exportOnArrival",), True, problems),
+        "export_users": _export_users(body, problems),
     }
     api_key = _api_key(body, problems)
     create_missing = _flag(body, ("createMissingMergeFields",), False, problems)
@@ -246,7 +325,7 @@ def new_destination(body: Any, accepted_by: str) -> Change:
     settings, api_key, create_missing = _validated(body, creating=True, draft=True)
     now = _now()
     destination = Destination(id=uuid.uuid4().hex[:12], consent_by=accepted_by, consent_at=now, credential_kind="none",
-                              created_at=now, updated_at=now, **settings)
+                              created_at=now, updated_at=now, created_by=accepted_by, updated_by=accepted_by, **settings)
     return Change(destination, api_key, create_missing, recheck=True)
 
 
@@ -257,6 +336,7 @@ def editable(destination: Destination) -> dict[str, Any]:
     doc["consent"] = {"accepted": destination.consent_accepted}
     if not destination.segments:  # a draft's missing segments stay missing, not an empty list (which is refused)
         doc.pop("segments")
+    doc["exportUsers"] = [{k: v for k, v in user.items() if v is not None} for user in shown["exportUsers"]]
     return {key: value for key, value in doc.items() if value is not None}
 
 
@@ -282,7 +362,7 @@ def updated_destination(current: Destination, patch: Any, changed_by: str) -> Ch
                                                    draft=current.is_draft)
     now = _now()
     consent_changed = settings["consent_accepted"] != current.consent_accepted
-    destination = replace(current, **settings, updated_at=now,
+    destination = replace(current, **settings, updated_at=now, updated_by=changed_by,
                           consent_by=changed_by if consent_changed else current.consent_by,
                           consent_at=now if consent_changed else current.consent_at)
     recheck = (destination.audience_id, destination.mapping) != (current.audience_id, current.mapping)

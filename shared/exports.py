@@ -230,16 +230,18 @@ class ExportService:
     # --- start --------------------------------------------------------------------------------------------
 
     def start(self, destination_id: str, trigger: str, segments: Iterable[str] | None = None,
-              confirm_untag: bool = False) -> Run:
+              confirm_untag: bool = False, started_by: str | None = None) -> Run:
         """An export asked for by someone: refused, with the reason, whenever it cannot go ahead.
 
-        `confirm_untag` confirms the untags the destination's last run held back (see `_held_untags`)."""
+        `confirm_untag` confirms the untags the destination's last run held back (see `_held_untags`); `started_by`
+        names the verified caller on the run record."""
         destination = self._destination(destination_id)
         chosen = self._chosen_segments(destination, segments)
         newest = newest_snapshots(self.segments, self._read_limits)
         parts = [self._segment_part(destination, name, newest) for name in chosen]
         self._check_mailchimp(destination)
         run = self._new_run(destination, trigger, parts)
+        run.started_by = started_by
         if confirm_untag:
             run.details["confirmUntag"] = self._confirmation(destination, parts)
         claim = self.destinations.claim(destination.id, run.id, {p.segment: p.snapshot for p in parts}, self._is_finished, trigger)

@@ -72,6 +72,7 @@ class Run:
     chunks_done: int = 0
     message: str | None = None
     details: dict[str, Any] = field(default_factory=dict)  # planning results the chunk workers need (tag ids, mirror time)
+    started_by: str | None = None  # the verified caller (Principal.label) who asked for it; None for schedule and storage
 
     @property
     def finished(self) -> bool:
@@ -122,6 +123,7 @@ class Run:
             "destinationId": self.destination_id,
             "status": self.status,
             "trigger": self.trigger,
+            "startedBy": self.started_by,
             "message": self.message,
             "createdAt": self.created_at,
             "startedAt": self.started_at,

@@ -1,7 +1,9 @@
 """Start the real services the tests talk to: Azurite and the local Mailchimp, each on free ports."""
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -10,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+
+from shared.auth import ADMIN, OPERATOR
 
 ROOT = Path(__file__).resolve().parent.parent
 AZURITE_ACCOUNT = "devstoreaccount1"
@@ -135,18 +139,56 @@ def stop_process(process: subprocess.Popen) -> None:
             process.wait()
 
 
+# The callers of the local host's App Service Authentication (devhost/easyauth.py), one bearer token each: written to
+# an owner-only tokens file by start_functions_host and by `make up` (scripts/stack.py).
+LOCAL_USERS: dict[str, dict] = {
+    "admin": {"id": "0a0a0a0a-0000-4000-8000-00000000ad01", "name": "Ada Admin", "email": "ada.admin@contoso.example",
+              "roles": [ADMIN], "kind": "user"},
+    "operator": {"id": "0b0b0b0b-0000-4000-8000-0000000000e1", "name": "Oscar Operator",
+                 "email": "oscar.operator@contoso.example", "roles": [OPERATOR], "kind": "user"},
+    "norole": {"id": "0c0c0c0c-0000-4000-8000-000000000000", "name": "Nina Norole", "email": "nina.norole@contoso.example",
+               "roles": [], "kind": "user"},
+    "machine": {"id": "0d0d0d0d-0000-4000-8000-0000000000a9", "name": "nightly-sync", "roles": [OPERATOR], "kind": "app"},
+}
+
+
+def write_auth_tokens(path: Path) -> dict[str, str]:
+    """A fresh token per LOCAL_USERS entry, written owner-only (devhost refuses others); returns user -> token."""
+    tokens = {user: secrets.token_urlsafe(24) for user in LOCAL_USERS}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump({token: LOCAL_USERS[user] for user, token in tokens.items()}, f, indent=1)
+    os.chmod(path, 0o600)
+    return tokens
+
+
+def read_auth_tokens(path: Path) -> dict[str, str]:
+    """user -> token of a tokens file write_auth_tokens wrote."""
+    by_id = {entry["id"]: user for user, entry in LOCAL_USERS.items()}
+    return {by_id[entry["id"]]: token for token, entry in json.loads(path.read_text()).items() if entry.get("id") in by_id}
+
+
 @dataclass
 class FunctionsHost:
     process: subprocess.Popen
     port: int
-    key: str
+    tokens: dict[str, str]  # LOCAL_USERS name -> bearer token; empty for a host without authentication
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api"
 
-    def call(self, method: str, path: str, **kwargs) -> requests.Response:
-        headers = {"x-functions-key": self.key, **kwargs.pop("headers", {})}
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def auth(self, user: str | None = "admin") -> dict[str, str]:
+        """The Authorization header of `user` (LOCAL_USERS), {} for None (nobody signed in)."""
+        return {"Authorization": f"Bearer {self.tokens[user]}"} if user else {}
+
+    def call(self, method: str, path: str, *, user: str | None = "admin", **kwargs) -> requests.Response:
+        """A request as `user` (default the local admin; None: without any identity)."""
+        headers = {**self.auth(user), **kwargs.pop("headers", {})}
         return requests.request(method, f"{self.url}/{path.lstrip('/')}", headers=headers, timeout=60, **kwargs)
 
     def stop(self) -> None:
@@ -158,11 +200,12 @@ class FunctionsHost:
         self.process.wait()
 
 
-def start_functions_host(values: dict[str, str], *, port: int | None = None, key: str = "local-test-key",
-                         lease_seconds: int = 600, log: Path | None = None, settings_path: Path | None = None,
-                         extra_args: tuple[str, ...] = ()) -> FunctionsHost:
-    """The local Functions host running the real function_app, with `values` as its app settings."""
-    import json
+def start_functions_host(values: dict[str, str], *, port: int | None = None, lease_seconds: int = 600,
+                         log: Path | None = None, settings_path: Path | None = None, tokens_path: Path | None = None,
+                         auth: bool = True, extra_args: tuple[str, ...] = ()) -> FunctionsHost:
+    """The local Functions host running the real function_app, with `values` as its app settings, behind the local
+    App Service Authentication: bearer tokens of LOCAL_USERS from `tokens_path` (written there if missing; default:
+    beside the settings). auth=False: without it (--no-auth), as an app deployed without authentication."""
     import tempfile
 
     port = port or free_port()
@@ -170,14 +213,18 @@ def start_functions_host(values: dict[str, str], *, port: int | None = None, key
         settings_path = Path(tempfile.mkdtemp(prefix="functions-settings-")) / "local.settings.json"
     settings_path.write_text(json.dumps({"IsEncrypted": False, "Values": values}))
     env = {k: v for k, v in os.environ.items() if k not in values}
-    env["DEVHOST_FUNCTION_KEY"] = key  # not an argument: `ps` shows arguments to everyone on the machine
+    tokens: dict[str, str] = {}
+    if auth:
+        tokens_path = tokens_path or settings_path.with_name(settings_path.stem + ".auth-tokens.json")
+        tokens = read_auth_tokens(tokens_path) if tokens_path.exists() else write_auth_tokens(tokens_path)
+    authentication = ["--auth-tokens", str(tokens_path)] if auth else ["--no-auth"]  # a path: no token in `ps`
     process = subprocess.Popen(
         [sys.executable, "-m", "devhost", "--app", "function_app", "--settings", str(settings_path), "--port", str(port),
          "--message-lease-seconds", str(lease_seconds), "--root", str(ROOT),
-         "--state-file", str(settings_path.with_suffix(".state.json")), *extra_args],
+         "--state-file", str(settings_path.with_suffix(".state.json")), *authentication, *extra_args],
         cwd=ROOT, env=env, stdout=_output(log), stderr=subprocess.STDOUT, start_new_session=True,
     )
-    host = FunctionsHost(process, port, key)
+    host = FunctionsHost(process, port, tokens)
 
     def ready() -> bool:
         if process.poll() is not None:

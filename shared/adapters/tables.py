@@ -16,7 +16,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
-from shared.destinations import Claim, Destination, FieldMapping
+from shared.destinations import Claim, Destination, ExportUser, FieldMapping
 from shared.runs import Run, SegmentPart, add_counts
 
 RUN_ROW = "run"
@@ -64,6 +64,32 @@ class _Table:
         return self._table
 
 
+PROPERTY_CHARS = 30_000  # a string property holds at most 64 KiB, 32,768 UTF-16 code units; room for surrogates kept
+
+
+def _split(name: str, text: str) -> dict[str, str]:
+    """`text` as properties name, name_1, name_2, ... of at most PROPERTY_CHARS code units each (100 export users
+    with long names and addresses take about 55,000)."""
+    parts, part, size = [], [], 0
+    for char in text:
+        units = 2 if ord(char) > 0xFFFF else 1
+        if size + units > PROPERTY_CHARS:
+            parts.append("".join(part))
+            part, size = [], 0
+        part.append(char)
+        size += units
+    parts.append("".join(part))
+    return {name if i == 0 else f"{name}_{i}": value for i, value in enumerate(parts)}
+
+
+def _joined(entity: Any, name: str) -> str:
+    text, i = entity.get(name) or "", 1
+    while entity.get(f"{name}_{i}"):
+        text += entity[f"{name}_{i}"]
+        i += 1
+    return text
+
+
 class StaleDestination(Exception):
     """The destination changed (or was deleted) after the version the write was computed from: nothing was written."""
 
@@ -91,7 +117,11 @@ class DestinationTable(_Table):
         doc = asdict(d)
         doc["mapping"] = json.dumps(doc["mapping"])
         doc["segments"] = json.dumps(list(d.segments))
-        return {"PartitionKey": "destination", "RowKey": d.id, **{k: v for k, v in doc.items() if v is not None and k != "id"}}
+        users = doc.pop("export_users")
+        entity = {"PartitionKey": "destination", "RowKey": d.id, **{k: v for k, v in doc.items() if v is not None and k != "id"}}
+        if users:
+            entity.update(_split("export_users", json.dumps(users, ensure_ascii=False)))
+        return entity
 
     @staticmethod
     def _from_entity(e: dict[str, Any]) -> Destination:
@@ -113,6 +143,9 @@ class DestinationTable(_Table):
             schedule_enabled=e.get("schedule_enabled", True),
             export_on_arrival=e.get("export_on_arrival", True),
             credential_id=e.get("credential_id"),
+            export_users=tuple(ExportUser(**user) for user in json.loads(_joined(e, "export_users") or "[]")),
+            created_by=e.get("created_by"),
+            updated_by=e.get("updated_by"),
         )
 
     @classmethod
@@ -293,6 +326,7 @@ class RunTable(_Table):
             # Planning's counts only; what chunks add lives in the shard rows (see finish_chunk).
             "segments": json.dumps([{**asdict(p), "counts": {k: p.counts.get(k, 0) for k in PLAN_KEYS}} for p in run.segments]),
             "details": json.dumps(run.details),
+            **({"startedBy": run.started_by} if run.started_by else {}),
         }
 
     @staticmethod
@@ -309,6 +343,7 @@ class RunTable(_Table):
             total_chunks=None if e["totalChunks"] < 0 else e["totalChunks"],
             message=e.get("message") or None,
             details=json.loads(e.get("details") or "{}"),
+            started_by=e.get("startedBy") or None,
         )
 
     def create(self, run: Run) -> None:

@@ -49,9 +49,11 @@ def host_settings(storage: Azurite, mailchimp: LocalMailchimp, tmp_path: Path) -
 def start_host(host_settings: dict[str, str], tmp_path: Path) -> Callable[..., FunctionsHost]:
     hosts: list[FunctionsHost] = []
 
-    def start(lease_seconds: int = 600, extra_args: tuple[str, ...] = (), name: str = "host", **overrides: str) -> FunctionsHost:
+    def start(lease_seconds: int = 600, extra_args: tuple[str, ...] = (), name: str = "host", auth: bool = True,
+              **overrides: str) -> FunctionsHost:
+        """auth=False: the host without App Service Authentication (--no-auth), as an app deployed without it."""
         host = start_functions_host({**host_settings, **overrides}, lease_seconds=lease_seconds, log=tmp_path / f"{name}.log",
-                                    settings_path=tmp_path / f"{name}.settings.json", extra_args=extra_args)
+                                    settings_path=tmp_path / f"{name}.settings.json", extra_args=extra_args, auth=auth)
         hosts.append(host)
         return host
 

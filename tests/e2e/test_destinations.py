@@ -56,7 +56,7 @@ def mailchimp_redirect(host, destination_id: str) -> str:
 
 
 def callback(host, query: str) -> requests.Response:
-    return requests.get(f"{host.url}/mailchimp/oauth/callback?{query}", timeout=30)  # no function key
+    return requests.get(f"{host.url}/mailchimp/oauth/callback?{query}", timeout=30)  # nobody signed in
 
 
 def assert_no_secret(text: str, *secrets: str) -> None:
@@ -112,8 +112,11 @@ def test_denied_access_and_a_forged_state_store_nothing(host, mailchimp, secrets
     assert host.call("GET", f"destinations/{destination['id']}").json()["mailchimp"]["connected"] is False
 
 
-def test_connect_needs_the_function_key_and_an_existing_destination(host):
-    assert requests.get(f"{host.url}/destinations/nope/mailchimp/connect", allow_redirects=False, timeout=10).status_code == 401
+def test_connect_needs_an_admin_and_an_existing_destination(host):
+    destination = create_destination(host, **{"exportUsers": [{"email": "oscar.operator@contoso.example"}]})
+    path = f"destinations/{destination['id']}/mailchimp/connect"
+    assert host.call("GET", path, user=None, allow_redirects=False).status_code == 401
+    assert host.call("GET", path, user="operator", allow_redirects=False).status_code == 403  # an export user, no admin
     assert host.call("GET", "destinations/nope/mailchimp/connect", allow_redirects=False).status_code == 404
 
 
@@ -142,17 +145,18 @@ def test_consent_missing_is_refused_and_withdrawn_consent_stops_exports(host, se
     assert missing.status_code == 400 and missing.json()["details"][0]["field"] == "consent.accepted"
 
     destination = create_destination(host)
-    assert destination["consent"]["acceptedBy"] == "function key"
+    admin = "ada.admin@contoso.example"  # the verified caller; a name header the caller sends is no identity
+    assert destination["consent"]["acceptedBy"] == admin
     withdrawn = host.call("PATCH", f"destinations/{destination['id']}", json={"consent": {"accepted": False}},
                           headers={"X-MS-CLIENT-PRINCIPAL-NAME": "dpo@contoso.example"})
     assert withdrawn.status_code == 200, withdrawn.text
-    assert withdrawn.json()["consent"]["withdrawnBy"] == "dpo@contoso.example"
+    assert withdrawn.json()["consent"]["withdrawnBy"] == admin
     refused = host.call("POST", f"destinations/{destination['id']}/exports")
     assert refused.status_code == 409 and "consent" in refused.json()["error"]
 
     again = host.call("PATCH", f"destinations/{destination['id']}", json={"consent": {"accepted": True}},
-                      headers={"X-MS-CLIENT-PRINCIPAL-NAME": "admin@contoso.example"})
-    assert again.json()["consent"]["acceptedBy"] == "admin@contoso.example"
+                      headers={"X-MS-CLIENT-PRINCIPAL-NAME": "someone.else@contoso.example"})
+    assert again.json()["consent"]["acceptedBy"] == admin
     assert wait_for_run(host, start_export(host, destination["id"]))["status"] in ("succeeded", "completed_with_errors")
 
 

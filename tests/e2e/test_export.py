@@ -153,12 +153,6 @@ def audience_by_identity(mailchimp) -> dict[str, set[str]]:
     return {identity(m["email_address"]): {t["name"] for t in m["tags"]} for m in members}
 
 
-def test_function_key_is_required(start_host):
-    host = start_host()
-    assert requests.get(f"{host.url}/destinations", timeout=10).status_code == 401
-    assert host.call("GET", "destinations").status_code == 200
-
-
 def test_full_export_accounts_for_every_row_and_a_second_run_creates_nothing(start_host, segments, mailchimp, storage):
     upload(segments, segments={"HighValueCustomers": 1500, "LapsedBuyers": 700}, rows_per_partition=400)
     someone = min(expect(segments, ["HighValueCustomers"]).delivered)

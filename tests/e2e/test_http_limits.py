@@ -71,7 +71,7 @@ def test_errors_report_pages_hold_every_row_exactly_once(start_host, segments, m
         found = []
         url = f"http://127.0.0.1:{host.port}/api/exports/{run['id']}/errors" + (f"?limit={limit}" if limit else "")
         while url:
-            page = requests.get(url, headers={"x-functions-key": host.key}, timeout=60)
+            page = requests.get(url, headers=host.auth(), timeout=60)
             assert page.status_code == 200, page.text[:300]
             assert page.headers["Cache-Control"] == "no-store"
             assert page.headers["Content-Type"].startswith("application/x-ndjson")

@@ -134,11 +134,11 @@ def test_no_log_line_of_the_stack_holds_an_address_or_the_api_key(start_host, se
     assert not secret, "log lines holding the API key:\n" + "\n".join(secret[:5])
 
 
-def test_no_log_line_of_the_stack_holds_the_function_key_or_the_oauth_code_state_or_token(start_host, mailchimp,
-                                                                                        host_settings, tmp_path):
-    """docs/threat-model.md, a caller of the function API: the connect link an admin opens carries the function key
-    as `?code=`, Mailchimp's redirect carries its authorization code and the signed state, and neither the request
-    logging of the host nor the app's log lines (on success and on refusal) may repeat them."""
+def test_no_log_line_of_the_stack_holds_a_token_a_session_or_the_oauth_code_state_or_token(start_host, mailchimp,
+                                                                                         host_settings, tmp_path):
+    """docs/threat-model.md, a caller of the API: an admin signs in (a session cookie) and opens the connect link,
+    machines send bearer tokens, Mailchimp's redirect carries its authorization code and the signed state, and neither
+    the request logging of the host nor the app's log lines (on success and on refusal) may repeat them."""
     redirect = "http://127.0.0.1:7071/api/mailchimp/oauth/callback"  # the test carries the redirect to the host itself
     host = start_host(name="functions", MAILCHIMP_OAUTH_CLIENT_ID="demo-client",
                       MAILCHIMP_OAUTH_CLIENT_SECRET="demo-client-secret", MAILCHIMP_OAUTH_REDIRECT_URI=redirect,
@@ -147,11 +147,15 @@ def test_no_log_line_of_the_stack_holds_the_function_key_or_the_oauth_code_state
                       MAILCHIMP_OAUTH_METADATA_URL=f"{mailchimp.url}/oauth2/metadata")
     body = {k: v for k, v in destination_body().items() if k != "mailchimp"}
     destination = host.call("POST", "destinations", json=body).json()["id"]
+    browser = requests.Session()
+    signed_in = browser.post(f"{host.origin}/.auth/login/aad", allow_redirects=False, timeout=10,
+                             data={"email": "ada.admin@contoso.example", "role": "Exports.Admin"})
+    assert signed_in.status_code == 303
+    session = browser.cookies["AppServiceAuthSession"]
 
     def connect() -> tuple[str, str, str]:
-        """The admin's browser: the connect link with the key in its query, Mailchimp's page, the way back."""
-        link = requests.get(f"{host.url}/destinations/{destination}/mailchimp/connect?code={host.key}",
-                            allow_redirects=False, timeout=30)
+        """The admin's browser: the connect link (signed in by the session cookie), Mailchimp's page, the way back."""
+        link = browser.get(f"{host.url}/destinations/{destination}/mailchimp/connect", allow_redirects=False, timeout=30)
         assert link.status_code == 302, link.text
         back = requests.get(link.headers["Location"], allow_redirects=False, timeout=10)
         assert back.status_code == 302 and back.headers["Location"].startswith(redirect + "?"), back.headers
@@ -173,13 +177,17 @@ def test_no_log_line_of_the_stack_holds_the_function_key_or_the_oauth_code_state
     assert callback(f"code={unused_code}&state={unused_state}&error=access_denied").status_code == 403
     assert callback(f"code={unused_code}").status_code == 400  # no state at all
 
+    assert host.call("GET", "destinations", user="operator").status_code == 200  # an operator's token too
+    assert host.call("GET", "destinations", headers={"Authorization": "Bearer not-a-token-of-anyone"}).status_code == 401
     secret = json.loads((Path(host_settings["LOCAL_SECRETS_DIR"]) / f"mailchimp-{destination}").read_text())
     nonces = [json.loads(base64.urlsafe_b64decode(s.split(".")[0] + "==="))["n"] for s in (state, unused_state)]
     host.stop()
     mailchimp.stop()  # the last lines are out
     lines = stack_log_lines(tmp_path)
     assert any("function=mailchimp_oauth_callback" in line for line in lines), lines  # the callbacks were logged
-    values = {"function key": host.key, "access token": secret["accessToken"],
+    values = {"admin's token": host.tokens["admin"], "operator's token": host.tokens["operator"],
+              "session cookie": session, "session signature": session.split(".")[1],
+              "refused token": "not-a-token-of-anyone", "access token": secret["accessToken"],
               "OAuth code": code, "unused OAuth code": unused_code, "OAuth state": state, "unused state": unused_state,
               "state signature": state.split(".")[1], "state nonce": nonces[0], "unused state nonce": nonces[1]}
     leaks = {name: [line for line in lines if value in line or value[:16] in line] for name, value in values.items()}

@@ -1,5 +1,5 @@
 """The local stack (`make up/down/clean`, scripts/stack.py) in a temporary folder on free ports: owner-only files,
-no function key in `ps`, `up` on a running stack starting only what is missing, and the local Mailchimp keeping its
+no bearer token in `ps`, `up` on a running stack starting only what is missing, and the local Mailchimp keeping its
 audiences across down/up as Azurite keeps its data, until `clean` wipes both."""
 from __future__ import annotations
 
@@ -69,19 +69,33 @@ def blobs(layout: stack.Layout) -> BlobServiceClient:
     return BlobServiceClient.from_connection_string(layout.azurite_connection_string)
 
 
-def test_up_makes_every_file_owner_only_and_keeps_the_function_key_out_of_ps(layout):
+def test_up_makes_every_file_owner_only_and_keeps_the_tokens_out_of_ps(layout):
     env = stack.up(layout)
-    key = env["FUNCTION_KEY"]
-    assert requests.get(f"{env['FUNCTIONS_URL']}/destinations", headers={"x-functions-key": key}, timeout=10).status_code == 200
-    assert requests.get(f"{env['FUNCTIONS_URL']}/destinations", timeout=10).status_code == 401
-    for path in (layout.env, layout.key, layout.pids, layout.functions_settings, *layout.logs.iterdir()):
+    admin, operator = stack.headers_of(env["AUTH_HEADER"]), stack.headers_of(env["OPERATOR_AUTH_HEADER"])
+    url = f"{env['FUNCTIONS_URL']}/destinations"
+    assert requests.get(url, headers=admin, timeout=10).status_code == 200
+    assert requests.get(url, headers=operator, timeout=10).status_code == 200
+    assert requests.post(url, headers=operator, json={}, timeout=10).status_code == 403  # not an admin
+    assert requests.get(url, timeout=10).status_code == 401
+    me = requests.get(f"{env['FUNCTIONS_URL']}/me", headers=admin, timeout=10).json()
+    assert me["roles"] == ["Exports.Admin"]
+    assert stack.read_env(layout.env) == env  # as `source` reads it: quoted values keep their spaces
+    sourced = subprocess.run(["bash", "-c", f'source "{layout.env}" && printf %s "$AUTH_HEADER"'], capture_output=True,
+                             text=True, check=True).stdout
+    assert sourced == env["AUTH_HEADER"]
+    for path in (layout.env, layout.tokens, layout.pids, layout.functions_settings, *layout.logs.iterdir()):
         assert private(path), f"{path} is readable by others: {oct(path.stat().st_mode)}"
     for folder in (layout.local, layout.logs, layout.local / "azurite"):
         assert private(folder), f"{folder} is open to others: {oct(folder.stat().st_mode)}"
     listing = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
-    assert key not in listing
+    tokens = [header["Authorization"].removeprefix("Bearer ") for header in (admin, operator)]
+    assert not any(token in listing for token in tokens)
     for pid in stack.running(layout).values():
-        assert key not in Path(f"/proc/{pid}/cmdline").read_text(errors="replace") if Path(f"/proc/{pid}").exists() else True
+        if Path(f"/proc/{pid}").exists():
+            command_line = Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+            assert not any(token in command_line for token in tokens)
+    again = stack.up(layout)  # the same tokens on the next `up`: stack.env stays valid
+    assert again["AUTH_HEADER"] == env["AUTH_HEADER"]
     stack.down(layout)
     assert layout.mailchimp_state.exists() and private(layout.mailchimp_state)
 
@@ -200,10 +214,10 @@ def test_writes_are_on_disk_a_second_after_they_land_so_a_sigkill_loses_nothing(
     assert private(state) and not list(tmp_path.glob("*.tmp"))
 
 
-def test_a_function_key_holder_can_export_a_segment_to_an_audience_of_their_own_account(layout):
-    """docs/threat-model.md, a caller of the function API: whoever holds the function key can point a destination at
-    a Mailchimp account of their own, accept the consent themselves and export a segment there; the app cannot tell
-    that account from the company's. The stack's real host, Azurite and local Mailchimp, as an attacker would use
+def test_an_admin_can_export_a_segment_to_an_audience_of_their_own_account(layout):
+    """docs/threat-model.md, an admin: whoever holds Exports.Admin can point a destination at a Mailchimp account of
+    their own, accept the consent themselves and export a segment there; the app cannot tell that account from the
+    company's (it names them as the one who accepted). The stack's real host, Azurite and local Mailchimp, as an attacker would use
     them."""
     env = stack.up(layout)
     mailchimp = layout.mailchimp_url
@@ -211,7 +225,7 @@ def test_a_function_key_holder_can_export_a_segment_to_an_audience_of_their_own_
     audience = requests.post(f"{mailchimp}/__admin/audiences", json={"api_key": theirs["api_key"], "name": "Copied"},
                              timeout=10).json()["id"]
     stack.sample(env, 40, "HighValueCustomers", layout)
-    headers = {"x-functions-key": env["FUNCTION_KEY"]}
+    headers = stack.headers_of(env["AUTH_HEADER"])
     created = requests.post(f"{env['FUNCTIONS_URL']}/destinations", headers=headers, timeout=60, json={
         "displayName": "Mine", "consent": {"accepted": True}, "audienceId": audience,
         "mailchimp": {"apiKey": theirs["api_key"]}, "segments": ["HighValueCustomers"],
@@ -231,6 +245,7 @@ def test_a_function_key_holder_can_export_a_segment_to_an_audience_of_their_own_
 
     wait_until(finished, "the export", timeout=120)
     assert run["status"] in ("succeeded", "completed_with_errors") and run["counts"]["created"] >= 30, run
+    assert run["startedBy"] == created.json()["consent"]["acceptedBy"] == "ada.admin@contoso.example"
     copied = requests.get(f"{mailchimp}/__admin/lists/{audience}/members", timeout=10).json()["members"]
     assert len(copied) == run["counts"]["created"]  # the segment's people, in an audience the company does not own
     assert all("HighValueCustomers" in {t["name"] for t in m["tags"]} for m in copied)

@@ -4,6 +4,8 @@ The handlers of function_app are called with `azure.functions.HttpRequest` objec
 real DestinationService (validation, merge patch) on an in-memory store, whose Mailchimp check always refuses the
 key; an ExportService whose `start` stops after the real segment check, and whose errors report (`error_page`, the
 real one) reads in-memory blobs. Nothing here reaches storage or Mailchimp; tests/e2e/test_http_limits.py does.
+Every request comes from a signed-in admin (App Service Authentication's principal header, authentication on), so
+what is fuzzed is the handler behind the role check.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from hypothesis import strategies as st
 
 from blueprints import destinations_api, exports_api
 from shared import bootstrap
+from shared.auth import ADMIN, Principal, encode_principal
 from shared.config import ConfigError, load_settings
 from shared.destination_service import DestinationService
 from shared.destinations import Destination, FieldMapping
@@ -28,7 +31,10 @@ from shared.exports import ExportService, errors_prefix
 from shared.mailchimp.errors import MailchimpAuthError
 from shared.runs import Run, new_run_id, now_iso
 
-SETTINGS = load_settings({"AzureWebJobsStorage": "UseDevelopmentStorage=true"})
+SETTINGS = load_settings({"AzureWebJobsStorage": "UseDevelopmentStorage=true", "WEBSITE_AUTH_ENABLED": "True"})
+ADMIN_ALICE = Principal(id="00000000-0000-4000-8000-0000000000a1", name="Alice Admin", email="alice@contoso.example",
+                        roles=frozenset({ADMIN}))
+SIGNED_IN = {"x-ms-client-principal": encode_principal(ADMIN_ALICE), "x-requested-with": "fetch"}
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -100,7 +106,8 @@ class MemoryRuns:
 
 
 class Exports(ExportService):
-    def start(self, destination_id: str, trigger: str, segments: Any = None, confirm_untag: bool = False) -> Run:
+    def start(self, destination_id: str, trigger: str, segments: Any = None, confirm_untag: bool = False,
+              started_by: str | None = None) -> Run:
         """The real checks that need no storage (destination known, consent, segments of it), then a queued run."""
         destination = self._destination(destination_id)
         self._chosen_segments(destination, segments)
@@ -187,14 +194,15 @@ def call(route: str, body: bytes) -> func.HttpResponse:
     """One request; destination d1 is put back as it was first, so no example depends on what an earlier one patched."""
     bootstrap.app().exports.destinations.save(DESTINATION)
     handler, method, path, route_params = BODY_ROUTES[route]
-    request = func.HttpRequest(method, f"http://localhost/api/{path}", headers={"content-type": "application/json"},
+    request = func.HttpRequest(method, f"http://localhost/api/{path}",
+                               headers={"content-type": "application/json", **SIGNED_IN},
                                params={}, route_params=route_params, body=body)
     return handler(request)
 
 
 def errors_page(run_id: str = "r1", **params: str) -> func.HttpResponse:
     query = "&".join(f"{k}={v}" for k, v in params.items())
-    request = func.HttpRequest("GET", f"http://localhost/api/exports/{run_id}/errors?{query}", headers={},
+    request = func.HttpRequest("GET", f"http://localhost/api/exports/{run_id}/errors?{query}", headers=SIGNED_IN,
                                params=params, route_params={"runId": run_id}, body=b"")
     return exports_api.export_errors(request)
 
@@ -413,7 +421,7 @@ def test_unknown_run_and_deleted_destination_answer_json_no_store(app: bootstrap
 
 
 def test_every_answer_of_the_api_says_no_store(app: bootstrap.App) -> None:
-    get = func.HttpRequest("GET", "http://localhost/api/destinations/d1", headers={}, params={},
+    get = func.HttpRequest("GET", "http://localhost/api/destinations/d1", headers=SIGNED_IN, params={},
                            route_params={"id": "d1"}, body=b"")
     for response in (destinations_api.get_destination(get), destinations_api.list_destinations(get),
                      call("create", b"{}"), errors_page("r1")):
