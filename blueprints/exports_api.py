@@ -12,7 +12,7 @@ import azure.functions as func
 from blueprints.http import audit, error_answer, json_answer, json_body, operable, requires
 from shared import bootstrap
 from shared.auth import OPERATOR, Principal
-from shared.destinations import Destination, InvalidDestination
+from shared.destinations import InvalidDestination
 from shared.exports import Refused
 from shared.report_csv import to_csv
 from shared.runs import now_iso
@@ -113,28 +113,12 @@ def cancel_export(req: func.HttpRequest, who: Principal) -> func.HttpResponse:
     cancelling already; 409 with its status when it had finished; 404 when unknown."""
     app_ = bootstrap.app()
     run = app_.exports.get_run(req.route_params["runId"])
-    if run is None:
-        return error_answer(404, f"export {req.route_params['runId']} does not exist")
-    if not may_operate(who, app_.destinations.get(run.destination_id)):  # not told that it exists
+    if run is None or not (who.is_admin or operable(who, run.destination_id)):  # not told that it exists
         return error_answer(404, f"export {req.route_params['runId']} does not exist")
     if not run.finished:
         run = app_.exports.cancel_run(run.id, f"cancelled by {who.label} at {now_iso()}") or run
+        audit(who, "export.cancelled", destination=run.destination_id, run=run.id)
     if run.finished and run.status != "cancelled":
         return json_answer({"error": f"export {run.id} had already finished ({run.status}): there is nothing to cancel",
                             "status": run.status}, 409)
     return json_answer(run.public(), 202, {"Location": f"/api/exports/{run.id}"})
-
-
-def may_operate(who: Principal, destination: Destination | None) -> bool:
-    """Admins operate every destination; operators those that name them among their export users (by object ID or
-    sign-in address)."""
-    if who.is_admin:
-        return True
-    if destination is None or not who.is_operator:
-        return False
-    mine = {value.casefold() for value in (who.id, who.email) if value}
-    for user in getattr(destination, "export_users", ()) or ():
-        named = user if isinstance(user, str) else (getattr(user, "id", None), getattr(user, "email", None))
-        if any(isinstance(value, str) and value.casefold() in mine for value in ((named,) if isinstance(named, str) else named)):
-            return True
-    return False

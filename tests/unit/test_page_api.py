@@ -8,7 +8,6 @@ import dataclasses
 import io
 import json
 from datetime import datetime, timezone
-from types import SimpleNamespace
 from typing import Any, Iterator
 
 import azure.functions as func
@@ -19,6 +18,7 @@ from blueprints import exports_api, lookups_api
 from shared import bootstrap
 from shared.audience_lookup import LookupProblem, look_up_audience
 from shared.auth import ADMIN, OPERATOR, Principal, encode_principal
+from shared.destinations import ExportUser
 from shared.exports import errors_prefix
 from shared.mailchimp.errors import MailchimpAuthError, MailchimpNotFound, MailchimpUnavailable
 from shared.mailchimp.models import Audience, MergeField
@@ -236,18 +236,8 @@ def test_cancel_needs_a_role_and_an_operator_must_be_an_export_user(tmp_path):
         status, doc = cancel(run.id, OPERATOR_OLI)  # not an export user: not even told the run exists
         assert status == 404 and doc["error"] == f"export {run.id} does not exist"
         assert app.exports.runs.get(run.id).status == "queued"
-        app.destinations.d = WithExportUsers(app.destinations.d, (SimpleNamespace(id=None, email="oli@contoso.example"),))
+        app.destinations.d = dataclasses.replace(app.destinations.d, export_users=(ExportUser(email="oli@contoso.example"),))
         assert cancel(run.id, OPERATOR_OLI)[0] == 202
-
-
-class WithExportUsers:
-    """The destination, naming export users (by sign-in address here)."""
-
-    def __init__(self, destination, users) -> None:
-        self._destination, self.export_users = destination, users
-
-    def __getattr__(self, name: str):
-        return getattr(self._destination, name)
 
 
 # --- the errors report as CSV -----------------------------------------------------------------------------------------
