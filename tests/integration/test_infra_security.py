@@ -778,30 +778,69 @@ def _auth_level(node: ast.expr | None) -> str | None:
     return node.attr if isinstance(node, ast.Attribute) else None
 
 
-def test_every_http_route_but_the_oauth_callback_needs_a_function_key() -> None:
-    """docs/threat-model.md's anonymous caller reaches one route. When Entra ID (App Service authentication) replaces
-    function keys, this test and the threat model change together."""
+# Routes open to anyone, each for a reason: Mailchimp's OAuth redirect (it may come back without the admin's session,
+# and its signed single-use state guards it), and the admin page's static files (they hold no data: everything the
+# page shows comes from the API, which checks the caller).
+OPEN_ROUTES = {"mailchimp/oauth/callback": "blueprints/destinations_api.py", "console/{*path}": "blueprints/page.py"}
+
+
+def _text(node: ast.expr | None, constants: dict[str, str]) -> str | None:
+    """A string the source spells out: a literal, a module-level constant, or a concatenation of those."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.Name):
+        return constants.get(node.id)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        left, right = _text(node.left, constants), _text(node.right, constants)
+        return left + right if left is not None and right is not None else None
+    return None
+
+
+def _decorator_name(node: ast.expr) -> str | None:
+    target = node.func if isinstance(node, ast.Call) else node
+    return target.attr if isinstance(target, ast.Attribute) else target.id if isinstance(target, ast.Name) else None
+
+
+def test_every_http_route_is_anonymous_to_functions_and_every_handler_but_the_oauth_callback_requires_a_role() -> None:
+    """docs/threat-model.md: App Service Authentication stands in front and the app authorizes each request from the
+    identity it verified, so no route is left to a function key (ANONYMOUS at the Functions level) and every handler
+    is wrapped in blueprints/http.requires(ADMIN | OPERATOR | SIGNED_IN), route outermost, except the open routes."""
     sources = [ROOT / "function_app.py", *sorted((ROOT / "blueprints").glob("*.py"))]
-    calls = [node for source in sources for node in ast.walk(ast.parse(source.read_text(encoding="utf-8")))
-             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)]
-    apps = [call for call in calls if call.func.attr in ("FunctionApp", "Blueprint")]
-    assert apps, "no FunctionApp in function_app.py"
-    for app in apps:
-        if not any(k.arg == "http_auth_level" for k in app.keywords) and app.func.attr == "Blueprint":
-            continue  # a blueprint without HTTP routes (workers, triggers)
-        default = next((k.value for k in app.keywords if k.arg == "http_auth_level"), None)
-        assert _auth_level(default) == "FUNCTION", "the app's default HTTP auth level must be FUNCTION"
-    routes = {}
-    for call in calls:
-        if call.func.attr != "route":
-            continue
-        keywords = {k.arg: k.value for k in call.keywords}
-        route = keywords["route"].value if isinstance(keywords.get("route"), ast.Constant) else None
-        level = _auth_level(keywords["auth_level"]) if "auth_level" in keywords else "FUNCTION"
-        routes.setdefault(route, set()).add(level)
-    assert len(routes) >= 7, routes  # destinations, their connect and exports, runs, errors, the callback
-    anonymous = {route for route, levels in routes.items() if levels - {"FUNCTION", "ADMIN"}}
-    assert anonymous == {"mailchimp/oauth/callback"}, routes
+    handlers: dict[str, tuple[str, ast.FunctionDef]] = {}
+    for source in sources:
+        tree = ast.parse(source.read_text(encoding="utf-8"))
+        rel = source.relative_to(ROOT).as_posix()
+        constants = {target.id: node.value.value for node in tree.body if isinstance(node, ast.Assign)
+                     and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+                     for target in node.targets if isinstance(target, ast.Name)}
+        for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)):
+            if call.func.attr in ("FunctionApp", "Blueprint"):
+                level = next((k.value for k in call.keywords if k.arg == "http_auth_level"), None)
+                assert level is None or _auth_level(level) == "ANONYMOUS", f"{rel}: http_auth_level must be ANONYMOUS"
+        for function in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)):
+            names = [_decorator_name(d) for d in function.decorator_list]
+            if "route" not in names:
+                continue
+            route_call = function.decorator_list[names.index("route")]
+            keywords = {k.arg: k.value for k in route_call.keywords}
+            route = _text(keywords.get("route"), constants)
+            assert route, f"{rel}: {function.name} needs a route spelt out in the source"
+            if "auth_level" in keywords:
+                assert _auth_level(keywords["auth_level"]) == "ANONYMOUS", f"{rel}: {function.name}"
+            handlers[f"{route} {function.name}"] = (rel, function)
+            if route in OPEN_ROUTES:
+                assert rel == OPEN_ROUTES[route] and "requires" not in names, f"{rel}: {function.name}"
+                continue
+            assert "requires" in names, f"{rel}: {function.name} ({route}) is not wrapped in requires(...)"
+            assert names.index("route") < names.index("requires"), f"{rel}: {function.name}: route must be outermost"
+            role = function.decorator_list[names.index("requires")].args
+            assert len(role) == 1 and isinstance(role[0], ast.Name) and role[0].id in ("ADMIN", "OPERATOR", "SIGNED_IN"), \
+                f"{rel}: {function.name}"
+            assert [a.arg for a in function.args.args] == ["req", "who"], f"{rel}: {function.name} gets the caller"
+    routes = {key.split()[0] for key in handlers}
+    assert len(handlers) >= 11 and "me" in routes and "mailchimp/oauth/callback" in routes, sorted(handlers)
+    page = [function for rel, function in handlers.values() if rel == "blueprints/page.py"]
+    assert all("bootstrap" not in ast.dump(function) for function in page), "the open page route reads no data"
 
 
 # ------------------------------------------------------------------------------------------------- threat model

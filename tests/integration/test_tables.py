@@ -1,4 +1,5 @@
 """Run accounting in real Table Storage (Azurite): atomic, exactly-once chunk completion under concurrency."""
+import json
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -6,7 +7,7 @@ import pytest
 from azure.data.tables import TableServiceClient
 
 from shared.adapters.tables import DestinationTable, RunTable
-from shared.destinations import Claim, new_destination
+from shared.destinations import Claim, new_destination, updated_destination
 from shared.runs import Run, SegmentPart, zero_counts
 
 
@@ -112,3 +113,24 @@ def test_when_many_workers_settle_at_once_only_one_is_told_it_finished_the_run(t
     with ThreadPoolExecutor(8) as pool:
         settled = list(pool.map(lambda _: runs.settle_if_done(run.id), range(8)))
     assert sum(r is not None for r in settled) == 1
+
+
+def test_a_hundred_export_users_with_long_names_round_trip_and_a_shorter_list_replaces_them(tables):
+    """A string property holds at most 32,768 UTF-16 code units; the list at its limits takes about 55,000 characters,
+    so it is stored across properties, and a later, shorter list leaves no part of the old one behind."""
+    destinations = DestinationTable(tables, "dest" + uuid.uuid4().hex[:8])
+    longest = [{"email": f"{'x' * 60}{i:03d}@{'d' * 60}.example", "name": "N\U0001F600" * 99 + f"{i:02d}"[:2],
+                "id": str(uuid.UUID(int=i))} for i in range(100)]
+    body = {"displayName": "Newsletter", "consent": {"accepted": True}, "audienceId": "a1b2c3d4e5",
+            "mapping": {"email": "Email"}, "segments": ["A"], "exportUsers": longest}
+    destination = new_destination(body, "ada.admin@contoso.example").destination
+    assert len(json.dumps([u.public() for u in destination.export_users], ensure_ascii=False)) > 40_000
+    destinations.save(destination)
+    stored = destinations.get(destination.id)
+    assert stored == destination and len(stored.export_users) == 100
+    assert stored.created_by == "ada.admin@contoso.example"
+    shorter = updated_destination(stored, {"exportUsers": [{"email": "oscar@contoso.example"}]}, "x").destination
+    destinations.save(shorter, destinations.read(destination.id)[1])
+    assert destinations.get(destination.id).export_users == shorter.export_users
+    entity = destinations.table.get_entity("destination", destination.id)
+    assert [name for name in entity if name.startswith("export_users")] == ["export_users"]

@@ -1,6 +1,7 @@
 import pytest
 
-from shared.destinations import InvalidDestination, merge_patch, new_destination, updated_destination
+from shared.auth import ADMIN, OPERATOR, Principal
+from shared.destinations import ExportUser, InvalidDestination, merge_patch, new_destination, updated_destination
 
 VALID = {
     "displayName": "Newsletter",
@@ -93,3 +94,63 @@ def test_a_patch_is_validated_like_a_create_and_names_the_field():
     with pytest.raises(InvalidDestination) as caught:
         updated_destination(current, {"mapping": {"email": None}, "statusForNew": "cleaned"}, "x")
     assert {p["field"] for p in caught.value.problems} == {"mapping.email", "statusForNew"}
+
+
+# --- export users ---------------------------------------------------------------------------------------------------
+
+def principal(oid: str = "0b0b0b0b-0000-4000-8000-0000000000e1", email: str | None = "Oscar@Contoso.example",
+              *roles: str) -> Principal:
+    return Principal(id=oid, name="Oscar", email=email, roles=frozenset(roles or {OPERATOR}))
+
+
+def test_export_users_are_kept_normalised_once_each_and_shown():
+    users = [{"email": " Oscar@Contoso.EXAMPLE ", "name": " Oscar "}, {"id": "0D0D0D0D-0000-4000-8000-0000000000A9"},
+             {"email": "oscar@contoso.example"}, {"id": "0d0d0d0d-0000-4000-8000-0000000000a9", "name": "again"}]
+    d = new_destination({**VALID, "exportUsers": users}, "admin@contoso").destination
+    assert d.export_users == (ExportUser(email="oscar@contoso.example", name="Oscar"),
+                              ExportUser(id="0D0D0D0D-0000-4000-8000-0000000000A9"))
+    assert d.public()["exportUsers"] == [{"id": None, "email": "oscar@contoso.example", "name": "Oscar"},
+                                         {"id": "0D0D0D0D-0000-4000-8000-0000000000A9", "email": None, "name": None}]
+    assert d.created_by == d.updated_by == "admin@contoso"
+    assert new_destination(VALID, "x").destination.export_users == ()
+
+
+@pytest.mark.parametrize("users, field, said", [
+    ("oscar@contoso.example", "exportUsers", "must be a list"),
+    ([{"email": f"p{i}@contoso.example"} for i in range(101)], "exportUsers", "at most 100"),
+    (["oscar@contoso.example"], "exportUsers[0]", "must be an object"),
+    ([{}], "exportUsers[0]", "must be an object"),
+    ([{"name": "Oscar"}], "exportUsers[0]", 'by "id"'),
+    ([{"email": "oscar@contoso"}], "exportUsers[0].email", "not a valid address"),
+    ([{"email": "oscar\u200b@contoso.example"}], "exportUsers[0].email", "invisible character"),
+    ([{"email": 7}], "exportUsers[0].email", "text"),
+    ([{"id": "has space"}], "exportUsers[0].id", "object ID"),
+    ([{"id": "x" * 129}], "exportUsers[0].id", "object ID"),
+    ([{"email": "a@contoso.example", "name": "n" * 201}], "exportUsers[0].name", "200"),
+    ([{"email": "a@contoso.example", "role": "admin"}], "exportUsers[0]", "must be an object"),
+])
+def test_export_users_are_checked(users, field, said):
+    found = problems({**VALID, "exportUsers": users})
+    assert said in found[field], found
+
+
+def test_a_hundred_export_users_are_accepted_and_a_patch_replaces_the_list():
+    hundred = [{"email": f"p{i}@contoso.example"} for i in range(100)]
+    d = new_destination({**VALID, "exportUsers": hundred}, "admin@contoso").destination
+    assert len(d.export_users) == 100
+    changed = updated_destination(d, {"exportUsers": [{"id": "o1"}]}, "second@contoso").destination
+    assert changed.export_users == (ExportUser(id="o1"),) and changed.updated_by == "second@contoso"
+    assert changed.created_by == "admin@contoso" and changed.consent_by == "admin@contoso"
+    kept = updated_destination(changed, {"displayName": "Renamed"}, "x").destination
+    assert kept.export_users == changed.export_users
+    assert updated_destination(kept, {"exportUsers": None}, "x").destination.export_users == ()
+
+
+def test_admins_operate_every_destination_operators_only_those_naming_them():
+    d = new_destination({**VALID, "exportUsers": [{"email": "oscar@contoso.example"}, {"id": "machine-7"}]}, "x").destination
+    assert d.operable_by(principal())  # by address, letter case ignored
+    assert d.operable_by(principal("MACHINE-7", None))  # by object ID (a machine has no address)
+    assert not d.operable_by(principal("someone-else", "someone@contoso.example"))
+    assert not d.operable_by(Principal(id="x", name="x", email="oscar@contoso.example", roles=frozenset()))  # no role
+    assert d.operable_by(principal("admin-1", "ada@contoso.example", ADMIN))
+    assert not new_destination(VALID, "x").destination.operable_by(principal())
