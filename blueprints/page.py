@@ -142,6 +142,7 @@ def oauth_problem_page(status: int, message: str) -> func.HttpResponse:
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Mailchimp was not connected</title>
+<link rel="icon" href="{PAGE_PATH}favicon.svg" type="image/svg+xml">
 <link rel="stylesheet" href="{PAGE_PATH}css/app.css">
 </head>
 <body>
