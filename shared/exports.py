@@ -881,10 +881,11 @@ class ExportService:
         if run is None or run.finished or run.status == CANCELLING:
             return self.runs.get(run_id) if run is not None else None
         run = self.runs.update(run_id, lambda r: _cancel(r, reason))
-        if run.status == CANCELLING:
-            self.destinations.release(run.destination_id, run_id)
-            if run.total_chunks is None and run.started_at is None:  # queued: planning settles it at once, sending
-                self.plan_queue.send({"runId": run_id})  # nothing (sent again in case the first message was lost)
+        if run.status == CANCELLING and run.total_chunks is None and run.started_at is None:
+            self.plan_queue.send({"runId": run_id})  # queued: planning settles it at once, sending nothing (sent
+            # again in case the first message was lost)
+        # The destination stays held until the run is counted (chunks not started count failed at once, without
+        # calling Mailchimp): a new run never overlaps the chunks of this one still being sent.
         return self.runs.get(run_id)
 
     # --- reading ------------------------------------------------------------------------------------------

@@ -64,12 +64,12 @@ def test_cancelling_a_running_export_by_id_sends_nothing_more_and_ends_it_cancel
     first = service.chunk_queue.msgs.pop(0)
     service.process_chunk(run.id, first["chunk"], "a1")  # 2 members sent before the cancel
     cancelled = service.cancel_run(run.id, "cancelled by ops@contoso")
-    assert cancelled.status == "cancelling" and service.destinations.active is None
+    assert cancelled.status == "cancelling" and service.destinations.active == run.id  # held until counted
     again = service.cancel_run(run.id, "cancelled by someone else")
     assert again.status == "cancelling" and again.message == "cancelled by ops@contoso"
     drain(service)
     result = service.runs.get(run.id)
-    assert result.status == "cancelled" and client.writes == 2
+    assert result.status == "cancelled" and client.writes == 2 and service.destinations.active is None
     assert (result.counts["created"], result.counts["failed"], result.counts["read"]) == (2, 4, 6)
     assert service.cancel_run(run.id, "late").status == "cancelled"
 
