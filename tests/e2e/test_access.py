@@ -6,13 +6,14 @@ from __future__ import annotations
 import base64
 import json
 import re
+import subprocess
+import sys
 from functools import cache
 from pathlib import Path
 
 import pytest
 import requests
 
-from devhost.app_index import load_functions
 from shared.auth import ADMIN, OPERATOR, Principal, encode_principal
 from tests.e2e.conftest import create_destination, host_log, log_lines, start_export, wait_for_run
 from tests.services import LOCAL_USERS, ROOT, FunctionsHost
@@ -25,16 +26,22 @@ MALLORY = Principal(id="66666666-6666-4666-8666-666666666666", name="mallory", e
 OPERATOR_EMAIL = LOCAL_USERS["operator"]["email"]
 
 
-@cache  # indexing the app twice in one process fails (its functions are registered once)
+@cache
 def api_routes() -> tuple[tuple[str, str], ...]:
-    """(method, path under /api) of every HTTP function of function_app but the open ones, parameters filled in."""
+    """(method, path under /api) of every HTTP function of function_app but the open ones, parameters filled in. The
+    app is indexed in a child process, as the host does: indexing it twice in one process fails, and other tests
+    index it in this one."""
+    script = ("import json; from pathlib import Path; from devhost.app_index import load_functions; "
+              "print(json.dumps([f.trigger for f in load_functions('function_app', Path('.'))]))")
+    triggers = json.loads(subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                                         check=True).stdout.splitlines()[-1])
     routes = []
-    for spec in load_functions("function_app", ROOT):
-        route = spec.trigger.get("route") if spec.trigger_type == "httpTrigger" else None
+    for trigger in triggers:
+        route = trigger.get("route") if trigger["type"] == "httpTrigger" else None
         if route is None or route in OPEN_ROUTES:
             continue
         path = re.sub(r"\{\*?(\w+)[^}]*\}", lambda m: f"x-{m[1]}", route)
-        routes += [(method.upper(), path) for method in spec.trigger.get("methods") or ["GET"]]
+        routes += [(method.upper(), path) for method in trigger.get("methods") or ["GET"]]
     return tuple(sorted(routes))
 
 
