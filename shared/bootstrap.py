@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Callable, ContextManager
 
 from shared.adapters.oauth_states import BlobUsedStates
-from shared.adapters.secrets import KeyVaultSecrets, LocalFileSecrets, VersionedSecretStore
+from shared.adapters.secrets import KeyVaultSecrets, LocalFileSecrets, SecretStore
 from shared.adapters.slots import LeaseSlots
 from shared.adapters.storage import BlobFolder, QueueSender, StorageAccount
 from shared.adapters.tables import DestinationTable, RunTable
@@ -26,7 +26,7 @@ class App:
     exports: ExportService
 
 
-def build(settings: Settings | None = None, secrets: VersionedSecretStore | None = None) -> App:
+def build(settings: Settings | None = None, secrets: SecretStore | None = None) -> App:
     settings = settings or load_settings()
     account = StorageAccount(settings.storage)
     blobs = account.blob_service()

@@ -3,10 +3,10 @@
 Credentials are cached for a short while so chunk workers do not read Key Vault for every chunk; a 401 drops the
 cached copy, so a credential rotated in Key Vault is picked up on the next try.
 
-Each credential the app stores carries an id that the destination record names (`Destination.credential_id`), and
-the record is written after the credential, conditionally. Two changes racing both store a version, one record
-write wins, and the loser leaves its version behind: readers therefore use the newest version whose id the record
-names, never simply the newest. A version without an id (an operator's rotation in Key Vault) is used as it is.
+Each credential the app stores is a secret of its own, named by the destination record (`Destination.secret_name`),
+and the record is written after the credential, conditionally: two changes racing each store their own secret, one
+record write wins, and the loser removes its secret. A new version written by hand in Key Vault under the secret
+the record names is an operator's rotation, and is used.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any, Callable, ContextManager
 
-from shared.adapters.secrets import VersionedSecretStore
+from shared.adapters.secrets import SecretStore
 from shared.destinations import Destination
 from shared.mailchimp.client import MailchimpClient
 from shared.mailchimp.credentials import Credentials
@@ -40,7 +40,7 @@ class NotConnected(Exception):
 
 
 class MailchimpConnections:
-    def __init__(self, secrets: VersionedSecretStore, *, base_url: str | None, max_connections: int,
+    def __init__(self, secrets: SecretStore, *, base_url: str | None, max_connections: int,
                  gate_factory: GateFactory | None = None, retry: RetryPolicy | None = None,
                  ttl_seconds: float = 300.0) -> None:
         self._secrets = secrets
@@ -49,13 +49,12 @@ class MailchimpConnections:
         self._gate_factory = gate_factory
         self._retry = retry
         self._ttl = ttl_seconds
-        self._cache: dict[str, tuple[float, str | None, MailchimpClient]] = {}
+        self._cache: dict[str, tuple[float, MailchimpClient]] = {}
         self._lock = threading.Lock()
 
     def store(self, destination: Destination, secret: dict[str, Any]) -> None:
-        """Keep a checked credential (see `api_key_secret`, `oauth_secret`) as a new version with the id the record
-        will name (`destination.credential_id`)."""
-        self._secrets.set(destination.secret_name, json.dumps({**secret, "id": destination.credential_id}))
+        """Keep a checked credential (see `api_key_secret`, `oauth_secret`) under the secret the record will name."""
+        self._secrets.set(destination.secret_name, json.dumps(secret))
         self.forget(destination)
 
     def remove(self, destination: Destination) -> None:
@@ -66,7 +65,7 @@ class MailchimpConnections:
         with self._lock:
             cached = self._cache.pop(destination.secret_name, None)
         if cached:
-            cached[2].close()
+            cached[1].close()
 
     def client_for_secret(self, secret: dict[str, Any]) -> MailchimpClient:
         """A client for a credential that is not stored yet (it is checked before it is saved)."""
@@ -76,32 +75,19 @@ class MailchimpConnections:
         now = time.monotonic()
         with self._lock:
             cached = self._cache.get(destination.secret_name)
-            if cached and now - cached[0] < self._ttl and cached[1] in (None, destination.credential_id):
-                return cached[2]
-        secret = self._secret(destination)
-        client = self._client(self._credentials(secret))
+            if cached and now - cached[0] < self._ttl:
+                return cached[1]
+        # a secret left by a change that lost to one that disconnected the destination does not count
+        raw = None if destination.credential_kind == "none" else self._secrets.get(destination.secret_name)
+        if raw is None:
+            raise NotConnected(f"destination {destination.id} is not connected to Mailchimp: connect it with OAuth or an API key")
+        client = self._client(self._credentials(json.loads(raw)))
         with self._lock:
             old = self._cache.get(destination.secret_name)
-            self._cache[destination.secret_name] = (now, secret.get("id"), client)
+            self._cache[destination.secret_name] = (now, client)
         if old:
-            old[2].close()
+            old[1].close()
         return client
-
-    def _secret(self, destination: Destination) -> dict[str, Any]:
-        """The credential the record names: the newest version, unless a change that lost its race wrote a newer one."""
-        raw = None if destination.credential_kind == "none" else self._secrets.get(destination.secret_name)
-        if raw is None:  # a version left by a change that lost to one that disconnected does not count
-            raise NotConnected(f"destination {destination.id} is not connected to Mailchimp: connect it with OAuth or an API key")
-        secret = json.loads(raw)
-        wanted = destination.credential_id
-        if wanted is None or secret.get("id") in (None, wanted):
-            return secret
-        for version in self._secrets.versions(destination.secret_name, limit=5):
-            candidate = json.loads(version.value)
-            if candidate.get("id") == wanted:
-                return candidate
-        raise NotConnected(f"the credential destination {destination.id} was saved with is no longer stored (another "
-                           "change replaced it and did not finish): connect it again with OAuth or an API key")
 
     def _credentials(self, secret: dict[str, Any]) -> Credentials:
         if secret["kind"] == "api_key":

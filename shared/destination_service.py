@@ -13,16 +13,15 @@ its read (GET answers it); a different current version is refused with 412.
 """
 from __future__ import annotations
 
+import logging
 import uuid
-
 from typing import Any, Mapping, Protocol
 
 from shared.adapters.tables import StaleDestination
 from shared.cdm_types import column_types
 from shared.config import OAuthSettings
 from shared.connections import MailchimpConnections, NotConnected, api_key_secret, oauth_secret
-from shared.destinations import (Change, Destination, InvalidDestination, new_destination, updated_destination,
-                                 with_credential)
+from shared.destinations import Change, Destination, InvalidDestination, new_destination, updated_destination, with_credential
 from shared.mailchimp.client import MailchimpClient
 from shared.mailchimp.credentials import fetch_oauth_metadata
 from shared.mailchimp.errors import MailchimpAuthError, MailchimpError, MailchimpNotFound
@@ -31,6 +30,7 @@ from shared.runs import Run
 from shared.snapshots import BlobSource
 
 DELETED = "the destination was deleted"
+log = logging.getLogger(__name__)
 
 
 class DestinationStore(Protocol):
@@ -158,20 +158,27 @@ class DestinationService:
         return destination
 
     def _write_with_credential(self, destination: Destination, expected: str | None, secret: dict[str, Any]) -> None:
-        """Credential first, as a new version with the id the record names, then the record, conditionally. A change
-        that loses leaves the store alone (readers use the version the winning record names, see connections.py),
-        except that a credential stored after a DELETE removed the destination is removed again."""
+        """The credential first, in a secret of its own (`Destination.secret_name`), then the record, conditionally.
+        The winner removes the secret of the credential it replaced; a loser removes its own, so whatever the order
+        of racing changes and DELETEs, the record names a secret that exists and no credential is left unnamed."""
+        replaced = None
         if expected is not None:  # a cheap early look: most races are lost here, before the secret store is touched
             found = self._store.read(destination.id)
             if found is None or found[1] != expected:
                 raise StaleDestination(destination.id, found is None, None if found is None else found[1])
+            replaced = found[0]
         self._connections.store(destination, secret)
         try:
             self._store.save(destination, expected)
-        except StaleDestination as stale:
-            if stale.deleted:
-                self._connections.remove(destination)
+        except StaleDestination:
+            self._connections.remove(destination)
             raise
+        if replaced is not None and replaced.credential_kind != "none" and replaced.secret_name != destination.secret_name:
+            try:
+                self._connections.remove(replaced)
+            except Exception as error:  # noqa: BLE001 - the new credential is in use; the old one is only left over
+                log.warning("destination %s: the replaced credential's secret could not be removed (%s); remove %s by "
+                            "hand", destination.id, type(error).__name__, replaced.secret_name)
 
     def _check(self, client: MailchimpClient, destination: Destination, credential_field: str, create_missing: bool) -> None:
         """The checks an admin expects on save and connect; missing merge fields are created only when asked."""

@@ -78,14 +78,18 @@ class Destination:
     updated_at: str
     schedule_enabled: bool = True
     export_on_arrival: bool = True
-    credential_id: str | None = None  # names the stored credential version this record uses (see connections.py)
+    credential_id: str | None = None  # names the secret holding the credential this record uses (see secret_name)
     export_users: tuple[ExportUser, ...] = ()  # operators who may start, cancel and read its exports
     created_by: str | None = None  # the verified caller (Principal.label) who created it
     updated_by: str | None = None  # and who last changed its settings
 
     @property
     def secret_name(self) -> str:
-        return f"mailchimp-{self.id}"
+        """Each credential stored gets a secret of its own, named by the record: Key Vault keeps a deleted name
+        unusable for up to 90 days (soft delete, purge protection), so no name is ever written again once deleted,
+        and a change that loses a race removes only its own secret. Records saved before credential ids existed
+        keep the old name."""
+        return f"mailchimp-{self.id}-{self.credential_id}" if self.credential_id else f"mailchimp-{self.id}"
 
     @property
     def is_draft(self) -> bool:

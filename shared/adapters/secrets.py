@@ -16,6 +16,17 @@ from typing import Any, Protocol
 _NAME = re.compile(r"^[0-9a-zA-Z-]{1,127}$")  # Key Vault's secret-name rule; the local store keeps it too
 
 
+DELETED_NAMES = "deleted"  # LocalFileSecrets: names deleted, kept as Key Vault keeps them (soft delete)
+
+
+class SecretNameDeleted(Exception):
+    """A deleted secret's name cannot be written again (Key Vault: 409 Conflict while the secret is soft-deleted,
+    up to 90 days with purge protection). The local store behaves the same, so tests meet what Azure does."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"secret {name} was deleted and its name cannot be used again (Key Vault soft delete)")
+
+
 class SecretStore(Protocol):
     def get(self, name: str) -> str | None: ...
     def set(self, name: str, value: str) -> None: ...
@@ -83,7 +94,14 @@ class KeyVaultSecrets:
             return []
 
     def set(self, name: str, value: str) -> None:
-        self._secrets().set_secret(_check(name), value, content_type="application/json")
+        from azure.core.exceptions import HttpResponseError
+
+        try:
+            self._secrets().set_secret(_check(name), value, content_type="application/json")
+        except HttpResponseError as error:
+            if error.status_code == 409:  # ObjectIsDeletedButRecoverable: the name is soft-deleted
+                raise SecretNameDeleted(name) from None
+            raise
 
     def delete(self, name: str) -> None:
         from azure.core.exceptions import ResourceNotFoundError
@@ -124,6 +142,8 @@ class LocalFileSecrets:
         self._dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self._dir, 0o700)
         path = self._dir / _check(name)
+        if (self._dir / DELETED_NAMES / name).exists():
+            raise SecretNameDeleted(name)
         tmp = self._dir / f"{name}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -136,9 +156,15 @@ class LocalFileSecrets:
             os.replace(tmp, path)
 
     def delete(self, name: str) -> None:
+        """Like Key Vault with purge protection, the name stays taken: a later `set` of it raises SecretNameDeleted."""
         with self._lock:
+            existed = False
             for path in (self._dir / _check(name), self._dir / f"{name}.previous"):
                 try:
                     path.unlink()
+                    existed = True
                 except FileNotFoundError:
                     pass
+            if existed:
+                (self._dir / DELETED_NAMES).mkdir(mode=0o700, exist_ok=True)
+                (self._dir / DELETED_NAMES / name).touch(mode=0o600)

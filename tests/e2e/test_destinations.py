@@ -34,6 +34,13 @@ def secrets_dir(host_settings) -> Path:
     return Path(host_settings["LOCAL_SECRETS_DIR"])
 
 
+def secret_file(secrets_dir: Path, destination_id: str) -> Path | None:
+    """The destination's stored credential: one secret per credential (mailchimp-<id>-<credential id>)."""
+    found = [p for p in secrets_dir.glob(f"mailchimp-{destination_id}*") if p.is_file() and "." not in p.name]
+    assert len(found) <= 1, found
+    return found[0] if found else None
+
+
 def upload(container, rows: int, **more: int) -> None:
     write_sample_export(lambda name, data: container.upload_blob(name, data, overwrite=True),
                         segments={"HighValueCustomers": rows, **more}, taken_at=TAKEN, rows_per_partition=1000)
@@ -77,9 +84,9 @@ def test_oauth_flow_connects_stores_the_token_in_the_secret_store_and_refuses_a_
     answer = callback(host, query)
     assert answer.status_code == 200, answer.text
     assert answer.json()["connected"] is True
-    secret = json.loads((secrets_dir / f"mailchimp-{destination['id']}").read_text())
+    secret = json.loads(secret_file(secrets_dir, destination['id']).read_text())
     assert secret["kind"] == "oauth" and secret["dc"] == "us6" and "apiEndpoint" not in secret  # host built from dc
-    assert oct((secrets_dir / f"mailchimp-{destination['id']}").stat().st_mode & 0o777) == "0o600"
+    assert oct(secret_file(secrets_dir, destination['id']).stat().st_mode & 0o777) == "0o600"
     token = secret["accessToken"]
 
     shown = host.call("GET", f"destinations/{destination['id']}")
@@ -89,7 +96,7 @@ def test_oauth_flow_connects_stores_the_token_in_the_secret_store_and_refuses_a_
 
     replayed = callback(host, query)
     assert replayed.status_code == 400 and "already used" in replayed.json()["error"]
-    assert json.loads((secrets_dir / f"mailchimp-{destination['id']}").read_text())["accessToken"] == token
+    assert json.loads(secret_file(secrets_dir, destination['id']).read_text())["accessToken"] == token
 
     run = wait_for_run(host, start_export(host, destination["id"]))  # the stored token really works
     assert run["status"] in ("succeeded", "completed_with_errors") and run["counts"]["created"] > 0
@@ -108,7 +115,7 @@ def test_denied_access_and_a_forged_state_store_nothing(host, mailchimp, secrets
     forged = callback(host, f"code={good['code'][0]}&state=x{good['state'][0]}")
     assert forged.status_code == 400 and "altered" in forged.json()["error"]
     assert callback(host, f"code={good['code'][0]}").status_code == 400  # no state at all
-    assert not (secrets_dir / f"mailchimp-{destination['id']}").exists()
+    assert secret_file(secrets_dir, destination['id']) is None
     assert host.call("GET", f"destinations/{destination['id']}").json()["mailchimp"]["connected"] is False
 
 
@@ -136,7 +143,7 @@ def test_an_invalid_api_key_is_refused_with_a_clear_message_and_nothing_stored(h
     destination = create_destination(host)  # a good key; then a PATCH with a dead one changes nothing
     patched = host.call("PATCH", f"destinations/{destination['id']}", json={"mailchimp": {"apiKey": unknown_key}})
     assert patched.status_code == 400 and "refused this credential" in patched.text
-    assert json.loads((secrets_dir / f"mailchimp-{destination['id']}").read_text())["apiKey"] == DEMO_KEY
+    assert json.loads(secret_file(secrets_dir, destination['id']).read_text())["apiKey"] == DEMO_KEY
 
 
 def test_consent_missing_is_refused_and_withdrawn_consent_stops_exports(host, segments):
@@ -209,7 +216,7 @@ def test_delete_during_an_export_cancels_it_removes_secrets_and_personal_data_an
 
     assert host.call("DELETE", f"destinations/{destination['id']}").status_code == 204
     assert host.call("GET", f"destinations/{destination['id']}").status_code == 404
-    assert not (secrets_dir / f"mailchimp-{destination['id']}").exists()
+    assert secret_file(secrets_dir, destination['id']) is None
     run = wait_for_settled(host, run_id)
     assert run["status"] == "cancelled" and run["message"] == "the destination was deleted"
     assert_accounted(run)

@@ -237,3 +237,32 @@ def test_two_new_api_keys_racing_leave_the_key_of_the_change_that_won_in_use(wor
     fresh = MailchimpConnections(shared, base_url=mailchimp.api_root, max_connections=2)
     with fresh.client(stored) as client:
         assert client.get_audience(audience_a).id == audience_a  # A's key: B's or the demo key would not see it
+
+
+def live_secrets(secrets_dir: Path, destination_id: str) -> list[str]:
+    """Secrets of a destination still stored (the local store keeps deleted names apart, as Key Vault does)."""
+    return sorted(p.name for p in secrets_dir.glob(f"mailchimp-{destination_id}*") if p.is_file())
+
+
+def test_a_destination_whose_secret_was_deleted_can_be_connected_again(world, mailchimp):
+    """Key Vault keeps a deleted secret's name taken for up to 90 days; a DELETE that stopped after removing the
+    credential (or a credential removed by hand) must not leave a destination that cannot be connected again."""
+    _, _, other, other_table, secrets, secrets_dir = world
+    d = other.create(body(), "admin")
+    other.update(d.id, {"mailchimp": {"apiKey": DEMO_KEY}}, "admin")
+    connected = other_table.get(d.id)
+    secrets.delete(connected.secret_name)
+    other.update(d.id, {"mailchimp": {"apiKey": DEMO_KEY}}, "admin")
+    again = other_table.get(d.id)
+    assert again.secret_name != connected.secret_name
+    fresh = MailchimpConnections(secrets, base_url=mailchimp.api_root, max_connections=2)
+    with fresh.client(again) as client:
+        assert client.get_audience(DEMO_AUDIENCE).id == DEMO_AUDIENCE
+
+
+def test_a_replaced_credential_leaves_no_secret_behind(world):
+    _, _, other, other_table, _, secrets_dir = world
+    d = other.create(body(), "admin")
+    for _ in range(3):
+        other.update(d.id, {"mailchimp": {"apiKey": DEMO_KEY}}, "admin")
+    assert live_secrets(secrets_dir, d.id) == [other_table.get(d.id).secret_name]

@@ -1,12 +1,13 @@
-"""Which stored credential a destination uses: the version its record names, so a change that lost a race (and left
-its version behind as the newest) never decides which Mailchimp account the connector writes to."""
+"""Which stored credential a destination uses: the secret its record names. Every credential stored gets a secret
+of its own, so a change that lost a race never decides which Mailchimp account the connector writes to, and no
+secret name is ever written again after a delete (Key Vault keeps deleted names taken for up to 90 days)."""
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from shared.adapters.secrets import LocalFileSecrets
+from shared.adapters.secrets import LocalFileSecrets, SecretNameDeleted
 from shared.connections import MailchimpConnections, NotConnected, api_key_secret
 from shared.destinations import new_destination, with_credential
 
@@ -28,48 +29,40 @@ def root(c: MailchimpConnections, d) -> str:
         return client._http._root
 
 
-def test_a_newer_version_left_by_a_losing_change_is_not_used(tmp_path):
+def test_each_credential_has_a_secret_of_its_own_named_by_the_record(tmp_path):
     store = LocalFileSecrets(str(tmp_path))
-    winner = with_credential(destination(), "api_key", "id-a")
-    connections(store).store(winner, api_key_secret(KEY_A))
-    loser = with_credential(winner, "api_key", "id-b")
-    connections(store).store(loser, api_key_secret(KEY_B))  # stored, but its record write lost
-    assert root(connections(store), winner) == "https://us6.api.mailchimp.com/3.0"
-    assert root(connections(store), loser) == "https://us7.api.mailchimp.com/3.0"
-
-
-def test_a_cached_client_of_another_credential_is_not_reused(tmp_path):
-    store = LocalFileSecrets(str(tmp_path))
-    c = connections(store)
     first = with_credential(destination(), "api_key", "id-a")
-    c.store(first, api_key_secret(KEY_A))
-    assert root(c, first).startswith("https://us6.")
     second = with_credential(first, "api_key", "id-b")
-    store.set(first.secret_name, json.dumps({**api_key_secret(KEY_B), "id": "id-b"}))  # written by another instance
-    assert root(c, second).startswith("https://us7.")
+    assert first.secret_name != second.secret_name and first.id in first.secret_name
+    connections(store).store(first, api_key_secret(KEY_A))
+    connections(store).store(second, api_key_secret(KEY_B))  # e.g. a change whose record write lost
+    assert root(connections(store), first) == "https://us6.api.mailchimp.com/3.0"
+    assert root(connections(store), second) == "https://us7.api.mailchimp.com/3.0"
 
 
-def test_a_version_without_an_id_is_an_operators_rotation_and_is_used(tmp_path):
+def test_a_new_version_set_by_hand_in_the_named_secret_is_used(tmp_path):
     store = LocalFileSecrets(str(tmp_path))
     d = with_credential(destination(), "api_key", "id-a")
     connections(store).store(d, api_key_secret(KEY_A))
-    store.set(d.secret_name, json.dumps(api_key_secret(KEY_B)))  # a new version set in Key Vault by hand
+    store.set(d.secret_name, json.dumps(api_key_secret(KEY_B)))  # an operator's rotation in Key Vault
     assert root(connections(store), d).startswith("https://us7.")
 
 
-def test_the_named_version_gone_says_connect_again(tmp_path):
-    store = LocalFileSecrets(str(tmp_path))
-    d = with_credential(destination(), "api_key", "id-a")
-    for other in ("id-b", "id-c"):  # the local store keeps two versions: id-a is gone
-        store.set(d.secret_name, json.dumps({**api_key_secret(KEY_B), "id": other}))
-    with pytest.raises(NotConnected, match="connect it again"):
-        connections(store).client(d)
-
-
-def test_a_disconnected_record_ignores_a_version_left_behind(tmp_path):
+def test_a_disconnected_record_ignores_a_secret_left_behind(tmp_path):
     store = LocalFileSecrets(str(tmp_path))
     d = destination()
     assert d.credential_kind == "none"
-    store.set(d.secret_name, json.dumps({**api_key_secret(KEY_A), "id": "lost"}))
+    store.set(d.secret_name, json.dumps(api_key_secret(KEY_A)))
     with pytest.raises(NotConnected, match="not connected"):
         connections(store).client(d)
+
+
+def test_the_local_store_keeps_deleted_names_taken_as_key_vault_does(tmp_path):
+    store = LocalFileSecrets(str(tmp_path))
+    store.set("mailchimp-x-1", "{}")
+    store.delete("mailchimp-x-1")
+    assert store.get("mailchimp-x-1") is None
+    with pytest.raises(SecretNameDeleted, match="cannot be used again"):
+        store.set("mailchimp-x-1", "{}")
+    store.delete("never-written")
+    store.set("never-written", "{}")  # deleting a name that never existed takes nothing
