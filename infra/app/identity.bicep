@@ -40,9 +40,9 @@ var storageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
 // Secrets Officer, not Secrets User (read only): the app writes secrets. It stores each destination's Mailchimp API key
 // or OAuth token (PATCH /api/destinations/{id}, the OAuth callback) and deletes it when the destination is disconnected
 // or deleted, and it creates the OAuth state-signing key (oauth-state-key) on first use. Key Vault RBAC cannot scope a
-// role to secrets that do not exist yet, so the scope is the vault. It holds only these and the OAuth client secret,
-// which the app reads anyway (through a Key Vault reference) and could thus overwrite: Resource Manager rewrites it
-// on every provision.
+// role to secrets that do not exist yet, so the scope is the vault. It holds only these and two client secrets (the
+// Mailchimp OAuth one and the sign-in one), which the app reads anyway (through Key Vault references) and could thus
+// overwrite, breaking connects or sign-in but letting nobody in: Resource Manager rewrites both on every provision.
 var keyVaultSecretsOfficer = 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
 // Telemetry signed with Entra ID: Application Insights has local (key) auth off.
 var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
