@@ -49,6 +49,6 @@ bench: install
 	$(PY) bench/planning.py
 	$(PY) bench/export_end_to_end.py
 
-## Stop the stack and delete its data: Azurite's and the local Mailchimp's state, secrets, function key, logs.
+## Stop the stack and delete its data: Azurite's and the local Mailchimp's state, secrets, sign-in tokens, logs.
 clean:
 	@if test -x $(PY); then $(PY) -m scripts.stack clean; else rm -rf .local; fi
