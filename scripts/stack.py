@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import quote
 
 import requests
 
@@ -357,7 +358,9 @@ def sample(env: dict[str, str], rows: int, segment: str, layout: Layout = DEFAUL
                         segments={segment: rows}, taken_at=taken_at)
 
 
-def demo(rows: int, layout: Layout = DEFAULT) -> None:
+def demo(rows: int, layout: Layout = DEFAULT, keep: bool = True) -> None:
+    """Export a generated segment and show the result; with `keep`, then leave the stack up for the admin page until
+    Ctrl-C (what `make run` does), so a newcomer lands in the page with a finished run to look at."""
     already = set(running(layout))
     env = up(layout)
     try:
@@ -395,8 +398,24 @@ def demo(rows: int, layout: Layout = DEFAULT) -> None:
         wait_until(finished, "the export", timeout=1800)
         print()
         _summary(run, env, auth_headers)
+        if keep:
+            _wait_in_the_page(env, destination_id)
     finally:
         down(layout, only=set(SERVICES) - already)  # a stack that was up before the demo stays up
+
+
+def _wait_in_the_page(env: dict[str, str], destination_id: str) -> None:
+    page = env["FUNCTIONS_URL"].removesuffix("/api") + f"/api/console/#/destinations/{destination_id}"
+    sign_in = env["FUNCTIONS_URL"].removesuffix("/api") + "/.auth/login/aad?post_login_redirect_uri=" + \
+        quote(f"/api/console/#/destinations/{destination_id}", safe="")
+    print(f"\nThe admin page: {page}\n  sign in (local form: any name and address, tick Exports.Admin): {sign_in}\n"
+          "  for curl: source .local/stack.env, then -H \"$AUTH_HEADER\" (README, 'Run the stack yourself')\n"
+          "The stack keeps running; press Ctrl-C to stop it.", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("\nstopping")
 
 
 def _summary(run: dict, env: dict[str, str], auth_headers: dict[str, str]) -> None:
@@ -434,6 +453,8 @@ def main() -> None:
     parser.add_argument("command", choices=["up", "down", "clean", "demo", "sample", "rotate-state-key"])
     parser.add_argument("--rows", type=int, default=20_000, help="profiles in the generated segment")
     parser.add_argument("--segment", default="HighValueCustomers", help="segment name for `sample`")
+    parser.add_argument("--no-wait", action="store_true", help="`demo`: stop the stack after the export instead of "
+                                                              "leaving it up for the admin page until Ctrl-C")
     args = parser.parse_args()
     if args.command == "up":
         up()
@@ -446,7 +467,7 @@ def main() -> None:
     elif args.command == "rotate-state-key":
         rotate_state_key()
     else:
-        demo(args.rows)
+        demo(args.rows, keep=not args.no_wait)
 
 
 if __name__ == "__main__":
