@@ -272,6 +272,12 @@ function build(view, body, ctx, destination, runs) {
           if (percent > 0) announce(t('run.percent', { percent: percent * 25 }));
         }
       } else {
+        if (total && (current.status === 'succeeded' || current.status === 'completed_with_errors')) {
+          // a run that went through stays with its bar full, rather than the bar vanishing at its last poll
+          const progress = h('progress', { id: 'run-progress', max: String(total), 'aria-labelledby': 'run-progress-label' });
+          progress.value = done;
+          parts.push(h('p', { id: 'run-progress-label', class: 'progress-label', text: t('run.progressLabel') }), progress);
+        }
         parts.push(h('p', { id: 'run-summary', text: t('run.finished', {
           when: dateTime(current.finishedAt), took: duration(current.elapsedSeconds), rate: number(current.profilesPerSecond || 0),
         }) }));
