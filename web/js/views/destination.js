@@ -334,8 +334,9 @@ function build(view, body, ctx, destination, runs) {
       report.runId = run.id;
     }
     const problems = ['invalid', 'refused', 'failed', 'fieldProblems', 'tagFailed'].reduce((sum, key) => sum + ((run.counts || {})[key] || 0), 0);
-    if (!problems) {
-      replace(box, h('h3', { text: t('report.title') }), h('p', { id: 'report-empty', text: t('report.none') }));
+    if (!problems) { // a run cancelled or failed before sending anything did not send every row
+      const stopped = run.status === 'cancelled' || run.status === 'failed';
+      replace(box, h('h3', { text: t('report.title') }), h('p', { id: 'report-empty', text: t(stopped ? 'report.noneStopped' : 'report.none') }));
       return;
     }
     try {
