@@ -125,7 +125,7 @@ function build(body, ctx, destination) {
       const label = user.name && user.email ? `${user.name} (${user.email})` : user.email || user.name || user.id;
       return h('li', {}, h('span', { text: label }), ' ',
         h('button', { type: 'button', class: 'link-button', id: `remove-export-user-${index}`, 'aria-label': t('connect.removeUser', { who: label }), text: t('connect.remove'),
-          onclick: () => { state.exportUsers.splice(index, 1); drawUsers(); announce(t('connect.userRemoved', { who: label })); addSelf.focus(); } }));
+          onclick: () => { state.exportUsers.splice(index, 1); drawUsers(); announce(t('connect.userRemoved', { who: label })); (addSelf.disabled ? userEmail : addSelf).focus(); } }));
     }) : [h('li', { class: 'muted', text: t('connect.noUsers') })]));
     addSelf.disabled = state.exportUsers.some((user) => sameUser(user, me));
   };
@@ -133,6 +133,9 @@ function build(body, ctx, destination) {
     const self = { id: me.id, email: me.email || undefined, name: me.name || undefined };
     if (!state.exportUsers.some((user) => sameUser(user, self))) state.exportUsers.push(self);
     drawUsers();
+    // this button is disabled now, which would drop the keyboard focus to the page's start: keep it beside the user
+    const added = document.getElementById(`remove-export-user-${state.exportUsers.findIndex((user) => sameUser(user, self))}`);
+    if (added) added.focus();
     announce(t('connect.userAdded', { who: me.email || me.name || me.id }));
   });
   addUser.addEventListener('click', () => {
@@ -147,6 +150,14 @@ function build(body, ctx, destination) {
     userEmail.value = '';
     drawUsers();
     announce(t('connect.userAdded', { who: email }));
+  });
+  // Enter here adds the user, as the button beside it does; the form's own Enter (Next) would save and leave the step
+  // with the typed address dropped.
+  userEmail.addEventListener('keydown', (event) => {
+    if (event.key === 'Enter' && !event.isComposing) {
+      event.preventDefault();
+      addUser.click();
+    }
   });
   drawUsers();
   const usersSet = h('fieldset', { class: 'fieldset', id: 'export-users-fieldset' },
