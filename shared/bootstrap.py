@@ -8,7 +8,7 @@ from typing import Callable, ContextManager
 from shared.adapters.oauth_states import BlobUsedStates
 from shared.adapters.secrets import KeyVaultSecrets, LocalFileSecrets, SecretStore
 from shared.adapters.slots import LeaseSlots
-from shared.adapters.storage import BlobFolder, QueueSender, StorageAccount
+from shared.adapters.storage import BlobFolder, QueueSender, SegmentFolder, StorageAccount
 from shared.adapters.tables import DestinationTable, RunTable
 from shared.config import (CONTAINER_SLOTS, CONTAINER_WORK, QUEUE_CHUNKS, QUEUE_PLANS, TABLE_DESTINATIONS, TABLE_RUNS,
                            Settings, load_settings)
@@ -61,7 +61,7 @@ def build(settings: Settings | None = None, secrets: SecretStore | None = None) 
         settings=settings,
         destinations=destination_table,
         runs=RunTable(tables, TABLE_RUNS),
-        segments=BlobFolder(segment_blobs.get_container_client(settings.segments_container)),
+        segments=SegmentFolder(segment_blobs.get_container_client(settings.segments_container)),
         work=work,
         plan_queue=plan_queue,
         chunk_queue=chunk_queue,

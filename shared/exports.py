@@ -26,10 +26,10 @@ from shared.mailchimp.transport import guarded_writes
 from shared.mailchimp.merge_values import unchanged
 from shared.members import Member, MemberResult, Outcome, decode_members, encode_members
 from shared.planning import Mapping as PlanMapping
-from shared.planning import RowProblem, SegmentInput, TagDepartures, plan_export
+from shared.planning import RowProblem, SegmentInput, TagDepartures, TooManyRows, plan_export
 from shared.runs import CANCELLING, Run, SegmentPart, chunk_counts, new_run_id, now_iso, zero_counts
 from shared.segment_rows import read_rows, snapshot_columns
-from shared.snapshots import (BlobSource, ReadLimits, Snapshot, SnapshotProblem, list_segments, newest_snapshots,
+from shared.snapshots import (BlobSource, ReadLimits, Snapshot, SnapshotProblem, newest_snapshots, segment_listing,
                               snapshots_for_blob)
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ ERRORS_BLOCK_BYTES = 1 << 20
 CHUNK_WRITERS = 8  # chunk files written at once while planning
 WRITABLE_STATUSES = ("subscribed", "unsubscribed", "pending", "transactional")  # not cleaned or archived
 DELIVERED = (Outcome.CREATED, Outcome.UPDATED, Outcome.UNCHANGED)
+NOTICE_CHARS = 4000  # a run's notice (its message when nothing weightier replaces it) is cut to this many characters
 
 
 class Refused(Exception):
@@ -112,6 +113,20 @@ def _cancel(run: Run, reason: str) -> bool:
         return False
     run.status, run.message = CANCELLING, reason
     return True
+
+
+class _Unreadable(Exception):
+    """A segment's files could not be read to the end while planning (`problem` names the file)."""
+
+    def __init__(self, part: SegmentPart, problem: SnapshotProblem) -> None:
+        super().__init__(str(problem))
+        self.part = part
+        self.problem = problem
+
+
+def _left_out_notice(left_out: dict[str, str]) -> str:
+    return (f"not exported: {'; '.join(left_out.values())} (the other segments were exported; the ones left out read 0 "
+            "rows: fix what is said and export them again)")
 
 
 def _held_notice(held: dict[str, int], departures: dict[str, TagDepartures], percent: int) -> str:
@@ -280,7 +295,7 @@ class ExportService:
         self._check_mailchimp(destination)
         run = self._new_run(destination, trigger, parts)
         if left_out:  # the run's message unless a weightier notice replaces it (see Run.settle)
-            run.details["notice"] = f"not exported: {'; '.join(left_out)}"[:4000]
+            run.details["notice"] = f"not exported: {'; '.join(left_out)}"[:NOTICE_CHARS]
         claim = self.destinations.claim(destination.id, run.id, covers, self._is_finished, trigger, only_if_newer=True)
         if claim.outcome != "claimed":
             self._kick(claim.holder)
@@ -460,15 +475,28 @@ class ExportService:
         self._send_chunks(run_id)  # a frozen plan of a cancelled run is sent too: its workers count it failed
 
     def _plan(self, run: Run, destination: Destination) -> bool:
-        """Step 1 (see `plan`); False when the run ended instead (failed before anything was sent)."""
+        """Step 1 (see `plan`); False when the run ended instead (failed before anything was sent).
+
+        A segment whose snapshot is gone, or whose files cannot be read (SnapshotProblem: a header that cannot be
+        used, a partition storage refuses to serve, ...) or no longer fit the mapping, is left out of the run: its
+        counts stay 0, the run's message says which file and what to do, and the other segments go on. When none is
+        left the run fails at once, saying why."""
         run_id = run.id
-        snapshots = self._snapshots(run)
-        try:
-            columns = {part.segment: resolve_columns(destination.mapping.columns(),
-                                                     snapshot_columns(self.segments, snapshots[part.segment]))
-                       for part in run.segments}
-        except ColumnMismatch as error:
-            self._fail(run, f"{error} (nothing was sent)", log_message=f"{error.log_text}: fix the mapping (nothing was sent)")
+        left_out: dict[str, str] = {}  # segment -> why this run does not export it (naming the file)
+        snapshots = self._snapshots(run, left_out)
+        columns: dict[str, dict[str, str]] = {}
+        for part in run.segments:
+            if part.segment in left_out:
+                continue
+            try:
+                columns[part.segment] = resolve_columns(destination.mapping.columns(),
+                                                        snapshot_columns(self.segments, snapshots[part.segment]))
+            except SnapshotProblem as problem:
+                self._leave_out(run, part, left_out, f"{problem}")
+            except ColumnMismatch as error:
+                self._leave_out(run, part, left_out, f"{error}", log_text=f"{error.log_text}: fix the mapping")
+        if len(left_out) == len(run.segments):
+            self._fail_left_out(run, left_out)
             return False
         # The first call goes through `call`, so a credential rotated in the secret store is re-read after a 401.
         audience = self.connections.call(destination, lambda c: c.get_audience(destination.audience_id))
@@ -483,7 +511,7 @@ class ExportService:
         # in Mailchimp and made again by hand under the same name is not the destination's. The tags about to be
         # created are noted for this run first, so a planning attempt that dies right after creating one still
         # finds it its own when the run is planned again.
-        tag_ids = client.ensure_tags(destination.audience_id, [part.tag for part in run.segments],
+        tag_ids = client.ensure_tags(destination.audience_id, [part.tag for part in run.segments if part.segment not in left_out],
                                      before_creating=lambda missing: self.destinations.own_tags(
                                          destination.id, destination.audience_id, {_intended(run_id, n) for n in missing}))
         marks = self.destinations.owned_tags(destination.id, destination.audience_id)
@@ -498,39 +526,21 @@ class ExportService:
             "mirrorAsOf": mirror_as_of.isoformat(),
         }
         self.runs.update(run_id, lambda r: r.details.update(details))
-        problems = _ProblemWriter(self.work, run_id)
-        inputs = [SegmentInput(segment=part.segment, tag=part.tag, rows=read_rows(self.segments, snapshots[part.segment]),
-                               columns=columns[part.segment])
-                  for part in run.segments]
-        with tempfile.TemporaryDirectory(prefix="plan-") as workdir:
-            plan = plan_export(
-                inputs,
-                PlanMapping(email=destination.mapping.email, merge_fields=dict(destination.mapping.merge_fields)),
-                existing=client.iter_audience(destination.audience_id),
-                merge_field_types=merge_types,
-                chunk_size=self.settings.chunk_size,
-                on_problem=problems,
-                workdir=workdir,
-                removable_tags=owned,
-                already_done=_already_done,
-            )
-            total = 0
-            # Chunk files and records are written a few at a time (storage round trips, not CPU, are the cost),
-            # with a bounded number in flight so memory stays small.
-            with ThreadPoolExecutor(max_workers=CHUNK_WRITERS) as writers:
-                pending: deque[Future] = deque()
-                for number, members in enumerate(plan.chunks()):
-                    if number == 0 and (too_many := self._over_limit(plan.counts)):  # all rows are read, none sent
-                        self._fail(run, too_many)
-                        return False
-                    pending.append(writers.submit(self._write_chunk, run_id, number, members))
-                    if len(pending) >= 2 * CHUNK_WRITERS:
-                        pending.popleft().result()
-                    total = number + 1
-                for future in pending:
-                    future.result()
-            counts = plan.counts
-        problems.flush()
+        while True:  # once more without a segment whose files could not be read to the end
+            live = [part for part in run.segments if part.segment not in left_out]
+            if not live:
+                self._fail_left_out(run, left_out)
+                return False
+            try:
+                planned = self._plan_rows(run, destination, live, snapshots, columns, client, merge_types, owned)
+            except _Unreadable as unreadable:  # raised while the rows were read: no chunk is written yet
+                self._leave_out(run, unreadable.part, left_out, str(unreadable.problem))
+                continue
+            if planned is None:
+                return False
+            break
+        plan, total = planned
+        counts = plan.counts
         held = self._held_untags(run, plan.departures)
         segment_of_tag = {part.tag: part.segment for part in run.segments}
         planned_outcomes: dict[str, dict[str, int]] = {}
@@ -547,8 +557,12 @@ class ExportService:
             r.total_chunks = total
             if held:
                 r.details["untagHeld"] = held
-                notes = [_held_notice(held, plan.departures, self.settings.untag_guard_percent), r.details.get("notice")]
-                r.details["notice"] = "; ".join(note for note in notes if note)
+            if left_out:
+                r.details["leftOut"] = dict(left_out)
+            notes = [_held_notice(held, plan.departures, self.settings.untag_guard_percent) if held else None,
+                     _left_out_notice(left_out) if left_out else None, r.details.get("notice")]
+            if any(notes):
+                r.details["notice"] = "; ".join(note for note in notes if note)[:NOTICE_CHARS]
             for part in r.segments:
                 c = counts.get(part.segment)
                 if c is not None:
@@ -558,6 +572,70 @@ class ExportService:
         self.runs.update(run_id, freeze)
         log.info("export %s planned: %d chunks", run_id, total)
         return True
+
+    def _plan_rows(self, run: Run, destination: Destination, live: list[SegmentPart], snapshots: dict[str, Snapshot],
+                   columns: dict[str, dict[str, str]], client: Any, merge_types: dict[str, str],
+                   owned: set[str]) -> tuple[Any, int] | None:
+        """Read the live segments' rows and the audience, and write the chunks: (the plan, its chunk total), or None
+        when the run failed instead (over MAX_PROFILES_PER_EXPORT). _Unreadable, before any chunk is written, when a
+        segment's files cannot be read to the end."""
+        run_id = run.id
+        # An attempt's report of invalid rows is written anew (without a segment left out since, or by a crashed
+        # attempt that read other segments): planning's part of the report is only read once the plan is frozen.
+        self.work.delete_prefix(errors_prefix(run_id) + "plan-")
+        problems = _ProblemWriter(self.work, run_id)
+        inputs = [SegmentInput(segment=part.segment, tag=part.tag, rows=self._rows(part, snapshots[part.segment]),
+                               columns=columns[part.segment])
+                  for part in live]
+        with tempfile.TemporaryDirectory(prefix="plan-") as workdir:
+            plan = plan_export(
+                inputs,
+                PlanMapping(email=destination.mapping.email, merge_fields=dict(destination.mapping.merge_fields)),
+                existing=client.iter_audience(destination.audience_id),
+                merge_field_types=merge_types,
+                chunk_size=self.settings.chunk_size,
+                on_problem=problems,
+                workdir=workdir,
+                removable_tags=owned,
+                already_done=_already_done,
+                max_rows=self.settings.max_profiles_per_export,
+            )
+            total = 0
+            # Chunk files and records are written a few at a time (storage round trips, not CPU, are the cost),
+            # with a bounded number in flight so memory stays small.
+            with ThreadPoolExecutor(max_workers=CHUNK_WRITERS) as writers:
+                pending: deque[Future] = deque()
+                try:
+                    for number, members in enumerate(plan.chunks()):
+                        pending.append(writers.submit(self._write_chunk, run_id, number, members))
+                        if len(pending) >= 2 * CHUNK_WRITERS:
+                            pending.popleft().result()
+                        total = number + 1
+                except TooManyRows as too_many:  # stopped reading there: nothing was spilled after it, none sent
+                    self._fail(run, self._over_limit(too_many.limit))
+                    return None
+                for future in pending:
+                    future.result()
+        problems.flush()
+        return plan, total
+
+    def _rows(self, part: SegmentPart, snapshot: Snapshot) -> Iterator[Any]:
+        """The snapshot's rows; a SnapshotProblem met while reading them is _Unreadable, naming the segment."""
+        try:
+            yield from read_rows(self.segments, snapshot)
+        except SnapshotProblem as problem:
+            raise _Unreadable(part, problem) from None
+
+    def _leave_out(self, run: Run, part: SegmentPart, left_out: dict[str, str], problem: str,
+                   log_text: str | None = None) -> None:
+        """Note why planning leaves `part` out of the run. `log_text` stands in for `problem` in the log when the
+        problem names columns (they can be row data)."""
+        left_out[part.segment] = f"segment {part.segment!r} (snapshot {part.snapshot}): {problem}"
+        log.warning("export %s: segment %r left out while planning: %s", run.id, part.segment, log_text or problem)
+
+    def _fail_left_out(self, run: Run, left_out: dict[str, str]) -> None:
+        self._fail(run, f"nothing was sent: every segment was left out: {'; '.join(left_out.values())}"[:NOTICE_CHARS],
+                   log_message=f"nothing was sent: no segment is left ({len(left_out)} left out, each logged above)")
 
     def _write_chunk(self, run_id: str, number: int, members: list[Member]) -> None:
         self.work.write_bytes(chunk_blob(run_id, number), encode_members(members))
@@ -599,14 +677,12 @@ class ExportService:
         self.runs.update(run_id, lambda r: r.details.update(chunksSent=True))
         self._settle(run_id)  # every chunk may be counted already (or there were none)
 
-    def _over_limit(self, counts: dict[str, Any]) -> str | None:
-        """MAX_PROFILES_PER_EXPORT counts profiles as the platform does: every row of the chosen segments' snapshots."""
-        profiles = sum(c.read for c in counts.values())
-        limit = self.settings.max_profiles_per_export
-        if profiles <= limit:
-            return None
-        return (f"the export has {profiles:,} profiles, {profiles - limit:,} over the limit of {limit:,} per export "
-                "(MAX_PROFILES_PER_EXPORT): nothing was sent; export fewer segments or raise the setting")
+    def _over_limit(self, limit: int) -> str:
+        """MAX_PROFILES_PER_EXPORT counts profiles as the platform does: every row of the chosen segments' snapshots.
+        Planning stops reading at the first row over it, so the message says "more than"."""
+        return (f"the export has more than {limit:,} profiles, over the limit of {limit:,} per export "
+                "(MAX_PROFILES_PER_EXPORT): reading stopped there and nothing was sent; export fewer segments or raise "
+                "the setting")
 
     @staticmethod
     def _mark_started(run: Run) -> bool:
@@ -621,15 +697,19 @@ class ExportService:
         """How much of a segment file is read at most (SEGMENT_MAX_LINE_BYTES, SEGMENT_MAX_FIELDS, ...)."""
         return ReadLimits.from_settings(self.settings)
 
-    def _snapshots(self, run: Run) -> dict[str, Snapshot]:
-        found = list_segments(self.segments, self._read_limits)  # its snapshots carry the limits read_rows keeps to
+    def _snapshots(self, run: Run, left_out: dict[str, str]) -> dict[str, Snapshot]:
+        """The snapshot each segment of the run was started for; one that is no longer complete is left out."""
+        found, why = segment_listing(self.segments, self._read_limits)  # its snapshots carry the limits read_rows keeps to
         by_name = {name.lower(): snaps for name, snaps in found.items()}
         chosen: dict[str, Snapshot] = {}
         for part in run.segments:
             match = [s for s in by_name.get(part.segment.lower(), []) if s.id == part.snapshot]
-            if not match:
-                raise RuntimeError(f"snapshot {part.snapshot} of segment {part.segment!r} disappeared before it could be read")
-            chosen[part.segment] = match[0]
+            if match:
+                chosen[part.segment] = match[0]
+                continue
+            reason = why.get(part.segment.casefold()) or "a file of it was deleted or replaced"
+            self._leave_out(run, part, left_out, f"its folder {part.folder} is no longer a complete snapshot ({reason}); "
+                                                 "export the segment again once it has a complete snapshot")
         return chosen
 
     def _fail(self, run: Run, message: str, log_message: str | None = None) -> None:

@@ -21,6 +21,9 @@ Rules (the README repeats them):
   date YYYY-MM-DD (year-first input only: 03/04/2026 is ambiguous), birthday MM/DD, address an
   object from JSON or from Mailchimp's import form (parts separated by two spaces).
 
+With `max_rows`, reading stops at the first row over it (TooManyRows), before anything more is spilled and before
+the audience is read.
+
 Memory: valid rows and existing members are hash-partitioned by email (crc32) into spill files in a
 temporary folder, then merged one bucket at a time. Output order depends only on the input
 (bucket order, then first-row order), so a redelivered planning message yields identical chunks.
@@ -79,6 +82,14 @@ class RowProblem:
     kind: str = "invalid"
     column: str | None = None
     merge_tag: str | None = None
+
+
+class TooManyRows(Exception):
+    """More rows than the plan's `max_rows`: reading stopped at the first row over it (nothing was spilled after)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"more than {limit:,} rows")
+        self.limit = limit
 
 
 @dataclass
@@ -246,6 +257,7 @@ class Plan:
         workdir: str | None = None,
         removable_tags: Iterable[str] = (),
         already_done: Callable[[Member], bool] | None = None,
+        max_rows: int | None = None,
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
@@ -267,6 +279,7 @@ class Plan:
         owned = {tag.casefold() for tag in removable_tags}
         self._removable = {source.tag.casefold(): source.tag for source in self._inputs if source.tag.casefold() in owned}
         self._already_done = already_done  # e.g. in the audience with these values and tags: no call would change it
+        self._max_rows = max_rows  # TooManyRows as soon as the rows of all segments pass it (before the audience is read)
         self._started = False
         self.counts: dict[str, SegmentCounts] = {source.segment: SegmentCounts() for source in self._inputs}
         # Per tag kept in step (the run's spelling): final once the chunks have been iterated.
@@ -311,11 +324,15 @@ class Plan:
         return column(self._mapping.email), rules
 
     def _spill_rows(self, spill: _Spill) -> None:
+        left = math.inf if self._max_rows is None else self._max_rows  # rows that may still be read
         for index, source in enumerate(self._inputs):
             counts = self.counts[source.segment]
             segment_rules = self._rules(source.columns)
             own: dict[str, tuple[str, list[_FieldRule]]] = {}  # partitions whose header differs from the segment's
             for row in source.rows:
+                if left == 0:
+                    raise TooManyRows(self._max_rows)
+                left -= 1
                 counts.read += 1
                 given, reason = None, row.error
                 if row.values is not None:

@@ -3,7 +3,8 @@
 `read = invalid + duplicates + created + updated + unchanged + refused + failed` holds for every finished run and for
 each of its segments; `tagged` counts members that carry all their segments' tags after the run; `untagged` counts audience members who
 left a segment and had its tag taken off (they are not input rows, so they stand outside the equation), and so do
-the notices (NOTICE_KEYS), each of which makes a run `completed_with_errors`.
+the notices (NOTICE_KEYS), each of which makes a run `completed_with_errors`; so does a segment planning had to leave
+out (`details.leftOut`: its files could not be read; its counts stay 0).
 """
 from __future__ import annotations
 
@@ -100,6 +101,7 @@ class Run:
         """Decide the final status once every chunk is accounted for."""
         counts = self.counts
         problems = sum(counts[key] for key in ("invalid", "refused", "failed", *NOTICE_KEYS))
+        problems += len(self.details.get("leftOut") or {})  # segments planning could not read (the notice says why)
         delivered = counts["created"] + counts["updated"] + counts["unchanged"]
         if self.status != CANCELLING and not self.message:
             # e.g. the credentials were revoked, or untags were held back: say so on the run itself

@@ -27,7 +27,11 @@ its encoding must be a known ASCII-compatible text encoding, its delimiter one c
 location must name a blob of this container inside the export's own `<Entity>/<yyyy>/<MM>/<dd>/<HHmm>/` folder
 (the account and container a URL names are never contacted; `..` is refused). What fails makes only the segments
 it describes unusable: the listing says why (`NewestSnapshots.problems`, naming the file, never a value from a
-row) and every other segment is listed as usual.
+row) and every other segment is listed as usual. A model.json reaches only the entities it names: a dated folder
+beside it that holds `_SUCCESS` and is no entity of a usable model.json is a plain snapshot (a model.json at the
+container's root leaves the plain segments there alone). A folder dated more than FUTURE_TOLERANCE_MINUTES ahead of
+now is ignored (it would stay the newest snapshot until then) and said as its segment's problem. A blob storage will
+not serve is a SnapshotProblem of the adapter's (shared/adapters/storage.py SegmentFolder).
 """
 from __future__ import annotations
 
@@ -38,7 +42,7 @@ import logging
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from itertools import accumulate
 from typing import Any, BinaryIO, Iterable, Iterator, Protocol
 from urllib.parse import unquote, urlsplit
@@ -51,6 +55,7 @@ DATA_FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
 _STAMP = re.compile(r"\d{4}/\d{2}/\d{2}/\d{4}")
 _NUMBER_RUNS = re.compile(r"(\d+)")
 MAX_BLOB_NAME = 1024  # Azure's limit for a blob name
+FUTURE_TOLERANCE_MINUTES = 60  # a snapshot folder dated further ahead of now than this is ignored (clock skew allowed)
 
 
 class SnapshotProblem(ValueError):
@@ -113,6 +118,8 @@ def read_model_json(source: BlobSource, name: str, limits: ReadLimits = DEFAULT_
     try:
         with source.open_binary(name) as stream:
             data = stream.read(limits.model_bytes + 1)
+    except SnapshotProblem:  # refused by storage, said by the adapter (the error code and what to do)
+        raise
     except Exception as error:  # noqa: BLE001 - deleted since the listing, or refused by storage: this file only
         raise SnapshotProblem(name, f"could not be read ({type(error).__name__}); it is tried again at the next listing") from None
     if len(data) > limits.model_bytes:
@@ -395,22 +402,27 @@ class _Found:
     waiting: dict[str, str] = field(default_factory=dict)  # case-folded segment -> what its newest snapshot waits for
 
 
-def _cdm_snapshots(model: _Model, entity: _Entity, folders: dict[str, tuple[_Place, set[str]]], found: _Found) -> None:
-    """(snapshot, is_current) for one entity, given the listed folders of its export."""
+def _cdm_snapshots(model: _Model, entity: _Entity, folders: dict[str, tuple[_Place, set[str]]], found: _Found,
+                   horizon: datetime) -> None:
+    """(snapshot, is_current) for one entity, given the listed folders of its export. A current folder dated after
+    `horizon` is ignored, with the older ones (model.json may have been written wrong), and said as a problem."""
     current = entity.folder()
     if current is None:
         found.waiting[entity.name.casefold()] = f"{model.name} lists no partitions for entity {shown(entity.name)}"
         return
     present = folders.get(current.folder, (current, set()))[1]
     missing = [name for name in entity.partitions if name[len(current.folder):] not in present]
-    if not missing:
+    if current.taken_at > horizon:  # ignored, whatever it holds: it would stay the newest snapshot until that time
+        found.problems.setdefault(entity.name.casefold(), str(SnapshotProblem(model.name, (
+            f"entity {shown(entity.name)}: its partitions are in folder {current.folder}, {_future(current)}"))))
+    elif not missing:
         found.snapshots.append((entity.snapshot(current, entity.partitions), True))
     else:
         found.waiting[entity.name.casefold()] = (
             f"{model.name} lists {len(entity.partitions):,} partitions of which {len(missing):,} are not in the container "
             f"(first: {missing[0]}): an export still being written, or a partition missing")
     for place, files in folders.values():
-        if place.segment.casefold() == entity.name.casefold() and place.taken_at < current.taken_at:
+        if place.segment.casefold() == entity.name.casefold() and place.taken_at < current.taken_at <= horizon:
             csvs = sorted((f for f in files if f.endswith(".csv")), key=_read_order)
             if csvs:
                 found.snapshots.append((entity.snapshot(place, tuple(place.folder + f for f in csvs)), False))
@@ -440,9 +452,23 @@ def _plain_snapshot(place: _Place, files: set[str], found: _Found) -> Snapshot |
     )
 
 
+def _future(place: _Place) -> str:
+    """Why a folder dated ahead of now is ignored (its problem, after the folder or file it is about)."""
+    return (f"which is dated {place.taken_at:%Y-%m-%d %H:%M} UTC, more than {FUTURE_TOLERANCE_MINUTES} minutes ahead of "
+            "now, so it is ignored (it would otherwise stay the newest snapshot until then): a snapshot folder is named "
+            "<yyyy>/<MM>/<dd>/<HHmm> by the UTC time it was written; delete the folder or write it again under that time")
+
+
 def _scan(source: BlobSource, names: Iterable[str], limits: ReadLimits) -> _Found:
     """Every complete snapshot in a listing, with whether it is what model.json points at (CDM) or marked done
-    (plain), and why segments whose files cannot be used have none."""
+    (plain), and why segments whose files cannot be used have none.
+
+    A dated folder beside a model.json belongs to that export when its segment is an entity of the model; one that
+    holds `_SUCCESS` and is no entity of a usable model.json (a plain segment at the root of a container with a
+    model.json there too) stays a plain snapshot, so a model.json's problem reaches only the entities it names and
+    the folders beside it that could be its own (those without `_SUCCESS`). Folders dated more than
+    FUTURE_TOLERANCE_MINUTES ahead of now are ignored, and said so as their segment's problem."""
+    horizon = datetime.now(timezone.utc) + timedelta(minutes=FUTURE_TOLERANCE_MINUTES)
     exports: dict[str, dict[str, tuple[_Place, set[str]]]] = {}
     folders: dict[str, tuple[_Place, set[str]]] = {}
     for name in names:
@@ -451,22 +477,34 @@ def _scan(source: BlobSource, names: Iterable[str], limits: ReadLimits) -> _Foun
         place = _place(name)
         if place is not None:
             folders.setdefault(place.folder, (place, set()))[1].add(place.file)
+    found = _Found()
     plain = []
     for folder, (place, files) in folders.items():
         if place.parent in exports:
             exports[place.parent][folder] = (place, files)
         else:
             plain.append((place, files))
-    found = _Found()
     for export_prefix, export_folders in exports.items():
         model = _read_model(source, export_prefix, limits)
-        if model.problem:  # its segments are the folders beside it
-            for place, _ in export_folders.values():
-                found.problems[place.segment.casefold()] = model.problem
+        named = model.entities.keys() | model.unusable.keys()
+        own: dict[str, tuple[_Place, set[str]]] = {}
+        for folder, (place, files) in export_folders.items():
+            if place.segment.casefold() in named:
+                own[folder] = (place, files)
+            elif SUCCESS_MARKER in files:  # no entity of this model.json: a plain snapshot beside it
+                plain.append((place, files))
+            elif model.problem:  # could be one of its entities: the model.json cannot say
+                found.problems.setdefault(place.segment.casefold(), model.problem)
         found.problems.update(model.unusable)
         for entity in model.entities.values():
-            _cdm_snapshots(model, entity, export_folders, found)
+            _cdm_snapshots(model, entity, own, found, horizon)
     for place, files in plain:
+        if place.taken_at > horizon:
+            if SUCCESS_MARKER in files:  # complete, but it would stay the newest until then
+                problem = f"{place.folder}: {_future(place)}"
+                log.warning("Skipping %s", problem)
+                found.problems.setdefault(place.segment.casefold(), problem)
+            continue
         snapshot = _plain_snapshot(place, files, found)
         if snapshot is not None:
             found.snapshots.append((snapshot, True))
@@ -487,6 +525,13 @@ def _by_segment(found: _Found) -> dict[str, list[Snapshot]]:
 def list_segments(source: BlobSource, limits: ReadLimits = DEFAULT_LIMITS) -> dict[str, list[Snapshot]]:
     """Every segment with its complete snapshots, newest first (keyed by the newest snapshot's spelling)."""
     return _by_segment(_scan(source, source.list_names(), limits))
+
+
+def segment_listing(source: BlobSource, limits: ReadLimits = DEFAULT_LIMITS) -> tuple[dict[str, list[Snapshot]], dict[str, str]]:
+    """`list_segments`, and for segments without a complete snapshot why (case-folded name -> the problem, naming
+    the file, or what the newest snapshot waits for), from one listing."""
+    found = _scan(source, source.list_names(), limits)
+    return _by_segment(found), {**found.waiting, **found.problems}
 
 
 class NewestSnapshots(dict):
@@ -518,7 +563,8 @@ def snapshots_for_blob(source: BlobSource, blob_name: str, limits: ReadLimits = 
     A CDM model.json may complete one snapshot per entity it lists; a partition completes its
     snapshot when it is the last one model.json was waiting for; a plain folder is completed by its
     `_SUCCESS` marker only. When events are handled late, several blobs may report the same
-    snapshot: callers dedupe by (segment, snapshot id). An unusable model.json completes nothing.
+    snapshot: callers dedupe by (segment, snapshot id). An unusable model.json completes no snapshot of its own; a
+    plain folder beside it (one that is no entity of a usable model.json) is still completed by its `_SUCCESS`.
     """
     if blob_name == MODEL_FILE or blob_name.endswith("/" + MODEL_FILE):
         export_prefix = blob_name[: -len(MODEL_FILE)]
@@ -534,4 +580,7 @@ def snapshots_for_blob(source: BlobSource, blob_name: str, limits: ReadLimits = 
         if not is_cdm and place.file != SUCCESS_MARKER:
             return []
         names = [*([model] if is_cdm else []), *source.list_names(place.folder)]
+        completes_plain = place.file == SUCCESS_MARKER
+        return [snapshot for snapshot, current in _scan(source, names, limits).snapshots
+                if current and (snapshot.columns is not None or completes_plain)]
     return [snapshot for snapshot, current in _scan(source, names, limits).snapshots if current]

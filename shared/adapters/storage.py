@@ -8,7 +8,7 @@ import json
 import logging
 import threading
 import time
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableServiceClient
@@ -16,6 +16,7 @@ from azure.storage.blob import BlobLeaseClient, BlobServiceClient, ContainerClie
 from azure.storage.queue import QueueServiceClient
 
 from shared.config import StorageSettings
+from shared.snapshots import SnapshotProblem
 
 
 READ_BLOCK = 4 << 20  # bytes per blob download request
@@ -171,11 +172,57 @@ class BlobFolder:
                         pass
 
 
-class _ChunkStream(io.RawIOBase):
-    """Raw stream over the SDK's chunk iterator, so a partition is never held whole in memory."""
+# What to do about a blob storage will not serve, by its error code (x-ms-error-code).
+_REFUSED_BLOB = {
+    "BlobArchived": "it is in the Archive tier, which storage does not read from: rehydrate it to the Hot or Cool tier "
+                    "(or write the snapshot again)",
+    "BlobBeingRehydrated": "it is being rehydrated from the Archive tier: it is tried again at the next listing",
+    "BlobUsesCustomerSpecifiedEncryption": "it is encrypted with a customer-provided key, which the app does not "
+                                           "have: write it without one",
+    "BlobNotFound": "it was deleted after the listing (or is being replaced): it is tried again at the next listing",
+    "ConditionNotMet": "it was changed while it was being read: it is tried again at the next listing",
+}
 
-    def __init__(self, chunks: Iterator[bytes]) -> None:
+
+class SegmentFolder(BlobFolder):
+    """The segments container: a blob storage refuses to serve (Archive tier, a customer-provided key, deleted after
+    the listing, ...) is a SnapshotProblem naming it and saying what to do, like any other unusable segment file, so
+    it stays with its own segment. Errors on the server's side (5xx, after the storage client's retries) and network
+    errors are raised as they are: they are no fault of the file, and what ran into them is tried again."""
+
+    def read_bytes(self, name: str) -> bytes:
+        try:
+            return super().read_bytes(name)
+        except HttpResponseError as error:
+            raise _refused(name, error) from None
+
+    def open_binary(self, name: str) -> BinaryIO:
+        try:
+            stream = self._container.download_blob(name, decompress=False).chunks()
+        except HttpResponseError as error:
+            raise _refused(name, error) from None
+        return io.BufferedReader(_ChunkStream(stream, lambda error: _refused(name, error)), buffer_size=1 << 20)
+
+
+def _refused(name: str, error: HttpResponseError) -> Exception:
+    """SnapshotProblem for a blob storage answered 4xx to; the error itself for anything else."""
+    status = error.status_code or 0
+    if not 400 <= status < 500:
+        return error
+    code = str(getattr(error, "error_code", None) or f"HTTP {status}")[:64]
+    advice = _REFUSED_BLOB.get(code) or (
+        "the app is not allowed to read it: check the app's role on the segments container" if status == 403
+        else f"storage refused to serve it (HTTP {status}): it is tried again at the next listing")
+    return SnapshotProblem(name, f"could not be read ({code}); {advice}")
+
+
+class _ChunkStream(io.RawIOBase):
+    """Raw stream over the SDK's chunk iterator, so a partition is never held whole in memory. `refused` turns a
+    storage error met between two chunks into what is raised instead (SegmentFolder: a SnapshotProblem)."""
+
+    def __init__(self, chunks: Iterator[bytes], refused: Callable[[HttpResponseError], Exception] | None = None) -> None:
         self._chunks = chunks
+        self._refused = refused
         self._pending = memoryview(b"")
 
     def readable(self) -> bool:
@@ -183,7 +230,12 @@ class _ChunkStream(io.RawIOBase):
 
     def readinto(self, target: Any) -> int:
         while not self._pending:
-            chunk = next(self._chunks, None)
+            try:
+                chunk = next(self._chunks, None)
+            except HttpResponseError as error:
+                if self._refused is None:
+                    raise
+                raise self._refused(error) from None
             if chunk is None:
                 return 0
             self._pending = memoryview(chunk)

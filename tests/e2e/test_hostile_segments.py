@@ -3,8 +3,10 @@
 The segments container holds good segments beside a hostile file of every kind: model.json files nested 100,000
 deep, of 50 MB, with an unknown encoding, a multi-character delimiter, partitions outside the export and a partition
 missing; partitions with a 10 MB line, 100,000 fields in a row, an unclosed quote, NUL bytes, invalid UTF-8, gzip
-(with and without Content-Encoding), a JSONL row nested 100,000 deep, and a headerless plain CSV. An admin's export
-of a broken segment is refused naming the file (never a 500); the good segments and the good rows go through with
+(with and without Content-Encoding), a JSONL row nested 100,000 deep, a headerless plain CSV, a partition storage
+refuses to serve (Archive tier) and a snapshot dated ahead of now; and a model.json of `[[[` at the container's root,
+beside the plain segments, which stay exportable. An admin's export of a broken segment is refused naming the file
+(never a 500) and GET /api/segments lists it with that problem; the good segments and the good rows go through with
 every bad row reported by file and row; the timer and the arrival events go on past every hostile file, the run
 says which segments it left out and why, no invocation fails, and no email address reaches the log.
 """
@@ -39,6 +41,8 @@ REFUSED = {
     "DotDot": (422, "CI_attrs/Segs/model.json", "partition location '../../CI_good/Segs/"),
     "Gz": (422, f"Gz/{STAMP}part-00001.csv", "gzip-compressed"),
     "Missing": (409, f"CI_attrs/Segs/Missing/{STAMP}Missing_2.csv", "no complete snapshot"),
+    "Archived": (422, f"Archived/{STAMP}part-00001.csv", "could not be read (BlobArchived)"),
+    "Ahead": (422, "Ahead/2099/12/31/2359/", "ahead of now"),
 }
 GOOD = ["HighValueCustomers", "GoodToo", "Broken", "Nested"]
 
@@ -95,6 +99,14 @@ def upload_hostile_container(segments) -> None:
     put(f"Gz/{STAMP}_SUCCESS", b"")
     put(f"Headless/{STAMP}part-00001.csv", ",".join(HEADLESS_EMAILS).encode() + b"\r\nhostile.h3@contoso.com,x\r\n")
     put(f"Headless/{STAMP}_SUCCESS", b"")
+    # storage refuses to serve a partition (Archive tier); a snapshot dated ahead of now; and a model.json at the root
+    # of the container, which must leave the plain segments beside it (Broken, Nested, Gz, Headless, ...) as they are
+    put(f"Archived/{STAMP}part-00001.csv", HEADER + b"hostile.archived@contoso.com,Ar,Chived\r\n")
+    segments.get_blob_client(f"Archived/{STAMP}part-00001.csv").set_standard_blob_tier("Archive")
+    put(f"Archived/{STAMP}_SUCCESS", b"")
+    put("Ahead/2099/12/31/2359/part-00001.csv", HEADER + b"hostile.ahead@contoso.com,Ah,Ead\r\n")
+    put("Ahead/2099/12/31/2359/_SUCCESS", b"")
+    put("model.json", b"[[[")
 
 
 def test_an_admin_gets_refusals_naming_broken_files_and_good_rows_go_through_with_bad_rows_reported(start_host, segments, mailchimp):
@@ -106,6 +118,14 @@ def test_an_admin_gets_refusals_naming_broken_files_and_good_rows_go_through_wit
         answer = host.call("POST", f"destinations/{destination['id']}/exports", json={"segments": [segment]})
         assert answer.status_code == status, (segment, answer.status_code, answer.text)
         assert file in answer.json()["error"] and words in answer.json()["error"], (segment, answer.json())
+
+    listed = host.call("GET", "segments")
+    assert listed.status_code == 200, listed.text
+    catalog = {entry["name"].casefold(): entry for entry in listed.json()["segments"]}
+    assert all(catalog[name.casefold()]["usable"] for name in GOOD), catalog
+    for segment, (status, file, words) in REFUSED.items():
+        entry = catalog[segment.casefold()]
+        assert not entry["usable"] and file in (entry["problem"] or entry["waiting"]), (segment, entry)
 
     run = wait_for_run(host, start_export(host, destination["id"], segments=GOOD), timeout=180)
 
@@ -148,7 +168,8 @@ def test_timer_and_arrival_go_on_past_every_hostile_file(start_host, segments, s
     assert "Headless" in run["message"] and not any(email in run["message"] for email in HEADLESS_EMAILS)
 
     blobs = ["CI_deep/Segs/model.json", "CI_big/Segs/model.json", "CI_attrs/Segs/model.json", f"Gz/{STAMP}_SUCCESS",
-             f"Broken/{STAMP}_SUCCESS", f"Nested/{STAMP}_SUCCESS", f"CI_attrs/Segs/Missing/{STAMP}Missing_1.csv"]
+             f"Broken/{STAMP}_SUCCESS", f"Nested/{STAMP}_SUCCESS", f"CI_attrs/Segs/Missing/{STAMP}Missing_1.csv",
+             f"Archived/{STAMP}_SUCCESS", "Ahead/2099/12/31/2359/_SUCCESS", "model.json"]
     queue = QueueClient.from_connection_string(storage.connection_string, QUEUE_SEGMENT_EVENTS)
     for blob in blobs:
         queue.send_message(event(blob))

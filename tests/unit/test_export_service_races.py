@@ -159,11 +159,41 @@ def test_confirming_held_untags_confirms_only_the_held_run_and_its_snapshots(tmp
     assert all(client.aud[e][2] == ["Vip"] for e in people)
 
 
-def test_an_export_over_the_profile_cap_sends_nothing_and_says_by_how_much(tmp_path):
+def test_an_export_over_the_profile_cap_stops_reading_there_and_sends_nothing(tmp_path):
     write_snapshot(tmp_path, "Vip", "2026/11/28/1700", [f"p{i}@x.com" for i in range(6)])
-    service, client = make(tmp_path, ["Vip"], MAX_PROFILES_PER_EXPORT="5")
+    write_snapshot(tmp_path, "Later", "2026/11/28/1700", [f"q{i}@x.com" for i in range(3)])
+    service, client = make(tmp_path, ["Vip", "Later"], MAX_PROFILES_PER_EXPORT="5")
+    opened, audience_read = [], []
+    real_open, real_audience = service.segments.open_binary, client.iter_audience
+    service.segments.open_binary = lambda name: opened.append(name) or real_open(name)
+
+    def audience(*args, **kwargs):
+        audience_read.append(1)  # runs once the audience is iterated
+        yield from real_audience(*args, **kwargs)
+
+    client.iter_audience = audience
+    run = service.start("d1", "http")
+    opened.clear()
+    drain(service)
+    result = service.runs.get(run.id)
+    assert result.status == "failed" and "more than 5 profiles, over the limit of 5" in result.message
+    assert "nothing was sent" in result.message
+    # Each header is read once before the rows; the rows stopped at Vip's 6th, so Later's rows were never opened.
+    assert [name.split("/")[0] for name in opened] == ["Vip", "Later", "Vip"]
+    assert audience_read == []  # nor was the audience read
+    assert client.writes == 0 and client.aud == {} and service.chunk_queue.msgs == []
+
+
+def test_an_export_over_the_profile_cap_fails_even_when_every_member_needs_nothing(tmp_path):
+    people = [f"p{i}@x.com" for i in range(6)]
+    write_snapshot(tmp_path, "Vip", "2026/11/28/1700", people)
+    service, client = make(tmp_path, ["Vip"], audience={e: ["subscribed", {"FNAME": "N"}, ["Vip"]] for e in people})
+    service.destinations.owned.add("#1")
+    client.tags["Vip"] = 1
+    service.start("d1", "http")
+    drain(service)
+    service.settings = type(service.settings)(**{**service.settings.__dict__, "max_profiles_per_export": 5})
     run = service.start("d1", "http")
     drain(service)
     result = service.runs.get(run.id)
-    assert result.status == "failed" and "6 profiles, 1 over the limit of 5" in result.message
-    assert client.writes == 0 and client.aud == {}
+    assert result.status == "failed" and "more than 5 profiles" in result.message

@@ -15,7 +15,7 @@ import io
 import json
 import logging
 import tracemalloc
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -25,6 +25,7 @@ from shared import snapshots as snapshots_module
 from shared.config import ConfigError, load_settings
 from shared.destinations import Claim, Destination, new_destination
 from shared.exports import ExportService, Refused
+from shared.segment_catalog import SegmentCatalog
 from shared.sample_segments import FolderSource, folder_writer, write_plain_export, write_sample_export
 from shared.segment_rows import read_rows, snapshot_columns
 from shared.snapshots import Snapshot, list_segments, newest_snapshot, newest_snapshots, snapshots_for_blob
@@ -596,3 +597,173 @@ def test_logs_about_a_headerless_csv_carry_column_counts_never_its_emails(tmp_pa
     with pytest.raises(Refused) as refused:  # the admin's own answer may show them, to fix the mapping
         exports.start("d", "http", ["Headless"])
     assert refused.value.status == 422 and "ann@contoso.com" in refused.value.message
+
+
+# --- a model.json at the container root reaches only what it names; a folder dated ahead of now is ignored -----------
+
+
+@pytest.mark.parametrize("body, named", [(b"[[[", False), (b'{"entities": []}', False),
+                                         (json.dumps({"entities": [{"name": "Listed", "partitions": "x"}]}).encode(), True)])
+def test_a_model_json_at_the_container_root_leaves_the_root_plain_segments_exportable(tmp_path: Path, body: bytes,
+                                                                                          named: bool) -> None:
+    write_plain_export(tmp_path, {"Plain": 15, "Other": 5}, taken_at=T)
+    write = folder_writer(tmp_path)
+    write("model.json", body)
+    write(f"Listed/{STAMP}Listed_1.csv", b"a@contoso.com,A,B\r\n")  # its own partition (no _SUCCESS)
+    source = FolderSource(tmp_path)
+
+    newest = newest_snapshots(source)
+
+    assert {key: (s.folder, s.columns, len(s.partitions)) for key, s in newest.items()} == {
+        "plain": (f"Plain/{STAMP}", None, 1), "other": (f"Other/{STAMP}", None, 1)}
+    assert set(newest.problems) == ({"listed"} if named or body == b"[[[" else set())
+    assert all("model.json" in problem for problem in newest.problems.values())
+    assert [s.segment for s in snapshots_for_blob(source, f"Plain/{STAMP}_SUCCESS")] == ["Plain"]
+    assert snapshots_for_blob(source, f"Plain/{STAMP}part-00001.csv") == []  # a plain folder: only _SUCCESS completes it
+    exports = service(tmp_path, [destination("Plain", "Other", ident="d")])
+    assert [p.segment for p in exports.start("d", "http").segments] == ["Plain", "Other"]
+    [run] = exports.on_blob_created(f"Other/{STAMP}_SUCCESS")
+    assert [p.segment for p in run.segments] == ["Plain", "Other"] and "notice" not in run.details
+    [run] = exports.on_schedule()
+    assert [p.segment for p in run.segments] == ["Plain", "Other"]
+
+
+def test_an_entity_of_a_root_model_json_is_still_read_as_cdm_beside_root_plain_segments(tmp_path: Path) -> None:
+    write_plain_export(tmp_path, {"Plain": 15}, taken_at=T)
+    entity, files = bad_entity("Cdm", export="")  # a well-formed entity, model.json at the container root
+    model_with(tmp_path, "", entity, files)
+
+    newest = newest_snapshots(FolderSource(tmp_path))
+
+    assert (newest["cdm"].columns is not None, newest["plain"].columns) == (True, None) and newest.problems == {}
+
+
+FUTURE = "2099/12/31/2359/"
+
+
+def test_a_snapshot_folder_dated_ahead_of_now_is_ignored_and_said_naming_the_folder(tmp_path: Path) -> None:
+    write_plain_export(tmp_path, {"Plain": 15, "Ahead": 3}, taken_at=T)
+    write = folder_writer(tmp_path)
+    write(f"Plain/{FUTURE}_SUCCESS", b"")  # an empty "newest" snapshot, forever
+    write(f"Only/{FUTURE}part-00001.csv", HEADER + row(1))
+    write(f"Only/{FUTURE}_SUCCESS", b"")
+    (tmp_path / f"Ahead/{STAMP}_SUCCESS").unlink()  # Ahead's only snapshot is the one written ahead
+    write(f"Ahead/{FUTURE}_SUCCESS", b"")
+    write(f"CI_x/Segs/Soon/{FUTURE}Soon_1.csv", b"a@contoso.com,A,B\r\n")
+    entity, _ = bad_entity("Soon", export="CI_x/Segs/", locations=[f"Soon/{FUTURE}Soon_1.csv"])
+    model_with(tmp_path, "CI_x/Segs/", entity)
+    source = FolderSource(tmp_path)
+
+    newest = newest_snapshots(source)
+
+    assert newest["plain"].folder == f"Plain/{STAMP}" and len(newest["plain"].partitions) == 1  # the real newest
+    assert set(newest) == {"plain"}
+    for key, file in (("only", f"Only/{FUTURE}"), ("ahead", f"Ahead/{FUTURE}"), ("soon", "CI_x/Segs/model.json")):
+        assert file in newest.problems[key] and "ahead of now" in newest.problems[key], newest.problems
+    assert f"Soon/{FUTURE}" in newest.problems["soon"]
+    assert snapshots_for_blob(source, f"Only/{FUTURE}_SUCCESS") == []
+    exports = service(tmp_path, [destination("Plain", "Only", "Ahead", "Soon", ident="d")])
+    for segment, file in (("Only", f"Only/{FUTURE}"), ("Soon", "CI_x/Segs/model.json")):
+        with pytest.raises(Refused) as refused:
+            exports.start("d", "http", [segment])
+        assert refused.value.status == 422 and file in refused.value.message and "ahead of now" in refused.value.message
+    assert [(p.segment, p.snapshot) for p in exports.start("d", "http", ["Plain"]).segments] == [("Plain", "2026-11-28T17:00Z")]
+    catalog = {entry.name.casefold(): entry for entry in SegmentCatalog(source).segments()}
+    assert catalog["plain"].usable and catalog["plain"].snapshot == "2026-11-28T17:00Z"
+    assert not catalog["only"].usable and f"Only/{FUTURE}" in catalog["only"].problem
+
+
+def test_a_folder_a_few_minutes_ahead_is_clock_skew_and_counts(tmp_path: Path) -> None:
+    soon = datetime.now(timezone.utc) + timedelta(minutes=20)
+    write_plain_export(tmp_path, {"Plain": 5}, taken_at=soon)
+
+    assert newest_snapshot(FolderSource(tmp_path), "Plain").taken_at == soon.replace(second=0, microsecond=0)
+
+
+# --- planning: a segment broken after the run started is left out, the others are exported ---------------------------
+
+
+def break_duplicated_header(root: Path) -> str:
+    partition = f"B/{STAMP}part-0.csv"
+    (root / partition).write_text("Email,Email\r\nb0@x.com,b0@x.com\r\n")
+    return partition
+
+
+def break_stray_jsonl(root: Path) -> str:
+    folder_writer(root)(f"B/{STAMP}stray.jsonl", b'{"Email": "z@x.com"}\n')
+    return f"B/{STAMP}"
+
+
+def break_cdm_partition(root: Path) -> str:
+    (root / f"CI_b/Segs/B/{STAMP}B_1.csv").unlink()
+    return f"CI_b/Segs/B/{STAMP}B_1.csv"
+
+
+def break_partition_mid_read(root: Path) -> str:
+    return f"B/{STAMP}part-0.csv"  # see RefusingSource: storage refuses it once its rows are read
+
+
+class RefusingSource(FolderSource):
+    """Serves B's partition for its header, then refuses it, as storage does for a blob archived meanwhile."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.refuse = False
+
+    def open_binary(self, name: str) -> BinaryIO:
+        if self.refuse and name.startswith("B/"):
+            raise snapshots_module.SnapshotProblem(name, "could not be read (BlobArchived); it is in the Archive tier")
+        if name.startswith("B/") and not name.endswith("_SUCCESS"):
+            self.refuse = True  # the header check has read it: the rows will not be served
+        return super().open_binary(name)
+
+
+@pytest.mark.parametrize("breaking, words", [
+    (break_duplicated_header, "gives columns 1 and 2 the same name"),
+    (break_stray_jsonl, "mixes .csv and .jsonl files"),
+    (break_cdm_partition, "of which 1 are not in the container"),
+    (break_partition_mid_read, "BlobArchived"),
+])
+def test_a_segment_broken_after_the_export_started_is_left_out_and_the_others_are_exported(tmp_path: Path, breaking,
+                                                                                           words: str) -> None:
+    from tests.unit.export_fakes import drain, make, write_snapshot
+
+    write_snapshot(tmp_path, "A", STAMP.rstrip("/"), [f"a{i}@x.com" for i in range(3)])
+    if breaking is break_cdm_partition:
+        entity, files = bad_entity("B", export="CI_b/Segs/", locations=[f"B/{STAMP}B_1.csv"])
+        entity["attributes"] = [{"name": "Email"}, {"name": "FirstName"}]
+        model_with(tmp_path, "CI_b/Segs/", entity, {f"CI_b/Segs/B/{STAMP}B_1.csv": b"b0@x.com,B\r\n"})
+    else:
+        write_snapshot(tmp_path, "B", STAMP.rstrip("/"), ["b0@x.com", "b1@x.com"])
+    service, client = make(tmp_path, ["A", "B"])
+    if breaking is break_partition_mid_read:
+        service.segments = RefusingSource(tmp_path)
+    run = service.start("d1", "http")
+    file = breaking(tmp_path)  # before the plan message is handled
+
+    drain(service)  # no exception reaches the queue worker
+
+    result = service.runs.get(run.id)
+    assert sorted(client.aud) == ["a0@x.com", "a1@x.com", "a2@x.com"]
+    assert result.status == "completed_with_errors", result.message
+    assert "segment 'B'" in result.message and file in result.message and words in result.message, result.message
+    assert "export them again" in result.message
+    counts = {part.segment: part.counts for part in result.segments}
+    assert (counts["A"]["read"], counts["A"]["created"], counts["B"]["read"], counts["B"]["created"]) == (3, 3, 0, 0)
+    assert "B" not in client.tags  # B's tag is neither created nor kept in step by this run
+
+
+def test_a_run_whose_every_segment_broke_after_it_started_fails_at_once_saying_why(tmp_path: Path) -> None:
+    from tests.unit.export_fakes import drain, make, write_snapshot
+
+    write_snapshot(tmp_path, "B", STAMP.rstrip("/"), ["b0@x.com"])
+    service, client = make(tmp_path, ["B"])
+    run = service.start("d1", "http")
+    break_duplicated_header(tmp_path)
+
+    drain(service)
+
+    result = service.runs.get(run.id)
+    assert result.status == "failed" and result.message.startswith("nothing was sent")
+    assert f"B/{STAMP}part-0.csv" in result.message and "the same name" in result.message
+    assert client.writes == 0 and client.aud == {} and service.destinations.active is None
