@@ -13,7 +13,7 @@ from blueprints.http import audit, error_answer, json_answer, json_body, operabl
 from shared import bootstrap
 from shared.auth import OPERATOR, Principal
 from shared.destinations import InvalidDestination
-from shared.exports import Refused
+from shared.exports import ERRORS_PAGE_BYTES, Refused
 from shared.report_csv import to_csv
 from shared.runs import now_iso
 
@@ -63,13 +63,16 @@ def get_export(req: func.HttpRequest, who: Principal) -> func.HttpResponse:
 
 ERRORS_PAGE_LINES = 10_000  # lines of the errors report per answer, unless ?limit= says otherwise
 ERRORS_PAGE_MAX_LINES = 50_000
+PAGE_BYTES = ERRORS_PAGE_BYTES  # and an answer ends before this many bytes of JSON Lines, whichever comes first
 
 
 @bp.route(route="exports/{runId}/errors", methods=["GET"])
 @requires(OPERATOR)
 def export_errors(req: func.HttpRequest, who: Principal) -> func.HttpResponse:
-    """One page of the run's errors report as JSON Lines (?limit=, default ERRORS_PAGE_LINES); while more follow, the
-    answer carries `x-continuation: <token>` and `Link: <...?limit=..&continuation=<token>>; rel="next"`."""
+    """One page of the run's errors report as JSON Lines (?limit=, default ERRORS_PAGE_LINES; ended sooner at PAGE_BYTES
+    bytes); while more follow, the answer carries `x-continuation: <token>` and
+    `Link: <...?limit=..&continuation=<token>>; rel="next"`. As CSV the page is the same lines, a little smaller (no
+    key names; the first page adds the header row)."""
     app_ = bootstrap.app()
     run = app_.exports.get_run(req.route_params["runId"])
     if run is None or not (who.is_admin or operable(who, run.destination_id)):
@@ -81,7 +84,8 @@ def export_errors(req: func.HttpRequest, who: Principal) -> func.HttpResponse:
         return error_answer(400, f"limit must be a whole number of lines from 1 to {ERRORS_PAGE_MAX_LINES:,} "
                            f"(default {ERRORS_PAGE_LINES:,})")
     try:
-        lines, continuation = app_.exports.error_page(run.id, int(limit), req.params.get("continuation") or None)
+        lines, continuation = app_.exports.error_page(run.id, int(limit), req.params.get("continuation") or None,
+                                                      max_bytes=PAGE_BYTES)
     except Refused as refused:
         return error_answer(refused.status, refused.message)
     headers = {"Cache-Control": "no-store"}  # the one answer that carries email addresses

@@ -11,23 +11,30 @@ from typing import Iterable, Sequence
 
 
 class ColumnMismatch(Exception):
-    """The mapping does not fit the snapshot's columns; the message names each column and what to do."""
+    """The mapping does not fit the snapshot's columns.
+
+    A snapshot's "columns" can be data: a CSV without its header row makes the first row's address and name the
+    column names. So the exception's own message (str(error)), which ends up in logs and in run records (kept after
+    the destination is deleted, read by operators), holds none of them: the mapped names, counts and column numbers,
+    and what to do (`log_text` is the shortest form, for log lines). `detail` names the snapshot's columns too, for the
+    answer to the admin starting an export, and for nothing that is stored or logged."""
 
     def __init__(self, missing: list[str], ambiguous: dict[str, list[str]], columns: Sequence[str]) -> None:
+        self.missing = missing
+        self.ambiguous = ambiguous
+        numbers = [[i + 1 for i, column in enumerate(columns) if column in candidates] for candidates in ambiguous.values()]
+        self.log_text = (f"{len(missing)} mapped column(s) missing and {len(ambiguous)} ambiguous"
+                         + "".join(f" (snapshot columns {', '.join(map(str, n))} differ only in letter case)" for n in numbers)
+                         + f" among the snapshot's {len(columns)} column(s)")
+        super().__init__(f"mapped column(s) {[*missing, *ambiguous]} missing or ambiguous: {self.log_text}; check that "
+                         "the segment's files have their header row, then fix the mapping or the export (starting the "
+                         "export by hand answers with the snapshot's columns)")
         parts = []
         if missing:
             parts.append(f"the mapping names column(s) {missing} that the snapshot lacks")
         for wanted, candidates in ambiguous.items():
             parts.append(f"column {wanted!r} matches {candidates} (they differ only in letter case); map one of them exactly")
-        super().__init__("; ".join(parts) + f"; the snapshot's columns are {list(columns)}: fix the mapping")
-        self.missing = missing
-        self.ambiguous = ambiguous
-        # For log lines: counts and column numbers only. A snapshot's "columns" can be data (a CSV without its
-        # header row makes the first row's addresses the column names); the message above is for the admin.
-        numbers = [[i + 1 for i, column in enumerate(columns) if column in candidates] for candidates in ambiguous.values()]
-        self.log_text = (f"{len(missing)} mapped column(s) missing and {len(ambiguous)} ambiguous"
-                         + "".join(f" (snapshot columns {', '.join(map(str, n))} differ only in letter case)" for n in numbers)
-                         + f" among the snapshot's {len(columns)} column(s)")
+        self.detail = "; ".join(parts) + f"; the snapshot's columns are {list(columns)}: fix the mapping"
 
 
 def resolve_columns(wanted: Iterable[str], columns: Sequence[str]) -> dict[str, str]:

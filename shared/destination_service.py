@@ -170,7 +170,7 @@ class DestinationService:
         self._connections.store(destination, secret)
         try:
             self._store.save(destination, expected)
-        except StaleDestination:
+        except (StaleDestination, InvalidDestination):  # InvalidDestination: too large for Table storage
             self._connections.remove(destination)
             raise
         if replaced is not None and replaced.credential_kind != "none" and replaced.secret_name != destination.secret_name:

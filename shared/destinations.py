@@ -1,6 +1,7 @@
 """Export destinations: what an admin configures, checked field by field before anything is stored."""
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from dataclasses import dataclass, field, replace
@@ -14,6 +15,8 @@ from shared.emails import email_problem, normalize_email
 _MERGE_TAG = re.compile(r"^[A-Z0-9_]{1,10}$")  # Mailchimp merge tags: upper-case, at most 10 characters
 _AUDIENCE_ID = re.compile(r"^[0-9a-zA-Z]{1,32}$")
 MAX_SEGMENTS = 50
+MAX_NAME_CHARS = 255  # a mapped column name, or a segment name
+MAX_MAPPING_CHARS = 20_000  # the mapping as JSON text (UTF-16 units): it is stored as one Table storage property (64 KiB)
 MAX_EXPORT_USERS = 100
 _OBJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # an Entra object ID is a GUID; kept loose for tests
 
@@ -157,6 +160,9 @@ def _mapping(body: Mapping[str, Any], problems: list[dict[str, str]], draft: boo
     if not isinstance(email, str) or not email.strip():
         problems.append({"field": "mapping.email", "message": "is required: name the column that holds the email address"})
         email = ""
+    elif len(email.strip()) > MAX_NAME_CHARS:
+        problems.append({"field": "mapping.email", "message": _too_long("a column name", email.strip())})
+        email = ""
     merge = raw.get("mergeFields", {}) or {}
     fields: dict[str, str] = {}
     if not isinstance(merge, Mapping):
@@ -164,12 +170,36 @@ def _mapping(body: Mapping[str, Any], problems: list[dict[str, str]], draft: boo
     else:
         for tag, column in merge.items():
             if not isinstance(tag, str) or not _MERGE_TAG.match(tag):
-                problems.append({"field": f"mapping.mergeFields.{tag}", "message": "merge tags are 1-10 upper-case letters, digits or underscores (e.g. FNAME)"})
+                problems.append({"field": f"mapping.mergeFields.{_shown(tag)}", "message": "merge tags are 1-10 upper-case letters, digits or underscores (e.g. FNAME)"})
             elif not isinstance(column, str) or not column.strip():
                 problems.append({"field": f"mapping.mergeFields.{tag}", "message": "must name a source column"})
+            elif len(column.strip()) > MAX_NAME_CHARS:
+                problems.append({"field": f"mapping.mergeFields.{tag}", "message": _too_long("a column name", column.strip())})
             else:
                 fields[tag] = column.strip()
+    size = utf16_units(json.dumps({"email": email.strip(), "mergeFields": fields}, ensure_ascii=False))
+    if size > MAX_MAPPING_CHARS:
+        problems.append({"field": "mapping.mergeFields", "message": f"the mapping takes {size:,} characters as JSON, at most "
+                                                                   f"{MAX_MAPPING_CHARS:,} are stored: map fewer merge "
+                                                                   "fields or use shorter column names"})
     return FieldMapping(email=email.strip(), merge_fields=fields)
+
+
+def _too_long(what: str, text: str) -> str:
+    return f"must be at most {MAX_NAME_CHARS} characters ({what}); this one has {len(text):,}"
+
+
+def _shown(key: Any) -> str:
+    """A key of the body as a field name in an answer: cut, so an answer never repeats a megabyte-long key."""
+    text = str(key)
+    return text if len(text) <= 40 else text[:40] + "..."
+
+
+def utf16_units(text: str) -> int:
+    """How long Table storage finds a text: it counts UTF-16 code units (a character beyond U+FFFF is two)."""
+    if text.isascii():
+        return len(text)
+    return len(text) + sum(1 for char in text if ord(char) > 0xFFFF)
 
 
 def _segments(body: Mapping[str, Any], problems: list[dict[str, str]], draft: bool = False) -> tuple[str, ...]:
@@ -179,14 +209,20 @@ def _segments(body: Mapping[str, Any], problems: list[dict[str, str]], draft: bo
     if not isinstance(raw, list) or not raw:
         problems.append({"field": "segments", "message": "name at least one segment to export"})
         return ()
+    if len(raw) > MAX_SEGMENTS:  # counted before any name is looked at: the body may hold 100,000 of them
+        problems.append({"field": "segments", "message": f"at most {MAX_SEGMENTS} segments per destination "
+                                                         f"({len(raw):,} were sent)"})
+        return ()
     names: list[str] = []
+    seen: set[str] = set()  # the names kept so far, lower-case: a name given twice (in any case) is kept once
     for i, name in enumerate(raw):
         if not isinstance(name, str) or not name.strip() or "/" in name:
             problems.append({"field": f"segments[{i}]", "message": "must be a segment name (no slashes)"})
-        elif name.strip().lower() not in {n.lower() for n in names}:
+        elif len(name.strip()) > MAX_NAME_CHARS:
+            problems.append({"field": f"segments[{i}]", "message": _too_long("a segment name", name.strip())})
+        elif name.strip().lower() not in seen:
+            seen.add(name.strip().lower())
             names.append(name.strip())
-    if len(names) > MAX_SEGMENTS:
-        problems.append({"field": "segments", "message": f"at most {MAX_SEGMENTS} segments per destination"})
     return tuple(names)
 
 

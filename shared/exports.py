@@ -35,6 +35,7 @@ from shared.snapshots import (BlobSource, ReadLimits, Snapshot, SnapshotProblem,
 log = logging.getLogger(__name__)
 
 ERRORS_BLOCK_BYTES = 1 << 20
+ERRORS_PAGE_BYTES = 4 << 20  # a page of GET /exports/{id}/errors ends before this many bytes (or ?limit= lines)
 CHUNK_WRITERS = 8  # chunk files written at once while planning
 WRITABLE_STATUSES = ("subscribed", "unsubscribed", "pending", "transactional")  # not cleaned or archived
 DELIVERED = (Outcome.CREATED, Outcome.UPDATED, Outcome.UNCHANGED)
@@ -197,11 +198,29 @@ def errors_prefix(run_id: str) -> str:
     return f"runs/{run_id}/errors/"
 
 
+ERROR_REASON_CHARS = 500  # a reason in the errors report is cut to this many characters
+ERROR_EMAIL_CHARS = 320  # an address as given, too (the longest valid one is 254): anything longer is no address
+ERROR_NAME_CHARS = 300  # and a column name or merge tag (mapped names are at most 255)
+SHORTENED = " (shortened)"
+
+
+def _capped(text: str | None, chars: int) -> str | None:
+    """`text`, or when longer than `chars` its start marked " (shortened)", `chars` characters in all."""
+    if text is None or len(text) <= chars:
+        return text
+    return text[:chars - len(SHORTENED)] + SHORTENED
+
+
 def _error_line(segment: str, partition: str, row: int, email: str | None, reason: str, source: str,
                 **more: str | None) -> bytes:
-    """One line of a run's errors report; `source` is validation, field, mailchimp, failure or tag."""
-    doc = {"segment": segment, "partition": partition, "row": row, "email": email, "reason": reason, "source": source,
-           **{key: value for key, value in more.items() if value is not None}}
+    """One line of a run's errors report; `source` is validation, field, mailchimp, failure or tag.
+
+    Bounded whatever a segment file holds: the reason, the email as given and the other names are cut (ERROR_*_CHARS,
+    marked "(shortened)"), so a partition cannot make its report many times its own size (one over-long value
+    repeated on each of its rows)."""
+    doc = {"segment": segment, "partition": partition, "row": row, "email": _capped(email, ERROR_EMAIL_CHARS),
+           "reason": _capped(reason, ERROR_REASON_CHARS), "source": source,
+           **{key: _capped(value, ERROR_NAME_CHARS) for key, value in more.items() if value is not None}}
     return json.dumps(doc, ensure_ascii=False).encode("utf-8") + b"\n"
 
 
@@ -412,7 +431,7 @@ class ExportService:
         try:
             resolve_columns(destination.mapping.columns(), columns)
         except ColumnMismatch as error:
-            refused = Refused(422, f"snapshot {snapshot.id} of segment {name!r}: {error}")
+            refused = Refused(422, f"snapshot {snapshot.id} of segment {name!r}: {error.detail}")  # may name row data
             refused.log_message = (f"snapshot {snapshot.id} of segment {name!r} does not fit the mapping: mapped "  # type: ignore[attr-defined]
                                    f"column(s) {[*error.missing, *error.ambiguous]} missing or ambiguous among its "
                                    f"{len(columns)} columns")
@@ -988,9 +1007,12 @@ class ExportService:
             if chunk.get("errorsBlob"):
                 yield chunk["errorsBlob"]
 
-    def error_page(self, run_id: str, limit: int, continuation: str | None = None) -> tuple[list[bytes], str | None]:
+    def error_page(self, run_id: str, limit: int, continuation: str | None = None,
+                   max_bytes: int = ERRORS_PAGE_BYTES) -> tuple[list[bytes], str | None]:
         """At most `limit` lines of the errors report, from where `continuation` (opaque, from the previous page) points,
-        and the continuation of the next page (None: this was the last). Memory: the page and one errors blob.
+        and the continuation of the next page (None: this was the last). The page also ends before a line that would
+        take it past `max_bytes` (whichever comes first); it holds at least one line, so paging always goes on (a line
+        is small, see `_error_line`). Memory: the page and one errors blob.
 
         The token is base64url of "<line>:<blob name>"; one of another run, altered or made up answers Refused(400). Lines of chunks counted after a page was read but ordered before it
         (a run still in progress) are not gone back for: read the report once the run has finished.
@@ -1024,13 +1046,16 @@ class ExportService:
             return base64.urlsafe_b64encode(f"{line}:{at}".encode("utf-8")).decode("ascii").rstrip("=")
 
         page: list[bytes] = []
+        size = 0
         while name is not None:
             lines = self.work.read_bytes(name).splitlines(keepends=True)
-            taken = lines[skip:skip + limit - len(page)]
-            page += taken
-            skip += len(taken)
-            if skip < len(lines):  # the page is full within this blob
-                return page, token(name, skip)
+            while skip < len(lines):
+                line = lines[skip]
+                if len(page) >= limit or (page and size + len(line) > max_bytes):  # the page is full within this blob
+                    return page, token(name, skip)
+                page.append(line)
+                size += len(line)
+                skip += 1
             name, skip = next(names, None), 0
             if len(page) >= limit:
                 return page, (token(name, 0) if name is not None else None)

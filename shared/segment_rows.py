@@ -96,7 +96,7 @@ def snapshot_columns(source: BlobSource, snapshot: Snapshot) -> tuple[str, ...]:
                     if error is not None:
                         raise SnapshotProblem(partition, f"the header row {error}")
                     columns = [field.strip() for field in fields]
-                    problem = _header_problem(columns, snapshot.limits, named=False)
+                    problem = _header_problem(columns, snapshot.limits)
                     if problem:
                         raise SnapshotProblem(partition, f"{problem} (line {line})")
                     return tuple(columns)
@@ -148,9 +148,10 @@ def _text_problem(texts: list[str]) -> str | None:
     return None
 
 
-def _header_problem(header: list[str], limits: ReadLimits, named: bool = True) -> str | None:
-    """What makes a header unusable. With named=False the message holds no column name (a headerless plain CSV
-    makes its first data row the header, so names may be personal data): it can be logged."""
+def _header_problem(header: list[str], limits: ReadLimits) -> str | None:
+    """What makes a header unusable. The message names columns by number, never by name: a headerless plain CSV makes
+    its first data row the header (names may be personal data), and a name can be as long as the line, while the
+    message is logged, and repeated on every row of the partition in the errors report."""
     if len(header) > limits.fields:
         return f"the header row has {len(header):,} columns, more than SEGMENT_MAX_FIELDS ({limits.fields:,})"
     problem = _text_problem(header)
@@ -161,8 +162,6 @@ def _header_problem(header: list[str], limits: ReadLimits, named: bool = True) -
     seen: dict[str, int] = {}
     for number, name in enumerate(header, start=1):
         if name in seen:
-            if named:
-                return f"the header row names column '{name}' twice; give each column its own name"
             return f"the header row gives columns {seen[name]} and {number} the same name; give each column its own name"
         seen[name] = number
     return None

@@ -16,7 +16,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
-from shared.destinations import Claim, Destination, ExportUser, FieldMapping
+from shared.destinations import Claim, Destination, ExportUser, FieldMapping, InvalidDestination, utf16_units
 from shared.runs import Run, SegmentPart, add_counts
 
 RUN_ROW = "run"
@@ -90,6 +90,54 @@ def _joined(entity: Any, name: str) -> str:
     return text
 
 
+PROPERTY_UNITS = 32_768  # Table storage: a string property holds at most 64 KiB (UTF-16 code units, 2 bytes each)
+ENTITY_BYTES = (1 << 20) - 16 * 1024  # and an entity at most 1 MiB, property names and types included; some kept spare
+TOO_LARGE = ("PropertyValueTooLarge", "EntityTooLarge", "RequestBodyTooLarge")
+_FIELDS = {"display_name": "displayName", "audience_id": "audienceId", "mapping": "mapping", "segments": "segments",
+           "tag_prefix": "tagPrefix", "export_users": "exportUsers"}  # stored property -> field of the API
+
+
+def _field(key: str) -> str:
+    """The API's name for a stored property (export_users_2 is part of exportUsers); "(body)" for bookkeeping."""
+    return _FIELDS.get("export_users" if key.startswith("export_users") else key, "(body)")
+
+
+def _entity_bytes(entity: dict[str, Any]) -> int:
+    """About what Table storage counts against its 1 MiB: names and string values as UTF-16, 8 bytes otherwise."""
+    return sum(4 + 2 * len(key) + (2 * utf16_units(value) + 4 if isinstance(value, str) else 8) for key, value in entity.items())
+
+
+def _too_large(entity: dict[str, Any]) -> InvalidDestination | None:
+    """InvalidDestination naming the field (as the API calls it) that makes the record too large to store, or None."""
+    for key, value in entity.items():
+        if isinstance(value, str) and utf16_units(value) > PROPERTY_UNITS:
+            field = _field(key)
+            what = "" if field != "(body)" else f"the destination's {key} "  # bookkeeping, e.g. owned_tags
+            return InvalidDestination([{"field": field, "message": (
+                f"{what}is too large to store: {utf16_units(value):,} characters as stored, Table storage holds at "
+                f"most {PROPERTY_UNITS:,} (64 KiB) in one value; nothing was saved")}])
+    size = _entity_bytes(entity)
+    if size > ENTITY_BYTES:
+        return InvalidDestination([{"field": "(body)", "message": (
+            f"the destination would take {size:,} bytes to store, Table storage holds at most 1 MiB per record; "
+            "nothing was saved: use fewer or shorter names (segments, mapped columns, export users)")}])
+    return None
+
+
+def _storage_refused(entity: dict[str, Any], error: HttpResponseError) -> InvalidDestination | None:
+    """Table storage's own refusal of a record too large (PropertyValueTooLarge, EntityTooLarge, RequestBodyTooLarge),
+    as InvalidDestination naming the largest field; None for any other error."""
+    code = next((code for code in TOO_LARGE if code in f"{getattr(error, 'error_code', '')} {error}"), None)
+    if code is None:
+        return None
+    largest = max((key for key in entity if isinstance(entity[key], str)), key=lambda key: utf16_units(entity[key]))
+    field = _field(largest)
+    part = field if field != "(body)" else f"the stored {largest}"
+    return InvalidDestination([{"field": field, "message": (
+        f"Table storage refused the destination as too large ({code}; {part} is its largest part): nothing was "
+        "saved; use fewer or shorter names")}])
+
+
 class StaleDestination(Exception):
     """The destination changed (or was deleted) after the version the write was computed from: nothing was written."""
 
@@ -115,8 +163,8 @@ class DestinationTable(_Table):
     @staticmethod
     def _to_entity(d: Destination) -> dict[str, Any]:
         doc = asdict(d)
-        doc["mapping"] = json.dumps(doc["mapping"])
-        doc["segments"] = json.dumps(list(d.segments))
+        doc["mapping"] = json.dumps(doc["mapping"], ensure_ascii=False)  # a "\\uXXXX" escape would take 6 of the 32,767
+        doc["segments"] = json.dumps(list(d.segments), ensure_ascii=False)
         users = doc.pop("export_users")
         entity = {"PartitionKey": "destination", "RowKey": d.id, **{k: v for k, v in doc.items() if v is not None and k != "id"}}
         if users:
@@ -165,23 +213,28 @@ class DestinationTable(_Table):
             entity = self._to_entity(destination)
             version = int(self._version(existing)) + 1 if existing is not None else 1
             entity[self.VERSION] = version
-            if existing is None:
-                try:
-                    self.table.create_entity(entity)
-                except ResourceExistsError:
-                    raise Conflict() from None
-                return str(version)
-            for kept in self.BOOKKEEPING:
+            for kept in self.BOOKKEEPING if existing is not None else ():
                 if existing.get(kept):
                     entity[kept] = existing[kept]
+            too_large = _too_large(entity)
+            if too_large is not None:
+                raise too_large
             try:
-                self.table.update_entity(entity, mode=UpdateMode.REPLACE, etag=existing.metadata["etag"],
-                                         match_condition=MatchConditions.IfNotModified)
+                if existing is None:
+                    self.table.create_entity(entity)
+                else:
+                    self.table.update_entity(entity, mode=UpdateMode.REPLACE, etag=existing.metadata["etag"],
+                                             match_condition=MatchConditions.IfNotModified)
+            except ResourceExistsError:
+                raise Conflict() from None  # created meanwhile
             except ResourceNotFoundError:
                 raise Conflict() from None  # deleted since it was read: look again
             except HttpResponseError as error:
                 if _precondition_failed(error):
                     raise Conflict() from error  # run bookkeeping (or a settings write) landed since it was read
+                refused = _storage_refused(entity, error)
+                if refused is not None:
+                    raise refused from None
                 raise
             return str(version)
 
@@ -324,7 +377,10 @@ class RunTable(_Table):
             "totalChunks": -1 if run.total_chunks is None else run.total_chunks,
             "message": run.message or "",
             # Planning's counts only; what chunks add lives in the shard rows (see finish_chunk).
-            "segments": json.dumps([{**asdict(p), "counts": {k: p.counts.get(k, 0) for k in PLAN_KEYS}} for p in run.segments]),
+            # split like export_users: 50 segments with names of 255 characters (and their tags and folders) can
+            # take more than one property's 64 KiB
+            **_split("segments", json.dumps([{**asdict(p), "counts": {k: p.counts.get(k, 0) for k in PLAN_KEYS}}
+                                              for p in run.segments], ensure_ascii=False)),
             "details": json.dumps(run.details),
             **({"startedBy": run.started_by} if run.started_by else {}),
         }
@@ -337,7 +393,7 @@ class RunTable(_Table):
             trigger=e["trigger"],
             status=e["status"],
             created_at=e["createdAt"],
-            segments=[SegmentPart(**p) for p in json.loads(e["segments"])],
+            segments=[SegmentPart(**p) for p in json.loads(_joined(e, "segments"))],
             started_at=e.get("startedAt") or None,
             finished_at=e.get("finishedAt") or None,
             total_chunks=None if e["totalChunks"] < 0 else e["totalChunks"],

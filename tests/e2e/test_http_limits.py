@@ -103,3 +103,48 @@ def test_errors_report_pages_hold_every_row_exactly_once(start_host, segments, m
     assert wrong.status_code == 400 and "continuation" in wrong.json()["error"]
     assert wrong.headers["Cache-Control"] == "no-store"
     assert host.call("GET", f"exports/{run['id']}").headers["Cache-Control"] == "no-store"
+
+
+def test_names_too_long_to_store_are_400_naming_the_field_and_nothing_is_stored(start_host, segments, mailchimp) -> None:
+    # These bodies are well under HTTP_MAX_BODY_BYTES, and each used to answer 500: Table storage refuses a string
+    # property over 64 KiB (PropertyValueTooLarge), and 20,000 segment names took 15 s of CPU to check
+    host = start_host()
+    long_column = destination_body(mapping={"email": "E" * 40_000})
+    long_segments = destination_body(segments=[f"{i}" + "S" * 2_000 for i in range(50)])
+    many_segments = destination_body(segments=[f"{i}" for i in range(100_000)])  # 890 KB
+    for body, fields, said in ((long_column, {"mapping.email"}, "at most 255 characters (a column name)"),
+                               (long_segments, {f"segments[{i}]" for i in range(50)}, "at most 255 characters (a segment name)"),
+                               (many_segments, {"segments"}, "at most 50 segments per destination (100,000 were sent)")):
+        response = host.call("POST", "destinations", json=body)
+        assert response.status_code == 400, response.text[:300]
+        details = response.json()["details"]
+        assert {d["field"] for d in details} == fields and all(said in d["message"] for d in details), details[:2]
+    assert host.call("GET", "destinations").json() == {"destinations": []}
+
+    destination = create_destination(host)
+    for change in ({"mapping": long_column["mapping"]}, {"segments": long_segments["segments"]}):
+        assert host.call("PATCH", f"destinations/{destination['id']}", json=change).status_code == 400
+    assert host.call("GET", f"destinations/{destination['id']}").json() == destination
+
+
+def test_a_266_kb_partition_with_a_130000_character_column_makes_a_small_report_in_pages(start_host, segments,
+                                                                                       mailchimp) -> None:
+    # a later partition whose header names one 130,000-character column twice, then 2,000 lines: its header problem
+    # stands on each of its rows, and named the column: 260 MB of errors report, one page of 2,000 lines 260 MB
+    name = "X" * 130_000
+    segments.upload_blob("Seg/2026/11/28/1700/part-0.csv", b"Email,FirstName,LastName\r\nann@contoso.com,Ann,Lee\r\n")
+    segments.upload_blob("Seg/2026/11/28/1700/part-1.csv", f"{name},{name}\r\n".encode() + b"bo@contoso.com,Bo\r\n" * 2_000)
+    segments.upload_blob("Seg/2026/11/28/1700/_SUCCESS", b"")
+    host = start_host()
+    destination = create_destination(host, segments=["Seg"], mapping={"email": "Email"})
+    run = wait_for_run(host, start_export(host, destination["id"]))
+    assert_accounted(run)
+    assert (run["counts"]["invalid"], run["counts"]["created"]) == (2_000, 1)
+
+    page = host.call("GET", f"exports/{run['id']}/errors", params={"limit": "50000"})
+    assert page.status_code == 200 and "x-continuation" not in page.headers
+    lines = page.content.splitlines()
+    assert len(lines) == 2_000 and len(page.content) < 600_000, len(page.content)
+    assert "gives columns 1 and 2 the same name" in json.loads(lines[0])["reason"]
+    as_csv = host.call("GET", f"exports/{run['id']}/errors", params={"limit": "50000", "format": "csv"})
+    assert as_csv.status_code == 200 and len(as_csv.content) < len(page.content)

@@ -1,4 +1,5 @@
 """Run accounting in real Table Storage (Azurite): atomic, exactly-once chunk completion under concurrency."""
+import dataclasses
 import json
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -6,8 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from azure.data.tables import TableServiceClient
 
+from shared.adapters import tables as tables_module
 from shared.adapters.tables import DestinationTable, RunTable
-from shared.destinations import Claim, new_destination, updated_destination
+from shared.destinations import Claim, FieldMapping, InvalidDestination, new_destination, updated_destination
 from shared.runs import Run, SegmentPart, zero_counts
 
 
@@ -134,3 +136,65 @@ def test_a_hundred_export_users_with_long_names_round_trip_and_a_shorter_list_re
     assert destinations.get(destination.id).export_users == shorter.export_users
     entity = destinations.table.get_entity("destination", destination.id)
     assert [name for name in entity if name.startswith("export_users")] == ["export_users"]
+
+
+# --- records too large for Table storage (64 KiB a string property, 1 MiB a record) are a 400, never a 500 ----------
+
+def by_hand(**changes):
+    """A destination as validation would never let through (names over 255 characters), to reach storage's limits."""
+    base = new_destination({"displayName": "D", "consent": {"accepted": True}, "audienceId": "a1",
+                            "mapping": {"email": "E"}, "segments": ["S"]}, "admin").destination
+    return dataclasses.replace(base, **changes)
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"mapping": FieldMapping("E" * 40_000)}, "mapping"),
+    ({"segments": tuple(f"{i}" + "é" * 2_000 for i in range(50))}, "segments"),  # 100,000 characters as stored
+])
+def test_a_destination_too_large_to_store_is_invalid_naming_the_field_and_nothing_is_stored(tables, monkeypatch, changes,
+                                                                                            field):
+    destinations = DestinationTable(tables, "dest" + uuid.uuid4().hex[:8])
+    d = by_hand(**changes)
+    with pytest.raises(InvalidDestination) as caught:
+        destinations.save(d)
+    (problem,) = caught.value.problems
+    assert problem["field"] == field and "is too large to store" in problem["message"] and "64 KiB" in problem["message"]
+    assert destinations.get(d.id) is None
+    # storage's own refusal (PropertyValueTooLarge from Azurite), when the check before writing lets it through
+    monkeypatch.setattr(tables_module, "_too_large", lambda entity: None)
+    with pytest.raises(InvalidDestination) as caught:
+        destinations.save(d)
+    (problem,) = caught.value.problems
+    assert problem["field"] == field and "PropertyValueTooLarge" in problem["message"]
+    assert destinations.get(d.id) is None
+    saved = by_hand()
+    destinations.save(saved)  # an update refused alike keeps the stored record
+    with pytest.raises(InvalidDestination):
+        destinations.save(dataclasses.replace(d, id=saved.id), destinations.read(saved.id)[1])
+    assert destinations.get(saved.id) == saved
+
+
+def test_the_largest_destination_validation_allows_is_stored_and_read_back(tables):
+    """255-character names beyond U+FFFF (two UTF-16 units each): 50 segments, a mapping as large as allowed."""
+    wide = "\U0001F600" * 253
+    body = {"displayName": "N" * 200, "consent": {"accepted": True}, "audienceId": "a1b2c3d4e5", "tagPrefix": "p" * 50,
+            "mapping": {"email": wide + "EE", "mergeFields": {f"F{i}": wide + f"{i:02d}" for i in range(37)}},
+            "segments": [wide + chr(0x41 + i % 26) + chr(0x61 + i // 26) for i in range(50)]}
+    destination = new_destination(body, "admin").destination
+    assert 19_000 < len(json.dumps(body["mapping"], ensure_ascii=False).encode("utf-16-le")) // 2 <= 20_000
+    destinations = DestinationTable(tables, "dest" + uuid.uuid4().hex[:8])
+    destinations.save(destination)
+    assert destinations.get(destination.id) == destination
+
+
+def test_a_run_of_50_segments_with_long_names_is_stored_across_properties_and_read_back(tables):
+    runs = RunTable(tables, "runs" + uuid.uuid4().hex[:8])
+    name = "S" * 250
+    run = Run(id=uuid.uuid4().hex, destination_id="d1", trigger="http", status="queued",
+              created_at="2026-11-28T10:00:00+00:00",
+              segments=[SegmentPart(f"{name}{i:02d}", "2026-11-28T10:00Z", f"CI/Export/{name}{i:02d}/2026/11/28/1000/",
+                                    "p" * 50 + f"{name}{i:02d}") for i in range(50)])
+    runs.create(run)  # 50 segments of 252 characters take about 50,000 characters: more than one property holds
+    stored = runs.get(run.id)
+    assert [p.segment for p in stored.segments] == [p.segment for p in run.segments]
+    assert [p.folder for p in stored.segments] == [p.folder for p in run.segments]

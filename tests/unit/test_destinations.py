@@ -154,3 +154,52 @@ def test_admins_operate_every_destination_operators_only_those_naming_them():
     assert not d.operable_by(Principal(id="x", name="x", email="oscar@contoso.example", roles=frozenset()))  # no role
     assert d.operable_by(principal("admin-1", "ada@contoso.example", ADMIN))
     assert not new_destination(VALID, "x").destination.operable_by(principal())
+
+
+# --- names and the stored document are bounded (Table storage: 64 KiB a property, 1 MiB a record) ------------------
+
+
+def test_a_column_or_segment_name_of_more_than_255_characters_is_refused_naming_the_field():
+    said = problems({**VALID, "mapping": {"email": "E" * 40_000, "mergeFields": {"FNAME": "F" * 256}},
+                     "segments": ["S" * 2_000] * 3 + ["Fine"]})
+    assert "at most 255 characters (a column name); this one has 40,000" in said["mapping.email"]
+    assert "at most 255 characters" in said["mapping.mergeFields.FNAME"]
+    assert "at most 255 characters (a segment name); this one has 2,000" in said["segments[0]"]
+    assert {"segments[1]", "segments[2]"} <= set(said) and "segments[3]" not in said
+    fine = new_destination({**VALID, "mapping": {"email": "E" * 255, "mergeFields": {"FNAME": "😀" * 255}},
+                            "segments": ["S" * 255, "é" * 255]}, "x").destination
+    assert fine.mapping.email == "E" * 255 and fine.segments == ("S" * 255, "é" * 255)
+
+
+def test_a_mapping_too_large_to_store_is_refused_whatever_the_length_of_each_name():
+    many = {f"F{i}": "😀" * 255 for i in range(60)}  # 60 names of 255 characters, each two UTF-16 units
+    said = problems({**VALID, "mapping": {"email": "Email", "mergeFields": many}})
+    assert set(said) == {"mapping.mergeFields"}
+    assert "at most 20,000 are stored" in said["mapping.mergeFields"] and "map fewer merge fields" in said["mapping.mergeFields"]
+
+
+class CountingName(str):
+    """A segment name that counts how often it is looked at."""
+
+    looks = 0
+
+    def strip(self, *chars):
+        CountingName.looks += 1
+        return super().strip(*chars)
+
+
+@pytest.mark.parametrize("name", ["Segment{}", "a/{}"])  # valid names (each once), or all invalid
+def test_100000_segment_names_are_refused_naming_the_limit_without_looking_at_one(name):
+    # each name was checked against a set rebuilt from the names kept so far: 20,000 names took 15 s of CPU
+    CountingName.looks = 0
+    said = problems({**VALID, "segments": [CountingName(name.format(i)) for i in range(100_000)]})
+    assert said == {"segments": "at most 50 segments per destination (100,000 were sent)"}
+    assert CountingName.looks == 0
+
+
+def test_50_segment_names_are_kept_once_each_in_any_letter_case():
+    names = [f"Segment{i}" for i in range(50)]
+    assert new_destination({**VALID, "segments": names}, "x").destination.segments == tuple(names)
+    assert new_destination({**VALID, "segments": names[:25] + [n.upper() for n in names[:25]]},
+                           "x").destination.segments == tuple(names[:25])
+    assert "segments" in problems({**VALID, "segments": names + ["One more"]})

@@ -1,9 +1,11 @@
 """Hostile and broken HTTP input through the real function handlers: every answer is a 2xx or a 4xx with a JSON error.
 
 The handlers of function_app are called with `azure.functions.HttpRequest` objects. Behind them is a small App: the
-real DestinationService (validation, merge patch) on an in-memory store, whose Mailchimp check always refuses the
-key; an ExportService whose `start` stops after the real segment check, and whose errors report (`error_page`, the
-real one) reads in-memory blobs. Nothing here reaches storage or Mailchimp; tests/e2e/test_http_limits.py does.
+real DestinationService (validation, merge patch) on an in-memory store that refuses what Table storage would (a
+string property over 64 KiB, an entity over 1 MiB), whose Mailchimp check always refuses the key; the real
+ExportService, its `start` (segment names, snapshots, mapping) over in-memory segment files with a Mailchimp whose
+audience is always there, and its errors report (`error_page`) over in-memory blobs. Nothing here reaches storage or
+Mailchimp; tests/e2e/test_http_limits.py does.
 Every request comes from a signed-in admin (App Service Authentication's principal header, authentication on), so
 what is fuzzed is the handler behind the role check.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import json
 import re
 from typing import Any, Iterator
@@ -18,6 +21,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import azure.functions as func
 import pytest
+from azure.core.exceptions import HttpResponseError
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -26,10 +30,12 @@ from shared import bootstrap
 from shared.auth import ADMIN, Principal, encode_principal
 from shared.config import ConfigError, load_settings
 from shared.destination_service import DestinationService
-from shared.destinations import Destination, FieldMapping
+from shared.adapters.tables import DestinationTable
+from shared.destinations import Claim, Destination, FieldMapping
 from shared.exports import ExportService, errors_prefix
 from shared.mailchimp.errors import MailchimpAuthError
-from shared.runs import Run, new_run_id, now_iso
+from shared.report_csv import to_csv
+from shared.runs import Run, now_iso
 
 SETTINGS = load_settings({"AzureWebJobsStorage": "UseDevelopmentStorage=true", "WEBSITE_AUTH_ENABLED": "True"})
 ADMIN_ALICE = Principal(id="00000000-0000-4000-8000-0000000000a1", name="Alice Admin", email="alice@contoso.example",
@@ -41,12 +47,27 @@ FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 # --- a small App: real validation, memory instead of storage, a Mailchimp that refuses every key ----------------------
 
 class MemoryDestinations:
-    """The destination table: records with a version (their ETag), written unconditionally (no writer races here)."""
+    """The destination table: records with a version (their ETag), written unconditionally (no writer races here).
+
+    Like Table storage, a record is refused (HttpResponseError, which the app must never let reach it) when one of
+    its string properties, in the table's own format, takes more than 64 KiB as UTF-16, or all of it more than 1 MiB."""
+
+    PROPERTY_BYTES = 64 * 1024
+    ENTITY_BYTES = 1 << 20
 
     def __init__(self) -> None:
         self.saved: dict[str, tuple[Destination, str]] = {}
 
     def save(self, destination: Destination, expected: str | None = None) -> str:
+        entity = DestinationTable._to_entity(destination)
+        size = 0
+        for key, value in entity.items():
+            value_bytes = len(value.encode("utf-16-le")) if isinstance(value, str) else 8
+            if value_bytes > self.PROPERTY_BYTES:
+                raise HttpResponseError(f"PropertyValueTooLarge: {key} is {value_bytes:,} bytes as UTF-16")
+            size += len(key.encode("utf-16-le")) + value_bytes
+        if size > self.ENTITY_BYTES:
+            raise HttpResponseError(f"EntityTooLarge: {size:,} bytes")
         version = str(int((self.saved.get(destination.id) or (None, "0"))[1]) + 1)
         self.saved[destination.id] = (destination, version)
         return version
@@ -66,6 +87,53 @@ class MemoryDestinations:
     def active_run(self, destination_id: str) -> str | None:
         return None
 
+    def exported(self, destination_id: str) -> dict[str, str]:
+        return {}
+
+    def claim(self, destination_id: str, run_id: str, covers: dict[str, str], is_finished: Any, trigger: str = "http",
+              only_if_newer: bool = False) -> Claim:
+        return Claim("claimed", run_id)  # every start is the only one (each call puts d1 back)
+
+    def release(self, destination_id: str, run_id: str) -> str | None:
+        return None
+
+
+class MemoryBlobs:
+    """Blob Storage, for the segment files (and the errors report's blobs)."""
+
+    def __init__(self, blobs: dict[str, bytes] | None = None) -> None:
+        self.blobs: dict[str, bytes] = dict(blobs or {})
+
+    def list_names(self, prefix: str = "") -> Iterator[str]:
+        yield from sorted(name for name in self.blobs if name.startswith(prefix))
+
+    def read_bytes(self, name: str) -> bytes:
+        return self.blobs[name]
+
+    def open_binary(self, name: str) -> io.BytesIO:
+        return io.BytesIO(self.blobs[name])
+
+
+SEGMENT_FILES = {f"{segment}/2026/11/28/1700/{name}": data
+                 for segment in ("HighValueCustomers", "Churned")
+                 for name, data in (("part-0.csv", b"Email,FirstName\r\nann@contoso.example,Ann\r\n"), ("_SUCCESS", b""))}
+
+
+class AudienceThere:
+    """Mailchimp as the export check sees it: the audience exists."""
+
+    def call(self, destination: Destination, action: Any) -> Any:
+        class Client:
+            def get_audience(self, audience_id: str) -> Any:
+                return {"id": audience_id}
+
+        return action(Client())
+
+
+class DroppedMessages:
+    def send(self, message: dict[str, Any], delay_seconds: int = 0) -> None:
+        pass
+
 
 class RefusingConnections:
     """Every key is checked and refused by "Mailchimp", so a create with a key ends in a 400 like a dead key does."""
@@ -82,37 +150,22 @@ class RefusingConnections:
         pass
 
 
-class MemoryWork:
-    def __init__(self) -> None:
-        self.blobs: dict[str, bytes] = {}
-
-    def list_names(self, prefix: str = "") -> Iterator[str]:
-        yield from sorted(name for name in self.blobs if name.startswith(prefix))
-
-    def read_bytes(self, name: str) -> bytes:
-        return self.blobs[name]
-
-
 class MemoryRuns:
     def __init__(self) -> None:
         self.runs: dict[str, Run] = {}
         self.chunk_rows: dict[str, list[dict[str, Any]]] = {}
 
-    def get(self, run_id: str) -> Run | None:
+    def get(self, run_id: str, counts: bool = True) -> Run | None:
         return self.runs.get(run_id)
+
+    def create(self, run: Run) -> None:
+        pass  # a started run is not kept: the runs of the errors report are seeded, and kept apart from these
+
+    def list_for_destination(self, destination_id: str) -> list[Run]:
+        return []
 
     def chunks(self, run_id: str) -> Iterator[dict[str, Any]]:
         yield from self.chunk_rows.get(run_id, [])
-
-
-class Exports(ExportService):
-    def start(self, destination_id: str, trigger: str, segments: Any = None, confirm_untag: bool = False,
-              started_by: str | None = None) -> Run:
-        """The real checks that need no storage (destination known, consent, segments of it), then a queued run."""
-        destination = self._destination(destination_id)
-        self._chosen_segments(destination, segments)
-        return Run(id=new_run_id(), destination_id=destination.id, trigger=trigger, status="queued",
-                   created_at=now_iso(), segments=[])
 
 
 DESTINATION = Destination(id="d1", display_name="Newsletter", audience_id="a1b2c3d4e5",
@@ -121,13 +174,18 @@ DESTINATION = Destination(id="d1", display_name="Newsletter", audience_id="a1b2c
                           tag_prefix="", credential_kind="none", created_at=now_iso(), updated_at=now_iso())
 
 
-def error_line(number: int) -> bytes:
+def error_line(number: int, pad: int = 0) -> bytes:
     return json.dumps({"segment": "HighValueCustomers", "partition": "p.csv", "row": number, "email": f"x{number}@",
-                       "reason": "no valid email", "source": "validation"}).encode() + b"\n"
+                       "reason": "no valid email" + "!" * pad, "source": "validation"}).encode() + b"\n"
 
 
-def seed_report(app: bootstrap.App, run_id: str, blob_lines: list[int], chunk_lines: list[int]) -> list[bytes]:
-    """A run of d1 whose errors report has plan blobs then chunk blobs of these many lines; returns every line."""
+def seed_report(app: bootstrap.App, run_id: str, blob_lines: list[int], chunk_lines: list[int],
+                pads: list[int] | None = None) -> list[bytes]:
+    """A run of d1 whose errors report has plan blobs then chunk blobs of these many lines; returns every line. Line n
+    has its reason made longer by pads[n % len(pads)] characters."""
+    def line(number: int) -> bytes:
+        return error_line(number, pads[number % len(pads)] if pads else 0)
+
     work, runs = app.exports.work, app.exports.runs
     for name in [n for n in work.blobs if n.startswith(errors_prefix(run_id))]:
         del work.blobs[name]
@@ -135,12 +193,12 @@ def seed_report(app: bootstrap.App, run_id: str, blob_lines: list[int], chunk_li
                             created_at=now_iso(), segments=[])
     lines: list[bytes] = []
     for part, count in enumerate(blob_lines):
-        block = [error_line(len(lines) + i) for i in range(count)]
+        block = [line(len(lines) + i) for i in range(count)]
         work.blobs[f"{errors_prefix(run_id)}plan-{part:04d}.jsonl"] = b"".join(block)
         lines += block
     rows = []
     for number, count in enumerate(chunk_lines):
-        block = [error_line(len(lines) + i) for i in range(count)]
+        block = [line(len(lines) + i) for i in range(count)]
         name = f"{errors_prefix(run_id)}chunk-{number:06d}-abc-1.jsonl" if count else ""
         if count:
             work.blobs[name] = b"".join(block)
@@ -153,8 +211,9 @@ def seed_report(app: bootstrap.App, run_id: str, blob_lines: list[int], chunk_li
 def build_app(**limits: int) -> bootstrap.App:
     store = MemoryDestinations()
     store.save(DESTINATION)
-    exports = Exports(settings=SETTINGS, destinations=store, runs=MemoryRuns(), segments=None, work=MemoryWork(),
-                      plan_queue=None, chunk_queue=None, connections=None)
+    exports = ExportService(settings=SETTINGS, destinations=store, runs=MemoryRuns(), segments=MemoryBlobs(SEGMENT_FILES),
+                            work=MemoryBlobs(), plan_queue=DroppedMessages(), chunk_queue=DroppedMessages(),
+                            connections=AudienceThere())
     destinations = DestinationService(store, RefusingConnections(), exports=exports, run_files=None, segments=None,
                                       oauth=None, states=None)
     app = bootstrap.App(settings=dataclasses.replace(SETTINGS, **limits), destinations=destinations, exports=exports)
@@ -232,13 +291,20 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
     max_leaves=25,
 )
+def repeated(longest: int) -> st.SearchStrategy[str]:
+    """One character (ASCII, accented, or beyond U+FFFF: two UTF-16 units) repeated up to `longest` times."""
+    return st.tuples(st.sampled_from(["x", "é", "😀"]), st.integers(1, longest)).map(lambda pair: pair[0] * pair[1])
+
+
 plausible = {
     "displayName": st.just("Newsletter"),
     "consent": st.just({"accepted": True}),
     "audienceId": st.just("a1b2c3d4e5"),
     "mailchimp": st.just({"apiKey": "0123456789abcdef0123456789abcdef-us6"}),
-    "mapping": st.just({"email": "Email", "mergeFields": {"FNAME": "FirstName"}}),
-    "segments": st.just(["HighValueCustomers"]),
+    "mapping": st.just({"email": "Email", "mergeFields": {"FNAME": "FirstName"}}) | st.builds(
+        lambda email, columns: {"email": email, "mergeFields": {f"F{i}": column for i, column in enumerate(columns)}},
+        repeated(40_000), st.lists(repeated(2_000), max_size=80)),
+    "segments": st.just(["HighValueCustomers"]) | st.lists(repeated(3_000), min_size=1, max_size=55),
     "statusForNew": st.sampled_from(["subscribed", "pending"]),
     "tagPrefix": st.just("cdp:"),
     "schedule": st.just({"enabled": False}),
@@ -260,8 +326,16 @@ def test_any_bytes_are_answered_2xx_or_4xx(app: bootstrap.App, route: str, body:
     answered(call(route, body))
 
 
+LONG_EMAIL_COLUMN = {"mapping": {"email": "E" * 40_000}}  # the review's bodies: 500s from Table storage (64 KiB)
+LONG_SEGMENTS = {"segments": [f"{i}" + "S" * 2_000 for i in range(50)]}
+
+
 @FUZZ
 @given(route=st.sampled_from(sorted(BODY_ROUTES)), value=json_values | shaped_bodies)
+@example(route="create", value={"displayName": "N", "consent": {"accepted": True}, "audienceId": "a1",
+                                **LONG_EMAIL_COLUMN})
+@example(route="patch", value=LONG_SEGMENTS)
+@example(route="patch", value={"mapping": {"email": "Email", "mergeFields": {f"F{i}": "😀" * 255 for i in range(80)}}})
 def test_any_json_is_answered_2xx_or_4xx(app: bootstrap.App, route: str, value: Any) -> None:
     doc = answered(call(route, json.dumps(value).encode()))
     if not isinstance(value, dict):
@@ -322,6 +396,22 @@ def test_a_body_that_is_not_a_json_object_says_what_it_is(app: bootstrap.App, bo
         assert said in body_problem(answered(response)), route
 
 
+@pytest.mark.parametrize("route", ["create", "patch"])
+@pytest.mark.parametrize("change, fields", [
+    (LONG_EMAIL_COLUMN, {"mapping.email"}),
+    (LONG_SEGMENTS, {f"segments[{i}]" for i in range(50)}),
+    ({"mapping": {"email": "Email", "mergeFields": {"FNAME": "F" * 256}}}, {"mapping.mergeFields.FNAME"}),
+])
+def test_a_name_longer_than_255_characters_is_a_400_naming_the_field_and_nothing_is_saved(
+        app: bootstrap.App, route: str, change: dict[str, Any], fields: set[str]) -> None:
+    body = {"displayName": "Newsletter", "consent": {"accepted": True}, "audienceId": "a1b2c3d4e5"} | change
+    response = call(route, json.dumps(body).encode())
+    details = answered(response)["details"]
+    assert response.status_code == 400 and {d["field"] for d in details} == fields
+    assert all("at most 255 characters" in d["message"] for d in details)
+    assert [d.id for d in app.destinations.list()] == ["d1"] and app.destinations.get("d1") == DESTINATION
+
+
 def test_export_body_with_segments_of_the_wrong_shape_is_a_400() -> None:
     with limits():
         wrong_shape_and_right()
@@ -338,8 +428,8 @@ def wrong_shape_and_right() -> None:
 
 # --- the errors report, a page at a time ---------------------------------------------------------------------------
 
-def read_all_pages(run_id: str, limit: int | None) -> tuple[list[bytes], list[func.HttpResponse]]:
-    params = {} if limit is None else {"limit": str(limit)}
+def read_all_pages(run_id: str, limit: int | None, **more: str) -> tuple[list[bytes], list[func.HttpResponse]]:
+    params = ({} if limit is None else {"limit": str(limit)}) | more
     lines: list[bytes] = []
     answers = []
     while True:
@@ -376,13 +466,46 @@ def test_pages_hold_every_line_exactly_once_in_report_order(app: bootstrap.App, 
         assert answer.mimetype == "application/x-ndjson"
 
 
+@FUZZ
+@given(blob_lines=st.lists(st.integers(0, 12), max_size=4), chunk_lines=st.lists(st.integers(0, 6), max_size=5),
+       pads=st.lists(st.integers(0, 700), min_size=1, max_size=7), limit=st.integers(1, 15),
+       page_bytes=st.integers(1, 3_000))
+@example(blob_lines=[3], chunk_lines=[2], pads=[0], limit=15, page_bytes=1)  # every line over the limit: one a page
+def test_a_page_ends_at_the_byte_limit_and_the_pages_still_hold_every_line_once(
+        app: bootstrap.App, blob_lines: list[int], chunk_lines: list[int], pads: list[int], limit: int,
+        page_bytes: int) -> None:
+    expected = seed_report(app, "r-bytes", [n for n in blob_lines if n], chunk_lines, pads)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(exports_api, "PAGE_BYTES", page_bytes)
+        lines, answers = read_all_pages("r-bytes", limit)
+        csv_rows, csv_answers = read_all_pages("r-bytes", limit, format="csv")
+    assert lines == expected
+    start = 0
+    for answer in answers:
+        body = answer.get_body()
+        held = len(body.splitlines())
+        assert held <= limit and (len(body) <= page_bytes or held == 1), (len(body), held)  # a line is never split
+        start += held
+        if answer is not answers[-1]:  # ended by the line limit, or because the next line would not have fitted
+            assert held == limit or len(body) + len(expected[start]) > page_bytes
+    # the same pages as CSV: the same rows (the header once), each page no larger than its JSON Lines
+    assert b"".join(csv_rows) == to_csv(expected, header=True)
+    assert [len(a.get_body().splitlines()) for a in csv_answers[1:]] == [len(a.get_body().splitlines())
+                                                                         for a in answers[1:]]
+    header = len(to_csv([], header=True))
+    for csv_answer, answer in zip(csv_answers, answers):
+        assert len(csv_answer.get_body()) <= len(answer.get_body()) + (header if csv_answer is csv_answers[0] else 0)
+
+
 def test_default_page_is_10000_lines_and_limit_goes_to_50000(app: bootstrap.App) -> None:
     expected = seed_report(app, "r-big", [6_000, 6_000, 6_000, 6_000], [400] * 20)  # 32,000 lines
     lines, answers = read_all_pages("r-big", None)
     assert lines == expected
     assert [len(a.get_body().splitlines()) for a in answers] == [10_000, 10_000, 10_000, 2_000]
-    lines, answers = read_all_pages("r-big", 50_000)
-    assert lines == expected and len(answers) == 1
+    lines, answers = read_all_pages("r-big", 50_000)  # 32,000 lines of about 130 bytes: more than 4 MiB
+    assert lines == expected
+    assert [len(a.get_body()) > exports_api.PAGE_BYTES - 200 for a in answers] == [True, False]
+    assert all(len(a.get_body()) <= exports_api.PAGE_BYTES == 4 << 20 for a in answers)
 
 
 @pytest.mark.parametrize("limit", ["0", "-1", "50001", "1e3", "", " 5", "٣", "9" * 40])

@@ -103,7 +103,20 @@ def test_a_header_naming_a_column_twice_makes_every_row_unreadable(tmp_path: Pat
     rows = rows_of(tmp_path, b"Email,Name,Email\na@contoso.com,Jane,b@contoso.com\nc@contoso.com,Ann,d@contoso.com\n")
 
     assert [(r[0], r[1]) for r in rows] == [(1, None), (2, None)]
-    assert "names column 'Email' twice" in rows[0][2]
+    assert "gives columns 1 and 3 the same name" in rows[0][2] and "Email" not in rows[0][2]
+
+
+def test_a_later_partitions_header_problem_names_columns_by_number_however_long_their_names(tmp_path: Path) -> None:
+    # the problem is repeated on every row of the partition (and so in every line of the errors report): a column
+    # name of 130,000 characters in it made a 266 KB partition a 260 MB report
+    name = "X" * 130_000
+    source, snapshot = snapshot_of(tmp_path, {"p0.csv": b"Email,Name\na@contoso.com,Ann\n",
+                                              "p1.csv": f"{name},{name}\n".encode() + b"b@contoso.com,Bo\n" * 2_000})
+
+    rows = [r for r in read_rows(source, snapshot) if r.partition == "p1.csv"]
+
+    assert len(rows) == 2_000 and all(r.values is None for r in rows)
+    assert rows[0].error == "the header row gives columns 1 and 2 the same name; give each column its own name"
 
 
 def test_an_unknown_encoding_is_a_clear_error(tmp_path: Path) -> None:
