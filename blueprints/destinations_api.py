@@ -82,7 +82,7 @@ def delete_destination(req: func.HttpRequest, who: Principal) -> func.HttpRespon
 def connect_mailchimp(req: func.HttpRequest, who: Principal) -> func.HttpResponse:
     create_missing = req.params.get("createMissingMergeFields", "").lower() == "true"
     try:
-        url = bootstrap.app().destinations.connect_url(req.route_params["id"], create_missing)
+        url = bootstrap.app().destinations.connect_url(req.route_params["id"], create_missing, requested_by=who.id)
     except OAuthFailed as failed:
         return error_answer(failed.status, failed.message)
     if url is None:
@@ -104,6 +104,9 @@ def mailchimp_oauth_callback(req: func.HttpRequest) -> func.HttpResponse:
         if browser:
             return page.oauth_problem_page(422, f"{message}: {'; '.join(p['message'] for p in error.problems)}")
         return error_answer(422, message, error.problems)
+    # audited as the admin who asked to connect (named by the signed state), not whoever's browser came back
+    audit(Principal(id=destination.updated_by or "unknown", name="", email=None, roles=frozenset()),
+          "destination.connected", destination=destination.id, method="oauth")
     if browser:
         return page.connected_redirect(destination.id)
     return json_answer({"connected": True, "destinationId": destination.id, "method": "oauth",

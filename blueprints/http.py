@@ -104,7 +104,8 @@ def _cross_site(req: func.HttpRequest) -> str | None:
     site = (req.headers.get("sec-fetch-site") or "").lower()
     if site and site not in ("same-origin", "none"):
         return f"a {req.method} from another site ({site}) is refused"
-    if not req.headers.get("x-requested-with") and not req.headers.get("authorization"):
+    bearer = (req.headers.get("authorization") or "").strip().lower().startswith("bearer ")
+    if not req.headers.get("x-requested-with") and not bearer:
         return f"a {req.method} needs the header X-Requested-With (the page sends it) or an Authorization bearer token"
     return None
 

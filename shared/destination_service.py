@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import replace
 from typing import Any, Mapping, Protocol
 
 from shared.adapters.tables import StaleDestination
@@ -209,14 +210,15 @@ class DestinationService:
 
     # --- OAuth ----------------------------------------------------------------------------------------------
 
-    def connect_url(self, destination_id: str, create_missing_merge_fields: bool) -> str | None:
-        """Mailchimp's authorize URL with a fresh state; None when the destination does not exist."""
+    def connect_url(self, destination_id: str, create_missing_merge_fields: bool, requested_by: str = "") -> str | None:
+        """Mailchimp's authorize URL with a fresh state naming who asked (`requested_by`, an object ID: the finish
+        records it as the change's author); None when the destination does not exist."""
         if self._oauth is None:
             raise OAuthFailed(501, "OAuth is not set up in this app: set MAILCHIMP_OAUTH_CLIENT_ID, MAILCHIMP_OAUTH_CLIENT_SECRET "
                                    "and MAILCHIMP_OAUTH_REDIRECT_URI, or connect with an API key (PATCH mailchimp.apiKey)")
         if self._store.get(destination_id) is None:
             return None
-        return authorize_url(self._oauth, self._states.issue(destination_id, create_missing_merge_fields))
+        return authorize_url(self._oauth, self._states.issue(destination_id, create_missing_merge_fields, requested_by))
 
     def finish_oauth(self, params: Mapping[str, str]) -> Destination:
         """Mailchimp's redirect back: state spent first, then the code exchanged, checked and stored, or nothing stored."""
@@ -240,7 +242,8 @@ class DestinationService:
                 self._check(client, destination, "mailchimp", state.create_missing_merge_fields)
         except (MailchimpError, ValueError) as error:
             raise OAuthFailed(502, f"Mailchimp's account details could not be read with the new token ({error}): nothing was stored") from None
-        destination = with_credential(destination, "oauth", uuid.uuid4().hex)
+        destination = replace(with_credential(destination, "oauth", uuid.uuid4().hex),
+                              updated_by=state.requested_by or destination.updated_by)
         try:
             self._write_with_credential(destination, version, secret)
         except StaleDestination as stale:

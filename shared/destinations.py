@@ -56,8 +56,10 @@ class ExportUser:
     name: str | None = None
 
     def is_(self, who: Principal) -> bool:
-        if self.id and self.id.lower() == who.id.lower():
-            return True
+        """By object ID when the entry has one: sign-in addresses can change hands, so Microsoft advises against
+        authorizing on them. An address alone matches the caller's sign-in address."""
+        if self.id:
+            return self.id.lower() == who.id.lower()
         return bool(self.email and who.email and self.email == normalize_email(who.email))
 
     def public(self) -> dict[str, str | None]:

@@ -67,6 +67,7 @@ class State:
     nonce: str
     expires: int
     create_missing_merge_fields: bool
+    requested_by: str = ""  # object ID of the admin who asked to connect (the state passes through Mailchimp: no address)
 
 
 def _b64(data: bytes) -> str:
@@ -97,9 +98,9 @@ class StateSigner:
         self._reading = False  # one thread reads the secret store at a time; the others use the cached keys
         self._changed = threading.Condition()
 
-    def issue(self, destination_id: str, create_missing_merge_fields: bool) -> str:
+    def issue(self, destination_id: str, create_missing_merge_fields: bool, requested_by: str = "") -> str:
         doc = {"d": destination_id, "n": secrets.token_urlsafe(16), "e": int(self._clock()) + self._ttl,
-               "m": create_missing_merge_fields}
+               "m": create_missing_merge_fields, "b": requested_by}
         payload = _b64(json.dumps(doc, separators=(",", ":")).encode("utf-8"))
         return f"{payload}.{_b64(self._sign(payload, self._keys(KEY_REFRESH_SECONDS).current))}"
 
@@ -122,7 +123,7 @@ class StateSigner:
                 raise bad
         try:
             doc = json.loads(_unb64(payload))
-            parsed = State(str(doc["d"]), str(doc["n"]), int(doc["e"]), bool(doc["m"]))
+            parsed = State(str(doc["d"]), str(doc["n"]), int(doc["e"]), bool(doc["m"]), str(doc.get("b") or ""))
         except (ValueError, KeyError, TypeError, binascii.Error, RecursionError):
             raise bad from None
         if parsed.expires < self._clock():

@@ -14,7 +14,8 @@ from azure.storage.blob import BlobServiceClient
 
 from shared.sample_segments import write_sample_export
 from tests.e2e.conftest import (DEMO_AUDIENCE, DEMO_KEY, assert_accounted, create_destination, destination_body,
-                                start_export, wait_for_run)
+                                host_log, start_export, wait_for_run)
+from tests.services import LOCAL_USERS
 
 TAKEN = datetime(2026, 11, 28, 17, 0, tzinfo=timezone.utc)
 REDIRECT = "http://127.0.0.1:7071/api/mailchimp/oauth/callback"  # the test carries the redirect to the host itself
@@ -71,7 +72,7 @@ def assert_no_secret(text: str, *secrets: str) -> None:
         assert secret not in text
 
 
-def test_oauth_flow_connects_stores_the_token_in_the_secret_store_and_refuses_a_replay(host, segments, secrets_dir):
+def test_oauth_flow_connects_stores_the_token_in_the_secret_store_and_refuses_a_replay(host, segments, secrets_dir, tmp_path):
     upload(segments, 40)
     created = host.call("POST", "destinations", json=without_key())
     assert created.status_code == 201, created.text
@@ -91,6 +92,12 @@ def test_oauth_flow_connects_stores_the_token_in_the_secret_store_and_refuses_a_
 
     shown = host.call("GET", f"destinations/{destination['id']}")
     assert shown.json()["mailchimp"] == {"connected": True, "method": "oauth"}
+    # the callback carries no session of its own: the change is the admin's who asked to connect (by object ID, as
+    # the state travels through Mailchimp), in the record and in the audit log
+    admin_id = LOCAL_USERS["admin"]["id"]
+    assert shown.json()["updatedBy"] == admin_id
+    assert f"action=destination.connected destination={destination['id']} method=oauth principal={admin_id}" in \
+        host_log(tmp_path).read_text()
     for text in (shown.text, host.call("GET", "destinations").text, answer.text):
         assert_no_secret(text, token)
 

@@ -56,3 +56,16 @@ def test_a_header_without_an_object_id_is_nobody():
 def test_any_header_value_gives_a_principal_with_an_id_or_nobody_and_never_raises(value):
     who = principal_from_headers({"x-ms-client-principal": value}, True)
     assert who is None or (isinstance(who.id, str) and who.id and all(isinstance(r, str) for r in who.roles))
+
+
+def test_a_state_change_needs_x_requested_with_or_a_bearer_token_not_any_authorization_header():
+    import azure.functions as func
+
+    from blueprints.http import _cross_site
+
+    def post(**headers: str) -> str | None:
+        return _cross_site(func.HttpRequest("POST", "http://127.0.0.1/api/destinations", headers=headers, body=b"{}"))
+
+    assert post() and post(authorization="Basic YTpi") and post(authorization="bearer")
+    assert post(authorization="Bearer eyJ0") is None and post(**{"x-requested-with": "XMLHttpRequest"}) is None
+    assert post(**{"x-requested-with": "XMLHttpRequest", "sec-fetch-site": "cross-site"})

@@ -156,6 +156,13 @@ def test_admins_operate_every_destination_operators_only_those_naming_them():
     assert not new_destination(VALID, "x").destination.operable_by(principal())
 
 
+def test_an_export_user_with_an_object_id_is_matched_by_it_alone():
+    """Sign-in addresses can be reassigned; an entry naming an object ID is not satisfied by an address that matches."""
+    d = new_destination({**VALID, "exportUsers": [{"id": "oid-oscar", "email": "oscar@contoso.example"}]}, "x").destination
+    assert d.operable_by(principal("oid-oscar", "oscar.renamed@contoso.example"))
+    assert not d.operable_by(principal("oid-newcomer", "oscar@contoso.example"))
+
+
 # --- names and the stored document are bounded (Table storage: 64 KiB a property, 1 MiB a record) ------------------
 
 
