@@ -77,17 +77,25 @@ def delete_destination(req: func.HttpRequest, who: Principal) -> func.HttpRespon
     return func.HttpResponse(status_code=204)
 
 
-@bp.route(route="destinations/{id}/mailchimp/connect", methods=["GET"])
+@bp.route(route="destinations/{id}/mailchimp/connect", methods=["POST"])
 @requires(ADMIN)
 def connect_mailchimp(req: func.HttpRequest, who: Principal) -> func.HttpResponse:
-    create_missing = req.params.get("createMissingMergeFields", "").lower() == "true"
+    """Issues a one-use OAuth state and answers 200 {"authorizeUrl": ...}; the page then navigates there. A POST (not a
+    GET link), so the CSRF check applies and no other site can start an admin's round trip. `createMissingMergeFields`
+    from the JSON body or the query."""
+    try:
+        body = json_body(req, required=False)
+    except InvalidDestination as error:
+        return error_answer(400, "the body is not valid", error.problems)
+    flag = body.get("createMissingMergeFields", req.params.get("createMissingMergeFields", ""))
+    create_missing = flag is True or str(flag).lower() == "true"
     try:
         url = bootstrap.app().destinations.connect_url(req.route_params["id"], create_missing, requested_by=who.id)
     except OAuthFailed as failed:
         return error_answer(failed.status, failed.message)
     if url is None:
         return error_answer(404, f"destination {req.route_params['id']} does not exist")
-    return json_answer({"authorizeUrl": url}, 302, {"Location": url, "Cache-Control": "no-store"})
+    return json_answer({"authorizeUrl": url}, 200, {"Cache-Control": "no-store"})
 
 
 @bp.route(route="mailchimp/oauth/callback", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)

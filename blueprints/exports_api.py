@@ -43,13 +43,21 @@ def start_export(req: func.HttpRequest, who: Principal) -> func.HttpResponse:
     return json_answer({"id": run.id, "status": run.status}, 202, {"Location": f"/api/exports/{run.id}"})
 
 
+EXPORTS_TOP = 20  # runs per GET /destinations/{id}/exports unless ?top= says otherwise
+EXPORTS_MAX_TOP = 100
+
+
 @bp.route(route="destinations/{id}/exports", methods=["GET"])
 @requires(OPERATOR)
 def list_exports(req: func.HttpRequest, who: Principal) -> func.HttpResponse:
-    """Newest first. An admin may list the runs of a deleted destination (run records stay, for audit)."""
+    """The newest ?top= runs (default EXPORTS_TOP, 1..EXPORTS_MAX_TOP), newest first. An admin may list the runs of a deleted destination (run records stay, for audit)."""
     if not who.is_admin and operable(who, req.route_params["id"]) is None:
         return error_answer(404, f"destination {req.route_params['id']} does not exist")
-    return json_answer({"exports": [r.public() for r in bootstrap.app().exports.runs_of(req.route_params["id"])]})
+    top = req.params.get("top") or str(EXPORTS_TOP)
+    if not re.fullmatch(r"[0-9]{1,3}", top) or not 1 <= int(top) <= EXPORTS_MAX_TOP:
+        return error_answer(400, f"top must be a whole number of runs from 1 to {EXPORTS_MAX_TOP} (default {EXPORTS_TOP})")
+    runs = bootstrap.app().exports.runs_of(req.route_params["id"], top=int(top))
+    return json_answer({"exports": [r.public() for r in runs]})
 
 
 @bp.route(route="exports/{runId}", methods=["GET"])

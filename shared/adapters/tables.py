@@ -429,12 +429,13 @@ class RunTable(_Table):
             run.add(json.loads(shard["counts"]))
         return run
 
-    def list_for_destination(self, destination_id: str) -> list[Run]:
+    def list_for_destination(self, destination_id: str, top: int | None = None) -> list[Run]:
+        """Newest first; with `top`, only that many, and the chunk counters are added up only for those returned."""
         entities = self.table.query_entities(
             "RowKey eq @row and destinationId eq @dest", parameters={"row": RUN_ROW, "dest": destination_id}
         )
         runs = sorted((self._from_entity(e) for e in entities), key=lambda r: r.created_at, reverse=True)
-        return [self._with_shards(run) for run in runs]
+        return [self._with_shards(run) for run in (runs if top is None else runs[:top])]
 
     def update(self, run_id: str, change: Callable[[Run], bool | None]) -> Run:
         """Apply `change` to the newest copy of the run and store it, retrying on concurrent updates.

@@ -65,7 +65,7 @@ def host(start_host) -> FunctionsHost:
 def test_the_route_list_holds_every_route_of_the_api() -> None:
     routes = api_routes()
     assert {("GET", "me"), ("POST", "destinations"), ("GET", "destinations"), ("GET", "destinations/x-id"),
-            ("PATCH", "destinations/x-id"), ("DELETE", "destinations/x-id"), ("GET", "destinations/x-id/mailchimp/connect"),
+            ("PATCH", "destinations/x-id"), ("DELETE", "destinations/x-id"), ("POST", "destinations/x-id/mailchimp/connect"),
             ("POST", "destinations/x-id/exports"), ("GET", "destinations/x-id/exports"), ("GET", "exports/x-runId"),
             ("GET", "exports/x-runId/errors")} <= set(routes), routes
 
@@ -149,7 +149,7 @@ def test_an_operator_sees_and_exports_only_destinations_naming_them_and_may_not_
     for method, path, body in (("PATCH", f"destinations/{theirs['id']}", {"displayName": "Mine now"}),
                                ("DELETE", f"destinations/{theirs['id']}", None),
                                ("POST", "destinations", {"displayName": "New"}),
-                               ("GET", f"destinations/{theirs['id']}/mailchimp/connect", None)):
+                               ("POST", f"destinations/{theirs['id']}/mailchimp/connect", None)):
         answer = host.call(method, path, user="operator", json=body, allow_redirects=False)
         assert answer.status_code == 403, (method, path, answer.text)
     assert host.call("GET", f"destinations/{theirs['id']}").json()["displayName"] == "Theirs"

@@ -53,10 +53,10 @@ def without_key(**overrides) -> dict:
 
 def mailchimp_redirect(host, destination_id: str) -> str:
     """Follow connect to Mailchimp's authorize page, which (auto-approving) redirects back with code and state."""
-    connect = host.call("GET", f"destinations/{destination_id}/mailchimp/connect", allow_redirects=False)
-    assert connect.status_code == 302, connect.text
-    assert connect.json()["authorizeUrl"] == connect.headers["Location"]
-    back = requests.get(connect.headers["Location"], allow_redirects=False, timeout=10)
+    connect = host.call("POST", f"destinations/{destination_id}/mailchimp/connect", allow_redirects=False)
+    assert connect.status_code == 200, connect.text
+    assert "Location" not in connect.headers
+    back = requests.get(connect.json()["authorizeUrl"], allow_redirects=False, timeout=10)
     assert back.status_code == 302
     location = back.headers["Location"]
     assert location.startswith(REDIRECT + "?")
@@ -129,9 +129,10 @@ def test_denied_access_and_a_forged_state_store_nothing(host, mailchimp, secrets
 def test_connect_needs_an_admin_and_an_existing_destination(host):
     destination = create_destination(host, **{"exportUsers": [{"email": "oscar.operator@contoso.example"}]})
     path = f"destinations/{destination['id']}/mailchimp/connect"
-    assert host.call("GET", path, user=None, allow_redirects=False).status_code == 401
-    assert host.call("GET", path, user="operator", allow_redirects=False).status_code == 403  # an export user, no admin
-    assert host.call("GET", "destinations/nope/mailchimp/connect", allow_redirects=False).status_code == 404
+    assert host.call("POST", path, user=None, allow_redirects=False).status_code == 401
+    assert host.call("POST", path, user="operator", allow_redirects=False).status_code == 403  # an export user, no admin
+    assert host.call("POST", "destinations/nope/mailchimp/connect", allow_redirects=False).status_code == 404
+    assert host.call("GET", path, allow_redirects=False).status_code in (404, 405)  # no OAuth state from a GET link
 
 
 def test_an_invalid_api_key_is_refused_with_a_clear_message_and_nothing_stored(host, mailchimp, secrets_dir):

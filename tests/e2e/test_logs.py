@@ -158,10 +158,11 @@ def test_no_log_line_of_the_stack_holds_a_token_a_session_or_the_oauth_code_stat
     session = browser.cookies["AppServiceAuthSession"]
 
     def connect() -> tuple[str, str, str]:
-        """The admin's browser: the connect link (signed in by the session cookie), Mailchimp's page, the way back."""
-        link = browser.get(f"{host.url}/destinations/{destination}/mailchimp/connect", allow_redirects=False, timeout=30)
-        assert link.status_code == 302, link.text
-        back = requests.get(link.headers["Location"], allow_redirects=False, timeout=10)
+        """The admin's browser: the connect POST (signed in by the session cookie), Mailchimp's page, the way back."""
+        link = browser.post(f"{host.url}/destinations/{destination}/mailchimp/connect", allow_redirects=False, timeout=30,
+                            headers={"X-Requested-With": "XMLHttpRequest"})
+        assert link.status_code == 200, link.text
+        back = requests.get(link.json()["authorizeUrl"], allow_redirects=False, timeout=10)
         assert back.status_code == 302 and back.headers["Location"].startswith(redirect + "?"), back.headers
         query = urlsplit(back.headers["Location"]).query
         values = parse_qs(query)

@@ -247,6 +247,19 @@ def cancel(host: FunctionsHost, run_id: str, user: str = "admin") -> requests.Re
     return host.call("POST", f"exports/{run_id}/cancel", user=user, headers={"X-Requested-With": "test"})
 
 
+def test_the_runs_list_answers_the_newest_top_runs_and_refuses_a_bad_top(host):
+    destination = create(host)
+    older = wait_for_run(host, start(host, destination["id"]))["id"]
+    newer = wait_for_run(host, start(host, destination["id"]))["id"]
+    path = f"destinations/{destination['id']}/exports"
+    assert [r["id"] for r in host.call("GET", path).json()["exports"]] == [newer, older]
+    newest = host.call("GET", path, params={"top": "1"})
+    assert newest.status_code == 200, newest.text
+    assert [r["id"] for r in newest.json()["exports"]] == [newer]
+    for bad in ("0", "101", "x", "-1", "1.5"):
+        assert host.call("GET", path, params={"top": bad}).status_code == 400, bad
+
+
 def test_cancel_stops_a_running_export_is_harmless_twice_and_refused_once_finished(host, mailchimp):
     operator = LOCAL_USERS["operator"]
     destination = create(host, segments=["LapsedBuyers"], exportUsers=[{"email": operator["email"]}])
@@ -300,9 +313,9 @@ BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;
 def test_a_browser_comes_back_to_the_wizard_after_oauth_and_sees_a_page_when_it_fails(host):
     draft = host.call("POST", "destinations", json={"displayName": "OAuth", "consent": {"accepted": True},
                                                     "audienceId": DEMO_AUDIENCE}).json()
-    to_mailchimp = host.call("GET", f"destinations/{draft['id']}/mailchimp/connect", allow_redirects=False)
-    assert to_mailchimp.status_code == 302
-    back = requests.get(to_mailchimp.headers["Location"], allow_redirects=False, timeout=10)  # auto-approved locally
+    to_mailchimp = host.call("POST", f"destinations/{draft['id']}/mailchimp/connect", allow_redirects=False)
+    assert to_mailchimp.status_code == 200, to_mailchimp.text
+    back = requests.get(to_mailchimp.json()["authorizeUrl"], allow_redirects=False, timeout=10)  # auto-approved locally
     callback = back.headers["Location"]
     assert "/api/mailchimp/oauth/callback?" in callback
     landed = requests.get(callback, headers=BROWSER, allow_redirects=False, timeout=30)

@@ -1,7 +1,7 @@
 // Step 2, "Connect to Mailchimp": display name, the data privacy and compliance notice ("I agree"), the audience
 // ID ("Connect" checks it at once), the Mailchimp credential (OAuth or an API key), export users, "Next".
 // A new destination is saved (as a draft) at "Next", or before OAuth, which needs its id to come back to.
-import { API_BASE, ApiError, get, patch, post, request } from '../api.js';
+import { ApiError, get, patch, post, request } from '../api.js';
 import { announce, clearFieldErrors, field, h, setFieldError, replace } from '../dom.js';
 import { dateTime, number } from '../format.js';
 import { t } from '../i18n.js';
@@ -312,14 +312,15 @@ function build(body, ctx, destination) {
       const saved = await save(false);
       if (!saved) return;
       const path = `/destinations/${encodeURIComponent(saved.id)}/mailchimp/connect`;
-      const res = await request('GET', path, { redirect: 'manual' });
-      if (res.type === 'opaqueredirect' || (res.status >= 300 && res.status < 400)) {
+      const res = await request('POST', path, { body: {} });
+      let answer = null;
+      try { answer = await res.json(); } catch { /* not JSON */ }
+      if (res.ok && answer && answer.authorizeUrl) {
         announce(t('connect.leaving'));
-        location.assign(`${API_BASE}${path}`);
+        location.assign(answer.authorizeUrl);
         return;
       }
-      let message = t('connect.oauthFailed', { status: res.status });
-      try { message = (await res.json()).error || message; } catch { /* not JSON */ }
+      const message = (answer && answer.error) || t('connect.oauthFailed', { status: res.status });
       setFieldError('authenticate-mailchimp', res.status === 501 ? t('connect.oauthNotSetUp') : message);
       if (res.status === 501) { keyRadio.checked = true; showPanels(); }
       authButton.focus();

@@ -82,7 +82,7 @@ async function load(body, ctx) {
   replace(body, scrollTable(t('list.caption'), table));
   await Promise.all(destinations.map(async (d) => {
     try {
-      const list = (await get(`/destinations/${encodeURIComponent(d.id)}/exports`)).exports || [];
+      const list = (await get(`/destinations/${encodeURIComponent(d.id)}/exports`, { query: { top: 1 } })).exports || [];
       runs.set(d.id, list[0] || null);
     } catch (error) {
       runs.set(d.id, error);
