@@ -250,7 +250,7 @@ class DestinationService:
             if stale.deleted:
                 raise OAuthFailed(409, f"destination {destination.id} was deleted while connecting: nothing was stored") from None
             raise OAuthFailed(409, f"destination {destination.id} was changed while connecting (for example its consent "
-                                   "was withdrawn or its mapping changed): nothing was stored; start again from GET "
+                                   "was withdrawn or its mapping changed): nothing was stored; start again from POST "
                                    f"/api/destinations/{destination.id}/mailchimp/connect") from None
         return destination
 

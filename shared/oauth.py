@@ -45,7 +45,7 @@ KEY_RECHECK_SECONDS = 30  # a state no cached key verifies may re-read the key a
 KEY_CLOCK_SLACK_SECONDS = 120  # Key Vault's clock against ours, when judging the age of a version
 _TIMEOUT = (5.0, 30.0)
 log = logging.getLogger(__name__)
-_RESTART = "start again from GET /api/destinations/{id}/mailchimp/connect"
+_RESTART = "start again from POST /api/destinations/{id}/mailchimp/connect (\"Authenticate with Mailchimp\" in the admin page)"
 
 
 class OAuthFailed(Exception):
