@@ -211,6 +211,16 @@ def new_segment_rows() -> list[tuple[str, str, str]]:
     assert len(rows) == 1200
     return rows
 
+def fresh_segment(driver: ExportDriver, name: str) -> tuple[list[tuple[str, str, str]], Any]:
+    """An empty audience, a new snapshot of `name` with the usual rows, its destination, and the injector armed."""
+    driver.reset_mailchimp()
+    rows = new_segment_rows()
+    driver.write_snapshot(name, TAKEN, rows)
+    destination = driver.create_destination(segments=[name])
+    arm(driver, None, "before")
+    return rows, destination
+
+
 
 def arm(driver: ExportDriver, crash: int | None, when: str) -> None:
     driver.injector.reset()
@@ -394,12 +404,8 @@ def test_a_plan_redelivered_after_chunks_were_processed_sends_exactly_the_same_c
     """The plan message is delivered again after chunks 0 and 1 were written to Mailchimp (so the audience it would
     read now differs): its first delivery either completed, or died sending the chunk messages (the message went
     back to the queue, and chunks 0 and 1 were worked on before it came round again)."""
-    driver.reset_mailchimp()
-    rows = new_segment_rows()
     segment = "Redelivered" + ("A" if first == "completed" else "B")
-    driver.write_snapshot(segment, TAKEN, rows)
-    destination = driver.create_destination(segments=[segment])
-    arm(driver, None, "before")
+    rows, destination = fresh_segment(driver, segment)
     if first != "completed":
         driver.injector.rule = lambda c: ("before" if c.method == "send" and c.port == "chunk_queue" and '"chunk": 2' in c.detail
                                           and not driver.failures else None)
@@ -423,11 +429,7 @@ def test_a_plan_redelivered_after_chunks_were_processed_sends_exactly_the_same_c
 
 
 def test_a_plan_that_died_before_its_freeze_is_planned_again_into_identical_chunks(driver):
-    driver.reset_mailchimp()
-    rows = new_segment_rows()
-    driver.write_snapshot("Refrozen", TAKEN, rows)
-    destination = driver.create_destination(segments=["Refrozen"])
-    arm(driver, None, "before")
+    rows, destination = fresh_segment(driver, "Refrozen")
     driver.injector.rule = lambda c: "before" if c.method == "update" and c.detail.endswith("freeze") and not first_blobs else None
     first_blobs: dict[str, bytes] = {}
     run_id = driver.start(destination)
@@ -446,11 +448,7 @@ def test_a_plan_that_died_before_its_freeze_is_planned_again_into_identical_chun
 
 
 def test_a_chunk_whose_upsert_always_dies_is_poisoned_and_its_members_count_failed(driver):
-    driver.reset_mailchimp()
-    rows = new_segment_rows()
-    driver.write_snapshot("Poisoned", TAKEN, rows)
-    destination = driver.create_destination(segments=["Poisoned"])
-    arm(driver, None, "before")
+    rows, destination = fresh_segment(driver, "Poisoned")
     driver.injector.rule = lambda c: "before" if c.handler == "chunk 1" and c.method == "upsert_members" else None
     run_id = driver.start(destination)
     driver.deliver_all()
@@ -467,11 +465,7 @@ def test_a_chunk_whose_upsert_always_dies_is_poisoned_and_its_members_count_fail
 
 
 def test_a_chunk_whose_tagging_always_dies_counts_its_members_written_with_tag_failures(driver):
-    driver.reset_mailchimp()
-    rows = new_segment_rows()
-    driver.write_snapshot("TagPoisoned", TAKEN, rows)
-    destination = driver.create_destination(segments=["TagPoisoned"])
-    arm(driver, None, "before")
+    rows, destination = fresh_segment(driver, "TagPoisoned")
     driver.injector.rule = lambda c: "after" if c.handler == "chunk 0" and c.method == "tag_members" else None
     run_id = driver.start(destination)
     driver.deliver_all()
@@ -612,11 +606,7 @@ def test_a_refresh_with_nothing_to_send_whose_plan_died_before_settling_still_fi
 
 
 def test_a_cancelled_run_counts_the_chunks_not_yet_sent_as_failed_and_frees_the_destination(driver):
-    driver.reset_mailchimp()
-    rows = new_segment_rows()
-    driver.write_snapshot("Cancelled", TAKEN, rows)
-    destination = driver.create_destination(segments=["Cancelled"])
-    arm(driver, None, "before")
+    rows, destination = fresh_segment(driver, "Cancelled")
     run_id = driver.start(destination)
     assert driver.deliver_one(driver.plan_queue) and driver.deliver_one(driver.chunk_queue)  # chunk 0 is in Mailchimp
     written = audience(driver)
