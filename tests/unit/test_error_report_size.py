@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from shared.exports import _error_line, errors_prefix
+from shared.exports import errors_prefix
+from shared.exports.error_report import error_line
 from tests.unit.export_fakes import drain, make
 
 STAMP = "2026/11/28/1700"
@@ -63,11 +64,11 @@ def test_an_email_of_100000_characters_is_cut_in_the_report_saying_so(tmp_path: 
 
 
 def test_a_line_cuts_its_reason_email_and_names_and_says_so() -> None:
-    line = _error_line("Seg", "p.csv", 7, "e" * 5_000, "why " * 10_000, "field", column="C" * 5_000, mergeTag="FNAME")
+    line = error_line("Seg", "p.csv", 7, "e" * 5_000, "why " * 10_000, "field", column="C" * 5_000, mergeTag="FNAME")
     doc = json.loads(line)
     assert len(doc["reason"]) == 500 and doc["reason"].endswith("(shortened)")
     assert len(doc["email"]) == 320 and doc["email"].endswith("(shortened)")
     assert len(doc["column"]) <= 300 and doc["column"].endswith("(shortened)") and doc["mergeTag"] == "FNAME"
-    short = json.loads(_error_line("Seg", "p.csv", 7, "ann@contoso.com", "no valid email", "validation"))
+    short = json.loads(error_line("Seg", "p.csv", 7, "ann@contoso.com", "no valid email", "validation"))
     assert (short["email"], short["reason"]) == ("ann@contoso.com", "no valid email")  # short ones are kept as given
     assert "column" not in short

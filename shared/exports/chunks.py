@@ -1,0 +1,254 @@
+"""Sending one chunk: upsert its members, add and take off segment tags, count every member once, and settle the run
+when the last chunk is counted. A chunk whose message is poisoned is still counted, never dropped."""
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from shared.destinations import Destination
+from shared.exports.error_report import error_line
+from shared.exports.files import chunk_blob, errors_prefix, results_blob
+from shared.exports.ports import ExportParts
+from shared.mailchimp.errors import MailchimpAuthError, WritesStopped
+from shared.mailchimp.transport import guarded_writes
+from shared.members import Member, MemberResult, Outcome, decode_members
+from shared.runs import Run, chunk_counts, zero_counts
+
+log = logging.getLogger(__name__)
+
+
+DELIVERED = (Outcome.CREATED, Outcome.UPDATED, Outcome.UNCHANGED)
+
+
+def missing_tags(member: Member) -> list[str]:
+    """The member's segment tags the audience read did not show on it (tag names compare ignoring case)."""
+    carried = {t.casefold() for t in member.existing.tags} if member.existing else set()
+    return [tag for tag in member.tags if tag.casefold() not in carried]
+
+
+@dataclass
+class _Untags:
+    """Per segment: members who had a tag taken off, and members whose untag failed."""
+
+    done: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, int] = field(default_factory=dict)
+
+
+def _needing_tags(members: list[Member], results: list[MemberResult]) -> set[str]:
+    """Delivered members missing at least one of their segment tags (by the audience read)."""
+    delivered = {r.email for r in results if r.outcome in DELIVERED}
+    return {m.email for m in members if m.email in delivered and missing_tags(m)}
+
+
+def _due_untags(run: Run, members: list[Member]) -> dict[str, list[str]]:
+    """Tag -> members to take it off: those who left its segment, but for the untags the guard holds back."""
+    held = run.details.get("untagHeld") or {}
+    by_tag: dict[str, list[str]] = {}
+    for m in members:
+        for tag in m.untag:
+            if tag not in held:
+                by_tag.setdefault(tag, []).append(m.email)
+    return by_tag
+
+
+def _tags_failed(run: Run, everyone: list[Member], results: list[MemberResult], reason: str) -> tuple[dict[str, str], _Untags]:
+    """A chunk whose tagging could not happen: every tag it was to add and take off counts failed, with `reason`."""
+    members = [m for m in everyone if not m.departed]
+    segment_of_tag = {part.tag: part.segment for part in run.segments}
+    failed: dict[str, int] = {}
+    for tag, emails in _due_untags(run, everyone).items():
+        failed[segment_of_tag[tag]] = failed.get(segment_of_tag[tag], 0) + len(emails)
+    return dict.fromkeys(_needing_tags(members, results), reason), _Untags(failed=failed)
+
+
+class ChunkWorker(ExportParts):
+    def process_chunk(self, run_id: str, number: int, attempt: str) -> None:
+        """Upsert and tag one chunk and count it, once: a copy of its message delivered while it is being worked on
+        waits for that worker (the chunk blob's lease) and then finds it counted, so it writes nothing again."""
+        chunk = self.runs.get_chunk(run_id, number)
+        if chunk is None:
+            return
+        if chunk["state"] != "done":
+            with self.work.exclusive(chunk_blob(run_id, number)):
+                chunk = self.runs.get_chunk(run_id, number)
+                if chunk is not None and chunk["state"] != "done":
+                    self._process_chunk(run_id, number, attempt)
+        self._settle(run_id)  # also when redelivered: the worker that counted it may have died before settling
+
+    def _process_chunk(self, run_id: str, number: int, attempt: str) -> None:
+        run = self.runs.get(run_id, counts=False)
+        everyone = list(decode_members(self.work.read_bytes(chunk_blob(run_id, number))))
+        members = [m for m in everyone if not m.departed]  # the chunk's input rows; departed ones are only untagged
+        destination = self.destinations.get(run.destination_id) if run is not None else None
+        stop_reason = self._stop_reason(run)
+        if stop_reason:
+            results = [MemberResult(m.email, Outcome.FAILED, stop_reason) for m in members]
+            self._count(run_id, number, attempt, members, results)
+            return
+        untags = _Untags()
+        with guarded_writes(self._consent_guard(run_id, run.destination_id)):
+            try:
+                results = self._upsert(run, destination, number, members)
+            except MailchimpAuthError as error:  # counted as far as it got; later chunks stop (the run says why)
+                self._abort(run_id, str(error))
+                results = error.results or [MemberResult(m.email, Outcome.FAILED, str(error)) for m in members]
+                self._count(run_id, number, attempt, members, results, *_tags_failed(run, everyone, results, str(error)))
+                return
+            except Exception as error:
+                self.runs.note_chunk_error(run_id, number, f"{type(error).__name__}: {error}")
+                raise
+            try:
+                not_tagged = self._tag(run, destination, members, results)
+                untags = self._untag(run, destination, everyone)
+            except (MailchimpAuthError, WritesStopped) as error:  # the members are written; only their tags are not
+                if isinstance(error, MailchimpAuthError):
+                    self._abort(run_id, str(error))
+                not_tagged, untags = _tags_failed(run, everyone, results, str(error))
+            except Exception as error:
+                self.runs.note_chunk_error(run_id, number, f"tagging: {type(error).__name__}: {error}")
+                raise
+        self._count(run_id, number, attempt, members, results, not_tagged, untags)
+
+    def _consent_guard(self, run_id: str, destination_id: str) -> Callable[[], str | None]:
+        """Asked right before every Mailchimp write of a chunk: a withdrawn consent stops the run there."""
+        def guard() -> str | None:
+            destination = self.destinations.get(destination_id)
+            if destination is None or destination.consent_accepted:
+                return None
+            return f"not sent: {self._stop_for_consent(run_id, destination).message}"
+        return guard
+
+    def _abort(self, run_id: str, message: str) -> None:
+        """Credentials refused: every later chunk stops too, and the run says why."""
+        self.runs.update(run_id, lambda r: r.details.update(abort=message))
+
+    def _upsert(self, run: Run, destination: Destination | None, number: int, members: list[Member]) -> list[MemberResult]:
+        saved = self._saved_results(run.id, number)
+        if saved is not None:  # a retry after the upsert succeeded: do not write (or count) it again
+            return saved
+        if destination is None:
+            return [MemberResult(m.email, Outcome.FAILED, "the destination was deleted during the export") for m in members]
+        as_of = datetime.fromisoformat(run.details["mirrorAsOf"])
+        results = self.connections.call(destination, lambda client: client.upsert_members(
+            run.details["audienceId"], members, status_for_new=run.details["statusForNew"], existing_as_of=as_of))
+        self.work.write_bytes(results_blob(run.id, number),
+                              json.dumps([r.__dict__ | {"outcome": r.outcome.value} for r in results]).encode())
+        return results
+
+    def _saved_results(self, run_id: str, number: int) -> list[MemberResult] | None:
+        """Mailchimp's answer to the chunk's upsert, once it was written (None before)."""
+        saved = results_blob(run_id, number)
+        if not self.work.exists(saved):
+            return None
+        return [MemberResult(r["email"], Outcome(r["outcome"]), r.get("reason"), r.get("field"))
+                for r in json.loads(self.work.read_bytes(saved))]
+
+    def _tag(self, run: Run, destination: Destination | None, members: list[Member],
+             results: list[MemberResult]) -> dict[str, str]:
+        """Add each delivered member's segment tags it does not carry yet; the members not tagged, with why."""
+        needing = _needing_tags(members, results)
+        if destination is None or not needing:
+            return {}
+        by_tag: dict[str, list[str]] = {}
+        for m in members:
+            if m.email in needing:
+                for tag in missing_tags(m):
+                    by_tag.setdefault(tag, []).append(m.email)
+        not_tagged: dict[str, str] = {}
+        for tag, emails in by_tag.items():
+            refused = self.connections.call(destination, lambda client: client.tag_members(
+                run.details["audienceId"], run.details["tagIds"][tag], emails))
+            for email, reason in refused.items():
+                not_tagged.setdefault(email, f"tag {tag!r} not added: {reason}")
+        return not_tagged
+
+    def _untag(self, run: Run, destination: Destination | None, members: list[Member]) -> _Untags:
+        """Take segment tags off members no longer in those segments (not those the guard holds back)."""
+        by_tag = _due_untags(run, members)
+        untags = _Untags()
+        if destination is None or not by_tag:
+            return untags
+        segment_of_tag = {part.tag: part.segment for part in run.segments}
+        for tag, emails in by_tag.items():
+            missed = self.connections.call(destination, lambda client: client.untag_members(
+                run.details["audienceId"], run.details["tagIds"][tag], emails))
+            segment = segment_of_tag[tag]
+            untags.done[segment] = untags.done.get(segment, 0) + len(emails) - len(missed)
+            if missed:
+                untags.failed[segment] = untags.failed.get(segment, 0) + len(missed)
+        return untags
+
+    def _count(self, run_id: str, number: int, attempt: str, members: list[Member], results: list[MemberResult],
+               not_tagged: dict[str, str] | None = None, untags: _Untags | None = None) -> None:
+        """Count the chunk once. Members written whose segment tag could not be added count by what was written,
+        each with a `tag` line in the errors report, and in `tagFailed`; untags that failed count in `untagFailed`."""
+        not_tagged = not_tagged or {}
+        untags = untags or _Untags()
+        source = {m.email: m.source for m in members}
+        lines = [
+            error_line(source[r.email].segment, source[r.email].partition, source[r.email].row, r.email,
+                        r.reason if not r.field else f"{r.reason} (field {r.field})",
+                        "mailchimp" if r.outcome is Outcome.REFUSED else "failure")
+            for r in results if r.outcome in (Outcome.REFUSED, Outcome.FAILED)
+        ]
+        lines += [error_line(source[email].segment, source[email].partition, source[email].row, email,
+                              f"written, but its segment tag was not added: {reason}", "tag")
+                  for email, reason in not_tagged.items()]
+        errors = ""
+        if lines:
+            errors = f"{errors_prefix(run_id)}chunk-{number:06d}-{attempt}.jsonl"
+            self.work.write_bytes(errors, b"".join(lines))
+        delivered = {r.email for r in results if r.outcome in DELIVERED}
+        per_segment = chunk_counts(results, {m.email: m.source.segment for m in members}, delivered - not_tagged.keys())
+        for email in not_tagged:
+            per_segment[source[email].segment]["tagFailed"] += 1
+        for key, by_segment in (("untagged", untags.done), ("untagFailed", untags.failed)):
+            for segment, count in by_segment.items():
+                per_segment.setdefault(segment, zero_counts())[key] += count
+        self.runs.finish_chunk(run_id, number, per_segment, errors)
+
+    def _settle(self, run_id: str) -> None:
+        """Finish the run once every chunk is counted, then clean up and free the destination. The clean-up is
+        repeated by every later call for a finished run (a redelivered message), in case the worker that settled it
+        died before cleaning up: both steps are idempotent."""
+        run = self.runs.settle_if_done(run_id)
+        if run is None:
+            run = self.runs.get(run_id, counts=False)
+            if run is None or run.finished_at is None or run.details.get("cleanedUp"):
+                return
+        else:
+            log.info("export %s finished: %s", run_id, run.status)
+        # Chunks and saved answers hold personal data and are of no use once every chunk is counted; the error
+        # report stays (for GET .../errors) unless the destination was deleted.
+        gone = run.status == "cancelled" and self.destinations.get(run.destination_id) is None
+        self.work.delete_prefix(f"runs/{run_id}/" if gone else f"runs/{run_id}/chunks/")
+        self._released(run)
+        if not gone:
+            self.runs.update(run_id, lambda r: r.details.update(cleanedUp=True))
+
+    def chunk_gave_up(self, run_id: str, number: int, attempt: str) -> None:
+        """The chunk message was poisoned: its members are counted with what Mailchimp saved of them, never dropped.
+
+        Members whose upsert went through (its answer is saved) count as written and only their tags as failed;
+        the others count failed with the last error.
+        """
+        chunk = self.runs.get_chunk(run_id, number)
+        if chunk is None or chunk["state"] == "done":
+            return
+        with self.work.exclusive(chunk_blob(run_id, number)):
+            chunk = self.runs.get_chunk(run_id, number)
+            if chunk is not None and chunk["state"] != "done":
+                self._give_up(run_id, number, attempt, chunk.get("lastError") or "the chunk failed repeatedly")
+        self._settle(run_id)
+
+    def _give_up(self, run_id: str, number: int, attempt: str, reason: str) -> None:
+        everyone = list(decode_members(self.work.read_bytes(chunk_blob(run_id, number))))
+        members = [m for m in everyone if not m.departed]
+        why = f"gave up after repeated failures: {reason}"
+        # Written members (the upsert's answer is saved) count as written, only their tags failed; the others failed.
+        results = self._saved_results(run_id, number) or [MemberResult(m.email, Outcome.FAILED, why) for m in members]
+        run = self.runs.get(run_id, counts=False)
+        self._count(run_id, number, attempt, members, results, *(_tags_failed(run, everyone, results, why) if run else ()))

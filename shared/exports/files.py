@@ -1,0 +1,18 @@
+"""Where a run keeps its files in the work container: chunk files, saved Mailchimp answers, the errors report."""
+from __future__ import annotations
+
+
+def plan_lock(run_id: str) -> str:
+    return f"runs/{run_id}/plan.lock"
+
+
+def chunk_blob(run_id: str, number: int) -> str:
+    return f"runs/{run_id}/chunks/{number:06d}.jsonl"
+
+
+def results_blob(run_id: str, number: int) -> str:
+    return f"runs/{run_id}/chunks/{number:06d}.results.json"
+
+
+def errors_prefix(run_id: str) -> str:
+    return f"runs/{run_id}/errors/"

@@ -1,0 +1,356 @@
+"""Planning a run: read the audience and the segment snapshots, write chunks of at most 500 members, freeze the plan,
+then queue one message per chunk. Members already as wanted are counted unchanged here and never sent."""
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.columns import ColumnMismatch, resolve_columns
+from shared.connections import NotConnected
+from shared.destinations import Destination
+from shared.exports.chunks import missing_tags
+from shared.exports.error_report import ProblemWriter
+from shared.exports.files import chunk_blob, errors_prefix, plan_lock
+from shared.exports.ports import NOTICE_CHARS, ExportParts
+from shared.mailchimp.errors import MailchimpAuthError
+from shared.mailchimp.merge_values import unchanged
+from shared.members import Member, encode_members
+from shared.planning import Mapping as PlanMapping
+from shared.planning import SegmentInput, TagDepartures, TooManyRows, plan_export
+from shared.runs import CANCELLING, Run, SegmentPart, now_iso, zero_counts
+from shared.segment_rows import read_rows, snapshot_columns
+from shared.snapshots import Snapshot, SnapshotProblem, segment_listing
+
+log = logging.getLogger(__name__)
+
+
+CHUNK_WRITERS = 8  # chunk files written at once while planning
+
+
+WRITABLE_STATUSES = ("subscribed", "unsubscribed", "pending", "transactional")  # not cleaned or archived
+
+
+def _already_done(member: Member) -> bool:
+    """In the audience with these values and every tag, nothing to take off: no Mailchimp call would change it.
+
+    Such members are counted unchanged (and tagged) at planning and never sent, which makes the usual scheduled
+    refresh, where most people are as they were, cost little more than reading the audience.
+    """
+    existing = member.existing
+    return (existing is not None and existing.status in WRITABLE_STATUSES and not member.untag
+            and not missing_tags(member) and unchanged(member.merge_fields, existing.merge_fields))
+
+
+class _Unreadable(Exception):
+    """A segment's files could not be read to the end while planning (`problem` names the file)."""
+
+    def __init__(self, part: SegmentPart, problem: SnapshotProblem) -> None:
+        super().__init__(str(problem))
+        self.part = part
+        self.problem = problem
+
+
+def _left_out_notice(left_out: dict[str, str]) -> str:
+    return (f"not exported: {'; '.join(left_out.values())} (the other segments were exported; the ones left out read 0 "
+            "rows: fix what is said and export them again)")
+
+
+def _held_notice(held: dict[str, int], departures: dict[str, TagDepartures], percent: int) -> str:
+    parts = [f"{leaving:,} of the {departures[tag].carrying:,} members carrying tag {tag!r}" for tag, leaving in held.items()]
+    return (f"untagging held back: {'; '.join(parts)} are no longer in the segment's snapshot, more than "
+            f"UNTAG_GUARD_PERCENT ({percent}%); the tags were left on. If the snapshot is right, start the export again "
+            'with the body {"confirmUntag": true}; if not, fix the export at the source')
+
+
+def _owned(tag_id: int) -> str:
+    """How a tag the destination created is recorded: by id (names of older records are not ids and never match)."""
+    return f"#{tag_id}"
+
+
+def _intended(run_id: str, name: str) -> str:
+    """A tag this run is about to create: honoured by this run only, until the tag's id is recorded."""
+    return f"?{run_id}/{name.casefold()}"
+
+
+class Planner(ExportParts):
+    def plan(self, run_id: str) -> None:
+        """Plan in two steps, so that a redelivered plan message never sends a different plan.
+
+        1. Read, write every chunk blob and chunk row, then freeze the plan in one run update (its chunk total,
+           counts and held-back untags). No chunk message goes out before the freeze: a crash before it leaves
+           nothing sent, and planning simply starts over.
+        2. Send one message per chunk. A crash here is replayed from the frozen plan: the chunks not yet counted
+           are sent again (a chunk counts once, whatever the number of its messages).
+        """
+        with self.work.exclusive(plan_lock(run_id)):  # a copy of the message delivered meanwhile waits here
+            self._plan_once(run_id)
+
+    def _plan_once(self, run_id: str) -> None:
+        run = self.runs.get(run_id)
+        if run is None or run.finished_at is not None:
+            return  # unknown or ended
+        if run.details.get("chunksSent"):  # planned and sent (a redelivered message); a plan with no chunk is
+            self._settle(run_id)  # settled here, so a worker that died before that is made good
+            return
+        if run.status == CANCELLING and run.total_chunks is None:
+            self.runs.update(run_id, lambda r: setattr(r, "total_chunks", 0))  # cancelled before planning: nothing to send
+            self._settle(run_id)
+            return
+        destination = self.destinations.get(run.destination_id)
+        if destination is None and run.total_chunks is None:
+            self._fail(run, "the destination was deleted before the export started")
+            return
+        if destination is not None and not destination.consent_accepted and run.status != CANCELLING:
+            run = self._stop_for_consent(run.id, destination)
+            if run.total_chunks == 0:
+                return
+        if run.total_chunks is None:
+            run = self.runs.update(run_id, lambda r: self._mark_started(r))
+            try:
+                if not self._plan(run, destination):
+                    return
+            except (MailchimpAuthError, NotConnected) as error:
+                self._fail(run, str(error))
+                return
+        self._send_chunks(run_id)  # a frozen plan of a cancelled run is sent too: its workers count it failed
+
+    def _plan(self, run: Run, destination: Destination) -> bool:
+        """Step 1 (see `plan`); False when the run ended instead (failed before anything was sent).
+
+        A segment whose snapshot is gone, or whose files cannot be read (SnapshotProblem: a header that cannot be
+        used, a partition storage refuses to serve, ...) or no longer fit the mapping, is left out of the run: its
+        counts stay 0, the run's message says which file and what to do, and the other segments go on. When none is
+        left the run fails at once, saying why."""
+        run_id = run.id
+        left_out: dict[str, str] = {}  # segment -> why this run does not export it (naming the file)
+        snapshots = self._snapshots(run, left_out)
+        columns: dict[str, dict[str, str]] = {}
+        for part in run.segments:
+            if part.segment in left_out:
+                continue
+            try:
+                columns[part.segment] = resolve_columns(destination.mapping.columns(),
+                                                        snapshot_columns(self.segments, snapshots[part.segment]))
+            except SnapshotProblem as problem:
+                self._leave_out(run, part, left_out, f"{problem}")
+            except ColumnMismatch as error:
+                self._leave_out(run, part, left_out, f"{error}", log_text=f"{error.log_text}: fix the mapping")
+        if len(left_out) == len(run.segments):
+            self._fail_left_out(run, left_out)
+            return False
+        # The first call goes through `call`, so a credential rotated in the secret store is re-read after a 401.
+        audience = self.connections.call(destination, lambda c: c.get_audience(destination.audience_id))
+        client = self.connections.client(destination)
+        merge_types = {f.tag: f.type for f in client.list_merge_fields(destination.audience_id)}
+        missing_tags = [tag for tag in destination.mapping.merge_fields if tag not in merge_types]
+        if missing_tags:
+            self._fail(run, f"the audience has no merge field(s) {missing_tags}: create them in Mailchimp or change the mapping")
+            return False
+        # Tags this destination created are kept in step with their segments (members who left lose them);
+        # a tag someone made by hand is only ever added to. Ownership is by Mailchimp's tag id, so a tag deleted
+        # in Mailchimp and made again by hand under the same name is not the destination's. The tags about to be
+        # created are noted for this run first, so a planning attempt that dies right after creating one still
+        # finds it its own when the run is planned again.
+        tag_ids = client.ensure_tags(destination.audience_id, [part.tag for part in run.segments if part.segment not in left_out],
+                                     before_creating=lambda missing: self.destinations.own_tags(
+                                         destination.id, destination.audience_id, {_intended(run_id, n) for n in missing}))
+        marks = self.destinations.owned_tags(destination.id, destination.audience_id)
+        owned = {name for name in tag_ids if _owned(tag_ids[name]) in marks or _intended(run_id, name) in marks}
+        if new_marks := {_owned(tag_ids[name]) for name in owned} - marks:
+            self.destinations.own_tags(destination.id, destination.audience_id, new_marks)
+        mirror_as_of = datetime.now(UTC)
+        details = {
+            "audienceId": destination.audience_id,
+            "statusForNew": destination.status_for_new or ("pending" if audience.double_optin else "subscribed"),
+            "tagIds": {tag: int(tag_ids[tag]) for tag in tag_ids},
+            "mirrorAsOf": mirror_as_of.isoformat(),
+        }
+        self.runs.update(run_id, lambda r: r.details.update(details))
+        while True:  # once more without a segment whose files could not be read to the end
+            live = [part for part in run.segments if part.segment not in left_out]
+            if not live:
+                self._fail_left_out(run, left_out)
+                return False
+            try:
+                planned = self._plan_rows(run, destination, live, snapshots, columns, client, merge_types, owned)
+            except _Unreadable as unreadable:  # raised while the rows were read: no chunk is written yet
+                self._leave_out(run, unreadable.part, left_out, str(unreadable.problem))
+                continue
+            if planned is None:
+                return False
+            break
+        plan, total = planned
+        counts = plan.counts
+        held = self._held_untags(run, plan.departures)
+        segment_of_tag = {part.tag: part.segment for part in run.segments}
+        planned_outcomes: dict[str, dict[str, int]] = {}
+        for name, c in counts.items():
+            if c.settled:
+                planned_outcomes[name] = {**zero_counts(), "unchanged": c.settled, "tagged": c.settled}
+        for tag, leaving in held.items():
+            planned_outcomes.setdefault(segment_of_tag[tag], zero_counts())["untagHeld"] += leaving
+        self.runs.record_planned_outcomes(run_id, planned_outcomes)
+
+        def freeze(r: Run) -> bool:
+            if r.total_chunks is not None:
+                return False  # frozen already: the first freeze is the plan
+            r.total_chunks = total
+            if held:
+                r.details["untagHeld"] = held
+            if left_out:
+                r.details["leftOut"] = dict(left_out)
+            notes = [_held_notice(held, plan.departures, self.settings.untag_guard_percent) if held else None,
+                     _left_out_notice(left_out) if left_out else None, r.details.get("notice")]
+            if any(notes):
+                r.details["notice"] = "; ".join(note for note in notes if note)[:NOTICE_CHARS]
+            for part in r.segments:
+                c = counts.get(part.segment)
+                if c is not None:
+                    part.counts.update(read=c.read, invalid=c.invalid, duplicates=c.duplicates, fieldProblems=c.field_problems)
+            return True
+
+        self.runs.update(run_id, freeze)
+        log.info("export %s planned: %d chunks", run_id, total)
+        return True
+
+    def _plan_rows(self, run: Run, destination: Destination, live: list[SegmentPart], snapshots: dict[str, Snapshot],
+                   columns: dict[str, dict[str, str]], client: Any, merge_types: dict[str, str],
+                   owned: set[str]) -> tuple[Any, int] | None:
+        """Read the live segments' rows and the audience, and write the chunks: (the plan, its chunk total), or None
+        when the run failed instead (over MAX_PROFILES_PER_EXPORT). _Unreadable, before any chunk is written, when a
+        segment's files cannot be read to the end."""
+        run_id = run.id
+        # An attempt's report of invalid rows is written anew (without a segment left out since, or by a crashed
+        # attempt that read other segments): planning's part of the report is only read once the plan is frozen.
+        self.work.delete_prefix(errors_prefix(run_id) + "plan-")
+        problems = ProblemWriter(self.work, run_id)
+        inputs = [SegmentInput(segment=part.segment, tag=part.tag, rows=self._rows(part, snapshots[part.segment]),
+                               columns=columns[part.segment])
+                  for part in live]
+        with tempfile.TemporaryDirectory(prefix="plan-") as workdir:
+            plan = plan_export(
+                inputs,
+                PlanMapping(email=destination.mapping.email, merge_fields=dict(destination.mapping.merge_fields)),
+                existing=client.iter_audience(destination.audience_id),
+                merge_field_types=merge_types,
+                chunk_size=self.settings.chunk_size,
+                on_problem=problems,
+                workdir=workdir,
+                removable_tags=owned,
+                already_done=_already_done,
+                max_rows=self.settings.max_profiles_per_export,
+            )
+            total = 0
+            # Chunk files and records are written a few at a time (storage round trips, not CPU, are the cost),
+            # with a bounded number in flight so memory stays small.
+            with ThreadPoolExecutor(max_workers=CHUNK_WRITERS) as writers:
+                pending: deque[Future] = deque()
+                try:
+                    for number, members in enumerate(plan.chunks()):
+                        pending.append(writers.submit(self._write_chunk, run_id, number, members))
+                        if len(pending) >= 2 * CHUNK_WRITERS:
+                            pending.popleft().result()
+                        total = number + 1
+                except TooManyRows as too_many:  # stopped reading there: nothing was spilled after it, none sent
+                    self._fail(run, self._over_limit(too_many.limit))
+                    return None
+                for future in pending:
+                    future.result()
+        problems.flush()
+        return plan, total
+
+    def _rows(self, part: SegmentPart, snapshot: Snapshot) -> Iterator[Any]:
+        """The snapshot's rows; a SnapshotProblem met while reading them is _Unreadable, naming the segment."""
+        try:
+            yield from read_rows(self.segments, snapshot)
+        except SnapshotProblem as problem:
+            raise _Unreadable(part, problem) from None
+
+    def _leave_out(self, run: Run, part: SegmentPart, left_out: dict[str, str], problem: str,
+                   log_text: str | None = None) -> None:
+        """Note why planning leaves `part` out of the run. `log_text` stands in for `problem` in the log when the
+        problem names columns (they can be row data)."""
+        left_out[part.segment] = f"segment {part.segment!r} (snapshot {part.snapshot}): {problem}"
+        log.warning("export %s: segment %r left out while planning: %s", run.id, part.segment, log_text or problem)
+
+    def _fail_left_out(self, run: Run, left_out: dict[str, str]) -> None:
+        self._fail(run, f"nothing was sent: every segment was left out: {'; '.join(left_out.values())}"[:NOTICE_CHARS],
+                   log_message=f"nothing was sent: no segment is left ({len(left_out)} left out, each logged above)")
+
+    def _write_chunk(self, run_id: str, number: int, members: list[Member]) -> None:
+        self.work.write_bytes(chunk_blob(run_id, number), encode_members(members))
+        self.runs.add_chunk(run_id, number, len(members))
+
+    def _held_untags(self, run: Run, departures: dict[str, TagDepartures]) -> dict[str, int]:
+        """Tags whose departures look like a broken upstream export rather than people leaving: more than
+        UNTAG_GUARD_PERCENT of the members carrying a tag would lose it. Those untags are held back, unless the run
+        confirms a held run of the same snapshots and no more members leave than that run held back."""
+        confirmed = (run.details.get("confirmUntag") or {}).get("held") or {}
+        limit = self.settings.untag_guard_percent
+        return {tag: d.leaving for tag, d in sorted(departures.items())
+                if d.leaving and d.leaving * 100 > d.carrying * limit and d.leaving > confirmed.get(tag, 0)}
+
+    def _send_chunks(self, run_id: str) -> None:
+        """Step 2 (see `plan`): one message per chunk not yet counted, then the run notes that all were sent."""
+        run = self.runs.get(run_id, counts=False)
+        total = run.total_chunks if run is not None and run.total_chunks is not None else 0
+        for chunk in self.runs.chunks(run_id):
+            number = int(chunk["RowKey"].split("-", 1)[1])
+            if number >= total:
+                break  # rows left from a planning attempt that crashed before the freeze are not part of the plan
+            if chunk["state"] != "done":
+                self.chunk_queue.send({"runId": run_id, "chunk": number})
+        self.runs.update(run_id, lambda r: r.details.update(chunksSent=True))
+        self._settle(run_id)  # every chunk may be counted already (or there were none)
+
+    def _over_limit(self, limit: int) -> str:
+        """MAX_PROFILES_PER_EXPORT counts profiles as the platform does: every row of the chosen segments' snapshots.
+        Planning stops reading at the first row over it, so the message says "more than"."""
+        return (f"the export has more than {limit:,} profiles, over the limit of {limit:,} per export "
+                "(MAX_PROFILES_PER_EXPORT): reading stopped there and nothing was sent; export fewer segments or raise "
+                "the setting")
+
+    @staticmethod
+    def _mark_started(run: Run) -> bool:
+        if run.status != "queued":
+            return False
+        run.status = "running"
+        run.started_at = now_iso()
+        return True
+
+    def _snapshots(self, run: Run, left_out: dict[str, str]) -> dict[str, Snapshot]:
+        """The snapshot each segment of the run was started for; one that is no longer complete is left out."""
+        found, why = segment_listing(self.segments, self._read_limits)  # its snapshots carry the limits read_rows keeps to
+        by_name = {name.lower(): snaps for name, snaps in found.items()}
+        chosen: dict[str, Snapshot] = {}
+        for part in run.segments:
+            match = [s for s in by_name.get(part.segment.lower(), []) if s.id == part.snapshot]
+            if match:
+                chosen[part.segment] = match[0]
+                continue
+            reason = why.get(part.segment.casefold()) or "a file of it was deleted or replaced"
+            self._leave_out(run, part, left_out, f"its folder {part.folder} is no longer a complete snapshot ({reason}); "
+                                                 "export the segment again once it has a complete snapshot")
+        return chosen
+
+    def _fail(self, run: Run, message: str, log_message: str | None = None) -> None:
+        """`log_message` stands in for `message` in the log when the run's message names row data (columns)."""
+        def fail(r: Run) -> bool:
+            if r.finished:
+                return False
+            r.status, r.message, r.finished_at = "failed", message, now_iso()
+            return True
+
+        self._released(self.runs.update(run.id, fail))
+        log.warning("export %s failed: %s", run.id, log_message or message)
+
+    def plan_gave_up(self, run_id: str) -> None:
+        """The plan message was poisoned: the run fails with the last error the workers saw."""
+        run = self.runs.get(run_id)
+        if run is not None and not run.finished:
+            self._fail(run, "planning failed repeatedly; see the function logs for the run id, fix the cause and start the export again")

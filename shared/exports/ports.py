@@ -1,0 +1,81 @@
+"""What an export run works with: the boundaries it calls (storage, queues, run records) and the refusal it answers with."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, ContextManager, Protocol
+
+from shared.config import Settings
+from shared.connections import MailchimpConnections
+from shared.destinations import Claim, Destination
+from shared.runs import Run
+from shared.snapshots import BlobSource, ReadLimits
+
+NOTICE_CHARS = 4000  # a run's notice (its message when nothing weightier replaces it) is cut to this many characters
+
+
+class Refused(Exception):
+    """An export cannot start; `status` is the HTTP status to answer with and the message says what to do."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class WorkStore(BlobSource, Protocol):
+    def write_bytes(self, name: str, data: bytes) -> None: ...
+    def exists(self, name: str) -> bool: ...
+    def delete_prefix(self, prefix: str) -> None: ...
+    def exclusive(self, name: str) -> ContextManager[None]: ...  # one holder across instances; waits for it
+
+
+class Queue(Protocol):
+    def send(self, message: dict[str, Any], delay_seconds: int = 0) -> None: ...
+
+
+class Destinations(Protocol):
+    def get(self, destination_id: str) -> Destination | None: ...
+    def list(self) -> list[Destination]: ...
+    def exported(self, destination_id: str) -> dict[str, str]: ...
+    def claim(self, destination_id: str, run_id: str, covers: dict[str, str], is_finished: Callable[[str], bool],
+              trigger: str = "http", only_if_newer: bool = False) -> Claim: ...
+    def release(self, destination_id: str, run_id: str) -> str | None: ...
+    def own_tags(self, destination_id: str, audience_id: str, tags: Iterable[str]) -> None: ...
+    def owned_tags(self, destination_id: str, audience_id: str) -> set[str]: ...
+    def active_run(self, destination_id: str) -> str | None: ...
+
+
+class Runs(Protocol):
+    """Run records and their chunks (Table Storage in the app)."""
+
+    def create(self, run: Run) -> None: ...
+    def get(self, run_id: str, counts: bool = True) -> Run | None: ...
+    def update(self, run_id: str, change: Callable[[Run], bool | None]) -> Run: ...
+    def list_for_destination(self, destination_id: str, top: int | None = None) -> list[Run]: ...
+    def add_chunk(self, run_id: str, number: int, members: int) -> None: ...
+    def get_chunk(self, run_id: str, number: int) -> dict[str, Any] | None: ...
+    def chunks(self, run_id: str) -> Iterator[dict[str, Any]]: ...
+    def note_chunk_error(self, run_id: str, number: int, reason: str) -> None: ...
+    def finish_chunk(self, run_id: str, number: int, per_segment: dict[str, dict[str, int]], errors_blob: str) -> bool: ...
+    def settle_if_done(self, run_id: str) -> Run | None: ...
+    def record_planned_outcomes(self, run_id: str, per_segment: dict[str, dict[str, int]]) -> None: ...
+
+
+@dataclass
+class ExportParts:
+    """The boundaries every part of the export service shares; `ExportService` puts the parts together."""
+
+    settings: Settings
+    destinations: Destinations
+    runs: Runs
+    segments: BlobSource
+    work: WorkStore
+    plan_queue: Queue
+    chunk_queue: Queue
+    connections: MailchimpConnections
+
+    @property
+    def _read_limits(self) -> ReadLimits:
+        """How much of a segment file is read at most (SEGMENT_MAX_LINE_BYTES, SEGMENT_MAX_FIELDS, ...)."""
+        return ReadLimits.from_settings(self.settings)

@@ -1,0 +1,28 @@
+"""The export service: the parts of a run's life put together, one module each.
+
+Flow: `start` (HTTP, timer or storage event; starting.py) checks everything that can be checked cheaply and queues a
+plan message; `plan` (queue worker; planner.py) reads the audience and the segment snapshots and writes chunks of at
+most 500 members, queuing one pointer message per chunk; `process_chunk` (queue worker; chunks.py) upserts and tags one
+chunk and adds its counts to the run atomically. Cancelling is in cancelling.py, the per-row report in
+error_report.py. Every step is safe to run twice: messages are delivered at least once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.exports.cancelling import Cancelling
+from shared.exports.chunks import ChunkWorker
+from shared.exports.error_report import ErrorReport
+from shared.exports.planner import Planner
+from shared.exports.starting import Starting
+from shared.runs import Run
+
+
+@dataclass
+class ExportService(Starting, Planner, ChunkWorker, Cancelling, ErrorReport):
+    def get_run(self, run_id: str) -> Run | None:
+        return self.runs.get(run_id)
+
+    def runs_of(self, destination_id: str, top: int | None = None) -> list[Run]:
+        """Newest first; with `top`, only the newest `top`."""
+        return self.runs.list_for_destination(destination_id, top)
