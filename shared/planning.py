@@ -13,7 +13,9 @@ Rules (the README repeats them):
 - Tags compare ignoring case, as in Mailchimp ("VIP" and "vip" are one tag).
 - One email in several rows or segments is ONE member carrying every segment's tag (first-seen order).
   It is counted as a member in the segment of its first row; every later row is a duplicate in its
-  own segment. So for each segment: read == invalid + duplicates + members.
+  own segment. So for each segment: read == invalid + duplicates + erased + members.
+- With `erased` (subscriber hash -> when, from shared/erasures.py), a sendable row whose address a person had erased
+  is not planned: it counts in `erased` and is reported (kind "erased", "erased on <date> at the person's request").
 - Merge fields: the first row's values win; a field the first row leaves empty is filled from the
   next row that has it, so a sparse profile does not blank out what another profile knows.
 - Values are trimmed and empty ones are not sent (Mailchimp keeps what it has). Text is cut at
@@ -42,7 +44,7 @@ from datetime import date
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from shared.columns import ColumnMismatch, resolve_columns
-from shared.emails import email_problem, normalize_email
+from shared.emails import email_problem, normalize_email, subscriber_hash
 from shared.members import ExistingMember, Member, RowRef
 from shared.segment_rows import SourceRow
 
@@ -71,8 +73,8 @@ class Mapping:
 
 @dataclass(frozen=True)
 class RowProblem:
-    """A row that will not be sent (kind "invalid"), or a value of a row sent without it (kind "field"), for the
-    errors report; the email is as given, never in `reason`."""
+    """A row that will not be sent (kind "invalid", or "erased" at the person's request), or a value of a row sent
+    without it (kind "field"), for the errors report; the email is as given, never in `reason`."""
 
     segment: str
     partition: str
@@ -100,6 +102,7 @@ class SegmentCounts:
     members: int = 0
     settled: int = 0  # members `already_done` found needing nothing: counted here, never put in a chunk
     field_problems: int = 0  # rows sent without a value that could not be converted (outside the equation)
+    erased: int = 0  # sendable rows left out because the person had their address erased
 
 
 @dataclass
@@ -258,6 +261,7 @@ class Plan:
         removable_tags: Iterable[str] = (),
         already_done: Callable[[Member], bool] | None = None,
         max_rows: int | None = None,
+        erased: dict[str, str] | None = None,
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
@@ -280,6 +284,7 @@ class Plan:
         self._removable = {source.tag.casefold(): source.tag for source in self._inputs if source.tag.casefold() in owned}
         self._already_done = already_done  # e.g. in the audience with these values and tags: no call would change it
         self._max_rows = max_rows  # TooManyRows as soon as the rows of all segments pass it (before the audience is read)
+        self._erased = erased or {}  # subscriber hash -> ISO time of the erasure: those rows are never planned
         self._started = False
         self.counts: dict[str, SegmentCounts] = {source.segment: SegmentCounts() for source in self._inputs}
         # Per tag kept in step (the run's spelling): final once the chunks have been iterated.
@@ -346,6 +351,10 @@ class Plan:
                 if reason is not None:
                     counts.invalid += 1
                     self._on_problem(RowProblem(source.segment, row.partition, row.row, given, reason))
+                elif self._erased and (erased_at := self._erased.get(subscriber_hash(email))):
+                    counts.erased += 1
+                    self._on_problem(RowProblem(source.segment, row.partition, row.row, given,
+                                                erased_reason(erased_at), kind="erased"))
                 else:
                     spill.add(email, (email, index, row.partition, row.row, fields))
 
@@ -420,6 +429,11 @@ class Plan:
             elif leaving:
                 departed.append(Member(email, {}, [], RowRef("", "", 0), current, leaving))
         return [*members.values(), *departed]
+
+
+def erased_reason(erased_at: str) -> str:
+    """What the per-row report says of a row left out because its person asked to be erased (no address in it)."""
+    return f"erased on {erased_at[:10]} at the person's request"
 
 
 plan_export = Plan  # the name callers use: plan_export(inputs, mapping, on_problem=...) -> Plan
