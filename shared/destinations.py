@@ -87,6 +87,9 @@ class Destination:
     export_users: tuple[ExportUser, ...] = ()  # operators who may start, cancel and read its exports
     created_by: str | None = None  # the verified caller (Principal.label) who created it
     updated_by: str | None = None  # and who last changed its settings
+    # An address a person had erased (shared/erasures.py) is exported again only when this says so; by default its
+    # rows are refused, "erased on <date> at the person's request".
+    re_add_erased: bool = False
 
     @property
     def secret_name(self) -> str:
@@ -129,6 +132,7 @@ class Destination:
             "mailchimp": {"connected": self.credential_kind != "none", "method": self.credential_kind},
             "schedule": {"enabled": self.schedule_enabled},
             "exportOnArrival": self.export_on_arrival,
+            "reAddErased": self.re_add_erased,
             "exportUsers": [user.public() for user in self.export_users],
             "createdAt": self.created_at,
             "createdBy": self.created_by,
@@ -294,7 +298,7 @@ def _flag(body: Mapping[str, Any], path: tuple[str, ...], default: bool, problem
 
 
 _SETTINGS = ("displayName", "audienceId", "consent", "mapping", "segments", "statusForNew", "tagPrefix", "schedule",
-             "exportOnArrival", "exportUsers")
+             "exportOnArrival", "exportUsers", "reAddErased")
 _REQUEST_ONLY = ("mailchimp", "createMissingMergeFields")  # acted on when saving, never stored
 
 
@@ -335,6 +339,7 @@ def _validated(body: Any, *, creating: bool, draft: bool = False) -> tuple[dict[
         "schedule_enabled": _flag(body, ("schedule", "enabled"), True, problems),
         "export_on_arrival": _flag(body, ("exportOnArrival",), True, problems),
         "export_users": _export_users(body, problems),
+        "re_add_erased": _flag(body, ("reAddErased",), False, problems),
     }
     api_key = _api_key(body, problems)
     create_missing = _flag(body, ("createMissingMergeFields",), False, problems)

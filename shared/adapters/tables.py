@@ -194,6 +194,7 @@ class DestinationTable(_Table):
             export_users=tuple(ExportUser(**user) for user in json.loads(_joined(e, "export_users") or "[]")),
             created_by=e.get("created_by"),
             updated_by=e.get("updated_by"),
+            re_add_erased=e.get("re_add_erased", False),
         )
 
     @classmethod
@@ -436,6 +437,42 @@ class RunTable(_Table):
         )
         runs = sorted((self._from_entity(e) for e in entities), key=lambda r: r.created_at, reverse=True)
         return [self._with_shards(run) for run in (runs if top is None else runs[:top])]
+
+    def list_created_before(self, run_id_prefix: str) -> list[Run]:
+        """Runs whose id sorts before `run_id_prefix` (ids begin with their creation time: runs.run_id_time), found by
+        the key range alone, without their chunk counters: the oldest runs, for the retention sweep."""
+        entities = self.table.query_entities("PartitionKey lt @before and RowKey eq @row",
+                                             parameters={"before": run_id_prefix, "row": RUN_ROW})
+        return [self._from_entity(e) for e in entities]
+
+    def delete_run(self, run_id: str) -> None:
+        """Delete every row of the run (chunks, counters, the run row last, so a delete cut short is found again by
+        the next listing). Rows deleted meanwhile by someone else are fine."""
+        keys = [e["RowKey"] for e in self.table.query_entities("PartitionKey eq @run", parameters={"run": run_id},
+                                                               select=["RowKey"])]
+        others = [key for key in keys if key != RUN_ROW]
+        for start in range(0, len(others), 100):  # a transaction holds at most 100 operations
+            self._delete_rows(run_id, others[start:start + 100])
+        if RUN_ROW in keys:
+            self._delete_rows(run_id, [RUN_ROW])
+
+    def _delete_rows(self, run_id: str, keys: list[str]) -> None:
+        try:
+            self.table.submit_transaction([("delete", {"PartitionKey": run_id, "RowKey": key}) for key in keys])
+        except TableTransactionError:  # one was gone already: the rest one by one (a missing row is no error there)
+            for key in keys:
+                self.table.delete_entity(run_id, key)
+
+    def clear_chunk_errors(self, run_id: str) -> None:
+        """Empty the chunks' lastError (an error's text, which may quote a member), for the retention sweep."""
+        for chunk in self.table.query_entities(
+                "PartitionKey eq @run and RowKey ge 'chunk-' and RowKey lt 'chunk.' and lastError ne ''",
+                parameters={"run": run_id}, select=["RowKey"]):
+            try:
+                self.table.update_entity({"PartitionKey": run_id, "RowKey": chunk["RowKey"], "lastError": ""},
+                                         mode=UpdateMode.MERGE)
+            except ResourceNotFoundError:
+                pass  # the run was deleted meanwhile
 
     def update(self, run_id: str, change: Callable[[Run], bool | None]) -> Run:
         """Apply `change` to the newest copy of the run and store it, retrying on concurrent updates.

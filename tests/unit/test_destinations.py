@@ -210,3 +210,13 @@ def test_50_segment_names_are_kept_once_each_in_any_letter_case():
     assert new_destination({**VALID, "segments": names[:25] + [n.upper() for n in names[:25]]},
                            "x").destination.segments == tuple(names[:25])
     assert "segments" in problems({**VALID, "segments": names + ["One more"]})
+
+
+def test_re_adding_erased_addresses_is_off_unless_an_admin_turns_it_on_and_a_patch_can_turn_it_off():
+    created = new_destination(VALID, "x").destination
+    assert created.re_add_erased is False and created.public()["reAddErased"] is False
+    on = updated_destination(created, {"reAddErased": True}, "y").destination
+    assert on.re_add_erased is True and on.public()["reAddErased"] is True
+    assert updated_destination(on, {"reAddErased": None}, "y").destination.re_add_erased is False  # removed: default
+    assert new_destination({**VALID, "reAddErased": True}, "x").destination.re_add_erased is True
+    assert "must be true or false" in problems({**VALID, "reAddErased": "yes"})["reAddErased"]
