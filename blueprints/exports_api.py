@@ -34,12 +34,15 @@ def start_export(req: func.HttpRequest, who: Principal) -> func.HttpResponse:
     if segments is not None and not (isinstance(segments, list) and all(isinstance(s, str) for s in segments)):
         return error_answer(400, '"segments" must be a list of segment names, e.g. ["HighValueCustomers"]')
     confirm_untag = body.get("confirmUntag") is True
+    dry_run = body.get("dryRun", False)
+    if not isinstance(dry_run, bool):
+        return error_answer(400, '"dryRun" must be true (a preview: nothing is sent) or false')
     try:
         run = bootstrap.app().exports.start(req.route_params["id"], "http", segments, confirm_untag=confirm_untag,
-                                            started_by=who.label)
+                                            started_by=who.label, dry_run=dry_run)
     except Refused as refused:
         return error_answer(refused.status, refused.message)
-    audit(who, "export.started", destination=run.destination_id, run=run.id)
+    audit(who, "export.previewed" if dry_run else "export.started", destination=run.destination_id, run=run.id)
     return json_answer({"id": run.id, "status": run.status}, 202, {"Location": f"/api/exports/{run.id}"})
 
 

@@ -21,7 +21,8 @@ OUTCOME_KEYS = ("created", "updated", "unchanged", "refused", "failed")
 # because taking it off failed.
 NOTICE_KEYS = ("fieldProblems", "tagFailed", "untagHeld", "untagFailed")
 COUNT_KEYS = ("read", "invalid", "duplicates", *OUTCOME_KEYS, "tagged", "untagged", *NOTICE_KEYS)
-FINISHED = ("succeeded", "completed_with_errors", "failed", "cancelled")
+PREVIEWED = "previewed"  # a dry run (see shared/exports/preview.py): planned, predicted, nothing sent
+FINISHED = ("succeeded", "completed_with_errors", "failed", "cancelled", PREVIEWED)
 CANCELLING = "cancelling"  # cancelled, but chunks sent before the cancel are still being counted
 
 
@@ -42,9 +43,14 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
+def run_id_time(moment: datetime) -> str:
+    """How a run id begins: its creation time (UTC, to the second), so ids sort oldest first and read well in logs. A
+    run created in an earlier second than `moment` has an id sorting before this (shared/retention.py lists by it)."""
+    return moment.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S")
+
+
 def new_run_id() -> str:
-    """Time-ordered, so ids sort newest last and read well in logs."""
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+    return run_id_time(datetime.now(timezone.utc)) + "-" + uuid.uuid4().hex[:8]
 
 
 @dataclass
@@ -133,8 +139,12 @@ class Run:
             "chunks": {"total": self.total_chunks, "done": self.chunks_done},
             "counts": counts,
             "segments": [part.public() for part in self.segments],
+            "dryRun": bool(self.details.get("dryRun")),
+            **({"preview": self.details["preview"]} if "preview" in self.details else {}),
+            "retryOf": self.details.get("retryOf"),
+            "retriedBy": self.details.get("retriedBy"),
             "elapsedSeconds": round(elapsed, 3) if elapsed is not None else None,
-            "profilesPerSecond": round(sent / elapsed, 1) if elapsed else None,
+            "profilesPerSecond": round(sent / elapsed, 1) if elapsed and not self.details.get("dryRun") else None,
         }
 
 

@@ -46,20 +46,22 @@ def error_line(segment: str, partition: str, row: int, email: str | None, reason
     return json.dumps(doc, ensure_ascii=False).encode("utf-8") + b"\n"
 
 
-class ProblemWriter:
-    """Streams invalid rows of planning into numbered blobs of about 1 MiB, rewritten identically on a replay."""
+REPORT_KINDS = ("plan", "preview")  # report blobs written while planning, in report order
 
-    def __init__(self, work: WorkStore, run_id: str) -> None:
+
+class ReportWriter:
+    """Streams lines of a run's per-row report into numbered blobs of about 1 MiB named `<kind>-NNNN.jsonl`,
+    rewritten identically on a replay. Planning writes `plan-` (invalid rows), a preview `preview-` (every change)."""
+
+    def __init__(self, work: WorkStore, run_id: str, kind: str) -> None:
         self._work = work
         self._run_id = run_id
+        self._kind = kind
         self._buffer: list[bytes] = []
         self._size = 0
         self._part = 0
 
-    def __call__(self, problem: RowProblem) -> None:
-        source = "field" if problem.kind == "field" else "validation"
-        line = error_line(problem.segment, problem.partition, problem.row, problem.email, problem.reason, source,
-                           column=problem.column, mergeTag=problem.merge_tag)
+    def add(self, line: bytes) -> None:
         self._buffer.append(line)
         self._size += len(line)
         if self._size >= ERRORS_BLOCK_BYTES:
@@ -67,9 +69,21 @@ class ProblemWriter:
 
     def flush(self) -> None:
         if self._buffer:
-            self._work.write_bytes(f"{errors_prefix(self._run_id)}plan-{self._part:04d}.jsonl", b"".join(self._buffer))
+            self._work.write_bytes(f"{errors_prefix(self._run_id)}{self._kind}-{self._part:04d}.jsonl", b"".join(self._buffer))
             self._part += 1
             self._buffer, self._size = [], 0
+
+
+class ProblemWriter(ReportWriter):
+    """Invalid rows of planning, as they are met."""
+
+    def __init__(self, work: WorkStore, run_id: str) -> None:
+        super().__init__(work, run_id, "plan")
+
+    def __call__(self, problem: RowProblem) -> None:
+        source = "field" if problem.kind == "field" else "validation"
+        self.add(error_line(problem.segment, problem.partition, problem.row, problem.email, problem.reason, source,
+                            column=problem.column, mergeTag=problem.merge_tag))
 
 
 class ErrorReport(ExportParts):
@@ -79,8 +93,10 @@ class ErrorReport(ExportParts):
         yield from (self.work.read_bytes(name) for name in self._error_blobs(run_id))
 
     def _error_blobs(self, run_id: str) -> Iterator[str]:
-        """The run's errors blobs in report order: planning's first, then chunk by chunk."""
-        yield from sorted(self.work.list_names(errors_prefix(run_id) + "plan-"))
+        """The run's report blobs in order: planning's invalid rows first, then a preview's changes or the chunks'
+        refused and failed rows, chunk by chunk."""
+        for kind in REPORT_KINDS:
+            yield from sorted(self.work.list_names(errors_prefix(run_id) + kind + "-"))
         for chunk in self.runs.chunks(run_id):
             if chunk.get("errorsBlob"):
                 yield chunk["errorsBlob"]

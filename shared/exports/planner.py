@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -14,15 +14,16 @@ from shared.columns import ColumnMismatch, resolve_columns
 from shared.connections import NotConnected
 from shared.destinations import Destination
 from shared.exports.chunks import missing_tags
-from shared.exports.error_report import ProblemWriter
+from shared.exports.error_report import REPORT_KINDS, ProblemWriter, ReportWriter
 from shared.exports.files import chunk_blob, errors_prefix, plan_lock
 from shared.exports.ports import NOTICE_CHARS, ExportParts
+from shared.exports.preview import PreviewTally, existing_tags
 from shared.mailchimp.errors import MailchimpAuthError
 from shared.mailchimp.merge_values import unchanged
 from shared.members import Member, encode_members
 from shared.planning import Mapping as PlanMapping
 from shared.planning import SegmentInput, TagDepartures, TooManyRows, plan_export
-from shared.runs import CANCELLING, Run, SegmentPart, now_iso, zero_counts
+from shared.runs import CANCELLING, PREVIEWED, Run, SegmentPart, add_counts, now_iso, zero_counts
 from shared.segment_rows import read_rows, snapshot_columns
 from shared.snapshots import Snapshot, SnapshotProblem, segment_listing
 
@@ -147,21 +148,25 @@ class Planner(ExportParts):
         audience = self.connections.call(destination, lambda c: c.get_audience(destination.audience_id))
         client = self.connections.client(destination)
         merge_types = {f.tag: f.type for f in client.list_merge_fields(destination.audience_id)}
-        missing_tags = [tag for tag in destination.mapping.merge_fields if tag not in merge_types]
-        if missing_tags:
-            self._fail(run, f"the audience has no merge field(s) {missing_tags}: create them in Mailchimp or change the mapping")
+        missing_fields = [tag for tag in destination.mapping.merge_fields if tag not in merge_types]
+        if missing_fields:
+            self._fail(run, f"the audience has no merge field(s) {missing_fields}: create them in Mailchimp or change the mapping")
             return False
         # Tags this destination created are kept in step with their segments (members who left lose them);
         # a tag someone made by hand is only ever added to. Ownership is by Mailchimp's tag id, so a tag deleted
         # in Mailchimp and made again by hand under the same name is not the destination's. The tags about to be
         # created are noted for this run first, so a planning attempt that dies right after creating one still
         # finds it its own when the run is planned again.
-        tag_ids = client.ensure_tags(destination.audience_id, [part.tag for part in run.segments if part.segment not in left_out],
-                                     before_creating=lambda missing: self.destinations.own_tags(
-                                         destination.id, destination.audience_id, {_intended(run_id, n) for n in missing}))
+        # A preview creates no tag and records no ownership: it reads the tags as they are.
+        wanted = [part.tag for part in run.segments if part.segment not in left_out]
+        dry = bool(run.details.get("dryRun"))
+        tag_ids = (existing_tags(client.list_tags(destination.audience_id), wanted) if dry else
+                   client.ensure_tags(destination.audience_id, wanted,
+                                      before_creating=lambda missing: self.destinations.own_tags(
+                                          destination.id, destination.audience_id, {_intended(run_id, n) for n in missing})))
         marks = self.destinations.owned_tags(destination.id, destination.audience_id)
         owned = {name for name in tag_ids if _owned(tag_ids[name]) in marks or _intended(run_id, name) in marks}
-        if new_marks := {_owned(tag_ids[name]) for name in owned} - marks:
+        if (new_marks := {_owned(tag_ids[name]) for name in owned} - marks) and not dry:
             self.destinations.own_tags(destination.id, destination.audience_id, new_marks)
         mirror_as_of = datetime.now(UTC)
         details = {
@@ -176,8 +181,11 @@ class Planner(ExportParts):
             if not live:
                 self._fail_left_out(run, left_out)
                 return False
+            preview = PreviewTally({p.tag: p.segment for p in run.segments},
+                                   ReportWriter(self.work, run_id, "preview")) if dry else None
             try:
-                planned = self._plan_rows(run, destination, live, snapshots, columns, client, merge_types, owned)
+                planned = self._plan_rows(run, destination, live, snapshots, columns, client, merge_types, owned,
+                                          preview.keep if preview else self._write_chunk)
             except _Unreadable as unreadable:  # raised while the rows were read: no chunk is written yet
                 self._leave_out(run, unreadable.part, left_out, str(unreadable.problem))
                 continue
@@ -194,12 +202,19 @@ class Planner(ExportParts):
                 planned_outcomes[name] = {**zero_counts(), "unchanged": c.settled, "tagged": c.settled}
         for tag, leaving in held.items():
             planned_outcomes.setdefault(segment_of_tag[tag], zero_counts())["untagHeld"] += leaving
+        if preview is not None:  # what the chunks would have added, as if every one had been sent
+            preview.tally(held)
+            for name, predicted in preview.counts.items():
+                planned_outcomes[name] = add_counts(planned_outcomes.get(name, zero_counts()), predicted)
         self.runs.record_planned_outcomes(run_id, planned_outcomes)
 
         def freeze(r: Run) -> bool:
             if r.total_chunks is not None:
                 return False  # frozen already: the first freeze is the plan
             r.total_chunks = total
+            if preview is not None:  # ends here: nothing is sent
+                r.total_chunks, r.status, r.finished_at = 0, PREVIEWED, now_iso()
+                r.details["preview"] = {"segments": preview.changes, "sample": preview.sample}
             if held:
                 r.details["untagHeld"] = held
             if left_out:
@@ -215,19 +230,24 @@ class Planner(ExportParts):
             return True
 
         self.runs.update(run_id, freeze)
+        if preview is not None:
+            log.info("export %s previewed: %d chunks would be sent", run_id, total)
+            return False
         log.info("export %s planned: %d chunks", run_id, total)
         return True
 
     def _plan_rows(self, run: Run, destination: Destination, live: list[SegmentPart], snapshots: dict[str, Snapshot],
                    columns: dict[str, dict[str, str]], client: Any, merge_types: dict[str, str],
-                   owned: set[str]) -> tuple[Any, int] | None:
-        """Read the live segments' rows and the audience, and write the chunks: (the plan, its chunk total), or None
+                   owned: set[str], write_chunk: Callable[[str, int, list[Member]], None]) -> tuple[Any, int] | None:
+        """Read the live segments' rows and the audience, and write the chunks with `write_chunk` (a preview keeps
+        them instead): (the plan, its chunk total), or None
         when the run failed instead (over MAX_PROFILES_PER_EXPORT). _Unreadable, before any chunk is written, when a
         segment's files cannot be read to the end."""
         run_id = run.id
         # An attempt's report of invalid rows is written anew (without a segment left out since, or by a crashed
         # attempt that read other segments): planning's part of the report is only read once the plan is frozen.
-        self.work.delete_prefix(errors_prefix(run_id) + "plan-")
+        for kind in REPORT_KINDS:
+            self.work.delete_prefix(f"{errors_prefix(run_id)}{kind}-")
         problems = ProblemWriter(self.work, run_id)
         inputs = [SegmentInput(segment=part.segment, tag=part.tag, rows=self._rows(part, snapshots[part.segment]),
                                columns=columns[part.segment])
@@ -252,7 +272,7 @@ class Planner(ExportParts):
                 pending: deque[Future] = deque()
                 try:
                     for number, members in enumerate(plan.chunks()):
-                        pending.append(writers.submit(self._write_chunk, run_id, number, members))
+                        pending.append(writers.submit(write_chunk, run_id, number, members))
                         if len(pending) >= 2 * CHUNK_WRITERS:
                             pending.popleft().result()
                         total = number + 1

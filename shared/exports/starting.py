@@ -30,11 +30,12 @@ log = logging.getLogger(__name__)
 
 class Starting(ExportParts):
     def start(self, destination_id: str, trigger: str, segments: Iterable[str] | None = None,
-              confirm_untag: bool = False, started_by: str | None = None) -> Run:
+              confirm_untag: bool = False, started_by: str | None = None, dry_run: bool = False) -> Run:
         """An export asked for by someone: refused, with the reason, whenever it cannot go ahead.
 
         `confirm_untag` confirms the untags the destination's last run held back (see `_held_untags`); `started_by`
-        names the verified caller on the run record."""
+        names the verified caller on the run record. `dry_run` starts a preview (see preview.py): checked and planned
+        the same way, but it neither claims the destination nor sends anything, so it may run beside a real run."""
         destination = self._destination(destination_id)
         chosen = self._chosen_segments(destination, segments)
         newest = newest_snapshots(self.segments, self._read_limits)
@@ -44,6 +45,9 @@ class Starting(ExportParts):
         run.started_by = started_by
         if confirm_untag:
             run.details["confirmUntag"] = self._confirmation(destination, parts)
+        if dry_run:
+            run.details["dryRun"] = True
+            return self._queue(run)
         claim = self.destinations.claim(destination.id, run.id, {p.segment: p.snapshot for p in parts}, self._is_finished, trigger)
         if claim.outcome != "claimed":
             self._kick(claim.holder)
@@ -219,7 +223,7 @@ class Starting(ExportParts):
     def _confirmation(self, destination: Destination, parts: list[SegmentPart]) -> dict[str, Any]:
         """What a start with confirmUntag confirms: the destination's last run, which must have held untags back
         and read the same snapshots (a newer snapshot may be broken in a new way: it is held, and confirmed, anew)."""
-        runs = [r for r in self.runs.list_for_destination(destination.id) if r.finished]
+        runs = [r for r in self.runs.list_for_destination(destination.id) if r.finished and not r.details.get("dryRun")]
         last = runs[0] if runs else None
         held = (last.details.get("untagHeld") or {}) if last is not None else {}
         if not held:

@@ -18,7 +18,12 @@ def values_to_send(desired: Mapping[str, Any]) -> dict[str, Any]:
 
 def unchanged(desired: Mapping[str, Any], existing: Mapping[str, Any]) -> bool:
     """True when writing `desired` would leave Mailchimp's values as they are, so the write can be skipped."""
-    return all(_same(value, existing.get(tag)) for tag, value in values_to_send(desired).items())
+    return not changed_fields(desired, existing)
+
+
+def changed_fields(desired: Mapping[str, Any], existing: Mapping[str, Any]) -> list[str]:
+    """The merge tags whose values writing `desired` would change (what a preview shows for an update)."""
+    return [tag for tag, value in values_to_send(desired).items() if not _same(value, existing.get(tag))]
 
 
 def _as_stored(value: Any) -> Any:
