@@ -46,6 +46,12 @@ class MailchimpClient:
     def close(self) -> None:
         self._http.close()
 
+    @property
+    def account(self) -> str:
+        """The Mailchimp user this client talks as (Credentials.account): two clients with the same account and
+        audience reach the same contacts."""
+        return self._http.account
+
     def ping(self) -> None:
         """Cheapest call that proves the credentials work (raises MailchimpAuthError when they do not)."""
         self._http.call("GET", "/", params={"fields": "account_id"})
@@ -205,6 +211,19 @@ class MailchimpClient:
             if error.status == 405 and (current := self.get_member(list_id, email)) is not None and current.status == "archived":
                 return
             raise
+
+    def delete_member_permanently(self, list_id: str, member_hash: str) -> bool:
+        """Erase a contact for good ("Delete all personally identifiable information related to a list member, and
+        remove them from a list. This will make it impossible to re-import the list member",
+        POST /lists/{list_id}/members/{subscriber_hash}/actions/delete-permanent, 204). True when it was deleted, False
+        when Mailchimp knows no such contact (404): already gone, which is what was asked. Takes the hash, so an erasure
+        needs no address once it is recorded."""
+        try:
+            self._http.call("POST", "/lists/{list_id}/members/{subscriber_hash}/actions/delete-permanent",
+                            path={"list_id": list_id, "subscriber_hash": member_hash})
+        except MailchimpNotFound:
+            return False
+        return True
 
     def _pages(self, template: str, list_id: str, key: str, fields: Sequence[str], params: dict[str, Any],
                page_size: int = MAX_PAGE) -> Iterator[dict[str, Any]]:

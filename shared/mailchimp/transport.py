@@ -47,6 +47,7 @@ class Transport:
             raise ValueError("max_connections must be at least 1")
         self._root = credentials.api_root
         self._secret = credentials.secret
+        self.account = credentials.account  # who the connection cap counts against; never the secret
         self._limit = max_connections
         self._cap = cap_for(credentials.account)
         self._gate = gate or nullcontext

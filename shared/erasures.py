@@ -1,0 +1,428 @@
+"""Erasure at a person's request: delete them permanently from every audience of every destination, and from every
+file the connector keeps, keeping only what is needed to honour the request (no address, ever).
+
+A request (POST /api/erasures, or a file dropped into the `erasures` container) is checked and turned into subscriber
+hashes at once: Mailchimp names a member by the MD5 of the trimmed, lower-cased address (shared/emails.py
+`subscriber_hash`, "The MD5 hash of the lowercase version of the list member's email address",
+https://mailchimp.com/developer/marketing/docs/methods-parameters/), so the hash is all Mailchimp's delete-permanent
+needs, all the work files can be matched by, and all the record and the ledger of erased addresses keep.
+
+Processing (a queue message per request) is idempotent: an outcome already recorded is not asked again, Mailchimp's
+404 ("no such contact") counts as done, and an answer Mailchimp could not give (after the client's retries) is raised
+so the queue delivers the message again.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, Iterator, Protocol
+
+from shared.destinations import Destination
+from shared.emails import email_problem, normalize_email, subscriber_hash
+from shared.mailchimp.client import MailchimpClient
+from shared.mailchimp.errors import MailchimpAuthError, MailchimpRequestError
+
+log = logging.getLogger(__name__)
+
+MAX_ADDRESSES_PER_REQUEST = 1000  # POST /api/erasures
+MAX_ADDRESSES_PER_FILE = 10_000  # a file in the erasures container
+MAX_PROBLEMS_SHOWN = 20  # a refused request names at most this many lines or positions
+WORK_PREFIX = "runs/"  # where runs keep the files that name people (chunks, Mailchimp's answers, reports, previews)
+REASON_CHARS = 300
+
+# Outcomes per (audience, subscriber hash)
+DELETED, ALREADY_GONE, REFUSED, PENDING = "deleted", "alreadyGone", "refused", "pending"
+# Statuses of a request
+QUEUED, RUNNING, DONE, WITH_ERRORS, FAILED, REJECTED = ("queued", "running", "done", "completed_with_errors", "failed",
+                                                        "rejected")
+
+
+class InvalidErasure(Exception):
+    """The request or file cannot be used; each problem names the position or line, never the address."""
+
+    def __init__(self, problems: list[dict[str, str]]) -> None:
+        shown = problems[:MAX_PROBLEMS_SHOWN]
+        more = f" (and {len(problems) - len(shown)} more)" if len(problems) > len(shown) else ""
+        super().__init__("; ".join(f"{p['field']}: {p['message']}" for p in shown) + more)
+        self.problems = shown
+
+
+def _address_problem(value: Any) -> str | None:
+    """Why `value` cannot be an address to erase, without repeating it."""
+    if not isinstance(value, str):
+        return "must be an email address (a string)"
+    problem = email_problem(normalize_email(value))
+    return f"is not an email address ({problem}); send the address as the platform knows it" if problem else None
+
+
+def hashes_of(emails: Iterable[str]) -> list[str]:
+    """Subscriber hashes of the addresses, each once, in the order given."""
+    return list(dict.fromkeys(subscriber_hash(email) for email in emails))
+
+
+def parse_request(body: Any) -> list[str]:
+    """The addresses of a `{"emails": [...]}` body (at most MAX_ADDRESSES_PER_REQUEST); InvalidErasure names the
+    positions that are not addresses."""
+    emails = body.get("emails") if isinstance(body, dict) else None
+    if not isinstance(emails, list) or not emails:
+        raise InvalidErasure([{"field": "emails", "message": 'send {"emails": ["<address>", ...]}: at least one address'}])
+    if len(emails) > MAX_ADDRESSES_PER_REQUEST:
+        raise InvalidErasure([{"field": "emails", "message": f"at most {MAX_ADDRESSES_PER_REQUEST:,} addresses per request "
+                                                             f"({len(emails):,} were sent): split them into several"}])
+    extra = sorted(str(key)[:40] for key in body if key != "emails")
+    problems = [{"field": key, "message": 'is not a field of an erasure request; send only "emails"'} for key in extra]
+    problems += [{"field": f"emails[{i}]", "message": problem}
+                 for i, value in enumerate(emails) if (problem := _address_problem(value))]
+    if problems:
+        raise InvalidErasure(problems)
+    return emails
+
+
+def parse_drop_file(name: str, data: bytes) -> list[str]:
+    """The addresses of a file the platform dropped: JSON Lines (`{"email": "..."}` a line; .jsonl, .ndjson, .json)
+    or CSV with an `email` column (any letter case; .csv). InvalidErasure names the lines that are wrong."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise InvalidErasure([{"field": name, "message": f"must be UTF-8 text (byte {error.start} is not)"}]) from None
+    lower = name.lower()
+    if lower.endswith((".jsonl", ".ndjson", ".json")):
+        found = list(_json_lines(text))
+    elif lower.endswith(".csv"):
+        found = list(_csv_rows(text))
+    else:
+        raise InvalidErasure([{"field": name, "message": "name the file .jsonl (one {\"email\": ...} a line) or .csv "
+                                                         "(a header with an email column)"}])
+    problems = [{"field": f"line {line}", "message": problem} for line, _, problem in found if problem]
+    emails = [value for _, value, problem in found if not problem]
+    if not problems and not emails:
+        problems.append({"field": name, "message": "holds no address: nothing to erase"})
+    if len(emails) > MAX_ADDRESSES_PER_FILE:
+        problems.append({"field": name, "message": f"holds {len(emails):,} addresses, at most {MAX_ADDRESSES_PER_FILE:,} "
+                                                   "are taken per file: split it into several files"})
+    if problems:
+        raise InvalidErasure(problems)
+    return emails
+
+
+def _json_lines(text: str) -> Iterator[tuple[int, str, str | None]]:
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            yield number, "", 'is not JSON: write one {"email": "<address>"} object a line'
+            continue
+        value = doc.get("email") if isinstance(doc, dict) else None
+        yield number, value, _address_problem(value) if value is not None else 'has no "email" field'
+
+
+def _csv_rows(text: str) -> Iterator[tuple[int, str, str | None]]:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    columns = [column.strip().lower() for column in header or []]
+    if "email" not in columns:
+        yield 1, "", "the header row has no email column: name the column of addresses \"email\""
+        return
+    at = columns.index("email")
+    for row in reader:
+        if not any(cell.strip() for cell in row):
+            continue
+        value = row[at] if at < len(row) else None
+        yield reader.line_num, value, _address_problem(value) if value is not None else "has no value in the email column"
+
+
+def drop_file_id(name: str, data: bytes) -> str:
+    """The id of the request a dropped file makes: the same file delivered twice is one request."""
+    return hashlib.sha256(name.encode("utf-8") + b"\0" + data).hexdigest()[:16]
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Target:
+    """An audience to erase from, and the destinations reaching it (one Mailchimp account and audience is asked once)."""
+
+    audience_id: str
+    destination_ids: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        """Stored with each outcome: the first destination and the audience."""
+        return f"{self.destination_ids[0]}/{self.audience_id}"
+
+    def public(self) -> dict[str, Any]:
+        return {"audienceId": self.audience_id, "destinationIds": list(self.destination_ids)}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    outcome: str  # DELETED | ALREADY_GONE | REFUSED
+    reason: str | None = None  # Mailchimp's, for a refusal (no address: redacted by the client)
+    at: str | None = None
+
+
+@dataclass
+class Erasure:
+    """A request and what became of it; holds subscriber hashes, never an address."""
+
+    id: str
+    created_at: str
+    requested_by: str  # Principal.label for the API, "storage:<blob name>" for a dropped file
+    source: str  # http | storage
+    hashes: tuple[str, ...]
+    status: str = QUEUED
+    updated_at: str | None = None
+    message: str | None = None
+    targets: tuple[Target, ...] = ()
+    outcomes: dict[str, dict[str, Outcome]] = field(default_factory=dict)  # hash -> Target.key -> outcome
+    files_scrubbed: int = 0  # work files rewritten without the erased addresses
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (DONE, WITH_ERRORS, FAILED, REJECTED)
+
+    def outcome(self, member_hash: str, target: Target) -> Outcome | None:
+        return self.outcomes.get(member_hash, {}).get(target.key)
+
+    def public(self, details: bool = True) -> dict[str, Any]:
+        """As the API shows it: per audience the counts, and with `details` per hash its outcome in each."""
+        audiences = []
+        for target in self.targets:
+            counts = dict.fromkeys((DELETED, ALREADY_GONE, REFUSED, PENDING), 0)
+            for member_hash in self.hashes:
+                found = self.outcome(member_hash, target)
+                counts[found.outcome if found else PENDING] += 1
+            audiences.append({**target.public(), **counts})
+        shown: dict[str, Any] = {
+            "id": self.id, "status": self.status, "createdAt": self.created_at, "updatedAt": self.updated_at,
+            "requestedBy": self.requested_by, "source": self.source, "addresses": len(self.hashes),
+            "message": self.message, "filesScrubbed": self.files_scrubbed, "audiences": audiences,
+        }
+        if details:
+            shown["subscribers"] = [
+                {"hash": member_hash, "outcomes": [
+                    {**target.public(), "outcome": found.outcome if found else PENDING,
+                     **({"reason": found.reason} if found and found.reason else {}),
+                     **({"at": found.at} if found and found.at else {})}
+                    for target in self.targets for found in [self.outcome(member_hash, target)]]}
+                for member_hash in self.hashes]
+        return shown
+
+
+# --- boundaries ------------------------------------------------------------------------------------------------------
+
+class ErasureRecords(Protocol):
+    """Erasure requests (Table storage in the app)."""
+
+    def create(self, erasure: Erasure) -> bool: ...  # False when a request with this id exists already
+    def get(self, erasure_id: str) -> Erasure | None: ...
+    def list(self, top: int) -> list[Erasure]: ...  # newest first, without per-hash outcomes
+    def add_targets(self, erasure_id: str, targets: Iterable[Target]) -> None: ...
+    def record(self, erasure_id: str, member_hash: str, target: Target, outcome: Outcome) -> None: ...
+    def set_status(self, erasure_id: str, status: str, message: str | None = None,
+                   files_scrubbed: int | None = None) -> None: ...
+
+
+class ErasedLedger(Protocol):
+    """Subscriber hashes a person had erased, and when: kept as long as the erasure must be honoured."""
+
+    def note(self, hashes: Iterable[str], erased_at: str) -> None: ...
+    def erased_on(self, hashes: Iterable[str]) -> dict[str, str]: ...
+    def all(self) -> dict[str, str]: ...
+
+
+class Queue(Protocol):
+    def send(self, message: dict[str, Any], delay_seconds: int = 0) -> None: ...
+
+
+class WorkFiles(Protocol):
+    def list_names(self, prefix: str = "") -> Iterator[str]: ...
+    def read_bytes(self, name: str) -> bytes: ...
+    def write_bytes(self, name: str, data: bytes) -> None: ...
+
+
+class Destinations(Protocol):
+    def list(self) -> list[Destination]: ...
+
+
+class Connections(Protocol):
+    """shared/connections.py MailchimpConnections: the destination's client, its retries and connection-cap gate."""
+
+    def call(self, destination: Destination, action: Callable[[MailchimpClient], Any]) -> Any: ...
+
+
+# --- the work files ----------------------------------------------------------------------------------------------------
+
+def _names_erased(doc: Any, erased: set[str]) -> bool:
+    email = doc.get("email") if isinstance(doc, dict) else None
+    return isinstance(email, str) and subscriber_hash(email) in erased
+
+
+def scrubbed(name: str, data: bytes, erased: set[str]) -> bytes | None:
+    """The file without the entries whose "email" is an erased address, or None when it names none of them. JSON Lines
+    (.jsonl: chunk files, per-row reports, previews) lose those lines; a JSON array (.json: Mailchimp's saved answers)
+    loses those objects. Lines that are not JSON are kept as they are."""
+    if name.endswith(".jsonl"):
+        lines = data.splitlines(keepends=True)
+        kept = [line for line in lines if not _line_names_erased(line, erased)]
+        return None if len(kept) == len(lines) else b"".join(kept)
+    if name.endswith(".json"):
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            return None
+        if not isinstance(doc, list):
+            return None
+        kept_docs = [item for item in doc if not _names_erased(item, erased)]
+        return None if len(kept_docs) == len(doc) else json.dumps(kept_docs, ensure_ascii=False).encode("utf-8")
+    return None
+
+
+def _line_names_erased(line: bytes, erased: set[str]) -> bool:
+    if b"@" not in line:
+        return False
+    try:
+        return _names_erased(json.loads(line), erased)
+    except ValueError:
+        return False
+
+
+# --- the service ---------------------------------------------------------------------------------------------------------
+
+class ErasureService:
+    def __init__(self, *, records: ErasureRecords, ledger: ErasedLedger, queue: Queue, work: WorkFiles,
+                 destinations: Destinations, connections: Connections, workers: int = 4) -> None:
+        self._records = records
+        self._ledger = ledger
+        self._queue = queue
+        self._work = work
+        self._destinations = destinations
+        self._connections = connections
+        self._workers = workers  # deletions in flight; the client's connection cap still bounds Mailchimp's share
+
+    def request(self, emails: Iterable[str], requested_by: str, source: str = "http",
+                erasure_id: str | None = None) -> tuple[Erasure, bool]:
+        """Record the request (hashes only), note each hash in the ledger, queue the work. (erasure, created): with
+        a given id that exists already (a dropped file delivered twice), nothing new happens and created is False."""
+        now = now_iso()
+        erasure = Erasure(id=erasure_id or uuid.uuid4().hex[:12], created_at=now, updated_at=now,
+                          requested_by=requested_by, source=source, hashes=tuple(hashes_of(emails)))
+        if not self._records.create(erasure):
+            return self._records.get(erasure.id) or erasure, False
+        self._ledger.note(erasure.hashes, now)
+        self._queue.send({"erasureId": erasure.id})
+        return erasure, True
+
+    def reject(self, requested_by: str, source: str, erasure_id: str, problem: InvalidErasure) -> Erasure:
+        """Record a dropped file that could not be used (status rejected, the problems by line), so it is seen."""
+        now = now_iso()
+        erasure = Erasure(id=erasure_id, created_at=now, updated_at=now, requested_by=requested_by, source=source,
+                          hashes=(), status=REJECTED, message=str(problem))
+        if not self._records.create(erasure):
+            return self._records.get(erasure_id) or erasure
+        return erasure
+
+    def get(self, erasure_id: str) -> Erasure | None:
+        return self._records.get(erasure_id)
+
+    def list(self, top: int) -> list[Erasure]:
+        return self._records.list(top)
+
+    def erased(self) -> dict[str, str]:
+        """Every erased subscriber hash -> when: what plan_export's `erased` takes."""
+        return self._ledger.all()
+
+    def process(self, erasure_id: str) -> Erasure | None:
+        """Delete every hash from every audience, then scrub the work files. Mailchimp unavailable after retries is
+        raised (the queue tries again, skipping what is recorded)."""
+        erasure = self._records.get(erasure_id)
+        if erasure is None or erasure.finished:
+            return erasure
+        self._records.set_status(erasure_id, RUNNING)
+        targets = self._targets()
+        self._records.add_targets(erasure_id, [target for target, _, _ in targets])
+        for target, destination, unusable in targets:
+            self._erase_from(erasure, target, destination, unusable)
+        files = self._scrub(set(erasure.hashes))
+        erasure = self._records.get(erasure_id) or erasure
+        refused = sum(1 for h in erasure.hashes for t in erasure.targets
+                      if (found := erasure.outcome(h, t)) is not None and found.outcome == REFUSED)
+        status = WITH_ERRORS if refused else DONE
+        message = (f"Mailchimp refused {refused} deletion(s): see each audience's reason; request the erasure again "
+                   "once it is fixed" if refused else None)
+        self._records.set_status(erasure_id, status, message, files_scrubbed=files)
+        log.info("erasure %s %s: %d address(es), %d audience(s), %d work file(s) rewritten", erasure_id, status,
+                 len(erasure.hashes), len(erasure.targets), files)
+        return self._records.get(erasure_id)
+
+    def gave_up(self, erasure_id: str) -> None:
+        """The queue stopped redelivering (poison): what is pending stays pending, said so on the record."""
+        erasure = self._records.get(erasure_id)
+        if erasure is not None and not erasure.finished:
+            self._records.set_status(erasure_id, FAILED, "Mailchimp could not be reached for every deletion after "
+                                                         "several attempts; what is pending was not done: request the "
+                                                         "erasure again later")
+
+    def _targets(self) -> list[tuple[Target, Destination, str | None]]:
+        """One target per Mailchimp account and audience, from the destinations with credentials; the third part says
+        why a destination's credential cannot be used (its deletions are refused with that), else None."""
+        found: dict[tuple[str, str], tuple[Target, Destination, str | None]] = {}
+        for destination in sorted(self._destinations.list(), key=lambda d: d.created_at):
+            if destination.credential_kind == "none" or not destination.audience_id:
+                continue
+            unusable = None
+            try:
+                account = self._connections.call(destination, lambda client: client.account)
+            except Exception as error:  # noqa: BLE001 - e.g. NotConnected: the secret is gone; said on each outcome
+                account = f"destination:{destination.id}"
+                unusable = (f"destination {destination.id} could not reach Mailchimp ({type(error).__name__}): "
+                            "reconnect it, then request the erasure again")
+            key = (account, destination.audience_id)
+            if key in found:
+                target, first, why = found[key]
+                found[key] = (replace(target, destination_ids=(*target.destination_ids, destination.id)), first, why)
+            else:
+                found[key] = (Target(destination.audience_id, (destination.id,)), destination, unusable)
+        return list(found.values())
+
+    def _erase_from(self, erasure: Erasure, target: Target, destination: Destination, unusable: str | None) -> None:
+        pending = [h for h in erasure.hashes if erasure.outcome(h, target) is None]
+
+        def erase(member_hash: str) -> None:
+            if unusable:
+                outcome = Outcome(REFUSED, unusable, now_iso())
+            else:
+                try:
+                    deleted = self._connections.call(destination, lambda client: client.delete_member_permanently(
+                        target.audience_id, member_hash))
+                    outcome = Outcome(DELETED if deleted else ALREADY_GONE, at=now_iso())
+                except (MailchimpRequestError, MailchimpAuthError) as error:  # MailchimpUnavailable: tried again
+                    outcome = Outcome(REFUSED, (error.detail or error.title or str(error))[:REASON_CHARS], now_iso())
+            self._records.record(erasure.id, member_hash, target, outcome)
+
+        with ThreadPoolExecutor(max_workers=self._workers) as pool:
+            for _ in pool.map(erase, pending):
+                pass
+
+    def _scrub(self, erased: set[str]) -> int:
+        """Rewrite every work file under runs/ that names an erased address without it; how many were rewritten."""
+        rewritten = 0
+        for name in list(self._work.list_names(WORK_PREFIX)):
+            if not name.endswith((".jsonl", ".json")):
+                continue
+            cleaned = scrubbed(name, self._work.read_bytes(name), erased)
+            if cleaned is not None:
+                self._work.write_bytes(name, cleaned)
+                rewritten += 1
+        return rewritten

@@ -1,0 +1,225 @@
+"""shared/erasures.py: requests and drop files are checked without repeating addresses; processing is idempotent,
+treats Mailchimp's 404 as done, raises what Mailchimp could not answer, and scrubs the work files by hash.
+
+The Mailchimp side here is a small stand-in of the client's one call; tests/e2e/test_erasures.py runs the real
+client against the local Mailchimp."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from shared.destinations import Destination, FieldMapping
+from shared.emails import subscriber_hash
+from shared.erasures import (ALREADY_GONE, DELETED, DONE, FAILED, REFUSED, WITH_ERRORS, Erasure, ErasureService,
+                             InvalidErasure, Outcome, Target, parse_drop_file, parse_request, scrubbed)
+from shared.mailchimp.errors import MailchimpRequestError, MailchimpUnavailable
+from shared.members import ExistingMember, Member, RowRef, encode_members
+from tests.unit.export_fakes import Q, Work
+
+ANN, BO = "ann@contoso.com", "bo@contoso.com"
+
+
+def test_a_request_names_the_positions_that_are_not_addresses_never_the_values() -> None:
+    assert parse_request({"emails": [ANN, " Bo@Contoso.com "]}) == [ANN, " Bo@Contoso.com "]
+    with pytest.raises(InvalidErasure) as caught:
+        parse_request({"emails": [ANN, "secret-person@@contoso.com", 7], "also": 1})
+    fields = [p["field"] for p in caught.value.problems]
+    assert fields == ["also", "emails[1]", "emails[2]"]
+    assert "secret-person" not in str(caught.value)
+    for body in ({}, {"emails": []}, {"emails": "ann@contoso.com"}, []):
+        with pytest.raises(InvalidErasure):
+            parse_request(body)
+    with pytest.raises(InvalidErasure, match="at most 1,000 addresses"):
+        parse_request({"emails": [ANN] * 1001})
+
+
+def test_a_drop_file_is_json_lines_or_csv_with_an_email_column_in_any_case_and_errors_name_the_line() -> None:
+    assert parse_drop_file("a.jsonl", f'{{"email": "{ANN}"}}\n\n{{"email": "{BO}", "x": 1}}\n'.encode()) == [ANN, BO]
+    assert parse_drop_file("a.csv", f"\ufeffId,EMAIL\r\n1,{ANN}\r\n\r\n2,{BO}\r\n".encode()) == [ANN, BO]
+    with pytest.raises(InvalidErasure) as caught:
+        parse_drop_file("a.jsonl", f'{{"email": "{ANN}"}}\nnot json\n{{"mail": "x"}}\n{{"email": "hidden@@x.com"}}\n'.encode())
+    assert [p["field"] for p in caught.value.problems] == ["line 2", "line 3", "line 4"]
+    assert "hidden" not in str(caught.value)
+    with pytest.raises(InvalidErasure, match="no email column"):
+        parse_drop_file("a.csv", f"Address\r\n{ANN}\r\n".encode())
+    with pytest.raises(InvalidErasure, match=r"line 3"):
+        parse_drop_file("a.csv", f"email\r\n{ANN}\r\nnope\r\n".encode())
+    with pytest.raises(InvalidErasure, match=r"\.jsonl"):
+        parse_drop_file("a.txt", ANN.encode())
+    with pytest.raises(InvalidErasure, match="holds no address"):
+        parse_drop_file("a.csv", b"email\r\n")
+
+
+def test_work_files_lose_exactly_the_entries_naming_an_erased_address_in_any_spelling() -> None:
+    erased = {subscriber_hash(ANN)}
+    chunk = encode_members([Member(ANN, {}, ["vip"], RowRef("VIP", "p", 1), ExistingMember(ANN, "subscribed")),
+                            Member(BO, {}, ["vip"], RowRef("VIP", "p", 2))])
+    assert [json.loads(line)["email"] for line in scrubbed("runs/r/chunks/000000.jsonl", chunk, erased).splitlines()] == [BO]
+    report = (json.dumps({"email": " ANN@Contoso.com ", "reason": "x"}) + "\n" + json.dumps({"email": None}) + "\nnot json\n").encode()
+    assert scrubbed("runs/r/errors/plan-0000.jsonl", report, erased) == b'{"email": null}\nnot json\n'
+    results = json.dumps([{"email": ANN, "outcome": "created"}, {"email": BO, "outcome": "created"}]).encode()
+    assert [r["email"] for r in json.loads(scrubbed("runs/r/chunks/000000.results.json", results, erased))] == [BO]
+    assert scrubbed("runs/r/chunks/000001.jsonl", chunk, {subscriber_hash("zed@contoso.com")}) is None
+    assert scrubbed("runs/r/plan.lock", b"", erased) is None
+
+
+# --- the service, with in-memory boundaries ------------------------------------------------------------------------
+
+class Records:
+    def __init__(self):
+        self.items: dict[str, Erasure] = {}
+
+    def create(self, erasure):
+        if erasure.id in self.items:
+            return False
+        self.items[erasure.id] = erasure
+        return True
+
+    def get(self, erasure_id):
+        found = self.items.get(erasure_id)
+        return None if found is None else replace(found, outcomes={h: dict(o) for h, o in found.outcomes.items()})
+
+    def list(self, top):
+        return sorted(self.items.values(), key=lambda e: e.created_at, reverse=True)[:top]
+
+    def add_targets(self, erasure_id, targets):
+        e = self.items[erasure_id]
+        e.targets = tuple(dict.fromkeys((*e.targets, *targets)))
+
+    def record(self, erasure_id, member_hash, target, outcome):
+        self.items[erasure_id].outcomes.setdefault(member_hash, {})[target.key] = outcome
+
+    def set_status(self, erasure_id, status, message=None, files_scrubbed=None):
+        e = self.items[erasure_id]
+        e.status, e.message = status, message
+        e.files_scrubbed = e.files_scrubbed if files_scrubbed is None else files_scrubbed
+
+
+class Ledger:
+    def __init__(self):
+        self.erased: dict[str, str] = {}
+
+    def note(self, hashes, erased_at):
+        self.erased.update(dict.fromkeys(hashes, erased_at))
+
+    def erased_on(self, hashes):
+        return {h: self.erased[h] for h in hashes if h in self.erased}
+
+    def all(self):
+        return dict(self.erased)
+
+
+class Client:
+    """Mailchimp as far as an erasure sees it: audiences of hashes per account; `answers` forces an error per hash."""
+
+    def __init__(self, account, audiences, answers, calls):
+        self.account, self._audiences, self._answers, self._calls = account, audiences, answers, calls
+
+    def delete_member_permanently(self, list_id, member_hash):
+        self._calls.append((self.account, list_id, member_hash))
+        if member_hash in self._answers:
+            raise self._answers[member_hash]
+        members = self._audiences.setdefault((self.account, list_id), set())
+        if member_hash not in members:
+            return False
+        members.discard(member_hash)
+        return True
+
+
+class Connections:
+    def __init__(self, accounts):
+        self.accounts, self.audiences, self.answers, self.calls = accounts, {}, {}, []
+
+    def call(self, destination, action):
+        return action(Client(self.accounts[destination.id], self.audiences, self.answers, self.calls))
+
+
+def destination(id_: str, audience: str, created: str = "2026-01-01") -> Destination:
+    return Destination(id=id_, display_name=id_, audience_id=audience, mapping=FieldMapping("Email"), segments=("S",),
+                       consent_accepted=True, consent_by="x", consent_at="x", status_for_new=None, tag_prefix="",
+                       credential_kind="api_key", created_at=created, updated_at=created)
+
+
+class Destinations:
+    def __init__(self, *items):
+        self.items = list(items)
+
+    def list(self):
+        return list(self.items)
+
+
+@pytest.fixture
+def world():
+    work = Work()
+    connections = Connections({"d1": "acct-a", "d2": "acct-b", "d3": "acct-a"})
+    destinations = Destinations(destination("d1", "aud1"), destination("d2", "aud2", "2026-01-02"),
+                                destination("d3", "aud1", "2026-01-03"),  # the same account and audience as d1
+                                replace(destination("d4", "aud4"), credential_kind="none"))
+    records, ledger, queue = Records(), Ledger(), Q()
+    service = ErasureService(records=records, ledger=ledger, queue=queue, work=work, destinations=destinations,
+                             connections=connections, workers=2)
+    return service, records, ledger, queue, work, connections
+
+
+def test_an_erasure_deletes_from_each_audience_once_scrubs_the_work_files_and_keeps_only_hashes(world) -> None:
+    service, records, ledger, queue, work, connections = world
+    ann, bo = subscriber_hash(ANN), subscriber_hash(BO)
+    connections.audiences = {("acct-a", "aud1"): {ann, bo}, ("acct-b", "aud2"): {bo}}
+    work.blobs["runs/r/chunks/000000.jsonl"] = encode_members([Member(ANN, {}, ["s"], RowRef("S", "p", 1))])
+    work.blobs["runs/r/errors/plan-0000.jsonl"] = (json.dumps({"email": BO, "reason": "x"}) + "\n").encode()
+
+    erasure, created = service.request([" Ann@Contoso.com", ANN], "Ada Admin <ada@contoso.example>")
+
+    assert created and erasure.hashes == (ann,) and queue.msgs == [{"erasureId": erasure.id}]
+    assert ledger.all() == {ann: erasure.created_at}
+    done = service.process(erasure.id)
+    assert done.status == DONE and done.files_scrubbed == 1
+    assert sorted(connections.calls) == [("acct-a", "aud1", ann), ("acct-b", "aud2", ann)]  # d3 is d1's audience
+    assert [t.destination_ids for t in done.targets] == [("d1", "d3"), ("d2",)]
+    assert [done.outcome(ann, t).outcome for t in done.targets] == [DELETED, ALREADY_GONE]
+    assert connections.audiences[("acct-a", "aud1")] == {bo}
+    assert work.blobs["runs/r/chunks/000000.jsonl"] == b"" and BO.encode() in work.blobs["runs/r/errors/plan-0000.jsonl"]
+    shown = json.dumps(done.public())
+    assert "contoso.com" not in shown.replace("ada@contoso.example", "") and ann in shown  # the requester, not Ann
+    assert done.public()["audiences"][0] == {"audienceId": "aud1", "destinationIds": ["d1", "d3"], DELETED: 1,
+                                             ALREADY_GONE: 0, REFUSED: 0, "pending": 0}
+    assert service.process(erasure.id).status == DONE and len(connections.calls) == 2  # finished: nothing again
+
+
+def test_mailchimp_unavailable_is_raised_and_the_redelivery_asks_only_what_is_not_recorded(world) -> None:
+    service, records, _, _, _, connections = world
+    ann, bo = subscriber_hash(ANN), subscriber_hash(BO)
+    erasure, _ = service.request([ANN, BO], "x")
+    connections.answers[bo] = MailchimpUnavailable("busy", status=503)
+    with pytest.raises(MailchimpUnavailable):
+        service.process(erasure.id)
+    asked = len(connections.calls)
+    del connections.answers[bo]
+    assert service.process(erasure.id).status == DONE
+    assert len(connections.calls) - asked == 3 and connections.calls.count(("acct-a", "aud1", ann)) == 1
+
+
+def test_a_refusal_keeps_mailchimps_reason_and_ends_completed_with_errors(world) -> None:
+    service, _, _, _, _, connections = world
+    connections.answers[subscriber_hash(ANN)] = MailchimpRequestError("refused", status=400, title="Bad", detail="Nope")
+    erasure, _ = service.request([ANN], "x")
+    done = service.process(erasure.id)
+    assert done.status == WITH_ERRORS and "refused 2 deletion(s)" in done.message
+    assert {done.outcome(subscriber_hash(ANN), t).reason for t in done.targets} == {"Nope"}
+
+
+def test_the_same_drop_file_twice_is_one_request_and_a_poisoned_one_says_what_was_not_done(world) -> None:
+    service, records, _, queue, _, _ = world
+    first, created = service.request([ANN], "storage:a.csv", "storage", erasure_id="f1")
+    again, created_again = service.request([ANN], "storage:a.csv", "storage", erasure_id="f1")
+    assert created and not created_again and again.id == first.id and len(queue.msgs) == 1
+    service.gave_up("f1")
+    assert records.get("f1").status == FAILED and "request the erasure again" in records.get("f1").message
+
+
+def test_outcome_targets_are_keyed_by_first_destination_and_audience() -> None:
+    target = Target("aud1", ("d1", "d3"))
+    e = Erasure("e", "t", "x", "http", ("h",), targets=(target,), outcomes={"h": {"d1/aud1": Outcome(DELETED)}})
+    assert e.outcome("h", target).outcome == DELETED
