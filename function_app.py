@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from blueprints import destinations_api, exports_api, me_api, lookups_api, page, triggers, workers
+from blueprints import destinations_api, exports_api, me_api, lookups_api, page, retention, triggers, workers
 
 # Every HTTP route is ANONYMOUS at the Functions level: App Service Authentication (Entra ID) stands in front and each
 # handler authorizes the caller it verified (blueprints/http.requires); function keys are not the way in.
@@ -15,3 +15,4 @@ app.register_functions(workers.bp)
 app.register_functions(triggers.bp)
 app.register_functions(lookups_api.bp)
 app.register_functions(page.bp)
+app.register_functions(retention.bp)

@@ -17,6 +17,8 @@ from shared.destination_service import DestinationService
 from shared.exports import ExportService
 from shared.mailchimp.retry import RetryPolicy
 from shared.oauth import StateSigner
+from shared.retention import Retention
+from shared.retention_sweep import RetentionSweep
 
 
 @dataclass
@@ -24,6 +26,7 @@ class App:
     settings: Settings
     destinations: DestinationService
     exports: ExportService
+    retention: RetentionSweep
 
 
 def build(settings: Settings | None = None, secrets: SecretStore | None = None) -> App:
@@ -57,10 +60,11 @@ def build(settings: Settings | None = None, secrets: SecretStore | None = None) 
     for queue in (plan_queue, chunk_queue):
         queue.ensure()
     destination_table = DestinationTable(tables, TABLE_DESTINATIONS)
+    runs = RunTable(tables, TABLE_RUNS)
     exports = ExportService(
         settings=settings,
         destinations=destination_table,
-        runs=RunTable(tables, TABLE_RUNS),
+        runs=runs,
         segments=SegmentFolder(segment_blobs.get_container_client(settings.segments_container)),
         work=work,
         plan_queue=plan_queue,
@@ -70,7 +74,8 @@ def build(settings: Settings | None = None, secrets: SecretStore | None = None) 
     states = StateSigner(secrets, BlobUsedStates(blobs.get_container_client(CONTAINER_WORK)))
     destinations = DestinationService(destination_table, connections, exports=exports, run_files=work,
                                       segments=exports.segments, oauth=settings.oauth, states=states)
-    return App(settings=settings, destinations=destinations, exports=exports)
+    retention = RetentionSweep(runs, work, Retention.from_settings(settings))
+    return App(settings=settings, destinations=destinations, exports=exports, retention=retention)
 
 
 _app: App | None = None

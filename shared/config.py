@@ -74,6 +74,10 @@ class Settings:
     segment_max_json_depth: int = 64  # nesting of a model.json or a JSONL row
     http_max_body_bytes: int = 1 << 20  # larger JSON request bodies are refused with 400
     http_max_json_depth: int = 32  # JSON request bodies nested deeper are refused with 400
+    # How long what a run leaves behind is kept (shared/retention.py): files naming people (per-row reports, previews,
+    # chunk files kept for a retry) and the staff names on run records, then the run records themselves.
+    retention_personal_days: int = 30
+    retention_run_days: int = 365
     # Set by App Service when its authentication is on (and by the devhost, which emulates it); off, every HTTP
     # route but the OAuth callback answers 401 (shared/auth.py).
     auth_enabled: bool = False
@@ -175,6 +179,19 @@ def _segments_storage(env: Mapping[str, str], storage: StorageSettings,
     return None
 
 
+MAX_RETENTION_DAYS = 3650
+
+
+def _retention_run_days(env: Mapping[str, str], personal: int, problems: list[str]) -> int:
+    """RETENTION_RUN_DAYS, never shorter than RETENTION_PERSONAL_DAYS: run records are swept by the app alone (tables
+    have no lifecycle rules), and one deleted before its files' period ends would leave its files to the rules."""
+    days = _int(env, "RETENTION_RUN_DAYS", 365, 1, MAX_RETENTION_DAYS, problems)
+    if days < personal:
+        problems.append(f"RETENTION_RUN_DAYS must be at least RETENTION_PERSONAL_DAYS ({personal}), got {days}: run "
+                        "records are kept at least as long as the files that name people")
+    return days
+
+
 MAILCHIMP_LOGIN = "https://login.mailchimp.com/oauth2"
 
 
@@ -243,6 +260,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         problems.append(f"MAILCHIMP_API_BASE_URL must be an http(s) URL including the version path (e.g. https://us6.api.mailchimp.com/3.0), got {base_url!r}")
     elif base_url and not secure_or_local(base_url):
         problems.append(_NOT_HTTPS.format(name="MAILCHIMP_API_BASE_URL", value=base_url))
+    personal_days = _int(env, "RETENTION_PERSONAL_DAYS", 30, 1, MAX_RETENTION_DAYS, problems)
     settings = Settings(
         storage=storage,
         segments_container=container,
@@ -261,6 +279,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         segment_max_json_depth=_int(env, "SEGMENT_MAX_JSON_DEPTH", 64, 8, 256, problems),
         http_max_body_bytes=_int(env, "HTTP_MAX_BODY_BYTES", 1 << 20, 1024, 100 * 1024 * 1024, problems),
         http_max_json_depth=_int(env, "HTTP_MAX_JSON_DEPTH", 32, 4, 512, problems),
+        retention_personal_days=personal_days,
+        retention_run_days=_retention_run_days(env, personal_days, problems),
         auth_enabled=auth_enabled(env.get("WEBSITE_AUTH_ENABLED")),
         segments_storage=_segments_storage(env, storage, problems),
     )

@@ -39,6 +39,26 @@ def test_base_url_override_loses_its_trailing_slash():
     assert settings.mailchimp_api_base_url == "http://127.0.0.1:8765/3.0"
 
 
+def test_retention_periods_default_to_30_days_for_people_and_a_year_for_run_counts():
+    settings = load_settings({"AzureWebJobsStorage": AZURITE})
+    assert (settings.retention_personal_days, settings.retention_run_days) == (30, 365)
+    settings = load_settings({"AzureWebJobsStorage": AZURITE, "RETENTION_PERSONAL_DAYS": "7", "RETENTION_RUN_DAYS": "7"})
+    assert (settings.retention_personal_days, settings.retention_run_days) == (7, 7)
+
+
+@pytest.mark.parametrize("env, problem", [
+    ({"RETENTION_PERSONAL_DAYS": "0"}, "RETENTION_PERSONAL_DAYS must be between 1 and 3650, got 0"),
+    ({"RETENTION_PERSONAL_DAYS": "2.5"}, "RETENTION_PERSONAL_DAYS must be a whole number between 1 and 3650"),
+    ({"RETENTION_RUN_DAYS": "29"}, "RETENTION_RUN_DAYS must be at least RETENTION_PERSONAL_DAYS (30), got 29"),
+    ({"RETENTION_PERSONAL_DAYS": "90", "RETENTION_RUN_DAYS": "60"},
+     "RETENTION_RUN_DAYS must be at least RETENTION_PERSONAL_DAYS (90), got 60"),
+])
+def test_retention_periods_are_whole_days_and_run_records_outlive_the_files_naming_people(env, problem):
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"AzureWebJobsStorage": AZURITE, **env})
+    assert problem in str(caught.value)
+
+
 def test_the_readme_settings_table_lists_every_setting_the_app_reads():
     import re
     from pathlib import Path
