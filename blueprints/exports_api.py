@@ -9,7 +9,14 @@ from urllib.parse import urlencode, urlsplit
 
 import azure.functions as func
 
-from blueprints.http import audit, error_answer, json_answer, json_body, operable, requires
+from blueprints.http import (
+    audit,
+    error_answer,
+    json_answer,
+    json_body,
+    operable,
+    requires,
+)
 from shared import bootstrap
 from shared.auth import OPERATOR, Principal
 from shared.destinations import InvalidDestination
@@ -137,3 +144,21 @@ def cancel_export(req: func.HttpRequest, who: Principal) -> func.HttpResponse:
         return json_answer({"error": f"export {run.id} had already finished ({run.status}): there is nothing to cancel",
                             "status": run.status}, 409)
     return json_answer(run.public(), 202, {"Location": f"/api/exports/{run.id}"})
+
+
+@bp.route(route="exports/{runId}/retry", methods=["POST"])
+@requires(OPERATOR)
+def retry_export(req: func.HttpRequest, who: Principal) -> func.HttpResponse:
+    """Send again only the members the run counted failed (shared/exports/retry.py): 202 with the new run (trigger
+    `retry`, `retryOf` the run); 409 when the run is not finished, has no failed members or was retried already; 410
+    when its failed members are no longer kept."""
+    app_ = bootstrap.app()
+    run = app_.exports.get_run(req.route_params["runId"])
+    if run is None or not (who.is_admin or operable(who, run.destination_id)):
+        return error_answer(404, f"export {req.route_params['runId']} does not exist")
+    try:
+        retry = app_.exports.retry(run.id, started_by=who.label)
+    except Refused as refused:
+        return error_answer(refused.status, refused.message)
+    audit(who, "export.retried", destination=retry.destination_id, run=retry.id, retryOf=run.id)
+    return json_answer({"id": retry.id, "status": retry.status, "retryOf": run.id}, 202, {"Location": f"/api/exports/{retry.id}"})

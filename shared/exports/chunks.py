@@ -10,11 +10,11 @@ from datetime import datetime
 
 from shared.destinations import Destination
 from shared.exports.error_report import error_line
-from shared.exports.files import chunk_blob, errors_prefix, results_blob
+from shared.exports.files import chunk_blob, errors_prefix, results_blob, retry_blob
 from shared.exports.ports import ExportParts
 from shared.mailchimp.errors import MailchimpAuthError, WritesStopped
 from shared.mailchimp.transport import guarded_writes
-from shared.members import Member, MemberResult, Outcome, decode_members
+from shared.members import Member, MemberResult, Outcome, decode_members, encode_members
 from shared.runs import Run, chunk_counts, zero_counts
 
 log = logging.getLogger(__name__)
@@ -201,6 +201,9 @@ class ChunkWorker(ExportParts):
         if lines:
             errors = f"{errors_prefix(run_id)}chunk-{number:06d}-{attempt}.jsonl"
             self.work.write_bytes(errors, b"".join(lines))
+        failed = {r.email for r in results if r.outcome is Outcome.FAILED}
+        if failed:  # kept for a retry of only these members (rewritten alike if the chunk is counted again)
+            self.work.write_bytes(retry_blob(run_id, number), encode_members(m for m in members if m.email in failed))
         delivered = {r.email for r in results if r.outcome in DELIVERED}
         per_segment = chunk_counts(results, {m.email: m.source.segment for m in members}, delivered - not_tagged.keys())
         for email in not_tagged:

@@ -16,3 +16,12 @@ def results_blob(run_id: str, number: int) -> str:
 
 def errors_prefix(run_id: str) -> str:
     return f"runs/{run_id}/errors/"
+
+
+def retry_prefix(run_id: str) -> str:
+    """The members a run counted failed, chunk by chunk, kept for `POST /exports/{id}/retry` (see retry.py)."""
+    return f"runs/{run_id}/retry/"
+
+
+def retry_blob(run_id: str, number: int) -> str:
+    return f"{retry_prefix(run_id)}{number:06d}.jsonl"

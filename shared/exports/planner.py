@@ -23,7 +23,15 @@ from shared.mailchimp.merge_values import unchanged
 from shared.members import Member, encode_members
 from shared.planning import Mapping as PlanMapping
 from shared.planning import SegmentInput, TagDepartures, TooManyRows, plan_export
-from shared.runs import CANCELLING, PREVIEWED, Run, SegmentPart, add_counts, now_iso, zero_counts
+from shared.runs import (
+    CANCELLING,
+    PREVIEWED,
+    Run,
+    SegmentPart,
+    add_counts,
+    now_iso,
+    zero_counts,
+)
 from shared.segment_rows import read_rows, snapshot_columns
 from shared.snapshots import Snapshot, SnapshotProblem, segment_listing
 
@@ -127,6 +135,8 @@ class Planner(ExportParts):
         used, a partition storage refuses to serve, ...) or no longer fit the mapping, is left out of the run: its
         counts stay 0, the run's message says which file and what to do, and the other segments go on. When none is
         left the run fails at once, saying why."""
+        if run.details.get("retryOf"):
+            return self._plan_retry(run)
         run_id = run.id
         left_out: dict[str, str] = {}  # segment -> why this run does not export it (naming the file)
         snapshots = self._snapshots(run, left_out)

@@ -3,8 +3,8 @@
 Flow: `start` (HTTP, timer or storage event; starting.py) checks everything that can be checked cheaply and queues a
 plan message; `plan` (queue worker; planner.py) reads the audience and the segment snapshots and writes chunks of at
 most 500 members, queuing one pointer message per chunk; `process_chunk` (queue worker; chunks.py) upserts and tags one
-chunk and adds its counts to the run atomically. Cancelling is in cancelling.py, the per-row report in
-error_report.py. Every step is safe to run twice: messages are delivered at least once.
+chunk and adds its counts to the run atomically. Cancelling is in cancelling.py, previews in preview.py, retrying
+what failed in retry.py, the per-row report in error_report.py. Every step is safe to run twice: messages are delivered at least once.
 """
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ from shared.exports.cancelling import Cancelling
 from shared.exports.chunks import ChunkWorker
 from shared.exports.error_report import ErrorReport
 from shared.exports.planner import Planner
+from shared.exports.retry import Retrying
 from shared.exports.starting import Starting
 from shared.runs import Run
 
 
 @dataclass
-class ExportService(Starting, Planner, ChunkWorker, Cancelling, ErrorReport):
+class ExportService(Starting, Planner, ChunkWorker, Cancelling, Retrying, ErrorReport):
     def get_run(self, run_id: str) -> Run | None:
         return self.runs.get(run_id)
 
