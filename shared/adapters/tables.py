@@ -63,6 +63,15 @@ class _Table:
             self._table = _ensure(self._service, self._name)
         return self._table
 
+    def _replace(self, entity: Any) -> None:
+        """Write back an entity read before, only if nobody changed it since (else Conflict: read again)."""
+        try:
+            self.table.update_entity(entity, mode=UpdateMode.REPLACE, etag=entity.metadata["etag"], match_condition=MatchConditions.IfNotModified)
+        except HttpResponseError as error:
+            if _precondition_failed(error):
+                raise Conflict() from error
+            raise
+
 
 PROPERTY_CHARS = 30_000  # a string property holds at most 64 KiB, 32,768 UTF-16 code units; room for surrogates kept
 
@@ -353,14 +362,6 @@ class DestinationTable(_Table):
             return follow_up
 
         return _retry_on_conflict(attempt)
-
-    def _replace(self, entity: Any) -> None:
-        try:
-            self.table.update_entity(entity, mode=UpdateMode.REPLACE, etag=entity.metadata["etag"], match_condition=MatchConditions.IfNotModified)
-        except HttpResponseError as error:
-            if _precondition_failed(error):
-                raise Conflict() from error
-            raise
 
 
 class RunTable(_Table):

@@ -1,0 +1,135 @@
+"""Erasure requests and the ledger of erased addresses in Table Storage: subscriber hashes only, never an address.
+
+A request is one partition (PartitionKey = its id): the row "erasure" holds the request, and one row per subscriber
+hash holds that hash's outcome in each audience as properties `o<n>`/`r<n>`/`a<n>` (outcome, reason, when; n = the
+target's place in the request's `targets`), written by merge, so outcomes recorded in parallel never overwrite each
+other. The ledger (`erasedaddresses`) has one row per hash (PartitionKey = its first two hex digits).
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable
+
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import UpdateMode
+
+from shared.adapters.tables import _retry_on_conflict, _Table
+from shared.erasures import Erasure, Outcome, Target, now_iso
+
+RECORD = "erasure"
+BATCH = 100  # operations per entity-group transaction
+
+
+def _target_doc(target: Target) -> dict[str, Any]:
+    return {"audience": target.audience_id, "destinations": list(target.destination_ids)}
+
+
+class ErasureTable(_Table):
+    def create(self, erasure: Erasure) -> bool:
+        record = {"PartitionKey": erasure.id, "RowKey": RECORD, "created_at": erasure.created_at,
+                  "updated_at": erasure.updated_at or erasure.created_at, "requested_by": erasure.requested_by,
+                  "source": erasure.source, "status": erasure.status, "addresses": len(erasure.hashes),
+                  "message": erasure.message or "", "targets": "[]", "files_scrubbed": 0}
+        try:
+            self.table.create_entity(record)
+        except ResourceExistsError:
+            return False
+        rows = [("upsert", {"PartitionKey": erasure.id, "RowKey": f"h-{h}"}) for h in erasure.hashes]
+        for start in range(0, len(rows), BATCH):
+            self.table.submit_transaction(rows[start:start + BATCH])
+        return True
+
+    def _record(self, erasure_id: str) -> Any:
+        try:
+            return self.table.get_entity(erasure_id, RECORD)
+        except ResourceNotFoundError:
+            return None
+
+    @staticmethod
+    def _from_record(entity: Any) -> Erasure:
+        targets = tuple(Target(t["audience"], tuple(t["destinations"])) for t in json.loads(entity.get("targets") or "[]"))
+        return Erasure(id=entity["PartitionKey"], created_at=entity["created_at"], updated_at=entity.get("updated_at"),
+                       requested_by=entity["requested_by"], source=entity["source"], hashes=(),
+                       status=entity["status"], message=entity.get("message") or None, targets=targets,
+                       files_scrubbed=int(entity.get("files_scrubbed") or 0))
+
+    def get(self, erasure_id: str) -> Erasure | None:
+        if not erasure_id.isalnum():
+            return None
+        record = None
+        hashes: list[str] = []
+        outcomes: dict[str, dict[str, Outcome]] = {}
+        rows = list(self.table.query_entities("PartitionKey eq @id", parameters={"id": erasure_id}))
+        for entity in rows:
+            if entity["RowKey"] == RECORD:
+                record = entity
+        if record is None:
+            return None
+        erasure = self._from_record(record)
+        for entity in rows:
+            if not entity["RowKey"].startswith("h-"):
+                continue
+            member_hash = entity["RowKey"][2:]
+            hashes.append(member_hash)
+            for n, target in enumerate(erasure.targets):
+                if entity.get(f"o{n}"):
+                    outcomes.setdefault(member_hash, {})[target.key] = Outcome(
+                        entity[f"o{n}"], entity.get(f"r{n}") or None, entity.get(f"a{n}") or None)
+        erasure.hashes = tuple(hashes)
+        erasure.outcomes = outcomes
+        return erasure
+
+    def list(self, top: int) -> list[Erasure]:
+        found = [self._from_record(e) for e in self.table.query_entities("RowKey eq @row", parameters={"row": RECORD})]
+        return sorted(found, key=lambda e: e.created_at, reverse=True)[:top]
+
+    def add_targets(self, erasure_id: str, targets: Iterable[Target]) -> None:
+        """Append targets not yet listed; a target keeps its place, so the outcome properties keep pointing at it."""
+
+        def attempt() -> None:
+            entity = self.table.get_entity(erasure_id, RECORD)
+            listed = json.loads(entity.get("targets") or "[]")
+            added = [_target_doc(t) for t in targets if _target_doc(t) not in listed]
+            if not added:
+                return
+            entity["targets"] = json.dumps(listed + added)
+            self._replace(entity)
+
+        _retry_on_conflict(attempt)
+
+    def record(self, erasure_id: str, member_hash: str, target: Target, outcome: Outcome) -> None:
+        listed = json.loads(self.table.get_entity(erasure_id, RECORD).get("targets") or "[]")
+        n = listed.index(_target_doc(target))
+        self.table.upsert_entity({"PartitionKey": erasure_id, "RowKey": f"h-{member_hash}", f"o{n}": outcome.outcome,
+                                  f"r{n}": outcome.reason or "", f"a{n}": outcome.at or ""}, mode=UpdateMode.MERGE)
+
+    def set_status(self, erasure_id: str, status: str, message: str | None = None,
+                   files_scrubbed: int | None = None) -> None:
+        change: dict[str, Any] = {"PartitionKey": erasure_id, "RowKey": RECORD, "status": status,
+                                  "message": message or "", "updated_at": now_iso()}
+        if files_scrubbed is not None:
+            change["files_scrubbed"] = files_scrubbed
+        self.table.upsert_entity(change, mode=UpdateMode.MERGE)
+
+
+class ErasedLedgerTable(_Table):
+    def note(self, hashes: Iterable[str], erased_at: str) -> None:
+        by_partition: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        for h in hashes:
+            by_partition.setdefault(h[:2], []).append(
+                ("upsert", {"PartitionKey": h[:2], "RowKey": h, "erased_at": erased_at}))
+        for rows in by_partition.values():
+            for start in range(0, len(rows), BATCH):
+                self.table.submit_transaction(rows[start:start + BATCH])
+
+    def erased_on(self, hashes: Iterable[str]) -> dict[str, str]:
+        found = {}
+        for h in hashes:
+            try:
+                found[h] = self.table.get_entity(h[:2], h)["erased_at"]
+            except ResourceNotFoundError:
+                pass
+        return found
+
+    def all(self) -> dict[str, str]:
+        return {e["RowKey"]: e["erased_at"] for e in self.table.list_entities(select=["RowKey", "erased_at"])}

@@ -1,0 +1,55 @@
+"""Erasure records and the ledger of erased addresses in real Table Storage (Azurite): hashes only, outcomes per
+audience merged without overwriting each other, and a destination's reAddErased stored and read back."""
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from azure.data.tables import TableServiceClient
+
+from shared.adapters.erasure_tables import ErasedLedgerTable, ErasureTable
+from shared.adapters.tables import DestinationTable
+from shared.destinations import new_destination
+from shared.emails import subscriber_hash
+from shared.erasures import DELETED, REFUSED, Erasure, Outcome, Target
+
+
+@pytest.fixture
+def tables(azurite):
+    return TableServiceClient.from_connection_string(azurite.connection_string)
+
+
+def test_a_request_of_250_hashes_keeps_every_outcome_recorded_in_parallel_and_lists_newest_first(tables):
+    records = ErasureTable(tables, "er" + uuid.uuid4().hex[:8])
+    hashes = tuple(subscriber_hash(f"p{i}@fabrikam.com") for i in range(250))
+    erasure = Erasure("e1", "2026-11-28T10:00:00+00:00", "Ada", "http", hashes)
+    assert records.create(erasure) and not records.create(erasure)
+    records.create(Erasure("e2", "2026-11-29T10:00:00+00:00", "storage:a.csv", "storage", ()))
+    one, two = Target("aud1", ("d1", "d3")), Target("aud2", ("d2",))
+    records.add_targets("e1", [one])
+    records.add_targets("e1", [one, two])
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda h: records.record("e1", h, one, Outcome(DELETED, at="t")), hashes))
+        list(pool.map(lambda h: records.record("e1", h, two, Outcome(REFUSED, "Nope", "t")), hashes))
+    records.set_status("e1", "completed_with_errors", "why", files_scrubbed=3)
+    found = records.get("e1")
+    assert sorted(found.hashes) == sorted(hashes) and found.targets == (one, two)
+    assert all(found.outcome(h, one) == Outcome(DELETED, None, "t") and found.outcome(h, two).reason == "Nope" for h in hashes)
+    assert (found.status, found.message, found.files_scrubbed) == ("completed_with_errors", "why", 3)
+    assert [e.id for e in records.list(10)] == ["e2", "e1"] and [e.id for e in records.list(1)] == ["e2"]
+    assert records.get("missing") is None and records.get("x' or '1'='1") is None
+
+
+def test_the_ledger_answers_when_each_hash_was_erased(tables):
+    ledger = ErasedLedgerTable(tables, "ea" + uuid.uuid4().hex[:8])
+    hashes = [subscriber_hash(f"p{i}@fabrikam.com") for i in range(300)]
+    ledger.note(hashes, "2026-11-28T10:00:00+00:00")
+    assert ledger.erased_on([hashes[0], subscriber_hash("nobody@fabrikam.com")]) == {hashes[0]: "2026-11-28T10:00:00+00:00"}
+    assert ledger.all() == dict.fromkeys(hashes, "2026-11-28T10:00:00+00:00")
+
+
+def test_re_add_erased_is_stored_and_read_back(tables):
+    destinations = DestinationTable(tables, "de" + uuid.uuid4().hex[:8])
+    body = {"displayName": "N", "consent": {"accepted": True}, "audienceId": "a1", "reAddErased": True}
+    destination = new_destination(body, "x").destination
+    destinations.save(destination)
+    assert destinations.get(destination.id).re_add_erased is True
