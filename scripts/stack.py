@@ -36,7 +36,7 @@ from urllib.parse import quote
 
 import requests
 
-from shared.config import QUEUE_SEGMENT_EVENTS
+from shared.config import CONTAINER_ERASURES, QUEUE_ERASURE_EVENTS, QUEUE_SEGMENT_EVENTS
 from tests.services import (AZURITE_ACCOUNT, AZURITE_KEY, ROOT, read_auth_tokens, start_azurite, start_functions_host,
                             start_local_mailchimp, wait_until, write_auth_tokens)
 
@@ -266,7 +266,8 @@ def up(layout: Layout = DEFAULT) -> dict[str, str]:
             _tokens(layout)
             host = start_functions_host(values, port=layout.functions_port, log=layout.logs / "functions.log",
                                         settings_path=layout.functions_settings, tokens_path=layout.tokens,
-                                        extra_args=("--blob-events", f"{container}={QUEUE_SEGMENT_EVENTS}"))
+                                        extra_args=("--blob-events", f"{container}={QUEUE_SEGMENT_EVENTS}",
+                                                    "--blob-events", f"{CONTAINER_ERASURES}={QUEUE_ERASURE_EVENTS}"))
             pids["functions"] = host.process.pid
             started.append("the Functions host")
             _write_private(layout.pids, json.dumps(pids))

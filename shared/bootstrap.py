@@ -9,11 +9,13 @@ from shared.adapters.oauth_states import BlobUsedStates
 from shared.adapters.secrets import KeyVaultSecrets, LocalFileSecrets, SecretStore
 from shared.adapters.slots import LeaseSlots
 from shared.adapters.storage import BlobFolder, QueueSender, SegmentFolder, StorageAccount
+from shared.adapters.erasure_tables import ErasedLedgerTable, ErasureTable
 from shared.adapters.tables import DestinationTable, RunTable
-from shared.config import (CONTAINER_SLOTS, CONTAINER_WORK, QUEUE_CHUNKS, QUEUE_PLANS, TABLE_DESTINATIONS, TABLE_RUNS,
-                           Settings, load_settings)
+from shared.config import (CONTAINER_ERASURES, CONTAINER_SLOTS, CONTAINER_WORK, QUEUE_CHUNKS, QUEUE_ERASURES, QUEUE_PLANS,
+                           TABLE_DESTINATIONS, TABLE_ERASED, TABLE_ERASURES, TABLE_RUNS, Settings, load_settings)
 from shared.connections import MailchimpConnections
 from shared.destination_service import DestinationService
+from shared.erasures import ErasureService
 from shared.exports import ExportService
 from shared.mailchimp.retry import RetryPolicy
 from shared.oauth import StateSigner
@@ -27,6 +29,7 @@ class App:
     destinations: DestinationService
     exports: ExportService
     retention: RetentionSweep
+    erasures: ErasureService
 
 
 def build(settings: Settings | None = None, secrets: SecretStore | None = None) -> App:
@@ -75,7 +78,13 @@ def build(settings: Settings | None = None, secrets: SecretStore | None = None) 
     destinations = DestinationService(destination_table, connections, exports=exports, run_files=work,
                                       segments=exports.segments, oauth=settings.oauth, states=states)
     retention = RetentionSweep(runs, work, Retention.from_settings(settings))
-    return App(settings=settings, destinations=destinations, exports=exports, retention=retention)
+    erasure_queue = QueueSender(queues, QUEUE_ERASURES)
+    erasure_queue.ensure()
+    # The drop folder sits next to the segments: the platform writes its deletion exports into the same account.
+    erasures = ErasureService(records=ErasureTable(tables, TABLE_ERASURES), ledger=ErasedLedgerTable(tables, TABLE_ERASED),
+                              queue=erasure_queue, work=work, destinations=destination_table, connections=connections,
+                              drops=BlobFolder(segment_blobs.get_container_client(CONTAINER_ERASURES)))
+    return App(settings=settings, destinations=destinations, exports=exports, retention=retention, erasures=erasures)
 
 
 _app: App | None = None

@@ -22,6 +22,11 @@ CONTAINER_SLOTS = "mailchimp-slots"  # lease blobs: Mailchimp's connection cap s
 QUEUE_PLANS = "export-plans"
 QUEUE_CHUNKS = "export-chunks"
 QUEUE_SEGMENT_EVENTS = "segment-events"
+CONTAINER_ERASURES = "erasures"  # in the segments account: the platform drops files of addresses to erase here
+QUEUE_ERASURES = "erasures"  # one message per erasure request
+QUEUE_ERASURE_EVENTS = "erasure-events"  # BlobCreated events of the erasures container
+TABLE_ERASURES = "erasures"  # requests and their outcomes (subscriber hashes only)
+TABLE_ERASED = "erasedaddresses"  # subscriber hash -> when it was erased, kept to keep honouring the erasure
 TABLE_DESTINATIONS = "destinations"
 TABLE_RUNS = "exportruns"
 

@@ -252,6 +252,14 @@ class WorkFiles(Protocol):
     def write_bytes(self, name: str, data: bytes) -> None: ...
 
 
+class DropFolder(Protocol):
+    """The erasures container the platform drops files of addresses into."""
+
+    def exists(self, name: str) -> bool: ...
+    def read_bytes(self, name: str) -> bytes: ...
+    def delete(self, name: str) -> None: ...
+
+
 class Destinations(Protocol):
     def list(self) -> list[Destination]: ...
 
@@ -302,13 +310,14 @@ def _line_names_erased(line: bytes, erased: set[str]) -> bool:
 
 class ErasureService:
     def __init__(self, *, records: ErasureRecords, ledger: ErasedLedger, queue: Queue, work: WorkFiles,
-                 destinations: Destinations, connections: Connections, workers: int = 4) -> None:
+                 destinations: Destinations, connections: Connections, drops: DropFolder, workers: int = 4) -> None:
         self._records = records
         self._ledger = ledger
         self._queue = queue
         self._work = work
         self._destinations = destinations
         self._connections = connections
+        self._drops = drops
         self._workers = workers  # deletions in flight; the client's connection cap still bounds Mailchimp's share
 
     def request(self, emails: Iterable[str], requested_by: str, source: str = "http",
@@ -331,6 +340,24 @@ class ErasureService:
                           hashes=(), status=REJECTED, message=str(problem))
         if not self._records.create(erasure):
             return self._records.get(erasure_id) or erasure
+        return erasure
+
+    def on_dropped(self, name: str) -> Erasure | None:
+        """A file the platform dropped: recorded as a request by "storage:<name>", then deleted (it holds addresses).
+        A file that cannot be used is kept where it is, untouched, and recorded as `rejected` with its problems by
+        line (the log names the file and the lines, never a value): fix it and write it again, which is a new event.
+        None when the file is gone (handled by an earlier delivery)."""
+        if not self._drops.exists(name):
+            return None
+        data = self._drops.read_bytes(name)
+        erasure_id = drop_file_id(name, data)
+        try:
+            emails = parse_drop_file(name, data)
+        except InvalidErasure as problem:
+            log.error("erasure file %s was not used and is kept: %s", name, problem)
+            return self.reject(f"storage:{name}", "storage", erasure_id, problem)
+        erasure, _ = self.request(emails, f"storage:{name}", "storage", erasure_id=erasure_id)
+        self._drops.delete(name)
         return erasure
 
     def get(self, erasure_id: str) -> Erasure | None:

@@ -104,6 +104,13 @@ class BlobFolder:
     def exists(self, name: str) -> bool:
         return self._container.get_blob_client(name).exists()
 
+    def delete(self, name: str) -> None:
+        """Delete one blob; one already gone is fine."""
+        try:
+            self._container.delete_blob(name)
+        except ResourceNotFoundError:
+            pass
+
     @contextlib.contextmanager
     def exclusive(self, name: str, wait_seconds: float = 900.0) -> Iterator[None]:
         """Hold a lease on blob `name` while the block runs, across every instance; wait while another holds it.

@@ -159,8 +159,13 @@ def world():
                                 replace(destination("d4", "aud4"), credential_kind="none"))
     records, ledger, queue = Records(), Ledger(), Q()
     service = ErasureService(records=records, ledger=ledger, queue=queue, work=work, destinations=destinations,
-                             connections=connections, workers=2)
+                             connections=connections, drops=Drops(), workers=2)
     return service, records, ledger, queue, work, connections
+
+
+class Drops(Work):
+    def delete(self, name):
+        self.blobs.pop(name, None)
 
 
 def test_an_erasure_deletes_from_each_audience_once_scrubs_the_work_files_and_keeps_only_hashes(world) -> None:
@@ -223,3 +228,17 @@ def test_outcome_targets_are_keyed_by_first_destination_and_audience() -> None:
     target = Target("aud1", ("d1", "d3"))
     e = Erasure("e", "t", "x", "http", ("h",), targets=(target,), outcomes={"h": {"d1/aud1": Outcome(DELETED)}})
     assert e.outcome("h", target).outcome == DELETED
+
+
+def test_a_dropped_file_becomes_one_request_and_is_deleted_a_bad_one_is_kept_and_recorded_rejected(world) -> None:
+    service, records, ledger, queue, _, _ = world
+    drops = service._drops
+    drops.blobs["platform/2026-11-28.csv"] = f"Email\r\n{ANN}\r\n".encode()
+    erasure = service.on_dropped("platform/2026-11-28.csv")
+    assert erasure.requested_by == "storage:platform/2026-11-28.csv" and erasure.source == "storage"
+    assert erasure.hashes == (subscriber_hash(ANN),) and not drops.blobs and len(queue.msgs) == 1
+    assert service.on_dropped("platform/2026-11-28.csv") is None  # the event delivered again: the file is gone
+    drops.blobs["bad.jsonl"] = b'{"email": "hidden@@contoso.com"}\n'
+    rejected = service.on_dropped("bad.jsonl")
+    assert rejected.status == "rejected" and "line 1" in rejected.message and "hidden" not in rejected.message
+    assert "bad.jsonl" in drops.blobs and len(queue.msgs) == 1

@@ -1,0 +1,37 @@
+"""Erasure workers: a request's deletions and scrubbing (with what the queue gave up on), and files of addresses
+the platform drops into the erasures container (Event Grid BlobCreated events, like segment files)."""
+from __future__ import annotations
+
+import json
+import logging
+
+import azure.functions as func
+
+from shared import bootstrap
+from shared.config import CONTAINER_ERASURES, QUEUE_ERASURE_EVENTS, QUEUE_ERASURES, STORAGE_CONNECTION
+from shared.events import created_blobs
+
+bp = func.Blueprint()
+log = logging.getLogger("function_app")
+
+
+def _erasure_id(msg: func.QueueMessage) -> str:
+    return json.loads(msg.get_body())["erasureId"]
+
+
+@bp.queue_trigger(arg_name="msg", queue_name=QUEUE_ERASURES, connection=STORAGE_CONNECTION)
+def process_erasure(msg: func.QueueMessage) -> None:
+    bootstrap.app().erasures.process(_erasure_id(msg))
+
+
+@bp.queue_trigger(arg_name="msg", queue_name=QUEUE_ERASURES + "-poison", connection=STORAGE_CONNECTION)
+def process_erasure_poisoned(msg: func.QueueMessage) -> None:
+    bootstrap.app().erasures.gave_up(_erasure_id(msg))
+
+
+@bp.queue_trigger(arg_name="msg", queue_name=QUEUE_ERASURE_EVENTS, connection=STORAGE_CONNECTION)
+def erasure_file_arrived(msg: func.QueueMessage) -> None:
+    for name in created_blobs(msg.get_body(), CONTAINER_ERASURES):
+        erasure = bootstrap.app().erasures.on_dropped(name)
+        if erasure is not None:
+            log.info("erasure file %s: request %s (%s)", name, erasure.id, erasure.status)
