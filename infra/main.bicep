@@ -76,6 +76,16 @@ param blobSoftDeleteDays int = 7
 @description('Days a deleted container stays recoverable (container soft delete), in both storage accounts.')
 param containerSoftDeleteDays int = 7
 
+@minValue(1)
+@maxValue(3650)
+@description('Days after a run that what names people is kept: its files under export-work/runs/ (a lifecycle rule deletes them this long after their last change) and the staff names on its record (the app clears them). The app setting RETENTION_PERSONAL_DAYS gets the same value.')
+param retentionPersonalDays int = 30
+
+@minValue(1)
+@maxValue(3650)
+@description('Days after a run that its record (counts) is kept in the exportruns table; at least retentionPersonalDays (the app refuses to start otherwise). Tables have no lifecycle rules: the app\'s daily retention_sweep deletes them (app setting RETENTION_RUN_DAYS).')
+param retentionRunDays int = 365
+
 var abbrs = loadJsonContent('./abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = { 'azd-env-name': environmentName }
@@ -112,6 +122,7 @@ module storage 'app/storage.bicep' = {
     vnetEnabled: vnetEnabled
     blobSoftDeleteDays: blobSoftDeleteDays
     containerSoftDeleteDays: containerSoftDeleteDays
+    retentionPersonalDays: retentionPersonalDays
   }
 }
 
@@ -207,6 +218,8 @@ module functionApp 'app/function.bicep' = {
     mailchimpMaxConnections: mailchimpMaxConnections
     maxProfilesPerExport: maxProfilesPerExport
     mailchimpRetrySeconds: mailchimpRetrySeconds
+    retentionPersonalDays: retentionPersonalDays
+    retentionRunDays: retentionRunDays
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
     virtualNetworkSubnetId: vnetEnabled ? vnet.outputs.appSubnetId : ''

@@ -20,6 +20,10 @@ param exportSchedule string
 param mailchimpMaxConnections int
 param maxProfilesPerExport int
 param mailchimpRetrySeconds int
+@description('RETENTION_PERSONAL_DAYS: the same number the lifecycle rule on export-work/runs/ uses (storage.bicep).')
+param retentionPersonalDays int
+@description('RETENTION_RUN_DAYS: how long the app keeps run records (tables have no lifecycle rules).')
+param retentionRunDays int
 param maximumInstanceCount int
 param instanceMemoryMB int
 @description('Subnet of the VNet integration (vnet.bicep, delegated to Microsoft.App/environments); empty: none.')
@@ -155,6 +159,9 @@ var appSettings = {
   MODEL_JSON_MAX_BYTES: '16777216'
   SEGMENT_MAX_JSON_DEPTH: '64'
   MAILCHIMP_RETRY_SECONDS: string(mailchimpRetrySeconds)
+  // What a finished run leaves behind is kept this long (shared/retention.py): files and staff names, then records.
+  RETENTION_PERSONAL_DAYS: string(retentionPersonalDays)
+  RETENTION_RUN_DAYS: string(retentionRunDays)
   // A run that would take a segment's tag off more than this share of the members carrying it holds those untags back.
   UNTAG_GUARD_PERCENT: '20'
   // JSON request bodies larger (bytes) or nested deeper than these are refused with 400 before they are parsed.

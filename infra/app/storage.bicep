@@ -15,6 +15,8 @@ param vnetEnabled bool
 param blobSoftDeleteDays int
 @description('Days a deleted container stays recoverable.')
 param containerSoftDeleteDays int
+@description('Days after their last change that blobs under export-work/runs/ (per-row reports, previews, chunk files kept for a retry: they name people) are deleted; the app setting RETENTION_PERSONAL_DAYS has the same value.')
+param retentionPersonalDays int
 
 // Names the code uses (shared/config.py); tests/integration/test_infra.py checks the two agree.
 // Every container, each written by the app (identity.bicep gives its blob role per container). The last two are the
@@ -95,8 +97,11 @@ resource containers 'Microsoft.Storage/storageAccounts/blobServices/containers@2
   properties: { publicAccess: 'None' }
 }]
 
-// Retention of what runs leave behind: per-row error reports name people, so they go after 30 days (chunks are
-// deleted by the app as soon as a run is counted); spent OAuth states are only needed for their 10-minute life.
+// Retention of what runs leave behind: everything under runs/<runId>/ names people (per-row reports, previews, chunk
+// files kept for a retry), so it goes retentionPersonalDays after its last change; the app's daily retention_sweep
+// deletes the same files by the run's end (shared/retention.py). Tables have no lifecycle rules: run records (their
+// staff names after retentionPersonalDays, the whole record after RETENTION_RUN_DAYS) are the sweep's alone. Spent
+// OAuth states are only needed for their 10-minute life.
 resource retention 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = {
   parent: account
   name: 'default'
@@ -104,12 +109,12 @@ resource retention 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05
     policy: {
       rules: [
         {
-          name: 'run-files-30-days'
+          name: 'run-files-naming-people'
           enabled: true
           type: 'Lifecycle'
           definition: {
             filters: { blobTypes: ['blockBlob'], prefixMatch: ['export-work/runs/'] }
-            actions: { baseBlob: { delete: { daysAfterModificationGreaterThan: 30 } } }
+            actions: { baseBlob: { delete: { daysAfterModificationGreaterThan: retentionPersonalDays } } }
           }
         }
         {

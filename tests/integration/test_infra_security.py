@@ -392,15 +392,31 @@ def test_the_account_receiving_segment_files_keeps_blob_soft_delete_off() -> Non
     assert _output_ref(events["storageAccountName"]) == (work_module, "name"), "the segment-events queue is there"
 
 
-def test_run_files_naming_people_are_deleted_after_30_days() -> None:
-    """Errors reports list the rows that failed, e-mail addresses included: they do not outlive 30 days."""
-    from shared.config import CONTAINER_WORK
+def test_run_files_naming_people_are_deleted_after_the_personal_retention_period() -> None:
+    """Per-row reports, previews and kept chunk files (under export-work/runs/) name people: a lifecycle rule deletes
+    them RETENTION_PERSONAL_DAYS (30 by default) after their last change, and the app setting of that name, which the
+    daily retention sweep and the run records' staff names go by, carries the same parameter. Run records are in a
+    table, where no lifecycle rule reaches: RETENTION_RUN_DAYS is the app's alone."""
+    from shared.config import CONTAINER_WORK, load_settings
 
-    rules = {rule["definition"]["filters"]["prefixMatch"][0]: rule
-             for rule in _body("app/storage.bicep", "retention")["properties"]["policy"]["rules"]}
-    runs = rules[f"{CONTAINER_WORK}/runs/"]
-    assert runs["enabled"] and runs["definition"]["actions"]["baseBlob"]["delete"] == {
-        "daysAfterModificationGreaterThan": 30}
+    storage = "app/storage.bicep"
+    for days in (1, 30, 3650):
+        rules = {rule["definition"]["filters"]["prefixMatch"][0]: rule for rule in evaluate(
+            _body(storage, "retention")["properties"]["policy"]["rules"], storage, {"retentionPersonalDays": days})}
+        runs = rules[f"{CONTAINER_WORK}/runs/"]
+        assert runs["enabled"] and runs["definition"]["actions"]["baseBlob"]["delete"] == {
+            "daysAfterModificationGreaterThan": days}
+    app_settings = _doc("app/function.bicep")["variables"]["appSettings"]["value"]
+    defaults = load_settings({"AzureWebJobsStorage": "UseDevelopmentStorage=true"})
+    for name, param, default in (("RETENTION_PERSONAL_DAYS", "retentionPersonalDays", defaults.retention_personal_days),
+                                 ("RETENTION_RUN_DAYS", "retentionRunDays", defaults.retention_run_days)):
+        assert app_settings[name] == {"function": {"type": "string", "parameters": {"value_to_convert": param}}}
+        main = _param("main.bicep", param)
+        assert main["default"] == default, f"{param}: the same default as the app's {name}"
+        assert (_decorator(main, "min_value"), _decorator(main, "max_value")) == (1, 3650)
+        assert _module("functionApp")[1][param] == param
+        assert _azd_parameters()[param]["value"] == f"${{{name}={default}}}"
+    assert _module("storage")[1]["retentionPersonalDays"] == "retentionPersonalDays", "the rule and the app agree"
 
 
 # ------------------------------------------------------------------------------------------------------ vnetEnabled
