@@ -217,7 +217,7 @@ def build_app(**limits: int) -> bootstrap.App:
     destinations = DestinationService(store, RefusingConnections(), exports=exports, run_files=None, segments=None,
                                       oauth=None, states=None)
     app = bootstrap.App(settings=dataclasses.replace(SETTINGS, **limits), destinations=destinations, exports=exports,
-                        retention=None)
+                        retention=None, erasures=None)
     seed_report(app, "r1", [3, 5], [2, 0, 4])
     app.exports.runs.runs["r-gone"] = Run(id="r-gone", destination_id="deleted", trigger="http", status="succeeded",
                                           created_at=now_iso(), segments=[])

@@ -151,7 +151,8 @@ def make_destination():
 def served(tmp_path, segments=("Vip",), **destination) -> Iterator[bootstrap.App]:
     service, client = make(tmp_path, list(segments), dest_kw=destination or None)
     service.settings = dataclasses.replace(service.settings, auth_enabled=True)
-    app = bootstrap.App(settings=service.settings, destinations=service.destinations, exports=service, retention=None)
+    app = bootstrap.App(settings=service.settings, destinations=service.destinations, exports=service, retention=None,
+                        erasures=None)
     service.client = client
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(bootstrap, "app", lambda: app)
