@@ -13,7 +13,8 @@ The run ends `previewed` with the same counts a real run would have (created, up
 untagged, untagHeld, invalid, duplicates, per segment), `details.preview` with per segment the members that would get
 a tag and how often each merge field would change, and a sample of up to SAMPLE_SIZE changes naming members by
 subscriber hash only. The per-row report (`GET /exports/{id}/errors`) lists every change with the address, source
-"preview". What Mailchimp alone can decide (an address it refuses as fake, a status changed between the read and the
+"preview". What Mailchimp alone can decide (an address it refuses as fake, a contact permanently deleted in Mailchimp,
+which no listing shows, a status changed between the read and the
 write) cannot be foreseen: the real run may refuse more.
 """
 from __future__ import annotations

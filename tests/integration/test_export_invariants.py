@@ -18,7 +18,10 @@ changes made during the export, if any), and from the rows written:
   (c) members who left the segment lose the segment's tag only when the destination created that tag (and the
       mass-untag guard lets them); no other tag of anyone changes;
   (d) read = invalid + duplicates + created + updated + unchanged + refused + failed, for the run and its segment,
-      and each term is what the rows and the audience imply (exactly when nobody changed the audience meanwhile).
+      and each term is what the rows and the audience imply (exactly when nobody changed the audience meanwhile);
+  (e) a preview (dry run) just before an export without crash or changes meanwhile leaves the audience as it was
+      and foretells every count of the export, but for the addresses only Mailchimp knows it refuses (fake ones,
+      contacts permanently deleted in Mailchimp).
 Expectations are computed here, never with the app's helpers (shared.runs, shared.sample_segments, shared.planning).
 """
 from __future__ import annotations
@@ -193,6 +196,22 @@ def read_audience(driver: ExportDriver) -> Audience:
         assert key not in members, f"{key} is in the audience twice"
         members[key] = {"status": m["status"], "merge": m["merge_fields"], "tags": {t["name"] for t in m["tags"]}}
     return Audience(members, set(doc["permanently_deleted"]))
+
+
+def compare_preview(foretold: tuple[dict[str, int], bool], actual: dict[str, int], fakes: int) -> list[str]:
+    """A preview foretells the run that follows it on the same data and audience, but for the addresses only Mailchimp
+    knows it refuses (fake ones, and contacts permanently deleted in Mailchimp, which no listing shows): predicted
+    created and tagged, refused by the real run."""
+    predicted, untouched = foretold
+    found = [] if untouched else ["the preview changed the audience"]
+    missed = predicted["created"] - actual["created"]
+    if not 0 <= missed <= fakes or actual["refused"] - predicted["refused"] != missed or \
+            predicted["tagged"] - actual["tagged"] != missed:
+        found.append(f"the preview foretold {predicted} but the run counted {actual} ({fakes} unforeseeable)")
+    elif {k: v for k, v in predicted.items() if k not in ("created", "refused", "tagged")} != \
+            {k: v for k, v in actual.items() if k not in ("created", "refused", "tagged")}:
+        found.append(f"the preview foretold {predicted} but the run counted {actual}")
+    return found
 
 
 def tag_exists(driver: ExportDriver, tag: str) -> bool:
@@ -412,6 +431,7 @@ class Scenario:
         want = expected(Rows.of(rows), before, self.segment, self.owned, confirmed)
         d.injector.reset()
         d.reset_queues()
+        foretold = self._preview(confirmed) if not during and crash is None else None
         if crash is not None:
             d.injector.rule = self.crash_rule(crash)
         d.injector.armed = True
@@ -446,10 +466,24 @@ class Scenario:
                    for e, m in before.members.items()):
                 _event("a snapshot member's status changed by hand during its export")
         found = check(d, run_id, Rows.of(rows), before, mid, after, self.segment, want, self.new_status)
+        if foretold is not None:
+            unforeseeable = sum(fake(e) or md5(e) in before.forgotten for e in Rows.of(rows).members)
+            found += compare_preview(foretold, d.run(run_id).counts, unforeseeable)
         unexpected = [f"{f.handler}: {f.error!r}" for f in d.failures if not isinstance(f.error, Crash)]
         if unexpected or d.plan_poison.sent or d.chunk_poison.sent:
             found.append(f"handlers failed besides the injected crash: {unexpected[:3]}")
         return found, d.run(run_id).counts["untagHeld"]
+
+    def _preview(self, confirmed: int) -> tuple[dict[str, int], bool]:
+        """A preview (dry run) of the export about to run: its counts, and whether the audience stayed as it was."""
+        d = self.driver
+        before = read_audience(d)
+        preview_id = d.service.start(self.destination, "http", confirm_untag=bool(confirmed), dry_run=True).id
+        d.deliver_all()
+        preview = d.run(preview_id)
+        assert preview.status == "previewed", preview.message
+        d.reset_queues()
+        return preview.counts, read_audience(d) == before
 
     @staticmethod
     def crash_rule(number: int):
