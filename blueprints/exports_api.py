@@ -97,6 +97,9 @@ def export_errors(req: func.HttpRequest, who: Principal) -> func.HttpResponse:
         return error_answer(404, f"export {req.route_params['runId']} does not exist")
     if app_.destinations.get(run.destination_id) is None:
         return error_answer(410, "the per-row report was removed with the destination (it named people); the run's counts remain")
+    if run.details.get("peopleForgotten"):
+        return error_answer(410, "the per-row report was deleted RETENTION_PERSONAL_DAYS after the run (it named people); "
+                                 "the run's counts remain")
     limit = req.params.get("limit") or str(ERRORS_PAGE_LINES)
     if not re.fullmatch(r"[0-9]{1,6}", limit) or not 1 <= int(limit) <= ERRORS_PAGE_MAX_LINES:
         return error_answer(400, f"limit must be a whole number of lines from 1 to {ERRORS_PAGE_MAX_LINES:,} "

@@ -23,6 +23,7 @@ from shared.cdm_types import column_types
 from shared.config import OAuthSettings
 from shared.connections import MailchimpConnections, NotConnected, api_key_secret, oauth_secret
 from shared.destinations import Change, Destination, InvalidDestination, new_destination, updated_destination, with_credential
+from shared.exports.files import run_folder
 from shared.mailchimp.client import MailchimpClient
 from shared.mailchimp.credentials import fetch_oauth_metadata
 from shared.mailchimp.errors import MailchimpAuthError, MailchimpError, MailchimpNotFound
@@ -273,7 +274,7 @@ class DestinationService:
             self._connections.remove(destination)
             for run in self._exports.runs_of(destination_id):
                 if run.finished_at and run.id != cancelled:  # a cancelled run's workers still read its chunk files
-                    self._run_files.delete_prefix(f"runs/{run.id}/")
+                    self._run_files.delete_prefix(run_folder(run.id))
             try:
                 self._store.delete(destination_id, version)
                 return

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+from shared.exports.files import run_folder
 from shared.retention import Retention, due, forget_people
 from shared.runs import Run
 
@@ -29,11 +30,6 @@ class RunFiles(Protocol):
     """The work container (BlobFolder in the app)."""
 
     def delete_prefix(self, prefix: str) -> None: ...
-
-
-def run_folder(run_id: str) -> str:
-    """Everything a run keeps in the work container (shared/exports/files.py names what lies under it)."""
-    return f"runs/{run_id}/"
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from shared.destinations import Destination
 from shared.exports.error_report import error_line
-from shared.exports.files import chunk_blob, errors_prefix, results_blob, retry_blob
+from shared.exports.files import chunk_blob, chunks_prefix, errors_prefix, results_blob, retry_blob, run_folder
 from shared.exports.ports import ExportParts
 from shared.mailchimp.errors import MailchimpAuthError, WritesStopped
 from shared.mailchimp.transport import guarded_writes
@@ -227,7 +227,7 @@ class ChunkWorker(ExportParts):
         # Chunks and saved answers hold personal data and are of no use once every chunk is counted; the error
         # report stays (for GET .../errors) unless the destination was deleted.
         gone = run.status == "cancelled" and self.destinations.get(run.destination_id) is None
-        self.work.delete_prefix(f"runs/{run_id}/" if gone else f"runs/{run_id}/chunks/")
+        self.work.delete_prefix(run_folder(run_id) if gone else chunks_prefix(run_id))
         self._released(run)
         if not gone:
             self.runs.update(run_id, lambda r: r.details.update(cleanedUp=True))

@@ -2,25 +2,35 @@
 from __future__ import annotations
 
 
+def run_folder(run_id: str) -> str:
+    """Everything a run keeps in the work container; what names people goes with the run's destination, a retention
+    period or an erasure."""
+    return f"runs/{run_id}/"
+
+
+def chunks_prefix(run_id: str) -> str:
+    return f"{run_folder(run_id)}chunks/"
+
+
 def plan_lock(run_id: str) -> str:
-    return f"runs/{run_id}/plan.lock"
+    return f"{run_folder(run_id)}plan.lock"
 
 
 def chunk_blob(run_id: str, number: int) -> str:
-    return f"runs/{run_id}/chunks/{number:06d}.jsonl"
+    return f"{chunks_prefix(run_id)}{number:06d}.jsonl"
 
 
 def results_blob(run_id: str, number: int) -> str:
-    return f"runs/{run_id}/chunks/{number:06d}.results.json"
+    return f"{chunks_prefix(run_id)}{number:06d}.results.json"
 
 
 def errors_prefix(run_id: str) -> str:
-    return f"runs/{run_id}/errors/"
+    return f"{run_folder(run_id)}errors/"
 
 
 def retry_prefix(run_id: str) -> str:
     """The members a run counted failed, chunk by chunk, kept for `POST /exports/{id}/retry` (see retry.py)."""
-    return f"runs/{run_id}/retry/"
+    return f"{run_folder(run_id)}retry/"
 
 
 def retry_blob(run_id: str, number: int) -> str:

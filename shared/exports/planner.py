@@ -23,15 +23,7 @@ from shared.mailchimp.merge_values import unchanged
 from shared.members import Member, encode_members
 from shared.planning import Mapping as PlanMapping
 from shared.planning import SegmentInput, TagDepartures, TooManyRows, plan_export
-from shared.runs import (
-    CANCELLING,
-    PREVIEWED,
-    Run,
-    SegmentPart,
-    add_counts,
-    now_iso,
-    zero_counts,
-)
+from shared.runs import CANCELLING, PREVIEWED, Run, SegmentPart, add_counts, now_iso, zero_counts
 from shared.segment_rows import read_rows, snapshot_columns
 from shared.snapshots import Snapshot, SnapshotProblem, segment_listing
 

@@ -11,19 +11,10 @@ from shared.columns import ColumnMismatch, resolve_columns
 from shared.connections import NotConnected
 from shared.destinations import Destination
 from shared.exports.ports import NOTICE_CHARS, ExportParts, Refused
-from shared.mailchimp.errors import (
-    MailchimpAuthError,
-    MailchimpError,
-    MailchimpNotFound,
-)
+from shared.mailchimp.errors import MailchimpAuthError, MailchimpError, MailchimpNotFound
 from shared.runs import Run, SegmentPart, new_run_id, now_iso
 from shared.segment_rows import snapshot_columns
-from shared.snapshots import (
-    Snapshot,
-    SnapshotProblem,
-    newest_snapshots,
-    snapshots_for_blob,
-)
+from shared.snapshots import Snapshot, SnapshotProblem, newest_snapshots, snapshots_for_blob
 
 log = logging.getLogger(__name__)
 

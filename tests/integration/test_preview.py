@@ -11,12 +11,7 @@ import json
 
 import pytest
 
-from tests.integration.export_driver import (
-    DEMO_AUDIENCE,
-    TAKEN,
-    ExportDriver,
-    minutes_after,
-)
+from tests.integration.export_driver import DEMO_AUDIENCE, TAKEN, ExportDriver, minutes_after
 
 SEGMENT = "Preview"
 FAKE = "test@fabrikam.com"  # refused by Mailchimp as a fake address: only the real run learns it

@@ -308,6 +308,18 @@ def test_the_csv_report_pages_like_the_jsonl_one_and_joins_into_one_file(tmp_pat
         assert jsonl.mimetype == "application/x-ndjson" and [json.loads(l) for l in jsonl.get_body().splitlines()] == lines
 
 
+def test_a_report_the_retention_period_removed_answers_410_not_an_empty_report(tmp_path):
+    write_snapshot(tmp_path, "Vip", "2026/11/28/1700", ["a@x.com"])
+    with served(tmp_path) as app:
+        run = app.exports.start("d1", "http")
+        drain(app.exports)
+        seed(app, run.id, 3)
+        assert errors(run.id).status_code == 200
+        app.exports.runs.update(run.id, lambda r: r.details.update(peopleForgotten=True))  # as the sweep leaves it
+        gone = errors(run.id)
+        assert gone.status_code == 410 and "RETENTION_PERSONAL_DAYS" in gone.get_body().decode()
+
+
 # --- routes -----------------------------------------------------------------------------------------------------------
 
 def registered() -> list:
