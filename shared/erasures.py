@@ -187,6 +187,7 @@ class Erasure:
     targets: tuple[Target, ...] = ()
     outcomes: dict[str, dict[str, Outcome]] = field(default_factory=dict)  # hash -> Target.key -> outcome
     files_scrubbed: int = 0  # work files rewritten without the erased addresses
+    addresses: int = 0  # how many hashes (listings read the record without them)
 
     @property
     def finished(self) -> bool:
@@ -206,7 +207,7 @@ class Erasure:
             audiences.append({**target.public(), **counts})
         shown: dict[str, Any] = {
             "id": self.id, "status": self.status, "createdAt": self.created_at, "updatedAt": self.updated_at,
-            "requestedBy": self.requested_by, "source": self.source, "addresses": len(self.hashes),
+            "requestedBy": self.requested_by, "source": self.source, "addresses": self.addresses or len(self.hashes),
             "message": self.message, "filesScrubbed": self.files_scrubbed, "audiences": audiences,
         }
         if details:

@@ -51,7 +51,7 @@ class ErasureTable(_Table):
         return Erasure(id=entity["PartitionKey"], created_at=entity["created_at"], updated_at=entity.get("updated_at"),
                        requested_by=entity["requested_by"], source=entity["source"], hashes=(),
                        status=entity["status"], message=entity.get("message") or None, targets=targets,
-                       files_scrubbed=int(entity.get("files_scrubbed") or 0))
+                       files_scrubbed=int(entity.get("files_scrubbed") or 0), addresses=int(entity.get("addresses") or 0))
 
     def get(self, erasure_id: str) -> Erasure | None:
         if not erasure_id.isalnum():

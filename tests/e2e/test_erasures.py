@@ -1,0 +1,132 @@
+"""Erasure at a person's request through the local stack: the API and the drop folder, the local Mailchimp's
+delete-permanent, every blob of the work container, the record and the logs."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from azure.storage.blob import BlobServiceClient
+
+from shared.config import CONTAINER_ERASURES, CONTAINER_WORK, QUEUE_ERASURE_EVENTS, QUEUE_SEGMENT_EVENTS
+from shared.emails import subscriber_hash
+from tests.e2e.conftest import DEMO_AUDIENCE, DEMO_KEY, create_destination, host_log, log_lines, start_export, wait_for, wait_for_run
+from tests.e2e.test_logs import LOOKS_LIKE_EMAIL
+
+EVENTS = ("--blob-events", f"segments={QUEUE_SEGMENT_EVENTS}", "--blob-events", f"{CONTAINER_ERASURES}={QUEUE_ERASURE_EVENTS}")
+ANN = "ann.erased@contoso.com"
+PEOPLE = [ANN, *(f"person{i}@fabrikam.com" for i in range(5))]
+
+
+def snapshot(segments, stamp: str = "2026/11/28/1700") -> None:
+    rows = "".join(f"{email},P{i},L{i}\r\n" for i, email in enumerate(PEOPLE))
+    segments.upload_blob(f"People/{stamp}/part-0.csv", ("Email,FirstName,LastName\r\n" + rows).encode(), overwrite=True)
+    segments.upload_blob(f"People/{stamp}/_SUCCESS", b"", overwrite=True)
+
+
+def audience(mailchimp, list_id: str) -> dict:
+    return mailchimp.admin("GET", f"lists/{list_id}/members").json()
+
+
+def work_blobs_naming(storage, address: str) -> list[str]:
+    container = BlobServiceClient.from_connection_string(storage.connection_string).get_container_client(CONTAINER_WORK)
+    return [blob.name for blob in container.list_blobs()
+            if address.encode() in container.download_blob(blob.name).readall().lower()]
+
+
+def wait_for_erasure(host, erasure_id: str) -> dict:
+    return wait_for(lambda: (found := host.call("GET", f"erasures/{erasure_id}").json())["status"] not in
+                    ("queued", "running") and found, f"erasure {erasure_id}", timeout=90)
+
+
+@pytest.fixture
+def two_exported(start_host, segments, storage, mailchimp):
+    """One person exported to two destinations' audiences, and named in a stored per-row report (a preview)."""
+    host = start_host(extra_args=EVENTS)
+    second = mailchimp.admin("POST", "audiences", json={"api_key": DEMO_KEY, "name": "Second"}).json()["id"]
+    snapshot(segments)
+    mapping = {"email": "Email", "mergeFields": {"FNAME": "FirstName"}}
+    first = create_destination(host, segments=["People"], mapping=mapping, exportOnArrival=False)
+    other = create_destination(host, segments=["People"], mapping=mapping, exportOnArrival=False, audienceId=second)
+    preview = start_export(host, first["id"], dryRun=True)  # before the export: every row a change, in its report
+    wait_for(lambda: host.call("GET", f"exports/{preview}").json()["status"] == "previewed", "the preview")
+    for destination in (first, other):
+        assert wait_for_run(host, start_export(host, destination["id"]))["status"] == "succeeded"
+    for list_id in (DEMO_AUDIENCE, second):
+        assert ANN in {m["email_address"] for m in audience(mailchimp, list_id)["members"]}
+    assert work_blobs_naming(storage, ANN), "the preview's report names her: the scan below must find something"
+    return host, first, other, second
+
+
+def test_an_erasure_removes_the_person_from_both_audiences_and_every_stored_file(two_exported, storage, mailchimp, tmp_path):
+    host, first, other, second = two_exported
+    for user in ("operator", "norole"):
+        assert host.call("POST", "erasures", user=user, json={"emails": [ANN]}).status_code == 403
+        assert host.call("GET", "erasures", user=user).status_code == 403
+    refused = host.call("POST", "erasures", json={"emails": ["person0@fabrikam.com", "not@@an.address"]})
+    assert refused.status_code == 400 and refused.json()["details"][0]["field"] == "emails[1]"
+    assert "not@@an.address" not in refused.text
+
+    answer = host.call("POST", "erasures", json={"emails": [" Ann.Erased@Contoso.com "]})
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["addresses"] == 1 and answer.headers["Location"] == f"/api/erasures/{answer.json()['id']}"
+    done = wait_for_erasure(host, answer.json()["id"])
+
+    assert done["status"] == "done", done
+    assert sorted(a["audienceId"] for a in done["audiences"]) == sorted([DEMO_AUDIENCE, second])
+    assert all((a["deleted"], a["pending"], a["refused"]) == (1, 0, 0) for a in done["audiences"]), done
+    assert done["subscribers"][0]["hash"] == subscriber_hash(ANN) and done["filesScrubbed"] >= 1
+    for list_id in (DEMO_AUDIENCE, second):
+        held = audience(mailchimp, list_id)
+        assert ANN not in {m["email_address"] for m in held["members"]}  # deleted, not archived
+        assert subscriber_hash(ANN) in held["permanently_deleted"]
+        assert len(held["members"]) == len(PEOPLE) - 1  # nobody else
+    assert work_blobs_naming(storage, ANN) == []
+    assert work_blobs_naming(storage, "person0@fabrikam.com")  # the others stay
+    listed = host.call("GET", "erasures?top=5").json()["erasures"]
+    assert [e["id"] for e in listed] == [done["id"]] and listed[0]["requestedBy"]
+    for shown in (json.dumps(done), json.dumps(listed)):
+        assert "ann.erased" not in shown.lower()
+
+    time.sleep(0.5)  # the handler's last lines follow its invocation line
+    leaks = [line for line in log_lines(host_log(tmp_path)) if "ann.erased" in line.lower() or LOOKS_LIKE_EMAIL.search(line)]
+    assert not leaks, leaks[:5]
+
+
+@pytest.mark.xfail(strict=True, reason="pending: the export service must pass the erased hashes to plan_export and "
+                                        "honour reAddErased (see shared/planning.py, erased)")
+def test_an_erased_person_in_the_next_snapshot_is_refused_unless_the_destination_re_adds_them(two_exported, segments,
+                                                                                              mailchimp):
+    host, first, other, second = two_exported
+    done = wait_for_erasure(host, host.call("POST", "erasures", json={"emails": [ANN]}).json()["id"])
+    assert done["status"] == "done"
+    snapshot(segments, "2026/11/29/1700")
+    run = wait_for_run(host, start_export(host, first["id"]))
+    assert run["counts"]["refused"] == 1, run
+    report = [json.loads(line) for line in host.call("GET", f"exports/{run['id']}/errors").text.splitlines()]
+    erased = [line for line in report if line["email"] == ANN]
+    assert len(erased) == 1 and erased[0]["reason"].startswith("erased on 20") and erased[0]["reason"].endswith(
+        "at the person's request"), erased
+    assert ANN not in {m["email_address"] for m in audience(mailchimp, DEMO_AUDIENCE)["members"]}
+
+
+def test_files_dropped_as_json_lines_and_csv_become_requests_and_are_deleted_a_bad_one_is_kept(start_host, storage,
+                                                                                              mailchimp, tmp_path):
+    host = start_host(extra_args=EVENTS)
+    drops = BlobServiceClient.from_connection_string(storage.connection_string).get_container_client(CONTAINER_ERASURES)
+    wait_for(lambda: drops.exists(), "the devhost to create the erasures container")
+    drops.upload_blob("platform/one.jsonl", f'{{"email": "{ANN}"}}\n{{"email": "person1@fabrikam.com"}}\n'.encode())
+    drops.upload_blob("platform/two.csv", "Id,EMAIL\r\n1,person2@fabrikam.com\r\n".encode())
+    drops.upload_blob("platform/bad.csv", "email\r\nperson3@fabrikam.com\r\nperson4@@fabrikam.com\r\n".encode())
+
+    listed = wait_for(lambda: len(found := host.call("GET", "erasures").json()["erasures"]) == 3 and found,
+                      "three requests from the drop folder")
+    by_file = {e["requestedBy"]: e for e in listed}
+    assert set(by_file) == {"storage:platform/one.jsonl", "storage:platform/two.csv", "storage:platform/bad.csv"}
+    assert by_file["storage:platform/bad.csv"]["status"] == "rejected"
+    assert "line 3" in by_file["storage:platform/bad.csv"]["message"]
+    for name, addresses in (("storage:platform/one.jsonl", 2), ("storage:platform/two.csv", 1)):
+        assert by_file[name]["addresses"] == addresses
+        assert wait_for_erasure(host, by_file[name]["id"])["status"] == "done"
+    assert [blob.name for blob in drops.list_blobs()] == ["platform/bad.csv"]  # used files hold addresses: deleted
+    assert "person4" not in json.dumps(listed)
