@@ -4,6 +4,7 @@
 //   #/destinations/<id>/connect       connect to Mailchimp, for a saved one (OAuth comes back here)
 //   #/destinations/<id>/configure     configure the connector (step 3)
 //   #/destinations/<id>               the destination: runs, progress, report, actions (step 4)
+//   #/erasures                        erasure requests (admins only; the header's nav links it for them)
 import { ApiError, PAGE_BASE, api, sendToSignIn, signOutUrl } from './api.js';
 import { announce, clear, focusHeading, h } from './dom.js';
 import { initI18n, t } from './i18n.js';
@@ -11,6 +12,7 @@ import * as configureView from './views/configure.js';
 import * as connectView from './views/connect.js';
 import * as destinationView from './views/destination.js';
 import * as listView from './views/destinations.js';
+import * as erasuresView from './views/erasures.js';
 import { noAccess } from './views/noaccess.js';
 
 export const ADMIN = 'Exports.Admin';
@@ -44,6 +46,7 @@ function roles(me) {
 function pick(parts) {
   const [first, id, step, ...rest] = parts;
   if (!first) return { view: listView, redirect: '#/destinations' };
+  if (first === 'erasures' && !id) return { view: erasuresView, admin: true };
   if (first !== 'destinations' || rest.length) return null;
   if (!id) return { view: listView };
   if (id === 'new' && !step) return { view: connectView, id: null, admin: true };
@@ -98,10 +101,29 @@ async function show() {
     const cleanup = chosen.view.render(root, context);
     state.cleanup = typeof cleanup === 'function' ? cleanup : null;
   }
+  markNav(where.parts[0]);
   focusHeading(root);
 }
 
+// The sections an admin moves between (export destinations, erasure requests); an operator has only the first, and
+// no nav. aria-current marks the one shown.
+function sections(me) {
+  if (!roles(me).isAdmin) return;
+  const nav = h('nav', { class: 'app-nav', id: 'app-nav', 'aria-label': t('nav.sections') },
+    h('a', { href: '#/destinations', id: 'nav-destinations', 'data-section': 'destinations', text: t('nav.destinationsSection') }),
+    h('a', { href: '#/erasures', id: 'nav-erasures', 'data-section': 'erasures', text: t('nav.erasures') }));
+  document.getElementById('app-user').before(nav);
+}
+
+function markNav(section) {
+  for (const link of document.querySelectorAll('#app-nav a')) {
+    if (link.dataset.section === (section || 'destinations')) link.setAttribute('aria-current', 'page');
+    else link.removeAttribute('aria-current');
+  }
+}
+
 function header(me) {
+  sections(me);
   const nav = document.getElementById('app-user');
   clear(nav);
   nav.append(h('span', { class: 'app-user__name', id: 'signed-in-as' }, t('app.signedInAs', { name: me.name || me.email || me.id })),

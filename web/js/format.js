@@ -24,9 +24,9 @@ export function duration(seconds) {
   return t('time.seconds', { s });
 }
 
-export const FINISHED = ['succeeded', 'completed_with_errors', 'failed', 'cancelled'];
+export const FINISHED = ['succeeded', 'completed_with_errors', 'failed', 'cancelled', 'previewed'];
 
-// Run statuses as the page names them (keys listed so the strings test finds each).
+// Run statuses (and erasure requests': done, rejected) as the page names them (keys listed so the strings test finds each).
 const STATUS_KEYS = {
   queued: 'status.queued',
   running: 'status.running',
@@ -35,13 +35,16 @@ const STATUS_KEYS = {
   completed_with_errors: 'status.completed_with_errors',
   failed: 'status.failed',
   cancelled: 'status.cancelled',
+  previewed: 'status.previewed',
+  done: 'status.done',
+  rejected: 'status.rejected',
 };
 
 export function statusLabel(status) {
   return STATUS_KEYS[status] ? t(STATUS_KEYS[status]) : String(status || '');
 }
 
-const TRIGGER_KEYS = { http: 'trigger.http', schedule: 'trigger.schedule', storage: 'trigger.storage' };
+const TRIGGER_KEYS = { http: 'trigger.http', schedule: 'trigger.schedule', storage: 'trigger.storage', retry: 'trigger.retry' };
 
 export function triggerLabel(trigger) {
   return TRIGGER_KEYS[trigger] ? t(TRIGGER_KEYS[trigger]) : String(trigger || '');

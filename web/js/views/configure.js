@@ -1,6 +1,7 @@
 // Step 3, "Configure the connector": the segments (profile counts against the per-export limit), data matching
 // (Email and further attributes mapped to audience merge fields, creating missing ones), and under "Advanced" the
-// tag prefix and the status for new contacts. "Save", "Save and export".
+// tag prefix, the status for new contacts and whether people whose address was erased are exported again. "Save",
+// "Save and export".
 import { ApiError, get, patch, post } from '../api.js';
 import { announce, clearFieldErrors, field, h, setFieldError, replace } from '../dom.js';
 import { dateTime, number } from '../format.js';
@@ -236,11 +237,16 @@ function build(body, ctx, destination, catalog, audience, audienceError) {
     h('option', { value: 'pending', text: t('configure.statusPending') }),
     h('option', { value: 'transactional', text: t('configure.statusTransactional') }));
   status.value = destination.statusForNew || '';
-  const advanced = h('details', { class: 'advanced', id: 'advanced', open: Boolean(destination.tagPrefix || destination.statusForNew) },
+  const reAdd = h('input', { type: 'checkbox', id: 're-add-erased', checked: Boolean(destination.reAddErased), 'aria-describedby': 're-add-erased-hint' });
+  const advanced = h('details', { class: 'advanced', id: 'advanced', open: Boolean(destination.tagPrefix || destination.statusForNew || destination.reAddErased) },
     h('summary', { text: t('configure.advanced') }),
     field({ id: 'tag-prefix', label: t('configure.tagPrefix'), hint: t('configure.tagPrefixHint'), control: prefix }),
     h('p', { class: 'hint' }, example),
-    field({ id: 'status-for-new', label: t('configure.statusForNew'), hint: t('configure.statusHint'), control: status }));
+    field({ id: 'status-for-new', label: t('configure.statusForNew'), hint: t('configure.statusHint'), control: status }),
+    h('div', { class: 'field', id: 're-add-erased-field' },
+      h('div', { class: 'check' }, reAdd, h('label', { for: 're-add-erased', text: t('configure.reAddErased') })),
+      h('p', { class: 'hint', id: 're-add-erased-hint', text: t('configure.reAddErasedHint') }),
+      h('p', { class: 'field-error', id: 're-add-erased-error', hidden: true })));
 
   // --- the form --------------------------------------------------------------------------------------------------
   const saveButton = h('button', { type: 'submit', class: 'button', id: 'save-config', text: t('configure.save') });
@@ -307,6 +313,7 @@ function build(body, ctx, destination, catalog, audience, audienceError) {
     }
     if (name === 'tagPrefix') return 'tag-prefix';
     if (name === 'statusForNew') return 'status-for-new';
+    if (name === 'reAddErased') return 're-add-erased';
     return null;
   }
 
@@ -333,6 +340,7 @@ function build(body, ctx, destination, catalog, audience, audienceError) {
       mapping: { email: emailSelect.value, mergeFields },
       tagPrefix: prefix.value,
       statusForNew: status.value || null,
+      reAddErased: reAdd.checked,
     };
     if (creating) change.createMissingMergeFields = true;
     try {

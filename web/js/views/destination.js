@@ -1,6 +1,7 @@
-// Step 4, a destination: its settings, "Export now" and "Cancel export", pausing and resuming the schedule and the
-// arrival trigger, "Delete destination"; its runs newest first, the chosen run's live progress, per-segment counts,
-// and the per-row report with a filter and a CSV download.
+// Step 4, a destination: its settings, "Export now", "Preview" (a dry run: nothing sent) and "Cancel export", pausing
+// and resuming the schedule and the arrival trigger, "Delete destination"; its runs newest first, the chosen run's live
+// progress, per-segment counts (predicted ones and merge-field changes for a preview), "Retry failed members" on a
+// finished run with failed members, and the per-row report (a preview's: every change) with a filter and a CSV download.
 import { ApiError, api, del, get, patch, post, request } from '../api.js';
 import { announce, h, scrollTable, replace } from '../dom.js';
 import { FINISHED, connectionLabel, dateTime, duration, number, statusLabel, triggerLabel } from '../format.js';
@@ -19,7 +20,7 @@ const COUNT_KEYS = {
 };
 const SOURCE_KEYS = {
   validation: 'report.sourceValidation', field: 'report.sourceField', mailchimp: 'report.sourceMailchimp',
-  failure: 'report.sourceFailure', tag: 'report.sourceTag',
+  failure: 'report.sourceFailure', tag: 'report.sourceTag', preview: 'report.sourcePreview',
 };
 
 export function render(root, ctx) {
@@ -81,6 +82,9 @@ function build(view, body, ctx, destination, runs) {
 
   // --- actions ---------------------------------------------------------------------------------------------------
   const exportNow = h('button', { type: 'button', class: 'button', id: 'export-now', text: t('destination.exportNow') });
+  const previewRun = h('button', { type: 'button', class: 'button button--secondary', id: 'preview-export', text: t('destination.preview'),
+    'aria-describedby': 'preview-hint' });
+  const previewHint = h('p', { class: 'hint', id: 'preview-hint', text: t('destination.previewHint') });
   const cancelRun = h('button', { type: 'button', class: 'button button--danger', id: 'cancel-export', text: t('destination.cancelExport') });
   const toggleSchedule = h('button', { type: 'button', class: 'button button--secondary', id: 'toggle-schedule' });
   const toggleArrival = h('button', { type: 'button', class: 'button button--secondary', id: 'toggle-arrival' });
@@ -88,6 +92,7 @@ function build(view, body, ctx, destination, runs) {
   const drawActions = () => {
     const running = active();
     exportNow.disabled = Boolean(running) || destination.draft;
+    previewRun.disabled = exportNow.disabled;
     cancelRun.hidden = !running || running.status === 'cancelling';
     toggleSchedule.textContent = destination.schedule.enabled ? t('destination.pauseSchedule') : t('destination.resumeSchedule');
     toggleArrival.textContent = destination.exportOnArrival ? t('destination.pauseArrival') : t('destination.resumeArrival');
@@ -102,6 +107,20 @@ function build(view, body, ctx, destination, runs) {
       await refreshRuns(started.id);
     } catch (error) {
       say(problem(t('destination.exportRefused', { error: error.message }), 'export-refused'));
+    } finally {
+      drawActions();
+    }
+  });
+
+  previewRun.addEventListener('click', async () => {
+    previewRun.disabled = true;
+    try {
+      const started = await post(`/destinations/${id}/exports`, { dryRun: true });
+      announce(t('destination.previewStarted'));
+      say(success(t('destination.previewStarted'), 'preview-started'));
+      await refreshRuns(started.id);
+    } catch (error) {
+      say(problem(t('destination.previewRefused', { error: error.message }), 'preview-refused'));
     } finally {
       drawActions();
     }
@@ -169,7 +188,7 @@ function build(view, body, ctx, destination, runs) {
   });
 
   const actions = h('div', { class: 'actions actions--bar', id: 'destination-actions' },
-    exportNow, cancelRun,
+    exportNow, previewRun, cancelRun,
     ctx.isAdmin ? [toggleSchedule, toggleArrival,
       h('a', { class: 'button button--secondary', id: 'configure-link', href: `#/destinations/${id}/configure`, text: t('destination.configure') }),
       h('a', { class: 'button button--secondary', id: 'connection-link', href: `#/destinations/${id}/connect`, text: t('destination.connectionLink') }),
@@ -180,7 +199,7 @@ function build(view, body, ctx, destination, runs) {
   const runBox = h('section', { class: 'section', id: 'run-section', 'aria-labelledby': 'run-title' });
   const notes = destination.draft ? [problem(t('destination.draftNote'), 'draft-note'),
     ctx.isAdmin ? h('p', {}, h('a', { href: `#/destinations/${id}/configure`, text: t('list.finishSetup') })) : null] : [];
-  replace(body, ...notes, settingsBox, actions, message, runsBox, runBox, ctx.isAdmin ? dialog : null);
+  replace(body, ...notes, settingsBox, actions, previewHint, message, runsBox, runBox, ctx.isAdmin ? dialog : null);
   drawActions();
 
   // --- runs ----------------------------------------------------------------------------------------------------------
@@ -202,7 +221,7 @@ function build(view, body, ctx, destination, runs) {
       h('tbody', {}, runs.map((run) => h('tr', { id: `run-row-${run.id}`, class: run.id === chosen ? 'is-chosen' : null, 'aria-current': run.id === chosen ? 'true' : null },
         h('th', { scope: 'row' }, h('a', { href: `#/destinations/${id}?run=${encodeURIComponent(run.id)}`, text: dateTime(run.startedAt || run.createdAt),
           onclick: (event) => { event.preventDefault(); choose(run.id, true); } })),
-        h('td', { text: triggerLabel(run.trigger) }),
+        h('td', { text: run.dryRun ? t('runs.previewTrigger', { trigger: triggerLabel(run.trigger) }) : triggerLabel(run.trigger) }),
         h('td', {}, badge(run.status)),
         ['read', 'created', 'updated', 'unchanged', 'invalid', 'refused', 'failed'].map((key) => h('td', { class: 'num', text: number(run.counts[key]) })),
         h('td', { text: duration(run.elapsedSeconds) })))));
@@ -240,11 +259,13 @@ function build(view, body, ctx, destination, runs) {
       replace(runBox);
       return;
     }
-    const title = h('h2', { id: 'run-title', tabindex: '-1', text: t('run.title', { when: dateTime(run.startedAt || run.createdAt) }) });
+    const when = dateTime(run.startedAt || run.createdAt);
+    const title = h('h2', { id: 'run-title', tabindex: '-1', text: run.dryRun ? t('run.previewTitle', { when }) : t('run.title', { when }) });
     const live = h('div', { id: 'run-live' });
     const segmentsBox = h('div', { id: 'run-segments' });
+    const changesBox = h('div', { id: 'preview-changes' });
     const reportBox = h('div', { id: 'run-report' });
-    replace(runBox, title, live, segmentsBox, reportBox);
+    replace(runBox, title, live, segmentsBox, changesBox, reportBox);
     if (moveFocus) title.focus();
     let lastStatus = null;
     let lastAnnounced = -1;
@@ -256,6 +277,9 @@ function build(view, body, ctx, destination, runs) {
       const sent = c.created + c.updated + c.unchanged + c.refused + c.failed;
       const finished = FINISHED.includes(current.status);
       const parts = [h('p', {}, badge(current.status), ' ', h('span', { text: t('run.trigger', { trigger: triggerLabel(current.trigger) }) }))];
+      if (current.dryRun) parts.push(h('p', { class: 'preview-note', id: 'preview-note', text: t('run.previewNote') }));
+      if (current.retryOf) parts.push(linkedRun('run-retry-of', 'run.retryOf', current.retryOf));
+      if (current.retriedBy) parts.push(linkedRun('run-retried-by', 'run.retriedBy', current.retriedBy));
       if (!finished) {
         const progress = h('progress', { id: 'run-progress', max: String(total || 1), 'aria-labelledby': 'run-progress-label' });
         if (total) progress.value = done; // without a total (planning) the bar is indeterminate
@@ -278,15 +302,17 @@ function build(view, body, ctx, destination, runs) {
           progress.value = done;
           parts.push(h('p', { id: 'run-progress-label', class: 'progress-label', text: t('run.progressLabel') }), progress);
         }
-        parts.push(h('p', { id: 'run-summary', text: t('run.finished', {
-          when: dateTime(current.finishedAt), took: duration(current.elapsedSeconds), rate: number(current.profilesPerSecond || 0),
-        }) }));
+        parts.push(h('p', { id: 'run-summary', text: current.dryRun
+          ? t('run.previewFinished', { when: dateTime(current.finishedAt), took: duration(current.elapsedSeconds) })
+          : t('run.finished', { when: dateTime(current.finishedAt), took: duration(current.elapsedSeconds), rate: number(current.profilesPerSecond || 0) }) }));
+        if (!current.dryRun && (c.failed || 0) > 0 && !current.retriedBy) parts.push(retryButton(current));
       }
       if (current.message) parts.push(h('p', { class: 'notice', id: 'run-message', text: current.message }));
       const notices = Object.entries(c).filter(([key, value]) => ['fieldProblems', 'tagFailed', 'untagHeld', 'untagFailed'].includes(key) && value);
       if (notices.length) parts.push(h('p', { class: 'notice', id: 'run-notices', text: notices.map(([key, value]) => `${t(COUNT_KEYS[key])}: ${number(value)}`).join(' · ') }));
       replace(live, ...parts);
-      replace(segmentsBox, h('h3', { text: t('run.perSegment') }), scrollTable(t('run.perSegment'), h('table', { class: 'table', id: 'run-segments-table' },
+      const perSegment = current.dryRun ? t('run.perSegmentPreview') : t('run.perSegment');
+      replace(segmentsBox, h('h3', { text: perSegment }), scrollTable(perSegment, h('table', { class: 'table', id: 'run-segments-table' },
         h('thead', {}, h('tr', {}, h('th', { scope: 'col', text: t('run.segment') }), h('th', { scope: 'col', text: t('run.snapshot') }),
           COUNT_COLUMNS.map((key) => h('th', { scope: 'col', class: 'num', text: t(COUNT_KEYS[key]) })))),
         h('tbody', {}, (current.segments || []).map((part) => h('tr', {},
@@ -294,6 +320,7 @@ function build(view, body, ctx, destination, runs) {
           COUNT_COLUMNS.map((key) => h('td', { class: 'num', text: number(part.counts[key]) }))))),
         h('tfoot', {}, h('tr', {}, h('th', { scope: 'row', text: t('run.total') }), h('td'),
           COUNT_COLUMNS.map((key) => h('td', { class: 'num', text: number(c[key]) })))))));
+      drawChanges(current, changesBox);
       if (lastStatus !== current.status) {
         if (lastStatus !== null) announce(t('run.statusNow', { status: statusLabel(current.status) }));
         lastStatus = current.status;
@@ -326,6 +353,69 @@ function build(view, body, ctx, destination, runs) {
     else view.timer = setTimeout(poll, POLL_MS);
   }
 
+  // A line naming another run (the one this retries, or the retry of this one), with a link that shows it.
+  function linkedRun(elementId, key, runId) {
+    const other = runs.find((r) => r.id === runId);
+    const label = other ? dateTime(other.startedAt || other.createdAt) : runId;
+    const [before, after = ''] = t(key).split('{run}');
+    return h('p', { id: elementId }, before,
+      h('a', { href: `#/destinations/${id}?run=${encodeURIComponent(runId)}`, text: label,
+        onclick: (event) => { event.preventDefault(); if (runs.some((r) => r.id === runId)) choose(runId, true); else refreshRuns(runId); } }),
+      after);
+  }
+
+  // "Retry failed members": a new run (trigger retry) sending only the members this one counted failed; the page
+  // follows it. The API's refusal (not finished, nothing failed, retried already, no longer kept) goes to the message.
+  function retryButton(run) {
+    const button = h('button', { type: 'button', class: 'button', id: 'retry-failed', text: t('run.retryFailed', { n: number(run.counts.failed) }) });
+    button.addEventListener('click', async () => {
+      button.disabled = true;
+      try {
+        const started = await post(`/exports/${encodeURIComponent(run.id)}/retry`);
+        announce(t('run.retryStarted'));
+        say(success(t('run.retryStarted'), 'retry-started'));
+        await refreshRuns(started.id);
+        history.replaceState(null, '', `#/destinations/${id}?run=${encodeURIComponent(started.id)}`);
+      } catch (error) {
+        say(problem(error.status === 410 ? t('run.retryGone') : t('run.retryRefused', { error: error.message }), 'retry-refused'));
+        button.disabled = false;
+      }
+    });
+    return h('div', { class: 'actions', id: 'retry-actions' }, button,
+      h('p', { class: 'hint', id: 'retry-hint', text: t('run.retryHint') }));
+  }
+
+  // A preview's changes per segment: members that would get the segment's tag, lose it, and each merge field updated.
+  function drawChanges(run, box) {
+    const changes = run.dryRun && run.preview ? run.preview.segments || {} : null;
+    if (!changes) {
+      replace(box);
+      return;
+    }
+    const names = Object.keys(changes);
+    if (!names.length) {
+      replace(box, h('h3', { text: t('run.previewChanges') }), h('p', { id: 'preview-no-changes', text: t('run.previewNoChanges') }));
+      return;
+    }
+    const table = h('table', { class: 'table', id: 'preview-changes-table' },
+      h('thead', {}, h('tr', {},
+        h('th', { scope: 'col', text: t('run.segment') }),
+        h('th', { scope: 'col', class: 'num', text: t('run.previewTag') }),
+        h('th', { scope: 'col', class: 'num', text: t('run.previewUntag') }),
+        h('th', { scope: 'col', text: t('run.previewFields') }))),
+      h('tbody', {}, names.map((name) => {
+        const change = changes[name] || {};
+        const fields = Object.entries(change.mergeFields || {});
+        return h('tr', {},
+          h('th', { scope: 'row', text: name }),
+          h('td', { class: 'num', text: number(change.tag || 0) }),
+          h('td', { class: 'num', text: number(change.untag || 0) }),
+          h('td', { text: fields.length ? fields.map(([tag, n]) => t('run.previewField', { tag, n: number(n) })).join(' · ') : t('run.previewFieldsNone') }));
+      })));
+    replace(box, h('h3', { text: t('run.previewChanges') }), h('p', { class: 'hint', text: t('run.previewChangesHint') }),
+      scrollTable(t('run.previewChanges'), table));
+  }
+
   // --- the per-row report --------------------------------------------------------------------------------------------
   async function loadReport(run, box, fresh) {
     if (fresh) {
@@ -334,9 +424,10 @@ function build(view, body, ctx, destination, runs) {
       report.runId = run.id;
     }
     const problems = ['invalid', 'refused', 'failed', 'fieldProblems', 'tagFailed'].reduce((sum, key) => sum + ((run.counts || {})[key] || 0), 0);
-    if (!problems) { // a run cancelled or failed before sending anything did not send every row
+    const changes = run.dryRun ? ['created', 'updated', 'refused', 'untagged'].reduce((sum, key) => sum + ((run.counts || {})[key] || 0), 0) : 0;
+    if (!problems && !changes) { // a run cancelled or failed before sending anything did not send every row
       const stopped = run.status === 'cancelled' || run.status === 'failed';
-      replace(box, h('h3', { text: t('report.title') }), h('p', { id: 'report-empty', text: t(stopped ? 'report.noneStopped' : 'report.none') }));
+      replace(box, h('h3', { text: t('report.title') }), h('p', { id: 'report-empty', text: run.dryRun ? t('report.nonePreview') : t(stopped ? 'report.noneStopped' : 'report.none') }));
       return;
     }
     try {
@@ -362,7 +453,8 @@ function build(view, body, ctx, destination, runs) {
   function drawReport(run, box) {
     const filter = h('select', { id: 'report-filter' },
       h('option', { value: '', text: t('report.all') }),
-      Object.entries(SOURCE_KEYS).map(([value, key]) => h('option', { value, text: t(key) })));
+      Object.entries(SOURCE_KEYS).filter(([value]) => (value === 'preview') === Boolean(run.dryRun))
+        .map(([value, key]) => h('option', { value, text: t(key) })));
     filter.value = report.filter;
     const shown = report.lines.filter((line) => !report.filter || line.source === report.filter);
     const count = h('p', { id: 'report-count', role: 'status', text: t('report.count', { shown: number(shown.length), loaded: number(report.lines.length) }) });
@@ -372,7 +464,7 @@ function build(view, body, ctx, destination, runs) {
       document.getElementById('report-filter').focus();
     });
     const table = h('table', { class: 'table table--report', id: 'report-table' },
-      h('caption', { class: 'visually-hidden', text: t('report.title') }),
+      h('caption', { class: 'visually-hidden', text: run.dryRun ? t('report.previewTitle') : t('report.title') }),
       h('thead', {}, h('tr', {},
         h('th', { scope: 'col', text: t('report.outcome') }), h('th', { scope: 'col', text: t('run.segment') }),
         h('th', { scope: 'col', text: t('report.file') }), h('th', { scope: 'col', class: 'num', text: t('report.row') }),
@@ -386,12 +478,12 @@ function build(view, body, ctx, destination, runs) {
         h('td', { class: 'reason', text: line.column ? `${line.reason} (${line.column} → ${line.mergeTag})` : line.reason })))));
     const more = report.next ? h('button', { type: 'button', class: 'button button--secondary', id: 'report-more', text: t('report.more'),
       onclick: () => loadReport(run, box, false).then(() => { const next = document.getElementById('report-more') || document.getElementById('report-filter'); if (next) next.focus(); }) }) : null;
-    const download = h('button', { type: 'button', class: 'button button--secondary', id: 'download-csv', text: t('report.download') });
+    const download = h('button', { type: 'button', class: 'button button--secondary', id: 'download-csv', text: run.dryRun ? t('report.downloadPreview') : t('report.download') });
     const downloadNote = h('p', { id: 'download-status', role: 'status' });
     download.addEventListener('click', () => downloadCsv(run, download, downloadNote));
-    replace(box, 
-      h('h3', { text: t('report.title') }),
-      h('p', { class: 'hint', text: t('report.hint') }),
+    replace(box,
+      h('h3', { text: run.dryRun ? t('report.previewTitle') : t('report.title') }),
+      h('p', { class: 'hint', text: run.dryRun ? t('report.previewHint') : t('report.hint') }),
       h('div', { class: 'report-tools' },
         h('div', { class: 'field field--inline' }, h('label', { for: 'report-filter', text: t('report.filter') }), filter),
         download),
