@@ -208,9 +208,10 @@ class Erasure:
         shown: dict[str, Any] = {
             "id": self.id, "status": self.status, "createdAt": self.created_at, "updatedAt": self.updated_at,
             "requestedBy": self.requested_by, "source": self.source, "addresses": self.addresses or len(self.hashes),
-            "message": self.message, "filesScrubbed": self.files_scrubbed, "audiences": audiences,
+            "message": self.message, "filesScrubbed": self.files_scrubbed,
         }
-        if details:
+        if details:  # a listing reads records without their hashes: no counts to show there
+            shown["audiences"] = audiences
             shown["subscribers"] = [
                 {"hash": member_hash, "outcomes": [
                     {**target.public(), "outcome": found.outcome if found else PENDING,
