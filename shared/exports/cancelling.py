@@ -3,13 +3,21 @@
 The run turns `cancelling`: no chunk that has not started sends anything (each chunk worker asks `_stop_reason` first
 and counts its members failed with the reason, "cancelled by <who> at <when>"), chunks being sent finish and count
 what Mailchimp answered, and once every chunk is counted the run ends `cancelled` (see Run.settle). A run cancelled
-before planning plans nothing. The destination stays held until then, so a new run never overlaps this one's chunks.
+before planning plans nothing. The destination can start another export at once: that run is accepted and queued,
+and its planning waits until the cancelled run is counted (`waits_for`), so it never reads the audience while chunks
+of the cancelled run are still being written.
 """
 from __future__ import annotations
+
+import logging
 
 from shared.destinations import Destination
 from shared.exports.ports import ExportParts
 from shared.runs import CANCELLING, Run
+
+log = logging.getLogger(__name__)
+
+AFTER_CANCEL_SECONDS = 5  # how soon a run started during a cancel looks again whether it may plan
 
 
 def _cancel(run: Run, reason: str) -> bool:
@@ -48,8 +56,8 @@ class Cancelling(ExportParts):
         if run.status == CANCELLING and run.total_chunks is None and run.started_at is None:
             self.plan_queue.send({"runId": run_id})  # queued: planning settles it at once, sending nothing (sent
             # again in case the first message was lost)
-        # The destination stays held until the run is counted (chunks not started count failed at once, without
-        # calling Mailchimp): a new run never overlaps the chunks of this one still being sent.
+        # The destination can export again at once (see `_may_follow`): a run started now plans only once this
+        # one is counted, so it never reads the audience while chunks of this one are still being sent.
         return self.runs.get(run_id)
 
     def _stop_for_consent(self, run_id: str, destination: Destination) -> Run:
@@ -70,3 +78,19 @@ class Cancelling(ExportParts):
         if run.status in (CANCELLING, "cancelled"):
             return f"not sent: {run.message or 'the export was cancelled'}"
         return run.details.get("abort")
+
+    def _may_follow(self, run_id: str) -> bool:
+        """Whether a run asked for now may take the destination from `run_id`: finished, or cancelled and being
+        counted (the new run then waits for it before planning, see `waits_for`)."""
+        run = self.runs.get(run_id, counts=False)
+        return run is None or run.finished or run.status == CANCELLING
+
+    def waits_for(self, run: Run) -> bool:
+        """Planning of `run` waits while the cancelled run it took the destination from is still being counted:
+        the plan message comes back in AFTER_CANCEL_SECONDS."""
+        before = run.details.get("after")
+        if not before or self._is_finished(before):
+            return False
+        self.plan_queue.send({"runId": run.id}, delay_seconds=AFTER_CANCEL_SECONDS)
+        log.info("export %s waits for cancelled export %s to be counted before planning", run.id, before)
+        return True

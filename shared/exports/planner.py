@@ -110,6 +110,8 @@ class Planner(ExportParts):
             run = self._stop_for_consent(run.id, destination)
             if run.total_chunks == 0:
                 return
+        if run.total_chunks is None and self.waits_for(run):
+            return
         if run.total_chunks is None:
             run = self.runs.update(run_id, lambda r: self._mark_started(r))
             try:

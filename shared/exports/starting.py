@@ -39,7 +39,10 @@ class Starting(ExportParts):
         if dry_run:
             run.details["dryRun"] = True
             return self._queue(run)
-        claim = self.destinations.claim(destination.id, run.id, {p.segment: p.snapshot for p in parts}, self._is_finished, trigger)
+        previous = self.destinations.active_run(destination.id)
+        if previous:  # cancelled and still being counted: this run plans after it (Cancelling.waits_for)
+            run.details["after"] = previous
+        claim = self.destinations.claim(destination.id, run.id, {p.segment: p.snapshot for p in parts}, self._may_follow, trigger)
         if claim.outcome != "claimed":
             self._kick(claim.holder)
             raise Refused(409, f"an export of this destination is already running (run {claim.holder}); wait for it to finish")

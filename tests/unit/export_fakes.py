@@ -51,9 +51,10 @@ class Work:
 class Q:
     def __init__(self):
         self.msgs = []
+        self.delayed = []  # sent with a delay: delivered by drain once nothing else is waiting
 
     def send(self, m, delay_seconds=0):
-        self.msgs.append(m)
+        (self.delayed if delay_seconds else self.msgs).append(m)
 
 
 class Runs:
@@ -293,7 +294,9 @@ def make(root, segments, audience=None, chunk_size=2, guard=20, dest_kw=None, **
 
 
 def drain(svc):
-    while svc.plan_queue.msgs or svc.chunk_queue.msgs:
+    while svc.plan_queue.msgs or svc.chunk_queue.msgs or svc.plan_queue.delayed:
+        if not (svc.plan_queue.msgs or svc.chunk_queue.msgs):
+            svc.plan_queue.msgs, svc.plan_queue.delayed = svc.plan_queue.delayed, []
         if svc.plan_queue.msgs:
             svc.plan(svc.plan_queue.msgs.pop(0)["runId"])
         else:

@@ -461,6 +461,9 @@ class MemoryDestinations:
     def release(self, destination_id: str, run_id: str) -> str | None:
         return None
 
+    def active_run(self, destination_id: str) -> str | None:
+        return None
+
 
 class MemoryRuns:
     def __init__(self) -> None:

@@ -217,8 +217,15 @@ def test_cancel_running_then_twice_then_finished_then_unknown(tmp_path):
         assert status == 202 and doc["status"] == "cancelling" and doc["message"].startswith("cancelled by alice@contoso.example at ")
         status, again = cancel(run.id)
         assert status == 202 and again["status"] == "cancelling" and again["message"] == doc["message"]
+        after = service.start("d1", "http")  # at once, while the cancelled run's chunks are still to be counted
+        assert after.details["after"] == run.id
+        service.plan(service.plan_queue.msgs.pop(0)["runId"])  # it waits: planned only once the cancelled run is counted
+        assert service.runs.get(after.id).status == "queued" and service.plan_queue.delayed == [{"runId": after.id}]
         drain(service)
-        assert service.runs.get(run.id).status == "cancelled" and service.client.writes == 0
+        cancelled, followed = service.runs.get(run.id), service.runs.get(after.id)
+        assert cancelled.status == "cancelled" and cancelled.counts["failed"] == 6
+        assert followed.status == "succeeded" and followed.started_at >= cancelled.finished_at
+        assert service.client.writes == 6  # every member once, by the run after the cancel
         assert cancel(run.id)[0] == 202  # cancelled already: nothing to do, and said so without an error
 
         other = service.start("d1", "http")
