@@ -64,6 +64,7 @@ def build(settings: Settings | None = None, secrets: SecretStore | None = None) 
         queue.ensure()
     destination_table = DestinationTable(tables, TABLE_DESTINATIONS)
     runs = RunTable(tables, TABLE_RUNS)
+    erased = ErasedLedgerTable(tables, TABLE_ERASED)  # exports keep out whom erasures wrote here
     exports = ExportService(
         settings=settings,
         destinations=destination_table,
@@ -73,6 +74,7 @@ def build(settings: Settings | None = None, secrets: SecretStore | None = None) 
         plan_queue=plan_queue,
         chunk_queue=chunk_queue,
         connections=connections,
+        erased=erased,
     )
     states = StateSigner(secrets, BlobUsedStates(blobs.get_container_client(CONTAINER_WORK)))
     destinations = DestinationService(destination_table, connections, exports=exports, run_files=work,
@@ -81,7 +83,7 @@ def build(settings: Settings | None = None, secrets: SecretStore | None = None) 
     erasure_queue = QueueSender(queues, QUEUE_ERASURES)
     erasure_queue.ensure()
     # The drop folder sits next to the segments: the platform writes its deletion exports into the same account.
-    erasures = ErasureService(records=ErasureTable(tables, TABLE_ERASURES), ledger=ErasedLedgerTable(tables, TABLE_ERASED),
+    erasures = ErasureService(records=ErasureTable(tables, TABLE_ERASURES), ledger=erased,
                               queue=erasure_queue, work=work, destinations=destination_table, connections=connections,
                               drops=BlobFolder(segment_blobs.get_container_client(CONTAINER_ERASURES)))
     return App(settings=settings, destinations=destinations, exports=exports, retention=retention, erasures=erasures)

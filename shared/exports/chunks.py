@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from shared.destinations import Destination
-from shared.exports.error_report import error_line
+from shared.emails import subscriber_hash
+from shared.exports.error_report import erased_line, error_line
 from shared.exports.files import chunk_blob, chunks_prefix, errors_prefix, results_blob, retry_blob, run_folder
 from shared.exports.ports import ExportParts
 from shared.mailchimp.errors import MailchimpAuthError, WritesStopped
 from shared.mailchimp.transport import guarded_writes
 from shared.members import Member, MemberResult, Outcome, decode_members, encode_members
+from shared.planning import erased_reason
 from shared.runs import Run, chunk_counts, zero_counts
 
 log = logging.getLogger(__name__)
@@ -88,14 +90,23 @@ class ChunkWorker(ExportParts):
             results = [MemberResult(m.email, Outcome.FAILED, stop_reason) for m in members]
             self._count(run_id, number, attempt, members, results)
             return
+        # People who had their address erased since the run was planned are not sent (nor untagged): refused, and
+        # reported by subscriber hash only.
+        honoured = self.erased_for(destination)
+        erased = {m.email: erased_reason(at) for m in everyone if (at := honoured.get(subscriber_hash(m.email)))}
+        if erased:
+            everyone = [m for m in everyone if m.email not in erased]
+        sent = [m for m in members if m.email not in erased]
+        refused = [MemberResult(m.email, Outcome.REFUSED, erased[m.email]) for m in members if m.email in erased]
         untags = _Untags()
         with guarded_writes(self._consent_guard(run_id, run.destination_id)):
             try:
-                results = self._upsert(run, destination, number, members)
+                results = self._upsert(run, destination, number, sent) + refused
             except MailchimpAuthError as error:  # counted as far as it got; later chunks stop (the run says why)
                 self._abort(run_id, str(error))
-                results = error.results or [MemberResult(m.email, Outcome.FAILED, str(error)) for m in members]
-                self._count(run_id, number, attempt, members, results, *_tags_failed(run, everyone, results, str(error)))
+                results = (error.results or [MemberResult(m.email, Outcome.FAILED, str(error)) for m in sent]) + refused
+                self._count(run_id, number, attempt, members, results, *_tags_failed(run, everyone, results, str(error)),
+                            erased=erased.keys())
                 return
             except Exception as error:
                 self.runs.note_chunk_error(run_id, number, f"{type(error).__name__}: {error}")
@@ -110,7 +121,7 @@ class ChunkWorker(ExportParts):
             except Exception as error:
                 self.runs.note_chunk_error(run_id, number, f"tagging: {type(error).__name__}: {error}")
                 raise
-        self._count(run_id, number, attempt, members, results, not_tagged, untags)
+        self._count(run_id, number, attempt, members, results, not_tagged, untags, erased=erased.keys())
 
     def _consent_guard(self, run_id: str, destination_id: str) -> Callable[[], str | None]:
         """Asked right before every Mailchimp write of a chunk: a withdrawn consent stops the run there."""
@@ -182,16 +193,20 @@ class ChunkWorker(ExportParts):
         return untags
 
     def _count(self, run_id: str, number: int, attempt: str, members: list[Member], results: list[MemberResult],
-               not_tagged: dict[str, str] | None = None, untags: _Untags | None = None) -> None:
+               not_tagged: dict[str, str] | None = None, untags: _Untags | None = None, *,
+               erased: Collection[str] = ()) -> None:
         """Count the chunk once. Members written whose segment tag could not be added count by what was written,
-        each with a `tag` line in the errors report, and in `tagFailed`; untags that failed count in `untagFailed`."""
+        each with a `tag` line in the errors report, and in `tagFailed`; untags that failed count in `untagFailed`.
+        `erased` members (refused: erased at the person's request) are reported by subscriber hash only."""
         not_tagged = not_tagged or {}
         untags = untags or _Untags()
         source = {m.email: m.source for m in members}
         lines = [
+            erased_line(source[r.email].segment, source[r.email].partition, source[r.email].row, r.email, r.reason or "")
+            if r.email in erased else
             error_line(source[r.email].segment, source[r.email].partition, source[r.email].row, r.email,
-                        r.reason if not r.field else f"{r.reason} (field {r.field})",
-                        "mailchimp" if r.outcome is Outcome.REFUSED else "failure")
+                       r.reason if not r.field else f"{r.reason} (field {r.field})",
+                       "mailchimp" if r.outcome is Outcome.REFUSED else "failure")
             for r in results if r.outcome in (Outcome.REFUSED, Outcome.FAILED)
         ]
         lines += [error_line(source[email].segment, source[email].partition, source[email].row, email,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
+from shared.emails import subscriber_hash
 from shared.exports.files import errors_prefix
 from shared.exports.ports import ExportParts, Refused, WorkStore
 from shared.planning import RowProblem
@@ -49,6 +50,11 @@ def error_line(segment: str, partition: str, row: int, email: str | None, reason
 REPORT_KINDS = ("plan", "preview")  # report blobs written while planning, in report order
 
 
+def erased_line(segment: str, partition: str, row: int, email: str, reason: str) -> bytes:
+    """The report line of a row refused because the person had their address erased: by subscriber hash, no address."""
+    return error_line(segment, partition, row, None, reason, "erasure", memberHash=subscriber_hash(email))
+
+
 class ReportWriter:
     """Streams lines of a run's per-row report into numbered blobs of about 1 MiB named `<kind>-NNNN.jsonl`,
     rewritten identically on a replay. Planning writes `plan-` (invalid rows), a preview `preview-` (every change)."""
@@ -81,6 +87,9 @@ class ProblemWriter(ReportWriter):
         super().__init__(work, run_id, "plan")
 
     def __call__(self, problem: RowProblem) -> None:
+        if problem.kind == "erased":  # named by subscriber hash only: the connector keeps no copy of the address
+            self.add(erased_line(problem.segment, problem.partition, problem.row, problem.email or "", problem.reason))
+            return
         source = "field" if problem.kind == "field" else "validation"
         self.add(error_line(problem.segment, problem.partition, problem.row, problem.email, problem.reason, source,
                             column=problem.column, mergeTag=problem.merge_tag))

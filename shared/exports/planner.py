@@ -202,8 +202,8 @@ class Planner(ExportParts):
         segment_of_tag = {part.tag: part.segment for part in run.segments}
         planned_outcomes: dict[str, dict[str, int]] = {}
         for name, c in counts.items():
-            if c.settled:
-                planned_outcomes[name] = {**zero_counts(), "unchanged": c.settled, "tagged": c.settled}
+            if c.settled or c.erased:  # erased at the person's request: refused without a call (shared/erasures.py)
+                planned_outcomes[name] = {**zero_counts(), "unchanged": c.settled, "tagged": c.settled, "refused": c.erased}
         for tag, leaving in held.items():
             planned_outcomes.setdefault(segment_of_tag[tag], zero_counts())["untagHeld"] += leaving
         if preview is not None:  # what the chunks would have added, as if every one had been sent
@@ -268,6 +268,7 @@ class Planner(ExportParts):
                 removable_tags=owned,
                 already_done=_already_done,
                 max_rows=self.settings.max_profiles_per_export,
+                erased=self.erased_for(destination),
             )
             total = 0
             # Chunk files and records are written a few at a time (storage round trips, not CPU, are the cost),

@@ -62,6 +62,12 @@ class Runs(Protocol):
     def record_planned_outcomes(self, run_id: str, per_segment: dict[str, dict[str, int]]) -> None: ...
 
 
+class ErasedAddresses(Protocol):
+    """Subscriber hash -> when the person had their address erased (shared/erasures.py keeps the ledger)."""
+
+    def all(self) -> dict[str, str]: ...
+
+
 @dataclass
 class ExportParts:
     """The boundaries every part of the export service shares; `ExportService` puts the parts together."""
@@ -74,6 +80,14 @@ class ExportParts:
     plan_queue: Queue
     chunk_queue: Queue
     connections: MailchimpConnections
+    erased: ErasedAddresses | None = None  # None: nobody is kept out (no erasure ledger)
+
+    def erased_for(self, destination: Destination | None) -> dict[str, str]:
+        """The erasures a run of `destination` honours: every one, unless the destination says to export people
+        again after an erasure (reAddErased)."""
+        if self.erased is None or destination is None or destination.re_add_erased:
+            return {}
+        return self.erased.all()
 
     @property
     def _read_limits(self) -> ReadLimits:
