@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 MAX_ADDRESSES_PER_REQUEST = 1000  # POST /api/erasures
 MAX_ADDRESSES_PER_FILE = 10_000  # a file in the erasures container
 MAX_PROBLEMS_SHOWN = 20  # a refused request names at most this many lines or positions
+CHUNK_FILES = "/chunks/"  # a run's chunk files and saved answers: left as they are (see _scrub)
 WORK_PREFIX = "runs/"  # where runs keep the files that name people (chunks, Mailchimp's answers, reports, previews)
 REASON_CHARS = 300
 
@@ -445,10 +446,14 @@ class ErasureService:
                 pass
 
     def _scrub(self, erased: set[str]) -> int:
-        """Rewrite every work file under runs/ that names an erased address without it; how many were rewritten."""
+        """Rewrite every work file under runs/ that names an erased address without it; how many were rewritten.
+
+        Chunk files and Mailchimp's saved answers are left as they are: a run's chunk is counted from them, and one
+        short of a member would leave the run's numbers out of balance. The chunk worker refuses a person erased since
+        planning (shared/exports/chunks.py) and the files are deleted once the run is counted, within minutes."""
         rewritten = 0
         for name in list(self._work.list_names(WORK_PREFIX)):
-            if not name.endswith((".jsonl", ".json")):
+            if not name.endswith((".jsonl", ".json")) or CHUNK_FILES in name:
                 continue
             cleaned = scrubbed(name, self._work.read_bytes(name), erased)
             if cleaned is not None:

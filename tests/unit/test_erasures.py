@@ -172,7 +172,9 @@ def test_an_erasure_deletes_from_each_audience_once_scrubs_the_work_files_and_ke
     service, records, ledger, queue, work, connections = world
     ann, bo = subscriber_hash(ANN), subscriber_hash(BO)
     connections.audiences = {("acct-a", "aud1"): {ann, bo}, ("acct-b", "aud2"): {bo}}
-    work.blobs["runs/r/chunks/000000.jsonl"] = encode_members([Member(ANN, {}, ["s"], RowRef("S", "p", 1))])
+    kept = encode_members([Member(ANN, {}, ["s"], RowRef("S", "p", 1))])
+    work.blobs["runs/r/retry/000000.jsonl"] = kept
+    work.blobs["runs/r/chunks/000000.jsonl"] = kept  # counted from: its worker refuses her, and it goes with the run
     work.blobs["runs/r/errors/plan-0000.jsonl"] = (json.dumps({"email": BO, "reason": "x"}) + "\n").encode()
 
     erasure, created = service.request([" Ann@Contoso.com", ANN], "Ada Admin <ada@contoso.example>")
@@ -185,7 +187,8 @@ def test_an_erasure_deletes_from_each_audience_once_scrubs_the_work_files_and_ke
     assert [t.destination_ids for t in done.targets] == [("d1", "d3"), ("d2",)]
     assert [done.outcome(ann, t).outcome for t in done.targets] == [DELETED, ALREADY_GONE]
     assert connections.audiences[("acct-a", "aud1")] == {bo}
-    assert work.blobs["runs/r/chunks/000000.jsonl"] == b"" and BO.encode() in work.blobs["runs/r/errors/plan-0000.jsonl"]
+    assert work.blobs["runs/r/retry/000000.jsonl"] == b"" and BO.encode() in work.blobs["runs/r/errors/plan-0000.jsonl"]
+    assert work.blobs["runs/r/chunks/000000.jsonl"] == kept
     shown = json.dumps(done.public())
     assert "contoso.com" not in shown.replace("ada@contoso.example", "") and ann in shown  # the requester, not Ann
     assert done.public()["audiences"][0] == {"audienceId": "aud1", "destinationIds": ["d1", "d3"], DELETED: 1,
