@@ -17,7 +17,7 @@ from shared.mailchimp.errors import MailchimpAuthError, WritesStopped
 from shared.mailchimp.transport import guarded_writes
 from shared.members import Member, MemberResult, Outcome, decode_members, encode_members
 from shared.planning import erased_reason
-from shared.runs import Run, chunk_counts, zero_counts
+from shared.runs import CANCELLING, Run, chunk_counts, zero_counts
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +124,13 @@ class ChunkWorker(ExportParts):
         self._count(run_id, number, attempt, members, results, not_tagged, untags, erased=erased.keys())
 
     def _consent_guard(self, run_id: str, destination_id: str) -> Callable[[], str | None]:
-        """Asked right before every Mailchimp write of a chunk: a withdrawn consent stops the run there."""
+        """Asked right before every Mailchimp write of a chunk: a withdrawn consent stops the run there, and so does a
+        cancel (a chunk that read the run before the cancel but was still waiting for a connection sends nothing:
+        its members count failed, or its tags tagFailed, with who cancelled)."""
         def guard() -> str | None:
+            run = self.runs.get(run_id, counts=False)
+            if run is not None and run.status in (CANCELLING, "cancelled"):
+                return self._stop_reason(run)
             destination = self.destinations.get(destination_id)
             if destination is None or destination.consent_accepted:
                 return None
