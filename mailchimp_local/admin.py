@@ -33,6 +33,11 @@ def stats(server: Server, request: Request) -> dict[str, Any]:
     return doc
 
 
+def reset_stats(server: Server, request: Request) -> dict[str, Any]:
+    server.world.reset_stats()
+    return {"reset": "stats"}
+
+
 def reset(server: Server, request: Request) -> dict[str, Any]:
     server.reset()
     return {"reset": True}
@@ -167,6 +172,7 @@ def _names(tags: Any) -> list[str]:
 
 ROUTER = Router([
     ("GET", "/__admin/stats", stats),
+    ("POST", "/__admin/stats/reset", reset_stats),
     ("POST", "/__admin/reset", reset),
     ("POST", "/__admin/accounts", create_account),
     ("POST", "/__admin/audiences", create_audience),

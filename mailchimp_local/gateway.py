@@ -25,6 +25,7 @@ NO_ANSWER = "dropped"  # the by_status key of calls whose connection was closed 
 def serve(world: World, request: Request) -> Response:
     """The slot is released and the call counted before the answer is written: a client that reads the stats (or
     sends its next request) as soon as it has an answer never sees this call still in flight."""
+    arrived_at = time.time()
     started = time.perf_counter()
     status: int | str = 500
     call = None
@@ -43,7 +44,8 @@ def serve(world: World, request: Request) -> Response:
         status = NO_ANSWER if response.drop else response.status
         return response
     finally:
-        world.record(status, time.perf_counter() - started, call.written if call else 0, call.read if call else 0)
+        world.record(status, time.perf_counter() - started, call.written if call else 0, call.read if call else 0,
+                     arrived_at)
 
 
 def _answer(world: World, call: Call) -> Response:

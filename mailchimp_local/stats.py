@@ -16,8 +16,14 @@ class Stats:
         self.members_written = 0  # members sent to write calls (batch subscribe, PUT/PATCH, tag add/remove)
         self.members_read = 0  # members returned by list pages
         self.rejected_over_cap = 0
+        # when the earliest /3.0 request counted arrived (Unix seconds, this machine's clock), None before any: a
+        # benchmark subtracts the moment it started a run to get the time to its first Mailchimp call
+        self.first_request_at: float | None = None
 
-    def record(self, status: int | str, seconds: float, written: int, read: int) -> None:
+    def record(self, status: int | str, seconds: float, written: int, read: int,
+               arrived_at: float | None = None) -> None:
+        if arrived_at is not None and (self.first_request_at is None or arrived_at < self.first_request_at):
+            self.first_request_at = arrived_at
         self.requests_total += 1
         self.by_status[str(status)] += 1
         self.service_seconds += seconds
@@ -28,4 +34,5 @@ class Stats:
         return {"requests_total": self.requests_total, "by_status": dict(self.by_status),
                 "max_concurrent": self.max_concurrent, "service_seconds": round(self.service_seconds, 6),
                 "members_written": self.members_written, "members_read": self.members_read,
-                "rejected_over_cap": self.rejected_over_cap}
+                "rejected_over_cap": self.rejected_over_cap,
+                "first_request_at": None if self.first_request_at is None else round(self.first_request_at, 6)}

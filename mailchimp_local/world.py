@@ -85,9 +85,15 @@ class World:
         with self.lock:
             account.in_flight -= 1
 
-    def record(self, status: int | str, seconds: float, written: int = 0, read: int = 0) -> None:
+    def record(self, status: int | str, seconds: float, written: int = 0, read: int = 0,
+               arrived_at: float | None = None) -> None:
         with self.lock:
-            self.stats.record(status, seconds, written, read)
+            self.stats.record(status, seconds, written, read, arrived_at)
+
+    def reset_stats(self) -> None:
+        """Counters only: the accounts, audiences, latency, faults and cap stay as they are."""
+        with self.lock:
+            self.stats = Stats()
 
     def sleep(self, seconds: float) -> None:
         """Interrupted by a reset, so tests never wait for calls of a World that is gone."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -119,6 +120,26 @@ def test_latency_is_a_base_plus_a_cost_per_member_and_changes_at_run_time(mailch
                                             "per_member_read_ms": 0}
     problem(requests.post(f"{mailchimp.url}/__admin/latency", json={"profile": "slowish"}, timeout=10),
             400, "Invalid Resource")
+
+
+def test_stats_say_when_the_first_request_arrived_and_can_be_zeroed_alone(mailchimp: LocalMailchimp, api: Api) -> None:
+    """A benchmark's "time to first Mailchimp call": zero the counters, start a run, read first_request_at."""
+    assert mailchimp.stats()["first_request_at"] is None
+    mailchimp.admin("POST", "latency", json={"profile": "none", "base_ms": 200})
+    before = time.time()
+    api.ok("GET", "/ping")
+    answered = time.time()
+    api.ok("GET", f"/lists/{LIST}")
+    stats = mailchimp.stats()
+    assert before <= stats["first_request_at"] <= answered - 0.19  # when it arrived, 200 ms before its answer
+    mailchimp.admin("GET", "stats")  # admin calls are not counted
+    assert mailchimp.stats()["first_request_at"] == stats["first_request_at"]
+    assert mailchimp.admin("POST", "stats/reset").json() == {"reset": "stats"}
+    zeroed = mailchimp.stats()
+    assert (zeroed["first_request_at"], zeroed["requests_total"], zeroed["service_seconds"]) == (None, 0, 0)
+    assert zeroed["latency"]["base_ms"] == 200  # only the counters: settings and data stay
+    assert api.ok("GET", f"/lists/{LIST}")["id"] == LIST
+    assert mailchimp.stats()["first_request_at"] > stats["first_request_at"]
 
 
 # "Mailchimp applied the batch but the answer never arrived": the apply_then_* faults do the work, then lose the answer.
