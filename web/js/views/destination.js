@@ -453,7 +453,7 @@ function build(view, body, ctx, destination, runs) {
   function drawReport(run, box) {
     const filter = h('select', { id: 'report-filter' },
       h('option', { value: '', text: t('report.all') }),
-      Object.entries(SOURCE_KEYS).filter(([value]) => (value === 'preview') === Boolean(run.dryRun))
+      Object.entries(SOURCE_KEYS).filter(([value]) => value !== 'preview' || run.dryRun) // a preview's report also lists invalid rows
         .map(([value, key]) => h('option', { value, text: t(key) })));
     filter.value = report.filter;
     const shown = report.lines.filter((line) => !report.filter || line.source === report.filter);

@@ -1,0 +1,253 @@
+"""The admin page's run actions and erasures in Chromium, against the real function_app, Azurite and the local Mailchimp
+(a stack of its own, tests/browser/conftest.py): a preview (dry run) shown as one, with its predicted numbers, merge-field
+changes and report, and the audience untouched; "Retry failed members" after the local Mailchimp failed every write,
+the page following the retry; the erasure requests view (admins only) with its confirmation, outcome per audience,
+and no address kept; the reAddErased checkbox; axe-core on each new view and state.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+from playwright.sync_api import expect
+
+from blueprints.page import WEB_ROOT
+from tests.browser.conftest import ADMIN, Stack, require_chromium, sign_in
+from tests.browser.test_admin_page import serious_violations
+from tests.e2e.conftest import DEMO_KEY, destination_body, wait_for_run
+
+require_chromium()
+expect.set_options(timeout=10_000)
+
+EN = json.loads((WEB_ROOT / "i18n" / "en.json").read_text("utf-8"))
+FR = json.loads((WEB_ROOT / "i18n" / "fr.json").read_text("utf-8"))
+OPERATOR = {"name": "Oscar Operator", "email": "oscar.operator@contoso.example", "roles": ["Exports.Operator"]}
+
+
+def api(stack: Stack, method: str, path: str, **kwargs):
+    return stack.host.call(method, path, headers={"X-Requested-With": "test"}, **kwargs)
+
+
+def new_audience(stack: Stack, name: str) -> str:
+    return stack.mailchimp.admin("POST", "audiences", json={"api_key": DEMO_KEY, "name": name, "double_optin": False}).json()["id"]
+
+
+def members(stack: Stack, audience: str) -> list[dict]:
+    return stack.mailchimp.admin("GET", f"lists/{audience}/members").json()["members"]
+
+
+def create(stack: Stack, **overrides) -> dict:
+    answer = api(stack, "POST", "destinations", json=destination_body(**overrides))
+    assert answer.status_code == 201, answer.text
+    return answer.json()
+
+
+def test_a_preview_shows_predicted_numbers_says_nothing_was_sent_and_leaves_the_audience_alone(stack, new_context, shot):
+    audience = new_audience(stack, "Previewed")
+    destination = create(stack, displayName="Preview me", segments=["LapsedBuyers"], audienceId=audience,
+                         exportOnArrival=False)
+    page = new_context().new_page()
+    sign_in(page, stack, ADMIN, then=f"/api/console/#/destinations/{destination['id']}")
+    expect(page.locator("#destination-title")).to_have_text("Preview me")
+    expect(page.locator("#preview-export")).to_have_text(EN["destination.preview"])
+    expect(page.locator("#preview-export")).to_have_attribute("aria-describedby", "preview-hint")
+    page.click("#preview-export")
+    expect(page.locator("#preview-started")).to_have_text(EN["destination.previewStarted"])
+    expect(page.locator("#run-live .badge")).to_have_text(EN["status.previewed"], timeout=60_000)
+    expect(page.locator("#preview-note")).to_have_text(EN["run.previewNote"])
+    assert "nothing was sent" in EN["run.previewNote"]
+    expect(page.locator("#run-title")).to_contain_text("Preview of")
+    expect(page.locator("#export-now")).to_be_enabled()  # a preview is finished: nothing holds the destination
+    run_id = page.locator("#runs-table tbody tr").first.get_attribute("id").removeprefix("run-row-")
+    run = api(stack, "GET", f"exports/{run_id}").json()
+    expected = stack.stats["LapsedBuyers"]
+    assert run["status"] == "previewed" and run["dryRun"] is True, run
+    assert run["counts"]["created"] == expected.rows - expected.invalid - expected.duplicates > 0, run
+    expect(page.locator(f"#run-row-{run_id}")).to_contain_text("(preview)")
+    expect(page.locator("#run-segments h3")).to_have_text(EN["run.perSegmentPreview"])
+    expect(page.locator("#run-segments-table tfoot")).to_contain_text(str(run["counts"]["created"]))
+    changes = page.locator("#preview-changes-table tbody tr")
+    expect(changes).to_have_count(1)
+    expect(changes.first).to_contain_text("LapsedBuyers")
+    expect(changes.first).to_contain_text(str(run["preview"]["segments"]["LapsedBuyers"]["tag"]))
+    assert members(stack, audience) == []  # nothing sent
+    found = serious_violations(page)
+    shot(page, "preview")
+
+    # the preview report: every change, as the API lists it, and the CSV the page builds equal to the API's
+    lines = [json.loads(line) for line in api(stack, "GET", f"exports/{run_id}/errors").text.splitlines()]
+    changed = [line for line in lines if line["source"] == "preview"]
+    assert len(changed) == run["counts"]["created"] and {line["source"] for line in lines} == {"preview", "validation"}
+    expect(page.locator("#run-report h3")).to_have_text(EN["report.previewTitle"])
+    expect(page.locator("#report-count")).to_contain_text(f"of the {min(len(lines), 100)}")
+    page.select_option("#report-filter", "preview")
+    expect(page.locator("#report-table tbody tr").first).to_contain_text(EN["report.sourcePreview"])
+    expect(page.locator("#report-table tbody tr").first).to_contain_text("would be created")
+    expect(page.locator("#download-csv")).to_have_text(EN["report.downloadPreview"])
+    with page.expect_download() as download_info:
+        page.click("#download-csv")
+    download = download_info.value
+    assert download.path().read_bytes() == api(stack, "GET", f"exports/{run_id}/errors", params={"format": "csv"}).content
+
+    # one of them already in the audience with another first name: the next preview would update FNAME for them
+    someone = next(line["email"] for line in changed if line.get("action") == "created")
+    stack.mailchimp.admin("POST", "members", json={"list_id": audience, "email": someone, "status": "subscribed",
+                                                   "merge_fields": {"FNAME": "Not-their-name"}})
+    page.click("#preview-export")
+    expect(page.locator("#runs-table tbody tr")).to_have_count(2)
+    expect(page.locator("#run-live .badge")).to_have_text(EN["status.previewed"], timeout=60_000)
+    second_id = page.locator("#runs-table tbody tr").first.get_attribute("id").removeprefix("run-row-")
+    second = api(stack, "GET", f"exports/{second_id}").json()
+    assert second["counts"]["updated"] == 1 and second["counts"]["created"] == run["counts"]["created"] - 1, second
+    assert second["preview"]["segments"]["LapsedBuyers"]["mergeFields"].get("FNAME") == 1, second["preview"]
+    expect(page.locator("#preview-changes-table tbody tr").first).to_contain_text("FNAME: 1")
+    held = members(stack, audience)
+    assert [(m["email_address"], m["merge_fields"].get("FNAME")) for m in held] == [(someone, "Not-their-name")]
+    found_second = serious_violations(page)
+    shot(page, "preview-updates")
+    assert (found, found_second) == ([], [])
+
+    french = new_context(locale="fr-FR").new_page()
+    sign_in(french, stack, ADMIN, then=f"/api/console/#/destinations/{destination['id']}?run={second_id}")
+    expect(french.locator("#run-live .badge")).to_have_text(FR["status.previewed"])
+    expect(french.locator("#preview-note")).to_have_text(FR["run.previewNote"])
+    expect(french.locator("#preview-export")).to_have_text(FR["destination.preview"])
+
+
+def test_a_run_whose_members_failed_offers_a_retry_and_the_page_follows_it(stack, new_context, shot):
+    audience = new_audience(stack, "Failing")
+    destination = create(stack, displayName="Retry me", segments=["LapsedBuyers"], audienceId=audience, exportOnArrival=False)
+    # the local Mailchimp answers 500 to every batch write to this audience: each chunk gives up, its members failed
+    stack.mailchimp.admin("POST", "faults", json={"rates": {"500": 1.0}, "path": f"/lists/{audience}$", "method": "POST", "seed": 1})
+    try:
+        started = api(stack, "POST", f"destinations/{destination['id']}/exports")
+        assert started.status_code == 202, started.text
+        failed = wait_for_run(stack.host, started.json()["id"], timeout=240)
+    finally:
+        stack.mailchimp.admin("POST", "faults", json={})
+    assert failed["counts"]["failed"] > 0 and not failed["retriedBy"], failed
+
+    page = new_context().new_page()
+    sign_in(page, stack, ADMIN, then=f"/api/console/#/destinations/{destination['id']}?run={failed['id']}")
+    stale = new_context().new_page()  # a second window on the same run, to see the API's refusal once it is retried
+    sign_in(stale, stack, ADMIN, then=f"/api/console/#/destinations/{destination['id']}?run={failed['id']}")
+    retry = page.locator("#retry-failed")
+    expect(retry).to_have_text(EN["run.retryFailed"].replace("{n}", f"{failed['counts']['failed']:,}"))
+    expect(page.locator("#cancel-export")).to_be_hidden()
+    assert serious_violations(page) == []
+    shot(page, "failed-run")
+    retry.click()
+    expect(page.locator("#retry-started")).to_have_text(EN["run.retryStarted"])
+    expect(page).to_have_url(re.compile(r"\?run=(?!" + re.escape(failed["id"]) + r"$)"))
+    retry_id = re.search(r"\?run=(.+)$", page.url)[1]
+    expect(page.locator("#run-retry-of")).to_contain_text(EN["run.retryOf"].split("{run}")[0])
+    expect(page.locator("#run-live")).to_contain_text(EN["trigger.retry"])
+    expect(page.locator("#run-summary")).to_be_visible(timeout=90_000)
+    retried = api(stack, "GET", f"exports/{retry_id}").json()
+    assert retried["retryOf"] == failed["id"] and retried["trigger"] == "retry", retried
+    assert retried["counts"]["failed"] == 0 and retried["counts"]["created"] == failed["counts"]["failed"], retried
+    expect(page.locator(f"#run-row-{retry_id}")).to_contain_text(EN["status.succeeded"])
+    expect(page.locator("#retry-failed")).to_have_count(0)
+    assert len(members(stack, audience)) == failed["counts"]["failed"]
+    shot(page, "retry-finished")
+
+    page.locator("#run-retry-of a").click()  # back to the first run: retried, so no button, and a link to the retry
+    expect(page.locator("#run-retried-by")).to_be_visible()
+    expect(page.locator("#retry-failed")).to_have_count(0)
+    assert api(stack, "GET", f"exports/{failed['id']}").json()["retriedBy"] == retry_id
+
+    stale.click("#retry-failed")  # the API says 409 (retried already): shown where the page shows problems
+    expect(stale.locator("#retry-refused")).to_contain_text(EN["run.retryRefused"].split("{error}")[0])
+    expect(stale.locator("#retry-refused")).to_have_attribute("role", "alert")
+    shot(stale, "retry-refused")
+
+
+def test_an_admin_erases_an_address_after_confirming_and_sees_it_done(stack, new_context, shot):
+    audience = new_audience(stack, "Erased from")
+    destination = create(stack, displayName="Erase from me", segments=["LapsedBuyers"], audienceId=audience, exportOnArrival=False)
+    started = api(stack, "POST", f"destinations/{destination['id']}/exports")
+    run = wait_for_run(stack.host, started.json()["id"], timeout=90)
+    assert run["counts"]["created"] > 0, run
+    person = members(stack, audience)[0]["email_address"]
+
+    page = new_context().new_page()
+    sign_in(page, stack, ADMIN)
+    expect(page.locator("#nav-erasures")).to_have_text(EN["nav.erasures"])
+    page.click("#nav-erasures")
+    expect(page).to_have_url(re.compile(r"#/erasures$"))
+    expect(page.locator("#erasures-title")).to_have_text(EN["erasures.title"])
+    expect(page.locator("#nav-erasures")).to_have_attribute("aria-current", "page")
+    expect(page.locator("#erasures-empty, #erasures-table")).to_be_visible()
+    found = {"form": serious_violations(page)}
+    page.click("#erasure-review")  # nothing typed: said at the field
+    expect(page.locator("#erasure-emails-error")).to_have_text(EN["erasures.required"])
+    expect(page.locator("#erasure-emails")).to_be_focused()
+    found["form-error"] = serious_violations(page)
+
+    page.fill("#erasure-emails", f"\n  {person.upper()}  \n\n")
+    page.click("#erasure-review")
+    dialog = page.locator("#erasure-dialog")
+    expect(dialog).to_be_visible()
+    expect(dialog.locator("#erasure-dialog-text")).to_have_text(EN["erasures.confirmText"].replace("{n}", "1"))
+    assert "permanently deletes these" in EN["erasures.confirmText"] and "every audience of every destination" in EN["erasures.confirmText"]
+    expect(dialog).to_contain_text(EN["erasures.cannotUndo"])
+    expect(page.locator("#cancel-erasure")).to_be_focused()  # the safe choice first
+    found["dialog"] = serious_violations(page)
+    shot(page, "erasure-confirm")
+    page.click("#cancel-erasure")  # going back sends nothing and keeps what was typed
+    expect(dialog).to_be_hidden()
+    assert api(stack, "GET", "erasures").json()["erasures"] == []
+    expect(page.locator("#erasure-emails")).not_to_have_value("")
+
+    page.click("#erasure-review")
+    page.click("#confirm-erasure")
+    expect(page.locator("#erasure-requested")).to_have_text(EN["erasures.requested"].replace("{n}", "1"))
+    expect(page.locator("#erasure-emails")).to_have_value("")  # sent: not kept in the page
+    rows = page.locator("#erasures-table tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows.first.locator(".badge")).to_have_text(EN["status.done"], timeout=90_000)
+    erasure = api(stack, "GET", "erasures").json()["erasures"][0]
+    assert erasure["status"] == "done" and erasure["addresses"] == 1, erasure
+    outcome = rows.first.locator(f"li[data-audience='{audience}']")
+    expect(outcome).to_contain_text(f"{EN['erasures.deleted']}: 1")
+    expect(outcome).to_contain_text(f"{EN['erasures.pending']}: 0")
+    expect(rows.first).to_contain_text(ADMIN["email"])
+    assert person not in {m["email_address"] for m in members(stack, audience)}
+    assert person.lower() not in page.url.lower()
+    assert person.lower() not in page.locator("body").inner_text().lower()
+    found["list"] = serious_violations(page)
+    shot(page, "erasure-done")
+    assert {name: v for name, v in found.items() if v} == {}
+
+
+def test_an_operator_has_no_erasure_nav_entry_and_the_view_is_for_admins(stack, new_context, shot):
+    page = new_context().new_page()
+    sign_in(page, stack, OPERATOR)
+    expect(page.locator("#destinations-title")).to_be_visible()
+    expect(page.locator("#nav-erasures")).to_have_count(0)
+    expect(page.locator("#app-nav")).to_have_count(0)
+    page.goto(f"{stack.page_url}#/erasures")
+    expect(page.locator("h1")).to_have_text(EN["adminOnly.title"])
+    expect(page.locator("#erasure-form")).to_have_count(0)
+    shot(page, "operator-erasures")
+
+
+def test_the_re_add_erased_setting_is_a_checkbox_off_by_default_saved_with_the_configuration(stack, new_context, shot):
+    destination = create(stack, displayName="Re-add setting", segments=["LapsedBuyers"], exportOnArrival=False)
+    assert destination["reAddErased"] is False
+    page = new_context().new_page()
+    sign_in(page, stack, ADMIN, then=f"/api/console/#/destinations/{destination['id']}/configure")
+    expect(page.locator("#configure-form")).to_be_visible()
+    page.click("#advanced summary")
+    box = page.locator("#re-add-erased")
+    expect(box).not_to_be_checked()
+    expect(page.locator("label[for=re-add-erased]")).to_have_text(EN["configure.reAddErased"])
+    box.check()
+    assert serious_violations(page) == []
+    shot(page, "re-add-erased")
+    page.click("#save-config")
+    expect(page).to_have_url(re.compile(rf"#/destinations/{destination['id']}$"))
+    assert api(stack, "GET", f"destinations/{destination['id']}").json()["reAddErased"] is True
+    page.goto(f"{stack.page_url}#/destinations/{destination['id']}/configure")
+    expect(page.locator("#advanced")).to_have_attribute("open", "")
+    expect(page.locator("#re-add-erased")).to_be_checked()
