@@ -13,7 +13,14 @@ MAX_MEMBERS = 500
 
 
 def batch_subscribe(call: Call, list_id: str) -> dict[str, Any]:
-    """update_existing=true sets the status sent, re-subscribing anyone an admin unsubscribed: Mailchimp's trap."""
+    """update_existing=true sets the status sent, re-subscribing anyone an admin unsubscribed: Mailchimp's trap.
+
+    `members[].tags` (tag names) and `sync_tags` are applied as Audience.write describes. The answer is Mailchimp's
+    `Batch_update_List_members` (OpenAPI 3.0.55): `new_members` and `updated_members` are full member objects, their
+    `tags` as they stand after the write (so a client can see which tags a member carries), and `errors[]` has one
+    entry per member refused (`email_address`, `error`, `error_code`, `field`, `field_message`). Mailchimp documents
+    no per-tag error in that answer, so none is invented here: a member refused gets none of its tags, a member
+    written gets all of them."""
     audience = call.audience(list_id)
     body = call.body()
     members = body.get("members")

@@ -145,6 +145,16 @@ class Audience:
 
         The status sent overwrites an existing member's status (Mailchimp's trap), except that members in a
         compliance state keep theirs. Archived members are re-created: same id and paging position.
+
+        Tags sent with the member (`members[].tags`, names) are applied only once the write is accepted: a refused
+        member (compliance state, bad merge value, fake address, an existing member without update_existing) gets
+        none. They apply to new members and, with update_existing, to existing ones ("Per-member tags in batch
+        subscribe apply to new members, and since 2022 to existing ones with update_existing: true": REFERENCE.md
+        §4, Mailchimp developer release notes, "added ability to sync tags for existing members"). They are added,
+        never replacing the member's other tags, unless `sync_tags` ("Whether this batch operation will replace all
+        existing tags with tags in request": Mailchimp's batch-subscribe reference and OpenAPI 3.0.55,
+        `sync_tags`). Strict where Mailchimp does not say: with sync_tags, a member sent without `tags` is synced
+        to no tags (all taken off), so a client relying on its tags being kept is caught here.
         """
         email = sent.email.strip()
         key = email.lower()
@@ -169,8 +179,8 @@ class Audience:
         if not present or target != current or merge != member.merge:
             member.merge = merge
             self._touch(member, now)
-        if sent.tags is not None:
-            self.retag(member, sent.tags, now, sync=sync_tags)
+        if sent.tags is not None or sync_tags:
+            self.retag(member, sent.tags or [], now, sync=sync_tags)
         return not present, member
 
     def put_state(self, email: str, status: str, now: float, *, unsubscribed_by: str, archived: bool,
@@ -251,7 +261,11 @@ class Audience:
               active: bool = True) -> None:
         """Add (or with active=False remove) tags by name, ignoring case; sync=True also removes tags not named.
 
-        A name matching an existing tag in another case uses that tag (whose name keeps its first spelling)."""
+        A name matching an existing tag in another case uses that tag, whose name keeps its first spelling (tag
+        names are case-insensitive in Mailchimp: REFERENCE.md §4, spree_chimpy PR 15); a name matching none creates
+        the tag ("If you pass a tag name that doesn't exist and set its status to active, Mailchimp will create the
+        tag": POST /lists/{list_id}/members/{subscriber_hash}/tags; batch subscribe's `members[].tags` likewise,
+        Mailchimp's "Add member to list" reference: "tags ... The tags that are associated with a member")."""
         by_name = self.segments_by_name
         if sync:
             keep = {name.casefold() for name in names}  # tag_key, inlined: this runs for every member written

@@ -22,6 +22,7 @@ class Call:
         self.now = time.time()
         self.written = 0  # members this call wrote or (un)tagged: the latency model's per-member cost
         self.read = 0  # members this call returned in a page
+        self.route: str | None = None  # the route it matched, as "POST /lists/{list_id}" (None: none matched)
 
     @property
     def base_url(self) -> str:

@@ -45,7 +45,7 @@ def serve(world: World, request: Request) -> Response:
         return response
     finally:
         world.record(status, time.perf_counter() - started, call.written if call else 0, call.read if call else 0,
-                     arrived_at)
+                     arrived_at, call.route if call else None)
 
 
 def _answer(world: World, call: Call) -> Response:
@@ -57,7 +57,7 @@ def _answer(world: World, call: Call) -> Response:
     elif fault is not None and fault not in APPLIED_FIRST:
         return _fault_response(world, fault)
     try:
-        handler, params = ROUTER.resolve(request.method, request.path[len(API_PREFIX):] or "/")
+        handler, params, call.route = ROUTER.route(request.method, request.path[len(API_PREFIX):] or "/")
         result = handler(call, **params)
         response = result if isinstance(result, Response) else json_response(_trimmed(request, result))
     except ApiError as error:

@@ -65,15 +65,21 @@ class Router:
 
     def __init__(self, routes: list[tuple[str, str, Callable[..., Any]]]) -> None:
         self._routes = [(method, re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template) + "/?$"),
-                         handler) for method, template, handler in routes]
+                         handler, template) for method, template, handler in routes]
 
     def resolve(self, method: str, path: str) -> tuple[Callable[..., Any], dict[str, str]]:
+        handler, params, _ = self.route(method, path)
+        return handler, params
+
+    def route(self, method: str, path: str) -> tuple[Callable[..., Any], dict[str, str], str]:
+        """Like resolve, also naming the route matched ("POST /lists/{list_id}")."""
         allowed = False
-        for route_method, pattern, handler in self._routes:
+        for route_method, pattern, handler, template in self._routes:
             match = pattern.match(path)
             if match:
                 if route_method == method:
-                    return handler, {name: unquote(value) for name, value in match.groupdict().items()}
+                    return (handler, {name: unquote(value) for name, value in match.groupdict().items()},
+                            f"{method} {template}")
                 allowed = True
         if allowed:
             raise method_not_allowed(f"The requested method {method} is not allowed on this resource.")

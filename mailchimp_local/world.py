@@ -86,9 +86,9 @@ class World:
             account.in_flight -= 1
 
     def record(self, status: int | str, seconds: float, written: int = 0, read: int = 0,
-               arrived_at: float | None = None) -> None:
+               arrived_at: float | None = None, route: str | None = None) -> None:
         with self.lock:
-            self.stats.record(status, seconds, written, read, arrived_at)
+            self.stats.record(status, seconds, written, read, arrived_at, route)
 
     def reset_stats(self) -> None:
         """Counters only: the accounts, audiences, latency, faults and cap stay as they are."""

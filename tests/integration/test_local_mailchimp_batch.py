@@ -189,3 +189,30 @@ def test_tags_sent_with_members_are_added_and_synced(api: Api) -> None:
     assert sorted(t["name"] for t in member["tags"]) == ["Autumn", "Spring"] and member["tags_count"] == 2
     segments = api.ok("GET", f"/lists/{LIST}/segments", params={"type": "static", "count": 1000})
     assert {s["name"]: s["member_count"] for s in segments["segments"]} == {"VIP": 0, "Spring": 1, "Autumn": 1}
+
+
+@pytest.mark.parametrize("update_existing", [False, True])
+def test_per_member_tags_on_new_members_are_created_on_first_use_and_shown_in_the_answer(api: Api,
+                                                                                      update_existing: bool) -> None:
+    """members[].tags on new members (Mailchimp's batch subscribe; REFERENCE.md §4), with or without update_existing."""
+    answer = api.batch([{"email_address": "ann@shop.io", "status": "subscribed", "tags": ["Segment A", "segment b"]},
+                        {"email_address": "bob@shop.io", "status": "subscribed", "tags": ["SEGMENT A"]}],
+                       update_existing=update_existing)
+    ann, bob = answer["new_members"]
+    assert [t["name"] for t in ann["tags"]] == ["Segment A", "segment b"]
+    assert [t["name"] for t in bob["tags"]] == ["Segment A"] and bob["tags"][0]["id"] == ann["tags"][0]["id"]
+    segments = api.ok("GET", f"/lists/{LIST}/segments", params={"type": "static"})["segments"]
+    assert {s["name"]: s["member_count"] for s in segments} == {"Segment A": 2, "segment b": 1}
+
+
+def test_per_member_tags_on_existing_members_need_update_existing(api: Api) -> None:
+    """Since 2022 tags apply to existing members sent with update_existing: true (Mailchimp release notes, "added
+    ability to sync tags for existing members"); without it the member is refused as existing, tags and all."""
+    api.batch([{"email_address": "ann@shop.io", "status": "unsubscribed", "tags": ["Old"]}])
+    refused = one_error(api.batch([{"email_address": "ann@shop.io", "status": "unsubscribed", "tags": ["New"]}]))
+    assert refused["error_code"] == "ERROR_CONTACT_EXISTS"
+    answer = api.batch([{"email_address": "ann@shop.io", "status": "unsubscribed", "tags": ["new"]}],
+                       update_existing=True)
+    (ann,) = answer["updated_members"]
+    # added to its tags, status as sent; "New" was never created by the refused call, so "new" is a new tag
+    assert (ann["status"], [t["name"] for t in ann["tags"]]) == ("unsubscribed", ["Old", "new"])

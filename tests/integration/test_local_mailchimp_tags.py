@@ -175,3 +175,73 @@ def test_member_tags_are_listed_with_the_date_they_were_added(api: Api) -> None:
     problem(api.call("GET", f"/lists/{LIST}/members/{subscriber_hash('eve@shop.io')}/tags"), 404,
             "Resource Not Found")
     problem(api.call("GET", member_tags, params={"count": 1001}), 400, "Invalid Resource")
+
+
+# Per-member tags in batch subscribe (members[].tags, names): REFERENCE.md §4, Mailchimp developer release notes,
+# "added ability to sync tags for existing members" (2022): new members, and existing ones with update_existing: true;
+# sync_tags replaces a member's tags with those sent, otherwise they are added.
+
+def names(member: dict) -> list[str]:
+    return [t["name"] for t in member["tags"]]
+
+
+def test_per_member_tags_on_a_new_member_match_an_existing_tag_ignoring_case_and_create_the_others(api: Api) -> None:
+    vip = api.ok("POST", SEGMENTS, json={"name": "VIP"})["id"]
+    answer = api.batch([{"email_address": "ann@shop.io", "status": "subscribed", "tags": ["vip", "Spring 2026"]}])
+    (ann,) = answer["new_members"]
+    assert names(ann) == ["VIP", "Spring 2026"] and ann["tags_count"] == 2  # the answer shows the tags applied
+    assert tags_of(api, "ann@shop.io")[0] == (vip, "VIP")  # the existing tag, not a second "vip"
+    assert all_tags(api) == {"VIP": 1, "Spring 2026": 1}  # "Spring 2026" created on first use, as a static segment
+    spring = next(s for s in api.ok("GET", SEGMENTS)["segments"] if s["name"] == "Spring 2026")
+    assert spring["type"] == "static"
+
+
+def test_per_member_tags_on_an_existing_member_are_added_not_replaced_without_sync_tags(api: Api) -> None:
+    api.batch([{"email_address": "ann@shop.io", "status": "subscribed", "tags": ["Hand", "VIP"]}])
+    answer = api.batch([{"email_address": "ANN@shop.io", "status": "subscribed", "tags": ["vip", "Autumn"]}],
+                       update_existing=True)
+    (ann,) = answer["updated_members"]
+    assert names(ann) == ["Hand", "VIP", "Autumn"]
+    assert all_tags(api) == {"Hand": 1, "VIP": 1, "Autumn": 1}
+    again = api.batch([{"email_address": "ann@shop.io", "status": "subscribed", "tags": ["AUTUMN"]}],
+                      update_existing=True)  # the same tag twice: nothing changes, no second tag
+    assert names(again["updated_members"][0]) == ["Hand", "VIP", "Autumn"]
+    assert api.batch([{"email_address": "ann@shop.io", "status": "subscribed"}],
+                     update_existing=True)["updated_members"][0]["tags_count"] == 3  # no `tags`: left alone
+
+
+def test_per_member_tags_on_an_existing_member_are_replaced_with_sync_tags(api: Api) -> None:
+    api.batch([{"email_address": "ann@shop.io", "status": "subscribed", "tags": ["Hand", "VIP"]},
+               {"email_address": "bob@shop.io", "status": "subscribed", "tags": ["Hand"]}])
+    answer = api.batch([{"email_address": "ann@shop.io", "status": "subscribed", "tags": ["vip", "Autumn"]},
+                        {"email_address": "bob@shop.io", "status": "subscribed"},
+                        {"email_address": "cy@shop.io", "status": "subscribed", "tags": ["hand"]}],
+                       update_existing=True, sync_tags=True)
+    ann, bob = answer["updated_members"]
+    (cy,) = answer["new_members"]
+    assert names(ann) == ["VIP", "Autumn"]
+    assert names(bob) == []  # strict: synced to the (no) tags sent
+    assert names(cy) == ["Hand"]  # a new member synced: simply its tags, the existing "Hand" matched ignoring case
+    assert all_tags(api) == {"Hand": 1, "VIP": 1, "Autumn": 1}
+
+
+def test_per_member_tags_are_not_applied_to_a_member_the_batch_refuses(api: Api) -> None:
+    api.batch([{"email_address": "ann@shop.io", "status": "subscribed"}])
+    api.put_state("gone@shop.io", "unsubscribed", unsubscribed_by="self")
+    answer = api.batch([{"email_address": "ann@shop.io", "status": "subscribed", "tags": ["Spring"]},  # exists
+                        {"email_address": "noreply@shop.io", "status": "subscribed", "tags": ["Spring"]}])  # fake
+    assert answer["error_count"] == 2 and answer["total_created"] == 0
+    compliance = api.batch([{"email_address": "gone@shop.io", "status": "subscribed", "tags": ["Spring"]}],
+                           update_existing=True)
+    assert compliance["error_count"] == 1
+    assert set(answer["errors"][0]) == {"email_address", "error", "error_code", "field", "field_message"}
+    assert tags_of(api, "ann@shop.io") == [] and tags_of(api, "gone@shop.io") == []
+    assert all_tags(api) == {}  # a tag is created only when a member written uses it
+
+
+def test_per_member_tags_must_be_a_list_of_names(api: Api) -> None:
+    body = problem(api.call("POST", f"/lists/{LIST}", json={"members": [
+        {"email_address": "ann@shop.io", "status": "subscribed", "tags": [{"name": "VIP", "status": "active"}]},
+        {"email_address": "bob@shop.io", "status": "subscribed", "tags": "VIP"}]}), 400, "Invalid Resource")
+    assert [e["field"] for e in body["errors"]] == ["members[0].tags", "members[1].tags"]
+    assert api.members()["total_items"] == 0
