@@ -123,8 +123,9 @@ def test_latency_is_a_base_plus_a_cost_per_member_and_changes_at_run_time(mailch
 
 
 def test_stats_say_when_the_first_request_arrived_and_can_be_zeroed_alone(mailchimp: LocalMailchimp, api: Api) -> None:
-    """A benchmark's "time to first Mailchimp call": zero the counters, start a run, read first_request_at."""
-    assert mailchimp.stats()["first_request_at"] is None
+    """A benchmark's "time to first Mailchimp call" (and first write): zero the counters, start a run, read
+    first_request_at (first_write_at)."""
+    assert (mailchimp.stats()["first_request_at"], mailchimp.stats()["first_write_at"]) == (None, None)
     mailchimp.admin("POST", "latency", json={"profile": "none", "base_ms": 200})
     before = time.time()
     api.ok("GET", "/ping")
@@ -132,11 +133,16 @@ def test_stats_say_when_the_first_request_arrived_and_can_be_zeroed_alone(mailch
     api.ok("GET", f"/lists/{LIST}")
     stats = mailchimp.stats()
     assert before <= stats["first_request_at"] <= answered - 0.19  # when it arrived, 200 ms before its answer
+    assert stats["first_write_at"] is None  # nothing written yet
+    writing = time.time()
+    api.batch([{"email_address": "first@shop.io", "status": "subscribed"}])
+    assert writing <= mailchimp.stats()["first_write_at"] <= time.time() - 0.19
     mailchimp.admin("GET", "stats")  # admin calls are not counted
     assert mailchimp.stats()["first_request_at"] == stats["first_request_at"]
     assert mailchimp.admin("POST", "stats/reset").json() == {"reset": "stats"}
     zeroed = mailchimp.stats()
-    assert (zeroed["first_request_at"], zeroed["requests_total"], zeroed["service_seconds"]) == (None, 0, 0)
+    assert (zeroed["first_request_at"], zeroed["first_write_at"], zeroed["requests_total"],
+            zeroed["service_seconds"]) == (None, None, 0, 0)
     assert zeroed["latency"]["base_ms"] == 200  # only the counters: settings and data stay
     assert api.ok("GET", f"/lists/{LIST}")["id"] == LIST
     assert mailchimp.stats()["first_request_at"] > stats["first_request_at"]
