@@ -5,6 +5,7 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, ContextManager
 
+from shared import telemetry
 from shared.adapters.oauth_states import BlobUsedStates
 from shared.adapters.secrets import KeyVaultSecrets, LocalFileSecrets, SecretStore
 from shared.adapters.slots import LeaseSlots
@@ -98,5 +99,8 @@ def app() -> App:
     global _app
     with _app_lock:
         if _app is None:
-            _app = build()
+            settings = load_settings()
+            # Once per process, before the first export: Azure Monitor or the console (shared/telemetry.py).
+            telemetry.setup(settings.telemetry, settings.applicationinsights_connection_string)
+            _app = build(settings)
         return _app

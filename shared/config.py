@@ -90,6 +90,32 @@ class Settings:
     # the one Customer Insights writes into (blob soft delete off there, on in the app's). None: the AzureWebJobsStorage
     # blob endpoint, as locally and in deployments made before the second account.
     segments_storage: StorageSettings | None = None
+    # Where telemetry goes (shared/telemetry.py): "azure" (APPLICATIONINSIGHTS_CONNECTION_STRING is set), "console"
+    # (OTEL_EXPORTER=console: spans, metrics and logs to stdout) or "off". OTEL_EXPORTER=none turns it off in Azure.
+    telemetry: str = "off"
+    applicationinsights_connection_string: str | None = field(default=None, repr=False)
+
+
+TELEMETRY_EXPORTERS = ("console", "azure", "none")
+
+
+def _telemetry(env: Mapping[str, str], problems: list[str]) -> tuple[str, str | None]:
+    """OTEL_EXPORTER names the exporter; unset, Azure Monitor when APPLICATIONINSIGHTS_CONNECTION_STRING is set (the
+    infra sets it), else nothing. Its value is never repeated: a connection string is not a secret with Entra ID
+    ingestion, but it would be with local auth."""
+    connection = env.get("APPLICATIONINSIGHTS_CONNECTION_STRING", "").strip() or None
+    chosen = env.get("OTEL_EXPORTER", "").strip().lower()
+    if chosen and chosen not in TELEMETRY_EXPORTERS:
+        problems.append(f"OTEL_EXPORTER must be one of {', '.join(TELEMETRY_EXPORTERS)} or unset (Azure Monitor when "
+                        f"APPLICATIONINSIGHTS_CONNECTION_STRING is set), got {chosen!r}")
+        return "off", connection
+    if chosen == "azure" and connection is None:
+        problems.append("OTEL_EXPORTER=azure needs APPLICATIONINSIGHTS_CONNECTION_STRING (the Application Insights "
+                        "resource's connection string)")
+        return "off", connection
+    if chosen == "none":
+        return "off", connection
+    return chosen or ("azure" if connection else "off"), connection
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int, problems: list[str]) -> int:
@@ -266,6 +292,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     elif base_url and not secure_or_local(base_url):
         problems.append(_NOT_HTTPS.format(name="MAILCHIMP_API_BASE_URL", value=base_url))
     personal_days = _int(env, "RETENTION_PERSONAL_DAYS", 30, 1, MAX_RETENTION_DAYS, problems)
+    telemetry, insights = _telemetry(env, problems)
     settings = Settings(
         storage=storage,
         segments_container=container,
@@ -288,6 +315,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         retention_run_days=_retention_run_days(env, personal_days, problems),
         auth_enabled=auth_enabled(env.get("WEBSITE_AUTH_ENABLED")),
         segments_storage=_segments_storage(env, storage, problems),
+        telemetry=telemetry,
+        applicationinsights_connection_string=insights,
     )
     if problems:
         raise ConfigError("The app settings need attention:\n- " + "\n- ".join(problems))

@@ -16,6 +16,7 @@ from shared.exports.ports import ExportParts
 from shared.mailchimp.errors import MailchimpAuthError, WritesStopped
 from shared.mailchimp.transport import guarded_writes
 from shared.members import Member, MemberResult, Outcome, decode_members, encode_members
+from shared import telemetry
 from shared.planning import erased_reason
 from shared.runs import CANCELLING, Run, chunk_counts, zero_counts
 
@@ -77,11 +78,13 @@ class ChunkWorker(ExportParts):
             with self.work.exclusive(chunk_blob(run_id, number)):
                 chunk = self.runs.get_chunk(run_id, number)
                 if chunk is not None and chunk["state"] != "done":
-                    self._process_chunk(run_id, number, attempt)
+                    with telemetry.timed_chunk():
+                        self._process_chunk(run_id, number, attempt)
         self._settle(run_id)  # also when redelivered: the worker that counted it may have died before settling
 
     def _process_chunk(self, run_id: str, number: int, attempt: str) -> None:
         run = self.runs.get(run_id, counts=False)
+        telemetry.describe_run(run)  # log fields: its destination and trigger
         everyone = list(decode_members(self.work.read_bytes(chunk_blob(run_id, number))))
         members = [m for m in everyone if not m.departed]  # the chunk's input rows; departed ones are only untagged
         destination = self.destinations.get(run.destination_id) if run is not None else None
@@ -231,7 +234,8 @@ class ChunkWorker(ExportParts):
         for key, by_segment in (("untagged", untags.done), ("untagFailed", untags.failed)):
             for segment, count in by_segment.items():
                 per_segment.setdefault(segment, zero_counts())[key] += count
-        self.runs.finish_chunk(run_id, number, per_segment, errors)
+        if self.runs.finish_chunk(run_id, number, per_segment, errors):  # False: counted before, by another delivery
+            telemetry.count_members(per_segment)
 
     def _settle(self, run_id: str) -> None:
         """Finish the run once every chunk is counted, then clean up and free the destination. The clean-up is
@@ -244,6 +248,7 @@ class ChunkWorker(ExportParts):
                 return
         else:
             log.info("export %s finished: %s", run_id, run.status)
+            telemetry.run_finished(run)
         # Chunks and saved answers hold personal data and are of no use once every chunk is counted; the error
         # report stays (for GET .../errors) unless the destination was deleted.
         gone = run.status == "cancelled" and self.destinations.get(run.destination_id) is None

@@ -10,6 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
+from shared import telemetry
 from shared.columns import ColumnMismatch, resolve_columns
 from shared.connections import NotConnected
 from shared.destinations import Destination
@@ -93,6 +94,7 @@ class Planner(ExportParts):
 
     def _plan_once(self, run_id: str) -> None:
         run = self.runs.get(run_id)
+        telemetry.describe_run(run)  # log fields: its destination and trigger
         if run is None or run.finished_at is not None:
             return  # unknown or ended
         if run.details.get("chunksSent"):  # planned and sent (a redelivered message); a plan with no chunk is
@@ -237,6 +239,7 @@ class Planner(ExportParts):
         if preview is not None:
             log.info("export %s previewed: %d chunks would be sent", run_id, total)
             return False
+        telemetry.count_members(planned_outcomes)  # members settled without a call (in step already, or erased)
         log.info("export %s planned: %d chunks", run_id, total)
         return True
 

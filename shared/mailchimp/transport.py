@@ -12,6 +12,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from tenacity import RetryCallState
 
+from shared import telemetry
+
 from .connection_cap import cap_for
 from .credentials import Credentials
 from .errors import MailchimpUnavailable, WritesStopped, error_for_answer
@@ -92,8 +94,10 @@ class Transport:
             if guard is not None and (reason := guard()):
                 raise WritesStopped(reason)
             try:
-                response = self._session.request(method, url, params=params, data=data, headers=headers,
-                                                 timeout=self._timeout)
+                with telemetry.mailchimp_call(method, self._root, where.split(" ", 1)[1]) as span:
+                    response = self._session.request(method, url, params=params, data=data, headers=headers,
+                                                     timeout=self._timeout)
+                    telemetry.answered(span, response.status_code)  # a dependency with its status; counts 429s
             except requests.Timeout:
                 log.debug("mailchimp %s -> timeout (attempt %d)", where, attempt)
                 raise MailchimpUnavailable(f"Mailchimp did not answer {where} in time") from None
@@ -118,4 +122,5 @@ class Transport:
     def _before_sleep(state: RetryCallState) -> None:
         outcome = state.outcome.exception() if state.outcome else None
         pause = state.next_action.sleep if state.next_action else 0.0
+        telemetry.retried()
         log.warning("mailchimp retry %d in %.2fs after: %s", state.attempt_number, pause, outcome)
