@@ -1,13 +1,40 @@
-"""End-to-end throughput: a generated segment exported through the local Functions host(s) to the local Mailchimp.
+"""End-to-end throughput: a generated segment exported through the local Functions host(s) to the local Mailchimp,
+then (unless --no-sdk) the same rows sent by the plain official-SDK script (bench/sdk_plain.py) to a fresh audience
+of the same local Mailchimp, so both are timed in one run on the same machine state. Not a test: run it with
+`make bench` or directly:
 
-Prints wall time, the floor Mailchimp itself imposes (service_seconds / connection cap, from /__admin/stats) and their
-ratio, so the figure means the same on a fast or a slow machine. Not a test: run it with `make bench` or directly:
+    .venv/bin/python bench/export_end_to_end.py [--rows 200000] [--hosts 1] [--profile realistic] [--second-run]
+                                                [--no-sdk]
 
-    .venv/bin/python bench/export_end_to_end.py [--rows 200000] [--hosts 1] [--profile realistic]
+Figures of the connector's run (wall time: from POST /exports until the run is finished):
+
+- floor = service_seconds / connection cap, from /__admin/stats: the time Mailchimp needed for the calls the connector
+  really made (reading the audience, batch writes, retries), had all 10 connections been busy all the time; and
+  wall / floor. It means the same on a fast or a slow machine.
+- ideal floor: what an ideal exporter could not beat. It sends each distinct valid member of the segment once,
+  M = rows - invalid rows - duplicate rows (shared.sample_segments counts them), in ceil(M / 500) batch-subscribe calls
+  (500 is Mailchimp's limit; the tag travels in the same call) and nothing else, spread over Mailchimp's 10
+  connections with none idle. With the latency the local Mailchimp reports in /__admin/stats (`latency`: base_ms a
+  call, per_member_written_ms a member; realistic: 120 ms + 1 ms a member, so 0.62 s for a full call):
+
+      ideal floor = (ceil(M / 500) * base_ms + M * per_member_written_ms) / 1000 / connection_cap   seconds
+
+  (= ceil(M / 500) * 0.62 s / 10 when M is a multiple of 500), and wall / ideal floor.
+- calls per 500 members: the /3.0 requests the run made / (M / 500); the ideal is 1.
+- time to first Mailchimp call: /__admin/stats `first_request_at` (its counters are zeroed just before the run starts)
+  minus the moment POST /exports was sent; that call is the audience read or the consent check. Time to first write:
+  the same with `first_write_at`, the first call that sent members (what a user sees arriving in Mailchimp).
+- peak memory of each Functions host process (VmHWM from /proc).
+
+The SDK script's time runs from its first line of work (reading the export folder, as the connector reads the blobs)
+to its last answer; data generation is left out of both. Speed-up = SDK time / connector time.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import subprocess
 import sys
 import tempfile
 import time
@@ -18,9 +45,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from azure.storage.blob import BlobServiceClient  # noqa: E402
 
+from bench.segment_data import SEGMENT, write_segment  # noqa: E402
 from mailchimp_local.demo import DEMO_API_KEY, DEMO_AUDIENCE_ID  # noqa: E402
-from shared.sample_segments import write_sample_export  # noqa: E402
+from shared.sample_segments import SampleStats  # noqa: E402
 from tests.services import start_azurite, start_functions_host, start_local_mailchimp, wait_until  # noqa: E402
+
+BATCH = 500  # members per batch-subscribe call: Mailchimp's limit
 
 
 def main() -> None:
@@ -29,6 +59,8 @@ def main() -> None:
     parser.add_argument("--hosts", type=int, default=1, help="function host processes sharing the work (and the cap)")
     parser.add_argument("--profile", default="realistic", choices=["none", "realistic"])
     parser.add_argument("--second-run", action="store_true", help="export the same snapshot again (all unchanged)")
+    parser.add_argument("--sdk", action=argparse.BooleanOptionalAction, default=True,
+                        help="then time bench/sdk_plain.py on the same rows and print both (default: yes)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     azurite = start_azurite()
@@ -38,10 +70,9 @@ def main() -> None:
         container = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("segments")
         container.create_container()
         began = time.perf_counter()
-        stats = write_sample_export(lambda name, data: container.upload_blob(name, data, overwrite=True),
-                                    segments={"HighValueCustomers": args.rows}, taken_at=datetime.now(timezone.utc))
+        written = write_segment(lambda name, data: container.upload_blob(name, data, overwrite=True), args.rows)
         print(f"uploaded {args.rows:,} rows in {time.perf_counter() - began:.1f} s "
-              f"({stats['HighValueCustomers'].invalid} invalid, {stats['HighValueCustomers'].duplicates} duplicates)")
+              f"({written.invalid} invalid, {written.duplicates} duplicates: {written.members:,} members)")
         values = {"FUNCTIONS_WORKER_RUNTIME": "python", "AzureWebJobsStorage": azurite.connection_string,
                   "SEGMENTS_CONTAINER": "segments", "MAILCHIMP_API_BASE_URL": mailchimp.api_root,
                   "EXPORT_SCHEDULE": "0 0 0 1 1 *", "LOCAL_SECRETS_DIR": str(work / "secrets"),
@@ -51,12 +82,21 @@ def main() -> None:
         host = hosts[0]
         destination = host.call("POST", "destinations", json={
             "displayName": "Bench", "consent": {"accepted": True}, "audienceId": DEMO_AUDIENCE_ID,
-            "mailchimp": {"apiKey": DEMO_API_KEY}, "segments": ["HighValueCustomers"],
+            "mailchimp": {"apiKey": DEMO_API_KEY}, "segments": [SEGMENT],
             "mapping": {"email": "Email", "mergeFields": {"FNAME": "FirstName", "LNAME": "LastName"}}}).json()
-        for label in ("first run (new members)", "second run (same snapshot: all unchanged)")[: 1 + args.second_run]:
-            measure(label, host, mailchimp, destination["id"], args)
-        for i, running in enumerate(hosts):
-            print(f"host {i} peak memory (VmHWM): {peak_memory_mb(running.process.pid):.0f} MB")
+        connector = measure("first run (new members)", host, mailchimp, destination["id"], args, written, ideal=True)
+        if args.second_run:
+            measure("second run (same snapshot: all unchanged)", host, mailchimp, destination["id"], args, written,
+                    ideal=False)
+        peaks = [peak_memory_mb(running.process.pid) for running in hosts]
+        for i, peak in enumerate(peaks):
+            print(f"host {i} peak memory (VmHWM): {peak:.0f} MB")
+        connector["peak_memory_mb"] = max(peaks)
+        for running in hosts:  # nothing of the connector keeps the 2 cores busy while the SDK script runs
+            running.stop()
+        azurite.stop()
+        if args.sdk:
+            compare(connector, run_sdk(mailchimp, args.rows, work), args, written)
     finally:
         for host in hosts:
             host.stop()
@@ -71,8 +111,17 @@ def peak_memory_mb(pid: int) -> float:
     return float("nan")
 
 
-def measure(label: str, host, mailchimp, destination_id: str, args: argparse.Namespace) -> None:
-    before = mailchimp.stats()
+def ideal_floor(members: int, stats: dict) -> float:
+    """Seconds for ceil(members / 500) batch calls over the connection cap, none idle (see the docstring)."""
+    latency = stats["latency"]
+    calls = math.ceil(members / BATCH)
+    return (calls * latency["base_ms"] + members * latency["per_member_written_ms"]) / 1000 / stats["connection_cap"]
+
+
+def measure(label: str, host, mailchimp, destination_id: str, args: argparse.Namespace, written: SampleStats,
+            ideal: bool) -> dict:
+    mailchimp.admin("POST", "stats/reset")  # counters only: first_request_at is this run's
+    started_at = time.time()
     started = time.perf_counter()
     run_id = host.call("POST", f"destinations/{destination_id}/exports").json()["id"]
     run: dict = {}
@@ -82,17 +131,67 @@ def measure(label: str, host, mailchimp, destination_id: str, args: argparse.Nam
         run = host.call("GET", f"exports/{run_id}").json()
         return run["status"] in ("succeeded", "completed_with_errors", "failed", "cancelled")
 
-    wait_until(finished, "the export", timeout=3600)
+    wait_until(finished, "the export", timeout=4 * 3600)
     wall = time.perf_counter() - started
-    after = mailchimp.stats()
-    service = after["service_seconds"] - before["service_seconds"]
-    floor = service / after["connection_cap"]
+    stats = mailchimp.stats()
+    requests_made = stats["requests_total"]
+    floor = stats["service_seconds"] / stats["connection_cap"]
+    first_call, first_write = (stats[key] - started_at if stats[key] is not None else float("nan")
+                               for key in ("first_request_at", "first_write_at"))
     print(f"\n{label}: {run['status']}, counts {run['counts']}")
-    print(f"  hosts: {args.hosts}, profile: {args.profile}, Mailchimp requests: {after['requests_total'] - before['requests_total']}, "
-          f"429s: {after['by_status'].get('429', 0) - before['by_status'].get('429', 0)}, max concurrent: {after['max_concurrent']}")
+    print(f"  hosts: {args.hosts}, profile: {args.profile}, Mailchimp requests: {requests_made}, "
+          f"429s: {stats['by_status'].get('429', 0)}, max concurrent: {stats['max_concurrent']}")
     print(f"  wall time: {wall:.1f} s ({args.rows / wall:,.0f} rows/s)")
+    print(f"  time to first Mailchimp call: {first_call:.2f} s, to first write: "
+          + (f"{first_write:.2f} s" if first_write == first_write else "none (nothing written)"))
     print(f"  floor (service_seconds / cap): {floor:.1f} s")
     print(f"  ratio wall / floor: {wall / floor:.3f}  (target <= 1.25)")
+    result = {"seconds": wall, "calls": requests_made, "first_call_seconds": first_call,
+              "first_write_seconds": first_write, "floor": floor}
+    if ideal:
+        best = ideal_floor(written.members, stats)
+        per_500 = requests_made / (written.members / BATCH)
+        print(f"  ideal floor (ceil({written.members:,} / {BATCH}) = {math.ceil(written.members / BATCH)} batch calls "
+              f"over {stats['connection_cap']} connections): {best:.1f} s; ratio wall / ideal floor: {wall / best:.3f}")
+        print(f"  Mailchimp calls per {BATCH} members: {per_500:.2f}  (ideal 1)")
+        result.update(ideal_floor=best, calls_per_500=per_500)
+    return result
+
+
+def run_sdk(mailchimp, rows: int, work: Path) -> dict:
+    """bench/sdk_plain.py in its own process on the same rows, against a fresh demo audience of the same server."""
+    data = work / "sdk-data"
+    write_segment(data, rows)  # the same seed: the same rows the connector exported
+    mailchimp.reset()  # a fresh demo audience and zeroed counters; the latency profile stays the one it started with
+    out = work / "sdk.json"
+    print(f"\nSDK plain script (bench/sdk_plain.py) on the same {rows:,} rows, fresh audience:", flush=True)
+    subprocess.run([sys.executable, str(Path(__file__).with_name("sdk_plain.py")), "--mailchimp-url", mailchimp.url,
+                    "--data", str(data), "--json-out", str(out)], check=True)
+    result = json.loads(out.read_text())
+    stats = mailchimp.stats()
+    result["first_call_seconds"] = stats["first_request_at"] - result["started_at"]
+    result["first_write_seconds"] = stats["first_write_at"] - result["started_at"]
+    result["server_calls"] = stats["requests_total"]
+    return result
+
+
+def compare(connector: dict, sdk: dict, args: argparse.Namespace, written: SampleStats) -> None:
+    members = written.members
+    sdk_per_500 = sdk["server_calls"] / (members / BATCH)
+    print(f"\nSide by side: {args.rows:,} rows ({members:,} members), profile {args.profile}, one run, this machine")
+    print(f"  {'':32}{'connector':>14}{'SDK script':>14}")
+    c, k = connector, sdk
+    for name, ours, theirs in (
+            ("wall time (s)", f"{connector['seconds']:.1f}", f"{sdk['seconds']:.1f}"),
+            ("Mailchimp calls", f"{connector['calls']}", f"{sdk['server_calls']}"),
+            (f"calls per {BATCH} members", f"{connector['calls_per_500']:.2f}", f"{sdk_per_500:.2f}"),
+            ("time to first Mailchimp call (s)", f"{c['first_call_seconds']:.2f}", f"{k['first_call_seconds']:.2f}"),
+            ("time to first write (s)", f"{c['first_write_seconds']:.2f}", f"{k['first_write_seconds']:.2f}"),
+            ("wall / ideal floor", f"{connector['seconds'] / connector['ideal_floor']:.2f}",
+             f"{sdk['seconds'] / connector['ideal_floor']:.2f}"),
+            ("peak memory (MB)", f"{connector['peak_memory_mb']:.0f}", f"{sdk['peak_memory_mb']:.0f}")):
+        print(f"  {name:32}{ours:>14}{theirs:>14}")
+    print(f"  speed-up (SDK time / connector time): {sdk['seconds'] / connector['seconds']:.1f}x")
 
 
 if __name__ == "__main__":

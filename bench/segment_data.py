@@ -1,0 +1,43 @@
+"""The segment the end-to-end benchmarks export, shared so the connector and the plain SDK script get the same rows.
+
+`write_segment` writes a Customer Insights export of one segment (headerless CSV partitions plus model.json, from
+shared.sample_segments with its fixed seed: the same `rows` give the same people, invalid and duplicate rows whatever
+the writer or the time). `read_segment_rows` reads such an export back from a folder the way a hand-written script
+would: model.json for the column names and the partitions in order, then each CSV partition.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import unquote
+
+from shared.sample_segments import DEFAULT_LOCATION_BASE, SampleStats, Writer, folder_writer, write_sample_export
+
+SEGMENT = "HighValueCustomers"
+SEED = 1
+
+
+def write_segment(target: Writer | str | os.PathLike, rows: int, taken_at: datetime | None = None) -> SampleStats:
+    """`rows` rows of SEGMENT written through `target` (a writer or a folder); what was written."""
+    write = target if callable(target) else folder_writer(target)
+    stats = write_sample_export(write, segments={SEGMENT: rows}, seed=SEED,
+                                taken_at=taken_at or datetime.now(timezone.utc))
+    return stats[SEGMENT]
+
+
+def read_segment_rows(folder: str | os.PathLike, segment: str = SEGMENT) -> Iterator[dict[str, str]]:
+    """Every row of `segment` in an export written to `folder`, as {column: value}, in partition order."""
+    root = Path(folder)
+    model_path = next(root.rglob("model.json"))
+    model = json.loads(model_path.read_text(encoding="utf-8"))
+    entity = next(e for e in model["entities"] if e["name"] == segment)
+    columns = [a["name"] for a in entity["attributes"]]
+    for partition in entity["partitions"]:
+        name = unquote(partition["location"].removeprefix(DEFAULT_LOCATION_BASE))
+        with open(root / name, encoding="utf-8", newline="") as f:
+            for values in csv.reader(f):
+                yield dict(zip(columns, values))
