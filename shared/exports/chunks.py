@@ -127,15 +127,21 @@ class ChunkWorker(ExportParts):
         self._count(run_id, number, attempt, members, results, not_tagged, untags, erased=erased.keys())
 
     def _consent_guard(self, run_id: str, destination_id: str) -> Callable[[], str | None]:
-        """Asked right before every Mailchimp write of a chunk: a withdrawn consent stops the run there, and so does a
-        cancel (a chunk that read the run before the cancel but was still waiting for a connection sends nothing:
-        its members count failed, or its tags tagFailed, with who cancelled)."""
+        """Asked right before every Mailchimp write of a chunk: a withdrawn consent stops the run there. A cancel
+        stops a chunk that has sent nothing yet (one that read the run before the cancel but was still waiting for a
+        connection: its members count failed with who cancelled); a chunk that has written members is in flight and
+        finishes, tags included, so nobody it wrote is left without their segment tag."""
+        sending = False
+
         def guard() -> str | None:
-            run = self.runs.get(run_id, counts=False)
-            if run is not None and run.status in (CANCELLING, "cancelled"):
-                return self._stop_reason(run)
+            nonlocal sending
+            if not sending:
+                run = self.runs.get(run_id, counts=False)
+                if run is not None and run.status in (CANCELLING, "cancelled"):
+                    return self._stop_reason(run)
             destination = self.destinations.get(destination_id)
             if destination is None or destination.consent_accepted:
+                sending = True
                 return None
             return f"not sent: {self._stop_for_consent(run_id, destination).message}"
         return guard
