@@ -12,18 +12,20 @@ Figures of the connector's run (wall time: from POST /exports until the run is f
   really made (reading the audience, batch writes, retries), had all 10 connections been busy all the time; and
   wall / floor. It means the same on a fast or a slow machine.
 - ideal floor: what an ideal exporter could not beat. It sends each distinct valid member of the segment once,
-  M = rows - invalid rows - duplicate rows (shared.sample_segments counts them), in ceil(M / 500) batch-subscribe calls
-  (500 is Mailchimp's limit; the tag travels in the same call) and nothing else, spread over Mailchimp's 10
-  connections with none idle. With the latency the local Mailchimp reports in /__admin/stats (`latency`: base_ms a
-  call, per_member_written_ms a member; realistic: 120 ms + 1 ms a member, so 0.62 s for a full call):
+  M = rows - invalid rows - duplicate rows (shared.sample_segments counts them), in ceil(M / 500) batch-subscribe
+  calls (500 is Mailchimp's limit; the tags can travel in the same call, as members[].tags) and nothing else, spread
+  over Mailchimp's 10 connections with none idle. With the latency the local Mailchimp reports in /__admin/stats
+  (`latency`: base_ms a call, per_member_written_ms a member; realistic: 120 ms + 1 ms a member, so 0.62 s for a
+  full call):
 
       ideal floor = (ceil(M / 500) * base_ms + M * per_member_written_ms) / 1000 / connection_cap   seconds
 
   (= ceil(M / 500) * 0.62 s / 10 when M is a multiple of 500), and wall / ideal floor.
 - calls per 500 members: the /3.0 requests the run made / (M / 500); the ideal is 1.
-- time to first Mailchimp call: /__admin/stats `first_request_at` (its counters are zeroed just before the run starts)
-  minus the moment POST /exports was sent; that call is the audience read or the consent check. Time to first write:
-  the same with `first_write_at`, the first call that sent members (what a user sees arriving in Mailchimp).
+- time to first Mailchimp call: /__admin/stats `first_request_at` (its counters are zeroed just before the run
+  starts) minus the moment POST /exports was sent; that call is a read (the audience and its settings come first).
+  Time to first write: the same with `first_write_at`, the first call that sent members (what a user sees arriving
+  in Mailchimp).
 - peak memory of each Functions host process (VmHWM from /proc).
 
 The SDK script's time runs from its first line of work (reading the export folder, as the connector reads the blobs)
