@@ -165,6 +165,10 @@ def setup(mode: str, connection_string: str | None = None) -> str:
         return _mode
     _mode = mode
     if mode == "azure":
+        # The distro in the worker, as https://learn.microsoft.com/azure/azure-functions/opentelemetry-howto?pivot=
+        # programming-language-python has Python apps do; the host's own OpenTelemetry mode (host.json telemetryMode,
+        # a Flex Consumption preview) is left off (docs/deploy.md, "Telemetry"). The exporter reads
+        # APPLICATIONINSIGHTS_AUTHENTICATION_STRING itself: Entra ID sign-in with the app's managed identity.
         from azure.monitor.opentelemetry import configure_azure_monitor
 
         # Mailchimp calls get their spans from mailchimp_call (named by template, no member in the URL): the generic
@@ -182,12 +186,15 @@ def setup(mode: str, connection_string: str | None = None) -> str:
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
         from opentelemetry._logs import set_logger_provider
 
-        tracer_provider = TracerProvider()
+        from opentelemetry.sdk.resources import Resource
+
+        resource = Resource.create({"service.name": NAME})  # OTEL_SERVICE_NAME, when set, wins
+        tracer_provider = TracerProvider(resource=resource)
         tracer_provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
         trace.set_tracer_provider(tracer_provider)
-        metrics.set_meter_provider(MeterProvider(metric_readers=[
+        metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=[
             PeriodicExportingMetricReader(ConsoleMetricExporter(), export_interval_millis=CONSOLE_EXPORT_MILLIS)]))
-        logger_provider = LoggerProvider()
+        logger_provider = LoggerProvider(resource=resource)
         logger_provider.add_log_record_processor(SimpleLogRecordProcessor(ConsoleLogExporter()))
         set_logger_provider(logger_provider)
         logging.getLogger().addHandler(LoggingHandler(logger_provider=logger_provider))
