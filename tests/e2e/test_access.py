@@ -67,7 +67,8 @@ def test_the_route_list_holds_every_route_of_the_api() -> None:
     assert {("GET", "me"), ("POST", "destinations"), ("GET", "destinations"), ("GET", "destinations/x-id"),
             ("PATCH", "destinations/x-id"), ("DELETE", "destinations/x-id"), ("POST", "destinations/x-id/mailchimp/connect"),
             ("POST", "destinations/x-id/exports"), ("GET", "destinations/x-id/exports"), ("GET", "exports/x-runId"),
-            ("GET", "exports/x-runId/errors")} <= set(routes), routes
+            ("GET", "exports/x-runId/errors"), ("POST", "exports/x-runId/cancel"), ("POST", "exports/x-runId/retry"),
+            ("POST", "erasures"), ("GET", "erasures"), ("GET", "erasures/x-id")} <= set(routes), routes
 
 
 def test_nobody_signed_in_gets_401_on_every_route_but_the_oauth_callback(host: FunctionsHost):
