@@ -57,6 +57,8 @@ class MemberResult:
     outcome: Outcome
     reason: str | None = None
     field: str | None = None
+    # written with its tags in the same batch-subscribe call, and Mailchimp's answer shows every one of them on it
+    tagged: bool = False
 
 
 def encode_members(members: Iterable[Member]) -> bytes:

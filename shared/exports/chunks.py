@@ -41,8 +41,9 @@ class _Untags:
 
 
 def _needing_tags(members: list[Member], results: list[MemberResult]) -> set[str]:
-    """Delivered members missing at least one of their segment tags (by the audience read)."""
-    delivered = {r.email for r in results if r.outcome in DELIVERED}
+    """Delivered members missing at least one of their segment tags (by the audience read), but for those the upsert
+    wrote with their tags (sent in the batch-subscribe call, and shown on them in Mailchimp's answer)."""
+    delivered = {r.email for r in results if r.outcome in DELIVERED and not r.tagged}
     return {m.email for m in members if m.email in delivered and missing_tags(m)}
 
 
@@ -157,8 +158,11 @@ class ChunkWorker(ExportParts):
         if destination is None:
             return [MemberResult(m.email, Outcome.FAILED, "the destination was deleted during the export") for m in members]
         as_of = datetime.fromisoformat(run.details["mirrorAsOf"])
+        # Members written carry their missing segment tags in the same call (names, never sync_tags); the static-
+        # segment call of _tag is left for members not written (unchanged) and for tags the answer does not show.
         results = self.connections.call(destination, lambda client: client.upsert_members(
-            run.details["audienceId"], members, status_for_new=run.details["statusForNew"], existing_as_of=as_of))
+            run.details["audienceId"], members, status_for_new=run.details["statusForNew"], existing_as_of=as_of,
+            tags_of=missing_tags))
         self.work.write_bytes(results_blob(run.id, number),
                               json.dumps([r.__dict__ | {"outcome": r.outcome.value} for r in results]).encode())
         return results
@@ -168,12 +172,13 @@ class ChunkWorker(ExportParts):
         saved = results_blob(run_id, number)
         if not self.work.exists(saved):
             return None
-        return [MemberResult(r["email"], Outcome(r["outcome"]), r.get("reason"), r.get("field"))
+        return [MemberResult(r["email"], Outcome(r["outcome"]), r.get("reason"), r.get("field"), bool(r.get("tagged")))
                 for r in json.loads(self.work.read_bytes(saved))]
 
     def _tag(self, run: Run, destination: Destination | None, members: list[Member],
              results: list[MemberResult]) -> dict[str, str]:
-        """Add each delivered member's segment tags it does not carry yet; the members not tagged, with why."""
+        """Add each delivered member's segment tags it does not carry yet, unless the upsert wrote them with it (one
+        static-segment call per tag and 500 members); the members not tagged, with why."""
         needing = _needing_tags(members, results)
         if destination is None or not needing:
             return {}

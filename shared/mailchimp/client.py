@@ -17,7 +17,7 @@ from .models import Audience, MergeField
 from .redact import redact
 from .retry import RetryPolicy
 from .transport import Gate, Transport
-from .upsert import BatchAnswer, upsert
+from .upsert import BatchAnswer, TagsOf, no_tags, upsert
 
 MAX_PAGE = 1000
 PAGES_AHEAD = 8  # member pages read in parallel when listing a large audience (nothing else runs then)
@@ -147,15 +147,16 @@ class MailchimpClient:
         try:
             doc = self._http.call("GET", "/lists/{list_id}/members/{subscriber_hash}",
                                   path={"list_id": list_id, "subscriber_hash": subscriber_hash(email)},
-                                  params={"fields": "email_address,status,merge_fields"})
+                                  params={"fields": "email_address,status,merge_fields,tags"})
         except MailchimpNotFound:
             return None
         return _existing(doc)
 
     def upsert_members(self, list_id: str, members: Sequence[Member], *, status_for_new: str,
-                       existing_as_of: datetime | None) -> list[MemberResult]:
-        """Creates and updates members without ever changing an existing member's status (see upsert.py)."""
-        return upsert(self, list_id, members, status_for_new, existing_as_of)
+                       existing_as_of: datetime | None, tags_of: TagsOf = no_tags) -> list[MemberResult]:
+        """Creates and updates members without ever changing an existing member's status (see upsert.py); each
+        member written carries `tags_of(member)` (tag names) in the same call."""
+        return upsert(self, list_id, members, status_for_new, existing_as_of, tags_of)
 
     def batch_subscribe(self, list_id: str, members: Sequence[dict[str, Any]], *,
                         update_existing: bool) -> BatchAnswer:
@@ -168,6 +169,9 @@ class MailchimpClient:
             created={normalize_email(m["email_address"]) for m in doc.get("new_members") or []},
             updated={normalize_email(m["email_address"]) for m in doc.get("updated_members") or []},
             errors={normalize_email(e.get("email_address", "")): e for e in doc.get("errors") or []},
+            tags={normalize_email(m["email_address"]): {str(t.get("name", "")).casefold() for t in m["tags"]}
+                  for m in (doc.get("new_members") or []) + (doc.get("updated_members") or [])
+                  if isinstance(m.get("tags"), list)},
         )
 
     def tag_members(self, list_id: str, tag_id: int, emails: Sequence[str]) -> dict[str, str]:

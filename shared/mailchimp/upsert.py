@@ -3,12 +3,19 @@
 Batch subscribe with `update_existing: true` overwrites status with the one sent, so existing members are sent
 with the status Mailchimp holds for them right now, and new members are sent with `update_existing: false`.
 Archived members are never written: Mailchimp cannot tell whether they had unsubscribed (see README.md).
+
+Tags ride along: with `tags_of`, each member written carries those tag names in its batch-subscribe payload
+(`members[].tags`: Mailchimp applies them to new members, and since 2022 to existing ones sent with
+`update_existing: true`; never `sync_tags`, so tags not named stay). A member counts as tagged by the write
+(`MemberResult.tagged`) only when Mailchimp's answer shows every tag sent on it (`new_members[].tags` /
+`updated_members[].tags`): Mailchimp's batch `errors[]` documents no per-tag error, so a tag it silently left off
+is caught by comparing, and the caller adds it through the static-segment call instead.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 from shared.emails import normalize_email
 from shared.members import ExistingMember, Member, MemberResult, Outcome
@@ -37,6 +44,9 @@ class BatchAnswer:
     created: set[str] = field(default_factory=set)
     updated: set[str] = field(default_factory=set)
     errors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # tag names (casefolded) each created or updated member carries in the answer; a member missing here is not
+    # known to carry any tag
+    tags: dict[str, set[str]] = field(default_factory=dict)
 
 
 class MemberStore(Protocol):
@@ -52,8 +62,16 @@ class MemberStore(Protocol):
                      unsubscribed_since: datetime | None = None) -> Iterator[ExistingMember]: ...
 
 
+TagsOf = Callable[[Member], Sequence[str]]
+
+
+def no_tags(member: Member) -> Sequence[str]:
+    return ()
+
+
 def upsert(store: MemberStore, list_id: str, members: Sequence[Member], status_for_new: str,
-           existing_as_of: datetime | None) -> list[MemberResult]:
+           existing_as_of: datetime | None, tags_of: TagsOf = no_tags) -> list[MemberResult]:
+    """`tags_of(member)`: the tag names to send with a member that is written (see the module's docstring)."""
     if status_for_new not in NEW_STATUSES:
         raise ValueError(f"status_for_new must be one of {', '.join(NEW_STATUSES)}, not {status_for_new!r}")
     firsts: dict[str, Member] = {}
@@ -63,8 +81,8 @@ def upsert(store: MemberStore, list_id: str, members: Sequence[Member], status_f
     new = [(email, m) for email, m in firsts.items() if m.existing is None]
     known = [(email, m, m.existing) for email, m in firsts.items() if m.existing is not None]
     try:
-        known += _create(store, list_id, new, status_for_new, existing_as_of, results)
-        _update(store, list_id, known, existing_as_of, results)
+        known += _create(store, list_id, new, status_for_new, existing_as_of, results, tags_of)
+        _update(store, list_id, known, existing_as_of, results, tags_of)
     except MailchimpAuthError as error:  # what was written before the credentials were refused still counts
         error.results = [results.get(normalize_email(m.email)) or MemberResult(m.email, Outcome.FAILED, str(error))
                          for m in members]
@@ -73,35 +91,39 @@ def upsert(store: MemberStore, list_id: str, members: Sequence[Member], status_f
 
 
 def _create(store: MemberStore, list_id: str, new: list[tuple[str, Member]], status: str,
-            existing_as_of: datetime | None, results: dict[str, MemberResult]) -> list[tuple[str, Member, ExistingMember]]:
+            existing_as_of: datetime | None, results: dict[str, MemberResult],
+            tags_of: TagsOf) -> list[tuple[str, Member, ExistingMember]]:
     """Step 1; returns the members that turned out to exist (added since the audience was read)."""
     appeared = []
     for chunk in chunks(new):
         # Our own earlier attempt may have created them, in this call (a retry) or in an earlier delivery of the
         # chunk: either way after the audience was read.
         sent_at = (existing_as_of or datetime.now(timezone.utc)) - CLOCK_MARGIN
-        answer = _write(store, list_id, [_payload(e, m, status) for e, m in chunk], False, chunk, results)
+        answer = _write(store, list_id, [_payload(e, m, status, tags_of(m)) for e, m in chunk], False, chunk, results)
         if answer is None:
             continue
         exists = []
         for email, member in chunk:
             error = answer.errors.get(email)
             if email in answer.created:
-                results[email] = MemberResult(email, Outcome.CREATED)
+                results[email] = MemberResult(email, Outcome.CREATED,
+                                              tagged=_carries(answer.tags.get(email), tags_of(member)))
             elif error and error.get("error_code") == CONTACT_EXISTS:
                 exists.append((email, member))
             else:
                 results[email] = _refused(email, error) if error else _unmentioned(email)
         if exists:
-            appeared += _existing_after_create(store, list_id, exists, status, sent_at, results)
+            appeared += _existing_after_create(store, list_id, exists, status, sent_at, results, tags_of)
     return appeared
 
 
 def _existing_after_create(store: MemberStore, list_id: str, exists: list[tuple[str, Member]], status: str,
-                           sent_at: datetime, results: dict[str, MemberResult]) -> list[tuple[str, Member, ExistingMember]]:
+                           sent_at: datetime, results: dict[str, MemberResult],
+                           tags_of: TagsOf) -> list[tuple[str, Member, ExistingMember]]:
     """Members a create found already there. Usually our own earlier attempt was applied although its answer was
-    lost (a timeout, then a retry): such a member holds exactly what we sent and counts as created. Anyone else is
-    handled as an existing member; an archived one is left archived."""
+    lost (a timeout, then a retry): such a member holds exactly what we sent and counts as created, and as tagged
+    when the re-read shows it carrying every tag sent (else the caller adds them: adding a tag twice changes
+    nothing). Anyone else is handled as an existing member; an archived one is left archived."""
     try:
         current = _reread(store, list_id, {email for email, _ in exists}, sent_at)
     except MailchimpRequestError as exc:
@@ -117,7 +139,8 @@ def _existing_after_create(store: MemberStore, list_id: str, exists: list[tuple[
         elif now.status == "archived":
             results[email] = MemberResult(email, Outcome.REFUSED, ARCHIVED)
         elif now.status == status and unchanged(member.merge_fields, now.merge_fields):
-            results[email] = MemberResult(email, Outcome.CREATED)
+            results[email] = MemberResult(email, Outcome.CREATED,
+                                          tagged=_carries({t.casefold() for t in now.tags}, tags_of(member)))
         else:
             appeared.append((email, member, now))
     return appeared
@@ -128,7 +151,7 @@ def _reread(store: MemberStore, list_id: str, wanted: set[str], since: datetime)
     are found) instead of one call per member; the few not listed (archived ones are not) are read one by one."""
     found: dict[str, ExistingMember] = {}
     if len(wanted) > SINGLE_READS:
-        for m in store.iter_members(list_id, fields=("email_address", "status", "merge_fields"), status=None,
+        for m in store.iter_members(list_id, fields=("email_address", "status", "merge_fields", "tags"), status=None,
                                     since_last_changed=since):
             if m.email in wanted:
                 found[m.email] = m
@@ -142,7 +165,7 @@ def _reread(store: MemberStore, list_id: str, wanted: set[str], since: datetime)
 
 
 def _update(store: MemberStore, list_id: str, known: list[tuple[str, Member, ExistingMember]],
-            existing_as_of: datetime | None, results: dict[str, MemberResult]) -> None:
+            existing_as_of: datetime | None, results: dict[str, MemberResult], tags_of: TagsOf) -> None:
     """Step 2: skip what would not change, refresh statuses right before writing, write with the current status."""
     to_write = []
     for email, member, existing in known:
@@ -172,15 +195,17 @@ def _update(store: MemberStore, list_id: str, known: list[tuple[str, Member, Exi
         else:
             writable.append((email, member, status))
     for chunk in chunks(writable):
-        answer = _write(store, list_id, [_payload(e, m, status) for e, m, status in chunk], True, chunk, results)
+        answer = _write(store, list_id, [_payload(e, m, status, tags_of(m)) for e, m, status in chunk], True, chunk,
+                        results)
         if answer is None:
             continue
-        for email, *_ in chunk:
+        for email, member, _ in chunk:
             error = answer.errors.get(email)
+            tagged = _carries(answer.tags.get(email), tags_of(member))
             if email in answer.updated:
-                results[email] = MemberResult(email, Outcome.UPDATED)
+                results[email] = MemberResult(email, Outcome.UPDATED, tagged=tagged)
             elif email in answer.created:  # deleted between the read and the write, re-created with its old status
-                results[email] = MemberResult(email, Outcome.CREATED)
+                results[email] = MemberResult(email, Outcome.CREATED, tagged=tagged)
             else:
                 results[email] = _refused(email, error) if error else _unmentioned(email)
 
@@ -239,12 +264,20 @@ def _write(store: MemberStore, list_id: str, payloads: list[dict[str, Any]], upd
         return None
 
 
-def _payload(email: str, member: Member, status: str) -> dict[str, Any]:
+def _payload(email: str, member: Member, status: str, tags: Sequence[str] = ()) -> dict[str, Any]:
     doc: dict[str, Any] = {"email_address": email, "status": status}
     merge_fields = values_to_send(member.merge_fields)
     if merge_fields:
         doc["merge_fields"] = merge_fields
+    if tags:
+        doc["tags"] = list(tags)  # names; Mailchimp matches them ignoring case and creates a missing one
     return doc
+
+
+def _carries(shown: set[str] | None, sent: Sequence[str]) -> bool:
+    """Whether the member, as Mailchimp's answer (or a re-read) shows it, carries every tag sent (ignoring case);
+    False when no tag was sent: then nothing was tagged by the write."""
+    return bool(sent) and shown is not None and all(t.casefold() in shown for t in sent)
 
 
 def _refused(email: str, error: dict[str, Any]) -> MemberResult:

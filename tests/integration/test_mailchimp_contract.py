@@ -9,6 +9,7 @@ root and Prism's upstream is the local Mailchimp's /3.0.
 """
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -47,11 +48,27 @@ def require_contract_tools() -> None:
     pytest.skip("; ".join(missing))
 
 
+def spec_with_member_tags(folder: Path) -> Path:
+    """A copy of Mailchimp's OpenAPI description whose batch member (`Add_List_Members`, used by batch subscribe's
+    `members[]`) also has `tags`, a list of tag names. The 3.0.55 file predates them; Mailchimp's developer release
+    notes, "added ability to sync tags for existing members" (2022; REFERENCE.md §4), document per-member `tags` in
+    batch subscribe, for new members and for existing ones with update_existing: true."""
+    spec = json.loads(SPEC.read_text())
+    member = spec["components"]["schemas"]["Add_List_Members"]
+    member["properties"]["tags"] = {"type": "array", "items": {"type": "string"}, "title": "Tags",
+                                    "description": "The tags that are associated with a member (names)."}
+    copy = folder / SPEC.name
+    copy.write_text(json.dumps(spec))
+    return copy
+
+
 @pytest.fixture(scope="module")
 def prism(mailchimp_server, tmp_path_factory):
     port = free_port()
-    log = tmp_path_factory.mktemp("prism") / "prism.log"
-    process = subprocess.Popen([str(PRISM), "proxy", "--errors", "-v", "warn", str(SPEC), mailchimp_server.api_root,
+    folder = tmp_path_factory.mktemp("prism")
+    log = folder / "prism.log"
+    spec = spec_with_member_tags(folder)
+    process = subprocess.Popen([str(PRISM), "proxy", "--errors", "-v", "warn", str(spec), mailchimp_server.api_root,
                                 "--host", "127.0.0.1", "--port", str(port)],
                                cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -87,12 +104,13 @@ def run_every_operation(client: MailchimpClient, mailchimp) -> None:
         LIST, [member("new@example.com", FNAME="N"), member("existing@example.com", existing["existing@example.com"],
                                                             FNAME="Changed", CITY="Oslo"),
                member("appeared@example.com", FNAME="A"), member("noreply@example.com")],
-        status_for_new="subscribed", existing_as_of=read_at)
+        status_for_new="subscribed", existing_as_of=read_at, tags_of=lambda m: ["vip", "Spring"])  # members[].tags
     assert [r.outcome for r in results] == [Outcome.CREATED, Outcome.UPDATED, Outcome.UPDATED, Outcome.REFUSED]
+    assert [r.tagged for r in results] == [True, True, True, False]  # the answer shows the tags on each written
     assert client.tag_members(LIST, tag, ["new@example.com", "existing@example.com"]) == {}
     assert client.untag_members(LIST, tag, ["existing@example.com"]) == {}
     tagged = client.iter_members(LIST, fields=("email_address", "status", "merge_fields", "tags"))
-    assert {m.email: m.tags for m in tagged}["new@example.com"] == ("VIP",)  # the audience read the export plans with
+    assert {m.email: m.tags for m in tagged}["new@example.com"] == ("VIP", "Spring")  # the read the export plans with
     assert list(client.iter_members(LIST, fields=("email_address", "status"), status="unsubscribed",
                                     since_last_changed=read_at, unsubscribed_since=read_at, page_size=2)) == []
     assert client.get_member(LIST, "nobody@example.com") is None

@@ -11,7 +11,7 @@ from shared.destinations import Destination, FieldMapping, Claim
 from shared.exports import ExportService
 from shared.mailchimp.client import EnsuredTags
 from shared.mailchimp.models import Audience, MergeField
-from shared.mailchimp.upsert import upsert, BatchAnswer
+from shared.mailchimp.upsert import upsert, BatchAnswer, no_tags
 from shared.members import ExistingMember
 from shared.runs import add_counts
 from shared.sample_segments import FolderSource
@@ -214,7 +214,12 @@ class FakeClient:
                 continue
             (a.updated if e in self.aud else a.created).add(e)
             old = self.aud.get(e, [None, {}, []])
-            self.aud[e] = [d["status"], {**old[1], **d.get("merge_fields", {})}, old[2]]
+            tags = list(old[2])  # members[].tags: added by name ignoring case, never replaced (no sync_tags)
+            for name in d.get("tags", []):
+                if name.casefold() not in {t.casefold() for t in tags}:
+                    tags.append(next((k for k in self.tags if k.casefold() == name.casefold()), name))
+            self.aud[e] = [d["status"], {**old[1], **d.get("merge_fields", {})}, tags]
+            a.tags[e] = {t.casefold() for t in tags}
         return a
 
     def get_member(self, list_id, e):
@@ -226,8 +231,8 @@ class FakeClient:
     def iter_members(self, list_id, *, fields, status=None, since_last_changed=None, unsubscribed_since=None):
         return iter([])
 
-    def upsert_members(self, list_id, members, *, status_for_new, existing_as_of):
-        return upsert(self, list_id, members, status_for_new, existing_as_of)
+    def upsert_members(self, list_id, members, *, status_for_new, existing_as_of, tags_of=no_tags):
+        return upsert(self, list_id, members, status_for_new, existing_as_of, tags_of)
 
     def _name(self, tag_id):
         return next(k for k, v in self.tags.items() if v == tag_id)
