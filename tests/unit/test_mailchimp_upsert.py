@@ -146,3 +146,64 @@ def test_archived_members_are_never_written():
     results = upsert(audience, "L", [member("a@example.com", archived, FNAME="New")], "subscribed", READ_AT)
     assert results[0].outcome is Outcome.REFUSED and "unarchive" in results[0].reason
     assert audience.calls == []
+
+
+class TagsShown(FakeAudience):
+    """Applies members[].tags (added, ignoring case) and shows them in the answer, except tags named in `drop`: a
+    tag Mailchimp would leave off silently (its batch answer documents no per-tag error)."""
+
+    def __init__(self, drop: set[str] = frozenset(), **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.drop = drop
+        self.tags: dict[str, set[str]] = {}
+
+    def batch_subscribe(self, list_id, members, *, update_existing):
+        answer = super().batch_subscribe(list_id, members, update_existing=update_existing)
+        for doc in members:
+            email = doc["email_address"]
+            if email in answer.created | answer.updated:
+                self.tags.setdefault(email, set()).update(t.casefold() for t in doc.get("tags", []) if t not in self.drop)
+                answer.tags[email] = set(self.tags[email])
+        return answer
+
+    def get_member(self, list_id, email):
+        found = super().get_member(list_id, email)
+        return found and ExistingMember(found.email, found.status, found.merge_fields, tuple(self.tags.get(email, ())))
+
+    def iter_members(self, list_id, **kwargs):
+        return (self.get_member(list_id, m.email) for m in super().iter_members(list_id, **kwargs))
+
+
+def test_tags_travel_in_the_batch_and_count_only_when_the_answer_shows_every_one():
+    audience = TagsShown(drop={"Lost"})
+    old = ExistingMember("old@example.com", "unsubscribed", {"FNAME": "Old"})
+    audience.members["old@example.com"] = old
+    same = ExistingMember("same@example.com", "subscribed", {"FNAME": "S"}, ("Hand",))
+    audience.members["same@example.com"] = same
+    members = [member("new@example.com", FNAME="N"), member("lost@example.com", FNAME="L"),
+               member("old@example.com", old, FNAME="Changed"), member("same@example.com", same, FNAME="S")]
+    tags = {"new@example.com": ["VIP"], "lost@example.com": ["VIP", "Lost"], "old@example.com": ["vip"],
+            "same@example.com": ["VIP"]}
+    results = upsert(audience, "L", members, "subscribed", READ_AT, tags_of=lambda m: tags[m.email])
+    assert [(r.outcome, r.tagged) for r in results] == [
+        (Outcome.CREATED, True), (Outcome.CREATED, False),  # "Lost" not shown on it: the caller tags it
+        (Outcome.UPDATED, True), (Outcome.UNCHANGED, False)]  # not written, so not tagged by a write
+    new_call, update_call = audience.calls
+    assert [d.get("tags") for d in new_call[1]] == [["VIP"], ["VIP", "Lost"]] and new_call[0] is False
+    assert update_call == (True, [{"email_address": "old@example.com", "status": "unsubscribed",
+                                   "merge_fields": {"FNAME": "Changed"}, "tags": ["vip"]}])  # status kept
+    assert "sync_tags" not in str(audience.calls)
+
+
+def test_a_create_applied_with_its_tags_but_answer_lost_counts_created_and_tagged_once():
+    class Lost(TagsShown):
+        def batch_subscribe(self, list_id, members, *, update_existing):
+            if not update_existing and not self.calls:
+                super().batch_subscribe(list_id, members, update_existing=update_existing)
+            return super().batch_subscribe(list_id, members, update_existing=update_existing)
+
+    audience = Lost()
+    members = [member(f"m{i}@example.com", FNAME="N") for i in range(30)]
+    results = upsert(audience, "L", members, "subscribed", READ_AT, tags_of=lambda m: ["VIP"])
+    assert {(r.outcome, r.tagged) for r in results} == {(Outcome.CREATED, True)}  # re-read with its tags
+    assert len(audience.calls) == 2 and all(audience.tags[m.email] == {"vip"} for m in members)
