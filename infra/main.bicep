@@ -32,7 +32,7 @@ param authTenantId string = tenant().tenantId
 @description('A client secret of that app registration (the hook creates one and sets AZURE_AUTH_CLIENT_SECRET). It is stored in Key Vault; the app setting MICROSOFT_PROVIDER_AUTHENTICATION_SECRET only references it.')
 param authClientSecret string
 
-@description('Object ID of the "Dynamics 365 AI for Customer Insights" service principal in your tenant; when given, it may write into the segments container (in the segments account).')
+@description('Object ID of the "Dynamics 365 AI for Customer Insights" service principal in your tenant; when given, it may write into the segments and erasures containers (in the segments account).')
 param customerInsightsPrincipalId string = ''
 
 @description('Resource ID of the Power Platform enterprise policy whose managed identity Customer Insights writes with when the storage firewall is closed (vnetEnabled); it gets a resource instance rule through the segments account\'s firewall. Empty: none.')
@@ -126,7 +126,8 @@ module storage 'app/storage.bicep' = {
   }
 }
 
-// The account Customer Insights writes the segment files into (blob soft delete off: its exports fail with it on).
+// The account Customer Insights writes the segment files into (blob soft delete off: its exports fail with it on), and
+// the erasures drop folder next to them.
 module segmentsStorage 'app/segments-storage.bicep' = {
   name: 'segments-storage'
   scope: rg
@@ -190,6 +191,7 @@ module identity 'app/identity.bicep' = {
     storageAccountName: storage.outputs.name
     segmentsStorageAccountName: segmentsStorage.outputs.name
     segmentsContainerName: segmentsStorage.outputs.segmentsContainerName
+    erasuresContainerName: segmentsStorage.outputs.erasuresContainerName
     appContainerNames: storage.outputs.appContainerNames
     keyVaultName: keyVault.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
@@ -229,7 +231,8 @@ module functionApp 'app/function.bicep' = {
   }
 }
 
-// Segment files land in the segments account; their BlobCreated events go into the app account's segment-events queue.
+// Segment files land in the segments account; their BlobCreated events go into the app account's segment-events queue,
+// those of erasure drop files (the erasures container, same account) into its erasure-events queue.
 // A topic name of its own: deployments made before the segments account have `${abbrs.eventGridSystemTopics}${resourceToken}`
 // on the app's account, and re-pointing a system topic's source in place is nothing Microsoft documents; that old
 // topic is deleted by hand (docs/deploy.md, "Blob soft delete").
@@ -244,6 +247,8 @@ module events 'app/events.bicep' = {
     segmentsContainerName: segmentsStorage.outputs.segmentsContainerName
     storageAccountName: storage.outputs.name
     queueName: storage.outputs.segmentEventsQueueName
+    erasuresContainerName: segmentsStorage.outputs.erasuresContainerName
+    erasureQueueName: storage.outputs.erasureEventsQueueName
   }
 }
 

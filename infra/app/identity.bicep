@@ -1,5 +1,5 @@
-// The app's one identity and everything it may do: read the segments (in the segments account), read and write its own
-// containers, queues and tables in its own storage account, manage secrets in the one vault (OAuth writes tokens
+// The app's one identity and everything it may do: read the segments and read and delete the erasure drop files (in the
+// segments account), read and write its own containers, queues and tables in its own storage account, manage secrets in the one vault (OAuth writes tokens
 // there), publish telemetry. Nothing else, nowhere else.
 param location string
 param tags object
@@ -10,6 +10,8 @@ param storageAccountName string
 param segmentsStorageAccountName string
 @description('The container of that account Customer Insights writes the segments into; the app only reads it.')
 param segmentsContainerName string
+@description('The drop folder of deletion exports in that account: the app reads each file and deletes it once used.')
+param erasuresContainerName string
 @description('The containers the app and the Functions host write (storage.bicep): work, slots, deployment package, host.')
 param appContainerNames array
 param keyVaultName string
@@ -26,15 +28,17 @@ param applicationInsightsName string
 // assigns for the deployment container (learn.microsoft.com/azure/azure-functions/flex-consumption-how-to#configure-deployment-settings).
 // Storage Blob Data Contributor on each of appContainerNames: chunks, error reports and lease blobs (export-work,
 // mailchimp-slots), the deployment package Flex Consumption fetches (and OneDeploy uploads) with this identity, and the
-// host's function keys and timer locks (azure-webjobs-secrets, azure-webjobs-hosts).
+// host's function keys and timer locks (azure-webjobs-secrets, azure-webjobs-hosts). And on the erasures container of
+// the segments account: the app reads each file of addresses the platform drops there and deletes it once recorded (it
+// names people); Reader cannot delete.
 var storageBlobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
 // Storage Blob Data Reader on the segments container of the segments account: the app lists and reads segment files
-// and model.json, never writes there, and has no role on anything else in that account.
+// and model.json, never writes there. Its only other role in that account is on the erasures container (above).
 var storageBlobDataReader = '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
 // Queue triggers read and delete messages (moving the fifth failure to -poison); the app adds plans and chunks. On the
 // app's account: every queue in it is the app's (storage.bicep), so a per-queue scope would grant the same.
 var storageQueueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
-// The destinations and exportruns tables, and the table the Functions host writes its diagnostic events into (a new
+// The destinations, exportruns, erasures and erasedaddresses tables, and the table the Functions host writes its diagnostic events into (a new
 // one each month, named by the host), hence the account scope.
 var storageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
 // Secrets Officer, not Secrets User (read only): the app writes secrets. It stores each destination's Mailchimp API key
@@ -78,6 +82,11 @@ resource segmentsContainer 'Microsoft.Storage/storageAccounts/blobServices/conta
   name: segmentsContainerName
 }
 
+resource erasuresContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: segmentsBlobService
+  name: erasuresContainerName
+}
+
 resource appContainers 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = [for containerName in appContainerNames: {
   parent: blobService
   name: containerName
@@ -96,6 +105,16 @@ resource segmentsAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   scope: segmentsContainer
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataReader)
+    principalId: appIdentity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource erasuresAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(erasuresContainer.id, appIdentity.id, storageBlobDataContributor)
+  scope: erasuresContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributor)
     principalId: appIdentity.properties.principalId
     principalType: 'ServicePrincipal'
   }

@@ -1,6 +1,8 @@
 // The segments account: Customer Insights writes its exports into the `segments` container here, Event Grid announces
 // each new blob (events.bicep), and the app only reads it (identity.bicep: Storage Blob Data Reader on the container,
-// the app setting SEGMENTS_BLOB_URI). Nothing else lives here.
+// the app setting SEGMENTS_BLOB_URI). Next to it, the `erasures` drop folder: the platform writes its deletion exports
+// (files of addresses to erase) there, Event Grid announces them too, and the app reads each file, records the request
+// and deletes the file (identity.bicep: Storage Blob Data Contributor on that container only). Nothing else lives here.
 //
 // Why an account of its own: Customer Insights' exports to Blob Storage fail when the account has blob soft delete on
 // (learn.microsoft.com/dynamics365/customer-insights/data/export-azure-blob-storage: "If you turned on the soft delete
@@ -20,8 +22,10 @@ param vnetEnabled bool
 @description('Days a deleted container stays recoverable (container soft delete; Customer Insights minds blob soft delete only).')
 param containerSoftDeleteDays int
 
-// The name the code uses (shared/config.py SEGMENTS_CONTAINER); tests/integration/test_infra.py checks the two agree.
+// The names the code uses (shared/config.py SEGMENTS_CONTAINER, CONTAINER_ERASURES); tests/integration/test_infra.py
+// checks they agree.
 var segmentsContainerName = 'segments'
+var erasuresContainerName = 'erasures'
 
 var storageBlobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
 
@@ -72,7 +76,8 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
   parent: account
   name: 'default'
   properties: {
-    // Off, and not a parameter: Customer Insights' exports fail while it is on (see the top of this file).
+    // Off, and not a parameter: Customer Insights' exports fail while it is on (see the top of this file). The erasures
+    // drop folder shares the setting: a drop file the app deletes (it holds addresses) is gone for good, as it should be.
     deleteRetentionPolicy: { enabled: false }
     // A deleted segments container can be restored (a container setting; Customer Insights' page names blob soft
     // delete only).
@@ -83,6 +88,13 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
 resource segmentsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
   parent: blobService
   name: segmentsContainerName
+  properties: { publicAccess: 'None' }
+}
+
+// The drop folder of deletion exports: the platform writes files of addresses to erase, the app reads and deletes them.
+resource erasuresContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: erasuresContainerName
   properties: { publicAccess: 'None' }
 }
 
@@ -97,5 +109,18 @@ resource customerInsightsWriter 'Microsoft.Authorization/roleAssignments@2022-04
   }
 }
 
+// Customer Insights writes its deletion exports (files of addresses to erase) with the same service principal, into
+// the erasures container only: a file there makes the app delete those people permanently from every audience.
+resource customerInsightsErasuresWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(customerInsightsPrincipalId)) {
+  name: guid(erasuresContainer.id, customerInsightsPrincipalId, storageBlobDataContributor)
+  scope: erasuresContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributor)
+    principalId: customerInsightsPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
 output name string = account.name
 output segmentsContainerName string = segmentsContainerName
+output erasuresContainerName string = erasuresContainerName

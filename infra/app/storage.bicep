@@ -29,7 +29,11 @@ var containerNames = [
   'azure-webjobs-hosts'
   'azure-webjobs-secrets'
 ]
+// Queues: each with the -poison queue the host moves a message to after its fifth failure. segment-events and
+// erasure-events receive Event Grid's BlobCreated events of the segments account's `segments` and `erasures`
+// containers (events.bicep); erasures holds one message per erasure request.
 var segmentEventsQueueName = 'segment-events'
+var erasureEventsQueueName = 'erasure-events'
 var queueNames = [
   'export-plans'
   'export-plans-poison'
@@ -37,21 +41,26 @@ var queueNames = [
   'export-chunks-poison'
   segmentEventsQueueName
   '${segmentEventsQueueName}-poison'
+  'erasures'
+  'erasures-poison'
+  erasureEventsQueueName
+  '${erasureEventsQueueName}-poison'
 ]
-var tableNames = ['destinations', 'exportruns']
+// erasures: erasure requests and their outcomes; erasedaddresses: the ledger of erased subscriber hashes (no address).
+var tableNames = ['destinations', 'exportruns', 'erasures', 'erasedaddresses']
 
 // vnetEnabled: the firewall lets no network in ("Enabled from selected virtual networks and IP addresses" with
 // none selected); the app comes in over its private endpoints. The public endpoint stays on for the one caller that
-// has no private route: Event Grid writes segment events into the segment-events queue. It cannot deliver over
-// private endpoints (learn.microsoft.com/azure/event-grid/consume-private-endpoints); behind a storage firewall it
-// delivers with the system topic's system-assigned identity when trusted Azure services may pass
-// (learn.microsoft.com/azure/event-grid/handler-storage-queues; events.bicep), hence AzureServices. With
+// has no private route: Event Grid writes segment and erasure-file events into the segment-events and erasure-events
+// queues. It cannot deliver over private endpoints (learn.microsoft.com/azure/event-grid/consume-private-endpoints);
+// behind a storage firewall it delivers with the system topic's system-assigned identity when trusted Azure services
+// may pass (learn.microsoft.com/azure/event-grid/handler-storage-queues; events.bicep), hence AzureServices. With
 // publicNetworkAccess Disabled only private endpoints reach the account
 // (learn.microsoft.com/azure/storage/common/storage-network-security-set-default-access), trusted services included,
-// and no segment event would arrive.
+// and no segment or erasure-file event would arrive.
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   //checkov:skip=CKV_AZURE_35:Default deployment only (VNET_ENABLED=false): checkov does not evaluate the condition; scripts/check_infra.sh scans a copy with vnetEnabled true, where the firewall denies by default. Without the VNet, Flex Consumption has no fixed outbound IPs to allow, so the firewall stays open; shared keys are off and every caller needs an Entra role.
-  //checkov:skip=CKV_AZURE_59:Public network access stays Enabled even with vnetEnabled, where the firewall denies every network: Event Grid cannot deliver over private endpoints (learn.microsoft.com/azure/event-grid/consume-private-endpoints) but reaches the segment-events queue through the public endpoint as a trusted Azure service (learn.microsoft.com/azure/event-grid/handler-storage-queues); Disabled would block it.
+  //checkov:skip=CKV_AZURE_59:Public network access stays Enabled even with vnetEnabled, where the firewall denies every network: Event Grid cannot deliver over private endpoints (learn.microsoft.com/azure/event-grid/consume-private-endpoints) but reaches the segment-events and erasure-events queues through the public endpoint as a trusted Azure service (learn.microsoft.com/azure/event-grid/handler-storage-queues); Disabled would block it.
   name: name
   location: location
   tags: tags
@@ -153,5 +162,6 @@ resource tables 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-
 
 output name string = account.name
 output segmentEventsQueueName string = segmentEventsQueueName
+output erasureEventsQueueName string = erasureEventsQueueName
 output deploymentContainerName string = deploymentContainerName
 output appContainerNames array = containerNames

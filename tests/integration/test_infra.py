@@ -165,14 +165,18 @@ def test_every_queue_the_app_uses_is_provisioned_with_its_poison_queue(bindings:
 
 
 def test_every_container_and_table_the_app_uses_is_provisioned() -> None:
-    """The app's containers and tables in its own account (storage.bicep); the segments container in the segments
-    account (segments-storage.bicep), which the app reads through SEGMENTS_BLOB_URI."""
+    """The app's containers and tables in its own account (storage.bicep); the segments container and the erasures
+    drop folder in the segments account (segments-storage.bicep), which the app reaches through SEGMENTS_BLOB_URI."""
     storage = _bicep("app/storage.bicep")
     settings = config.load_settings(AZURE_ENV)
-    assert _constants("CONTAINER_") <= _list_var(storage, "containerNames")
+    segments_account = _string_vars(_bicep("app/segments-storage.bicep"))
+    in_segments_account = {config.CONTAINER_ERASURES}  # shared/bootstrap.py reads drop files from the segments account
+    assert _constants("CONTAINER_") - in_segments_account <= _list_var(storage, "containerNames")
     assert settings.segments_container not in _list_var(storage, "containerNames"), "segments have their own account"
+    assert config.CONTAINER_ERASURES not in _list_var(storage, "containerNames"), "dropped next to the segments"
     assert _constants("TABLE_") <= _list_var(storage, "tableNames")
-    assert _string_vars(_bicep("app/segments-storage.bicep"))["segmentsContainerName"] == settings.segments_container
+    assert segments_account["segmentsContainerName"] == settings.segments_container
+    assert segments_account["erasuresContainerName"] == config.CONTAINER_ERASURES
     assert settings.segments_storage is not None and settings.segments_storage.blob_uri == AZURE_ENV["SEGMENTS_BLOB_URI"]
 
 
@@ -228,6 +232,17 @@ def test_segment_events_reach_the_queue_segment_arrived_consumes(functions: dict
     assert "subjectBeginsWith: '/blobServices/default/containers/${segmentsContainerName}/blobs/'" in events
     assert "eventDeliverySchema: 'EventGridSchema'" in events  # shared/events.py reads eventType and subject
     assert "endpointType: 'StorageQueue'" in events
+
+
+def test_erasure_file_events_reach_the_queue_erasure_file_arrived_consumes(
+        functions: dict[str, list[dict[str, Any]]]) -> None:
+    events, main = _bicep("app/events.bicep"), _bicep("main.bicep")
+    trigger_queue = functions["erasure_file_arrived"][0]["queueName"]
+    assert _string_vars(_bicep("app/storage.bicep"))["erasureEventsQueueName"] == trigger_queue == config.QUEUE_ERASURE_EVENTS
+    assert "erasureQueueName: storage.outputs.erasureEventsQueueName" in main
+    assert main.count("erasuresContainerName: segmentsStorage.outputs.erasuresContainerName") == 2  # events, identity
+    assert "subjectBeginsWith: '/blobServices/default/containers/${erasuresContainerName}/blobs/'" in events
+    assert "queueName: erasureQueueName" in events
 
 
 def test_role_guids_are_built_in_roles_under_their_own_names() -> None:

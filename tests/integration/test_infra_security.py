@@ -10,8 +10,8 @@
   events into the app account's queue as a trusted Azure service with its system-assigned identity, and Customer
   Insights' enterprise policy may get a resource instance rule on the segments account;
 - every role assignment of the deployment is listed in docs/deploy.md; none grants ownership; the app only reads the
-  segments container of the segments account and writes only its own containers in its own account; Customer
-  Insights' role is on the segments container only;
+  segments container of the segments account, reads and deletes the drop files of its erasures container, and writes
+  only its own containers in its own account; Customer Insights' roles are on those two containers only;
 - every checkov skip says why, and the network lock-down checks are skipped for the default deployment only (
   scripts/check_infra.sh runs them on a copy specialised to vnetEnabled = true);
 - every HTTP route but the OAuth callback needs a function key (read from function_app.py's source, so that this
@@ -673,7 +673,6 @@ def _account_module(rel: str, symbol: str) -> str:
 ACCOUNT_WORDS = {"storage": "the app's storage account", "segmentsStorage": "the segments account"}
 SCOPE_WORDS = {
     "Microsoft.Storage/storageAccounts": [],
-    QUEUE: ["`segment-events` queue"],
     "Microsoft.KeyVault/vaults": ["Key Vault"],
     "Microsoft.Insights/components": ["Application Insights"],
 }
@@ -684,6 +683,9 @@ def _scope_words(assignment: dict[str, Any]) -> list[str]:
     container, named by a parameter, as "deployment"), and for storage which of the two accounts."""
     if assignment["scope_type"] == CONTAINER:
         words = [f"`{name}`" if not name.startswith("<") else "deployment" for name in _containers_of(assignment)]
+    elif assignment["scope_type"] == QUEUE:  # an existing queue, named by a module parameter
+        name = _unwrap(_resources(assignment["file"])[assignment["scope"]]["config"])[0]["name"]
+        words = [f"`{queue}` queue" for queue in _resolve(assignment["file"], name)]
     else:
         words = list(SCOPE_WORDS[assignment["scope_type"]])
     if assignment["scope_type"].startswith("Microsoft.Storage/"):
@@ -693,9 +695,10 @@ def _scope_words(assignment: dict[str, Any]) -> list[str]:
 
 def test_every_role_assignment_is_listed_in_deploy_md() -> None:
     assigned = _role_assignments()
-    # the app: blob reader (segments), blob contributor (its containers), queue and table contributor, secrets officer,
-    # metrics publisher; Event Grid's sender; Customer Insights' writer
-    assert len(assigned) == 8, assigned
+    # the app: blob reader (segments), blob contributor (its containers; erasures), queue and table contributor,
+    # secrets officer, metrics publisher; Event Grid's sender (segment-events; erasure-events); Customer Insights' writer
+    # (segments; erasures)
+    assert len(assigned) == 11, assigned
     rows = _documented_roles()
     from_infra = [row for row in rows if ".bicep" in row["granted"]]
     for assignment in assigned:
@@ -720,24 +723,31 @@ def test_no_role_assignment_grants_ownership() -> None:
 
 def test_the_app_reads_segments_and_writes_only_its_own_containers() -> None:
     """The app's blob roles are per container: it only reads what Customer Insights writes (the segments container of
-    the segments account, nothing else there), and writes its work, lease and deployment containers and the Functions
-    host's two in its own account, nothing else; its account-wide roles are queues and tables of its own account
-    (every queue is the app's; the host names a new diagnostics table each month)."""
+    the segments account), reads and deletes the files dropped into the erasures container next to it (nothing else
+    there), and writes its work, lease and deployment containers and the Functions host's two in its own account,
+    nothing else; its account-wide roles are queues and tables of its own account (every queue is the app's; the host
+    names a new diagnostics table each month)."""
+    from shared.config import CONTAINER_ERASURES
+
     app = [a for a in _role_assignments() if a["file"] == "app/identity.bicep"]
-    blob = {a["role"]: a for a in app if a["role"].startswith("Storage Blob Data")}
-    assert set(blob) == {"Storage Blob Data Reader", "Storage Blob Data Contributor"}, blob
-    for assignment in blob.values():
+    blob = [a for a in app if a["role"].startswith("Storage Blob Data")]
+    assert {a["role"] for a in blob} == {"Storage Blob Data Reader", "Storage Blob Data Contributor"}, blob
+    for assignment in blob:
         assert assignment["scope_type"] == CONTAINER, f"{assignment['role']} must be on containers, not the account"
-    reader = blob["Storage Blob Data Reader"]
+    [reader] = [a for a in blob if a["role"] == "Storage Blob Data Reader"]
     assert _containers_of(reader) == [SEGMENTS]
     assert _account_module(reader["file"], reader["scope"]) == "segmentsStorage"
-    assert [a for a in app if a["scope_type"].startswith("Microsoft.Storage/")
-            and _account_module(a["file"], a["scope"]) == "segmentsStorage"] == [reader], "one role in the segments account"
-    writer = blob["Storage Blob Data Contributor"]
+    writers = {_account_module(a["file"], a["scope"]): a for a in blob if a["role"] == "Storage Blob Data Contributor"}
+    assert len(writers) == 2 == len(blob) - 1, blob
+    drops = writers["segmentsStorage"]
+    assert _containers_of(drops) == [CONTAINER_ERASURES], "in the segments account, the drop folder only"
+    assert sorted(a["symbol"] for a in app if a["scope_type"].startswith("Microsoft.Storage/")
+                  and _account_module(a["file"], a["scope"]) == "segmentsStorage") == sorted(
+        [reader["symbol"], drops["symbol"]]), "two roles in the segments account"
+    writer = writers["storage"]
     writes = _containers_of(writer)
-    assert _account_module(writer["file"], writer["scope"]) == "storage"
     every = _names(_doc("app/storage.bicep")["variables"]["containerNames"]["value"], "app/storage.bicep")
-    assert sorted(writes) == sorted(every) and SEGMENTS not in writes
+    assert sorted(writes) == sorted(every) and SEGMENTS not in writes and CONTAINER_ERASURES not in writes
     assert {"export-work", "mailchimp-slots", "azure-webjobs-hosts", "azure-webjobs-secrets",
             "<deploymentContainerName>"} == set(writes)
     on_account = [a for a in app if a["scope_type"] == "Microsoft.Storage/storageAccounts"]
@@ -746,16 +756,24 @@ def test_the_app_reads_segments_and_writes_only_its_own_containers() -> None:
 
 
 def test_customer_insights_may_write_into_the_segments_container_only() -> None:
+    """(The name is older than the erasures drop folder.) Customer Insights writes its segment exports into `segments`
+    and its deletion exports into `erasures`, each role on that one container, and only when its principal ID is given."""
+    from shared.config import CONTAINER_ERASURES
+
     rel = "app/segments-storage.bicep"
-    body, condition, _ = _unwrap(_resources(rel)["customerInsightsWriter"]["config"])
-    assert condition is not None, "only when its principal ID is given"
-    assert body["scope"] == "segmentsContainer"
-    container, _, loop = _unwrap(_resources(rel)["segmentsContainer"]["config"])
-    assert loop is None and evaluate(container["name"], rel, {}) == SEGMENTS
-    role = body["properties"]["roleDefinitionId"]["function"]["parameters"]["resource_name_1"]
-    assert _role_name(role) == "Storage Blob Data Contributor"
+    for writer, symbol, name in (("customerInsightsWriter", "segmentsContainer", SEGMENTS),
+                                 ("customerInsightsErasuresWriter", "erasuresContainer", CONTAINER_ERASURES)):
+        body, condition, _ = _unwrap(_resources(rel)[writer]["config"])
+        assert condition is not None, "only when its principal ID is given"
+        assert body["scope"] == symbol
+        container, _, loop = _unwrap(_resources(rel)[symbol]["config"])
+        assert loop is None and evaluate(container["name"], rel, {}) == name
+        role = body["properties"]["roleDefinitionId"]["function"]["parameters"]["resource_name_1"]
+        assert _role_name(role) == "Storage Blob Data Contributor"
+        assert _accessor(body["properties"]["principalId"]) == ["customerInsightsPrincipalId"]
     writers = [a for a in _role_assignments() if "customerInsights" in a["symbol"]]
-    assert [(a["file"], a["scope"]) for a in writers] == [(rel, "segmentsContainer")], "and nowhere else"
+    assert sorted((a["file"], a["scope"]) for a in writers) == [(rel, "erasuresContainer"), (rel, "segmentsContainer")], (
+        "and nowhere else")
 
 
 # ------------------------------------------------------------------------------------------------ checkov skips
