@@ -59,6 +59,7 @@ LOCAL_ONLY = {
     "MAILCHIMP_OAUTH_AUTHORIZE_URL": "the local Mailchimp's OAuth pages; the default is Mailchimp's",
     "MAILCHIMP_OAUTH_TOKEN_URL": "the local Mailchimp's OAuth pages; the default is Mailchimp's",
     "MAILCHIMP_OAUTH_METADATA_URL": "the local Mailchimp's OAuth pages; the default is Mailchimp's",
+    "OTEL_EXPORTER": "console output of the telemetry; in Azure the default (Azure Monitor, from the connection string)",
 }
 
 # Settings the loader reads that App Service sets itself, and what makes it set them (checked below).
