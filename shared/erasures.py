@@ -86,6 +86,13 @@ def parse_request(body: Any) -> list[str]:
     return emails
 
 
+def not_a_request(name: str) -> bool:
+    """Files an exporting platform writes beside its data (`_SUCCESS` markers, CDM `model.json` and `*.cdm.json`
+    manifests, hidden files): left alone, never read as a request."""
+    base = name.rsplit("/", 1)[-1].lower()
+    return base.startswith(("_", ".")) or base == "model.json" or base.endswith(".cdm.json")
+
+
 def parse_drop_file(name: str, data: bytes) -> list[str]:
     """The addresses of a file the platform dropped: JSON Lines (`{"email": "..."}` a line; .jsonl, .ndjson, .json)
     or CSV with an `email` column (any letter case; .csv). InvalidErasure names the lines that are wrong."""
@@ -351,6 +358,9 @@ class ErasureService:
         line (the log names the file and the lines, never a value): fix it and write it again, which is a new event.
         None when the file is gone (handled by an earlier delivery)."""
         if not self._drops.exists(name):
+            return None
+        if not_a_request(name):
+            log.info("erasure drop folder: %s is not a request (a marker or metadata file) and is left alone", name)
             return None
         data = self._drops.read_bytes(name)
         erasure_id = drop_file_id(name, data)

@@ -13,7 +13,7 @@ import pytest
 from shared.destinations import Destination, FieldMapping
 from shared.emails import subscriber_hash
 from shared.erasures import (ALREADY_GONE, DELETED, DONE, FAILED, REFUSED, WITH_ERRORS, Erasure, ErasureService,
-                             InvalidErasure, Outcome, Target, parse_drop_file, parse_request, scrubbed)
+                             InvalidErasure, Outcome, Target, not_a_request, parse_drop_file, parse_request, scrubbed)
 from shared.mailchimp.errors import MailchimpRequestError, MailchimpUnavailable
 from shared.members import ExistingMember, Member, RowRef, encode_members
 from tests.unit.export_fakes import Q, Work
@@ -245,3 +245,10 @@ def test_a_dropped_file_becomes_one_request_and_is_deleted_a_bad_one_is_kept_and
     rejected = service.on_dropped("bad.jsonl")
     assert rejected.status == "rejected" and "line 1" in rejected.message and "hidden" not in rejected.message
     assert "bad.jsonl" in drops.blobs and len(queue.msgs) == 1
+
+
+def test_markers_and_manifests_beside_a_request_are_not_requests() -> None:
+    for name in ("platform/_SUCCESS", "platform/model.json", "x/Erasures.manifest.cdm.json", "x/.hidden.csv"):
+        assert not_a_request(name), name
+    for name in ("platform/one.jsonl", "platform/two.csv", "platform/requests.json", "platform/model.jsonl"):
+        assert not not_a_request(name), name
