@@ -117,6 +117,18 @@ def run_finished(run: Any) -> None:
         PROFILES_PER_SECOND.record(rate, {"trigger": run.trigger, "status": run.status})
 
 
+def ended_fields(run: Any, *, credentials_refused: bool | None = None) -> dict[str, Any]:
+    """`extra=` of the log line that says a run ended ("export ... finished" / "... failed"): what the alerts and the
+    workbook (infra/app/alerts.bicep, workbook.json) query in AppTraces.Properties. `credentialsRefused`: Mailchimp
+    refused the credentials during the run (the run's abort, set only on a MailchimpAuthError), unless given."""
+    counts = run.counts
+    refused = bool(run.details.get("abort")) if credentials_refused is None else credentials_refused
+    return {"runStatus": run.status, "destinationId": run.destination_id, "trigger": run.trigger,
+            "membersRead": counts.get("read", 0), "membersFailed": counts.get("failed", 0),
+            "membersRefused": counts.get("refused", 0), "membersInvalid": counts.get("invalid", 0),
+            "credentialsRefused": refused}
+
+
 def throttled() -> None:
     THROTTLED.add(1)
 

@@ -258,7 +258,7 @@ class ChunkWorker(ExportParts):
             if run is None or run.finished_at is None or run.details.get("cleanedUp"):
                 return
         else:
-            log.info("export %s finished: %s", run_id, run.status)
+            log.info("export %s finished: %s", run_id, run.status, extra=telemetry.ended_fields(run))
             telemetry.run_finished(run)
         # Chunks and saved answers hold personal data and are of no use once every chunk is counted; the error
         # report stays (for GET .../errors) unless the destination was deleted.

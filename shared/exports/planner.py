@@ -120,7 +120,7 @@ class Planner(ExportParts):
                 if not self._plan(run, destination):
                     return
             except (MailchimpAuthError, NotConnected) as error:
-                self._fail(run, str(error))
+                self._fail(run, str(error), credentials_refused=isinstance(error, MailchimpAuthError))
                 return
         self._send_chunks(run_id)  # a frozen plan of a cancelled run is sent too: its workers count it failed
 
@@ -366,7 +366,7 @@ class Planner(ExportParts):
                                                  "export the segment again once it has a complete snapshot")
         return chosen
 
-    def _fail(self, run: Run, message: str, log_message: str | None = None) -> None:
+    def _fail(self, run: Run, message: str, log_message: str | None = None, credentials_refused: bool = False) -> None:
         """`log_message` stands in for `message` in the log when the run's message names row data (columns)."""
         def fail(r: Run) -> bool:
             if r.finished:
@@ -374,8 +374,10 @@ class Planner(ExportParts):
             r.status, r.message, r.finished_at = "failed", message, now_iso()
             return True
 
-        self._released(self.runs.update(run.id, fail))
-        log.warning("export %s failed: %s", run.id, log_message or message)
+        ended = self.runs.update(run.id, fail)
+        self._released(ended)
+        log.warning("export %s failed: %s", run.id, log_message or message,
+                    extra=telemetry.ended_fields(ended or run, credentials_refused=credentials_refused))
 
     def plan_gave_up(self, run_id: str) -> None:
         """The plan message was poisoned: the run fails with the last error the workers saw."""

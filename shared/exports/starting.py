@@ -107,7 +107,8 @@ class Starting(ExportParts):
             try:
                 run = self.follow(destination.id, trigger, newest)
             except Refused as refused:  # Mailchimp refused or unreachable: the next trigger tries again
-                log.warning("destination %s: %s export not started: %s", destination.id, trigger, refused.message)
+                log.warning("destination %s: %s export not started: %s", destination.id, trigger, refused.message,
+                            extra={"destinationId": destination.id, "trigger": trigger, "startRefused": refused.status})
                 continue
             except Exception as error:  # noqa: BLE001 - one destination's failure must not keep the others from theirs
                 log.error("destination %s: %s export not started: unexpected %s (its message is not logged: it may hold "
