@@ -123,6 +123,7 @@ export function render(root, ctx) {
   }
 
   let lastRunning = null;
+  const outcomesOf = new Map(); // request id -> {status, audiences}: counts per audience, no hash or address
   async function refresh() {
     clearTimeout(view.timer);
     let erasures;
@@ -134,7 +135,20 @@ export function render(root, ctx) {
       view.timer = setTimeout(refresh, POLL_MS * 2);
       return;
     }
+    // The list leaves out the outcomes (GET /erasures/{id} has them): asked for each request not seen finished yet.
+    await Promise.all(erasures.map(async (erasure) => {
+      const known = outcomesOf.get(erasure.id);
+      if (known && known.status === erasure.status && !RUNNING.includes(erasure.status)) return;
+      try {
+        const detail = await get(`/erasures/${encodeURIComponent(erasure.id)}`);
+        outcomesOf.set(erasure.id, { status: detail.status, audiences: detail.audiences || [] });
+      } catch { /* shown from the list alone; asked again at the next poll */ }
+    }));
     if (view.stopped || !ctx.current()) return;
+    for (const erasure of erasures) {
+      const known = outcomesOf.get(erasure.id);
+      if (known && !(erasure.audiences || []).length) erasure.audiences = known.audiences;
+    }
     draw(erasures);
     const running = erasures.filter((e) => RUNNING.includes(e.status)).length;
     if (lastRunning && !running) announce(t('erasures.allFinished'));
