@@ -86,6 +86,9 @@ param retentionPersonalDays int = 30
 @description('Days after a run that its record (counts) is kept in the exportruns table; at least retentionPersonalDays (the app refuses to start otherwise). Tables have no lifecycle rules: the app\'s daily retention_sweep deletes them (app setting RETENTION_RUN_DAYS).')
 param retentionRunDays int = 365
 
+@description('Address the alerts are mailed to (infra/app/alerts.bicep: a failed run or failed members, a poison message, Mailchimp refusing the credentials, no successful scheduled run in 25 hours). Empty: the alert rules are deployed without an action group and fire in the portal only (docs/deploy.md, "Alerts and workbook").')
+param alertEmail string = ''
+
 var abbrs = loadJsonContent('./abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = { 'azd-env-name': environmentName }
@@ -265,6 +268,31 @@ module diagnostics 'app/diagnostics.bicep' = {
   }
 }
 
+// Alerts (mailed to alertEmail) and a workbook, over the workspace the app's telemetry lands in.
+module alerts 'app/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    logAnalyticsName: monitoring.outputs.logAnalyticsName
+    alertEmail: alertEmail
+    actionGroupName: 'ag-${resourceToken}'
+    rulePrefix: 'alert-${resourceToken}'
+  }
+}
+
+module workbook 'app/workbook.bicep' = {
+  name: 'workbook'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    logAnalyticsName: monitoring.outputs.logAnalyticsName
+    nameSeed: resourceToken
+  }
+}
+
 output AZURE_LOCATION string = location
 output AZURE_TENANT_ID string = tenant().tenantId
 output RESOURCE_GROUP string = rg.name
@@ -277,3 +305,4 @@ output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output SEGMENTS_STORAGE_ACCOUNT_NAME string = segmentsStorage.outputs.name
 output SEGMENTS_CONTAINER_NAME string = segmentsStorage.outputs.segmentsContainerName
 output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+output MONITORING_WORKBOOK_ID string = workbook.outputs.id

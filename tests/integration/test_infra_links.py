@@ -115,6 +115,19 @@ KNOWN_API_VERSIONS: dict[str, frozenset[str]] = {
     # learn.microsoft.com/azure/templates/microsoft.insights/2017-05-01-preview/diagnosticsettings; 2016-09-01 and
     # 2020-01-01-preview are the subscription and management-group forms, not resource-scoped ones.
     "Microsoft.Insights/diagnosticSettings": frozenset({"2017-05-01-preview", "2021-05-01-preview"}),
+    # learn.microsoft.com/azure/templates/microsoft.insights/allversions (actionGroups) and
+    # learn.microsoft.com/azure/templates/microsoft.insights/change-log/actiongroups
+    "Microsoft.Insights/actionGroups": frozenset({
+        "2018-09-01", "2019-03-01", "2019-06-01", "2021-09-01", "2022-04-01", "2022-06-01", "2023-01-01",
+    }),
+    # learn.microsoft.com/azure/templates/microsoft.insights/change-log/scheduledqueryrules
+    "Microsoft.Insights/scheduledQueryRules": frozenset({
+        "2018-04-16", "2021-02-01-preview", "2021-08-01", "2022-06-15", "2022-08-01-preview", "2023-03-15-preview",
+        "2023-12-01",
+    }),
+    # learn.microsoft.com/azure/templates/microsoft.insights/workbooks (2023-06-01) and its 2021-08-01 and 2020-10-20
+    # pages
+    "Microsoft.Insights/workbooks": frozenset({"2020-10-20", "2021-08-01", "2022-04-01", "2023-06-01"}),
     # learn.microsoft.com/azure/templates/microsoft.network/virtualnetworks (see _NETWORK_VERSIONS)
     "Microsoft.Network/virtualNetworks": _NETWORK_VERSIONS,
     # learn.microsoft.com/azure/templates/microsoft.network/privateendpoints (see _NETWORK_VERSIONS)
