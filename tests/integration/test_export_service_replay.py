@@ -465,18 +465,34 @@ def test_a_chunk_whose_upsert_always_dies_is_poisoned_and_its_members_count_fail
 
 
 def test_a_chunk_whose_tagging_always_dies_counts_its_members_written_with_tag_failures(driver):
+    """New members get their tag inside the batch-subscribe call; the static-segment call (tag_members) is left for
+    members not written that only miss the tag. So the audience is exported once, everyone loses the tag by hand,
+    and the same rows again (all unchanged) are tagged by static-segment calls, chunk 0's dying every time."""
     rows, destination = fresh_segment(driver, "TagPoisoned")
+    first_id = driver.start(destination)
+    driver.deliver_all()
+    first = driver.run(first_id)
+    assert first.counts["tagged"] == first.counts["created"] and not driver.failures, first.counts
+    tag = first.segments[0].tag
+    tag_id = next(s["id"] for s in driver.api("GET", f"/lists/{DEMO_AUDIENCE}/segments",
+                                              params={"count": 1000}).json()["segments"] if s["name"] == tag)
+    emails = [m["email_address"] for m in driver.members()]
+    for start in range(0, len(emails), 500):
+        driver.api("POST", f"/lists/{DEMO_AUDIENCE}/segments/{tag_id}", json={"members_to_remove": emails[start:start + 500]})
+    before = audience(driver)
+    driver.write_snapshot("TagPoisoned", minutes_after(TAKEN, 5), rows)
+    arm(driver, None, "before")
     driver.injector.rule = lambda c: "after" if c.handler == "chunk 0" and c.method == "tag_members" else None
     run_id = driver.start(destination)
     driver.deliver_all()
     driver.injector.armed = False
     run = driver.run(run_id)
     assert driver.chunk_poison.sent == 1 and run.status == "completed_with_errors"
-    outcome = expected_outcome(Rows.of(rows), {}, set(), "TagPoisoned")
+    outcome = expected_outcome(Rows.of(rows), before, set(), "TagPoisoned")
     assert {k: run.counts[k] for k in ("read", *EQUATION)} == outcome.terms  # written members count as written
-    assert balanced(run.counts)
+    assert balanced(run.counts) and run.counts["unchanged"] == len(before)
     # the tag was in fact added (the crash came after Mailchimp's answer), but the run cannot know: it says so
-    assert run.counts["tagFailed"] == run.counts["created"] - run.counts["tagged"] > 0
+    assert run.counts["tagFailed"] == run.counts["unchanged"] - run.counts["tagged"] > 0
 
 
 # --- product bugs found by crashing at single steps (minimal repros) --------------------------------------------
