@@ -165,14 +165,18 @@ def test_host_killed_while_planning_and_again_while_sending_loses_and_duplicates
 def test_a_chunk_whose_tagging_keeps_failing_counts_its_members_written_and_only_the_tag_failed(start_host, segments, mailchimp):
     people = [f"t{i}@contoso.com" for i in range(40)]
     plain_snapshot(segments, "Vip", "2026/11/28/1700", [f"{e},A,B" for e in people])
+    # New members get their tag inside the batch-subscribe call; the static-segment call is left for members not
+    # written that only miss the tag. So they are in the audience already, untagged, and nothing else changes.
+    for email in people:
+        mailchimp.admin("POST", "members", json={"list_id": DEMO_AUDIENCE, "email": email, "status": "subscribed"})
     host = start_host(MAILCHIMP_RETRY_SECONDS="1")
     destination = create_destination(host, segments=["Vip"], mapping={"email": "Email", "mergeFields": {}})
-    # Every tag call fails (500), while the upsert before it goes through: the chunk is poisoned after 5 deliveries.
+    # Every tag call fails (500): the chunk is poisoned after 5 deliveries.
     mailchimp.admin("POST", "faults", json={"rates": {"500": 1.0}, "path": f"/lists/{DEMO_AUDIENCE}/segments/[0-9]+$",
                                             "method": "POST", "seed": 1})
     run = wait_for_run(host, start_export(host, destination["id"]), timeout=180)
     assert_accounted(run)
-    assert (run["status"], run["counts"]["created"], run["counts"]["failed"], run["counts"]["tagged"], run["counts"]["tagFailed"]) == (
+    assert (run["status"], run["counts"]["unchanged"], run["counts"]["failed"], run["counts"]["tagged"], run["counts"]["tagFailed"]) == (
         "completed_with_errors", 40, 0, 0, 40)
     assert sorted(members(mailchimp)) == sorted(people)
     lines = errors_of(host, run["id"])
