@@ -1,7 +1,7 @@
 // Step 4, a destination: its settings, "Export now", "Preview" (a dry run: nothing sent) and "Cancel export", pausing
 // and resuming the schedule and the arrival trigger, "Delete destination"; its runs newest first, the chosen run's live
-// progress, per-segment counts (predicted ones and merge-field changes for a preview), "Retry failed members" on a
-// finished run with failed members, and the per-row report (a preview's: every change) with a filter and a CSV download.
+// progress, per-segment counts (predicted ones and merge-field changes for a preview), "Retry failed members" on the
+// newest real run when it finished with failed members or untags, and the per-row report (a preview's: every change) with a filter and a CSV download.
 import { ApiError, api, del, get, patch, post, request } from '../api.js';
 import { announce, h, scrollTable, replace } from '../dom.js';
 import { FINISHED, connectionLabel, dateTime, duration, number, statusLabel, triggerLabel } from '../format.js';
@@ -9,6 +9,7 @@ import { t } from '../i18n.js';
 import { badge, loading, problem, steps, success } from './common.js';
 
 const POLL_MS = 2000;
+const BUSY = ['queued', 'running'];
 const REPORT_PAGE = 100;
 const CSV_PAGE = 50000;
 const COUNT_COLUMNS = ['read', 'invalid', 'duplicates', 'created', 'updated', 'unchanged', 'refused', 'failed', 'tagged', 'untagged'];
@@ -78,7 +79,10 @@ function build(view, body, ctx, destination, runs) {
   const id = encodeURIComponent(destination.id);
   const message = h('div', { id: 'destination-message' });
   const say = (node) => { replace(message, node); };
-  const active = () => runs.find((r) => !FINISHED.includes(r.status));
+  // The newest real run (not a preview) still queued or running: it holds Export now and Preview, and is what Cancel
+  // stops. A cancelled run still `cancelling` holds nothing (the API plans a new export after it is counted), and a
+  // preview never takes the Cancel button from a real run.
+  const active = () => runs.find((r) => !r.dryRun && BUSY.includes(r.status));
 
   // --- actions ---------------------------------------------------------------------------------------------------
   const exportNow = h('button', { type: 'button', class: 'button', id: 'export-now', text: t('destination.exportNow') });
@@ -93,7 +97,7 @@ function build(view, body, ctx, destination, runs) {
     const running = active();
     exportNow.disabled = Boolean(running) || destination.draft;
     previewRun.disabled = exportNow.disabled;
-    cancelRun.hidden = !running || running.status === 'cancelling';
+    cancelRun.hidden = !running;
     toggleSchedule.textContent = destination.schedule.enabled ? t('destination.pauseSchedule') : t('destination.resumeSchedule');
     toggleArrival.textContent = destination.exportOnArrival ? t('destination.pauseArrival') : t('destination.resumeArrival');
   };
@@ -305,7 +309,7 @@ function build(view, body, ctx, destination, runs) {
         parts.push(h('p', { id: 'run-summary', text: current.dryRun
           ? t('run.previewFinished', { when: dateTime(current.finishedAt), took: duration(current.elapsedSeconds) })
           : t('run.finished', { when: dateTime(current.finishedAt), took: duration(current.elapsedSeconds), rate: number(current.profilesPerSecond || 0) }) }));
-        if (!current.dryRun && (c.failed || 0) > 0 && !current.retriedBy) parts.push(retryButton(current));
+        if (retryable(current)) parts.push(retryButton(current));
       }
       if (current.message) parts.push(h('p', { class: 'notice', id: 'run-message', text: current.message }));
       const notices = Object.entries(c).filter(([key, value]) => ['fieldProblems', 'tagFailed', 'untagHeld', 'untagFailed'].includes(key) && value);
@@ -344,13 +348,39 @@ function build(view, body, ctx, destination, runs) {
         drawRuns();
         drawActions();
         loadReport(current, reportBox, true);
+        watchActive(run.id);
       } else {
         drawActions();
         view.timer = setTimeout(poll, POLL_MS);
       }
     };
-    if (draw(run)) loadReport(run, reportBox, true);
-    else view.timer = setTimeout(poll, POLL_MS);
+    if (draw(run)) {
+      loadReport(run, reportBox, true);
+      watchActive(run.id);
+    } else view.timer = setTimeout(poll, POLL_MS);
+  }
+
+  // While the chosen run is finished (or is a preview) and a real run is still queued or running, that run is followed
+  // quietly, so that Export now, Preview and Cancel follow it when it ends.
+  function watchActive(runId) {
+    const busy = active();
+    if (!busy || busy.id === runId) return;
+    view.timer = setTimeout(async () => {
+      let current = null;
+      try {
+        current = (await api('GET', `/exports/${encodeURIComponent(busy.id)}`)).body;
+      } catch { /* asked again at the next poll */ }
+      if (view.stopped || chosen !== runId) return;
+      if (current) {
+        const index = runs.findIndex((r) => r.id === busy.id);
+        if (index >= 0) runs[index] = current;
+        if (!BUSY.includes(current.status)) {
+          drawRuns();
+          drawActions();
+        }
+      }
+      watchActive(runId);
+    }, POLL_MS);
   }
 
   // A line naming another run (the one this retries, or the retry of this one), with a link that shows it.
@@ -364,10 +394,23 @@ function build(view, body, ctx, destination, runs) {
       after);
   }
 
-  // "Retry failed members": a new run (trigger retry) sending only the members this one counted failed; the page
-  // follows it. The API's refusal (not finished, nothing failed, retried already, no longer kept) goes to the message.
+  // Offered only on the destination's newest real run (the API refuses a retry once a newer real run exists: its
+  // data is newer, and a late retry would write stale data), finished, with failed members or failed untags, and not
+  // retried yet.
+  function retryable(run) {
+    const newestReal = runs.find((r) => !r.dryRun);
+    const c = run.counts || {};
+    return !run.dryRun && Boolean(newestReal) && newestReal.id === run.id && FINISHED.includes(run.status)
+      && ((c.failed || 0) > 0 || (c.untagFailed || 0) > 0) && !run.retriedBy;
+  }
+
+  // "Retry failed members": a new run (trigger retry) sending only the members this one counted failed (and the
+  // untags that failed); the page follows it. The API's refusal (not finished, nothing failed, retried already, a
+  // newer run, no longer kept) goes to the message.
   function retryButton(run) {
-    const button = h('button', { type: 'button', class: 'button', id: 'retry-failed', text: t('run.retryFailed', { n: number(run.counts.failed) }) });
+    const label = (run.counts.failed || 0) > 0 ? t('run.retryFailed', { n: number(run.counts.failed) })
+      : t('run.retryUntags', { n: number(run.counts.untagFailed) });
+    const button = h('button', { type: 'button', class: 'button', id: 'retry-failed', text: label });
     button.addEventListener('click', async () => {
       button.disabled = true;
       try {

@@ -1,6 +1,7 @@
 // "Erasure requests" (admins only): addresses typed one a line, a confirmation saying what erasure does (a permanent
 // deletion from every audience of every destination, not to be undone), then the requests newest first with their
-// status and per-audience outcomes, polled while one is queued or running. The addresses leave the page with the
+// status, who asked and per-audience outcomes (with the audiences no destination reaches any more, to erase by hand),
+// polled while one is queued or running. The addresses leave the page with the
 // request: the text area is emptied once sent and they are never put in the URL or kept by the view.
 import { post, get } from '../api.js';
 import { announce, field, h, replace, setFieldError } from '../dom.js';
@@ -14,6 +15,21 @@ const RUNNING = ['queued', 'running'];
 const COUNT_KEYS = {
   deleted: 'erasures.deleted', alreadyGone: 'erasures.alreadyGone', refused: 'erasures.refused', pending: 'erasures.pending',
 };
+// An audience only a deleted destination wrote to: the platform holds no credentials for it any more, so the admin
+// erases these people by hand in Mailchimp. Shown only when there are some, with what to do.
+const UNREACHABLE = 'unreachable';
+
+// Who asked: the admin's Entra object id for a request made through the API ("you" when it is the signed-in admin),
+// "storage:<file name>" for a file dropped in the erasure folder. Older requests recorded a name or an address:
+// shown as they are.
+function requester(requestedBy, me) {
+  const who = String(requestedBy || '');
+  if (!who) return '–';
+  if (who.startsWith('storage:')) return t('erasures.byPlatform', { file: who.slice('storage:'.length) });
+  if (me && me.id && who === me.id) return t('erasures.byYou');
+  if (/^[0-9a-f][0-9a-f-]{15,}$/i.test(who)) return t('erasures.byAdmin', { id: who.slice(0, 8) });
+  return who;
+}
 
 function addressesOf(text) {
   // [line number, address] of every line that is not blank
@@ -94,9 +110,14 @@ export function render(root, ctx) {
   function outcomes(erasure) {
     const audiences = erasure.audiences || [];
     if (!audiences.length) return h('span', { class: 'muted', text: RUNNING.includes(erasure.status) ? t('erasures.noAudiencesYet') : t('erasures.noAudiences') });
-    return h('ul', { class: 'outcomes' }, audiences.map((audience) => h('li', { 'data-audience': audience.audienceId },
-      h('span', { text: t('erasures.audience', { audience: audience.audienceId }) }), ' ',
-      Object.entries(COUNT_KEYS).map(([name, key]) => `${t(key)}: ${number(audience[name] || 0)}`).join(' · '))));
+    return h('ul', { class: 'outcomes' }, audiences.map((audience) => {
+      const counts = Object.entries(COUNT_KEYS).map(([name, key]) => `${t(key)}: ${number(audience[name] || 0)}`);
+      const unreachable = audience[UNREACHABLE] || 0;
+      if (unreachable) counts.push(`${t('erasures.unreachable')}: ${number(unreachable)}`);
+      return h('li', { 'data-audience': audience.audienceId },
+        h('span', { text: t('erasures.audience', { audience: audience.audienceId }) }), ' ', counts.join(' · '),
+        unreachable ? h('p', { class: 'hint erasure-unreachable', text: t('erasures.unreachableHint', { audience: audience.audienceId }) }) : null);
+    }));
   }
 
   function draw(erasures) {
@@ -115,7 +136,7 @@ export function render(root, ctx) {
         h('th', { scope: 'col', text: t('erasures.outcomes') }))),
       h('tbody', {}, erasures.map((erasure) => h('tr', { id: `erasure-row-${erasure.id}` },
         h('th', { scope: 'row', tabindex: '-1', text: dateTime(erasure.createdAt) }),
-        h('td', { text: erasure.requestedBy || '–' }),
+        h('td', { class: 'requested-by', title: erasure.requestedBy || null, text: requester(erasure.requestedBy, ctx.me) }),
         h('td', { class: 'num', text: number(erasure.addresses) }),
         h('td', {}, badge(erasure.status), erasure.message ? h('p', { class: 'hint', text: erasure.message }) : null),
         h('td', {}, outcomes(erasure))))));
