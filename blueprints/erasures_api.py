@@ -28,7 +28,9 @@ def request_erasure(req: func.HttpRequest, who: Principal) -> func.HttpResponse:
         emails = parse_request(json_body(req))
     except (InvalidDestination, InvalidErasure) as error:
         return error_answer(400, 'send {"emails": ["<address>", ...]}; nothing was erased', error.problems)
-    erasure, _ = bootstrap.app().erasures.request(emails, who.label)
+    # who.id, not who.label: the record is kept as long as the erasure is honoured, so it names nobody (the audit
+    # log line below has the same object id)
+    erasure, _ = bootstrap.app().erasures.request(emails, who.id)
     audit(who, "erasure.requested", erasure=erasure.id, addresses=str(len(erasure.hashes)))
     return json_answer({"id": erasure.id, "status": erasure.status, "addresses": len(erasure.hashes)}, 202,
                        {"Location": f"/api/erasures/{erasure.id}"})

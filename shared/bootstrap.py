@@ -86,7 +86,8 @@ def build(settings: Settings | None = None, secrets: SecretStore | None = None) 
     # The drop folder sits next to the segments: the platform writes its deletion exports into the same account.
     erasures = ErasureService(records=ErasureTable(tables, TABLE_ERASURES), ledger=erased,
                               queue=erasure_queue, work=work, destinations=destination_table, connections=connections,
-                              drops=BlobFolder(segment_blobs.get_container_client(CONTAINER_ERASURES)))
+                              drops=BlobFolder(segment_blobs.get_container_client(CONTAINER_ERASURES)),
+                              runs=runs)  # every audience a run wrote to, deleted destinations' too
     return App(settings=settings, destinations=destinations, exports=exports, retention=retention, erasures=erasures)
 
 

@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import logging
+import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -28,6 +29,7 @@ from shared.destinations import Destination
 from shared.emails import email_problem, normalize_email, subscriber_hash
 from shared.mailchimp.client import MailchimpClient
 from shared.mailchimp.errors import MailchimpAuthError, MailchimpRequestError
+from shared.runs import Run
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +40,11 @@ CHUNK_FILES = "/chunks/"  # a run's chunk files and saved answers: left as they 
 WORK_PREFIX = "runs/"  # where runs keep the files that name people (chunks, Mailchimp's answers, reports, previews)
 REASON_CHARS = 300
 
-# Outcomes per (audience, subscriber hash)
-DELETED, ALREADY_GONE, REFUSED, PENDING = "deleted", "alreadyGone", "refused", "pending"
+REJECTED_MARK = ".rejected"  # a drop file's unusable lines are kept in <name>.rejected<ext>, never read as a request
+
+# Outcomes per (audience, subscriber hash). `unreachable`: an audience a deleted destination wrote to; its credentials
+# went with it, so nobody here can ask Mailchimp: an admin erases the person there by hand.
+DELETED, ALREADY_GONE, REFUSED, UNREACHABLE, PENDING = "deleted", "alreadyGone", "refused", "unreachable", "pending"
 # Statuses of a request
 QUEUED, RUNNING, DONE, WITH_ERRORS, FAILED, REJECTED = ("queued", "running", "done", "completed_with_errors", "failed",
                                                         "rejected")
@@ -88,14 +93,46 @@ def parse_request(body: Any) -> list[str]:
 
 def not_a_request(name: str) -> bool:
     """Files an exporting platform writes beside its data (`_SUCCESS` markers, CDM `model.json` and `*.cdm.json`
-    manifests, hidden files): left alone, never read as a request."""
+    manifests, hidden files), and the lines of a request the app could not use (`<name>.rejected<ext>`, see
+    on_dropped): left alone, never read as a request."""
     base = name.rsplit("/", 1)[-1].lower()
-    return base.startswith(("_", ".")) or base == "model.json" or base.endswith(".cdm.json")
+    stem = base.rsplit(".", 1)[0] if "." in base else base
+    return (base.startswith(("_", ".")) or base == "model.json" or base.endswith(".cdm.json")
+            or stem.endswith(REJECTED_MARK) or base.endswith(REJECTED_MARK))
 
 
-def parse_drop_file(name: str, data: bytes) -> list[str]:
+def rejected_name(name: str) -> str:
+    """Where a drop file's unusable lines are kept: `a/b.csv` -> `a/b.rejected.csv` (not_a_request skips it)."""
+    folder, _, base = name.rpartition("/")
+    stem, dot, ext = base.rpartition(".")
+    kept = f"{stem}{REJECTED_MARK}.{ext}" if dot and stem else f"{base}{REJECTED_MARK}"
+    return f"{folder}/{kept}" if folder else kept
+
+
+@dataclass(frozen=True)
+class DropFile:
+    """What a dropped file holds: the addresses to erase, the lines that are not (by number, never a value), and
+    those lines as they were written (for CSV after the header row), to keep for whoever fixes them."""
+
+    emails: list[str]
+    problems: list[dict[str, str]]
+    bad_lines: bytes
+
+    def message(self, kept_in: str) -> str | None:
+        if not self.problems:
+            return None
+        shown = self.problems[:MAX_PROBLEMS_SHOWN]
+        more = f" (and {len(self.problems) - len(shown)} more)" if len(self.problems) > len(shown) else ""
+        return (f"{len(self.problems)} line(s) of the file were not used: "
+                + "; ".join(f"{p['field']}: {p['message']}" for p in shown) + more
+                + f". They are kept in {kept_in}: fix them and drop them again as a new file")
+
+
+def parse_drop_file(name: str, data: bytes) -> DropFile:
     """The addresses of a file the platform dropped: JSON Lines (`{"email": "..."}` a line; .jsonl, .ndjson, .json)
-    or CSV with an `email` column (any letter case; .csv). InvalidErasure names the lines that are wrong."""
+    or CSV with an `email` column (any letter case; .csv). One bad line does not cost the others: the lines that are
+    not addresses come back as DropFile.problems (by line number) and bad_lines. InvalidErasure when nothing in the
+    file can be used (not UTF-8, another kind of file, no email column, no address at all, too many addresses)."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
@@ -103,49 +140,63 @@ def parse_drop_file(name: str, data: bytes) -> list[str]:
     lower = name.lower()
     if lower.endswith((".jsonl", ".ndjson", ".json")):
         found = list(_json_lines(text))
+        header = ""
     elif lower.endswith(".csv"):
         found = list(_csv_rows(text))
+        header = _physical_lines(text)[0] if text else ""
     else:
         raise InvalidErasure([{"field": name, "message": "name the file .jsonl (one {\"email\": ...} a line) or .csv "
                                                          "(a header with an email column)"}])
-    problems = [{"field": f"line {line}", "message": problem} for line, _, problem in found if problem]
-    emails = [value for _, value, problem in found if not problem]
-    if not problems and not emails:
-        problems.append({"field": name, "message": "holds no address: nothing to erase"})
+    problems = [{"field": f"line {line}", "message": problem} for line, _, problem, _ in found if problem]
+    emails = [value for _, value, problem, _ in found if not problem]
+    if not emails:  # e.g. no email column: the file stays as it is
+        raise InvalidErasure(problems or [{"field": name, "message": "holds no address: nothing to erase"}])
     if len(emails) > MAX_ADDRESSES_PER_FILE:
-        problems.append({"field": name, "message": f"holds {len(emails):,} addresses, at most {MAX_ADDRESSES_PER_FILE:,} "
-                                                   "are taken per file: split it into several files"})
-    if problems:
-        raise InvalidErasure(problems)
-    return emails
+        raise InvalidErasure([{"field": name, "message": f"holds {len(emails):,} addresses, at most "
+                                                         f"{MAX_ADDRESSES_PER_FILE:,} are taken per file: split it "
+                                                         "into several files"}])
+    bad = "".join(raw if raw.endswith(("\n", "\r")) else raw + "\n" for _, _, problem, raw in found if problem)
+    if bad and header:
+        bad = (header if header.endswith(("\n", "\r")) else header + "\n") + bad
+    return DropFile(emails, problems, bad.encode("utf-8"))
 
 
-def _json_lines(text: str) -> Iterator[tuple[int, str, str | None]]:
-    for number, line in enumerate(text.splitlines(), start=1):
+def _physical_lines(text: str) -> list[str]:
+    """The lines as the csv module counts them (\\r\\n, \\n or \\r), each with its line break."""
+    return re.findall(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$", text)
+
+
+def _json_lines(text: str) -> Iterator[tuple[int, str, str | None, str]]:
+    for number, line in enumerate(text.splitlines(keepends=True), start=1):
         if not line.strip():
             continue
         try:
-            doc = json.loads(line)
+            doc = json.loads(line.splitlines()[0])
         except ValueError:
-            yield number, "", 'is not JSON: write one {"email": "<address>"} object a line'
+            yield number, "", 'is not JSON: write one {"email": "<address>"} object a line', line
             continue
         value = doc.get("email") if isinstance(doc, dict) else None
-        yield number, value, _address_problem(value) if value is not None else 'has no "email" field'
+        yield number, value, _address_problem(value) if value is not None else 'has no "email" field', line
 
 
-def _csv_rows(text: str) -> Iterator[tuple[int, str, str | None]]:
+def _csv_rows(text: str) -> Iterator[tuple[int, str, str | None, str]]:
+    lines = _physical_lines(text)
     reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader, None)
     columns = [column.strip().lower() for column in header or []]
     if "email" not in columns:
-        yield 1, "", "the header row has no email column: name the column of addresses \"email\""
+        yield 1, "", "the header row has no email column: name the column of addresses \"email\"", ""
         return
     at = columns.index("email")
+    before = reader.line_num
     for row in reader:
+        raw = "".join(lines[before:reader.line_num])  # a quoted value may span lines: all of them
+        before = reader.line_num
         if not any(cell.strip() for cell in row):
             continue
         value = row[at] if at < len(row) else None
-        yield reader.line_num, value, _address_problem(value) if value is not None else "has no value in the email column"
+        yield (reader.line_num, value,
+               _address_problem(value) if value is not None else "has no value in the email column", raw)
 
 
 def drop_file_id(name: str, data: bytes) -> str:
@@ -175,7 +226,7 @@ class Target:
 
 @dataclass(frozen=True)
 class Outcome:
-    outcome: str  # DELETED | ALREADY_GONE | REFUSED
+    outcome: str  # DELETED | ALREADY_GONE | REFUSED | UNREACHABLE
     reason: str | None = None  # Mailchimp's, for a refusal (no address: redacted by the client)
     at: str | None = None
 
@@ -186,7 +237,7 @@ class Erasure:
 
     id: str
     created_at: str
-    requested_by: str  # Principal.label for the API, "storage:<blob name>" for a dropped file
+    requested_by: str  # the caller's Entra object id (Principal.id) for the API, "storage:<blob name>" for a file
     source: str  # http | storage
     hashes: tuple[str, ...]
     status: str = QUEUED
@@ -208,7 +259,7 @@ class Erasure:
         """As the API shows it: per audience the counts, and with `details` per hash its outcome in each."""
         audiences = []
         for target in self.targets:
-            counts = dict.fromkeys((DELETED, ALREADY_GONE, REFUSED, PENDING), 0)
+            counts = dict.fromkeys((DELETED, ALREADY_GONE, REFUSED, UNREACHABLE, PENDING), 0)
             for member_hash in self.hashes:
                 found = self.outcome(member_hash, target)
                 counts[found.outcome if found else PENDING] += 1
@@ -267,11 +318,18 @@ class DropFolder(Protocol):
 
     def exists(self, name: str) -> bool: ...
     def read_bytes(self, name: str) -> bytes: ...
+    def write_bytes(self, name: str, data: bytes) -> None: ...
     def delete(self, name: str) -> None: ...
 
 
 class Destinations(Protocol):
     def list(self) -> list[Destination]: ...
+
+
+class Runs(Protocol):
+    """Export run records (shared/adapters/tables.py RunTable): `details.audienceId` names the audience a run wrote to."""
+
+    def list_all(self) -> list[Run]: ...
 
 
 class Connections(Protocol):
@@ -320,7 +378,8 @@ def _line_names_erased(line: bytes, erased: set[str]) -> bool:
 
 class ErasureService:
     def __init__(self, *, records: ErasureRecords, ledger: ErasedLedger, queue: Queue, work: WorkFiles,
-                 destinations: Destinations, connections: Connections, drops: DropFolder, workers: int = 4) -> None:
+                 destinations: Destinations, connections: Connections, drops: DropFolder, runs: Runs,
+                 workers: int = 4) -> None:
         self._records = records
         self._ledger = ledger
         self._queue = queue
@@ -328,15 +387,17 @@ class ErasureService:
         self._destinations = destinations
         self._connections = connections
         self._drops = drops
+        self._runs = runs
         self._workers = workers  # deletions in flight; the client's connection cap still bounds Mailchimp's share
 
     def request(self, emails: Iterable[str], requested_by: str, source: str = "http",
-                erasure_id: str | None = None) -> tuple[Erasure, bool]:
+                erasure_id: str | None = None, message: str | None = None) -> tuple[Erasure, bool]:
         """Record the request (hashes only), note each hash in the ledger, queue the work. (erasure, created): with
-        a given id that exists already (a dropped file delivered twice), nothing new happens and created is False."""
+        a given id that exists already (a dropped file delivered twice), nothing new happens and created is False.
+        `message`: what of a dropped file was not used; it stays on the record and makes it `completed_with_errors`."""
         now = now_iso()
         erasure = Erasure(id=erasure_id or uuid.uuid4().hex[:12], created_at=now, updated_at=now,
-                          requested_by=requested_by, source=source, hashes=tuple(hashes_of(emails)))
+                          requested_by=requested_by, source=source, hashes=tuple(hashes_of(emails)), message=message)
         if not self._records.create(erasure):
             return self._records.get(erasure.id) or erasure, False
         self._ledger.note(erasure.hashes, now)
@@ -354,22 +415,32 @@ class ErasureService:
 
     def on_dropped(self, name: str) -> Erasure | None:
         """A file the platform dropped: recorded as a request by "storage:<name>", then deleted (it holds addresses).
-        A file that cannot be used is kept where it is, untouched, and recorded as `rejected` with its problems by
-        line (the log names the file and the lines, never a value): fix it and write it again, which is a new event.
-        None when the file is gone (handled by an earlier delivery)."""
+        Lines that are not addresses never block the others: they are written to `<name>.rejected<ext>` (for CSV
+        under the header row; not_a_request skips that file) before the file is deleted, and named by line number in
+        the request's message (it ends `completed_with_errors`). A file with nothing usable is kept where it is,
+        untouched, and recorded as `rejected` with its problems by line (the log names the file and the lines, never
+        a value): fix it and write it again, which is a new event. None when the file is gone (handled by an earlier
+        delivery). Each step can be done again: a redelivery rewrites the same rejected lines and finds the request."""
         if not self._drops.exists(name):
             return None
         if not_a_request(name):
-            log.info("erasure drop folder: %s is not a request (a marker or metadata file) and is left alone", name)
+            log.info("erasure drop folder: %s is not a request (a marker, metadata or rejected-lines file) and is left "
+                     "alone", name)
             return None
         data = self._drops.read_bytes(name)
         erasure_id = drop_file_id(name, data)
         try:
-            emails = parse_drop_file(name, data)
+            found = parse_drop_file(name, data)
         except InvalidErasure as problem:
             log.error("erasure file %s was not used and is kept: %s", name, problem)
             return self.reject(f"storage:{name}", "storage", erasure_id, problem)
-        erasure, _ = self.request(emails, f"storage:{name}", "storage", erasure_id=erasure_id)
+        kept_in = rejected_name(name)
+        if found.problems:
+            self._drops.write_bytes(kept_in, found.bad_lines)  # first: nothing typed is lost if the rest fails
+            log.error("erasure file %s: %d line(s) not used, kept in %s: %s", name, len(found.problems), kept_in,
+                      "; ".join(p["field"] for p in found.problems[:MAX_PROBLEMS_SHOWN]))
+        erasure, _ = self.request(found.emails, f"storage:{name}", "storage", erasure_id=erasure_id,
+                                  message=found.message(kept_in))
         self._drops.delete(name)
         return erasure
 
@@ -389,18 +460,25 @@ class ErasureService:
         erasure = self._records.get(erasure_id)
         if erasure is None or erasure.finished:
             return erasure
-        self._records.set_status(erasure_id, RUNNING)
+        # Until it finishes, a request's message is only what of its drop file was not used (request()): kept.
+        unused = erasure.message
+        self._records.set_status(erasure_id, RUNNING, unused)
         targets = self._targets()
         self._records.add_targets(erasure_id, [target for target, _, _ in targets])
         for target, destination, unusable in targets:
             self._erase_from(erasure, target, destination, unusable)
         files = self._scrub(set(erasure.hashes))
         erasure = self._records.get(erasure_id) or erasure
-        refused = sum(1 for h in erasure.hashes for t in erasure.targets
-                      if (found := erasure.outcome(h, t)) is not None and found.outcome == REFUSED)
-        status = WITH_ERRORS if refused else DONE
-        message = (f"Mailchimp refused {refused} deletion(s): see each audience's reason; request the erasure again "
-                   "once it is fixed" if refused else None)
+        outcomes = [found.outcome for h in erasure.hashes for t in erasure.targets
+                    if (found := erasure.outcome(h, t)) is not None]
+        refused, unreachable = outcomes.count(REFUSED), outcomes.count(UNREACHABLE)
+        notes = [unused,
+                 f"Mailchimp refused {refused} deletion(s): see each audience's reason; request the erasure again "
+                 "once it is fixed" if refused else None,
+                 f"{unreachable} deletion(s) could not be asked: a deleted destination wrote to the audience; see each "
+                 "audience's reason and erase the person in Mailchimp by hand" if unreachable else None]
+        status = WITH_ERRORS if unused or refused or unreachable else DONE
+        message = "; ".join(note for note in notes if note) or None
         self._records.set_status(erasure_id, status, message, files_scrubbed=files)
         log.info("erasure %s %s: %d address(es), %d audience(s), %d work file(s) rewritten", erasure_id, status,
                  len(erasure.hashes), len(erasure.targets), files)
@@ -414,33 +492,69 @@ class ErasureService:
                                                          "several attempts; what is pending was not done: request the "
                                                          "erasure again later")
 
-    def _targets(self) -> list[tuple[Target, Destination, str | None]]:
-        """One target per Mailchimp account and audience, from the destinations with credentials; the third part says
-        why a destination's credential cannot be used (its deletions are refused with that), else None."""
-        found: dict[tuple[str, str], tuple[Target, Destination, str | None]] = {}
-        for destination in sorted(self._destinations.list(), key=lambda d: d.created_at):
-            if destination.credential_kind == "none" or not destination.audience_id:
-                continue
-            unusable = None
-            try:
-                account = self._connections.call(destination, lambda client: client.account)
-            except Exception as error:  # noqa: BLE001 - e.g. NotConnected: the secret is gone; said on each outcome
-                account = f"destination:{destination.id}"
-                unusable = (f"destination {destination.id} could not reach Mailchimp ({type(error).__name__}): "
-                            "reconnect it, then request the erasure again")
-            key = (account, destination.audience_id)
-            if key in found:
-                target, first, why = found[key]
-                found[key] = (replace(target, destination_ids=(*target.destination_ids, destination.id)), first, why)
+    def _targets(self) -> list[tuple[Target, Destination | None, str | None]]:
+        """Every audience the connector may have written a person into: each destination's current audience, and each
+        (destination, audience) a run record names in `details.audienceId` (an audience a destination pointed at
+        before a PATCH, and those of deleted destinations). One target per Mailchimp account and audience, asked
+        with the credentials of the first destination reaching it; the third part says why it cannot be asked (its
+        deletions are refused, or for a deleted destination `unreachable`, with that reason), else None.
+
+        Cost: every run record is read once per erasure (a scan of the runs table). Erasures are rare and the
+        records are small, and a person must not be left in an audience because a smaller read missed it."""
+        live = {d.id: d for d in sorted(self._destinations.list(), key=lambda d: d.created_at)}
+        pairs = [(d.id, d.audience_id) for d in live.values() if d.credential_kind != "none" and d.audience_id]
+        for run in sorted(self._runs.list_all(), key=lambda r: r.created_at):
+            audience = run.details.get("audienceId")
+            if audience and not run.details.get("dryRun"):  # a preview wrote nothing
+                pairs.append((run.destination_id, audience))
+        found: dict[tuple[str, str], tuple[Target, Destination | None, str | None]] = {}
+        accounts: dict[str, tuple[str, str | None]] = {}
+        for destination_id, audience in dict.fromkeys(pairs):
+            destination = live.get(destination_id)
+            if destination is None:
+                account, why = f"deleted:{destination_id}", None  # filled in below, once every audience is known
+            elif destination.credential_kind == "none":
+                account, why = f"destination:{destination_id}", (
+                    f"destination {destination_id} wrote to audience {audience} but has no Mailchimp credentials now: "
+                    "connect it again, then request the erasure again")
             else:
-                found[key] = (Target(destination.audience_id, (destination.id,)), destination, unusable)
+                if destination_id not in accounts:
+                    accounts[destination_id] = self._account(destination)
+                account, why = accounts[destination_id]
+            key = (account, audience) if destination is not None else ("deleted", audience)
+            if key in found:
+                target, first, first_why = found[key]
+                if destination_id not in target.destination_ids:
+                    found[key] = (replace(target, destination_ids=(*target.destination_ids, destination_id)), first,
+                                  first_why)
+            else:
+                found[key] = (Target(audience, (destination_id,)), destination, why)
+        for key, (target, first, _) in list(found.items()):
+            if key[0] == "deleted":
+                names = ", ".join(target.destination_ids)
+                found[key] = (target, None, (
+                    f"the destination that wrote to audience {target.audience_id} ({names}) was deleted with its "
+                    f"credentials: erase the person in Mailchimp by hand (audience {target.audience_id}, search by "
+                    "address)"))
         return list(found.values())
 
-    def _erase_from(self, erasure: Erasure, target: Target, destination: Destination, unusable: str | None) -> None:
+    def _account(self, destination: Destination) -> tuple[str, str | None]:
+        """The Mailchimp account a destination's credentials reach, or a stand-in and why they cannot be used."""
+        try:
+            return self._connections.call(destination, lambda client: client.account), None
+        except Exception as error:  # noqa: BLE001 - e.g. NotConnected: the secret is gone; said on each outcome
+            return f"destination:{destination.id}", (
+                f"destination {destination.id} could not reach Mailchimp ({type(error).__name__}): reconnect it, "
+                "then request the erasure again")
+
+    def _erase_from(self, erasure: Erasure, target: Target, destination: Destination | None,
+                    unusable: str | None) -> None:
         pending = [h for h in erasure.hashes if erasure.outcome(h, target) is None]
 
         def erase(member_hash: str) -> None:
-            if unusable:
+            if destination is None:  # deleted with its credentials
+                outcome = Outcome(UNREACHABLE, unusable, now_iso())
+            elif unusable:
                 outcome = Outcome(REFUSED, unusable, now_iso())
             else:
                 try:

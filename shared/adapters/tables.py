@@ -446,6 +446,11 @@ class RunTable(_Table):
                                              parameters={"before": run_id_prefix, "row": RUN_ROW})
         return [self._from_entity(e) for e in entities]
 
+    def list_all(self) -> list[Run]:
+        """Every run record, without its chunk counters, in no order: a scan of the table (erasures read it to find
+        every audience a run wrote to, shared/erasures.py; they are rare)."""
+        return [self._from_entity(e) for e in self.table.query_entities("RowKey eq @row", parameters={"row": RUN_ROW})]
+
     def delete_run(self, run_id: str) -> None:
         """Delete every row of the run (chunks, counters, the run row last, so a delete cut short is found again by
         the next listing). Rows deleted meanwhile by someone else are fine."""

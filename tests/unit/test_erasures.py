@@ -12,10 +12,12 @@ import pytest
 
 from shared.destinations import Destination, FieldMapping
 from shared.emails import subscriber_hash
-from shared.erasures import (ALREADY_GONE, DELETED, DONE, FAILED, REFUSED, WITH_ERRORS, Erasure, ErasureService,
-                             InvalidErasure, Outcome, Target, not_a_request, parse_drop_file, parse_request, scrubbed)
+from shared.erasures import (ALREADY_GONE, DELETED, DONE, FAILED, REFUSED, REJECTED, UNREACHABLE, WITH_ERRORS, Erasure,
+                             ErasureService, InvalidErasure, Outcome, Target, not_a_request, parse_drop_file,
+                             parse_request, rejected_name, scrubbed)
 from shared.mailchimp.errors import MailchimpRequestError, MailchimpUnavailable
 from shared.members import ExistingMember, Member, RowRef, encode_members
+from shared.runs import Run
 from tests.unit.export_fakes import Q, Work
 
 ANN, BO = "ann@contoso.com", "bo@contoso.com"
@@ -36,20 +38,33 @@ def test_a_request_names_the_positions_that_are_not_addresses_never_the_values()
 
 
 def test_a_drop_file_is_json_lines_or_csv_with_an_email_column_in_any_case_and_errors_name_the_line() -> None:
-    assert parse_drop_file("a.jsonl", f'{{"email": "{ANN}"}}\n\n{{"email": "{BO}", "x": 1}}\n'.encode()) == [ANN, BO]
-    assert parse_drop_file("a.csv", f"\ufeffId,EMAIL\r\n1,{ANN}\r\n\r\n2,{BO}\r\n".encode()) == [ANN, BO]
-    with pytest.raises(InvalidErasure) as caught:
-        parse_drop_file("a.jsonl", f'{{"email": "{ANN}"}}\nnot json\n{{"mail": "x"}}\n{{"email": "hidden@@x.com"}}\n'.encode())
-    assert [p["field"] for p in caught.value.problems] == ["line 2", "line 3", "line 4"]
+    assert parse_drop_file("a.jsonl", f'{{"email": "{ANN}"}}\n\n{{"email": "{BO}", "x": 1}}\n'.encode()).emails == [ANN, BO]
+    clean = parse_drop_file("a.csv", f"\ufeffId,EMAIL\r\n1,{ANN}\r\n\r\n2,{BO}\r\n".encode())
+    assert (clean.emails, clean.problems, clean.bad_lines, clean.message("x")) == ([ANN, BO], [], b"", None)
+    with pytest.raises(InvalidErasure) as caught:  # nothing usable at all: refused whole, every line named
+        parse_drop_file("a.jsonl", b'not json\n{"mail": "x"}\n{"email": "hidden@@x.com"}\n')
+    assert [p["field"] for p in caught.value.problems] == ["line 1", "line 2", "line 3"]
     assert "hidden" not in str(caught.value)
     with pytest.raises(InvalidErasure, match="no email column"):
         parse_drop_file("a.csv", f"Address\r\n{ANN}\r\n".encode())
-    with pytest.raises(InvalidErasure, match=r"line 3"):
-        parse_drop_file("a.csv", f"email\r\n{ANN}\r\nnope\r\n".encode())
     with pytest.raises(InvalidErasure, match=r"\.jsonl"):
         parse_drop_file("a.txt", ANN.encode())
     with pytest.raises(InvalidErasure, match="holds no address"):
         parse_drop_file("a.csv", b"email\r\n")
+
+
+def test_one_bad_line_does_not_cost_the_valid_addresses_and_the_bad_lines_are_kept_as_written() -> None:
+    mixed = parse_drop_file("a.jsonl", f'{{"email": "{ANN}"}}\nnot json\n{{"mail": "x"}}\n{{"email": "hidden@@x.com"}}\n'
+                                       f'{{"email": "{BO}"}}'.encode())
+    assert mixed.emails == [ANN, BO] and [p["field"] for p in mixed.problems] == ["line 2", "line 3", "line 4"]
+    assert mixed.bad_lines == b'not json\n{"mail": "x"}\n{"email": "hidden@@x.com"}\n'
+    message = mixed.message("a.rejected.jsonl")
+    assert "3 line(s)" in message and "line 4" in message and "a.rejected.jsonl" in message and "hidden" not in message
+    csv_file = parse_drop_file("a.csv", f'Id,Email\r\n1,{ANN}\r\n2,nope\r\n3,"two\r\nlines@x.com"\r\n4,{BO}'.encode())
+    assert csv_file.emails == [ANN, BO] and [p["field"] for p in csv_file.problems] == ["line 3", "line 5"]
+    assert csv_file.bad_lines == b'Id,Email\r\n2,nope\r\n3,"two\r\nlines@x.com"\r\n'  # the header, then the rows as typed
+    assert rejected_name("platform/bad.csv") == "platform/bad.rejected.csv" and rejected_name("b.jsonl") == "b.rejected.jsonl"
+    assert not_a_request(rejected_name("platform/bad.csv")) and not_a_request("x/B.Rejected.JSONL")
 
 
 def test_work_files_lose_exactly_the_entries_naming_an_erased_address_in_any_spelling() -> None:
@@ -159,8 +174,22 @@ def world():
                                 replace(destination("d4", "aud4"), credential_kind="none"))
     records, ledger, queue = Records(), Ledger(), Q()
     service = ErasureService(records=records, ledger=ledger, queue=queue, work=work, destinations=destinations,
-                             connections=connections, drops=Drops(), workers=2)
+                             connections=connections, drops=Drops(), runs=Runs(), workers=2)
     return service, records, ledger, queue, work, connections
+
+
+class Runs:
+    def __init__(self, *items):
+        self.items = list(items)
+
+    def list_all(self):
+        return list(self.items)
+
+
+def run(id_: str, destination_id: str, audience: str | None, dry: bool = False) -> Run:
+    details = {**({"audienceId": audience} if audience else {}), **({"dryRun": True} if dry else {})}
+    return Run(id=id_, destination_id=destination_id, trigger="manual", status="succeeded", created_at=id_, segments=[],
+               details=details)
 
 
 class Drops(Work):
@@ -177,7 +206,7 @@ def test_an_erasure_deletes_from_each_audience_once_scrubs_the_work_files_and_ke
     work.blobs["runs/r/chunks/000000.jsonl"] = kept  # counted from: its worker refuses her, and it goes with the run
     work.blobs["runs/r/errors/plan-0000.jsonl"] = (json.dumps({"email": BO, "reason": "x"}) + "\n").encode()
 
-    erasure, created = service.request([" Ann@Contoso.com", ANN], "Ada Admin <ada@contoso.example>")
+    erasure, created = service.request([" Ann@Contoso.com", ANN], "00000000-0000-0000-0000-00000000ad4a")
 
     assert created and erasure.hashes == (ann,) and queue.msgs == [{"erasureId": erasure.id}]
     assert ledger.all() == {ann: erasure.created_at}
@@ -190,9 +219,10 @@ def test_an_erasure_deletes_from_each_audience_once_scrubs_the_work_files_and_ke
     assert work.blobs["runs/r/retry/000000.jsonl"] == b"" and BO.encode() in work.blobs["runs/r/errors/plan-0000.jsonl"]
     assert work.blobs["runs/r/chunks/000000.jsonl"] == kept
     shown = json.dumps(done.public())
-    assert "contoso.com" not in shown.replace("ada@contoso.example", "") and ann in shown  # the requester, not Ann
+    assert "contoso" not in shown and ann in shown
+    assert done.public()["requestedBy"] == "00000000-0000-0000-0000-00000000ad4a"  # an object id: it names nobody
     assert done.public()["audiences"][0] == {"audienceId": "aud1", "destinationIds": ["d1", "d3"], DELETED: 1,
-                                             ALREADY_GONE: 0, REFUSED: 0, "pending": 0}
+                                             ALREADY_GONE: 0, REFUSED: 0, UNREACHABLE: 0, "pending": 0}
     assert service.process(erasure.id).status == DONE and len(connections.calls) == 2  # finished: nothing again
 
 
@@ -234,6 +264,7 @@ def test_outcome_targets_are_keyed_by_first_destination_and_audience() -> None:
 
 
 def test_a_dropped_file_becomes_one_request_and_is_deleted_a_bad_one_is_kept_and_recorded_rejected(world) -> None:
+    """A file with nothing usable stays as it is."""
     service, records, ledger, queue, _, _ = world
     drops = service._drops
     drops.blobs["platform/2026-11-28.csv"] = f"Email\r\n{ANN}\r\n".encode()
@@ -252,3 +283,71 @@ def test_markers_and_manifests_beside_a_request_are_not_requests() -> None:
         assert not_a_request(name), name
     for name in ("platform/one.jsonl", "platform/two.csv", "platform/requests.json", "platform/model.jsonl"):
         assert not not_a_request(name), name
+
+
+def test_a_file_with_a_bad_line_erases_the_valid_addresses_and_keeps_only_the_bad_lines(world) -> None:
+    service, records, ledger, queue, _, connections = world
+    drops = service._drops
+    drops.blobs["platform/bad.csv"] = f"email\r\n{ANN}\r\nperson4@@fabrikam.com\r\n{BO}\r\n".encode()
+    erasure = service.on_dropped("platform/bad.csv")
+    assert erasure.hashes == (subscriber_hash(ANN), subscriber_hash(BO)) and len(queue.msgs) == 1
+    assert set(ledger.all()) == {subscriber_hash(ANN), subscriber_hash(BO)}
+    assert "line 3" in erasure.message and "platform/bad.rejected.csv" in erasure.message
+    assert "person4" not in erasure.message
+    # the file naming Ann and Bo is gone; only the line nobody could use is kept, under a name never read as a request
+    assert drops.blobs == {"platform/bad.rejected.csv": b"email\r\nperson4@@fabrikam.com\r\n"}
+    assert service.on_dropped("platform/bad.rejected.csv") is None and len(records.items) == 1
+    done = service.process(erasure.id)
+    assert done.status == WITH_ERRORS and "line 3" in done.message  # erased, and the unused line said to the end
+    assert {done.outcome(subscriber_hash(ANN), t).outcome for t in done.targets} <= {DELETED, ALREADY_GONE}
+    assert records.get(erasure.id).status != REJECTED
+
+
+def test_a_redelivered_drop_event_after_a_crash_makes_no_second_request(world) -> None:
+    service, records, _, queue, _, _ = world
+    drops = service._drops
+    data = f"email\r\n{ANN}\r\nnope\r\n".encode()
+    drops.blobs["x.csv"] = data
+    real_delete = drops.delete
+    drops.delete = lambda name: (_ for _ in ()).throw(OSError("storage down"))
+    with pytest.raises(OSError):
+        service.on_dropped("x.csv")
+    drops.delete = real_delete
+    again = service.on_dropped("x.csv")
+    assert len(records.items) == 1 and len(queue.msgs) == 1 and again.hashes == (subscriber_hash(ANN),)
+    assert set(drops.blobs) == {"x.rejected.csv"}
+
+
+def test_an_erasure_reaches_audiences_written_before_a_patch_and_says_what_deleted_destinations_left(world) -> None:
+    service, records, _, _, _, connections = world
+    ann = subscriber_hash(ANN)
+    connections.audiences = {("acct-a", "old1"): {ann}, ("acct-a", "aud1"): {ann}, ("acct-b", "aud2"): {ann}}
+    service._runs.items = [
+        run("20260101T000000-1", "d1", "old1"),  # d1 pointed at old1 before a PATCH
+        run("20260102T000000-1", "d1", "aud1"),
+        run("20260102T000000-2", "d3", "aud1"),  # d3 shares d1's account and audience: asked once
+        run("20260103T000000-1", "gone", "audX"),  # its destination was deleted, credentials and all
+        run("20260103T000000-2", "gone", "audX"),
+        run("20260104T000000-1", "d2", "preview-only", dry=True),  # a preview wrote nothing
+        run("20260104T000000-2", "d2", None),  # planning never got as far as the audience
+    ]
+    erasure, _ = service.request([ANN], "oid")
+    done = service.process(erasure.id)
+    assert sorted(connections.calls) == [("acct-a", "aud1", ann), ("acct-a", "old1", ann), ("acct-b", "aud2", ann)]
+    assert connections.audiences[("acct-a", "old1")] == set()
+    by_audience = {t.audience_id: t for t in done.targets}
+    assert set(by_audience) == {"aud1", "aud2", "old1", "audX"} and by_audience["aud1"].destination_ids == ("d1", "d3")
+    gone = done.outcome(ann, by_audience["audX"])
+    assert gone.outcome == UNREACHABLE and "audience audX" in gone.reason and "was deleted" in gone.reason
+    assert "by hand" in gone.reason
+    assert done.status == WITH_ERRORS and "by hand" in done.message  # never `done` with an audience missed
+    assert done.public()["audiences"][-1][UNREACHABLE] == 1
+
+
+def test_a_disconnected_destination_that_wrote_to_an_audience_refuses_instead_of_being_skipped(world) -> None:
+    service, _, _, _, _, connections = world
+    service._runs.items = [run("20260101T000000-1", "d4", "aud4")]  # d4 has no credentials now
+    erasure, _ = service.request([ANN], "oid")
+    done = service.process(erasure.id)
+    target = next(t for t in done.targets if t.audience_id == "aud4")
+    assert done.outcome(subscriber_hash(ANN), target).outcome == REFUSED and done.status == WITH_ERRORS
