@@ -85,6 +85,7 @@ def test_an_erasure_removes_the_person_from_both_audiences_and_every_stored_file
     assert work_blobs_naming(storage, "person0@fabrikam.com")  # the others stay
     listed = host.call("GET", "erasures?top=5").json()["erasures"]
     assert [e["id"] for e in listed] == [done["id"]] and listed[0]["requestedBy"]
+    assert "@" not in listed[0]["requestedBy"] and " " not in listed[0]["requestedBy"]  # an object id, not a name
     for shown in (json.dumps(done), json.dumps(listed)):
         assert "ann.erased" not in shown.lower()
 
@@ -117,21 +118,33 @@ def test_an_erased_person_in_the_next_snapshot_is_refused_unless_the_destination
 
 def test_files_dropped_as_json_lines_and_csv_become_requests_and_are_deleted_a_bad_one_is_kept(start_host, storage,
                                                                                               mailchimp, tmp_path):
+    """A bad line costs only itself: the valid addresses of bad.csv are erased, the file naming them is deleted and
+    the bad line alone is kept in bad.rejected.csv (never read as a request); a file with nothing usable is kept."""
     host = start_host(extra_args=EVENTS)
     drops = BlobServiceClient.from_connection_string(storage.connection_string).get_container_client(CONTAINER_ERASURES)
     wait_for(lambda: drops.exists(), "the devhost to create the erasures container")
     drops.upload_blob("platform/one.jsonl", f'{{"email": "{ANN}"}}\n{{"email": "person1@fabrikam.com"}}\n'.encode())
     drops.upload_blob("platform/two.csv", "Id,EMAIL\r\n1,person2@fabrikam.com\r\n".encode())
     drops.upload_blob("platform/bad.csv", "email\r\nperson3@fabrikam.com\r\nperson4@@fabrikam.com\r\n".encode())
+    drops.upload_blob("platform/useless.jsonl", b'{"email": "person5@@fabrikam.com"}\n')
 
-    listed = wait_for(lambda: len(found := host.call("GET", "erasures").json()["erasures"]) == 3 and found,
-                      "three requests from the drop folder")
+    listed = wait_for(lambda: len(found := host.call("GET", "erasures").json()["erasures"]) == 4 and found,
+                      "four requests from the drop folder")
     by_file = {e["requestedBy"]: e for e in listed}
-    assert set(by_file) == {"storage:platform/one.jsonl", "storage:platform/two.csv", "storage:platform/bad.csv"}
-    assert by_file["storage:platform/bad.csv"]["status"] == "rejected"
-    assert "line 3" in by_file["storage:platform/bad.csv"]["message"]
+    assert set(by_file) == {"storage:platform/one.jsonl", "storage:platform/two.csv", "storage:platform/bad.csv",
+                            "storage:platform/useless.jsonl"}
+    assert by_file["storage:platform/useless.jsonl"]["status"] == "rejected"
+    assert "line 1" in by_file["storage:platform/useless.jsonl"]["message"]
     for name, addresses in (("storage:platform/one.jsonl", 2), ("storage:platform/two.csv", 1)):
         assert by_file[name]["addresses"] == addresses
         assert wait_for_erasure(host, by_file[name]["id"])["status"] == "done"
-    assert [blob.name for blob in drops.list_blobs()] == ["platform/bad.csv"]  # used files hold addresses: deleted
-    assert "person4" not in json.dumps(listed)
+    bad = wait_for_erasure(host, by_file["storage:platform/bad.csv"]["id"])
+    assert bad["addresses"] == 1 and bad["subscribers"][0]["hash"] == subscriber_hash("person3@fabrikam.com")
+    assert bad["status"] == "completed_with_errors" and "line 3" in bad["message"], bad
+    assert "platform/bad.rejected.csv" in bad["message"]
+    time.sleep(2)  # the rejected-lines file raised an event too: it must not become a request
+    assert len(host.call("GET", "erasures").json()["erasures"]) == 4
+    # used files hold addresses: deleted; only the bad line is kept, and the file nothing could be used from
+    assert sorted(blob.name for blob in drops.list_blobs()) == ["platform/bad.rejected.csv", "platform/useless.jsonl"]
+    assert drops.download_blob("platform/bad.rejected.csv").readall() == b"email\r\nperson4@@fabrikam.com\r\n"
+    assert "person4" not in json.dumps(listed) and "person4" not in json.dumps(bad)
