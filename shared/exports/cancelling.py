@@ -1,15 +1,20 @@
 """What happens when an export is cancelled, by someone (`cancel_run`, `cancel`) or by a withdrawn consent.
 
-The run turns `cancelling`: no chunk that has not started sends anything (each chunk worker asks `_stop_reason` first
-and counts its members failed with the reason, "cancelled by <who> at <when>"), chunks being sent finish and count
-what Mailchimp answered, and once every chunk is counted the run ends `cancelled` (see Run.settle). A run cancelled
-before planning plans nothing. The destination can start another export at once: that run is accepted and queued,
+The run turns `cancelling`: no chunk that has not started sends anything (each chunk worker asks `_stop_reason` first,
+and `_write_guard` again right before its first write, for a chunk that was waiting for a connection: its members
+count failed with the reason, "cancelled by <who> at <when>", and the untags it was to make `untagFailed`; both are
+kept for a retry, see retry.py). Chunks that have written members are in flight and finish, tags included, and count
+what Mailchimp answered; once every chunk is counted the run ends `cancelled` (see Run.settle). A run cancelled
+before planning plans nothing (planner.py; a retry cancelled so gives its run back). The cancelled run's snapshots
+stay recorded as exported: scheduled and arrival triggers do not send the rest of them again; a retry of the
+cancelled run does, or a new export started by hand. The destination can start another export at once: that run is accepted and queued,
 and its planning waits until the cancelled run is counted (`waits_for`), so it never reads the audience while chunks
 of the cancelled run are still being written.
 """
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from shared.destinations import Destination
 from shared.exports.ports import ExportParts
@@ -59,6 +64,26 @@ class Cancelling(ExportParts):
         # The destination can export again at once (see `_may_follow`): a run started now plans only once this
         # one is counted, so it never reads the audience while chunks of this one are still being sent.
         return self.runs.get(run_id)
+
+    def _write_guard(self, run_id: str, destination_id: str) -> Callable[[], str | None]:
+        """Asked right before every Mailchimp write of a chunk: a withdrawn consent stops the run there. A cancel
+        stops a chunk that has sent nothing yet (one that read the run before the cancel but was still waiting for a
+        connection: its members count failed with who cancelled); a chunk that has written members is in flight and
+        finishes, tags included, so nobody it wrote is left without their segment tag."""
+        sending = False
+
+        def guard() -> str | None:
+            nonlocal sending
+            if not sending:
+                run = self.runs.get(run_id, counts=False)
+                if run is not None and run.status in (CANCELLING, "cancelled"):
+                    return self._stop_reason(run)
+            destination = self.destinations.get(destination_id)
+            if destination is None or destination.consent_accepted:
+                sending = True
+                return None
+            return f"not sent: {self._stop_for_consent(run_id, destination).message}"
+        return guard
 
     def _stop_for_consent(self, run_id: str, destination: Destination) -> Run:
         """Consent withdrawn: nothing more leaves. Chunks not yet sent count failed with who withdrew it and when."""

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from shared import telemetry
 from shared.destinations import Destination
 from shared.emails import subscriber_hash
 from shared.exports.error_report import erased_line, error_line
@@ -16,9 +17,8 @@ from shared.exports.ports import ExportParts
 from shared.mailchimp.errors import MailchimpAuthError, WritesStopped
 from shared.mailchimp.transport import guarded_writes
 from shared.members import Member, MemberResult, Outcome, decode_members, encode_members
-from shared import telemetry
 from shared.planning import erased_reason
-from shared.runs import CANCELLING, Run, chunk_counts, zero_counts
+from shared.runs import Run, chunk_counts, zero_counts
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +89,12 @@ class ChunkWorker(ExportParts):
         everyone = list(decode_members(self.work.read_bytes(chunk_blob(run_id, number))))
         members = [m for m in everyone if not m.departed]  # the chunk's input rows; departed ones are only untagged
         destination = self.destinations.get(run.destination_id) if run is not None else None
+        leavers = [m for m in everyone if m.departed]  # kept for a retry when their untags fail
         stop_reason = self._stop_reason(run)
-        if stop_reason:
+        if stop_reason:  # nothing sent: members failed, and the untags due failed with them
             results = [MemberResult(m.email, Outcome.FAILED, stop_reason) for m in members]
-            self._count(run_id, number, attempt, members, results)
+            self._count(run_id, number, attempt, members, results, *_tags_failed(run, everyone, results, stop_reason),
+                        destination=destination, leavers=leavers)
             return
         # People who had their address erased since the run was planned are not sent (nor untagged): refused, and
         # reported by subscriber hash only.
@@ -103,14 +105,14 @@ class ChunkWorker(ExportParts):
         sent = [m for m in members if m.email not in erased]
         refused = [MemberResult(m.email, Outcome.REFUSED, erased[m.email]) for m in members if m.email in erased]
         untags = _Untags()
-        with guarded_writes(self._consent_guard(run_id, run.destination_id)):
+        with guarded_writes(self._write_guard(run_id, run.destination_id)):
             try:
                 results = self._upsert(run, destination, number, sent) + refused
             except MailchimpAuthError as error:  # counted as far as it got; later chunks stop (the run says why)
                 self._abort(run_id, str(error))
                 results = (error.results or [MemberResult(m.email, Outcome.FAILED, str(error)) for m in sent]) + refused
                 self._count(run_id, number, attempt, members, results, *_tags_failed(run, everyone, results, str(error)),
-                            erased=erased.keys())
+                            destination=destination, erased=erased.keys(), leavers=leavers)
                 return
             except Exception as error:
                 self.runs.note_chunk_error(run_id, number, f"{type(error).__name__}: {error}")
@@ -125,27 +127,8 @@ class ChunkWorker(ExportParts):
             except Exception as error:
                 self.runs.note_chunk_error(run_id, number, f"tagging: {type(error).__name__}: {error}")
                 raise
-        self._count(run_id, number, attempt, members, results, not_tagged, untags, erased=erased.keys())
-
-    def _consent_guard(self, run_id: str, destination_id: str) -> Callable[[], str | None]:
-        """Asked right before every Mailchimp write of a chunk: a withdrawn consent stops the run there. A cancel
-        stops a chunk that has sent nothing yet (one that read the run before the cancel but was still waiting for a
-        connection: its members count failed with who cancelled); a chunk that has written members is in flight and
-        finishes, tags included, so nobody it wrote is left without their segment tag."""
-        sending = False
-
-        def guard() -> str | None:
-            nonlocal sending
-            if not sending:
-                run = self.runs.get(run_id, counts=False)
-                if run is not None and run.status in (CANCELLING, "cancelled"):
-                    return self._stop_reason(run)
-            destination = self.destinations.get(destination_id)
-            if destination is None or destination.consent_accepted:
-                sending = True
-                return None
-            return f"not sent: {self._stop_for_consent(run_id, destination).message}"
-        return guard
+        self._count(run_id, number, attempt, members, results, not_tagged, untags, destination=destination,
+                    erased=erased.keys(), leavers=leavers if untags.failed else ())
 
     def _abort(self, run_id: str, message: str) -> None:
         """Credentials refused: every later chunk stops too, and the run says why."""
@@ -213,13 +196,19 @@ class ChunkWorker(ExportParts):
 
     def _count(self, run_id: str, number: int, attempt: str, members: list[Member], results: list[MemberResult],
                not_tagged: dict[str, str] | None = None, untags: _Untags | None = None, *,
-               erased: Collection[str] = ()) -> None:
+               destination: Destination | None, erased: Collection[str] = (), leavers: Sequence[Member] = ()) -> None:
         """Count the chunk once. Members written whose segment tag could not be added count by what was written,
         each with a `tag` line in the errors report, and in `tagFailed`; untags that failed count in `untagFailed`.
-        `erased` members (refused: erased at the person's request) are reported by subscriber hash only."""
+        Members counted failed, and `leavers` (who left a segment, when their untags failed), are kept for a retry.
+
+        Erased members (refused at the person's request, and anyone erased while the chunk was being sent) are
+        reported by subscriber hash only and never kept: the ledger is read again here, so an erasure that has just
+        cleaned the stored files finds no address written back by a chunk that was in flight."""
         not_tagged = not_tagged or {}
         untags = untags or _Untags()
         source = {m.email: m.source for m in members}
+        honoured = self.erased_for(destination)
+        erased = set(erased) | {email for email in source if subscriber_hash(email) in honoured}
         lines = [
             erased_line(source[r.email].segment, source[r.email].partition, source[r.email].row, r.email, r.reason or "")
             if r.email in erased else
@@ -235,9 +224,11 @@ class ChunkWorker(ExportParts):
         if lines:
             errors = f"{errors_prefix(run_id)}chunk-{number:06d}-{attempt}.jsonl"
             self.work.write_bytes(errors, b"".join(lines))
-        failed = {r.email for r in results if r.outcome is Outcome.FAILED}
-        if failed:  # kept for a retry of only these members (rewritten alike if the chunk is counted again)
-            self.work.write_bytes(retry_blob(run_id, number), encode_members(m for m in members if m.email in failed))
+        failed = {r.email for r in results if r.outcome is Outcome.FAILED} - erased
+        kept = [m for m in members if m.email in failed]
+        kept += [m for m in leavers if subscriber_hash(m.email) not in honoured]
+        if kept:  # for a retry of only these members (rewritten alike if the chunk is counted again)
+            self.work.write_bytes(retry_blob(run_id, number), encode_members(kept))
         delivered = {r.email for r in results if r.outcome in DELIVERED}
         per_segment = chunk_counts(results, {m.email: m.source.segment for m in members}, delivered - not_tagged.keys())
         for email in not_tagged:
@@ -264,6 +255,7 @@ class ChunkWorker(ExportParts):
         # report stays (for GET .../errors) unless the destination was deleted.
         gone = run.status == "cancelled" and self.destinations.get(run.destination_id) is None
         self.work.delete_prefix(run_folder(run_id) if gone else chunks_prefix(run_id))
+        self._unplanned_retry(run)
         self._released(run)
         if not gone:
             self.runs.update(run_id, lambda r: r.details.update(cleanedUp=True))
@@ -290,4 +282,6 @@ class ChunkWorker(ExportParts):
         # Written members (the upsert's answer is saved) count as written, only their tags failed; the others failed.
         results = self._saved_results(run_id, number) or [MemberResult(m.email, Outcome.FAILED, why) for m in members]
         run = self.runs.get(run_id, counts=False)
-        self._count(run_id, number, attempt, members, results, *(_tags_failed(run, everyone, results, why) if run else ()))
+        destination = self.destinations.get(run.destination_id) if run is not None else None
+        self._count(run_id, number, attempt, members, results, *(_tags_failed(run, everyone, results, why) if run else ()),
+                    destination=destination, leavers=[m for m in everyone if m.departed])

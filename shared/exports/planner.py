@@ -375,6 +375,7 @@ class Planner(ExportParts):
             return True
 
         ended = self.runs.update(run.id, fail)
+        self._unplanned_retry(ended)
         self._released(ended)
         log.warning("export %s failed: %s", run.id, log_message or message,
                     extra=telemetry.ended_fields(ended or run, credentials_refused=credentials_refused))

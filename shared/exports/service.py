@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from shared.telemetry import run_context
 from shared.exports.cancelling import Cancelling
 from shared.exports.chunks import ChunkWorker
 from shared.exports.error_report import ErrorReport
@@ -19,6 +18,7 @@ from shared.exports.planner import Planner
 from shared.exports.retry import Retrying
 from shared.exports.starting import Starting
 from shared.runs import Run
+from shared.telemetry import run_context
 
 
 @dataclass

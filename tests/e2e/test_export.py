@@ -103,8 +103,8 @@ class Expected:
 
     def writes_of_one_delivery(self) -> int:
         """Members the local Mailchimp counts as written (members_written) when every member is sent once: each
-        member once in a batch subscribe, and each new member once more per segment tag added."""
-        return len(self.members) + sum(len(tags) for tags in self.delivered.values())
+        member once in a batch subscribe, which carries its segment tags too (no separate tag call for a new member)."""
+        return len(self.members)
 
 
 def equation_terms(counts: dict[str, int]) -> dict[str, int]:

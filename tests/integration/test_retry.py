@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from shared.exports import Refused
-from tests.integration.export_driver import DEMO_AUDIENCE, TAKEN, ExportDriver
+from tests.integration.export_driver import DEMO_AUDIENCE, TAKEN, ExportDriver, minutes_after
 
 BATCH = {"rates": {"500": 1.0}, "path": f"/lists/{DEMO_AUDIENCE}$", "method": "POST", "seed": 1}
 
@@ -85,3 +85,60 @@ def test_a_run_without_failed_members_or_still_going_cannot_be_retried(driver: E
     with pytest.raises(Refused) as unknown:
         driver.service.retry("20260101T000000-deadbeef")
     assert unknown.value.status == 404
+
+
+def test_a_retry_is_refused_once_a_newer_run_sent_newer_data(driver: ExportDriver) -> None:
+    driver.reset_mailchimp()
+    driver.reset_queues()
+    driver.write_snapshot("Stale", TAKEN, [("m@contoso.com", "Old", "Name"), ("leaver@contoso.com", "Lee", "Ver")])
+    destination = driver.create_destination(segments=["Stale"])
+    driver.mailchimp.admin("POST", "faults", json=BATCH)
+    failed = driver.export(destination)
+    driver.mailchimp.admin("POST", "faults", json={})
+    assert failed.counts["failed"] == 2
+    driver.write_snapshot("Stale", minutes_after(TAKEN, 60), [("m@contoso.com", "New", "Name")])
+    newer = driver.export(destination)
+    assert newer.status == "succeeded"
+    with pytest.raises(Refused) as late:  # it would write "Old" over "New" and add the leaver back
+        driver.service.retry(failed.id)
+    assert late.value.status == 409 and newer.id in late.value.message
+    statuses = {m["email_address"]: m["merge_fields"]["FNAME"] for m in driver.members()}
+    assert statuses == {"m@contoso.com": "New"}
+
+
+def test_a_retry_cancelled_before_planning_gives_the_run_back(driver: ExportDriver) -> None:
+    driver.reset_mailchimp()
+    driver.reset_queues()
+    driver.write_snapshot("GiveBack", TAKEN, rows(30))
+    destination = driver.create_destination(segments=["GiveBack"])
+    driver.mailchimp.admin("POST", "faults", json=BATCH)
+    failed = driver.export(destination)
+    driver.mailchimp.admin("POST", "faults", json={})
+    first = driver.service.retry(failed.id).id
+    assert driver.service.cancel_run(first, "cancelled by tester").status == "cancelling"
+    driver.deliver_all()
+    assert driver.run(first).status == "cancelled" and driver.run(first).counts["read"] == 0
+    assert "retriedBy" not in driver.run(failed.id).details  # the kept members were not used: retry again
+    second = driver.service.retry(failed.id).id
+    driver.deliver_all()
+    assert driver.run(second).status == "succeeded" and driver.run(second).counts["created"] == 30
+
+
+def test_untags_a_cancel_or_an_outage_left_undone_are_counted_and_done_by_the_retry(driver: ExportDriver) -> None:
+    driver.reset_mailchimp()
+    driver.reset_queues()
+    driver.write_snapshot("Leavers", TAKEN, rows(40))
+    destination = driver.create_destination(segments=["Leavers"])
+    assert driver.export(destination).counts["created"] == 40
+    driver.write_snapshot("Leavers", minutes_after(TAKEN, 60), rows(36))  # four leave: 10 % (the guard allows 20 %)
+    driver.mailchimp.admin("POST", "faults", json={"rates": {"500": 1.0}, "path": f"/lists/{DEMO_AUDIENCE}/segments/[0-9]+$",
+                                                   "method": "POST", "seed": 1})
+    broken = driver.export(destination)
+    driver.mailchimp.admin("POST", "faults", json={})
+    assert broken.counts["untagFailed"] == 4 and broken.counts["untagged"] == 0, broken.counts
+    assert len(tagged(driver, "Leavers")) == 40
+    retry = driver.service.retry(broken.id).id
+    driver.deliver_all()
+    done = driver.run(retry)
+    assert done.status == "succeeded" and done.counts["untagged"] == 4 and done.counts["read"] == 0, done.counts
+    assert tagged(driver, "Leavers") == {f"r{i:04d}@contoso.com" for i in range(36)}
