@@ -1,13 +1,16 @@
 """The admin page's run actions and erasures in Chromium, against the real function_app, Azurite and the local Mailchimp
 (a stack of its own, tests/browser/conftest.py): a preview (dry run) shown as one, with its predicted numbers, merge-field
 changes and report, and the audience untouched; "Retry failed members" after the local Mailchimp failed every write,
-the page following the retry; the erasure requests view (admins only) with its confirmation, outcome per audience,
-and no address kept; the reAddErased checkbox; axe-core on each new view and state.
+offered on the newest real run only, the page following the retry; a cancelled run still cancelling holding nothing
+back and a preview never taking the Cancel button; the erasure requests view (admins only) with its confirmation,
+outcome per audience, who asked, audiences to erase by hand, and no address kept; the reAddErased checkbox; axe-core
+on each new view and state.
 """
 from __future__ import annotations
 
 import json
 import re
+import time
 
 from playwright.sync_api import expect
 
@@ -34,6 +37,16 @@ def new_audience(stack: Stack, name: str) -> str:
 
 def members(stack: Stack, audience: str) -> list[dict]:
     return stack.mailchimp.admin("GET", f"lists/{audience}/members").json()["members"]
+
+
+def wait_for_preview(stack: Stack, run_id: str, timeout: float = 60) -> dict:
+    """tests/e2e's wait_for_run, for a preview (which ends `previewed`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = api(stack, "GET", f"exports/{run_id}").json()
+        if run["status"] in ("previewed", "failed", "cancelled") or time.monotonic() > deadline:
+            return run
+        time.sleep(0.3)
 
 
 def create(stack: Stack, **overrides) -> dict:
@@ -118,17 +131,32 @@ def test_a_run_whose_members_failed_offers_a_retry_and_the_page_follows_it(stack
     audience = new_audience(stack, "Failing")
     destination = create(stack, displayName="Retry me", segments=["LapsedBuyers"], audienceId=audience, exportOnArrival=False)
     # the local Mailchimp answers 500 to every batch write to this audience: each chunk gives up, its members failed
+    # Two runs fail so: only the newer is offered a retry (the API refuses one of a run a newer real run followed).
     stack.mailchimp.admin("POST", "faults", json={"rates": {"500": 1.0}, "path": f"/lists/{audience}$", "method": "POST", "seed": 1})
     try:
-        started = api(stack, "POST", f"destinations/{destination['id']}/exports")
-        assert started.status_code == 202, started.text
-        failed = wait_for_run(stack.host, started.json()["id"], timeout=240)
+        runs = []
+        for _ in range(2):
+            started = api(stack, "POST", f"destinations/{destination['id']}/exports")
+            assert started.status_code == 202, started.text
+            runs.append(wait_for_run(stack.host, started.json()["id"], timeout=240))
     finally:
         stack.mailchimp.admin("POST", "faults", json={})
-    assert failed["counts"]["failed"] > 0 and not failed["retriedBy"], failed
+    older, failed = runs
+    assert older["counts"]["failed"] > 0 and failed["counts"]["failed"] > 0 and not failed["retriedBy"], runs
+    # a preview newer than both: a preview is no real run, so the newer failed run stays the one to retry
+    previewed = api(stack, "POST", f"destinations/{destination['id']}/exports", json={"dryRun": True})
+    assert previewed.status_code == 202, previewed.text
+    assert wait_for_preview(stack, previewed.json()["id"])["status"] == "previewed"
 
     page = new_context().new_page()
-    sign_in(page, stack, ADMIN, then=f"/api/console/#/destinations/{destination['id']}?run={failed['id']}")
+    sign_in(page, stack, ADMIN, then=f"/api/console/#/destinations/{destination['id']}?run={older['id']}")
+    expect(page.locator("#run-summary")).to_be_visible()
+    expect(page.locator("#runs-table tbody tr")).to_have_count(3)
+    expect(page.locator("#retry-failed")).to_have_count(0)  # failed members, but a newer real run
+    page.locator(f"#run-row-{previewed.json()['id']} a").click()
+    expect(page.locator("#preview-note")).to_be_visible()
+    expect(page.locator("#retry-failed")).to_have_count(0)
+    page.locator(f"#run-row-{failed['id']} a").click()
     stale = new_context().new_page()  # a second window on the same run, to see the API's refusal once it is retried
     sign_in(stale, stack, ADMIN, then=f"/api/console/#/destinations/{destination['id']}?run={failed['id']}")
     retry = page.locator("#retry-failed")
@@ -211,7 +239,10 @@ def test_an_admin_erases_an_address_after_confirming_and_sees_it_done(stack, new
     outcome = rows.first.locator(f"li[data-audience='{audience}']")
     expect(outcome).to_contain_text(f"{EN['erasures.deleted']}: 1")
     expect(outcome).to_contain_text(f"{EN['erasures.pending']}: 0")
-    expect(rows.first).to_contain_text(ADMIN["email"])
+    me = page.evaluate("async () => (await fetch('/api/me')).json()")
+    # who asked: the admin's object id, shown as "you" to that admin (a request recorded by name shows the name)
+    expect(rows.first.locator(".requested-by")).to_have_text(
+        EN["erasures.byYou"] if erasure["requestedBy"] == me["id"] else erasure["requestedBy"])
     assert person not in {m["email_address"] for m in members(stack, audience)}
     assert person.lower() not in page.url.lower()
     assert person.lower() not in page.locator("body").inner_text().lower()
@@ -251,3 +282,122 @@ def test_the_re_add_erased_setting_is_a_checkbox_off_by_default_saved_with_the_c
     page.goto(f"{stack.page_url}#/destinations/{destination['id']}/configure")
     expect(page.locator("#advanced")).to_have_attribute("open", "")
     expect(page.locator("#re-add-erased")).to_be_checked()
+
+
+def test_a_cancelled_run_still_cancelling_holds_nothing_and_a_preview_never_takes_the_cancel_button(stack, new_context, shot):
+    audience = new_audience(stack, "Cancel then export")
+    destination = create(stack, displayName="Cancel then export", segments=["HighValueCustomers"], audienceId=audience,
+                         exportOnArrival=False)
+    page = new_context().new_page()
+    sign_in(page, stack, ADMIN, then=f"/api/console/#/destinations/{destination['id']}")
+    expect(page.locator("#destination-title")).to_have_text("Cancel then export")
+    # Every Mailchimp call takes 1.5 s: the real run stays running (planning reads the audience first) for seconds.
+    stack.mailchimp.admin("POST", "latency", json={"profile": "none", "base_ms": 1500})
+    try:
+        page.click("#export-now")
+        expect(page.locator("#export-started")).to_be_visible(timeout=20_000)
+        real_id = page.locator("#runs-table tbody tr").first.get_attribute("id").removeprefix("run-row-")
+        expect(page.locator("#run-live .badge")).to_have_text(EN["status.running"], timeout=15_000)
+        expect(page.locator("#export-now")).to_be_disabled()
+        expect(page.locator("#preview-export")).to_be_disabled()
+
+        # a preview started meanwhile (through the API: the page holds Preview while a real run runs) is newer than
+        # the real run; shown first in the list and chosen, it does not take the Cancel button
+        started = api(stack, "POST", f"destinations/{destination['id']}/exports", json={"dryRun": True})
+        assert started.status_code == 202, started.text
+        preview_id = started.json()["id"]
+        page.reload()
+        expect(page.locator("#runs-table tbody tr").first).to_have_attribute("id", f"run-row-{preview_id}")
+        expect(page.locator("#run-title")).to_contain_text("Preview of")
+        expect(page.locator("#cancel-export")).to_be_visible()
+        expect(page.locator("#export-now")).to_be_disabled()
+        found = {"preview-and-run": serious_violations(page)}
+        shot(page, "preview-while-running")
+        page.click("#cancel-export")
+        expect(page.locator("#export-cancelling")).to_have_text(EN["destination.cancelling"])
+        assert api(stack, "GET", f"exports/{real_id}").json()["status"] in ("cancelling", "cancelled")
+        assert api(stack, "GET", f"exports/{preview_id}").json()["status"] not in ("cancelling", "cancelled")
+
+        # at once: Export now and Preview are back while the cancelled run is still being counted
+        expect(page.locator("#export-now")).to_be_enabled()
+        expect(page.locator("#preview-export")).to_be_enabled()
+        expect(page.locator("#cancel-export")).to_be_hidden()
+        real_row = page.locator(f"#run-row-{real_id}")
+        if api(stack, "GET", f"exports/{real_id}").json()["status"] == "cancelling":  # seen on the page as such
+            expect(real_row).to_contain_text(EN["status.cancelling"])
+        found["cancelling"] = serious_violations(page)
+        shot(page, "cancelling-export-enabled")
+
+        page.click("#export-now")  # accepted: it plans after the cancelled run is counted
+        expect(page.locator("#export-started")).to_be_visible(timeout=20_000)
+        newer_id = page.locator("#runs-table tbody tr").first.get_attribute("id").removeprefix("run-row-")
+        assert newer_id not in (real_id, preview_id)
+        expect(page.locator("#export-now")).to_be_disabled()
+        expect(page.locator("#cancel-export")).to_be_visible()
+        page.click("#cancel-export")  # the newest real run is the one cancelled
+        expect(page.locator("#export-cancelling")).to_be_visible()
+        assert api(stack, "GET", f"exports/{newer_id}").json()["status"] in ("cancelling", "cancelled")
+    finally:
+        stack.mailchimp.admin("POST", "latency", json={"profile": "none"})
+    for run_id in (real_id, newer_id):
+        assert wait_for_run(stack.host, run_id, timeout=60)["status"] == "cancelled"
+    assert wait_for_preview(stack, preview_id)["status"] == "previewed"
+    assert found == {"preview-and-run": [], "cancelling": []}
+
+
+def test_erasure_requests_say_who_asked_and_which_audiences_must_be_erased_by_hand(stack, new_context, shot):
+    """The list as the API gives it (answered by the page's route, no erasure run): a request of this admin, one of
+    another admin, one from a dropped file, and one ended with errors on an audience no destination reaches."""
+    page = new_context().new_page()
+    sign_in(page, stack, ADMIN)
+    expect(page.locator("#destinations-title")).to_be_visible()
+    me = page.evaluate("async () => (await fetch('/api/me')).json()")
+    other = "5f0c2b9e-1d3a-4e6f-9a8b-7c6d5e4f3a2b"
+    unreachable = {"audienceId": "gone-audience", "destinationIds": ["deleted-destination"], "deleted": 0,
+                   "alreadyGone": 0, "refused": 0, "pending": 0, "unreachable": 2}
+    reached = {"audienceId": "kept-audience", "destinationIds": ["kept"], "deleted": 2, "alreadyGone": 0, "refused": 0,
+               "pending": 0}
+    erasures = [
+        {"id": "e-mine", "status": "completed_with_errors", "createdAt": "2024-05-04T10:00:00Z", "requestedBy": me["id"],
+         "source": "http", "addresses": 2, "message": None, "audiences": [reached, unreachable]},
+        {"id": "e-other", "status": "done", "createdAt": "2024-05-03T10:00:00Z", "requestedBy": other, "source": "http",
+         "addresses": 1, "message": None, "audiences": []},
+        {"id": "e-file", "status": "done", "createdAt": "2024-05-02T10:00:00Z", "requestedBy": "storage:erase-2024-05-02.txt",
+         "source": "storage", "addresses": 3, "message": None, "audiences": []},
+    ]
+
+    def answer(route):
+        path = route.request.url.split("/api/", 1)[1].split("?")[0]
+        if path == "erasures":
+            listed = [{k: v for k, v in e.items() if k != "audiences"} for e in erasures]
+            route.fulfill(json={"erasures": listed})
+        else:
+            route.fulfill(json=next(e for e in erasures if path == f"erasures/{e['id']}"))
+
+    page.route(re.compile(r"/api/erasures(/[^/?]+)?(\?.*)?$"), answer)
+    page.click("#nav-erasures")
+    rows = page.locator("#erasures-table tbody tr")
+    expect(rows).to_have_count(3)
+    expect(page.locator("#erasure-row-e-mine .requested-by")).to_have_text(EN["erasures.byYou"])
+    expect(page.locator("#erasure-row-e-other .requested-by")).to_have_text(EN["erasures.byAdmin"].replace("{id}", other[:8]))
+    expect(page.locator("#erasure-row-e-file .requested-by")).to_have_text(
+        EN["erasures.byPlatform"].replace("{file}", "erase-2024-05-02.txt"))
+    expect(page.locator("#erasure-row-e-mine .badge")).to_have_text(EN["status.completed_with_errors"])
+    gone = page.locator("#erasure-row-e-mine li[data-audience='gone-audience']")
+    expect(gone).to_contain_text(f"{EN['erasures.unreachable']}: 2")
+    expect(gone.locator(".erasure-unreachable")).to_have_text(EN["erasures.unreachableHint"].replace("{audience}", "gone-audience"))
+    kept = page.locator("#erasure-row-e-mine li[data-audience='kept-audience']")
+    expect(kept).not_to_contain_text(EN["erasures.unreachable"])
+    expect(kept.locator(".erasure-unreachable")).to_have_count(0)
+    found = serious_violations(page)
+    shot(page, "erasures-who-and-unreachable")
+    assert found == []
+
+    french = new_context(locale="fr-FR").new_page()
+    sign_in(french, stack, ADMIN)
+    expect(french.locator("#destinations-title")).to_be_visible()
+    erasures[0]["requestedBy"] = french.evaluate("async () => (await fetch('/api/me')).json()")["id"]
+    french.route(re.compile(r"/api/erasures(/[^/?]+)?(\?.*)?$"), answer)
+    french.click("#nav-erasures")
+    expect(french.locator("#erasure-row-e-mine .requested-by")).to_have_text(FR["erasures.byYou"])
+    expect(french.locator("#erasure-row-e-mine li[data-audience='gone-audience']")).to_contain_text(f"{FR['erasures.unreachable']}")
