@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from devhost.admin import ManualRuns
 from devhost.app_index import FunctionSpec, load_functions
 from devhost.background import Background
 from devhost.blob_events import BlobEventSource
@@ -83,10 +84,12 @@ def build_host(options: HostOptions) -> Host:
     invoker = Invoker(str(options.root), worker_thread_count())
     state = StateFile(options.state_file or options.root / STATE_FILE)
     http = [HttpFunction.build(f, config.route_prefix) for f in _of_type(functions, "httpTrigger")]
-    host = Host(FunctionsHttpServer(options.port, http, options.function_key, invoker, auth), invoker, stopping)
-    host.workers += [QueueListener.build(f, config.queues, options.lease_seconds, invoker, stopping)
-                     for f in _of_type(functions, "queueTrigger")]
-    host.workers += [TimerRunner.build(f, state, invoker, stopping) for f in _of_type(functions, "timerTrigger")]
+    timers = [TimerRunner.build(f, state, invoker, stopping) for f in _of_type(functions, "timerTrigger")]
+    queues = _of_type(functions, "queueTrigger")
+    admin = ManualRuns(invoker, options.function_key, timers, queues)  # POST /admin/functions/{name}
+    host = Host(FunctionsHttpServer(options.port, http, options.function_key, invoker, auth, admin), invoker, stopping)
+    host.workers += [QueueListener.build(f, config.queues, options.lease_seconds, invoker, stopping) for f in queues]
+    host.workers += timers
     if options.blob_events:
         connection = storage_connection(None, "--blob-events")
         _warn_about_encoding(config)

@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import azure.functions as func
 
+from devhost.admin import ManualRuns
 from devhost.app_index import FunctionSpec
 from devhost.easyauth import EasyAuth, Reply
 from devhost.errors import ConfigError
@@ -81,9 +82,10 @@ class FunctionsHttpServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, port: int, functions: list[HttpFunction], function_key: str | None, invoker: Invoker,
-                 auth: EasyAuth | None = None) -> None:
+                 auth: EasyAuth | None = None, admin: ManualRuns | None = None) -> None:
         """`auth`: App Service Authentication in front of the app; None, the platform's authentication is off (headers
-        pass as the client sent them, which the app must not believe)."""
+        pass as the client sent them, which the app must not believe). `admin`: the host's /admin/functions/{name}
+        (devhost/admin.py); None, /admin/ answers 401 like a call without the key."""
         protected = [f.spec.name for f in functions if f.auth_level != ANONYMOUS]
         if protected and not function_key:
             raise ConfigError(f"functions {', '.join(protected)} need a key: pass --function-key")
@@ -91,6 +93,7 @@ class FunctionsHttpServer(ThreadingHTTPServer):
         self.function_key = function_key or ""
         self.invoker = invoker
         self.auth = auth
+        self.admin = admin or ManualRuns(invoker, None, [], [])
         try:
             super().__init__(("127.0.0.1", port), _RequestHandler)
         except OSError as error:
@@ -127,6 +130,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
             if isinstance(passed, Reply):
                 return self._send(_Answer(passed.status, passed.headers, passed.body))
             headers = passed.headers
+        if self.server.admin.handles(url.path):  # the Functions host's own API, not the app's routes
+            admin = self.server.admin.answer(self.command, url.path, headers, body)
+            return self._send(_Answer(admin.status, [("Content-Type", "application/json")] if admin.body else [], admin.body))
         found = self.server.find(self.command, url.path)
         if found is None:
             return self._send(_Answer(404, [], b""))

@@ -106,10 +106,14 @@ class TimerRunner(Background):
         self.status = status
         return now > status.next
 
+    def request(self, past_due: bool) -> TimerRequest:
+        """The trigger argument of a run now (also for a run started by hand, devhost/admin.py)."""
+        return TimerRequest(past_due=past_due, schedule={"AdjustForDST": True},
+                            schedule_status=self.status.to_json() if self.use_monitor else None)
+
     def _fire(self, past_due: bool) -> None:
         invoked_at = utcnow()
-        request = TimerRequest(past_due=past_due, schedule={"AdjustForDST": True},
-                               schedule_status=self.status.to_json() if self.use_monitor else None)
+        request = self.request(past_due)
         try:
             with self.invoker.invocation(self.spec, "timer", past_due=past_due):
                 self.invoker.run(self.spec, request)

@@ -45,3 +45,35 @@ def test_run_on_startup_fires_at_every_start_without_a_schedule_status(make_app:
     app.start()
     runs = wait_for(lambda: len(app.records("on_startup")) == 2 and app.records("on_startup"), "a run per start")
     assert runs == [{"function": "on_startup", "past_due": False, "status": {}}] * 2  # useMonitor=False: no status
+
+
+def test_a_timer_or_queue_function_runs_by_hand_through_the_admin_api_with_the_key_only(make_app: MakeApp) -> None:
+    """Azure's POST /admin/functions/{name} (Microsoft Learn, "Manually run a non HTTP-triggered function")."""
+    import requests
+
+    from tests.devhost_app.harness import KEY
+
+    app = make_app()  # TICK_SCHEDULE: once a year, so any tick below was started by hand
+    host = app.start()
+    admin = f"{host.url}/admin/functions"
+
+    for headers in ({}, {"x-functions-key": "wrong"}):
+        assert requests.post(f"{admin}/tick", json={"input": ""}, headers=headers, timeout=10).status_code == 401
+        assert requests.post(f"{admin}/nosuch", json={"input": ""}, headers=headers, timeout=10).status_code == 401
+    assert requests.post(f"{admin}/tick", params={"code": KEY}, json={"input": ""}, timeout=10).status_code == 401
+    key = {"x-functions-key": KEY}
+    assert requests.post(f"{admin}/nosuch", json={"input": ""}, headers=key, timeout=10).status_code == 404
+    assert requests.post(f"{admin}/echo", json={"input": ""}, headers=key, timeout=10).status_code == 404  # HTTP: its route
+    assert requests.post(f"{admin}/tick", data=b"not json", headers=key, timeout=10).status_code == 400
+    assert app.records("tick") == []
+
+    answer = requests.post(f"{admin}/tick", json={"input": ""}, headers=key, timeout=10)
+    assert (answer.status_code, answer.content) == (202, b"")
+    tick = wait_for(lambda: app.records("tick"), "the tick started by hand")[0]
+    assert tick["past_due"] is False and set(tick["status"]) == {"Last", "Next", "LastUpdated"}  # as the scheduler's
+
+    assert requests.post(f"{admin}/WORK", json={"input": "by hand"}, headers=key, timeout=10).status_code == 202
+    work = wait_for(lambda: app.records("work"), "the queue function started by hand")[0]
+    assert (work["body"], work["dequeue_count"]) == ("by hand", 1)
+    wait_for(lambda: "function=tick trigger=timer outcome=succeeded" in host.log(), "the manual run's log line")
+    assert "manual=True" in host.log()

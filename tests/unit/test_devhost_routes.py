@@ -56,3 +56,18 @@ def test_more_specific_templates_sort_first() -> None:
 def test_unsupported_templates_are_refused_with_the_reason(template: str, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         RouteTemplate.parse(template)
+
+
+def test_the_admin_api_refuses_every_call_when_the_host_has_no_key() -> None:
+    """POST /admin/functions/{name} is never open: without a configured key nothing is run, whatever is sent."""
+    from devhost.admin import ManualRuns
+    from devhost.app_index import FunctionSpec
+    from devhost.invoker import Invoker
+
+    ran = []
+    spec = FunctionSpec("work", {"type": "queueTrigger", "name": "msg"}, ran.append, False)
+    for key in (None, ""):
+        runs = ManualRuns(Invoker(".", 1), key, [], [spec])
+        for headers in ({}, {"x-functions-key": ""}, {"x-functions-key": "anything"}):
+            assert runs.answer("POST", "/admin/functions/work", headers, b'{"input": ""}').status == 401
+    assert ran == []
