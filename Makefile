@@ -20,7 +20,7 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-## See an export happen: start everything, export a generated 20,000-profile segment, show the result, stop.
+## See an export happen: start everything, export a generated 20,000-profile segment, show the result, keep the stack up until Ctrl-C.
 run: install
 	$(PY) -m scripts.stack demo
 

@@ -3,7 +3,7 @@
     python -m scripts.stack up      # start in the background what is not running yet, write .local/stack.env
     python -m scripts.stack down    # stop what `up` started (Azurite and the local Mailchimp keep their data)
     python -m scripts.stack clean   # down, then delete .local/ (Azurite's data, the local Mailchimp's, secrets, logs)
-    python -m scripts.stack demo    # up, export a generated segment, show the result, stop what it started
+    python -m scripts.stack demo    # up, export a generated segment, show the result, keep it up until Ctrl-C (--no-wait: stop)
     python -m scripts.stack sample --rows 5000 --segment HighValueCustomers   # drop a new snapshot into the stack
     python -m scripts.stack rotate-state-key   # a new version of the local OAuth state signing key
 

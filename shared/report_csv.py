@@ -13,7 +13,7 @@ import io
 import json
 from typing import Any, Iterable
 
-COLUMNS = ("segment", "partition", "row", "email", "reason", "source", "column", "mergeTag")
+COLUMNS = ("segment", "partition", "row", "email", "reason", "source", "column", "mergeTag", "action", "memberHash")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 BOM = "\ufeff"
 
