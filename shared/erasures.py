@@ -22,14 +22,14 @@ import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from shared.destinations import Destination
 from shared.emails import email_problem, normalize_email, subscriber_hash
 from shared.mailchimp.client import MailchimpClient
 from shared.mailchimp.errors import MailchimpAuthError, MailchimpRequestError
-from shared.runs import Run
+from shared.exports.files import RUNS_PREFIX
+from shared.runs import Run, now_iso
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,6 @@ MAX_ADDRESSES_PER_REQUEST = 1000  # POST /api/erasures
 MAX_ADDRESSES_PER_FILE = 10_000  # a file in the erasures container
 MAX_PROBLEMS_SHOWN = 20  # a refused request names at most this many lines or positions
 CHUNK_FILES = "/chunks/"  # a run's chunk files and saved answers: left as they are (see _scrub)
-WORK_PREFIX = "runs/"  # where runs keep the files that name people (chunks, Mailchimp's answers, reports, previews)
 REASON_CHARS = 300
 
 REJECTED_MARK = ".rejected"  # a drop file's unusable lines are kept in <name>.rejected<ext>, never read as a request
@@ -54,10 +53,15 @@ class InvalidErasure(Exception):
     """The request or file cannot be used; each problem names the position or line, never the address."""
 
     def __init__(self, problems: list[dict[str, str]]) -> None:
-        shown = problems[:MAX_PROBLEMS_SHOWN]
-        more = f" (and {len(problems) - len(shown)} more)" if len(problems) > len(shown) else ""
-        super().__init__("; ".join(f"{p['field']}: {p['message']}" for p in shown) + more)
-        self.problems = shown
+        super().__init__(_listed(problems))
+        self.problems = problems[:MAX_PROBLEMS_SHOWN]
+
+
+def _listed(problems: list[dict[str, str]]) -> str:
+    """The first MAX_PROBLEMS_SHOWN problems, "field: message; ...", and how many more there are."""
+    shown = problems[:MAX_PROBLEMS_SHOWN]
+    more = f" (and {len(problems) - len(shown)} more)" if len(problems) > len(shown) else ""
+    return "; ".join(f"{p['field']}: {p['message']}" for p in shown) + more
 
 
 def _address_problem(value: Any) -> str | None:
@@ -121,11 +125,8 @@ class DropFile:
     def message(self, kept_in: str) -> str | None:
         if not self.problems:
             return None
-        shown = self.problems[:MAX_PROBLEMS_SHOWN]
-        more = f" (and {len(self.problems) - len(shown)} more)" if len(self.problems) > len(shown) else ""
-        return (f"{len(self.problems)} line(s) of the file were not used: "
-                + "; ".join(f"{p['field']}: {p['message']}" for p in shown) + more
-                + f". They are kept in {kept_in}: fix them and drop them again as a new file")
+        return (f"{len(self.problems)} line(s) of the file were not used: {_listed(self.problems)}. They are kept in "
+                f"{kept_in}: fix them and drop them again as a new file")
 
 
 def parse_drop_file(name: str, data: bytes) -> DropFile:
@@ -202,10 +203,6 @@ def _csv_rows(text: str) -> Iterator[tuple[int, str, str | None, str]]:
 def drop_file_id(name: str, data: bytes) -> str:
     """The id of the request a dropped file makes: the same file delivered twice is one request."""
     return hashlib.sha256(name.encode("utf-8") + b"\0" + data).hexdigest()[:16]
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -299,7 +296,6 @@ class ErasedLedger(Protocol):
     """Subscriber hashes a person had erased, and when: kept as long as the erasure must be honoured."""
 
     def note(self, hashes: Iterable[str], erased_at: str) -> None: ...
-    def erased_on(self, hashes: Iterable[str]) -> dict[str, str]: ...
     def all(self) -> dict[str, str]: ...
 
 
@@ -450,10 +446,6 @@ class ErasureService:
     def list(self, top: int) -> list[Erasure]:
         return self._records.list(top)
 
-    def erased(self) -> dict[str, str]:
-        """Every erased subscriber hash -> when: what plan_export's `erased` takes."""
-        return self._ledger.all()
-
     def process(self, erasure_id: str) -> Erasure | None:
         """Delete every hash from every audience, then scrub the work files. Mailchimp unavailable after retries is
         raised (the queue tries again, skipping what is recorded)."""
@@ -576,7 +568,7 @@ class ErasureService:
         short of a member would leave the run's numbers out of balance. The chunk worker refuses a person erased since
         planning (shared/exports/chunks.py) and the files are deleted once the run is counted, within minutes."""
         rewritten = 0
-        for name in list(self._work.list_names(WORK_PREFIX)):
+        for name in list(self._work.list_names(RUNS_PREFIX)):
             if not name.endswith((".jsonl", ".json")) or CHUNK_FILES in name:
                 continue
             cleaned = scrubbed(name, self._work.read_bytes(name), erased)

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 
+RUNS_PREFIX = "runs/"  # every run's files: what names people lies below it (see erasures._scrub)
+
+
 def run_folder(run_id: str) -> str:
     """Everything a run keeps in the work container; what names people goes with the run's destination, a retention
     period or an erasure."""
-    return f"runs/{run_id}/"
+    return f"{RUNS_PREFIX}{run_id}/"
 
 
 def chunks_prefix(run_id: str) -> str:
