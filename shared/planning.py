@@ -26,6 +26,15 @@ Rules (the README repeats them):
 With `max_rows`, reading stops at the first row over it (TooManyRows), before anything more is spilled and before
 the audience is read.
 
+Streaming (`stream`): so that Mailchimp gets its first members seconds after a run starts rather than once every row
+is read, a row is handed to `stream` as it is read (in chunks) when nothing read later can change what is sent for
+it: the plan has one segment (no other segment can add a tag), the audience does not hold the email (it is
+created), no earlier row had the email, and every mapped merge field has a usable value (no later duplicate can fill
+one in). The audience is then read before the rows. Such a member is counted as a member like any other and is not
+in `chunks()`; later rows with its email are duplicates as usual. Only full chunks are streamed: the last few
+streamable members are planned the usual way, so a run still has one part-filled chunk at most. `streamed_before` names the members an earlier,
+crashed attempt at the same plan streamed: they are counted the same way and not planned again.
+
 Memory: valid rows and existing members are hash-partitioned by email (crc32) into spill files in a
 temporary folder, then merged one bucket at a time. Output order depends only on the input
 (bucket order, then first-row order), so a redelivered planning message yields identical chunks.
@@ -39,6 +48,8 @@ import pickle
 import re
 import tempfile
 import zlib
+from array import array
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -262,6 +273,9 @@ class Plan:
         already_done: Callable[[Member], bool] | None = None,
         max_rows: int | None = None,
         erased: dict[str, str] | None = None,
+        stream: Callable[[list[Member]], None] | None = None,
+        rows_at_most: int = 0,
+        streamed_before: Iterable[str] = (),
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
@@ -285,10 +299,20 @@ class Plan:
         self._already_done = already_done  # e.g. in the audience with these values and tags: no call would change it
         self._max_rows = max_rows  # TooManyRows as soon as the rows of all segments pass it (before the audience is read)
         self._erased = erased or {}  # subscriber hash -> ISO time of the erasure: those rows are never planned
+        self._stream = stream if len(self._inputs) == 1 else None  # see the module's docstring
+        self._rows_at_most = rows_at_most  # sizes the filter of emails seen while streaming
+        self._streamed_before = set(streamed_before)
+        self._streamer: _Streamer | None = None
+        self._unsent: set[str] = set()  # streamable members left to the usual chunks (the last, part-filled chunk)
         self._started = False
         self.counts: dict[str, SegmentCounts] = {source.segment: SegmentCounts() for source in self._inputs}
         # Per tag kept in step (the run's spelling): final once the chunks have been iterated.
         self.departures: dict[str, TagDepartures] = {tag: TagDepartures() for tag in self._removable.values()}
+
+    @property
+    def streamed(self) -> int:
+        """Members handed to `stream` so far (also when reading stopped half-way)."""
+        return self._streamer.sent if self._streamer else 0
 
     def __iter__(self) -> Iterator[list[Member]]:
         return self.chunks()
@@ -303,10 +327,13 @@ class Plan:
     def _chunks(self) -> Iterator[list[Member]]:
         with tempfile.TemporaryDirectory(prefix="plan-", dir=self._workdir) as folder:
             rows, existing = _Spill(folder, "rows"), _Spill(folder, "existing")
-            self._spill_rows(rows)
-            for member in self._existing:
-                email = normalize_email(member.email)
-                existing.add(email, (email, member.status, member.merge_fields, list(member.tags)))
+            if self._stream is None:
+                self._spill_rows(rows, _Streamer(self._streamed_before))
+                self._spill_existing(existing)
+            else:  # the audience first: a row is streamed only if the audience lacks its email
+                audience = self._spill_existing(existing)
+                self._spill_rows(rows, _Streamer(self._streamed_before, self._stream, audience, self._rows_at_most,
+                                                 self._chunk_size, len(self._mapping.merge_fields)))
             rows.close()
             existing.close()
             chunk: list[Member] = []
@@ -322,13 +349,23 @@ class Plan:
             if chunk:
                 yield chunk
 
+    def _spill_existing(self, spill: _Spill) -> array:
+        """Spill the audience; the hashes of its emails, sorted (what `_Streamer` asks "in the audience?")."""
+        hashes = array("q")
+        for member in self._existing:
+            email = normalize_email(member.email)
+            spill.add(email, (email, member.status, member.merge_fields, list(member.tags)))
+            hashes.append(hash(email))
+        return array("q", sorted(hashes))
+
     def _rules(self, columns: Mapping[str, str]) -> tuple[str, list[_FieldRule]]:
         """The email column and merge rules with these column names (mapped name -> column)."""
         column = lambda name: columns.get(name, name)  # noqa: E731
         rules = [_FieldRule(tag, column(name), *self._types[tag]) for tag, name in self._mapping.merge_fields.items()]
         return column(self._mapping.email), rules
 
-    def _spill_rows(self, spill: _Spill) -> None:
+    def _spill_rows(self, spill: _Spill, streamer: _Streamer) -> None:
+        self._streamer = streamer
         left = math.inf if self._max_rows is None else self._max_rows  # rows that may still be read
         for index, source in enumerate(self._inputs):
             counts = self.counts[source.segment]
@@ -356,7 +393,13 @@ class Plan:
                     self._on_problem(RowProblem(source.segment, row.partition, row.row, given,
                                                 erased_reason(erased_at), kind="erased"))
                 else:
-                    spill.add(email, (email, index, row.partition, row.row, fields))
+                    streamed = streamer.take(email, fields, source, row)
+                    if streamed:
+                        counts.members += 1
+                    spill.add(email, (email, index, row.partition, row.row, fields, streamed))
+        self._unsent = streamer.finish()
+        if self._unsent:
+            counts.members -= len(self._unsent)  # planned the usual way after all (counted again there)
 
     def _partition_rules(self, values: Mapping[str, str], fallback: tuple[str, list[_FieldRule]]) -> tuple[str, list[_FieldRule]]:
         try:
@@ -393,12 +436,16 @@ class Plan:
     def _merge(self, rows: Iterator[tuple], existing: Iterator[tuple]) -> Iterable[Member]:
         """One bucket's members in first-row order, duplicates folded in and the audience's state attached."""
         members: dict[str, Member] = {}
-        for email, index, partition, row, fields in rows:
+        streamed: set[str] = set()  # sent while the rows were read (counted then): not planned again
+        for email, index, partition, row, fields, was_streamed in rows:
             source = self._inputs[index]
             member = members.get(email)
             if member is None:
                 members[email] = Member(email, fields, [source.tag], RowRef(source.segment, partition, row))
-                self.counts[source.segment].members += 1
+                if was_streamed and email not in self._unsent:
+                    streamed.add(email)
+                else:
+                    self.counts[source.segment].members += 1
                 continue
             self.counts[source.segment].duplicates += 1
             if source.tag.casefold() not in {tag.casefold() for tag in member.tags}:
@@ -428,7 +475,68 @@ class Plan:
                 member.untag = leaving
             elif leaving:
                 departed.append(Member(email, {}, [], RowRef("", "", 0), current, leaving))
-        return [*members.values(), *departed]
+        return [*(m for m in members.values() if m.email not in streamed), *departed]
+
+
+class _Streamer:
+    """Decides, row by row, which members are streamed (see the module's docstring) and hands them out in chunks.
+
+    Emails seen so far are kept in a Bloom filter (10 bits an expected row, 4 probes): it never forgets an email, and
+    the rare email it wrongly believes seen is simply planned the usual way. The audience is a sorted array of email
+    hashes; a hash shared by two emails also only means "planned the usual way".
+    """
+
+    PROBES = 4
+
+    def __init__(self, before: set[str], send: Callable[[list[Member]], None] | None = None,
+                 audience: array | None = None, rows_at_most: int = 0, chunk_size: int = 500,
+                 mapped_fields: int = 0) -> None:
+        self._before = before
+        self._send = send
+        self._audience = audience if audience is not None else array("q")
+        self._bits = bytearray(max(rows_at_most, 1024) * 10 // 8 + 1) if send else bytearray()
+        self._size = len(self._bits) * 8
+        self._chunk_size = chunk_size
+        self._mapped_fields = mapped_fields
+        self._chunk: list[Member] = []
+        self.sent = 0  # members handed to `send`
+
+    def take(self, email: str, fields: dict[str, Any], source: SegmentInput, row: SourceRow) -> bool:
+        """True when this row's member is streamed (now, or by an earlier attempt): it counts as a member here."""
+        first = self._send is not None and self._first_sight(email)  # every row is noted as seen
+        if self._before and email in self._before:
+            self._before.discard(email)  # its first row; any later one is a duplicate
+            return True
+        if not first or len(fields) < self._mapped_fields or self._in_audience(email):
+            return False
+        self._chunk.append(Member(email, fields, [source.tag], RowRef(source.segment, row.partition, row.row)))
+        if len(self._chunk) == self._chunk_size:
+            self._send(self._chunk)
+            self.sent += len(self._chunk)
+            self._chunk = []
+        return True
+
+    def finish(self) -> set[str]:
+        """The emails of the last, part-filled chunk: not sent, but left to the usual chunks, so that a run has one
+        part-filled chunk (one call) at most."""
+        return {m.email for m in self._chunk}
+
+    def _first_sight(self, email: str) -> bool:
+        h = hash(email) & 0xFFFFFFFFFFFFFFFF
+        low, step = h & 0xFFFFFFFF, (h >> 32) | 1
+        bits, new = self._bits, False
+        for probe in range(self.PROBES):
+            bit = (low + probe * step) % self._size
+            mask = 1 << (bit & 7)
+            if not bits[bit >> 3] & mask:
+                bits[bit >> 3] |= mask
+                new = True
+        return new
+
+    def _in_audience(self, email: str) -> bool:
+        audience, h = self._audience, hash(email)
+        at = bisect_left(audience, h)
+        return at < len(audience) and audience[at] == h
 
 
 def erased_reason(erased_at: str) -> str:

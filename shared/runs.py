@@ -108,6 +108,7 @@ class Run:
         counts = self.counts
         problems = sum(counts[key] for key in ("invalid", "refused", "failed", *NOTICE_KEYS))
         problems += len(self.details.get("leftOut") or {})  # segments planning could not read (the notice says why)
+        problems += len(self.details.get("partlyRead") or {})  # ... or read only in part, after streaming began
         delivered = counts["created"] + counts["updated"] + counts["unchanged"]
         if self.status != CANCELLING and not self.message:
             # e.g. the credentials were revoked, or untags were held back: say so on the run itself

@@ -509,10 +509,11 @@ class RunTable(_Table):
     def chunk_row(number: int) -> str:
         return f"chunk-{number:06d}"
 
-    def add_chunk(self, run_id: str, number: int, members: int) -> None:
-        """Register a planned chunk; a replanned (redelivered) chunk keeps its existing record and state."""
+    def add_chunk(self, run_id: str, number: int, members: int, streamed: bool = False) -> None:
+        """Register a planned chunk; a replanned (redelivered) chunk keeps its existing record and state. `streamed`:
+        its message went out while the run was still planning (see Planner._plan_rows)."""
         try:
-            self.table.create_entity({"PartitionKey": run_id, "RowKey": self.chunk_row(number), "state": "pending", "members": members, "counts": "{}", "errorsBlob": "", "lastError": ""})
+            self.table.create_entity({"PartitionKey": run_id, "RowKey": self.chunk_row(number), "state": "pending", "members": members, "counts": "{}", "errorsBlob": "", "lastError": "", "streamed": streamed})
         except ResourceExistsError:
             pass
 
@@ -553,7 +554,8 @@ class RunTable(_Table):
             shard_op = (("update", row, {"mode": UpdateMode.REPLACE, "etag": shard.metadata["etag"], "match_condition": MatchConditions.IfNotModified})
                         if shard else ("create", row))
             chunk_update = {"PartitionKey": run_id, "RowKey": chunk["RowKey"], "state": "done", "members": chunk["members"],
-                            "counts": json.dumps(per_segment), "errorsBlob": errors_blob, "lastError": chunk.get("lastError", "")}
+                            "counts": json.dumps(per_segment), "errorsBlob": errors_blob, "lastError": chunk.get("lastError", ""),
+                            "streamed": bool(chunk.get("streamed"))}
             try:
                 self.table.submit_transaction([
                     ("update", chunk_update, {"mode": UpdateMode.REPLACE, "etag": chunk.metadata["etag"], "match_condition": MatchConditions.IfNotModified}),

@@ -89,7 +89,8 @@ class Cancelling(ExportParts):
         """Consent withdrawn: nothing more leaves. Chunks not yet sent count failed with who withdrew it and when."""
         reason = f"consent withdrawn by {destination.consent_by or 'an admin'} at {destination.consent_at or 'an unknown time'}"
         run = self.runs.update(run_id, lambda r: _cancel(r, reason))
-        if run.total_chunks is None:  # not planned yet: nothing will be sent, the run ends now
+        if run.total_chunks is None and not run.details.get("streaming"):  # not planned yet: nothing will be sent,
+            # the run ends now (a run streaming members while it plans ends once its plan is frozen and counted)
             run = self.runs.update(run_id, lambda r: setattr(r, "total_chunks", 0))
             self._settle(run_id)
         else:

@@ -2,11 +2,13 @@
 then queue one message per chunk. Members already as wanted are counted unchanged here and never sent."""
 from __future__ import annotations
 
+import itertools
 import logging
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,11 +23,11 @@ from shared.exports.ports import NOTICE_CHARS, ExportParts
 from shared.exports.preview import PreviewTally, existing_tags
 from shared.mailchimp.errors import MailchimpAuthError
 from shared.mailchimp.merge_values import unchanged
-from shared.members import Member, encode_members
+from shared.members import Member, decode_members, encode_members
 from shared.planning import Mapping as PlanMapping
 from shared.planning import SegmentInput, TagDepartures, TooManyRows, plan_export
 from shared.runs import CANCELLING, PREVIEWED, Run, SegmentPart, add_counts, now_iso, zero_counts
-from shared.segment_rows import read_rows, snapshot_columns
+from shared.segment_rows import read_rows, rows_at_most, snapshot_columns
 from shared.snapshots import Snapshot, SnapshotProblem, segment_listing
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,18 @@ def _already_done(member: Member) -> bool:
     existing = member.existing
     return (existing is not None and existing.status in WRITABLE_STATUSES and not member.untag
             and not missing_tags(member) and unchanged(member.merge_fields, existing.merge_fields))
+
+
+@dataclass
+class _Planned:
+    """What planning's reading produced: the plan, its chunk total and the chunks whose message went out while the
+    rows were read (streamed). `broken` when a segment's files stopped being readable after members were streamed:
+    the plan is then those streamed chunks alone."""
+
+    plan: Any
+    total: int
+    sent: set[int] = field(default_factory=set)
+    broken: _Unreadable | None = None
 
 
 class _Unreadable(Exception):
@@ -100,7 +114,7 @@ class Planner(ExportParts):
         if run.details.get("chunksSent"):  # planned and sent (a redelivered message); a plan with no chunk is
             self._settle(run_id)  # settled here, so a worker that died before that is made good
             return
-        if run.status == CANCELLING and run.total_chunks is None:
+        if run.status == CANCELLING and run.total_chunks is None and not run.details.get("streaming"):
             self.runs.update(run_id, lambda r: setattr(r, "total_chunks", 0))  # cancelled before planning: nothing to send
             self._settle(run_id)
             return
@@ -114,25 +128,29 @@ class Planner(ExportParts):
                 return
         if run.total_chunks is None and self.waits_for(run):
             return
+        sent: set[int] = set()
         if run.total_chunks is None:
             run = self.runs.update(run_id, lambda r: self._mark_started(r))
             try:
-                if not self._plan(run, destination):
-                    return
+                planned = self._plan(run, destination)
             except (MailchimpAuthError, NotConnected) as error:
                 self._fail(run, str(error), credentials_refused=isinstance(error, MailchimpAuthError))
                 return
-        self._send_chunks(run_id)  # a frozen plan of a cancelled run is sent too: its workers count it failed
+            if planned is None:
+                return
+            sent = planned
+        self._send_chunks(run_id, skip=sent)  # a frozen plan of a cancelled run is sent too: its workers count it failed
 
-    def _plan(self, run: Run, destination: Destination) -> bool:
-        """Step 1 (see `plan`); False when the run ended instead (failed before anything was sent).
+    def _plan(self, run: Run, destination: Destination) -> set[int] | None:
+        """Step 1 (see `plan`): the chunks whose message went out already (streamed while the rows were read), or None
+        when the run ended instead (failed before anything was sent, or a preview).
 
         A segment whose snapshot is gone, or whose files cannot be read (SnapshotProblem: a header that cannot be
         used, a partition storage refuses to serve, ...) or no longer fit the mapping, is left out of the run: its
         counts stay 0, the run's message says which file and what to do, and the other segments go on. When none is
         left the run fails at once, saying why."""
         if run.details.get("retryOf"):
-            return self._plan_retry(run)
+            return set() if self._plan_retry(run) else None
         run_id = run.id
         left_out: dict[str, str] = {}  # segment -> why this run does not export it (naming the file)
         snapshots = self._snapshots(run, left_out)
@@ -149,7 +167,7 @@ class Planner(ExportParts):
                 self._leave_out(run, part, left_out, f"{error}", log_text=f"{error.log_text}: fix the mapping")
         if len(left_out) == len(run.segments):
             self._fail_left_out(run, left_out)
-            return False
+            return None
         # The first call goes through `call`, so a credential rotated in the secret store is re-read after a 401.
         audience = self.connections.call(destination, lambda c: c.get_audience(destination.audience_id))
         client = self.connections.client(destination)
@@ -157,7 +175,7 @@ class Planner(ExportParts):
         missing_fields = [tag for tag in destination.mapping.merge_fields if tag not in merge_types]
         if missing_fields:
             self._fail(run, f"the audience has no merge field(s) {missing_fields}: create them in Mailchimp or change the mapping")
-            return False
+            return None
         # Tags this destination created are kept in step with their segments (members who left lose them);
         # a tag someone made by hand is only ever added to. Ownership is by Mailchimp's tag id, so a tag deleted
         # in Mailchimp and made again by hand under the same name is not the destination's. The tags about to be
@@ -186,7 +204,7 @@ class Planner(ExportParts):
             live = [part for part in run.segments if part.segment not in left_out]
             if not live:
                 self._fail_left_out(run, left_out)
-                return False
+                return None
             preview = PreviewTally({p.tag: p.segment for p in run.segments},
                                    ReportWriter(self.work, run_id, "preview")) if dry else None
             try:
@@ -196,9 +214,18 @@ class Planner(ExportParts):
                 self._leave_out(run, unreadable.part, left_out, str(unreadable.problem))
                 continue
             if planned is None:
-                return False
+                return None
             break
-        plan, total = planned
+        plan, total, broken = planned.plan, planned.total, planned.broken
+        partly: dict[str, str] = {}  # segment -> why it was exported in part
+        if broken is not None:
+            c = plan.counts[broken.part.segment]
+            partly[broken.part.segment] = (
+                f"segment {broken.part.segment!r} (snapshot {broken.part.snapshot}) was exported in part: "
+                f"{broken.problem}; reading stopped there: the {plan.streamed:,} members sent while it was read are "
+                f"counted, {c.read - plan.streamed - c.invalid - c.erased:,} rows read but not sent are not, and no "
+                "tag was taken off; fix the file and export the segment again")
+            log.warning("export %s: %s", run_id, partly[broken.part.segment])
         counts = plan.counts
         held = self._held_untags(run, plan.departures)
         segment_of_tag = {part.tag: part.segment for part in run.segments}
@@ -225,45 +252,79 @@ class Planner(ExportParts):
                 r.details["untagHeld"] = held
             if left_out:
                 r.details["leftOut"] = dict(left_out)
+            if partly:
+                r.details["partlyRead"] = partly
             notes = [_held_notice(held, plan.departures, self.settings.untag_guard_percent) if held else None,
-                     _left_out_notice(left_out) if left_out else None, r.details.get("notice")]
+                     _left_out_notice(left_out) if left_out else None, *partly.values(), r.details.get("notice")]
             if any(notes):
                 r.details["notice"] = "; ".join(note for note in notes if note)[:NOTICE_CHARS]
             for part in r.segments:
                 c = counts.get(part.segment)
-                if c is not None:
+                if c is not None and broken is not None:  # only the rows accounted for (the notice says the rest)
+                    part.counts.update(read=plan.streamed + c.invalid + c.erased, invalid=c.invalid, duplicates=0,
+                                       fieldProblems=c.field_problems)
+                elif c is not None:
                     part.counts.update(read=c.read, invalid=c.invalid, duplicates=c.duplicates, fieldProblems=c.field_problems)
             return True
 
         self.runs.update(run_id, freeze)
         if preview is not None:
             log.info("export %s previewed: %d chunks would be sent", run_id, total)
-            return False
+            return None
         telemetry.count_members(planned_outcomes)  # members settled without a call (in step already, or erased)
-        log.info("export %s planned: %d chunks", run_id, total)
-        return True
+        log.info("export %s planned: %d chunks (%d sent while reading)", run_id, total, len(planned.sent))
+        return planned.sent
 
     def _plan_rows(self, run: Run, destination: Destination, live: list[SegmentPart], snapshots: dict[str, Snapshot],
                    columns: dict[str, dict[str, str]], client: Any, merge_types: dict[str, str],
-                   owned: set[str], write_chunk: Callable[[str, int, list[Member]], None]) -> tuple[Any, int] | None:
+                   owned: set[str], write_chunk: Callable[[str, int, list[Member]], None]) -> _Planned | None:
         """Read the live segments' rows and the audience, and write the chunks with `write_chunk` (a preview keeps
-        them instead): (the plan, its chunk total), or None
-        when the run failed instead (over MAX_PROFILES_PER_EXPORT). _Unreadable, before any chunk is written, when a
-        segment's files cannot be read to the end."""
+        them instead); None when the run failed instead (over MAX_PROFILES_PER_EXPORT). _Unreadable, before any chunk
+        is written, when a segment's files cannot be read to the end.
+
+        Members who are certainly new are streamed when the run may (see `_may_stream`): each such chunk is written
+        and its message sent while the rows are still read, so Mailchimp gets its first members within seconds. A
+        crashed attempt's streamed chunks stay as they are: planning again counts their members without planning
+        them twice (shared/planning.py, `streamed_before`)."""
         run_id = run.id
         # An attempt's report of invalid rows is written anew (without a segment left out since, or by a crashed
         # attempt that read other segments): planning's part of the report is only read once the plan is frozen.
         for kind in REPORT_KINDS:
             self.work.delete_prefix(f"{errors_prefix(run_id)}{kind}-")
         problems = ProblemWriter(self.work, run_id)
+        earlier = self._streamed_earlier(run_id)
+        before = {m.email for n in sorted(earlier) for m in decode_members(self.work.read_bytes(chunk_blob(run_id, n)))}
+        rows_bound = None if earlier or run.details.get("dryRun") else self._may_stream(live, snapshots)
+        if rows_bound is not None:
+            self.runs.update(run_id, lambda r: r.details.update(streaming=True))  # see Cancelling._stop_for_consent
+        # Numbers a crashed attempt left unused below its streamed chunks are filled with empty chunks, so the plan's
+        # chunks are numbered 0 .. total-1 whatever that attempt got to write.
+        top = max(earlier, default=-1) + 1
+        numbers = itertools.count(top)
+        sent: set[int] = set()
         inputs = [SegmentInput(segment=part.segment, tag=part.tag, rows=self._rows(part, snapshots[part.segment]),
                                columns=columns[part.segment])
                   for part in live]
-        with tempfile.TemporaryDirectory(prefix="plan-") as workdir:
+        with tempfile.TemporaryDirectory(prefix="plan-") as workdir, \
+                ThreadPoolExecutor(max_workers=CHUNK_WRITERS) as writers:
+            # Chunk files and records are written a few at a time (storage round trips, not CPU, are the cost),
+            # with a bounded number in flight so memory stays small.
+            pending: deque[Future] = deque()
+
+            def submit(task: Callable[..., None], *args: Any) -> None:
+                pending.append(writers.submit(task, *args))
+                if len(pending) >= 2 * CHUNK_WRITERS:
+                    pending.popleft().result()
+
+            def stream(members: list[Member]) -> None:
+                number = next(numbers)
+                sent.add(number)
+                submit(self._write_and_send, run_id, number, members)
+
             plan = plan_export(
                 inputs,
                 PlanMapping(email=destination.mapping.email, merge_fields=dict(destination.mapping.merge_fields)),
-                existing=client.iter_audience(destination.audience_id),
+                existing=self.audience(destination, client),
                 merge_field_types=merge_types,
                 chunk_size=self.settings.chunk_size,
                 on_problem=problems,
@@ -272,25 +333,49 @@ class Planner(ExportParts):
                 already_done=_already_done,
                 max_rows=self.settings.max_profiles_per_export,
                 erased=self.erased_for(destination),
+                stream=stream if rows_bound is not None else None,
+                rows_at_most=rows_bound or 0,
+                streamed_before=before,
             )
-            total = 0
-            # Chunk files and records are written a few at a time (storage round trips, not CPU, are the cost),
-            # with a bounded number in flight so memory stays small.
-            with ThreadPoolExecutor(max_workers=CHUNK_WRITERS) as writers:
-                pending: deque[Future] = deque()
-                try:
-                    for number, members in enumerate(plan.chunks()):
-                        pending.append(writers.submit(write_chunk, run_id, number, members))
-                        if len(pending) >= 2 * CHUNK_WRITERS:
-                            pending.popleft().result()
-                        total = number + 1
-                except TooManyRows as too_many:  # stopped reading there: nothing was spilled after it, none sent
-                    self._fail(run, self._over_limit(too_many.limit))
-                    return None
+            for hole in (n for n in range(top) if n not in earlier):
+                submit(write_chunk, run_id, hole, [])
+            try:
+                for members in plan.chunks():
+                    submit(write_chunk, run_id, next(numbers), members)
+            except TooManyRows as too_many:  # stopped reading there: nothing was spilled after it, none sent
+                self._fail(run, self._over_limit(too_many.limit))
+                return None
+            except _Unreadable as unreadable:
+                if not (sent or earlier):
+                    raise
                 for future in pending:
                     future.result()
+                return _Planned(plan, top + len(sent), sent, broken=unreadable)
+            for future in pending:
+                future.result()
         problems.flush()
-        return plan, total
+        return _Planned(plan, next(numbers), sent)
+
+    def _streamed_earlier(self, run_id: str) -> set[int]:
+        """The chunks a crashed planning attempt of this run streamed (their message may have gone out)."""
+        return {int(c["RowKey"].split("-", 1)[1]) for c in self.runs.chunks(run_id) if c.get("streamed")}
+
+    def _may_stream(self, live: list[SegmentPart], snapshots: dict[str, Snapshot]) -> int | None:
+        """The rows the run reads at most, when it may stream new members while reading (None when not): one segment,
+        whose line count shows it cannot pass MAX_PROFILES_PER_EXPORT (which promises nothing is sent then)."""
+        if len(live) != 1:
+            return None
+        try:
+            bound = rows_at_most(self.segments, snapshots[live[0].segment])
+        except SnapshotProblem:
+            return None  # reading the rows says what is wrong
+        return bound if bound <= self.settings.max_profiles_per_export else None
+
+    def _write_and_send(self, run_id: str, number: int, members: list[Member]) -> None:
+        """A streamed chunk: recorded (as streamed) before its message goes out, so a crash never loses it."""
+        self.work.write_bytes(chunk_blob(run_id, number), encode_members(members))
+        self.runs.add_chunk(run_id, number, len(members), streamed=True)
+        self.chunk_queue.send({"runId": run_id, "chunk": number})
 
     def _rows(self, part: SegmentPart, snapshot: Snapshot) -> Iterator[Any]:
         """The snapshot's rows; a SnapshotProblem met while reading them is _Unreadable, naming the segment."""
@@ -323,15 +408,16 @@ class Planner(ExportParts):
         return {tag: d.leaving for tag, d in sorted(departures.items())
                 if d.leaving and d.leaving * 100 > d.carrying * limit and d.leaving > confirmed.get(tag, 0)}
 
-    def _send_chunks(self, run_id: str) -> None:
-        """Step 2 (see `plan`): one message per chunk not yet counted, then the run notes that all were sent."""
+    def _send_chunks(self, run_id: str, skip: set[int]) -> None:
+        """Step 2 (see `plan`): one message per chunk not yet counted, but for those in `skip` (sent while the rows
+        were read, by this very attempt), then the run notes that all were sent."""
         run = self.runs.get(run_id, counts=False)
         total = run.total_chunks if run is not None and run.total_chunks is not None else 0
         for chunk in self.runs.chunks(run_id):
             number = int(chunk["RowKey"].split("-", 1)[1])
             if number >= total:
                 break  # rows left from a planning attempt that crashed before the freeze are not part of the plan
-            if chunk["state"] != "done":
+            if chunk["state"] != "done" and number not in skip:
                 self.chunk_queue.send({"runId": run_id, "chunk": number})
         self.runs.update(run_id, lambda r: r.details.update(chunksSent=True))
         self._settle(run_id)  # every chunk may be counted already (or there were none)

@@ -433,11 +433,15 @@ def test_a_plan_that_died_before_its_freeze_is_planned_again_into_identical_chun
     driver.injector.rule = lambda c: "before" if c.method == "update" and c.detail.endswith("freeze") and not first_blobs else None
     first_blobs: dict[str, bytes] = {}
     run_id = driver.start(destination)
-    assert not driver.deliver_one(driver.plan_queue)  # died at the freeze: every chunk was written, none sent
+    assert not driver.deliver_one(driver.plan_queue)  # died at the freeze: every chunk was written, and only the
+    # full chunks of certainly new members were sent (streamed while the rows were read)
     first_blobs.update(driver.work_blobs(f"runs/{run_id}/chunks/"))
-    assert len(first_blobs) == 3 and len(driver.chunk_queue) == 0 and driver.run(run_id).total_chunks is None
-    assert driver.deliver_one(driver.plan_queue)
-    assert driver.work_blobs(f"runs/{run_id}/chunks/") == first_blobs
+    assert len(first_blobs) == 3 and len(driver.chunk_queue) == 2 and driver.run(run_id).total_chunks is None
+    assert driver.deliver_one(driver.chunk_queue) and driver.deliver_one(driver.chunk_queue)  # now in Mailchimp
+    assert driver.run(run_id).finished_at is None  # counted, but the plan is not frozen: the run goes on
+    assert driver.deliver_one(driver.plan_queue)  # planned again: those 1,000 are not planned twice
+    again = driver.work_blobs(f"runs/{run_id}/chunks/")
+    assert {name: data for name, data in again.items() if not name.endswith(".results.json")} == first_blobs
     driver.deliver_all()
     driver.injector.armed = False
     outcome = expected_outcome(Rows.of(rows), {}, set(), "Refrozen")

@@ -97,9 +97,10 @@ class Runs:
         runs = [self.get(i) for i, r in self.runs.items() if r.destination_id == d]
         return sorted(runs, key=lambda r: r.created_at, reverse=True)
 
-    def add_chunk(self, run_id, number, members):
+    def add_chunk(self, run_id, number, members, streamed=False):
         self.chunk_rows.setdefault(
-            (run_id, number), {"RowKey": f"chunk-{number:06d}", "state": "pending", "members": members}
+            (run_id, number), {"RowKey": f"chunk-{number:06d}", "state": "pending", "members": members,
+                               "streamed": streamed}
         )
 
     def get_chunk(self, run_id, number):

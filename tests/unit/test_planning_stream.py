@@ -1,0 +1,80 @@
+"""Streaming new members while the rows are read (shared/planning.py): whatever is streamed, and whatever a crashed
+attempt streamed before, the run sends and counts exactly what planning without streaming would."""
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shared.members import ExistingMember, Member
+from shared.planning import Mapping, SegmentInput, plan_export
+from shared.segment_rows import SourceRow
+
+MAPPING = Mapping("Email", {"FNAME": "FirstName", "LNAME": "LastName"})
+POOL = [f"p{i}@contoso.com" for i in range(12)]
+
+row_values = st.fixed_dictionaries({
+    "Email": st.sampled_from([*POOL, *(e.upper() for e in POOL[:3]), "not-an-email", ""]),
+    "FirstName": st.sampled_from(["", "Ann", "Bo"]),
+    "LastName": st.sampled_from(["", "Lee"]),
+})
+
+
+def _rows(values: list[dict[str, str]]) -> list[SourceRow]:
+    return [SourceRow("part-0.csv", n, v, None) for n, v in enumerate(values, start=1)]
+
+
+def _plan(values, audience, chunk_size=3, stream=None, streamed_before=()):
+    problems: list = []
+    plan = plan_export([SegmentInput("Vip", "Vip", _rows(values))], MAPPING, on_problem=problems.append,
+                       existing=[ExistingMember(e, "subscribed", {"FNAME": "Old"}, ()) for e in audience],
+                       chunk_size=chunk_size, stream=stream, rows_at_most=len(values) + 1, streamed_before=streamed_before)
+    return [m for chunk in plan.chunks() for m in chunk], plan, problems
+
+
+def _key(members: list[Member]) -> dict[str, tuple]:
+    return {m.email: (m.merge_fields, m.tags, m.source, m.existing) for m in members}
+
+
+@settings(max_examples=150, deadline=None)
+@given(values=st.lists(row_values, max_size=30), audience=st.sets(st.sampled_from(POOL), max_size=6),
+       crash_after=st.integers(min_value=0, max_value=4))
+def test_streaming_sends_and_counts_what_planning_without_it_would(values, audience, crash_after):
+    whole, unstreamed, problems = _plan(values, audience)
+
+    chunks: list[list[Member]] = []
+    rest, streaming, streamed_problems = _plan(values, audience, stream=lambda chunk: chunks.append(list(chunk)))
+    streamed = [m for chunk in chunks for m in chunk]
+    assert _key(streamed + rest) == _key(whole)
+    assert len(streamed + rest) == len(whole)  # nobody twice
+    assert streaming.counts == unstreamed.counts
+    assert streaming.streamed == len(streamed)
+    assert streamed_problems == problems
+    for member in streamed:  # nothing read later could have changed what was sent for it
+        assert member.email not in audience and member.existing is None
+        assert set(member.merge_fields) == {"FNAME", "LNAME"}
+    assert all(len(chunk) == 3 for chunk in chunks)  # only full chunks: one part-filled chunk a run at most
+
+    # A crash after `crash_after` streamed chunks: planning again (without streaming) knows what went out and plans
+    # only the rest, counting the same.
+    before = {m.email for chunk in chunks[:crash_after] for m in chunk}
+    again, replanned, _ = _plan(values, audience, streamed_before=before)
+    assert _key([m for m in streamed if m.email in before] + again) == _key(whole)
+    assert replanned.counts == unstreamed.counts
+
+
+def test_a_member_in_the_audience_an_incomplete_row_or_a_second_segment_is_not_streamed():
+    values = [{"Email": "new@contoso.com", "FirstName": "Ann", "LastName": "Lee"},
+              {"Email": "old@contoso.com", "FirstName": "Bo", "LastName": "Lee"},
+              {"Email": "part@contoso.com", "FirstName": "Cy", "LastName": ""},
+              {"Email": "part@contoso.com", "FirstName": "", "LastName": "Filled"}]
+    sent: list[Member] = []
+    rest, plan, _ = _plan(values, {"old@contoso.com"}, chunk_size=1, stream=sent.extend)
+    assert [m.email for m in sent] == ["new@contoso.com"]
+    assert {m.email: m.merge_fields for m in rest} == {"old@contoso.com": {"FNAME": "Bo", "LNAME": "Lee"},
+                                                       "part@contoso.com": {"FNAME": "Cy", "LNAME": "Filled"}}
+    assert plan.counts["Vip"].members == 3
+
+    two = plan_export([SegmentInput("A", "A", _rows(values[:1])), SegmentInput("B", "B", _rows(values[:1]))],
+                      MAPPING, on_problem=lambda p: None, stream=sent.extend, rows_at_most=3)
+    assert [m.tags for chunk in two.chunks() for m in chunk] == [["A", "B"]]  # one member, both tags, one write
+    assert len(sent) == 1  # nothing more was streamed
