@@ -72,15 +72,32 @@ def read_rows(source: BlobSource, snapshot: Snapshot) -> Iterator[SourceRow]:
             yield from read_partition(partition, _peekable(stream), snapshot)
 
 
-def rows_at_most(source: BlobSource, snapshot: Snapshot) -> int:
-    """An upper bound of the rows `read_rows` yields: every partition's line breaks, plus one. Cheap next to parsing
-    (one pass over the bytes, counted in C), so a run can know it is within MAX_PROFILES_PER_EXPORT before it sends
-    anything while it reads."""
-    total = 0
+def rows_at_most(source: BlobSource, snapshot: Snapshot, limit: int) -> int:
+    """An upper bound of the rows `read_rows` yields when it is within `limit` (any number past it otherwise), so a
+    run knows it is within MAX_PROFILES_PER_EXPORT before it sends anything while it reads: the line breaks, counted
+    in C a block at a time. When those pass `limit` (a CSV field may hold line breaks), the CSV records, counted as
+    `read_rows` reads them (slower, and only then)."""
+    lines = 0
     for partition in snapshot.partitions:
         with source.open_binary(partition) as stream:
-            total += 1 + sum(block.count(b"\n") for block in iter(lambda: stream.read(1 << 20), b""))
-    return total
+            lines += _line_breaks(stream) + 1
+    if lines <= limit or snapshot.format != "csv":
+        return lines
+    records = 0
+    for partition in snapshot.partitions:
+        with source.open_binary(partition) as stream:
+            records += sum(1 for _ in _csv_records(partition, _peekable(stream), snapshot))
+        if records > limit:
+            break
+    return records
+
+
+def _line_breaks(stream: BinaryIO) -> int:
+    """\n, and \r not followed by \n (one split across two blocks counts twice: a bound may be high, never low)."""
+    count = 0
+    for block in iter(lambda: stream.read(1 << 20), b""):
+        count += block.count(b"\n") + block.count(b"\r") - block.count(b"\r\n")
+    return count
 
 
 def snapshot_columns(source: BlobSource, snapshot: Snapshot) -> tuple[str, ...]:

@@ -366,7 +366,7 @@ class Planner(ExportParts):
         if len(live) != 1:
             return None
         try:
-            bound = rows_at_most(self.segments, snapshots[live[0].segment])
+            bound = rows_at_most(self.segments, snapshots[live[0].segment], self.settings.max_profiles_per_export)
         except SnapshotProblem:
             return None  # reading the rows says what is wrong
         return bound if bound <= self.settings.max_profiles_per_export else None

@@ -1,13 +1,18 @@
 """Streaming new members while the rows are read (shared/planning.py): whatever is streamed, and whatever a crashed
-attempt streamed before, the run sends and counts exactly what planning without streaming would."""
+attempt streamed before, the run sends and counts exactly what planning without streaming would; and the line count
+that allows streaming never undercounts the rows."""
 from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.members import ExistingMember, Member
 from shared.planning import Mapping, SegmentInput, plan_export
-from shared.segment_rows import SourceRow
+from shared.segment_rows import SourceRow, read_rows, rows_at_most
+from shared.snapshots import Snapshot
 
 MAPPING = Mapping("Email", {"FNAME": "FirstName", "LNAME": "LastName"})
 POOL = [f"p{i}@contoso.com" for i in range(12)]
@@ -78,3 +83,27 @@ def test_a_member_in_the_audience_an_incomplete_row_or_a_second_segment_is_not_s
                       MAPPING, on_problem=lambda p: None, stream=sent.extend, rows_at_most=3)
     assert [m.tags for chunk in two.chunks() for m in chunk] == [["A", "B"]]  # one member, both tags, one write
     assert len(sent) == 1  # nothing more was streamed
+
+
+class _Bytes:
+    """One partition in memory, for read_rows."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def open_binary(self, name: str):
+        return io.BufferedReader(io.BytesIO(self.data))
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=st.text(alphabet=st.sampled_from(['a', ',', '"', '\n', '\r', 'é', ' ', '{', '}', ':']), max_size=80),
+       header=st.booleans(), jsonl=st.booleans())
+def test_the_line_count_before_streaming_is_never_below_the_rows_read(text, header, jsonl):
+    """A run streams only when this bound is within MAX_PROFILES_PER_EXPORT: were it ever below the rows read_rows
+    yields, members could be sent before the run learns it is over the limit."""
+    snapshot = Snapshot("S", "S/", datetime(2026, 11, 28, tzinfo=UTC), ("S/p",), None if header else ("Email", "x"),
+                        "jsonl" if jsonl else "csv", header and not jsonl)
+    source = _Bytes(text.encode("utf-8"))
+    rows = sum(1 for _ in read_rows(source, snapshot))
+    assert rows_at_most(source, snapshot, limit=1_000) >= rows  # the line breaks
+    assert rows_at_most(source, snapshot, limit=0) >= rows  # ... past the limit: the records
