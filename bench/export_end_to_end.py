@@ -4,7 +4,7 @@ of the same local Mailchimp, so both are timed in one run on the same machine st
 `make bench` or directly:
 
     .venv/bin/python bench/export_end_to_end.py [--rows 200000] [--hosts 1] [--profile realistic] [--second-run]
-                                                [--no-sdk]
+                                                [--refresh-changed 1] [--no-sdk]
 
 Figures of the connector's run (wall time: from POST /exports until the run is finished):
 
@@ -27,6 +27,9 @@ Figures of the connector's run (wall time: from POST /exports until the run is f
   Time to first write: the same with `first_write_at`, the first call that sent members (what a user sees arriving
   in Mailchimp).
 - peak memory of each Functions host process (VmHWM from /proc).
+- with --refresh-changed P: a scheduled refresh after the first run, a newer snapshot of the same rows where P % of
+  them (every n-th row) have a changed first name, and its time as a share of the first run's (the issue asks for
+  at most 5 % at 1 %).
 
 The SDK script's time runs from its first line of work (reading the export folder, as the connector reads the blobs)
 to its last answer; data generation is left out of both. Speed-up = SDK time / connector time.
@@ -40,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -60,6 +64,8 @@ def main() -> None:
     parser.add_argument("--hosts", type=int, default=1, help="function host processes sharing the work (and the cap)")
     parser.add_argument("--profile", default="realistic", choices=["none", "realistic"])
     parser.add_argument("--second-run", action="store_true", help="export the same snapshot again (all unchanged)")
+    parser.add_argument("--refresh-changed", type=float, default=0.0, metavar="PERCENT",
+                        help="then export a newer snapshot with PERCENT %% of the rows changed (a scheduled refresh)")
     parser.add_argument("--sdk", action=argparse.BooleanOptionalAction, default=True,
                         help="then time bench/sdk_plain.py on the same rows and print both (default: yes)")
     args = parser.parse_args()
@@ -71,7 +77,11 @@ def main() -> None:
         container = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("segments")
         container.create_container()
         began = time.perf_counter()
-        written = write_segment(lambda name, data: container.upload_blob(name, data, overwrite=True), args.rows)
+        def upload(name: str, data: bytes) -> None:
+            container.upload_blob(name, data, overwrite=True)
+
+        taken_at = datetime.now(UTC) - timedelta(minutes=10)  # the refresh's snapshot is a minute newer
+        written = write_segment(upload, args.rows, taken_at=taken_at)
         print(f"uploaded {args.rows:,} rows in {time.perf_counter() - began:.1f} s "
               f"({written.invalid} invalid, {written.duplicates} duplicates: {written.members:,} members)")
         values = {"FUNCTIONS_WORKER_RUNTIME": "python", "AzureWebJobsStorage": azurite.connection_string,
@@ -89,6 +99,13 @@ def main() -> None:
         if args.second_run:
             measure("second run (same snapshot: all unchanged)", host, mailchimp, destination["id"], args, written,
                     ideal=False)
+        if args.refresh_changed:
+            write_segment(upload, args.rows, taken_at=taken_at + timedelta(minutes=1), changed_percent=args.refresh_changed)
+            refresh = measure(f"refresh ({args.refresh_changed:g} % of the rows changed)", host, mailchimp,
+                              destination["id"], args, written, ideal=False)
+            share = refresh["seconds"] / connector["seconds"]
+            print(f"  refresh / first run: {share:.3f} ({100 * share:.1f} %; target <= 5 % at 1 % changed)")
+            connector["refresh"] = refresh
         peaks = [peak_memory_mb(running.process.pid) for running in hosts]
         for i, peak in enumerate(peaks):
             print(f"host {i} peak memory (VmHWM): {peak:.0f} MB")
@@ -193,6 +210,11 @@ def compare(connector: dict, sdk: dict, args: argparse.Namespace, written: Sampl
             ("peak memory (MB)", f"{connector['peak_memory_mb']:.0f}", f"{sdk['peak_memory_mb']:.0f}")):
         print(f"  {name:32}{ours:>14}{theirs:>14}")
     print(f"  speed-up (SDK time / connector time): {sdk['seconds'] / connector['seconds']:.1f}x")
+    if "refresh" in connector:
+        refresh = connector["refresh"]
+        print(f"  connector's refresh, {args.refresh_changed:g} % changed: {refresh['seconds']:.1f} s, {refresh['calls']} Mailchimp calls "
+              f"({100 * refresh['seconds'] / connector['seconds']:.1f} % of its first run; the SDK script sends "
+              "every row again)")
 
 
 if __name__ == "__main__":
