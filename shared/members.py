@@ -80,10 +80,10 @@ def encode_members(members: Iterable[Member]) -> bytes:
 
 
 def decode_members(data: bytes) -> Iterator[Member]:
-    for line in data.decode("utf-8").splitlines():
-        if not line:
-            continue
-        doc = json.loads(line)
+    """The members of a chunk blob. Parsed as one JSON array, lines split at "\n" only (a JSON value never holds a raw
+    one): quicker than a parse per line, and a name holding U+2028, which str.splitlines would split at, stays whole."""
+    docs = json.loads("[" + ",".join(line for line in data.decode("utf-8").split("\n") if line) + "]")
+    for doc in docs:
         segment, partition, row = doc["source"]
         existing = doc.get("existing")
         yield Member(

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.members import ExistingMember, Member
+from shared.members import ExistingMember, Member, RowRef, decode_members, encode_members
 from shared.planning import Mapping, SegmentInput, plan_export
 from shared.segment_rows import SourceRow, read_rows, rows_at_most
 from shared.snapshots import Snapshot
@@ -107,3 +107,11 @@ def test_the_line_count_before_streaming_is_never_below_the_rows_read(text, head
     rows = sum(1 for _ in read_rows(source, snapshot))
     assert rows_at_most(source, snapshot, limit=1_000) >= rows  # the line breaks
     assert rows_at_most(source, snapshot, limit=0) >= rows  # ... past the limit: the records
+
+
+def test_a_chunk_blob_keeps_a_name_holding_a_unicode_line_separator_whole():
+    members = [Member("a@contoso.com", {"FNAME": "Ann\u2028Lee", "LNAME": "x\u0085y"}, ["Vip"], RowRef("Vip", "p", 1),
+                      ExistingMember("a@contoso.com", "subscribed", {"FNAME": "\u2029"}, ("Vip",)), ["Old"]),
+               Member("b@contoso.com", {}, ["Vip"], RowRef("Vip", "p", 2))]
+    assert list(decode_members(encode_members(members))) == members
+    assert list(decode_members(b"")) == []
