@@ -27,6 +27,11 @@ Figures of the connector's run (wall time: from POST /exports until the run is f
   Time to first write: the same with `first_write_at`, the first call that sent members (what a user sees arriving
   in Mailchimp).
 - peak memory of each Functions host process (VmHWM from /proc).
+- CPU: the seconds of CPU the Functions host(s), the local Mailchimp and Azurite each used during the run, how
+  busy the machine's cores were (from /proc), and the CPU floor: their sum over the cores, the least wall time this
+  machine allows for that work. Here all three share the machine's cores; in Azure only the host runs on the app's
+  instances (and scales out). A run whose cores were busy nearly all the time was held back by CPU, not by Mailchimp.
+  Also PYTHON_THREADPOOL_THREAD_COUNT for the host(s) from BENCH_THREADS (default 16, as infra/app sets it).
 - with --refresh-changed P: a scheduled refresh after the first run, a newer snapshot of the same rows where P % of
   them (every n-th row) have a changed first name, and its time as a share of the first run's (the issue asks for
   at most 5 % at 1 %).
@@ -39,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -87,7 +93,7 @@ def main() -> None:
         values = {"FUNCTIONS_WORKER_RUNTIME": "python", "AzureWebJobsStorage": azurite.connection_string,
                   "SEGMENTS_CONTAINER": "segments", "MAILCHIMP_API_BASE_URL": mailchimp.api_root,
                   "EXPORT_SCHEDULE": "0 0 0 1 1 *", "LOCAL_SECRETS_DIR": str(work / "secrets"),
-                  "PYTHON_THREADPOOL_THREAD_COUNT": "16"}
+                  "PYTHON_THREADPOOL_THREAD_COUNT": os.environ.get("BENCH_THREADS", "16")}
         hosts = [start_functions_host(values, log=work / f"host{i}.log", settings_path=work / f"host{i}.json")
                  for i in range(args.hosts)]
         host = hosts[0]
@@ -95,14 +101,17 @@ def main() -> None:
             "displayName": "Bench", "consent": {"accepted": True}, "audienceId": DEMO_AUDIENCE_ID,
             "mailchimp": {"apiKey": DEMO_API_KEY}, "segments": [SEGMENT],
             "mapping": {"email": "Email", "mergeFields": {"FNAME": "FirstName", "LNAME": "LastName"}}}).json()
-        connector = measure("first run (new members)", host, mailchimp, destination["id"], args, written, ideal=True)
+        processes = {"host": [h.process.pid for h in hosts], "local Mailchimp": [mailchimp.process.pid],
+                     "Azurite": [azurite.process.pid]}
+        connector = measure("first run (new members)", host, mailchimp, destination["id"], args, written, ideal=True,
+                            processes=processes)
         if args.second_run:
             measure("second run (same snapshot: all unchanged)", host, mailchimp, destination["id"], args, written,
-                    ideal=False)
+                    ideal=False, processes=processes)
         if args.refresh_changed:
             write_segment(upload, args.rows, taken_at=taken_at + timedelta(minutes=1), changed_percent=args.refresh_changed)
             refresh = measure(f"refresh ({args.refresh_changed:g} % of the rows changed)", host, mailchimp,
-                              destination["id"], args, written, ideal=False)
+                              destination["id"], args, written, ideal=False, processes=processes)
             share = refresh["seconds"] / connector["seconds"]
             print(f"  refresh / first run: {share:.3f} ({100 * share:.1f} %; target <= 5 % at 1 % changed)")
             connector["refresh"] = refresh
@@ -129,6 +138,19 @@ def peak_memory_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process so far (/proc/<pid>/stat, in clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of all cores so far (/proc/stat)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
 def ideal_floor(members: int, stats: dict) -> float:
     """Seconds for ceil(members / 500) batch calls over the connection cap, none idle (see the docstring)."""
     latency = stats["latency"]
@@ -137,8 +159,10 @@ def ideal_floor(members: int, stats: dict) -> float:
 
 
 def measure(label: str, host, mailchimp, destination_id: str, args: argparse.Namespace, written: SampleStats,
-            ideal: bool) -> dict:
+            ideal: bool, processes: dict[str, list[int]]) -> dict:
     mailchimp.admin("POST", "stats/reset")  # counters only: first_request_at is this run's
+    cpu_before = {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in processes.items()}
+    ticks_before = machine_ticks()
     started_at = time.time()
     started = time.perf_counter()
     run_id = host.call("POST", f"destinations/{destination_id}/exports").json()["id"]
@@ -151,6 +175,9 @@ def measure(label: str, host, mailchimp, destination_id: str, args: argparse.Nam
 
     wait_until(finished, "the export", timeout=4 * 3600)
     wall = time.perf_counter() - started
+    ticks_after = machine_ticks()
+    cpu = {name: sum(cpu_seconds(pid) for pid in pids) - cpu_before[name] for name, pids in processes.items()}
+    busy = (ticks_after[0] - ticks_before[0]) / max(1, ticks_after[1] - ticks_before[1])
     stats = mailchimp.stats()
     requests_made = stats["requests_total"]
     floor = stats["service_seconds"] / stats["connection_cap"]
@@ -162,10 +189,14 @@ def measure(label: str, host, mailchimp, destination_id: str, args: argparse.Nam
     print(f"  wall time: {wall:.1f} s ({args.rows / wall:,.0f} rows/s)")
     print(f"  time to first Mailchimp call: {first_call:.2f} s, to first write: "
           + (f"{first_write:.2f} s" if first_write == first_write else "none (nothing written)"))
+    cores = os.cpu_count() or 1
+    print(f"  CPU used: {', '.join(f'{name} {seconds:.1f} s' for name, seconds in cpu.items())}; the machine's "
+          f"{cores} cores were {100 * busy:.0f} % busy; CPU floor (their sum / {cores} cores): "
+          f"{sum(cpu.values()) / cores:.1f} s")
     print(f"  floor (service_seconds / cap): {floor:.1f} s")
     print(f"  ratio wall / floor: {wall / floor:.3f}  (target <= 1.25)")
     result = {"seconds": wall, "calls": requests_made, "first_call_seconds": first_call,
-              "first_write_seconds": first_write, "floor": floor}
+              "first_write_seconds": first_write, "floor": floor, "cpu": cpu, "busy": busy}
     if ideal:
         best = ideal_floor(written.members, stats)
         per_500 = requests_made / (written.members / BATCH)
