@@ -350,6 +350,7 @@ class Planner(ExportParts):
                     raise
                 for future in pending:
                     future.result()
+                problems.flush()  # the invalid rows read before it are reported
                 return _Planned(plan, top + len(sent), sent, broken=unreadable)
             for future in pending:
                 future.result()

@@ -55,3 +55,5 @@ def test_a_file_refused_after_members_were_streamed_counts_them_and_says_the_res
     assert (counts["read"], counts["created"], counts["invalid"], counts["untagged"]) == (5, 4, 1, 0)
     assert sorted(client.aud) == ["gone@x.com", *(f"n{i}@x.com" for i in range(4))]
     assert client.aud["gone@x.com"][2] == ["Vip"]  # the segment was not read to its end: nobody is untagged
+    report = b"".join(data for name, data in service.work.blobs.items() if "/errors/" in name)
+    assert b"bad-address" in report  # the invalid row read before the refused file is reported
