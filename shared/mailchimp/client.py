@@ -13,7 +13,7 @@ from shared.members import ExistingMember, Member, MemberResult
 from .batching import MAX_BATCH, chunks
 from .credentials import Credentials
 from .errors import MailchimpNotFound, MailchimpRequestError, MailchimpUnavailable
-from .models import Audience, MergeField
+from .models import Audience, MergeField, Tag
 from .redact import redact
 from .retry import RetryPolicy
 from .transport import Gate, Transport
@@ -73,8 +73,21 @@ class MailchimpClient:
 
     def list_tags(self, list_id: str) -> dict[str, int]:
         """Tags are static segments in the API; the name is what users see in Mailchimp."""
-        pages = self._pages("/lists/{list_id}/segments", list_id, "segments", ("id", "name"), {"type": "static"})
-        return {doc["name"]: int(doc["id"]) for doc in pages}
+        return {tag.name: tag.id for tag in self.list_tag_details(list_id)}
+
+    def list_tag_details(self, list_id: str) -> list[Tag]:
+        """Every tag with when it last changed (its `updated_at`) and its `member_count`."""
+        pages = self._pages("/lists/{list_id}/segments", list_id, "segments",
+                            ("id", "name", "updated_at", "member_count"), {"type": "static"})
+        return [Tag.from_json(doc) for doc in pages]
+
+    def iter_tag_members(self, list_id: str, tag_id: int) -> Iterator[str]:
+        """The addresses (normalized) of every contact carrying the tag, whatever its status: the segment listing
+        shows unsubscribed, cleaned and transactional contacts only when asked to."""
+        shown = {"include_unsubscribed": "true", "include_cleaned": "true", "include_transactional": "true"}
+        for doc in self._pages("/lists/{list_id}/segments/{segment_id}/members", list_id, "members",
+                               ("email_address",), shown, path={"segment_id": str(tag_id)}):
+            yield normalize_email(doc["email_address"])
 
     def create_tag(self, list_id: str, name: str) -> int:
         doc = self._http.call("POST", "/lists/{list_id}/segments", path={"list_id": list_id},
@@ -131,15 +144,18 @@ class MailchimpClient:
 
     def _complete_listing(self, list_id: str, status: str, attempts: int = 5) -> list[ExistingMember]:
         for _ in range(attempts):
-            before = self._count(list_id, status)
+            before = self.count_members(list_id, status)
             found = list(self.iter_members(list_id, fields=("email_address", "status"), status=status))
-            if len({m.email for m in found}) == before == self._count(list_id, status):
+            if len({m.email for m in found}) == before == self.count_members(list_id, status):
                 return found
         raise MailchimpUnavailable(f"the audience's {status} contacts kept changing while they were read; try again later")
 
-    def _count(self, list_id: str, status: str) -> int:
+    def count_members(self, list_id: str, status: str | None = None, since_last_changed: datetime | None = None) -> int:
+        """How many contacts iter_members would list with these filters (one call, no member listed)."""
+        params = {"status": status, "since_last_changed": _instant(since_last_changed), "count": 1,
+                  "fields": "total_items"}
         doc = self._http.call("GET", "/lists/{list_id}/members", path={"list_id": list_id},
-                              params={"status": status, "count": 1, "fields": "total_items"})
+                              params={k: v for k, v in params.items() if v is not None})
         return int(doc.get("total_items", 0))
 
     def get_member(self, list_id: str, email: str) -> ExistingMember | None:
@@ -230,13 +246,14 @@ class MailchimpClient:
         return True
 
     def _pages(self, template: str, list_id: str, key: str, fields: Sequence[str], params: dict[str, Any],
-               page_size: int = MAX_PAGE) -> Iterator[dict[str, Any]]:
+               page_size: int = MAX_PAGE, path: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
         if not 1 <= page_size <= MAX_PAGE:
             raise ValueError(f"page_size must be between 1 and {MAX_PAGE}")
         query = {k: v for k, v in params.items() if v is not None}
         query["count"] = page_size
         query["fields"] = ",".join([f"{key}.{f}" for f in fields] + ["total_items"])
-        first = self._http.call("GET", template, path={"list_id": list_id}, params={**query, "offset": 0})
+        path = {"list_id": list_id, **(path or {})}
+        first = self._http.call("GET", template, path=path, params={**query, "offset": 0})
         items = first.get(key) or []
         yield from items
         total = int(first.get("total_items", len(items)))
@@ -244,7 +261,7 @@ class MailchimpClient:
             return
         # The rest is fetched a few pages ahead in parallel (reading a large audience page by page would take
         # minutes at Mailchimp's latency); the window bounds memory, the connection cap bounds the load.
-        fetch = lambda offset: self._http.call("GET", template, path={"list_id": list_id},  # noqa: E731
+        fetch = lambda offset: self._http.call("GET", template, path=path,  # noqa: E731
                                                params={**query, "offset": offset}).get(key) or []
         with ThreadPoolExecutor(max_workers=PAGES_AHEAD) as pool:
             pending: deque[Future] = deque()

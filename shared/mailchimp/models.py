@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 
@@ -30,3 +31,20 @@ class MergeField:
     def from_json(cls, doc: dict[str, Any]) -> "MergeField":
         return cls(str(doc["tag"]), str(doc.get("name", "")), str(doc.get("type", "")),
                    bool(doc.get("required", False)), int(doc.get("merge_id", 0)))
+
+
+@dataclass(frozen=True)
+class Tag:
+    """A tag (static segment) and when it last changed: adding or removing its members does not move the members'
+    `last_changed`, so a reader of changes asks the tags too."""
+
+    id: int
+    name: str
+    updated_at: datetime | None  # None when Mailchimp gives no time: read as "may have changed"
+    member_count: int  # Mailchimp's: "active subscribers currently included" (the local Mailchimp counts every member)
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> "Tag":
+        updated = doc.get("updated_at")
+        return cls(int(doc["id"]), str(doc["name"]), datetime.fromisoformat(updated) if updated else None,
+                   int(doc.get("member_count") or 0))

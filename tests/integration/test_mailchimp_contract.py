@@ -113,6 +113,12 @@ def run_every_operation(client: MailchimpClient, mailchimp) -> None:
     assert {m.email: m.tags for m in tagged}["new@example.com"] == ("VIP", "Spring")  # the read the export plans with
     assert list(client.iter_members(LIST, fields=("email_address", "status"), status="unsubscribed",
                                     since_last_changed=read_at, unsubscribed_since=read_at, page_size=2)) == []
+    # What the audience mirror reads (shared/audience_mirror.py): tags with their times, a tag's members, counts.
+    details = {t.name: t for t in client.list_tag_details(LIST)}
+    assert details["VIP"].id == tag and details["VIP"].updated_at is not None
+    assert set(client.iter_tag_members(LIST, tag)) == {"new@example.com", "appeared@example.com"}
+    assert client.count_members(LIST, "subscribed") == 3
+    assert client.count_members(LIST, since_last_changed=read_at) == 3
     assert client.get_member(LIST, "nobody@example.com") is None
     client.archive_member(LIST, "new@example.com")
     client.archive_member(LIST, "nobody@example.com")
