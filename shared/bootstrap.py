@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Callable, ContextManager
 
 from shared import telemetry
@@ -12,6 +13,7 @@ from shared.adapters.slots import LeaseSlots
 from shared.adapters.storage import BlobFolder, QueueSender, SegmentFolder, StorageAccount
 from shared.adapters.erasure_tables import ErasedLedgerTable, ErasureTable
 from shared.adapters.tables import DestinationTable, RunTable
+from shared.audience_mirror import AudienceMirror
 from shared.config import (CONTAINER_ERASURES, CONTAINER_SLOTS, CONTAINER_WORK, QUEUE_CHUNKS, QUEUE_ERASURES, QUEUE_PLANS,
                            TABLE_DESTINATIONS, TABLE_ERASED, TABLE_ERASURES, TABLE_RUNS, Settings, load_settings)
 from shared.connections import MailchimpConnections
@@ -76,6 +78,8 @@ def build(settings: Settings | None = None, secrets: SecretStore | None = None) 
         chunk_queue=chunk_queue,
         connections=connections,
         erased=erased,
+        mirror=(AudienceMirror(work, max_age=timedelta(hours=settings.audience_mirror_max_age_hours))
+                if settings.audience_mirror_max_age_hours else None),
     )
     states = StateSigner(secrets, BlobUsedStates(blobs.get_container_client(CONTAINER_WORK)))
     destinations = DestinationService(destination_table, connections, exports=exports, run_files=work,

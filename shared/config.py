@@ -83,6 +83,9 @@ class Settings:
     # chunk files kept for a retry) and the staff names on run records, then the run records themselves.
     retention_personal_days: int = 30
     retention_run_days: int = 365
+    # Hours after an audience was last read in full before a run reads it in full again; in between, runs read only
+    # what changed through the destination's audience mirror (shared/audience_mirror.py). 0: no mirror, always in full.
+    audience_mirror_max_age_hours: int = 24
     # Set by App Service when its authentication is on (and by the devhost, which emulates it); off, every HTTP
     # route but the OAuth callback answers 401 (shared/auth.py).
     auth_enabled: bool = False
@@ -211,6 +214,7 @@ def _segments_storage(env: Mapping[str, str], storage: StorageSettings,
 
 
 MAX_RETENTION_DAYS = 3650
+MAX_MIRROR_AGE_HOURS = 720  # 30 days: an audience is read in full at least that often
 
 
 def _retention_run_days(env: Mapping[str, str], personal: int, problems: list[str]) -> int:
@@ -313,6 +317,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         http_max_json_depth=_int(env, "HTTP_MAX_JSON_DEPTH", 32, 4, 512, problems),
         retention_personal_days=personal_days,
         retention_run_days=_retention_run_days(env, personal_days, problems),
+        audience_mirror_max_age_hours=_int(env, "AUDIENCE_MIRROR_MAX_AGE_HOURS", 24, 0, MAX_MIRROR_AGE_HOURS, problems),
         auth_enabled=auth_enabled(env.get("WEBSITE_AUTH_ENABLED")),
         segments_storage=_segments_storage(env, storage, problems),
         telemetry=telemetry,

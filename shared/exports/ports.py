@@ -5,9 +5,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, ContextManager, Protocol
 
+from shared.audience_mirror import AudienceMirror
 from shared.config import Settings
 from shared.connections import MailchimpConnections
 from shared.destinations import Claim, Destination
+from shared.members import ExistingMember
 from shared.runs import Run
 from shared.snapshots import BlobSource, ReadLimits
 
@@ -81,6 +83,14 @@ class ExportParts:
     chunk_queue: Queue
     connections: MailchimpConnections
     erased: ErasedAddresses | None = None  # None: nobody is kept out (no erasure ledger)
+    mirror: AudienceMirror | None = None  # None: every run reads the whole audience
+
+    def audience(self, destination: Destination, client: Any) -> Iterator[ExistingMember]:
+        """Every contact of the destination's audience, as planning compares it: through the destination's audience
+        mirror (only what changed since its last read is asked of Mailchimp), or read whole without one."""
+        if self.mirror is None:
+            return client.iter_audience(destination.audience_id)
+        return self.mirror.members(destination.id, destination.audience_id, client)
 
     def erased_for(self, destination: Destination | None) -> dict[str, str]:
         """The erasures a run of `destination` honours: every one, unless the destination says to export people

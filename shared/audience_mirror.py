@@ -1,0 +1,408 @@
+"""The audience mirror: a copy of each destination's audience in the work container, refreshed with what changed.
+
+Why: planning must know every contact of the audience (status, merge fields, tags) to send only differences and never
+re-subscribe anyone, and reading a whole audience costs one call per 1,000 contacts: for a million, well over a
+thousand calls a run (about 2,000 by the issue's count) and most of a scheduled refresh's cost, however little changed.
+So each destination keeps a mirror of its audience and a run reads only what changed since the mirror was written.
+
+Rules:
+- Where: `mirrors/<destinationId>/<audienceId>/` in the work container. `manifest.json` names the current version
+  (`v<time>Z-<random>/`), its `asOf` (taken before the read that made it started), when the audience was last read in
+  full, the contacts per status, and the tags as they were at `asOf` (id -> name). A version holds the contacts
+  hash-partitioned by email into BUCKETS buckets as planning partitions them (shared/planning.py, whose spill files
+  the mirror uses), one JSON line per bucket, gzip'd, in a few parts of about PART_CONTACTS contacts: a merge holds one
+  bucket of the stored mirror in memory, never the whole audience.
+- Incremental, while the audience was read in full less than AUDIENCE_MIRROR_MAX_AGE_HOURS ago: the members changed
+  since `asOf` less CLOCK_MARGIN (`since_last_changed`), the archived ones asked for apart (a listing without a status
+  filter may leave them out: MailchimpClient.iter_audience), then Mailchimp's count of each status. A tag's members
+  can change without moving their `last_changed` (so the local Mailchimp; unconfirmed for Mailchimp), so the members
+  of every tag updated since (`updated_at`), new or renamed are read again, and a tag gone is taken off everyone. So
+  a run after one that changed a tag's members reads that tag's members again: when the changes and those members
+  outnumber the audience (the run after one that wrote everyone), a full read is cheaper and is made instead.
+- In full (iter_audience, the new mirror spilled as it streams) when: there is no mirror; its manifest or a part
+  cannot be read, or is of another FORMAT (a warning: a bad mirror never fails a run); the last full read is older
+  than AUDIENCE_MIRROR_MAX_AGE_HOURS (which also bounds any drift the checks cannot see); or the merged mirror's
+  per-status counts differ from Mailchimp's. That is how a contact deleted permanently in Mailchimp, which no listing
+  shows, is noticed (and a change made while the changes were read: the run reads in full rather than guess).
+- Writing: the new version's parts, then the manifest (the switch), then older versions are deleted. A crash or a
+  storage error part-way leaves the previous mirror in use, never a half one; the run itself goes on (its contacts
+  are read already), and a later run reads in full if it must.
+- Personal data (addresses, merge values such as names, statuses, tags): a destination's mirrors are deleted with it
+  (shared/destination_service.py), an erasure deletes every mirror (shared/erasures.py; each destination's next run
+  reads in full), and the retention sweep deletes a mirror not written for RETENTION_PERSONAL_DAYS (`sweep_mirrors`).
+  Log lines name destinations, audiences and counts, never a contact.
+
+Plain module: the work container and Mailchimp are reached through the protocols below (BlobFolder and
+MailchimpClient in the app).
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import itertools
+import json
+import logging
+import os
+import secrets
+import tempfile
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from shared.mailchimp.models import Tag
+from shared.members import ExistingMember
+from shared.planning import BUCKETS, _Spill
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1  # of the manifest and the parts; a mirror of another format is read again in full
+MIRRORS_PREFIX = "mirrors/"
+MANIFEST = "manifest.json"
+CLOCK_MARGIN = timedelta(minutes=5)  # changes are asked for since `asOf` less this: our clock and Mailchimp's may differ
+STATUSES = ("subscribed", "unsubscribed", "cleaned", "pending", "transactional", "archived")  # each counted by Mailchimp
+ARCHIVED = "archived"
+FIELDS = ("email_address", "status", "merge_fields", "tags")  # what iter_audience reads of a contact
+PART_CONTACTS = 16384  # contacts a stored part holds, about: a part is one blob to read or write
+WRITERS = 8  # parts uploaded at once
+_VERSION_TIME = "%Y%m%dT%H%M%SZ"
+
+Contact = tuple[str, str, dict[str, Any], list[str]]  # email, status, merge fields, tag names
+
+
+class MirrorStore(Protocol):
+    """The work container (BlobFolder in the app)."""
+
+    def list_names(self, prefix: str = "") -> Iterator[str]: ...
+    def exists(self, name: str) -> bool: ...
+    def read_bytes(self, name: str) -> bytes: ...
+    def write_bytes(self, name: str, data: bytes) -> None: ...
+    def delete_prefix(self, prefix: str) -> None: ...
+
+
+class AudienceReader(Protocol):
+    """What the mirror asks Mailchimp (MailchimpClient)."""
+
+    def iter_audience(self, list_id: str) -> Iterator[ExistingMember]: ...
+    def iter_members(self, list_id: str, *, fields: Sequence[str] = ..., status: str | None = None,
+                     since_last_changed: datetime | None = None) -> Iterator[ExistingMember]: ...
+    def count_members(self, list_id: str, status: str | None = None,
+                      since_last_changed: datetime | None = None) -> int: ...
+    def list_tag_details(self, list_id: str) -> list[Tag]: ...
+    def iter_tag_members(self, list_id: str, tag_id: int) -> Iterator[str]: ...
+
+
+def destination_prefix(destination_id: str) -> str:
+    """Where every mirror of a destination lies (one per audience it has read)."""
+    return f"{MIRRORS_PREFIX}{destination_id}/"
+
+
+class _Unusable(Exception):
+    """The stored mirror cannot be used; the message says why without naming a contact."""
+
+
+@dataclass(frozen=True)
+class _Manifest:
+    version: str
+    as_of: datetime
+    full_read_at: datetime
+    parts: int
+    counts: dict[str, int]  # contacts per status, as stored
+    tags: dict[int, str]  # tag id -> name at as_of
+
+    def to_json(self) -> bytes:
+        return json.dumps({"format": FORMAT, "version": self.version, "asOf": self.as_of.isoformat(),
+                           "fullReadAt": self.full_read_at.isoformat(), "parts": self.parts, "counts": self.counts,
+                           "tags": {str(tag_id): name for tag_id, name in self.tags.items()}}).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, data: bytes) -> _Manifest:
+        doc = json.loads(data)
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise _Unusable(f"its manifest is not of format {FORMAT}")
+        manifest = cls(str(doc["version"]), datetime.fromisoformat(doc["asOf"]),
+                       datetime.fromisoformat(doc["fullReadAt"]), int(doc["parts"]),
+                       {str(status): int(n) for status, n in doc["counts"].items()},
+                       {int(tag_id): str(name) for tag_id, name in doc["tags"].items()})
+        if not 1 <= manifest.parts <= BUCKETS or manifest.as_of.tzinfo is None or manifest.full_read_at.tzinfo is None:
+            raise _Unusable("its manifest does not hold a usable version")
+        return manifest
+
+
+def _parts_for(contacts: int) -> int:
+    return min(BUCKETS, max(1, -(-contacts // PART_CONTACTS)))
+
+
+def _part_of(bucket: int, parts: int) -> int:
+    return bucket * parts // BUCKETS
+
+
+def _part_name(folder: str, version: str, part: int) -> str:
+    return f"{folder}{version}/part-{part:02d}.jsonl.gz"
+
+
+def _contact(member: ExistingMember) -> Contact:
+    return member.email, member.status, member.merge_fields, list(member.tags)
+
+
+def _bucket_lines(data: bytes | str, parts: int, part: int) -> Iterator[list[Contact]]:
+    """The buckets of one part (a file's path or a blob's bytes), each a list of contacts, in bucket order."""
+    wanted = sum(1 for bucket in range(BUCKETS) if _part_of(bucket, parts) == part)
+    with gzip.open(data if isinstance(data, str) else io.BytesIO(data), "rt", encoding="utf-8") as lines:
+        found = 0
+        for line in lines:
+            found += 1
+            yield [tuple(contact) for contact in json.loads(line)]  # type: ignore[misc]
+    if found != wanted:
+        raise _Unusable(f"a part holds {found} buckets instead of {wanted}")
+
+
+class _Draft:
+    """A new version written bucket by bucket into local part files, counting contacts per status."""
+
+    def __init__(self, folder: str, parts: int) -> None:
+        self.parts = parts
+        self.counts: Counter[str] = Counter()
+        self.contacts = 0
+        self._folder = folder
+        self._part = -1
+        self._file: Any = None
+
+    def path(self, part: int) -> str:
+        return os.path.join(self._folder, f"part-{part:02d}.jsonl.gz")
+
+    def add(self, bucket: int, contacts: Iterable[Contact]) -> None:
+        """Buckets come in order, each once, every one of them (an empty one too)."""
+        part = _part_of(bucket, self.parts)
+        if part != self._part:
+            self.close()
+            self._file = gzip.open(self.path(part), "wt", encoding="utf-8", compresslevel=5)
+            self._part = part
+        listed = list(contacts)
+        self.counts.update(contact[1] for contact in listed)
+        self.contacts += len(listed)
+        self._file.write(json.dumps(listed, ensure_ascii=False, separators=(",", ":")) + "\n")
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def members(self) -> Iterator[ExistingMember]:
+        for part in range(self.parts):
+            for bucket in _bucket_lines(self.path(part), self.parts, part):
+                for email, status, merge_fields, tags in bucket:
+                    yield ExistingMember(email, status, merge_fields, tuple(tags))
+
+
+def _status_counts(counts: Counter[str]) -> dict[str, int]:
+    return {status: counts.get(status, 0) for status in STATUSES}
+
+
+def _differences(mirror: dict[str, int], mailchimp: dict[str, int]) -> str:
+    return ", ".join(f"{status} {mirror[status]:,} here, {mailchimp[status]:,} in Mailchimp"
+                     for status in STATUSES if mirror[status] != mailchimp[status])
+
+
+class AudienceMirror:
+    def __init__(self, store: MirrorStore, max_age: timedelta, margin: timedelta = CLOCK_MARGIN) -> None:
+        """`max_age`: how long after a full read runs may go on reading only changes (AUDIENCE_MIRROR_MAX_AGE_HOURS)."""
+        self._store = store
+        self._max_age = max_age
+        self._margin = margin
+
+    def members(self, destination_id: str, audience_id: str, client: AudienceReader) -> Iterator[ExistingMember]:
+        """Every contact of the audience, archived ones included, with the values iter_audience gives (one per
+        address: the fold planning makes of iter_audience's repeats); the mirror is brought up to date on the way.
+        Mailchimp's errors propagate as iter_audience's do; the mirror's own never do."""
+        folder = f"{destination_prefix(destination_id)}{audience_id}/"
+        where = f"audience {audience_id} of destination {destination_id}"
+        started = datetime.now(UTC)  # before anything is read: the new mirror's asOf
+        with tempfile.TemporaryDirectory(prefix="mirror-") as work:
+            manifest, why = self._current(folder, where, started)
+            if manifest is not None:
+                draft, why = self._refresh(folder, where, manifest, audience_id, client, started, work)
+                if draft is not None:
+                    yield from draft.members()
+                    return
+            yield from self._read_in_full(folder, where, why, audience_id, client, started, work)
+
+    def _current(self, folder: str, where: str, now: datetime) -> tuple[_Manifest | None, str]:
+        """The stored mirror's manifest when it may be refreshed, else (None, why not)."""
+        name = folder + MANIFEST
+        try:
+            if not self._store.exists(name):
+                return None, "no mirror yet"
+            manifest = _Manifest.from_json(self._store.read_bytes(name))
+        except Exception as error:  # noqa: BLE001 - any bad manifest is a full read, never a failed run
+            why = str(error) if isinstance(error, _Unusable) else f"its manifest cannot be read ({type(error).__name__})"
+            log.warning("audience mirror of %s unusable: %s; reading the audience in full", where, why)
+            return None, f"mirror unusable: {why}"
+        if manifest.as_of > now + self._margin:
+            log.warning("audience mirror of %s unusable: its asOf is in the future; reading the audience in full", where)
+            return None, "mirror unusable: its asOf is in the future"
+        if now - manifest.full_read_at > self._max_age:
+            hours = (now - manifest.full_read_at).total_seconds() / 3600
+            return None, (f"last read in full {hours:.1f} h ago, more than AUDIENCE_MIRROR_MAX_AGE_HOURS "
+                          f"({self._max_age.total_seconds() / 3600:g})")
+        return manifest, ""
+
+    def _counts(self, client: AudienceReader, list_id: str) -> dict[str, int]:
+        with ThreadPoolExecutor(max_workers=len(STATUSES)) as pool:
+            return dict(zip(STATUSES, pool.map(lambda status: client.count_members(list_id, status), STATUSES)))
+
+    def _refresh(self, folder: str, where: str, manifest: _Manifest, list_id: str, client: AudienceReader,
+                 as_of: datetime, work: str) -> tuple[_Draft | None, str]:
+        """The stored mirror merged with what changed since, written as the new mirror: (draft, "") or (None, why a
+        full read is needed instead). Mailchimp is read before anything of the mirror, so nothing is yielded yet."""
+        since = (manifest.as_of - self._margin).replace(microsecond=0)  # Mailchimp's times are whole seconds
+        tags = client.list_tag_details(list_id)
+        reread = [tag for tag in tags if tag.updated_at is None or tag.updated_at >= since
+                  or manifest.tags.get(tag.id) != tag.name]
+        replaced = {tag.name for tag in reread} | (set(manifest.tags.values()) - {tag.name for tag in tags})
+        size = sum(manifest.counts.values())
+        to_read = client.count_members(list_id, since_last_changed=since) + sum(tag.member_count for tag in reread)
+        if to_read > size:  # e.g. the run after one that wrote everyone: a full read costs less
+            return None, f"more changed contacts and tag members to read ({to_read:,}) than the audience holds ({size:,})"
+        changes = _Spill(work, "changes")  # the archived ones last: they win, as in iter_audience
+        changed = 0
+        for member in itertools.chain(
+                client.iter_members(list_id, fields=FIELDS, since_last_changed=since),
+                client.iter_members(list_id, fields=("email_address", "status"), status=ARCHIVED,
+                                    since_last_changed=since)):
+            changes.add(member.email, _contact(member))
+            changed += 1
+        changes.close()
+        # After the changes: a change they missed (a contact deleted for good, one skipped by offset paging while
+        # another left the listing, one made between the listing and the counts) shows as a difference below.
+        counts = self._counts(client, list_id)
+        carriers = _Spill(work, "tags")
+        carried = 0
+        for tag in reread:
+            for email in client.iter_tag_members(list_id, tag.id):
+                carriers.add(email, (email, tag.name))
+                carried += 1
+        carriers.close()
+        draft = _Draft(work, _parts_for(size + changed))
+        try:
+            stored: Counter[str] = Counter()
+            for bucket, contacts in enumerate(self._stored(folder, manifest)):
+                stored.update(contact[1] for contact in contacts)
+                merged = {contact[0]: contact for contact in contacts}
+                merged.update((contact[0], contact) for contact in changes.read(bucket))
+                if replaced:
+                    _retag(merged, replaced, carriers.read(bucket))
+                draft.add(bucket, merged.values())
+            draft.close()
+            if _status_counts(stored) != _status_counts(Counter(manifest.counts)):
+                raise _Unusable("its parts do not hold the contacts its manifest counts")
+        except Exception as error:  # noqa: BLE001 - a part missing or damaged: read in full, never a failed run
+            why = str(error) if isinstance(error, _Unusable) else f"a part cannot be read ({type(error).__name__})"
+            log.warning("audience mirror of %s unusable: %s; reading the audience in full", where, why)
+            return None, f"mirror unusable: {why}"
+        mirrored = _status_counts(draft.counts)
+        if mirrored != counts:
+            return None, f"the mirror's counts differ from Mailchimp's ({_differences(mirrored, counts)})"
+        self._write(folder, where, draft, _Manifest(_version(as_of), as_of, manifest.full_read_at, draft.parts,
+                                                    dict(draft.counts), {tag.id: tag.name for tag in tags}))
+        log.info("audience of %s read through its mirror: %d changed contact(s) since %s, %d tag(s) read again "
+                 "(%d member(s)); %d contacts", where, changed, since.isoformat(timespec="seconds"), len(reread),
+                 carried, draft.contacts, extra={"audienceRead": "mirror", "audienceChanges": changed,
+                                                 "audienceContacts": draft.contacts})
+        return draft, ""
+
+    def _stored(self, folder: str, manifest: _Manifest) -> Iterator[list[Contact]]:
+        """The stored mirror's buckets in order, one part read at a time."""
+        for part in range(manifest.parts):
+            yield from _bucket_lines(self._store.read_bytes(_part_name(folder, manifest.version, part)),
+                                     manifest.parts, part)
+
+    def _read_in_full(self, folder: str, where: str, why: str, list_id: str, client: AudienceReader,
+                      as_of: datetime, work: str) -> Iterator[ExistingMember]:
+        """iter_audience as it streams, spilled and then written as the new mirror."""
+        tags = client.list_tag_details(list_id)  # as at as_of: a tag changed later is read again next time
+        spill = _Spill(work, "audience")
+        listed = 0
+        for member in client.iter_audience(list_id):
+            spill.add(member.email, _contact(member))
+            listed += 1
+            yield member
+        spill.close()
+        draft = _Draft(work, _parts_for(listed))
+        try:
+            for bucket in range(BUCKETS):
+                draft.add(bucket, {contact[0]: contact for contact in spill.read(bucket)}.values())  # the last read wins
+            draft.close()
+        except Exception as error:  # noqa: BLE001 - the temporary folder: the run has its contacts already
+            log.warning("audience mirror of %s not written (%s)", where, type(error).__name__)
+            return
+        self._write(folder, where, draft, _Manifest(_version(as_of), as_of, as_of, draft.parts, dict(draft.counts),
+                                                    {tag.id: tag.name for tag in tags}))
+        log.info("audience of %s read in full (%s): %d contacts", where, why, draft.contacts,
+                 extra={"audienceRead": "full", "audienceContacts": draft.contacts})
+
+    def _write(self, folder: str, where: str, draft: _Draft, manifest: _Manifest) -> None:
+        """Parts, then the manifest (the switch), then older versions: a failure leaves the previous mirror whole."""
+        def upload(part: int) -> None:
+            with open(draft.path(part), "rb") as file:
+                self._store.write_bytes(_part_name(folder, manifest.version, part), file.read())
+
+        try:
+            with ThreadPoolExecutor(max_workers=WRITERS) as pool:
+                list(pool.map(upload, range(draft.parts)))
+            self._store.write_bytes(folder + MANIFEST, manifest.to_json())
+            for version in _versions(self._store.list_names(folder)):
+                if version < manifest.version:
+                    self._store.delete_prefix(f"{folder}{version}/")
+        except Exception as error:  # noqa: BLE001 - storage: the next run reads in full if it must, this one goes on
+            log.warning("audience mirror of %s not written in full (%s); the previous one stays until a run writes "
+                        "it", where, type(error).__name__)
+
+
+def _retag(merged: dict[str, Contact], replaced: set[str], carriers: Iterable[tuple[str, str]]) -> None:
+    """Tags read again (`replaced`: re-read or gone) as Mailchimp lists their members now; archived contacts carry
+    none (iter_audience reads them without tags)."""
+    carrying: dict[str, list[str]] = defaultdict(list)
+    for email, name in carriers:
+        carrying[email].append(name)
+    for email, (address, status, merge_fields, tags) in merged.items():
+        if status == ARCHIVED:
+            continue
+        now = carrying.get(email, [])
+        kept = [name for name in tags if name not in replaced or name in now]
+        if len(kept) != len(tags) or any(name not in kept for name in now):
+            merged[email] = (address, status, merge_fields, kept + [name for name in now if name not in kept])
+
+
+def _version(as_of: datetime) -> str:
+    return f"v{as_of.astimezone(UTC).strftime(_VERSION_TIME)}-{secrets.token_hex(4)}"
+
+
+def _versions(names: Iterable[str]) -> set[str]:
+    """The version folders among a mirror's blob names."""
+    return {name.rsplit("/", 2)[-2] for name in names if name.endswith(".jsonl.gz")}
+
+
+def _written(version: str) -> datetime:
+    """When a version was written (its asOf); a name that says no time reads as long ago."""
+    try:
+        return datetime.strptime(version[1:].split("-", 1)[0], _VERSION_TIME).replace(tzinfo=UTC)
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
+
+
+def sweep_mirrors(store: MirrorStore, written_before: datetime) -> int:
+    """Delete every mirror whose newest version was written before `written_before` (the retention sweep); a mirror
+    refreshed by each run stays. Returns how many were deleted."""
+    newest: dict[str, datetime] = {}
+    for name in store.list_names(MIRRORS_PREFIX):
+        destination, audience, *rest = name[len(MIRRORS_PREFIX):].split("/") + ["", ""]
+        folder = f"{MIRRORS_PREFIX}{destination}/{audience}/"
+        written = _written(rest[0]) if name.endswith(".jsonl.gz") else datetime.min.replace(tzinfo=UTC)
+        newest[folder] = max(newest.get(folder, written), written)
+    due = [folder for folder, written in newest.items() if written < written_before]
+    for folder in due:
+        store.delete_prefix(folder)
+    return len(due)
