@@ -19,5 +19,5 @@ SCHEDULE = "0 30 2 * * *"
 @bp.timer_trigger(arg_name="timer", schedule=SCHEDULE, run_on_startup=False, use_monitor=True)
 def retention_sweep(timer: func.TimerRequest) -> None:
     swept = bootstrap.app().retention.sweep()
-    log.info("retention tick%s: %d run(s) forgotten, %d run record(s) deleted",
-             " (past due)" if timer.past_due else "", swept.forgotten, swept.deleted)
+    log.info("retention tick%s: %d run(s) forgotten, %d run record(s) deleted, %d audience mirror(s) deleted",
+             " (past due)" if timer.past_due else "", swept.forgotten, swept.deleted, swept.mirrors)

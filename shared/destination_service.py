@@ -19,6 +19,7 @@ from dataclasses import replace
 from typing import Any, Mapping, Protocol
 
 from shared.adapters.tables import StaleDestination
+from shared.audience_mirror import destination_prefix
 from shared.cdm_types import column_types
 from shared.config import OAuthSettings
 from shared.connections import MailchimpConnections, NotConnected, api_key_secret, oauth_secret
@@ -258,9 +259,9 @@ class DestinationService:
     # --- delete ---------------------------------------------------------------------------------------------
 
     def delete(self, destination_id: str, if_match: str | None = None) -> None:
-        """Idempotent: the running export is cancelled, the credential and the per-row files (emails) removed, and
-        the record deleted last, so a failure half-way leaves a destination whose DELETE can simply be sent again.
-        Run records stay for audit: they hold counts, not personal data.
+        """Idempotent: the running export is cancelled, the credential, the per-row files and the audience mirrors
+        (emails) removed, and the record deleted last, so a failure half-way leaves a destination whose DELETE can
+        simply be sent again. Run records stay for audit: they hold counts, not personal data.
 
         The record is deleted only if nothing changed it since it was read; if a PATCH or an OAuth finish landed
         meanwhile (and may have stored a credential after it was removed), all of it is done again."""
@@ -275,6 +276,7 @@ class DestinationService:
             for run in self._exports.runs_of(destination_id):
                 if run.finished_at and run.id != cancelled:  # a cancelled run's workers still read its chunk files
                     self._run_files.delete_prefix(run_folder(run.id))
+            self._run_files.delete_prefix(destination_prefix(destination_id))
             try:
                 self._store.delete(destination_id, version)
                 return

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
+from shared.audience_mirror import MIRRORS_PREFIX
 from shared.destinations import Destination
 from shared.emails import email_problem, normalize_email, subscriber_hash
 from shared.mailchimp.client import MailchimpClient
@@ -307,6 +308,7 @@ class WorkFiles(Protocol):
     def list_names(self, prefix: str = "") -> Iterator[str]: ...
     def read_bytes(self, name: str) -> bytes: ...
     def write_bytes(self, name: str, data: bytes) -> None: ...
+    def delete_prefix(self, prefix: str) -> None: ...
 
 
 class DropFolder(Protocol):
@@ -460,6 +462,9 @@ class ErasureService:
         for target, destination, unusable in targets:
             self._erase_from(erasure, target, destination, unusable)
         files = self._scrub(set(erasure.hashes))
+        # Audience mirrors (shared/audience_mirror.py) hold every contact of an audience: all of them go, including
+        # those of audiences no run wrote to (a preview's), and each destination's next run reads its audience in full.
+        self._work.delete_prefix(MIRRORS_PREFIX)
         erasure = self._records.get(erasure_id) or erasure
         outcomes = [found.outcome for h in erasure.hashes for t in erasure.targets
                     if (found := erasure.outcome(h, t)) is not None]
@@ -472,8 +477,8 @@ class ErasureService:
         status = WITH_ERRORS if unused or refused or unreachable else DONE
         message = "; ".join(note for note in notes if note) or None
         self._records.set_status(erasure_id, status, message, files_scrubbed=files)
-        log.info("erasure %s %s: %d address(es), %d audience(s), %d work file(s) rewritten", erasure_id, status,
-                 len(erasure.hashes), len(erasure.targets), files)
+        log.info("erasure %s %s: %d address(es), %d audience(s), %d work file(s) rewritten, audience mirrors deleted",
+                 erasure_id, status, len(erasure.hashes), len(erasure.targets), files)
         return self._records.get(erasure_id)
 
     def gave_up(self, erasure_id: str) -> None:

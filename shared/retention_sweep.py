@@ -1,4 +1,5 @@
-"""The daily retention sweep (timer `retention_sweep`): deletes what shared/retention.py says is due.
+"""The daily retention sweep (timer `retention_sweep`): deletes what shared/retention.py says is due, and the audience
+mirrors (shared/audience_mirror.py) not written for RETENTION_PERSONAL_DAYS.
 
 Tables have no lifecycle rules, so in Azure as locally this is what clears staff names and deletes run records; the
 files under `runs/<runId>/` also have a storage lifecycle rule in Azure (infra/app/storage.bicep), with the same number
@@ -7,11 +8,12 @@ do no harm: a run is marked forgotten only after its files are gone, and its mai
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from shared.audience_mirror import sweep_mirrors
 from shared.exports.files import run_folder
 from shared.retention import Retention, due, forget_people
 from shared.runs import Run
@@ -29,6 +31,7 @@ class RunRecords(Protocol):
 class RunFiles(Protocol):
     """The work container (BlobFolder in the app)."""
 
+    def list_names(self, prefix: str = "") -> Iterator[str]: ...
     def delete_prefix(self, prefix: str) -> None: ...
 
 
@@ -36,6 +39,7 @@ class RunFiles(Protocol):
 class Swept:
     forgotten: int  # runs whose files and staff names went
     deleted: int  # run records deleted
+    mirrors: int = 0  # audience mirrors deleted (not written for RETENTION_PERSONAL_DAYS)
 
 
 class RetentionSweep:
@@ -45,7 +49,8 @@ class RetentionSweep:
         self._retention = retention
 
     def sweep(self, now: datetime | None = None) -> Swept:
-        """Forget the people of runs past RETENTION_PERSONAL_DAYS, delete the records of runs past RETENTION_RUN_DAYS."""
+        """Forget the people of runs past RETENTION_PERSONAL_DAYS, delete the records of runs past RETENTION_RUN_DAYS
+        and the audience mirrors no run wrote for RETENTION_PERSONAL_DAYS."""
         now = now or datetime.now(UTC)
         chosen = due(self._runs.list_created_before(self._retention.listed_before(now)), now, self._retention)
         for run_id in chosen.forget:
@@ -58,4 +63,5 @@ class RetentionSweep:
         for run_id in chosen.delete:
             self._files.delete_prefix(run_folder(run_id))
             self._runs.delete_run(run_id)
-        return Swept(len(chosen.forget), len(chosen.delete))
+        mirrors = sweep_mirrors(self._files, now - timedelta(days=self._retention.personal_days))
+        return Swept(len(chosen.forget), len(chosen.delete), mirrors)
