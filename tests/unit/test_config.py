@@ -59,6 +59,14 @@ def test_retention_periods_are_whole_days_and_run_records_outlive_the_files_nami
     assert problem in str(caught.value)
 
 
+def test_the_audience_mirror_is_read_in_full_daily_by_default_and_can_be_turned_off():
+    assert load_settings({"AzureWebJobsStorage": AZURITE}).audience_mirror_max_age_hours == 24
+    assert load_settings({"AzureWebJobsStorage": AZURITE, "AUDIENCE_MIRROR_MAX_AGE_HOURS": "0"}).audience_mirror_max_age_hours == 0
+    for bad, problem in (("721", "must be between 0 and 720, got 721"), ("1.5", "must be a whole number between 0 and 720")):
+        with pytest.raises(ConfigError, match=f"AUDIENCE_MIRROR_MAX_AGE_HOURS {problem}"):
+            load_settings({"AzureWebJobsStorage": AZURITE, "AUDIENCE_MIRROR_MAX_AGE_HOURS": bad})
+
+
 def test_the_readme_settings_table_lists_every_setting_the_app_reads():
     import re
     from pathlib import Path

@@ -1,0 +1,82 @@
+"""The audience mirror with tags changed in ways the local Mailchimp cannot show: a tag renamed without its
+`updated_at` moving, and a tag deleted (the local Mailchimp has no call for either). In-memory stand-ins for the work
+container and for Mailchimp's reads; tests/integration/test_audience_mirror.py has the real ones."""
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Iterator, Sequence
+
+from shared.audience_mirror import AudienceMirror
+from shared.mailchimp.models import Tag
+from shared.members import ExistingMember
+
+LONG_AGO = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class Store(dict):
+    def list_names(self, prefix: str = "") -> Iterator[str]:
+        return iter([name for name in self if name.startswith(prefix)])
+
+    def exists(self, name: str) -> bool:
+        return name in self
+
+    def read_bytes(self, name: str) -> bytes:
+        return self[name]
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        self[name] = data
+
+    def delete_prefix(self, prefix: str) -> None:
+        for name in list(self.list_names(prefix)):
+            del self[name]
+
+
+class Audience:
+    """Contacts (none archived) and tags, every one last changed long ago."""
+
+    def __init__(self, tags: dict[str, list[str]]) -> None:
+        self.tags = [Tag(i, name, LONG_AGO, len(emails)) for i, (name, emails) in enumerate(tags.items(), 1)]
+        self.contacts = {email: ExistingMember(email, "subscribed", {"FNAME": email[0]}, ())
+                         for email in ("a@x.com", "b@x.com", "c@x.com")}
+        self.carried = tags
+
+    def _member(self, email: str) -> ExistingMember:
+        names = tuple(name for name, emails in self.carried.items() if email in emails)
+        return ExistingMember(email, "subscribed", self.contacts[email].merge_fields, names)
+
+    def iter_audience(self, list_id: str) -> Iterator[ExistingMember]:
+        return iter([self._member(email) for email in self.contacts])
+
+    def iter_members(self, list_id: str, *, fields: Sequence[str] = (), status: str | None = None,
+                     since_last_changed: datetime | None = None) -> Iterator[ExistingMember]:
+        return iter([])  # nobody's last_changed moved
+
+    def count_members(self, list_id: str, status: str | None = None,
+                      since_last_changed: datetime | None = None) -> int:
+        return 0 if since_last_changed or status != "subscribed" else len(self.contacts)
+
+    def list_tag_details(self, list_id: str) -> list[Tag]:
+        return list(self.tags)
+
+    def iter_tag_members(self, list_id: str, tag_id: int) -> Iterator[str]:
+        name = next(tag.name for tag in self.tags if tag.id == tag_id)
+        return iter(self.carried[name])
+
+
+def tags_of(mirror: AudienceMirror, audience: Audience) -> dict[str, tuple[str, ...]]:
+    return {m.email: m.tags for m in mirror.members("d1", "list1", audience)}
+
+
+def test_a_tag_renamed_or_deleted_in_mailchimp_is_renamed_or_taken_off_in_the_mirror():
+    store = Store()
+    mirror = AudienceMirror(store, timedelta(hours=24))
+    audience = Audience({"Old name": ["a@x.com", "b@x.com"], "Deleted": ["c@x.com"], "Kept": ["a@x.com"]})
+    assert tags_of(mirror, audience) == {"a@x.com": ("Old name", "Kept"), "b@x.com": ("Old name",),
+                                         "c@x.com": ("Deleted",)}
+    written = dict(store)
+
+    renamed, _, kept = audience.tags
+    audience.tags = [Tag(renamed.id, "New name", LONG_AGO, renamed.member_count), kept]  # its time did not move
+    audience.carried = {"New name": ["a@x.com", "b@x.com"], "Kept": ["a@x.com"]}
+    assert tags_of(mirror, audience) == {"a@x.com": ("Kept", "New name"), "b@x.com": ("New name",), "c@x.com": ()}
+    assert store.keys() != written.keys()  # a new version (not a full read: this audience lists no change)
