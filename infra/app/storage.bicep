@@ -15,7 +15,7 @@ param vnetEnabled bool
 param blobSoftDeleteDays int
 @description('Days a deleted container stays recoverable.')
 param containerSoftDeleteDays int
-@description('Days after their last change that blobs under export-work/runs/ (per-row reports, previews, chunk files kept for a retry: they name people) are deleted; the app setting RETENTION_PERSONAL_DAYS has the same value.')
+@description('Days after their last change that blobs under export-work/runs/ (per-row reports, previews, chunk files kept for a retry: they name people) and export-work/mirrors/ (audience mirrors) are deleted; the app setting RETENTION_PERSONAL_DAYS has the same value.')
 param retentionPersonalDays int
 
 // Names the code uses (shared/config.py); tests/integration/test_infra.py checks the two agree.
@@ -123,6 +123,17 @@ resource retention 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05
           type: 'Lifecycle'
           definition: {
             filters: { blobTypes: ['blockBlob'], prefixMatch: ['export-work/runs/'] }
+            actions: { baseBlob: { delete: { daysAfterModificationGreaterThan: retentionPersonalDays } } }
+          }
+        }
+        {
+          // Audience mirrors (shared/audience_mirror.py) hold every contact of an audience; each run writes its
+          // destination's anew, so only one no run wrote for retentionPersonalDays goes (the sweep deletes it too).
+          name: 'audience-mirrors'
+          enabled: true
+          type: 'Lifecycle'
+          definition: {
+            filters: { blobTypes: ['blockBlob'], prefixMatch: ['export-work/mirrors/'] }
             actions: { baseBlob: { delete: { daysAfterModificationGreaterThan: retentionPersonalDays } } }
           }
         }

@@ -403,9 +403,10 @@ def test_run_files_naming_people_are_deleted_after_the_personal_retention_period
     for days in (1, 30, 3650):
         rules = {rule["definition"]["filters"]["prefixMatch"][0]: rule for rule in evaluate(
             _body(storage, "retention")["properties"]["policy"]["rules"], storage, {"retentionPersonalDays": days})}
-        runs = rules[f"{CONTAINER_WORK}/runs/"]
-        assert runs["enabled"] and runs["definition"]["actions"]["baseBlob"]["delete"] == {
-            "daysAfterModificationGreaterThan": days}
+        for prefix in ("runs/", "mirrors/"):  # run files, and the audience mirrors (shared/audience_mirror.py)
+            rule = rules[f"{CONTAINER_WORK}/{prefix}"]
+            assert rule["enabled"] and rule["definition"]["actions"]["baseBlob"]["delete"] == {
+                "daysAfterModificationGreaterThan": days}
     app_settings = _doc("app/function.bicep")["variables"]["appSettings"]["value"]
     defaults = load_settings({"AzureWebJobsStorage": "UseDevelopmentStorage=true"})
     for name, param, default in (("RETENTION_PERSONAL_DAYS", "retentionPersonalDays", defaults.retention_personal_days),
