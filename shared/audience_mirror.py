@@ -53,6 +53,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from shared.mailchimp.models import Tag
+from shared.mailchimp.upsert import ALL_STATUSES
 from shared.members import ExistingMember
 from shared.planning import BUCKETS, _Spill
 
@@ -62,7 +63,6 @@ FORMAT = 1  # of the manifest and the parts; a mirror of another format is read 
 MIRRORS_PREFIX = "mirrors/"
 MANIFEST = "manifest.json"
 CLOCK_MARGIN = timedelta(minutes=5)  # changes are asked for since `asOf` less this: our clock and Mailchimp's may differ
-STATUSES = ("subscribed", "unsubscribed", "cleaned", "pending", "transactional", "archived")  # each counted by Mailchimp
 ARCHIVED = "archived"
 FIELDS = ("email_address", "status", "merge_fields", "tags")  # what iter_audience reads of a contact
 PART_CONTACTS = 16384  # contacts a stored part holds, about: a part is one blob to read or write
@@ -154,7 +154,7 @@ def _bucket_lines(data: bytes | str, parts: int, part: int) -> Iterator[list[Con
         found = 0
         for line in lines:
             found += 1
-            yield [tuple(contact) for contact in json.loads(line)]  # type: ignore[misc]
+            yield [tuple(contact) for contact in json.loads(line)]
     if found != wanted:
         raise _Unusable(f"a part holds {found} buckets instead of {wanted}")
 
@@ -198,12 +198,12 @@ class _Draft:
 
 
 def _status_counts(counts: Counter[str]) -> dict[str, int]:
-    return {status: counts.get(status, 0) for status in STATUSES}
+    return {status: counts.get(status, 0) for status in ALL_STATUSES}
 
 
 def _differences(mirror: dict[str, int], mailchimp: dict[str, int]) -> str:
     return ", ".join(f"{status} {mirror[status]:,} here, {mailchimp[status]:,} in Mailchimp"
-                     for status in STATUSES if mirror[status] != mailchimp[status])
+                     for status in ALL_STATUSES if mirror[status] != mailchimp[status])
 
 
 class AudienceMirror:
@@ -250,8 +250,8 @@ class AudienceMirror:
         return manifest, ""
 
     def _counts(self, client: AudienceReader, list_id: str) -> dict[str, int]:
-        with ThreadPoolExecutor(max_workers=len(STATUSES)) as pool:
-            return dict(zip(STATUSES, pool.map(lambda status: client.count_members(list_id, status), STATUSES)))
+        with ThreadPoolExecutor(max_workers=len(ALL_STATUSES)) as pool:
+            return dict(zip(ALL_STATUSES, pool.map(lambda status: client.count_members(list_id, status), ALL_STATUSES)))
 
     def _refresh(self, folder: str, where: str, manifest: _Manifest, list_id: str, client: AudienceReader,
                  as_of: datetime, work: str) -> tuple[_Draft | None, str]:
@@ -307,7 +307,7 @@ class AudienceMirror:
             return None, f"the mirror's counts differ from Mailchimp's ({_differences(mirrored, counts)})"
         self._write(folder, where, draft, _Manifest(_version(as_of), as_of, manifest.full_read_at, draft.parts,
                                                     dict(draft.counts), {tag.id: tag.name for tag in tags}))
-        log.info("audience of %s read through its mirror: %d changed contact(s) since %s, %d tag(s) read again "
+        log.info("%s read through its mirror: %d changed contact(s) since %s, %d tag(s) read again "
                  "(%d member(s)); %d contacts", where, changed, since.isoformat(timespec="seconds"), len(reread),
                  carried, draft.contacts, extra={"audienceRead": "mirror", "audienceChanges": changed,
                                                  "audienceContacts": draft.contacts})
@@ -340,7 +340,7 @@ class AudienceMirror:
             return
         self._write(folder, where, draft, _Manifest(_version(as_of), as_of, as_of, draft.parts, dict(draft.counts),
                                                     {tag.id: tag.name for tag in tags}))
-        log.info("audience of %s read in full (%s): %d contacts", where, why, draft.contacts,
+        log.info("%s read in full (%s): %d contacts", where, why, draft.contacts,
                  extra={"audienceRead": "full", "audienceContacts": draft.contacts})
 
     def _write(self, folder: str, where: str, draft: _Draft, manifest: _Manifest) -> None:
