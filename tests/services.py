@@ -1,12 +1,14 @@
 """Start the real services the tests talk to: Azurite and the local Mailchimp, each on free ports."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +23,37 @@ AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
+# Ports free_port() handed out lately, by any process of this user on this machine: parallel test workers (pytest-xdist)
+# start their services at the same time, and a port picked but not yet bound by its server looks free to the others.
+_PORTS_HANDED_OUT = Path(tempfile.gettempdir()) / f"mailchimp-connector-test-ports-{os.getuid()}"
+_PORT_HELD_SECONDS = 120.0  # a server binds its port within seconds of free_port()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on, and that no other free_port() call handed out in the last two minutes."""
+    fd = os.open(_PORTS_HANDED_OUT, os.O_RDWR | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "r+", encoding="ascii") as handed_out:
+        fcntl.flock(handed_out, fcntl.LOCK_EX)  # released when the file is closed
+        now = time.time()
+        recent: dict[int, float] = {}
+        for entry in handed_out.read().split():  # "port@unix time" each
+            try:
+                port, at = (int(entry.partition("@")[0]), float(entry.partition("@")[2]))
+            except ValueError:
+                continue
+            if now - at < _PORT_HELD_SECONDS:
+                recent[port] = at
+        for _ in range(200):
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            if port not in recent:
+                break
+        recent[port] = now
+        handed_out.seek(0)
+        handed_out.truncate()
+        handed_out.write(" ".join(f"{p}@{at:.1f}" for p, at in recent.items()))
+    return port
 
 
 def wait_until(check, what: str, timeout: float = 30.0) -> None:
@@ -206,8 +235,6 @@ def start_functions_host(values: dict[str, str], *, port: int | None = None, lea
     """The local Functions host running the real function_app, with `values` as its app settings, behind the local
     App Service Authentication: bearer tokens of LOCAL_USERS from `tokens_path` (written there if missing; default:
     beside the settings). auth=False: without it (--no-auth), as an app deployed without authentication."""
-    import tempfile
-
     port = port or free_port()
     if settings_path is None:
         settings_path = Path(tempfile.mkdtemp(prefix="functions-settings-")) / "local.settings.json"
