@@ -67,9 +67,12 @@ ARCHIVED = "archived"
 FIELDS = ("email_address", "status", "merge_fields", "tags")  # what iter_audience reads of a contact
 PART_CONTACTS = 16384  # contacts a stored part holds, about: a part is one blob to read or write
 WRITERS = 8  # parts uploaded at once
+COMPRESSION = 1  # gzip level: the fastest; a mirror is a few tens of bytes a contact even so
 _VERSION_TIME = "%Y%m%dT%H%M%SZ"
 
 Contact = tuple[str, str, dict[str, Any], list[str]]  # email, status, merge fields, tag names
+# Stored, a contact is one line "email<TAB>status<TAB>[merge fields, tags]" (JSON), so a merge reads the address and
+# status of a contact it does not change without decoding the rest; each bucket ends with an empty line.
 
 
 class MirrorStore(Protocol):
@@ -147,15 +150,31 @@ def _contact(member: ExistingMember) -> Contact:
     return member.email, member.status, member.merge_fields, list(member.tags)
 
 
-def _bucket_lines(data: bytes | str, parts: int, part: int) -> Iterator[list[Contact]]:
-    """The buckets of one part (a file's path or a blob's bytes), each a list of contacts, in bucket order."""
+def _line(contact: Contact) -> str:
+    email, status, merge_fields, tags = contact
+    if any(mark in email or mark in status for mark in ("\t", "\n", "\r")):
+        raise ValueError("an address or a status holds a tab or a line break")
+    return f"{email}\t{status}\t{json.dumps([merge_fields, tags], ensure_ascii=False, separators=(',', ':'))}\n"
+
+
+def _member(line: str) -> ExistingMember:
+    email, status, rest = line.split("\t", 2)
+    merge_fields, tags = json.loads(rest)
+    return ExistingMember(email, status, merge_fields, tuple(tags))
+
+
+def _buckets(data: bytes | str, parts: int, part: int) -> Iterator[list[str]]:
+    """The buckets of one part (a file's path or a blob's bytes), each as its contacts' lines, in bucket order."""
     wanted = sum(1 for bucket in range(BUCKETS) if _part_of(bucket, parts) == part)
-    with gzip.open(data if isinstance(data, str) else io.BytesIO(data), "rt", encoding="utf-8") as lines:
-        found = 0
-        for line in lines:
-            found += 1
-            yield [tuple(contact) for contact in json.loads(line)]
-    if found != wanted:
+    found, lines = 0, []
+    with gzip.open(data if isinstance(data, str) else io.BytesIO(data), "rt", encoding="utf-8", newline="\n") as text:
+        for line in text:
+            if line == "\n":
+                yield lines
+                found, lines = found + 1, []
+            else:
+                lines.append(line)
+    if lines or found != wanted:
         raise _Unusable(f"a part holds {found} buckets instead of {wanted}")
 
 
@@ -173,17 +192,18 @@ class _Draft:
     def path(self, part: int) -> str:
         return os.path.join(self._folder, f"part-{part:02d}.jsonl.gz")
 
-    def add(self, bucket: int, contacts: Iterable[Contact]) -> None:
+    def add(self, bucket: int, lines: Iterable[str]) -> None:
         """Buckets come in order, each once, every one of them (an empty one too)."""
         part = _part_of(bucket, self.parts)
         if part != self._part:
             self.close()
-            self._file = gzip.open(self.path(part), "wt", encoding="utf-8", compresslevel=5)
+            self._file = gzip.open(self.path(part), "wt", encoding="utf-8", newline="\n", compresslevel=COMPRESSION)
             self._part = part
-        listed = list(contacts)
-        self.counts.update(contact[1] for contact in listed)
+        listed = list(lines)
+        self.counts.update(line.split("\t", 2)[1] for line in listed)
         self.contacts += len(listed)
-        self._file.write(json.dumps(listed, ensure_ascii=False, separators=(",", ":")) + "\n")
+        self._file.writelines(listed)
+        self._file.write("\n")
 
     def close(self) -> None:
         if self._file is not None:
@@ -192,9 +212,9 @@ class _Draft:
 
     def members(self) -> Iterator[ExistingMember]:
         for part in range(self.parts):
-            for bucket in _bucket_lines(self.path(part), self.parts, part):
-                for email, status, merge_fields, tags in bucket:
-                    yield ExistingMember(email, status, merge_fields, tuple(tags))
+            for bucket in _buckets(self.path(part), self.parts, part):
+                for line in bucket:
+                    yield _member(line)
 
 
 def _status_counts(counts: Counter[str]) -> dict[str, int]:
@@ -288,10 +308,13 @@ class AudienceMirror:
         draft = _Draft(work, _parts_for(size + changed))
         try:
             stored: Counter[str] = Counter()
-            for bucket, contacts in enumerate(self._stored(folder, manifest)):
-                stored.update(contact[1] for contact in contacts)
-                merged = {contact[0]: contact for contact in contacts}
-                merged.update((contact[0], contact) for contact in changes.read(bucket))
+            for bucket, lines in enumerate(self._stored(folder, manifest)):
+                merged: dict[str, str] = {}
+                for line in lines:
+                    email, status, _ = line.split("\t", 2)
+                    stored[status] += 1
+                    merged[email] = line
+                merged.update((contact[0], _line(contact)) for contact in changes.read(bucket))
                 if replaced:
                     _retag(merged, replaced, carriers.read(bucket))
                 draft.add(bucket, merged.values())
@@ -313,11 +336,10 @@ class AudienceMirror:
                                                  "audienceContacts": draft.contacts})
         return draft, ""
 
-    def _stored(self, folder: str, manifest: _Manifest) -> Iterator[list[Contact]]:
+    def _stored(self, folder: str, manifest: _Manifest) -> Iterator[list[str]]:
         """The stored mirror's buckets in order, one part read at a time."""
         for part in range(manifest.parts):
-            yield from _bucket_lines(self._store.read_bytes(_part_name(folder, manifest.version, part)),
-                                     manifest.parts, part)
+            yield from _buckets(self._store.read_bytes(_part_name(folder, manifest.version, part)), manifest.parts, part)
 
     def _read_in_full(self, folder: str, where: str, why: str, list_id: str, client: AudienceReader,
                       as_of: datetime, work: str) -> Iterator[ExistingMember]:
@@ -333,7 +355,8 @@ class AudienceMirror:
         draft = _Draft(work, _parts_for(listed))
         try:
             for bucket in range(BUCKETS):
-                draft.add(bucket, {contact[0]: contact for contact in spill.read(bucket)}.values())  # the last read wins
+                last = {contact[0]: contact for contact in spill.read(bucket)}  # a contact read twice: the last read wins
+                draft.add(bucket, (_line(contact) for contact in last.values()))
             draft.close()
         except Exception as error:  # noqa: BLE001 - the temporary folder: the run has its contacts already
             log.warning("audience mirror of %s not written (%s)", where, type(error).__name__)
@@ -361,19 +384,23 @@ class AudienceMirror:
                         "it", where, type(error).__name__)
 
 
-def _retag(merged: dict[str, Contact], replaced: set[str], carriers: Iterable[tuple[str, str]]) -> None:
+def _retag(merged: dict[str, str], replaced: set[str], carriers: Iterable[tuple[str, str]]) -> None:
     """Tags read again (`replaced`: re-read or gone) as Mailchimp lists their members now; archived contacts carry
-    none (iter_audience reads them without tags)."""
+    none (iter_audience reads them without tags). Only a line naming such a tag, or of a carrier, is decoded."""
     carrying: dict[str, list[str]] = defaultdict(list)
     for email, name in carriers:
         carrying[email].append(name)
-    for email, (address, status, merge_fields, tags) in merged.items():
-        if status == ARCHIVED:
-            continue
+    quoted = [json.dumps(name, ensure_ascii=False) for name in replaced]
+    for email, line in merged.items():
         now = carrying.get(email, [])
-        kept = [name for name in tags if name not in replaced or name in now]
-        if len(kept) != len(tags) or any(name not in kept for name in now):
-            merged[email] = (address, status, merge_fields, kept + [name for name in now if name not in kept])
+        if not now and not any(name in line for name in quoted):
+            continue
+        member = _member(line)
+        if member.status == ARCHIVED:
+            continue
+        kept = [name for name in member.tags if name not in replaced or name in now]
+        if len(kept) != len(member.tags) or any(name not in kept for name in now):
+            merged[email] = _line((email, member.status, member.merge_fields, kept + [n for n in now if n not in kept]))
 
 
 def _version(as_of: datetime) -> str:
