@@ -155,6 +155,28 @@ def set_oauth(server: Server, request: Request) -> dict[str, Any]:
     return {"deny": server.world.oauth_deny}
 
 
+def age_members(server: Server, request: Request, list_id: str) -> dict[str, Any]:
+    """Move every member's times (created, opted in, last changed, unsubscribed) and every tag's (created, updated,
+    when it was added to each member) `seconds` into the past, as if that much time had gone by since they were
+    written: how a benchmark runs a scheduled refresh "the next day" without waiting for it."""
+    seconds = request.json_object().get("seconds")
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds <= 0:
+        raise invalid("seconds", "Send seconds as a positive number: how far back every member's times move")
+    audience = _audience(server.world, list_id)
+    with audience.lock:
+        for member in audience.members.values():
+            member.created -= seconds
+            member.opted -= seconds
+            member.changed -= seconds
+            if member.unsubscribed_at is not None:
+                member.unsubscribed_at -= seconds
+        for segment in audience.segments.values():
+            segment.created -= seconds
+            segment.updated -= seconds
+            segment.added = {member_id: at - seconds for member_id, at in segment.added.items()}
+        return {"members": len(audience.members)}
+
+
 def _audience(world: World, list_id: Any) -> Audience:
     audience = world.audiences.get(str(list_id))
     if audience is None:
@@ -181,6 +203,7 @@ ROUTER = Router([
     ("POST", "/__admin/connection-cap", set_connection_cap),
     ("POST", "/__admin/members", put_member),
     ("GET", "/__admin/lists/{list_id}/members", dump_members),
+    ("POST", "/__admin/lists/{list_id}/age", age_members),
     ("POST", "/__admin/revoke", revoke),
     ("POST", "/__admin/oauth", set_oauth),
 ])
