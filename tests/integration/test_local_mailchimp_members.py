@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import requests
 
 from shared.emails import subscriber_hash
 from tests.integration.test_local_mailchimp import LIST, Api, api, problem  # noqa: F401  (api is a fixture)
@@ -189,3 +190,19 @@ def test_archived_members_are_listed_only_when_asked_for(api: Api) -> None:
     assert api.ok("GET", f"/lists/{LIST}")["stats"]["total_contacts"] == 3
     api.batch([{"email_address": "m1@shop.io", "status": "subscribed"}])  # re-created: listed again, same place
     assert emails() == (["m0@shop.io", "m1@shop.io", "m2@shop.io", "m3@shop.io"], 4)
+
+
+def test_aging_an_audience_moves_its_changes_and_tags_a_day_back(api: Api) -> None:
+    """POST /__admin/lists/{id}/age: the benchmark's "next day" (bench/export_end_to_end.py). A member changed after
+    the ageing is a change since then; the aged ones are not, and their tag dates moved with them."""
+    api.batch([{"email_address": "old@shop.io", "status": "subscribed", "tags": ["Vip"]}])
+    before = api.ok("GET", path("old@shop.io"))
+    tagged = api.ok("GET", path("old@shop.io") + "/tags")["tags"][0]["date_added"]
+    assert api.server.admin("POST", f"lists/{LIST}/age", json={"seconds": 86400}).json() == {"members": 1}
+    api.batch([{"email_address": "new@shop.io", "status": "subscribed"}])
+    cut = before["last_changed"]  # the old member's time before the ageing: the new one changed after it
+    assert [m["email_address"] for m in api.members(since_last_changed=cut)["members"]] == ["new@shop.io"]
+    after = api.ok("GET", path("old@shop.io"))
+    assert after["last_changed"] < cut and api.ok("GET", path("old@shop.io") + "/tags")["tags"][0]["date_added"] < tagged
+    refused = requests.post(f"{api.server.url}/__admin/lists/{LIST}/age", json={"seconds": -5}, timeout=10)
+    assert refused.status_code == 400 and "seconds" in refused.text
