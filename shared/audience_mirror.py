@@ -10,15 +10,16 @@ Rules:
   (`v<time>Z-<random>/`), its `asOf` (taken before the read that made it started), when the audience was last read in
   full, the contacts per status, and the tags as they were at `asOf` (id -> name). A version holds the contacts
   hash-partitioned by email into BUCKETS buckets as planning partitions them (shared/planning.py, whose spill files
-  the mirror uses), one JSON line per bucket, gzip'd, in a few parts of about PART_CONTACTS contacts: a merge holds one
-  bucket of the stored mirror in memory, never the whole audience.
+  the mirror uses), a line a contact, gzip'd, in parts of about PART_CONTACTS contacts: a merge holds one bucket in
+  memory, never the whole audience.
 - Incremental, while the audience was read in full less than AUDIENCE_MIRROR_MAX_AGE_HOURS ago: the members changed
   since `asOf` less CLOCK_MARGIN (`since_last_changed`), the archived ones asked for apart (a listing without a status
   filter may leave them out: MailchimpClient.iter_audience), then Mailchimp's count of each status. A tag's members
   can change without moving their `last_changed` (so the local Mailchimp; unconfirmed for Mailchimp), so the members
   of every tag updated since (`updated_at`), new or renamed are read again, and a tag gone is taken off everyone. So
   a run after one that changed a tag's members reads that tag's members again: when the changes and those members
-  outnumber the audience (the run after one that wrote everyone), a full read is cheaper and is made instead.
+  outnumber the audience (the run after one that wrote everyone), a full read is cheaper and is made instead. All
+  of it is merged into a new version in a temporary folder, and the planner gets the contacts once it is checked.
 - In full (iter_audience, the new mirror spilled as it streams) when: there is no mirror; its manifest or a part
   cannot be read, or is of another FORMAT (a warning: a bad mirror never fails a run); the last full read is older
   than AUDIENCE_MIRROR_MAX_AGE_HOURS (which also bounds any drift the checks cannot see); or the merged mirror's
