@@ -151,11 +151,15 @@ def _contact(member: ExistingMember) -> Contact:
     return member.email, member.status, member.merge_fields, list(member.tags)
 
 
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # one encoder for every contact
+
+
 def _line(contact: Contact) -> str:
     email, status, merge_fields, tags = contact
-    if any(mark in email or mark in status for mark in ("\t", "\n", "\r")):
-        raise ValueError("an address or a status holds a tab or a line break")
-    return f"{email}\t{status}\t{json.dumps([merge_fields, tags], ensure_ascii=False, separators=(',', ':'))}\n"
+    for text in (email, status):
+        if "\t" in text or "\n" in text or "\r" in text:
+            raise ValueError("an address or a status holds a tab or a line break")
+    return f"{email}\t{status}\t{_encode([merge_fields, tags])}\n"
 
 
 def _member(line: str) -> ExistingMember:
@@ -346,18 +350,23 @@ class AudienceMirror:
                       as_of: datetime, work: str) -> Iterator[ExistingMember]:
         """iter_audience as it streams, spilled and then written as the new mirror."""
         tags = client.list_tag_details(list_id)  # as at as_of: a tag changed later is read again next time
-        spill = _Spill(work, "audience")
-        listed = 0
+        spill = _Spill(work, "audience")  # stored lines: the contacts are encoded as they stream by
+        listed, unwritable = 0, ""
         for member in client.iter_audience(list_id):
-            spill.add(member.email, _contact(member))
+            if not unwritable:
+                try:
+                    spill.add(member.email, (member.email, _line(_contact(member))))
+                except ValueError as error:
+                    unwritable = str(error)
             listed += 1
             yield member
         spill.close()
         draft = _Draft(work, _parts_for(listed))
         try:
+            if unwritable:
+                raise ValueError(unwritable)
             for bucket in range(BUCKETS):
-                last = {contact[0]: contact for contact in spill.read(bucket)}  # a contact read twice: the last read wins
-                draft.add(bucket, (_line(contact) for contact in last.values()))
+                draft.add(bucket, dict(spill.read(bucket)).values())  # a contact read twice: the last read wins
             draft.close()
         except Exception as error:  # noqa: BLE001 - the temporary folder: the run has its contacts already
             log.warning("audience mirror of %s not written (%s)", where, type(error).__name__)

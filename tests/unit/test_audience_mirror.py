@@ -80,3 +80,12 @@ def test_a_tag_renamed_or_deleted_in_mailchimp_is_renamed_or_taken_off_in_the_mi
     audience.carried = {"New name": ["a@x.com", "b@x.com"], "Kept": ["a@x.com"]}
     assert tags_of(mirror, audience) == {"a@x.com": ("Kept", "New name"), "b@x.com": ("New name",), "c@x.com": ()}
     assert store.keys() != written.keys()  # a new version (not a full read: this audience lists no change)
+
+
+def test_an_address_the_stored_line_cannot_hold_leaves_the_mirror_unwritten_and_the_read_whole():
+    store = Store()
+    audience = Audience({"Kept": ["a@x.com"]})
+    audience.contacts["odd\taddress@x.com"] = ExistingMember("odd\taddress@x.com", "subscribed", {}, ())
+    mirror = AudienceMirror(store, timedelta(hours=24))
+    assert len(list(mirror.members("d1", "list1", audience))) == 4
+    assert store == {}  # nothing written: the next run reads in full again
