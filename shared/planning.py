@@ -311,8 +311,8 @@ class Plan:
 
     @property
     def streamed(self) -> int:
-        """Members handed to `stream` so far (also when reading stopped half-way)."""
-        return self._streamer.sent if self._streamer else 0
+        """Members streamed so far, by this attempt or a crashed one before it (also when reading stopped half-way)."""
+        return self._streamer.sent + self._streamer.sent_earlier if self._streamer else 0
 
     def __iter__(self) -> Iterator[list[Member]]:
         return self.chunks()
@@ -388,7 +388,8 @@ class Plan:
                 if reason is not None:
                     counts.invalid += 1
                     self._on_problem(RowProblem(source.segment, row.partition, row.row, given, reason))
-                elif self._erased and (erased_at := self._erased.get(subscriber_hash(email))):
+                elif (self._erased and (erased_at := self._erased.get(subscriber_hash(email)))
+                      and not streamer.sent_before(email)):  # an earlier attempt's chunk refuses and counts it
                     counts.erased += 1
                     self._on_problem(RowProblem(source.segment, row.partition, row.row, given,
                                                 erased_reason(erased_at), kind="erased"))
@@ -463,7 +464,9 @@ class Plan:
             member = members.get(email)
             if member is not None:
                 member.existing = current
-            if not carried or status == "archived":  # archived contacts are outside the audience: nothing to untag
+            if not carried or status == "archived" or email in streamed:  # archived contacts are outside the
+                # audience: nothing to untag; a streamed member was written by this run (by an attempt that crashed,
+                # when the audience shows it), not one the untag guard weighs
                 continue
             kept = set() if member is None else {tag.casefold() for tag in member.tags}
             leaving = sorted(tag for tag in carried if tag.casefold() not in kept)
@@ -500,12 +503,18 @@ class _Streamer:
         self._mapped_fields = mapped_fields
         self._chunk: list[Member] = []
         self.sent = 0  # members handed to `send`
+        self.sent_earlier = 0  # rows of members an earlier attempt streamed
+
+    def sent_before(self, email: str) -> bool:
+        """Whether an earlier attempt streamed this member (and this is its first row)."""
+        return email in self._before
 
     def take(self, email: str, fields: dict[str, Any], source: SegmentInput, row: SourceRow) -> bool:
         """True when this row's member is streamed (now, or by an earlier attempt): it counts as a member here."""
         first = self._send is not None and self._first_sight(email)  # every row is noted as seen
         if self._before and email in self._before:
             self._before.discard(email)  # its first row; any later one is a duplicate
+            self.sent_earlier += 1
             return True
         if not first or len(fields) < self._mapped_fields or self._in_audience(email):
             return False

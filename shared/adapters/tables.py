@@ -515,7 +515,9 @@ class RunTable(_Table):
         try:
             self.table.create_entity({"PartitionKey": run_id, "RowKey": self.chunk_row(number), "state": "pending", "members": members, "counts": "{}", "errorsBlob": "", "lastError": "", "streamed": streamed})
         except ResourceExistsError:
-            pass
+            if streamed:  # a row an earlier attempt wrote unsent: its message goes out now
+                self.table.update_entity({"PartitionKey": run_id, "RowKey": self.chunk_row(number), "streamed": True},
+                                         mode=UpdateMode.MERGE)
 
     def get_chunk(self, run_id: str, number: int) -> dict[str, Any] | None:
         try:

@@ -86,6 +86,8 @@ class ChunkWorker(ExportParts):
     def _process_chunk(self, run_id: str, number: int, attempt: str) -> None:
         run = self.runs.get(run_id, counts=False)
         telemetry.describe_run(run)  # log fields: its destination and trigger
+        if run is not None and run.finished:  # failed while it was still planning (a streamed chunk): nothing more
+            return  # is sent, and its files may be cleaned up already
         everyone = list(decode_members(self.work.read_bytes(chunk_blob(run_id, number))))
         members = [m for m in everyone if not m.departed]  # the chunk's input rows; departed ones are only untagged
         destination = self.destinations.get(run.destination_id) if run is not None else None

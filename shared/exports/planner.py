@@ -114,7 +114,7 @@ class Planner(ExportParts):
         if run.details.get("chunksSent"):  # planned and sent (a redelivered message); a plan with no chunk is
             self._settle(run_id)  # settled here, so a worker that died before that is made good
             return
-        if run.status == CANCELLING and run.total_chunks is None and not run.details.get("streaming"):
+        if run.status == CANCELLING and run.total_chunks is None and not self._streamed_earlier(run_id):
             self.runs.update(run_id, lambda r: setattr(r, "total_chunks", 0))  # cancelled before planning: nothing to send
             self._settle(run_id)
             return
@@ -342,9 +342,17 @@ class Planner(ExportParts):
             try:
                 for members in plan.chunks():
                     submit(write_chunk, run_id, next(numbers), members)
-            except TooManyRows as too_many:  # stopped reading there: nothing was spilled after it, none sent
-                self._fail(run, self._over_limit(too_many.limit))
-                return None
+            except TooManyRows as too_many:  # stopped reading there: nothing was spilled after it
+                if not (sent or earlier):  # ... and nothing sent (the line count before streaming rules this out,
+                    # unless a partition grew between the count and the read)
+                    self._fail(run, self._over_limit(too_many.limit))
+                    return None
+                unreadable = _Unreadable(live[0], SnapshotProblem(live[0].folder, (
+                    f"it grew past MAX_PROFILES_PER_EXPORT ({too_many.limit:,}) while it was read")))
+                for future in pending:
+                    future.result()
+                problems.flush()
+                return _Planned(plan, top + len(sent), sent, broken=unreadable)
             except _Unreadable as unreadable:
                 if not (sent or earlier):
                     raise

@@ -98,10 +98,11 @@ class Runs:
         return sorted(runs, key=lambda r: r.created_at, reverse=True)
 
     def add_chunk(self, run_id, number, members, streamed=False):
-        self.chunk_rows.setdefault(
+        row = self.chunk_rows.setdefault(
             (run_id, number), {"RowKey": f"chunk-{number:06d}", "state": "pending", "members": members,
                                "streamed": streamed}
         )
+        row["streamed"] = row["streamed"] or streamed
 
     def get_chunk(self, run_id, number):
         return copy.deepcopy(self.chunk_rows.get((run_id, number)))
