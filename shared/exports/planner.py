@@ -1,5 +1,6 @@
 """Planning a run: read the audience and the segment snapshots, write chunks of at most 500 members, freeze the plan,
-then queue one message per chunk. Members already as wanted are counted unchanged here and never sent."""
+then queue one message per chunk. Members already as wanted are counted unchanged here and never sent; members
+certainly new are streamed (queued while the rows are still read, see `_plan_rows`)."""
 from __future__ import annotations
 
 import itertools
@@ -98,8 +99,8 @@ class Planner(ExportParts):
         """Plan in two steps, so that a redelivered plan message never sends a different plan.
 
         1. Read, write every chunk blob and chunk row, then freeze the plan in one run update (its chunk total,
-           counts and held-back untags). No chunk message goes out before the freeze: a crash before it leaves
-           nothing sent, and planning simply starts over.
+           counts and held-back untags). Only streamed chunks (certainly new members, see `_plan_rows`) go out
+           before the freeze: a crash before it leaves only those sent, and planning starts over around them.
         2. Send one message per chunk. A crash here is replayed from the frozen plan: the chunks not yet counted
            are sent again (a chunk counts once, whatever the number of its messages).
         """
