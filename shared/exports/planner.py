@@ -383,8 +383,7 @@ class Planner(ExportParts):
 
     def _write_and_send(self, run_id: str, number: int, members: list[Member]) -> None:
         """A streamed chunk: recorded (as streamed) before its message goes out, so a crash never loses it."""
-        self.work.write_bytes(chunk_blob(run_id, number), encode_members(members))
-        self.runs.add_chunk(run_id, number, len(members), streamed=True)
+        self._write_chunk(run_id, number, members, streamed=True)
         self.chunk_queue.send({"runId": run_id, "chunk": number})
 
     def _rows(self, part: SegmentPart, snapshot: Snapshot) -> Iterator[Any]:
@@ -405,9 +404,9 @@ class Planner(ExportParts):
         self._fail(run, f"nothing was sent: every segment was left out: {'; '.join(left_out.values())}"[:NOTICE_CHARS],
                    log_message=f"nothing was sent: no segment is left ({len(left_out)} left out, each logged above)")
 
-    def _write_chunk(self, run_id: str, number: int, members: list[Member]) -> None:
+    def _write_chunk(self, run_id: str, number: int, members: list[Member], streamed: bool = False) -> None:
         self.work.write_bytes(chunk_blob(run_id, number), encode_members(members))
-        self.runs.add_chunk(run_id, number, len(members))
+        self.runs.add_chunk(run_id, number, len(members), streamed=streamed)
 
     def _held_untags(self, run: Run, departures: dict[str, TagDepartures]) -> dict[str, int]:
         """Tags whose departures look like a broken upstream export rather than people leaving: more than
