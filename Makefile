@@ -36,10 +36,13 @@ sample: install
 	$(PY) -m scripts.stack sample --rows $(or $(ROWS),5000) --segment $(or $(SEGMENT),HighValueCustomers)
 
 ## The whole test suite: offline infra checks (checkov, azure-functions-doctor), then pytest, which starts its own
-## Azurite, local Mailchimp and Functions hosts on free ports.
+## Azurite, local Mailchimp and Functions hosts on free ports, in TEST_WORKERS parallel sessions (pytest-xdist; most of
+## the suite waits on those services, so 3 workers pay even on 2 cores; tests/conftest.py says what stays together).
+TEST_WORKERS ?= 3
+
 test: install
 	bash scripts/check_infra.sh
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 test-unit: install
 	$(PY) -m pytest tests/unit

@@ -11,6 +11,40 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.services import Azurite, LocalMailchimp, start_azurite, start_local_mailchimp  # noqa: E402
 
 
+# --- parallel runs (pytest-xdist: `make test` runs `pytest -n 3 --dist loadgroup`) --------------------------------------
+# Each worker is a session of its own: its own Azurite and local Mailchimp (session fixtures above), on free ports, with
+# its own tmp_path. Tests are handed out one by one, except these, which stay together on one worker, in file order:
+# - every test of a module that uses a module- or class-scoped fixture (a stack, a driver, an Azurite for the module):
+#   its tests share that fixture's state, and the session's local Mailchimp its module fixtures wrote to, as when run
+#   alone; spread over workers, another module's test could reset that Mailchimp between two of them;
+# - the browser tests (both modules): they write their screenshots to one folder, tests/browser/artifacts/, which each
+#   module empties when it starts.
+_SHARED_SCOPES = {"module", "class", "package"}
+
+
+def _xdist_group(item: pytest.Item) -> str | None:
+    module = item.nodeid.split("::", 1)[0]
+    if module.startswith("tests/browser/"):
+        return "tests/browser"
+    fixtures = getattr(item, "_fixtureinfo", None)
+    for definitions in (fixtures.name2fixturedefs.values() if fixtures else ()):
+        if any(definition.scope in _SHARED_SCOPES for definition in definitions):
+            return module
+    return None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "xdist_group(name): run on one xdist worker with the other tests of that group")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the marks (its own hook appends the group to each node id)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        group = _xdist_group(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session")
 def azurite() -> Azurite:
     server = start_azurite()
