@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import requests
@@ -74,34 +74,49 @@ class Azurite:
     blob_port: int
     queue_port: int
     table_port: int
+    account: str = AZURITE_ACCOUNT  # the storage account connection_string names
+    accounts: tuple[str, ...] = (AZURITE_ACCOUNT,)  # every account this Azurite serves
+    owner: bool = True  # False for the view for_account() gives: stop() leaves the process to its owner
 
     @property
     def connection_string(self) -> str:
         return (
-            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
-            f"BlobEndpoint=http://127.0.0.1:{self.blob_port}/{AZURITE_ACCOUNT};"
-            f"QueueEndpoint=http://127.0.0.1:{self.queue_port}/{AZURITE_ACCOUNT};"
-            f"TableEndpoint=http://127.0.0.1:{self.table_port}/{AZURITE_ACCOUNT};"
+            f"DefaultEndpointsProtocol=http;AccountName={self.account};AccountKey={AZURITE_KEY};"
+            f"BlobEndpoint=http://127.0.0.1:{self.blob_port}/{self.account};"
+            f"QueueEndpoint=http://127.0.0.1:{self.queue_port}/{self.account};"
+            f"TableEndpoint=http://127.0.0.1:{self.table_port}/{self.account};"
         )
 
+    def for_account(self, name: str) -> Azurite:
+        """The same Azurite, as another of its storage accounts (each has its own containers, queues and tables)."""
+        if name not in self.accounts:
+            raise ValueError(f"this Azurite serves no account {name!r}")
+        return replace(self, account=name, owner=False)
+
     def stop(self) -> None:
-        stop_process(self.process)
+        if self.owner:
+            stop_process(self.process)
 
 
-def start_azurite(ports: tuple[int, int, int] | None = None, location: Path | None = None, log: Path | None = None) -> Azurite:
-    """Azurite on free ports in memory (tests), or on given ports persisting under `location` (the local stack)."""
+def start_azurite(ports: tuple[int, int, int] | None = None, location: Path | None = None, log: Path | None = None,
+                  extra_accounts: int = 0) -> Azurite:
+    """Azurite on free ports in memory (tests), or on given ports persisting under `location` (the local stack).
+    extra_accounts: that many storage accounts besides devstoreaccount1 (`test0001`, ...; AZURITE_ACCOUNTS, with the
+    same well-known key), for tests that each want empty storage of their own without starting an Azurite each."""
     binary = ROOT / "node_modules" / ".bin" / "azurite"
     if not binary.exists():
         raise RuntimeError("Azurite is not installed: run `make install` (npm install) first")
     blob, queue, table = ports or (free_port(), free_port(), free_port())
     persistence = ["--location", str(location)] if location else ["--inMemoryPersistence"]
+    accounts = (AZURITE_ACCOUNT, *(f"test{n:04d}" for n in range(1, extra_accounts + 1)))
+    env = {**os.environ, "AZURITE_ACCOUNTS": ";".join(f"{name}:{AZURITE_KEY}" for name in accounts)} if extra_accounts else None
     process = subprocess.Popen(
         [str(binary), "--silent", *persistence, "--disableTelemetry", "--skipApiVersionCheck",
          "--blobHost", "127.0.0.1", "--blobPort", str(blob), "--queueHost", "127.0.0.1", "--queuePort", str(queue),
          "--tableHost", "127.0.0.1", "--tablePort", str(table)],
-        stdout=_output(log), stderr=subprocess.STDOUT, start_new_session=True,
+        stdout=_output(log), stderr=subprocess.STDOUT, start_new_session=True, env=env,
     )
-    azurite = Azurite(process, blob, queue, table)
+    azurite = Azurite(process, blob, queue, table, accounts=accounts)
 
     def ready() -> bool:
         for port in (blob, queue, table):

@@ -1,4 +1,4 @@
-"""End to end: the real function_app in the local Functions host, on a fresh Azurite, against the local Mailchimp."""
+"""End to end: the real function_app in the local Functions host, on empty storage in Azurite, against the local Mailchimp."""
 from __future__ import annotations
 
 import re
@@ -9,7 +9,7 @@ from typing import Callable
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from tests.services import Azurite, FunctionsHost, LocalMailchimp, start_azurite, start_functions_host
+from tests.services import Azurite, FunctionsHost, LocalMailchimp, start_functions_host
 
 DEMO_KEY = "0123456789abcdef0123456789abcdef-us6"
 DEMO_AUDIENCE = "a1b2c3d4e5"
@@ -17,11 +17,13 @@ FINISHED = ("succeeded", "completed_with_errors", "failed", "cancelled")
 
 
 @pytest.fixture
-def storage() -> Azurite:
-    """A fresh Azurite per test: no queue message or record of one test can reach another."""
-    server = start_azurite()
-    yield server
-    server.stop()
+def storage(storage_accounts) -> Azurite:
+    """Empty storage per test, a storage account of its own on the session's Azurite (tests/conftest.py,
+    StorageAccounts): no queue message or record of one test can reach another. The hosts a test started are stopped
+    before it is emptied (start_host depends on this fixture)."""
+    account = storage_accounts.fresh()
+    yield account
+    storage_accounts.empty(account)
 
 
 @pytest.fixture

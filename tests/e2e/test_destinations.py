@@ -1,5 +1,5 @@
 """Managing destinations through the local Functions host: OAuth and API keys, consent, mapping checks, revocation
-and deletion, against a fresh Azurite and the local Mailchimp."""
+and deletion, against empty storage in Azurite and the local Mailchimp."""
 from __future__ import annotations
 
 import json

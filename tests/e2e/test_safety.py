@@ -1,6 +1,6 @@
 """Never wrong in Mailchimp, end to end: the guards that keep an export from doing harm while its counts add up.
 
-Each test runs the real function_app in the local Functions host, on a fresh Azurite, against the local Mailchimp.
+Each test runs the real function_app in the local Functions host, on empty storage in Azurite, against the local Mailchimp.
 Expected values are computed here from the rows written, never by the app's own helpers.
 """
 from __future__ import annotations

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.services import start_azurite
-
 
 @pytest.fixture(scope="module")
-def storage():
-    """A fresh Azurite for the module: nothing of another module's runs or destinations is visible."""
-    server = start_azurite()
-    yield server
-    server.stop()
+def storage(storage_accounts):
+    """Empty storage for the module, a storage account of its own on the session's Azurite (tests/conftest.py,
+    StorageAccounts): nothing of another module's runs or destinations is visible."""
+    account = storage_accounts.fresh()
+    yield account
+    storage_accounts.empty(account)

@@ -1,6 +1,6 @@
 """A harness that drives the real ExportService step by step, with a crash at any call.
 
-What is real: `shared.bootstrap.build` wires the app against a fresh Azurite (blob and table adapters, blob-lease
+What is real: `shared.bootstrap.build` wires the app against empty Azurite storage (blob and table adapters, blob-lease
 connection slots, a secret store) and the real local Mailchimp process. What is faked: the two queues only. The
 `Queue` protocol (`send(message, delay_seconds=0)`) is served by `MemoryQueue`, and `ExportDriver.deliver_all`
 plays the Functions host: it pops messages and calls `plan` / `process_chunk` as function_app.py does, puts a
