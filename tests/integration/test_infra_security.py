@@ -47,11 +47,17 @@ WORKSPACE = "Microsoft.OperationalInsights/workspaces"
 # ------------------------------------------------------------------------------------------------------- reading
 
 
-@lru_cache(maxsize=None)
-def _doc(rel: str) -> dict[str, Any]:
+@lru_cache(maxsize=1)
+def _parser() -> Any:
+    """One parser for every file: building one (its grammar) costs about a second of CPU, parsing a file far less."""
     from pycep import BicepParser  # pycep-parser, pinned in requirements-dev.txt
 
-    return BicepParser().parse(text=(INFRA / rel).read_text(encoding="utf-8"))
+    return BicepParser()
+
+
+@lru_cache(maxsize=None)
+def _doc(rel: str) -> dict[str, Any]:
+    return _parser().parse(text=(INFRA / rel).read_text(encoding="utf-8"))
 
 
 def _unwrap(config: Any) -> tuple[dict[str, Any], Any, Any]:
