@@ -37,8 +37,8 @@ sample: install
 
 ## The whole test suite: offline infra checks (checkov, azure-functions-doctor), then pytest, which starts its own
 ## Azurite, local Mailchimp and Functions hosts on free ports, in TEST_WORKERS parallel sessions (pytest-xdist; most of
-## the suite waits on those services, so 3 workers pay even on 2 cores; tests/conftest.py says what stays together).
-TEST_WORKERS ?= 3
+## the suite waits on those services, so 4 workers pay even on 2 cores; tests/conftest.py says what stays together).
+TEST_WORKERS ?= 4
 
 test: install
 	bash scripts/check_infra.sh

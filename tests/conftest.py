@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.services import Azurite, LocalMailchimp, start_azurite, start_local_mailchimp  # noqa: E402
 
 
-# --- parallel runs (pytest-xdist: `make test` runs `pytest -n 3 --dist loadgroup`) --------------------------------------
+# --- parallel runs (pytest-xdist: `make test` runs `pytest -n 4 --dist loadgroup`) --------------------------------------
 # Each worker is a session of its own: its own Azurite and local Mailchimp (session fixtures above), on free ports, with
 # its own tmp_path. Tests are handed out one by one, except these, which stay together on one worker, in file order:
 # - every test of a module that uses a module- or class-scoped fixture (a stack, a driver, an Azurite for the module):
