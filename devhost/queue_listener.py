@@ -26,6 +26,7 @@ from devhost.errors import ConfigError
 from devhost.hostconfig import QueueOptions
 from devhost.invoker import Invoker
 from devhost.settings import resolve_expression, storage_connection
+from shared.adapters.storage import requests_transport
 
 log = logging.getLogger("devhost.queues")
 POISON_SUFFIX = "-poison"
@@ -36,8 +37,9 @@ _QUEUE_NAME = re.compile(r"^(?=.{3,%d}$)[a-z0-9]+(-[a-z0-9]+)*$" % (63 - len(POI
 
 
 def queue_client(connection: str, name: str) -> QueueClient:
-    """A client that sends and receives text as-is: devhost applies messageEncoding itself, like the host does."""
-    return QueueClient.from_connection_string(connection, name)
+    """A client that sends and receives text as-is: devhost applies messageEncoding itself, like the host does. Its
+    transport reads proxy settings from the environment once, not at every poll (requests_transport)."""
+    return QueueClient.from_connection_string(connection, name, transport=requests_transport())
 
 
 def ensure_queue(client: QueueClient) -> None:

@@ -17,6 +17,7 @@ from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobLeaseClient, BlobServiceClient, ContainerClient
 from azure.storage.queue import QueueServiceClient
 
+from shared.adapters.http_session import EnvironmentOnce
 from shared.config import StorageSettings
 from shared.snapshots import SnapshotProblem
 
@@ -25,11 +26,12 @@ READ_BLOCK = 4 << 20  # bytes per blob download request
 CONNECTIONS = 64  # kept open per client: chunk workers, planning's chunk writers and page reads share one client
 
 
-def _transport() -> RequestsTransport:
+def requests_transport() -> RequestsTransport:
     """The SDK's transport with a bigger connection pool than requests' 10: with more threads than that, most
     requests would open a new connection and drop it after ("Connection pool is full, discarding connection").
-    Retries stay the SDK's own (its retry policy), as in the transport it builds itself."""
-    session = requests.Session()
+    Retries stay the SDK's own (its retry policy), as in the transport it builds itself. Its session reads proxy
+    settings from the environment once per host (EnvironmentOnce), not at every request."""
+    session = EnvironmentOnce()
     adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=CONNECTIONS,
                                             max_retries=requests.adapters.Retry(total=False, redirect=False,
                                                                                 raise_on_status=False))
@@ -62,20 +64,20 @@ class StorageAccount:
     def blob_service(self) -> BlobServiceClient:
         # Every download starts with one GET of at most READ_BLOCK bytes (the SDK's default first GET is 32 MiB), so
         # a reader that stops early (model.json's size limit, a refused partition) has fetched no more than that.
-        sizes = {"max_single_get_size": READ_BLOCK, "max_chunk_get_size": READ_BLOCK, "transport": _transport()}
+        sizes = {"max_single_get_size": READ_BLOCK, "max_chunk_get_size": READ_BLOCK, "transport": requests_transport()}
         if self._settings.connection_string:
             return BlobServiceClient.from_connection_string(self._settings.connection_string, **sizes)
         return BlobServiceClient(self._settings.blob_uri, credential=self._identity(), **sizes)
 
     def queue_service(self) -> QueueServiceClient:
         if self._settings.connection_string:
-            return QueueServiceClient.from_connection_string(self._settings.connection_string, transport=_transport())
-        return QueueServiceClient(self._settings.queue_uri, credential=self._identity(), transport=_transport())
+            return QueueServiceClient.from_connection_string(self._settings.connection_string, transport=requests_transport())
+        return QueueServiceClient(self._settings.queue_uri, credential=self._identity(), transport=requests_transport())
 
     def table_service(self) -> TableServiceClient:
         if self._settings.connection_string:
-            return TableServiceClient.from_connection_string(self._settings.connection_string, transport=_transport())
-        return TableServiceClient(self._settings.table_uri, credential=self._identity(), transport=_transport())
+            return TableServiceClient.from_connection_string(self._settings.connection_string, transport=requests_transport())
+        return TableServiceClient(self._settings.table_uri, credential=self._identity(), transport=requests_transport())
 
 
 log = logging.getLogger(__name__)

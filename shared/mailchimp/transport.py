@@ -13,6 +13,7 @@ from requests.adapters import HTTPAdapter
 from tenacity import RetryCallState
 
 from shared import telemetry
+from shared.adapters.http_session import EnvironmentOnce
 
 from .connection_cap import cap_for
 from .credentials import Credentials
@@ -55,7 +56,7 @@ class Transport:
         self._gate = gate or nullcontext
         self._retry = retry
         self._timeout = timeout
-        self._session = requests.Session()
+        self._session = EnvironmentOnce()  # proxy settings read once, not at every request
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max_connections, max_retries=0)
         self._session.mount("https://", adapter)
         self._session.mount("http://", adapter)

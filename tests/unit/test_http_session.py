@@ -1,0 +1,58 @@
+"""EnvironmentOnce takes the same proxies and CA bundle from the environment as requests.Session does, read once per
+host instead of at every request."""
+from __future__ import annotations
+
+import pytest
+import requests
+
+from shared.adapters.http_session import EnvironmentOnce
+
+URLS = ("http://127.0.0.1:10000/devstoreaccount1/c/b", "https://us6.api.mailchimp.com/3.0/lists/x",
+        "https://account.blob.core.windows.net/work/runs/1", "http://localhost:8765/3.0/")
+ENVIRONMENTS = [
+    {},
+    {"HTTPS_PROXY": "http://proxy.example:3128", "HTTP_PROXY": "http://proxy.example:3128"},
+    {"HTTPS_PROXY": "http://proxy.example:3128", "NO_PROXY": "127.0.0.1,localhost,.windows.net"},
+    {"ALL_PROXY": "socks5://proxy.example:1080", "no_proxy": "*"},
+    {"REQUESTS_CA_BUNDLE": "/etc/ssl/bundle.pem"},
+    {"CURL_CA_BUNDLE": "/etc/ssl/curl.pem", "HTTPS_PROXY": "http://proxy.example:3128"},
+]
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+
+
+@pytest.fixture
+def environment(monkeypatch: pytest.MonkeyPatch):
+    def set_to(values: dict[str, str]) -> None:
+        for name in PROXY_VARIABLES:
+            monkeypatch.delenv(name, raising=False)
+            monkeypatch.delenv(name.lower(), raising=False)
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+    return set_to
+
+
+@pytest.mark.parametrize("values", ENVIRONMENTS)
+@pytest.mark.parametrize("url", URLS)
+def test_the_settings_are_those_requests_takes_from_the_environment(environment, values, url) -> None:
+    environment(values)
+    for verify in (None, True, False, "/own/bundle.pem"):
+        for proxies in ({}, {"https": "http://own.example:8080"}):
+            expected = requests.Session().merge_environment_settings(url, dict(proxies), None, verify, None)
+            assert EnvironmentOnce().merge_environment_settings(url, dict(proxies), None, verify, None) == expected
+
+
+def test_the_environment_is_read_once_per_host(environment) -> None:
+    environment({"HTTPS_PROXY": "http://proxy.example:3128"})
+    session = EnvironmentOnce()
+    first = session.merge_environment_settings(URLS[1], {}, None, None, None)
+    environment({})
+    assert session.merge_environment_settings(URLS[1] + "/members", {}, None, None, None) == first
+    assert session.merge_environment_settings(URLS[2], {}, None, None, None)["proxies"] == {}  # another host
+
+
+def test_a_session_not_trusting_the_environment_takes_nothing_from_it(environment) -> None:
+    environment({"HTTPS_PROXY": "http://proxy.example:3128", "REQUESTS_CA_BUNDLE": "/etc/ssl/bundle.pem"})
+    session = EnvironmentOnce()
+    session.trust_env = False
+    assert session.merge_environment_settings(URLS[1], {}, None, None, None) == {
+        "proxies": {}, "stream": False, "verify": True, "cert": None}
