@@ -28,7 +28,9 @@ DELIVERED = (Outcome.CREATED, Outcome.UPDATED, Outcome.UNCHANGED)
 
 def missing_tags(member: Member) -> list[str]:
     """The member's segment tags the audience read did not show on it (tag names compare ignoring case)."""
-    carried = {t.casefold() for t in member.existing.tags} if member.existing else set()
+    if member.existing is None or not member.existing.tags:  # most members of a first run: no case folding
+        return list(member.tags)
+    carried = {t.casefold() for t in member.existing.tags}
     return [tag for tag in member.tags if tag.casefold() not in carried]
 
 
@@ -148,8 +150,9 @@ class ChunkWorker(ExportParts):
         results = self.connections.call(destination, lambda client: client.upsert_members(
             run.details["audienceId"], members, status_for_new=run.details["statusForNew"], existing_as_of=as_of,
             tags_of=missing_tags))
-        self.work.write_bytes(results_blob(run.id, number),
-                              json.dumps([r.__dict__ | {"outcome": r.outcome.value} for r in results]).encode())
+        self.work.write_bytes(results_blob(run.id, number), json.dumps([
+            {"email": r.email, "outcome": r.outcome.value, "reason": r.reason, "field": r.field, "tagged": r.tagged}
+            for r in results]).encode())
         return results
 
     def _saved_results(self, run_id: str, number: int) -> list[MemberResult] | None:

@@ -181,14 +181,14 @@ class MailchimpClient:
             raise ValueError(f"batch_subscribe takes at most {MAX_BATCH} members per call")
         doc = self._http.call("POST", "/lists/{list_id}", path={"list_id": list_id},
                               body={"members": list(members), "update_existing": update_existing})
-        return BatchAnswer(
-            created={normalize_email(m["email_address"]) for m in doc.get("new_members") or []},
-            updated={normalize_email(m["email_address"]) for m in doc.get("updated_members") or []},
-            errors={normalize_email(e.get("email_address", "")): e for e in doc.get("errors") or []},
-            tags={normalize_email(m["email_address"]): {str(t.get("name", "")).casefold() for t in m["tags"]}
-                  for m in (doc.get("new_members") or []) + (doc.get("updated_members") or [])
-                  if isinstance(m.get("tags"), list)},
-        )
+        answer = BatchAnswer(errors={normalize_email(e.get("email_address", "")): e for e in doc.get("errors") or []})
+        for key, written in (("new_members", answer.created), ("updated_members", answer.updated)):
+            for m in doc.get(key) or []:  # one pass per member of the answer (500 full member objects)
+                email = normalize_email(m["email_address"])
+                written.add(email)
+                if isinstance(m.get("tags"), list):
+                    answer.tags[email] = {str(t.get("name", "")).casefold() for t in m["tags"]}
+        return answer
 
     def tag_members(self, list_id: str, tag_id: int, emails: Sequence[str]) -> dict[str, str]:
         """Returns address -> reason for the members NOT tagged; an empty dict means all were tagged."""

@@ -74,9 +74,10 @@ def upsert(store: MemberStore, list_id: str, members: Sequence[Member], status_f
     """`tags_of(member)`: the tag names to send with a member that is written (see the module's docstring)."""
     if status_for_new not in NEW_STATUSES:
         raise ValueError(f"status_for_new must be one of {', '.join(NEW_STATUSES)}, not {status_for_new!r}")
+    keys = [normalize_email(m.email) for m in members]
     firsts: dict[str, Member] = {}
-    for member in members:
-        firsts.setdefault(normalize_email(member.email), member)
+    for key, member in zip(keys, members):
+        firsts.setdefault(key, member)
     results: dict[str, MemberResult] = {}
     new = [(email, m) for email, m in firsts.items() if m.existing is None]
     known = [(email, m, m.existing) for email, m in firsts.items() if m.existing is not None]
@@ -84,10 +85,10 @@ def upsert(store: MemberStore, list_id: str, members: Sequence[Member], status_f
         known += _create(store, list_id, new, status_for_new, existing_as_of, results, tags_of)
         _update(store, list_id, known, existing_as_of, results, tags_of)
     except MailchimpAuthError as error:  # what was written before the credentials were refused still counts
-        error.results = [results.get(normalize_email(m.email)) or MemberResult(m.email, Outcome.FAILED, str(error))
-                         for m in members]
+        error.results = [results.get(key) or MemberResult(m.email, Outcome.FAILED, str(error))
+                         for key, m in zip(keys, members)]
         raise
-    return [results[normalize_email(m.email)] for m in members]
+    return [results[key] for key in keys]
 
 
 def _create(store: MemberStore, list_id: str, new: list[tuple[str, Member]], status: str,
@@ -99,15 +100,16 @@ def _create(store: MemberStore, list_id: str, new: list[tuple[str, Member]], sta
         # Our own earlier attempt may have created them, in this call (a retry) or in an earlier delivery of the
         # chunk: either way after the audience was read.
         sent_at = (existing_as_of or datetime.now(timezone.utc)) - CLOCK_MARGIN
-        answer = _write(store, list_id, [_payload(e, m, status, tags_of(m)) for e, m in chunk], False, chunk, results)
+        tags = [tags_of(m) for _, m in chunk]
+        answer = _write(store, list_id, [_payload(e, m, status, t) for (e, m), t in zip(chunk, tags)], False, chunk,
+                        results)
         if answer is None:
             continue
         exists = []
-        for email, member in chunk:
+        for (email, member), sent in zip(chunk, tags):
             error = answer.errors.get(email)
             if email in answer.created:
-                results[email] = MemberResult(email, Outcome.CREATED,
-                                              tagged=_carries(answer.tags.get(email), tags_of(member)))
+                results[email] = MemberResult(email, Outcome.CREATED, tagged=_carries(answer.tags.get(email), sent))
             elif error and error.get("error_code") == CONTACT_EXISTS:
                 exists.append((email, member))
             else:
@@ -195,13 +197,14 @@ def _update(store: MemberStore, list_id: str, known: list[tuple[str, Member, Exi
         else:
             writable.append((email, member, status))
     for chunk in chunks(writable):
-        answer = _write(store, list_id, [_payload(e, m, status, tags_of(m)) for e, m, status in chunk], True, chunk,
-                        results)
+        tags = [tags_of(m) for _, m, _ in chunk]
+        answer = _write(store, list_id, [_payload(e, m, status, t) for (e, m, status), t in zip(chunk, tags)], True,
+                        chunk, results)
         if answer is None:
             continue
-        for email, member, _ in chunk:
+        for (email, _, _), sent in zip(chunk, tags):
             error = answer.errors.get(email)
-            tagged = _carries(answer.tags.get(email), tags_of(member))
+            tagged = _carries(answer.tags.get(email), sent)
             if email in answer.updated:
                 results[email] = MemberResult(email, Outcome.UPDATED, tagged=tagged)
             elif email in answer.created:  # deleted between the read and the write, re-created with its old status
