@@ -511,6 +511,7 @@ def driver(storage, mailchimp_server) -> ExportDriver:
 
 # Derandomized (the same examples every run) unless EXPORT_INVARIANTS_RANDOM=1; no shrinking unless
 # EXPORT_INVARIANTS_SHRINK=1, since each example takes a second or two and shrinking one could outlast pytest's timeout.
+@pytest.mark.timeout(900)  # long by design (40 examples of several runs); the timeout catches a hang
 @settings(max_examples=EXAMPLES, deadline=None, database=None,
           derandomize=os.environ.get("EXPORT_INVARIANTS_RANDOM") != "1",
           phases=[Phase.explicit, Phase.generate, *([Phase.shrink] if os.environ.get("EXPORT_INVARIANTS_SHRINK") == "1" else [])],

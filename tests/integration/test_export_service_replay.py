@@ -290,6 +290,8 @@ def sweep(driver: ExportDriver, points: list[tuple[int, str]], one: Callable[[in
 # --- goal 1: a crash at every kind of step ----------------------------------------------------------------------
 
 
+# Long by design (hundreds of crash points, each a run); the timeout catches a hang, not slowness on a busy machine.
+@pytest.mark.timeout(900)
 def test_a_crash_anywhere_in_a_first_export_then_redelivery_ends_with_everyone_exactly_once(driver):
     rows = new_segment_rows()
     segment = "Replay"
@@ -362,6 +364,8 @@ def changed_segment(driver: ExportDriver, segment: str) -> tuple[list[tuple[str,
     return rows, destination
 
 
+# Long by design (hundreds of crash points, each a run); the timeout catches a hang, not slowness on a busy machine.
+@pytest.mark.timeout(900)
 def test_a_crash_anywhere_in_an_export_into_an_existing_audience_keeps_statuses_tags_and_counts(small_chunks):
     driver = small_chunks
     counter = iter(range(1000))
