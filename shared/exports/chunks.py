@@ -101,9 +101,10 @@ class ChunkWorker(ExportParts):
                         destination=destination, leavers=leavers)
             return
         # People who had their address erased since the run was planned are not sent (nor untagged): refused, and
-        # reported by subscriber hash only.
+        # reported by subscriber hash only (no address is hashed while nobody was erased).
         honoured = self.erased_for(destination)
-        erased = {m.email: erased_reason(at) for m in everyone if (at := honoured.get(subscriber_hash(m.email)))}
+        erased = {m.email: erased_reason(at) for m in everyone
+                  if honoured and (at := honoured.get(subscriber_hash(m.email)))}
         if erased:
             everyone = [m for m in everyone if m.email not in erased]
         sent = [m for m in members if m.email not in erased]
@@ -213,7 +214,7 @@ class ChunkWorker(ExportParts):
         untags = untags or _Untags()
         source = {m.email: m.source for m in members}
         honoured = self.erased_for(destination)
-        erased = set(erased) | {email for email in source if subscriber_hash(email) in honoured}
+        erased = set(erased) | {email for email in source if honoured and subscriber_hash(email) in honoured}
         lines = [
             erased_line(source[r.email].segment, source[r.email].partition, source[r.email].row, r.email, r.reason or "")
             if r.email in erased else
