@@ -25,6 +25,9 @@ Rules:
   than AUDIENCE_MIRROR_MAX_AGE_HOURS (which also bounds any drift the checks cannot see); or the merged mirror's
   per-status counts differ from Mailchimp's. That is how a contact deleted permanently in Mailchimp, which no listing
   shows, is noticed (and a change made while the changes were read: the run reads in full rather than guess).
+- In part, in place of a full read made for want of a mirror to refresh: a run whose rows are few against the
+  audience looks up only the contacts it needs (shared/member_lookup.py, `instead`). They are not the audience, so
+  the mirror is left as it was: the next run that cannot look up reads in full, or refreshes, as before.
 - Writing: the new version's parts, then the manifest (the switch), then older versions are deleted. A crash or a
   storage error part-way leaves the previous mirror in use, never a half one; the run itself goes on (its contacts
   are read already), and a later run reads in full if it must.
@@ -47,7 +50,7 @@ import os
 import secrets
 import tempfile
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -238,15 +241,23 @@ class AudienceMirror:
         self._max_age = max_age
         self._margin = margin
 
-    def members(self, destination_id: str, audience_id: str, client: AudienceReader) -> Iterator[ExistingMember]:
+    def members(self, destination_id: str, audience_id: str, client: AudienceReader,
+                instead: Callable[[str], Iterable[ExistingMember] | None] | None = None) -> Iterator[ExistingMember]:
         """Every contact of the audience, archived ones included, with the values iter_audience gives (one per
         address: the fold planning makes of iter_audience's repeats); the mirror is brought up to date on the way.
-        Mailchimp's errors propagate as iter_audience's do; the mirror's own never do."""
+        Mailchimp's errors propagate as iter_audience's do; the mirror's own never do.
+
+        `instead(why the mirror cannot be refreshed)`, asked only then, may give the contacts a run needs in place
+        of a full read (shared/member_lookup.py; None: read in full); the mirror is then left as it was, since
+        those contacts are not the audience."""
         folder = f"{destination_prefix(destination_id)}{audience_id}/"
         where = f"audience {audience_id} of destination {destination_id}"
         started = datetime.now(UTC)  # before anything is read: the new mirror's asOf
         with tempfile.TemporaryDirectory(prefix="mirror-") as work:
             manifest, why = self._current(folder, where, started)
+            if manifest is None and instead is not None and (needed := instead(why)) is not None:
+                yield from needed
+                return
             if manifest is not None:
                 draft, why = self._refresh(folder, where, manifest, audience_id, client, started, work)
                 if draft is not None:

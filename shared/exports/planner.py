@@ -24,6 +24,7 @@ from shared.exports.ports import NOTICE_CHARS, ExportParts
 from shared.exports.preview import PreviewTally, existing_tags
 from shared.mailchimp.errors import MailchimpAuthError
 from shared.mailchimp.merge_values import unchanged
+from shared.member_lookup import Needed
 from shared.members import Member, decode_members, encode_members
 from shared.planning import Mapping as PlanMapping
 from shared.planning import SegmentInput, TagDepartures, TooManyRows, plan_export
@@ -190,7 +191,8 @@ class Planner(ExportParts):
                                       before_creating=lambda missing: self.destinations.own_tags(
                                           destination.id, destination.audience_id, {_intended(run_id, n) for n in missing})))
         marks = self.destinations.owned_tags(destination.id, destination.audience_id)
-        owned = {name for name in tag_ids if _owned(tag_ids[name]) in marks or _intended(run_id, name) in marks}
+        owned = {name: tag_ids[name] for name in tag_ids
+                 if _owned(tag_ids[name]) in marks or _intended(run_id, name) in marks}
         if (new_marks := {_owned(tag_ids[name]) for name in owned} - marks) and not dry:
             self.destinations.own_tags(destination.id, destination.audience_id, new_marks)
         mirror_as_of = datetime.now(UTC)
@@ -210,7 +212,7 @@ class Planner(ExportParts):
                                    ReportWriter(self.work, run_id, "preview")) if dry else None
             try:
                 planned = self._plan_rows(run, destination, live, snapshots, columns, client, merge_types, owned,
-                                          preview.keep if preview else self._write_chunk)
+                                          audience.member_count, preview.keep if preview else self._write_chunk)
             except _Unreadable as unreadable:  # raised while the rows were read: no chunk is written yet
                 self._leave_out(run, unreadable.part, left_out, str(unreadable.problem))
                 continue
@@ -278,7 +280,8 @@ class Planner(ExportParts):
 
     def _plan_rows(self, run: Run, destination: Destination, live: list[SegmentPart], snapshots: dict[str, Snapshot],
                    columns: dict[str, dict[str, str]], client: Any, merge_types: dict[str, str],
-                   owned: set[str], write_chunk: Callable[[str, int, list[Member]], None]) -> _Planned | None:
+                   owned: dict[str, int], subscribed: int,
+                   write_chunk: Callable[[str, int, list[Member]], None]) -> _Planned | None:
         """Read the live segments' rows and the audience, and write the chunks with `write_chunk` (a preview keeps
         them instead); None when the run failed instead (over MAX_PROFILES_PER_EXPORT). _Unreadable, before any chunk
         is written, when a segment's files cannot be read to the end.
@@ -286,7 +289,11 @@ class Planner(ExportParts):
         Members who are certainly new are streamed when the run may (see `_may_stream`): each such chunk is written
         and its message sent while the rows are still read, so Mailchimp gets its first members within seconds. A
         crashed attempt's streamed chunks stay as they are: planning again counts their members without planning
-        them twice (shared/planning.py, `streamed_before`)."""
+        them twice (shared/planning.py, `streamed_before`).
+
+        `owned`: the run's tags it keeps in step (name -> id); `subscribed`: the audience's subscribed contacts. When
+        no audience mirror can be refreshed, the rows are read once more before planning, so that a run with few of
+        them against the audience looks up only their contacts and those of its tags (`ExportParts.audience`)."""
         run_id = run.id
         # An attempt's report of invalid rows is written anew (without a segment left out since, or by a crashed
         # attempt that read other segments): planning's part of the report is only read once the plan is frozen.
@@ -303,9 +310,11 @@ class Planner(ExportParts):
         top = max(earlier, default=-1) + 1
         numbers = itertools.count(top)
         sent: set[int] = set()
-        inputs = [SegmentInput(segment=part.segment, tag=part.tag, rows=self._rows(part, snapshots[part.segment]),
-                               columns=columns[part.segment])
-                  for part in live]
+        inputs = self._inputs(live, snapshots, columns)
+        mapping = PlanMapping(email=destination.mapping.email, merge_fields=dict(destination.mapping.merge_fields))
+        erased = self.erased_for(destination)
+        needed = Needed(lambda most: self._row_emails(self._inputs(live, snapshots, columns), mapping, erased, most),
+                        tag_ids=list(owned.values()), subscribed=subscribed)
         with tempfile.TemporaryDirectory(prefix="plan-") as workdir, \
                 ThreadPoolExecutor(max_workers=CHUNK_WRITERS) as writers:
             # Chunk files and records are written a few at a time (storage round trips, not CPU, are the cost),
@@ -324,8 +333,8 @@ class Planner(ExportParts):
 
             plan = plan_export(
                 inputs,
-                PlanMapping(email=destination.mapping.email, merge_fields=dict(destination.mapping.merge_fields)),
-                existing=self.audience(destination, client),
+                mapping,
+                existing=self.audience(destination, client, needed),
                 merge_field_types=merge_types,
                 chunk_size=self.settings.chunk_size,
                 on_problem=problems,
@@ -333,7 +342,7 @@ class Planner(ExportParts):
                 removable_tags=owned,
                 already_done=_already_done,
                 max_rows=self.settings.max_profiles_per_export,
-                erased=self.erased_for(destination),
+                erased=erased,
                 stream=stream if rows_bound is not None else None,
                 rows_at_most=rows_bound or 0,
                 streamed_before=before,
@@ -385,6 +394,22 @@ class Planner(ExportParts):
         """A streamed chunk: recorded (as streamed) before its message goes out, so a crash never loses it."""
         self._write_chunk(run_id, number, members, streamed=True)
         self.chunk_queue.send({"runId": run_id, "chunk": number})
+
+    def _inputs(self, live: list[SegmentPart], snapshots: dict[str, Snapshot],
+                columns: dict[str, dict[str, str]]) -> list[SegmentInput]:
+        return [SegmentInput(segment=part.segment, tag=part.tag, rows=self._rows(part, snapshots[part.segment]),
+                             columns=columns[part.segment])
+                for part in live]
+
+    def _row_emails(self, inputs: list[SegmentInput], mapping: PlanMapping, erased: dict[str, str],
+                    most: int) -> set[str] | None:
+        """The addresses planning `inputs` plans (valid rows, not erased), read by the same planning with no
+        audience and nothing reported; None past `most` rows (reading stops there)."""
+        plan = plan_export(inputs, mapping, on_problem=lambda problem: None, max_rows=most, erased=erased)
+        try:
+            return {member.email for chunk in plan.chunks() for member in chunk}
+        except TooManyRows:
+            return None
 
     def _rows(self, part: SegmentPart, snapshot: Snapshot) -> Iterator[Any]:
         """The snapshot's rows; a SnapshotProblem met while reading them is _Unreadable, naming the segment."""

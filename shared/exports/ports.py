@@ -9,6 +9,7 @@ from shared.audience_mirror import AudienceMirror
 from shared.config import Settings
 from shared.connections import MailchimpConnections
 from shared.destinations import Claim, Destination
+from shared.member_lookup import Needed, look_up
 from shared.members import ExistingMember
 from shared.runs import Run
 from shared.snapshots import BlobSource, ReadLimits
@@ -85,12 +86,22 @@ class ExportParts:
     erased: ErasedAddresses | None = None  # None: nobody is kept out (no erasure ledger)
     mirror: AudienceMirror | None = None  # None: every run reads the whole audience
 
-    def audience(self, destination: Destination, client: Any) -> Iterator[ExistingMember]:
-        """Every contact of the destination's audience, as planning compares it: through the destination's audience
-        mirror (only what changed since its last read is asked of Mailchimp), or read whole without one."""
-        if self.mirror is None:
-            return client.iter_audience(destination.audience_id)
-        return self.mirror.members(destination.id, destination.audience_id, client)
+    def audience(self, destination: Destination, client: Any, needed: Needed) -> Iterator[ExistingMember]:
+        """The contacts of the destination's audience planning compares the rows with: every one, through the
+        destination's audience mirror (only what changed since its last read is asked of Mailchimp) or read whole
+        without one; or, when there is no mirror to refresh and what the run `needed` takes fewer calls to look up
+        than the whole audience to read, only those (shared/member_lookup.py), the mirror left as it was."""
+        list_id = destination.audience_id
+        where = f"audience {list_id} of destination {destination.id}"
+
+        def instead(why: str) -> list[ExistingMember] | None:
+            return look_up(client, list_id, needed, f"{where} ({why})")
+
+        if self.mirror is not None:
+            yield from self.mirror.members(destination.id, list_id, client, instead)
+            return
+        found = instead("no audience mirror")
+        yield from client.iter_audience(list_id) if found is None else found
 
     def erased_for(self, destination: Destination | None) -> dict[str, str]:
         """The erasures a run of `destination` honours: every one, unless the destination says to export people
