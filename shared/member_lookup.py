@@ -4,19 +4,21 @@ Why: without a usable mirror (a destination's first run, a mirror older than AUD
 cannot be read, or no mirror at all) a run reads the whole audience: a listing call per 1,000 contacts, 1,000 calls
 for a million, even when its segments hold 200 rows. Planning needs less than that (shared/planning.py, `existing`):
 - each row's contact, to send only differences and never write an unsubscribed, cleaned or archived one as new:
-  GET /lists/{id}/members/{subscriber_hash}, 404 when the address is not in the audience. Archived contacts are
-  answered too, with status "archived" (Mailchimp's member schema: "Possible values: subscribed, unsubscribed,
-  cleaned, pending, transactional, or archived", mailchimp.com/developer/api/marketing/list-members/get-member-info;
-  the local Mailchimp answers so as well);
+  GET /lists/{id}/members/{subscriber_hash}, 404 when the address is not in the audience ("Get information about a
+  specific list member, including a currently subscribed, unsubscribed, or bounced member",
+  ../shared/mailchimp/marketing-api-3.0.55.openapi.json). Archived contacts are answered too, with status
+  "archived": the 3.0.55 description's status enum predates it, Mailchimp's member reference since says "Possible
+  values: subscribed, unsubscribed, cleaned, pending, transactional, or archived" (get-member-info, as quoted by the
+  mailchimp-api crate's Member), and the local Mailchimp answers so;
 - every contact carrying a tag the run keeps in step, to find those who left its segment (untagged) and to weigh
   the mass-untag guard against everyone carrying it: the tag's member listing (GET /lists/{id}/segments/{id}/members,
-  unsubscribed, cleaned and transactional ones included; archived contacts are not members of a segment: its
-  schema's statuses leave "archived" out, ../shared/mailchimp/marketing-api-3.0.55.openapi.json, List_Members_1).
-  That listing gives addresses only, so those of them who are not among the rows are read one by one as well (their
-  status: an archived one is never untagged; and every tag they carry).
-Every contact is read with the values and fields the full read gives it (an archived one with its status alone), so
-planning decides exactly as it would after a full read: the audience's other contacts carry no tag of the run's and
-are in no row, and planning passes over such contacts.
+  unsubscribed, cleaned and transactional ones included: MailchimpClient.iter_tag_members). It gives addresses
+  only, so those of them who are in no row are read one by one as well, for every tag they carry and their status:
+  an archived one, should the listing show it, is never untagged (planning passes over archived contacts).
+Every contact is read with the fields the full read gives it (an archived one also with the merge fields and tags the
+full read leaves out: planning looks at its status alone, refusing it and never untagging it), so planning decides
+as it would after a full read: the audience's other contacts carry no tag of the run's and are in no row, and
+planning passes over such contacts.
 
 Threshold (`budget`): the lookups, with the tags' listing calls, must take fewer calls than the full read would, by
 NEXT_READ_CALLS at least. The full read makes a page per 1,000 subscribed contacts (get_audience counts them for
@@ -52,7 +54,6 @@ log = logging.getLogger(__name__)
 PAGE = 1000  # contacts a listing call returns at most (MailchimpClient's MAX_PAGE)
 NEXT_READ_CALLS = 10  # a run's read through a mirror when nothing changed (README, "ten calls when nothing did")
 LOOKUP_WORKERS = 10  # Mailchimp's connections per user; the client's gate keeps the account's cap across runs
-ARCHIVED = "archived"
 
 
 class LookupReader(Protocol):
@@ -112,10 +113,8 @@ def look_up(client: LookupReader, list_id: str, needed: Needed, where: str) -> l
                 return None
         tag_pages += _pages(carried)
     with ThreadPoolExecutor(max_workers=LOOKUP_WORKERS) as pool:
-        found = [member for member in pool.map(lambda email: client.get_member(list_id, email),
-                                               sorted(emails | leavers)) if member is not None]
-    # An archived contact as the full read lists it: its status alone (its tags are not the audience's).
-    contacts = [ExistingMember(m.email, ARCHIVED) if m.status == ARCHIVED else m for m in found]
+        contacts = [member for member in pool.map(lambda email: client.get_member(list_id, email),
+                                                  sorted(emails | leavers)) if member is not None]
     log.info("%s read in part: %d contact(s) looked up for %d row address(es) and %d member(s) of %d tag(s) who "
              "are in no row (%d call(s) with the tags' listings, within a budget of %d); %d found",
              where, len(emails) + len(leavers), len(emails), len(leavers), len(needed.tag_ids),
