@@ -365,6 +365,12 @@ class DestinationTable(_Table):
 
 
 class RunTable(_Table):
+    READ_CHUNKS_KEPT = 256  # chunk rows kept from get_chunk for finish_chunk (one per chunk being worked on)
+
+    def __init__(self, service: TableServiceClient, name: str) -> None:
+        super().__init__(service, name)
+        self._read_chunks: dict[tuple[str, int], Any] = {}  # (run, chunk) -> its row as get_chunk last read it
+
     @staticmethod
     def _to_entity(run: Run) -> dict[str, Any]:
         return {
@@ -416,13 +422,15 @@ class RunTable(_Table):
                 return None
         return None if (found := self._get(run_id)) is None else found[0]
 
-    def _get(self, run_id: str) -> tuple[Run, str] | None:
-        """The run with its chunks' counts added, and the ETag of its main row."""
+    def _get(self, run_id: str, counted: Callable[[Run], bool] | None = None) -> tuple[Run, str] | None:
+        """The run with its chunks' counts added (only if `counted` says so of the run row, when given), and the ETag
+        of its main row."""
         try:
             entity = self.table.get_entity(run_id, RUN_ROW)
         except ResourceNotFoundError:
             return None
-        return self._with_shards(self._from_entity(entity)), entity.metadata["etag"]
+        run = self._from_entity(entity)
+        return (self._with_shards(run) if counted is None or counted(run) else run), entity.metadata["etag"]
 
     def _with_shards(self, run: Run) -> Run:
         for shard in self.table.query_entities("PartitionKey eq @run and RowKey ge 'shard-' and RowKey lt 'shard.'",
@@ -480,14 +488,16 @@ class RunTable(_Table):
             except ResourceNotFoundError:
                 pass  # the run was deleted meanwhile
 
-    def update(self, run_id: str, change: Callable[[Run], bool | None]) -> Run:
+    def update(self, run_id: str, change: Callable[[Run], bool | None],
+               counted: Callable[[Run], bool] | None = None) -> Run:
         """Apply `change` to the newest copy of the run and store it, retrying on concurrent updates.
 
-        `change` returns False to leave the record as it is.
+        `change` returns False to leave the record as it is. With `counted`, the chunk counters are added only to a
+        run it says needs them (`change` sees zero chunks done otherwise).
         """
 
         def attempt() -> Run:
-            found = self._get(run_id)
+            found = self._get(run_id, counted)
             if found is None:
                 raise KeyError(run_id)
             run, etag = found
@@ -520,10 +530,15 @@ class RunTable(_Table):
                                          mode=UpdateMode.MERGE)
 
     def get_chunk(self, run_id: str, number: int) -> dict[str, Any] | None:
+        """The chunk's row; also kept for finish_chunk, which the worker calls once it has sent the chunk."""
         try:
-            return dict(self.table.get_entity(run_id, self.chunk_row(number)))
+            entity = self.table.get_entity(run_id, self.chunk_row(number))
         except ResourceNotFoundError:
             return None
+        if len(self._read_chunks) >= self.READ_CHUNKS_KEPT:  # rows of chunks found done are never taken back
+            self._read_chunks.clear()
+        self._read_chunks[(run_id, number)] = entity
+        return dict(entity)
 
     def note_chunk_error(self, run_id: str, number: int, reason: str) -> None:
         self.table.update_entity({"PartitionKey": run_id, "RowKey": self.chunk_row(number), "lastError": reason[:2000]}, mode=UpdateMode.MERGE)
@@ -537,10 +552,14 @@ class RunTable(_Table):
 
         Counts go to one of SHARDS counter rows (by chunk number) rather than to the run row, so that chunk workers
         finishing at the same moment rarely contend for the same ETag.
+
+        The first attempt uses the chunk's row as get_chunk last read it (the worker reads it under the chunk's lease
+        before sending) instead of reading it again: the transaction is conditional on that row's ETag, so a row
+        changed since fails it, and the next attempt reads the row anew.
         """
 
         def attempt() -> bool:
-            chunk = self.table.get_entity(run_id, self.chunk_row(number))
+            chunk = self._read_chunks.pop((run_id, number), None) or self.table.get_entity(run_id, self.chunk_row(number))
             if chunk["state"] == "done":
                 return False
             key = f"shard-{number % SHARDS:02d}"
@@ -578,7 +597,8 @@ class RunTable(_Table):
                                   "counts": json.dumps(per_segment)}, mode=UpdateMode.REPLACE)
 
     def settle_if_done(self, run_id: str) -> Run | None:
-        """Give the run its final status once every chunk is counted; the run if this call was the one to do it."""
+        """Give the run its final status once every chunk is counted; the run if this call was the one to do it. The
+        chunk counters are not read for a run finished already or still planning (chunks streamed while it plans)."""
         settled: list[Run] = []
 
         def settle(run: Run) -> bool:
@@ -589,5 +609,5 @@ class RunTable(_Table):
             settled.append(run)
             return True
 
-        run = self.update(run_id, settle)
+        run = self.update(run_id, settle, counted=lambda r: r.finished_at is None and r.total_chunks is not None)
         return run if settled else None
