@@ -4,26 +4,37 @@ Targets: >= 50,000 rows/s and <= 300 MB peak RSS for the planning process. The r
 child process (so generating them does not count towards this process's peak) into a temp folder
 that is removed afterwards. Timing covers reading the CSV partitions, validation, mapping, spilling,
 merging and chunking; the audience is generated lazily while planning, so its cost is included too.
+CPU seconds (this process's) are printed beside the wall time: on a shared machine they move far less.
 
-    .venv/bin/python bench/planning.py [--rows 1000000] [--audience 200000] [--chunk-size 500]
+With --refresh-changed P the timed plan is a scheduled refresh instead: a first, untimed plan's members are written
+as an audience mirror would hold them (one line a contact, decoded per contact while planning, as
+shared/audience_mirror.py does), P % of them (every n-th) with another first name, and the plan compares every row
+with that audience and settles the unchanged members as the export planner does (`already_done`).
+
+    .venv/bin/python bench/planning.py [--rows 1000000] [--audience 200000] [--chunk-size 500] [--refresh-changed 1]
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from shared.planning import Mapping, SegmentInput, plan_export  # noqa: E402
-from shared.sample_segments import FolderSource, sample_audience  # noqa: E402
-from shared.segment_rows import read_rows  # noqa: E402
-from shared.snapshots import list_segments  # noqa: E402
+from shared.exports.planner import _already_done
+from shared.members import ExistingMember
+from shared.planning import Mapping, SegmentInput, plan_export
+from shared.sample_segments import FolderSource, sample_audience
+from shared.segment_rows import read_rows
+from shared.snapshots import list_segments
 
 SEGMENTS = ("HighValueCustomers", "NewsletterSubscribers", "LapsedBuyers", "RecentSignups")
 MAPPING = Mapping("Email", {"FNAME": "FirstName", "LNAME": "LastName", "LTV": "LifetimeValue", "LASTBUY": "LastPurchaseDate", "BDAY": "BirthDate"})
@@ -36,11 +47,39 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def write_mirror(path: str, inputs: list[SegmentInput], every: int) -> int:
+    """Plan `inputs` against an empty audience and write its members to `path` as contacts; every `every`-th one
+    with another first name. How many were written."""
+    plan = plan_export(inputs, MAPPING, merge_field_types=TYPES, on_problem=lambda _problem: None,
+                       workdir=os.path.dirname(path))
+    written = 0
+    with open(path, "w", encoding="utf-8") as file:
+        for chunk in plan:
+            for member in chunk:
+                fields = dict(member.merge_fields)
+                if written % every == 0:
+                    fields["FNAME"] = f"{fields.get('FNAME', '')} Before"
+                file.write(f"{member.email}\tsubscribed\t{json.dumps([fields, member.tags], ensure_ascii=False)}\n")
+                written += 1
+    return written
+
+
+def read_mirror(path: str) -> Iterator[ExistingMember]:
+    """The contacts of `path`, decoded one at a time as the audience mirror decodes its lines."""
+    with open(path, encoding="utf-8") as file:
+        for line in file:
+            email, status, rest = line.split("\t", 2)
+            merge_fields, tags = json.loads(rest)
+            yield ExistingMember(email, status, merge_fields, tuple(tags))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--audience", type=int, default=200_000)
     parser.add_argument("--chunk-size", type=int, default=500)
+    parser.add_argument("--refresh-changed", type=float, default=0.0, metavar="PERCENT",
+                        help="time a refresh against the first plan's members, PERCENT %% of them changed since")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-planning-") as folder:
@@ -51,7 +90,17 @@ def main() -> None:
 
         source = FolderSource(folder)
         segments = list_segments(source)
-        inputs = [SegmentInput(name, name, read_rows(source, segments[name][0])) for name in SEGMENTS]
+
+        def inputs() -> list[SegmentInput]:
+            return [SegmentInput(name, name, read_rows(source, segments[name][0])) for name in SEGMENTS]
+
+        existing: Iterator[ExistingMember] = sample_audience(args.audience)
+        audience = args.audience
+        if args.refresh_changed:
+            mirror = os.path.join(folder, "mirror.tsv")
+            audience = write_mirror(mirror, inputs(), round(100 / args.refresh_changed))
+            existing = read_mirror(mirror)
+            print(f"wrote an audience of {audience:,} contacts from a first plan, {args.refresh_changed:g} % changed")
         problems = 0
 
         def count_problem(_problem: object) -> None:
@@ -59,29 +108,33 @@ def main() -> None:
             problems += 1
 
         rss_before = peak_rss_mb()
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         plan = plan_export(
-            inputs,
+            inputs(),
             MAPPING,
-            existing=sample_audience(args.audience),
+            existing=existing,
             merge_field_types=TYPES,
             chunk_size=args.chunk_size,
             on_problem=count_problem,
             workdir=folder,
+            removable_tags=SEGMENTS if args.refresh_changed else (),
+            already_done=_already_done if args.refresh_changed else None,
         )
         chunks = members = with_existing = 0
         for chunk in plan:
             chunks += 1
             members += len(chunk)
             with_existing += sum(member.existing is not None for member in chunk)
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
 
     read = sum(counts.read for counts in plan.counts.values())
+    settled = sum(counts.settled for counts in plan.counts.values())
     rate = read / seconds
     peak = peak_rss_mb()
     print(f"planned {read:,} rows -> {members:,} members in {chunks:,} chunks; {problems:,} invalid rows; "
-          f"{with_existing:,} members already in the {args.audience:,}-member audience")  # fmt: skip
+          f"{with_existing:,} members already in the {audience:,}-member audience; {settled:,} settled (unchanged)")  # fmt: skip
     print(f"time: {seconds:.1f} s  throughput: {rate:,.0f} rows/s (target >= {TARGET_ROWS_PER_SECOND:,})")
+    print(f"CPU: {cpu:.1f} s  {read / cpu:,.0f} rows per CPU second, {1e6 * cpu / read:.1f} us a row")
     print(f"peak RSS: {peak:.0f} MB (target <= {TARGET_PEAK_MB}); before planning: {rss_before:.0f} MB")
     print("RESULT:", "PASS" if rate >= TARGET_ROWS_PER_SECOND and peak <= TARGET_PEAK_MB else "FAIL")
 
