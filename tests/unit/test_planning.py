@@ -263,7 +263,7 @@ def test_spill_files_are_removed_when_the_plan_ends_or_is_abandoned(tmp_path: Pa
             next(chunks)
             [spill] = os.listdir(tmp_path)
             left = os.listdir(tmp_path / spill)
-            assert "rows-00.pickle" not in left and "rows-63.pickle" in left  # a bucket's file goes once it is read
+            assert "rows-00.marshal" not in left and "rows-63.marshal" in left  # a bucket's file goes once it is read
             chunks.close()
         assert os.listdir(tmp_path) == []
 
