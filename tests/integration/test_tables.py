@@ -46,6 +46,28 @@ def test_each_chunk_counts_once_even_when_finished_concurrently_and_twice(tables
     assert runs.settle_if_done(run.id) is None  # only one caller finishes a run
 
 
+def test_a_chunk_row_read_before_another_worker_finished_or_changed_it_is_never_counted_on_stale(tables):
+    """finish_chunk starts from the row get_chunk last read (a storage call fewer per chunk): only that row's ETag
+    stops a worker whose row went stale from counting a chunk again, or from undoing a change made meanwhile."""
+    name = "runs" + uuid.uuid4().hex[:8]
+    worker, other = RunTable(tables, name), RunTable(tables, name)  # two hosts
+    run = new_run(worker, 3)
+    counts = {"A": {**zero_counts(), "created": 10}}
+    worker.get_chunk(run.id, 0)  # read under the lease ...
+    assert other.finish_chunk(run.id, 0, counts, "")  # ... and another delivery counts it meanwhile
+    assert not worker.finish_chunk(run.id, 0, counts, "")
+    worker.get_chunk(run.id, 1)
+    other.add_chunk(run.id, 1, 10, streamed=True)  # a replanning planner marks it streamed meanwhile
+    assert worker.finish_chunk(run.id, 1, counts, "")
+    assert other.get_chunk(run.id, 1)["streamed"] is True
+    worker.get_chunk(run.id, 2)
+    other.note_chunk_error(run.id, 2, "timed out")
+    assert worker.finish_chunk(run.id, 2, counts, "")
+    assert other.get_chunk(run.id, 2)["lastError"] == "timed out"
+    stored = other.get(run.id)
+    assert stored.chunks_done == 3 and stored.counts["created"] == 30
+
+
 def test_planning_counts_and_chunk_counts_never_overwrite_each_other(tables):
     runs = RunTable(tables, "runs" + uuid.uuid4().hex[:8])
     run = new_run(runs, 2)
