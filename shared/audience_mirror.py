@@ -63,6 +63,8 @@ from shared.planning import BUCKETS, _Spill
 
 log = logging.getLogger(__name__)
 
+UNUSABLE = "mirror unusable: "  # how the reason begins when a mirror must be replaced by a full read
+
 FORMAT = 1  # of the manifest and the parts; a mirror of another format is read again in full
 MIRRORS_PREFIX = "mirrors/"
 MANIFEST = "manifest.json"
@@ -247,15 +249,18 @@ class AudienceMirror:
         address: the fold planning makes of iter_audience's repeats); the mirror is brought up to date on the way.
         Mailchimp's errors propagate as iter_audience's do; the mirror's own never do.
 
-        `instead(why the mirror cannot be refreshed)`, asked only then, may give the contacts a run needs in place
-        of a full read (shared/member_lookup.py; None: read in full); the mirror is then left as it was, since
-        those contacts are not the audience."""
+        `instead(why the mirror cannot be refreshed)`, asked only when there is none yet or it is too old, may give
+        the contacts a run needs in place of a full read (shared/member_lookup.py; None: read in full); the mirror is
+        then left as it was, since those contacts are not the audience. An unusable mirror (unreadable, or dated
+        ahead of this host's clock) is always replaced by a full read: left in place, a mirror dated ahead would
+        later be refreshed from that date, missing what changed before it."""
         folder = f"{destination_prefix(destination_id)}{audience_id}/"
         where = f"audience {audience_id} of destination {destination_id}"
         started = datetime.now(UTC)  # before anything is read: the new mirror's asOf
         with tempfile.TemporaryDirectory(prefix="mirror-") as work:
             manifest, why = self._current(folder, where, started)
-            if manifest is None and instead is not None and (needed := instead(why)) is not None:
+            if manifest is None and instead is not None and not why.startswith(UNUSABLE) \
+                    and (needed := instead(why)) is not None:
                 yield from needed
                 return
             if manifest is not None:
@@ -275,10 +280,10 @@ class AudienceMirror:
         except Exception as error:  # noqa: BLE001 - any bad manifest is a full read, never a failed run
             why = str(error) if isinstance(error, _Unusable) else f"its manifest cannot be read ({type(error).__name__})"
             log.warning("audience mirror of %s unusable: %s; reading the audience in full", where, why)
-            return None, f"mirror unusable: {why}"
+            return None, f"{UNUSABLE}{why}"
         if manifest.as_of > now + self._margin:
             log.warning("audience mirror of %s unusable: its asOf is in the future; reading the audience in full", where)
-            return None, "mirror unusable: its asOf is in the future"
+            return None, f"{UNUSABLE}its asOf is in the future"
         if now - manifest.full_read_at > self._max_age:
             hours = (now - manifest.full_read_at).total_seconds() / 3600
             return None, (f"last read in full {hours:.1f} h ago, more than AUDIENCE_MIRROR_MAX_AGE_HOURS "
@@ -340,7 +345,7 @@ class AudienceMirror:
         except Exception as error:  # noqa: BLE001 - a part missing or damaged: read in full, never a failed run
             why = str(error) if isinstance(error, _Unusable) else f"a part cannot be read ({type(error).__name__})"
             log.warning("audience mirror of %s unusable: %s; reading the audience in full", where, why)
-            return None, f"mirror unusable: {why}"
+            return None, f"{UNUSABLE}{why}"
         mirrored = _status_counts(draft.counts)
         if mirrored != counts:
             return None, f"the mirror's counts differ from Mailchimp's ({_differences(mirrored, counts)})"

@@ -84,7 +84,8 @@ class Settings:
     retention_personal_days: int = 30
     retention_run_days: int = 365
     # Hours after an audience was last read in full before a run reads it in full again; in between, runs read only
-    # what changed through the destination's audience mirror (shared/audience_mirror.py). 0: no mirror, always in full.
+    # what changed through the destination's audience mirror (shared/audience_mirror.py). 0: no mirror, in full (or
+    # only the contacts a small run needs: shared/member_lookup.py).
     audience_mirror_max_age_hours: int = 24
     # Set by App Service when its authentication is on (and by the devhost, which emulates it); off, every HTTP
     # route but the OAuth callback answers 401 (shared/auth.py).

@@ -77,18 +77,25 @@ def _pages(contacts: int) -> int:
     return max(1, math.ceil(contacts / PAGE))
 
 
-def budget(subscribed: int) -> int:
+def budget(subscribed: int, mirror_kept: bool = True) -> int:
     """The most calls a lookup may take in an audience of that many subscribed contacts (see the module's docstring):
     the calls a full read makes at least (a page per 1,000 of them, two counts and a page of archived contacts) less
-    what its mirror saves the next run."""
-    return _pages(subscribed) + 3 - NEXT_READ_CALLS
+    what its mirror saves the next run (nothing when no mirror is kept: AUDIENCE_MIRROR_MAX_AGE_HOURS=0)."""
+    return _pages(subscribed) + 3 - (NEXT_READ_CALLS if mirror_kept else 0)
 
 
-def look_up(client: LookupReader, list_id: str, needed: Needed, where: str) -> list[ExistingMember] | None:
+def look_up(client: LookupReader, list_id: str, needed: Needed, where: str,
+            mirror_kept: bool = True) -> list[ExistingMember] | None:
     """The contacts planning needs (see the module's docstring), as the full read gives them; None, having looked
-    nothing up, when that would take more calls than the budget allows. `where` names the audience in the log."""
-    most = budget(needed.subscribed)
+    nothing up, when that would take more calls than the budget allows, or when a row's address has a letter outside
+    ASCII: Mailchimp's subscriber hash is of the address in lower case, and whether it lowers such letters as this
+    app does (shared/emails.py) is not documented, so a contact could be missed by its hash where a full read, which
+    matches addresses as Mailchimp lists them, finds it. `where` names the audience in the log."""
+    most = budget(needed.subscribed, mirror_kept)
     emails = needed.emails(max(most, 0))
+    if emails is not None and not all(email.isascii() for email in emails):
+        log.info("%s: a row's address is not all ASCII; reading the audience in full", where)
+        return None
     tag_ids = list(needed.tag_ids)
     leavers: set[str] = set()  # carriers of a tag who are in no row
 

@@ -101,7 +101,7 @@ class ChunkWorker(ExportParts):
                         destination=destination, leavers=leavers)
             return
         # People who had their address erased since the run was planned are not sent (nor untagged): refused, and
-        # reported by subscriber hash only (no address is hashed while nobody was erased).
+        # reported by subscriber hash only (while nobody was erased, no member is hashed for this check).
         honoured = self.erased_for(destination)
         erased = {m.email: erased_reason(at) for m in everyone
                   if honoured and (at := honoured.get(subscriber_hash(m.email)))}

@@ -314,7 +314,7 @@ class Planner(ExportParts):
         mapping = PlanMapping(email=destination.mapping.email, merge_fields=dict(destination.mapping.merge_fields))
         erased = self.erased_for(destination)
         needed = Needed(lambda most: self._row_emails(self._inputs(live, snapshots, columns), mapping, erased, most),
-                        tag_ids=list(owned.values()), subscribed=subscribed)
+                        tag_ids={owned[part.tag] for part in live if part.tag in owned}, subscribed=subscribed)
         with tempfile.TemporaryDirectory(prefix="plan-") as workdir, \
                 ThreadPoolExecutor(max_workers=CHUNK_WRITERS) as writers:
             # Chunk files and records are written a few at a time (storage round trips, not CPU, are the cost),

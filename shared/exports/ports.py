@@ -84,7 +84,7 @@ class ExportParts:
     chunk_queue: Queue
     connections: MailchimpConnections
     erased: ErasedAddresses | None = None  # None: nobody is kept out (no erasure ledger)
-    mirror: AudienceMirror | None = None  # None: every run reads the whole audience
+    mirror: AudienceMirror | None = None  # None: every run reads the whole audience, or looks up what it needs
 
     def audience(self, destination: Destination, client: Any, needed: Needed) -> Iterator[ExistingMember]:
         """The contacts of the destination's audience planning compares the rows with: every one, through the
@@ -94,13 +94,13 @@ class ExportParts:
         list_id = destination.audience_id
         where = f"audience {list_id} of destination {destination.id}"
 
-        def instead(why: str) -> list[ExistingMember] | None:
-            return look_up(client, list_id, needed, f"{where} ({why})")
+        def instead(why: str, mirror_kept: bool = True) -> list[ExistingMember] | None:
+            return look_up(client, list_id, needed, f"{where} ({why})", mirror_kept)
 
         if self.mirror is not None:
             yield from self.mirror.members(destination.id, list_id, client, instead)
             return
-        found = instead("no audience mirror")
+        found = instead("no audience mirror", mirror_kept=False)
         yield from client.iter_audience(list_id) if found is None else found
 
     def erased_for(self, destination: Destination | None) -> dict[str, str]:

@@ -8,8 +8,8 @@ audiences after, with chunks of 2 so that new members are streamed while the row
 may once it knows the contacts), an unsubscribed or archived contact in the segment is not written again, a member
 who left the segment is untagged, a large segment still reads in full, and the mirror is left as it was.
 
-The reads are chosen through member_lookup.NEXT_READ_CALLS, which the budget subtracts: a huge value makes every run
-read in full, a very negative one makes every run that can look up do so, in audiences of any size.
+The reads are chosen by replacing member_lookup.budget (the most calls a lookup may take): -1 makes every run read in
+full, a huge one makes every run that can look up do so, in audiences of any size.
 """
 from __future__ import annotations
 
@@ -39,19 +39,19 @@ MEMBER_ROUTE = "GET /lists/{list_id}/members/{subscriber_hash}"
 TAG_MEMBERS_ROUTE = "GET /lists/{list_id}/segments/{segment_id}/members"
 LISTING_ROUTE = "GET /lists/{list_id}/members"
 CONTACTS = 70_000  # budget: 70 pages + 3 - 10 = 63 calls, enough for 50 rows, 6 leavers and the tag's listing
-ALWAYS_FULL, ALWAYS_LOOK_UP = 10**9, -10**9
+ALWAYS_FULL, ALWAYS_LOOK_UP = -1, 10**9  # the most calls a lookup may take
 NEWCOMERS = [f"new{i}@contoso.com" for i in range(3)]
 
 
 @contextlib.contextmanager
-def reads(next_read_calls: int) -> Iterator[None]:
-    """Runs within choose their read through the budget (ALWAYS_FULL, ALWAYS_LOOK_UP)."""
-    saved = member_lookup.NEXT_READ_CALLS
-    member_lookup.NEXT_READ_CALLS = next_read_calls
+def reads(most_calls: int) -> Iterator[None]:
+    """Runs within choose their read through the budget (ALWAYS_FULL, ALWAYS_LOOK_UP), with a mirror kept or not."""
+    saved = member_lookup.budget
+    member_lookup.budget = lambda subscribed, mirror_kept=True: most_calls
     try:
         yield
     finally:
-        member_lookup.NEXT_READ_CALLS = saved
+        member_lookup.budget = saved
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@
 container and for Mailchimp's reads; tests/integration/test_audience_mirror.py has the real ones."""
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Iterator, Sequence
 
@@ -89,3 +90,26 @@ def test_an_address_the_stored_line_cannot_hold_leaves_the_mirror_unwritten_and_
     mirror = AudienceMirror(store, timedelta(hours=24))
     assert len(list(mirror.members("d1", "list1", audience))) == 4
     assert store == {}  # nothing written: the next run reads in full again
+
+
+def test_a_lookup_stands_in_for_a_missing_mirror_but_never_for_one_dated_ahead_of_the_clock():
+    """A mirror dated ahead (a host clock that ran fast) is replaced by a full read: left in place while small runs
+    looked up instead, it would later be refreshed from that date and miss what changed before it."""
+    store = Store()
+    mirror = AudienceMirror(store, timedelta(hours=24))
+    audience = Audience({"Kept": ["a@x.com"]})
+    asked: list[str] = []
+
+    def instead(why: str) -> list[ExistingMember]:
+        asked.append(why)
+        return [ExistingMember("a@x.com", "subscribed", {}, ())]
+
+    assert [m.email for m in mirror.members("d1", "list1", audience, instead)] == ["a@x.com"]
+    assert asked == ["no mirror yet"] and store == {}  # looked up; nothing written
+    assert len(list(mirror.members("d1", "list1", audience))) == 3  # a full read writes the mirror
+    manifest = next(name for name in store if name.endswith("manifest.json"))
+    doc = json.loads(store[manifest])
+    store[manifest] = json.dumps({**doc, "asOf": "2099-01-01T00:00:00+00:00"}).encode()
+    assert len(list(mirror.members("d1", "list1", audience, instead))) == 3  # read in full again, not looked up
+    assert asked == ["no mirror yet"]
+    assert json.loads(store[manifest])["asOf"] < "2099"  # replaced by the full read
