@@ -215,6 +215,16 @@ class SegmentFolder(BlobFolder):
     it stays with its own segment. Errors on the server's side (5xx, after the storage client's retries) and network
     errors are raised as they are: they are no fault of the file, and what ran into them is tried again."""
 
+    def list_names(self, prefix: str = "") -> Iterator[str]:
+        """The full listing (list_blobs), not names only: it decodes the names the service sends encoded (characters
+        XML cannot hold), which list_blob_names passes on as sent, so a customer's oddly named file could not be read
+        by its listed name. The app's own work container, whose names the app chooses, lists names only."""
+        try:
+            for blob in self._container.list_blobs(name_starts_with=prefix or None):
+                yield blob.name
+        except ResourceNotFoundError:
+            return
+
     def read_bytes(self, name: str) -> bytes:
         try:
             return super().read_bytes(name)
