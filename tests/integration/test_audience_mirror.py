@@ -311,7 +311,7 @@ def test_a_damaged_mirror_is_read_again_in_full_and_the_run_succeeds(driver: Exp
     assert stats["members_read"] < 3000
 
 
-def test_with_the_setting_at_0_there_is_no_mirror_and_every_run_reads_the_audience_whole(storage, mailchimp_server):
+def test_with_the_setting_at_0_there_is_no_mirror(storage, mailchimp_server):
     assert ExportDriver(storage, mailchimp_server).app.exports.mirror is not None
     assert ExportDriver(storage, mailchimp_server, AUDIENCE_MIRROR_MAX_AGE_HOURS="0").app.exports.mirror is None
 

@@ -233,6 +233,10 @@ class FakeClient:
     def iter_members(self, list_id, *, fields, status=None, since_last_changed=None, unsubscribed_since=None):
         return iter([])
 
+    def iter_tag_members(self, list_id, tag_id):  # every status, as the client asks (a small run may look up)
+        name = self._name(tag_id).casefold()
+        return iter([e for e, (s, m, t) in list(self.aud.items()) if name in {x.casefold() for x in t}])
+
     def upsert_members(self, list_id, members, *, status_for_new, existing_as_of, tags_of=no_tags):
         return upsert(self, list_id, members, status_for_new, existing_as_of, tags_of)
 
