@@ -328,3 +328,19 @@ def test_a_value_nested_too_deep_to_parse_is_a_field_problem_not_a_failed_run() 
 
     assert [m.email for m in members] == ["x@contoso.com"] and counts["S"].field_problems == 1
     assert problem.kind == "field" and problem.merge_tag == "ADDR"
+
+
+def test_contacts_with_the_same_tags_in_one_bucket_each_lose_only_the_tags_of_segments_they_left():
+    """_merge works out carried and leaving tags once per (contact's tags, member's tags) pair: two contacts of one
+    bucket carrying the same tags (spelt in another case) but still in different segments must not share the answer."""
+    import zlib
+    emails = [f"c{i}@x.com" for i in range(500)]
+    a = emails[0]
+    b = next(e for e in emails[1:] if zlib.crc32(e.encode()) % 64 == zlib.crc32(a.encode()) % 64)
+    rows = [SourceRow("p.csv", 1, {"Email": a}, None), SourceRow("p.csv", 2, {"Email": b}, None)]
+    plan = plan_export([SegmentInput("Vip", "Vip", rows), SegmentInput("Lapsed", "Lapsed", rows[1:])],
+                       Mapping("Email", {}), on_problem=lambda problem: None, removable_tags=["Vip", "Lapsed"],
+                       existing=[ExistingMember(a, "subscribed", {}, ("VIP", "lapsed")),
+                                 ExistingMember(b, "subscribed", {}, ("VIP", "lapsed"))])
+    assert {m.email: m.untag for chunk in plan.chunks() for m in chunk} == {a: ["Lapsed"], b: []}
+    assert plan.departures["Lapsed"].leaving == 1
