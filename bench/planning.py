@@ -81,6 +81,8 @@ def main() -> None:
     parser.add_argument("--refresh-changed", type=float, default=0.0, metavar="PERCENT",
                         help="time a refresh against the first plan's members, PERCENT %% of them changed since")
     args = parser.parse_args()
+    if not 0 <= args.refresh_changed <= 100:
+        parser.error("--refresh-changed is a percentage: 0 (off) to 100")
 
     with tempfile.TemporaryDirectory(prefix="bench-planning-") as folder:
         started = time.perf_counter()
@@ -98,9 +100,11 @@ def main() -> None:
         audience = args.audience
         if args.refresh_changed:
             mirror = os.path.join(folder, "mirror.tsv")
-            audience = write_mirror(mirror, inputs(), round(100 / args.refresh_changed))
+            every = max(1, round(100 / args.refresh_changed))  # every n-th contact changed
+            audience = write_mirror(mirror, inputs(), every)
             existing = read_mirror(mirror)
-            print(f"wrote an audience of {audience:,} contacts from a first plan, {args.refresh_changed:g} % changed")
+            print(f"wrote an audience of {audience:,} contacts from a first plan, every {every} changed "
+                  f"({100 / every:g} %)")
         problems = 0
 
         def count_problem(_problem: object) -> None:
