@@ -12,11 +12,12 @@ from __future__ import annotations
 import inspect
 import json
 import re
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.integration.bicep import infra_doc
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
@@ -29,19 +30,6 @@ RULES = {
                             "the Mailchimp connection must be renewed"], 1),
     "noSuccessfulRun": (["ago(25h)", '"schedule"', '"succeeded"', '"completed_with_errors"', "leftanti"], 2),
 }
-
-
-@lru_cache(maxsize=1)
-def _parser() -> Any:
-    """One parser for every file: building one (its grammar) costs about a second of CPU, parsing a file far less."""
-    from pycep import BicepParser  # pycep-parser, pinned in requirements-dev.txt
-
-    return BicepParser()
-
-
-@lru_cache(maxsize=None)
-def _doc(rel: str) -> dict[str, Any]:
-    return _parser().parse(text=(INFRA / rel).read_text(encoding="utf-8"))
 
 
 def _body(resource: dict[str, Any]) -> dict[str, Any]:
@@ -61,7 +49,7 @@ def _accessor(value: Any) -> tuple[str, str] | None:
 
 
 def test_main_passes_the_azd_email_parameter_to_the_alerts() -> None:
-    main = _doc("main.bicep")
+    main = infra_doc("main.bicep")
     assert main["parameters"]["alertEmail"]["type"] == "string"
     assert main["parameters"]["alertEmail"]["default"] == "", "ALERT_EMAIL is optional"
     params = main["modules"]["alerts"]["config"]["params"]
@@ -74,7 +62,7 @@ def test_main_passes_the_azd_email_parameter_to_the_alerts() -> None:
 
 
 def test_the_action_group_mails_the_address_and_exists_only_with_one() -> None:
-    alerts = _doc("app/alerts.bicep")
+    alerts = infra_doc("app/alerts.bicep")
     group = alerts["resources"]["actionGroup"]
     assert group["type"] == "Microsoft.Insights/actionGroups"
     condition = group["config"]["condition"]
@@ -90,7 +78,7 @@ def test_the_action_group_mails_the_address_and_exists_only_with_one() -> None:
 
 
 def test_four_log_alerts_on_the_workspace_notify_the_action_group() -> None:
-    alerts = _doc("app/alerts.bicep")
+    alerts = infra_doc("app/alerts.bicep")
     rules = {name: r for name, r in alerts["resources"].items() if r["type"] == RULE}
     assert set(rules) == set(RULES)
     # actions: the action group when there is an address, none without one
@@ -142,9 +130,9 @@ def test_the_alerts_read_fields_the_app_logs() -> None:
 
 
 def test_the_workbook_is_deployed_over_the_workspace() -> None:
-    main = _doc("main.bicep")
+    main = infra_doc("main.bicep")
     assert main["modules"]["workbook"]["detail"]["path"] == "app/workbook.bicep"
-    workbook_doc = _doc("app/workbook.bicep")
+    workbook_doc = infra_doc("app/workbook.bicep")
     [workbook] = [r for r in workbook_doc["resources"].values() if r["type"] == "Microsoft.Insights/workbooks"]
     body = workbook["config"]
     assert body["kind"] == "shared"
@@ -166,4 +154,4 @@ def test_the_workbook_is_deployed_over_the_workspace() -> None:
 @pytest.mark.parametrize("rel", ["app/alerts.bicep", "app/workbook.bicep"])
 def test_checkov_sees_the_new_files(rel: str) -> None:
     """scripts/check_infra.sh scans every .bicep file under infra/; these parse (pycep is checkov's parser)."""
-    assert _doc(rel)["resources"]
+    assert infra_doc(rel)["resources"]

@@ -24,11 +24,12 @@ import re
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.integration.bicep import parse_text
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
@@ -159,18 +160,6 @@ class Problem:
 
 
 # ---------------------------------------------------------------------------------------------------------- parsing
-
-
-@lru_cache(maxsize=1)
-def _parser() -> Any:
-    from pycep import BicepParser  # pycep-parser, pinned in requirements-dev.txt
-
-    return BicepParser()
-
-
-@lru_cache(maxsize=256)
-def _parse_text(text: str) -> dict[str, Any]:
-    return _parser().parse(text=text)
 
 
 def _strip_comments(text: str) -> str:
@@ -357,7 +346,7 @@ class Linker:
         rel = _rel(path, self.infra)
         text = path.read_text(encoding="utf-8")
         try:
-            doc = _parse_text(text)
+            doc = parse_text(text)
         except Exception as error:  # lark raises several kinds; all mean "cannot read this file"
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             self.problems.append(Problem(rel, None, path.name, f"pycep-parser cannot parse it: {first_line}"))

@@ -26,11 +26,12 @@ from __future__ import annotations
 import ast
 import json
 import re
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.integration.bicep import infra_doc
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
@@ -47,19 +48,6 @@ WORKSPACE = "Microsoft.OperationalInsights/workspaces"
 # ------------------------------------------------------------------------------------------------------- reading
 
 
-@lru_cache(maxsize=1)
-def _parser() -> Any:
-    """One parser for every file: building one (its grammar) costs about a second of CPU, parsing a file far less."""
-    from pycep import BicepParser  # pycep-parser, pinned in requirements-dev.txt
-
-    return BicepParser()
-
-
-@lru_cache(maxsize=None)
-def _doc(rel: str) -> dict[str, Any]:
-    return _parser().parse(text=(INFRA / rel).read_text(encoding="utf-8"))
-
-
 def _unwrap(config: Any) -> tuple[dict[str, Any], Any, Any]:
     """(body, condition, loop) of a module or resource: pycep wraps `if (...)` and `[for ...]` bodies."""
     condition = loop = None
@@ -71,7 +59,7 @@ def _unwrap(config: Any) -> tuple[dict[str, Any], Any, Any]:
 
 
 def _resources(rel: str) -> dict[str, dict[str, Any]]:
-    return _doc(rel).get("resources") or {}
+    return infra_doc(rel).get("resources") or {}
 
 
 def _body(rel: str, symbol: str) -> dict[str, Any]:
@@ -80,7 +68,7 @@ def _body(rel: str, symbol: str) -> dict[str, Any]:
 
 def _module(symbol: str) -> tuple[str, dict[str, Any], Any]:
     """(path, params, condition) of a module main.bicep calls."""
-    module = _doc("main.bicep")["modules"][symbol]
+    module = infra_doc("main.bicep")["modules"][symbol]
     body, condition, _ = _unwrap(module["config"])
     return module["detail"]["path"], body.get("params") or {}, condition
 
@@ -113,8 +101,8 @@ class Unsupported(Exception):
 def evaluate(node: Any, rel: str, params: dict[str, Any]) -> Any:
     """The value of a pycep expression of file `rel`, given its parameters. Bare strings are names when the file
     declares them (parameters, variables), literals otherwise."""
-    variables = _doc(rel).get("variables") or {}
-    declared = _doc(rel).get("parameters") or {}
+    variables = infra_doc(rel).get("variables") or {}
+    declared = infra_doc(rel).get("parameters") or {}
     if node is None or isinstance(node, (bool, int, float)):
         return node
     if isinstance(node, str):
@@ -160,7 +148,7 @@ def evaluate(node: Any, rel: str, params: dict[str, Any]) -> Any:
 
 
 def _param(rel: str, name: str) -> dict[str, Any]:
-    return _doc(rel)["parameters"][name]
+    return infra_doc(rel)["parameters"][name]
 
 
 def _decorator(param: dict[str, Any], kind: str) -> Any:
@@ -242,7 +230,7 @@ def test_diagnostics_are_wired_to_the_resources_main_creates() -> None:
     assert _output_ref(params["segmentsStorageAccountName"]) == ("segmentsStorage", "name")
     assert _output_ref(params["logAnalyticsName"]) == ("monitoring", "logAnalyticsName")
     assert _output_ref(params["eventGridTopicName"]) == ("events", "name")
-    monitoring = _doc("app/monitoring.bicep")
+    monitoring = infra_doc("app/monitoring.bicep")
     workspace = _accessor(monitoring["outputs"]["logAnalyticsName"]["value"])
     assert workspace and monitoring["resources"][workspace[0]]["type"] == WORKSPACE
     assert not monitoring["resources"][workspace[0]]["existing"]
@@ -293,7 +281,7 @@ def test_blob_soft_delete_is_a_parameter_off_by_default_for_customer_insights() 
             "enabled": True, "days": days}
         segments = _blob_service({"blobSoftDeleteDays": days, "containerSoftDeleteDays": 7}, SEGMENTS_STORAGE)
         assert segments["deleteRetentionPolicy"] == {"enabled": False}
-    assert "blobSoftDeleteDays" not in (_doc(SEGMENTS_STORAGE).get("parameters") or {}), "not a choice there"
+    assert "blobSoftDeleteDays" not in (infra_doc(SEGMENTS_STORAGE).get("parameters") or {}), "not a choice there"
     main = _param("main.bicep", "blobSoftDeleteDays")
     assert main["default"] == 7
     assert (_decorator(main, "min_value"), _decorator(main, "max_value")) == (1, 365)
@@ -307,8 +295,8 @@ def _module_defaults(rel: str) -> dict[str, Any]:
     """The parameters main.bicep passes to module file `rel` when every main parameter keeps its default (what `azd up`
     deploys with no settings); those fed by expressions that need a deployment (names, module outputs) are left out."""
     main = {name: evaluate(param["default"], "main.bicep", {})
-            for name, param in _doc("main.bicep")["parameters"].items() if param.get("default") is not None}
-    for symbol in _doc("main.bicep")["modules"]:
+            for name, param in infra_doc("main.bicep")["parameters"].items() if param.get("default") is not None}
+    for symbol in infra_doc("main.bicep")["modules"]:
         path, params, _ = _module(symbol)
         if path == rel:
             given = {}
@@ -348,7 +336,7 @@ def _storage_accounts() -> list[dict[str, Any]]:
             for r in resources.values():
                 body, _, loop = _unwrap(r["config"])
                 if r["type"] == CONTAINER and not r["existing"] and body.get("parent") in services:
-                    listed = _doc(rel)["variables"][loop["detail"]["array_name"]]["value"] if loop else [body["name"]]
+                    listed = infra_doc(rel)["variables"][loop["detail"]["array_name"]]["value"] if loop else [body["name"]]
                     containers += _names(listed, rel)
             defaults = _module_defaults(rel)
             found.append({"file": rel, "symbol": symbol, "containers": containers,
@@ -359,7 +347,7 @@ def _storage_accounts() -> list[dict[str, Any]]:
 
 def _module_of(rel: str) -> str:
     """The symbol of the module main.bicep calls file `rel` with (exactly one)."""
-    symbols = [symbol for symbol in _doc("main.bicep")["modules"] if _module(symbol)[0] == rel]
+    symbols = [symbol for symbol in infra_doc("main.bicep")["modules"] if _module(symbol)[0] == rel]
     assert len(symbols) == 1, (rel, symbols)
     return symbols[0]
 
@@ -379,7 +367,7 @@ def test_the_account_receiving_segment_files_keeps_blob_soft_delete_off() -> Non
     assert account["blob_service"] and all(s["deleteRetentionPolicy"] == {"enabled": False}
                                            for s in account["blob_service"]), account
     module = _module_of(account["file"])
-    assert _accessor(_doc(account["file"])["outputs"]["name"]["value"]) == [account["symbol"], "name"]
+    assert _accessor(infra_doc(account["file"])["outputs"]["name"]["value"]) == [account["symbol"], "name"]
     events = _module("events")[1]
     assert _output_ref(events["segmentsStorageAccountName"]) == (module, "name"), "Event Grid watches this account"
     assert _output_ref(_module("functionApp")[1]["segmentsStorageAccountName"]) == (module, "name")
@@ -413,7 +401,7 @@ def test_run_files_naming_people_are_deleted_after_the_personal_retention_period
             rule = rules[f"{CONTAINER_WORK}/{prefix}"]
             assert rule["enabled"] and rule["definition"]["actions"]["baseBlob"]["delete"] == {
                 "daysAfterModificationGreaterThan": days}
-    app_settings = _doc("app/function.bicep")["variables"]["appSettings"]["value"]
+    app_settings = infra_doc("app/function.bicep")["variables"]["appSettings"]["value"]
     defaults = load_settings({"AzureWebJobsStorage": "UseDevelopmentStorage=true"})
     for name, param, default in (("RETENTION_PERSONAL_DAYS", "retentionPersonalDays", defaults.retention_personal_days),
                                  ("RETENTION_RUN_DAYS", "retentionRunDays", defaults.retention_run_days)):
@@ -527,10 +515,10 @@ def test_with_vnet_enabled_private_endpoints_exist_for_blob_queue_table_and_vaul
     resources = _resources(rel)
     for symbol, name_param in (("storageAccount", "storageAccountName"), ("segmentsAccount", "segmentsStorageAccountName")):
         assert resources[symbol]["existing"] and _unwrap(resources[symbol]["config"])[0]["name"] == name_param
-    zones = _doc(rel)["variables"]["zoneNames"]["value"]
+    zones = infra_doc(rel)["variables"]["zoneNames"]["value"]
     assert len(zones) == len(set(map(str, zones))), "a private DNS zone is declared twice"
     found = set()
-    for endpoint in _doc(rel)["variables"]["endpoints"]["value"]:
+    for endpoint in infra_doc(rel)["variables"]["endpoints"]["value"]:
         group, target = endpoint["groupId"], _accessor(endpoint["target"])
         assert target and target[1] == "id", endpoint
         found.add((target[0], group))
@@ -571,7 +559,7 @@ def test_with_vnet_enabled_the_app_is_integrated_into_a_subnet_delegated_to_cont
     assert evaluate(site["virtualNetworkSubnetId"], "app/function.bicep", {"virtualNetworkSubnetId": subnet_id}) == subnet_id
     assert evaluate(site["virtualNetworkSubnetId"], "app/function.bicep", {"virtualNetworkSubnetId": ""}) is None
 
-    vnet = _doc("app/vnet.bicep")
+    vnet = infra_doc("app/vnet.bicep")
     subnets = {s["name"]: s["properties"] for s in _body("app/vnet.bicep", "vnet")["properties"]["subnets"]}
     names = {name: evaluate(name, "app/vnet.bicep", {}) for name in subnets}
     by_name = {names[key]: value for key, value in subnets.items()}
@@ -606,7 +594,7 @@ def _role_assignments() -> list[dict[str, Any]]:
             body, _, loop = _unwrap(resource["config"])
             role = body["properties"]["roleDefinitionId"]["function"]["parameters"]["resource_name_1"]
             over_roles = bool(loop) and role == loop["detail"]["item_name"]
-            roles = _doc(rel)["variables"][loop["detail"]["array_name"]]["value"] if over_roles else [role]
+            roles = infra_doc(rel)["variables"][loop["detail"]["array_name"]]["value"] if over_roles else [role]
             scope, index = body["scope"], None
             if isinstance(scope, dict):  # containers[0], appContainers[i]
                 scope, index = scope["operator"]["operands"]["operand_1"], scope["operator"]["operands"]["operand_2"]
@@ -620,15 +608,15 @@ def _role_assignments() -> list[dict[str, Any]]:
 def _resolve(rel: str, value: Any) -> Any:
     """A module parameter's value as main.bicep passes it when that is another module's output: the output's own
     expression, with the names in it (parameters shown as '<parameter>'); else `value` itself."""
-    for symbol in _doc("main.bicep")["modules"]:
+    for symbol in infra_doc("main.bicep")["modules"]:
         path, params, _ = _module(symbol)
         if path == rel and isinstance(value, str) and value in params:
             ref = _output_ref(params[value])
             if ref:
                 source = _module(ref[0])[0]
-                output = _doc(source)["outputs"][ref[1]]["value"]
-                if isinstance(output, str) and output in (_doc(source).get("variables") or {}):
-                    output = _doc(source)["variables"][output]["value"]
+                output = infra_doc(source)["outputs"][ref[1]]["value"]
+                if isinstance(output, str) and output in (infra_doc(source).get("variables") or {}):
+                    output = infra_doc(source)["variables"][output]["value"]
                 return _names(output if isinstance(output, list) else [output], source)
     return value
 
@@ -639,7 +627,7 @@ def _containers_of(assignment: dict[str, Any]) -> list[str]:
     resource = _resources(rel)[assignment["scope"]]
     body, _, loop = _unwrap(resource["config"])
     if not resource["existing"] and loop:  # containers[<n>] of the containers the file creates in a loop
-        return _names([_doc(rel)["variables"][loop["detail"]["array_name"]]["value"][assignment["index"]]], rel)
+        return _names([infra_doc(rel)["variables"][loop["detail"]["array_name"]]["value"][assignment["index"]]], rel)
     if not resource["existing"]:  # the one container the file creates under this symbol
         return _names([body["name"]], rel)
     if loop:  # existing containers, one per name of an array parameter
@@ -753,7 +741,7 @@ def test_the_app_reads_segments_and_writes_only_its_own_containers() -> None:
         [reader["symbol"], drops["symbol"]]), "two roles in the segments account"
     writer = writers["storage"]
     writes = _containers_of(writer)
-    every = _names(_doc("app/storage.bicep")["variables"]["containerNames"]["value"], "app/storage.bicep")
+    every = _names(infra_doc("app/storage.bicep")["variables"]["containerNames"]["value"], "app/storage.bicep")
     assert sorted(writes) == sorted(every) and SEGMENTS not in writes and CONTAINER_ERASURES not in writes
     assert {"export-work", "mailchimp-slots", "azure-webjobs-hosts", "azure-webjobs-secrets",
             "<deploymentContainerName>"} == set(writes)
