@@ -12,7 +12,8 @@ from typing import Any
 
 from shared import config
 from shared.events import BLOB_CREATED
-from tests.integration.test_infra_security import (CONTAINER, QUEUE, SEGMENTS, _account_module, _accessor, _body, _doc,
+from tests.integration.bicep import infra_doc
+from tests.integration.test_infra_security import (CONTAINER, QUEUE, SEGMENTS, _account_module, _accessor, _body,
                                                     _containers_of, _module, _output_ref, _resolve, _resources,
                                                     _role_assignments, _role_name, _storage_accounts, _unwrap,
                                                     evaluate)
@@ -34,7 +35,7 @@ def test_the_erasures_container_is_in_the_segments_account_without_public_access
     [account] = [a for a in _storage_accounts() if config.CONTAINER_ERASURES in a["containers"]]
     assert SEGMENTS in account["containers"] and account["file"] == SEGMENTS_STORAGE
     assert all(s["deleteRetentionPolicy"] == {"enabled": False} for s in account["blob_service"])
-    output = _doc(SEGMENTS_STORAGE)["outputs"]["erasuresContainerName"]["value"]
+    output = infra_doc(SEGMENTS_STORAGE)["outputs"]["erasuresContainerName"]["value"]
     assert evaluate(output, SEGMENTS_STORAGE, {}) == config.CONTAINER_ERASURES
 
 

@@ -29,7 +29,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_infra_security import (TENANT, _accessor, _azd_parameters, _body, _decorator, _doc,
+from tests.integration.bicep import infra_doc
+from tests.integration.test_infra_security import (TENANT, _accessor, _azd_parameters, _body, _decorator,
                                                    _module, _output_ref, _param, _resources, _unwrap, evaluate)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,7 +89,7 @@ def test_the_client_secret_reaches_app_service_authentication_as_a_key_vault_ref
     settings = dict(re.findall(r"^\s+([A-Z]\w*): (.+)$", (INFRA / FUNCTION).read_text(encoding="utf-8"), re.M))
     assert settings[SECRET_SETTING] == "authClientSecretReference"
     assert _output_ref(_module("functionApp")[1]["authClientSecretReference"]) == ("keyVault", "authClientSecretReference")
-    vault = _doc("app/keyvault.bicep")
+    vault = infra_doc("app/keyvault.bicep")
     assert vault["outputs"]["authClientSecretReference"]["value"] == (
         "@Microsoft.KeyVault(VaultName=${vault.name};SecretName=${authClientSecretValue.name})")
     secret, condition, _ = _unwrap(_resources("app/keyvault.bicep")["authClientSecretValue"]["config"])
@@ -117,9 +118,9 @@ def test_the_sign_in_parameters_come_from_azd_through_main() -> None:
     assert evaluate(tenant, "main.bicep", {"authTenantId": ""}) == TENANT
     assert evaluate(tenant, "main.bicep", {"authTenantId": "11111111-2222-3333-4444-555555555555"}) == (
         "11111111-2222-3333-4444-555555555555")
-    output = _doc("main.bicep")["outputs"]["AUTH_REDIRECT_URI"]["value"]
+    output = infra_doc("main.bicep")["outputs"]["AUTH_REDIRECT_URI"]["value"]
     assert _output_ref(output) == ("functionApp", "authRedirectUri")
-    assert _doc(FUNCTION)["outputs"]["authRedirectUri"]["value"] == (
+    assert infra_doc(FUNCTION)["outputs"]["authRedirectUri"]["value"] == (
         "https://${functionApp.properties.defaultHostName}/.auth/login/aad/callback")
 
 
@@ -454,7 +455,7 @@ def test_azure_yaml_runs_the_sign_in_check_after_deploying() -> None:
     assert hooks["postdeploy"]["shell"] == "sh" and hooks["postdeploy"].get("continueOnError", "false") == "false"
     assert CHECK.is_file() and CHECK.stat().st_mode & stat.S_IXUSR, "the check must exist and be executable"
     assert CHECK.read_text(encoding="utf-8").startswith("#!/usr/bin/env bash\n")
-    assert _output_ref(_doc("main.bicep")["outputs"]["SERVICE_API_BASE_URL"]["value"]) == ("functionApp", "baseUrl")
+    assert _output_ref(infra_doc("main.bicep")["outputs"]["SERVICE_API_BASE_URL"]["value"]) == ("functionApp", "baseUrl")
 
 
 # A stand-in for curl: logs its arguments, writes FAKE_BODY to -o and prints FAKE_STATUS for -w '%{http_code}'.
