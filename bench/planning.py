@@ -7,8 +7,8 @@ merging and chunking; the audience is generated lazily while planning, so its co
 CPU seconds (this process's) are printed beside the wall time: on a shared machine they move far less.
 
 With --refresh-changed P the timed plan is a scheduled refresh instead: a first, untimed plan's members are written
-as an audience mirror would hold them (one line a contact, decoded per contact while planning, as
-shared/audience_mirror.py does), P % of them (every n-th) with another first name, and the plan compares every row
+as an audience mirror would hold them (one line a contact, shared.members.contact_line, handed to planning as lines
+as shared/audience_mirror.py does), P % of them (every n-th) with another first name, and the plan compares every row
 with that audience and settles the unchanged members as the export planner does (`already_done`).
 
     .venv/bin/python bench/planning.py [--rows 1000000] [--audience 200000] [--chunk-size 500] [--refresh-changed 1]
@@ -16,7 +16,6 @@ with that audience and settles the unchanged members as the export planner does 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import subprocess
@@ -30,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from shared.exports.planner import _already_done
-from shared.members import ExistingMember
+from shared.members import Contact, contact_line
 from shared.planning import Mapping, SegmentInput, plan_export
 from shared.sample_segments import FolderSource, sample_audience
 from shared.segment_rows import read_rows
@@ -59,18 +58,15 @@ def write_mirror(path: str, inputs: list[SegmentInput], every: int) -> int:
                 fields = dict(member.merge_fields)
                 if written % every == 0:
                     fields["FNAME"] = f"{fields.get('FNAME', '')} Before"
-                file.write(f"{member.email}\tsubscribed\t{json.dumps([fields, member.tags], ensure_ascii=False)}\n")
+                file.write(contact_line(member.email, "subscribed", fields, member.tags))
                 written += 1
     return written
 
 
-def read_mirror(path: str) -> Iterator[ExistingMember]:
-    """The contacts of `path`, decoded one at a time as the audience mirror decodes its lines."""
+def read_mirror(path: str) -> Iterator[str]:
+    """The contacts of `path` as the audience mirror hands them to planning: its stored lines."""
     with open(path, encoding="utf-8") as file:
-        for line in file:
-            email, status, rest = line.split("\t", 2)
-            merge_fields, tags = json.loads(rest)
-            yield ExistingMember(email, status, merge_fields, tuple(tags))
+        yield from file
 
 
 def main() -> None:
@@ -96,7 +92,7 @@ def main() -> None:
         def inputs() -> list[SegmentInput]:
             return [SegmentInput(name, name, read_rows(source, segments[name][0])) for name in SEGMENTS]
 
-        existing: Iterator[ExistingMember] = sample_audience(args.audience)
+        existing: Iterator[Contact] = sample_audience(args.audience)
         audience = args.audience
         if args.refresh_changed:
             mirror = os.path.join(folder, "mirror.tsv")

@@ -58,7 +58,7 @@ from typing import Any, Protocol
 
 from shared.mailchimp.models import Tag
 from shared.mailchimp.upsert import ALL_STATUSES
-from shared.members import ExistingMember
+from shared.members import Contact, ExistingMember, contact_line, line_contact
 from shared.planning import BUCKETS, _Spill
 
 log = logging.getLogger(__name__)
@@ -76,9 +76,8 @@ WRITERS = 8  # parts uploaded at once
 COMPRESSION = 1  # gzip level: the fastest; a mirror is a few tens of bytes a contact even so
 _VERSION_TIME = "%Y%m%dT%H%M%SZ"
 
-Contact = tuple[str, str, dict[str, Any], list[str]]  # email, status, merge fields, tag names
-# Stored, a contact is one line "email<TAB>status<TAB>[merge fields, tags]" (JSON), so a merge reads the address and
-# status of a contact it does not change without decoding the rest; each bucket ends with an empty line.
+# Stored, a contact is one line (shared.members.contact_line), so a merge reads the address and status of a contact it
+# does not change without decoding the rest; each bucket ends with an empty line.
 
 
 class MirrorStore(Protocol):
@@ -152,25 +151,8 @@ def _part_name(folder: str, version: str, part: int) -> str:
     return f"{folder}{version}/part-{part:02d}.jsonl.gz"
 
 
-def _contact(member: ExistingMember) -> Contact:
-    return member.email, member.status, member.merge_fields, list(member.tags)
-
-
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # one encoder for every contact
-
-
-def _line(contact: Contact) -> str:
-    email, status, merge_fields, tags = contact
-    for text in (email, status):
-        if "\t" in text or "\n" in text or "\r" in text:
-            raise ValueError("an address or a status holds a tab or a line break")
-    return f"{email}\t{status}\t{_encode([merge_fields, tags])}\n"
-
-
-def _member(line: str) -> ExistingMember:
-    email, status, rest = line.split("\t", 2)
-    merge_fields, tags = json.loads(rest)
-    return ExistingMember(email, status, merge_fields, tuple(tags))
+def _line(member: ExistingMember) -> str:
+    return contact_line(member.email, member.status, member.merge_fields, member.tags)
 
 
 def _buckets(data: bytes | str, parts: int, part: int) -> Iterator[list[str]]:
@@ -220,11 +202,11 @@ class _Draft:
             self._file.close()
             self._file = None
 
-    def members(self) -> Iterator[ExistingMember]:
+    def members(self) -> Iterator[str]:
+        """The contacts as stored lines: planning decodes only those it needs."""
         for part in range(self.parts):
             for bucket in _buckets(self.path(part), self.parts, part):
-                for line in bucket:
-                    yield _member(line)
+                yield from bucket
 
 
 def _status_counts(counts: Counter[str]) -> dict[str, int]:
@@ -244,9 +226,11 @@ class AudienceMirror:
         self._margin = margin
 
     def members(self, destination_id: str, audience_id: str, client: AudienceReader,
-                instead: Callable[[str], Iterable[ExistingMember] | None] | None = None) -> Iterator[ExistingMember]:
+                instead: Callable[[str], Iterable[ExistingMember] | None] | None = None) -> Iterator[Contact]:
         """Every contact of the audience, archived ones included, with the values iter_audience gives (one per
         address: the fold planning makes of iter_audience's repeats); the mirror is brought up to date on the way.
+        Contacts read from Mailchimp come as ExistingMember, those of the mirror as its stored lines (`contact_line`):
+        planning decodes a line only when it needs that contact, and a refresh's contacts are nearly all lines.
         Mailchimp's errors propagate as iter_audience's do; the mirror's own never do.
 
         `instead(why the mirror cannot be refreshed)`, asked only when there is none yet or it is too old, may give
@@ -313,7 +297,7 @@ class AudienceMirror:
                 client.iter_members(list_id, fields=FIELDS, since_last_changed=since),
                 client.iter_members(list_id, fields=("email_address", "status"), status=ARCHIVED,
                                     since_last_changed=since)):
-            changes.add(member.email, _contact(member))
+            changes.add(member.email, (member.email, _line(member)))
             changed += 1
         changes.close()
         # After the changes: a change they missed (a contact deleted for good, one skipped by offset paging while
@@ -335,7 +319,7 @@ class AudienceMirror:
                     email, status, _ = line.split("\t", 2)
                     stored[status] += 1
                     merged[email] = line
-                merged.update((contact[0], _line(contact)) for contact in changes.read(bucket))
+                merged.update(changes.read(bucket))
                 if replaced:
                     _retag(merged, replaced, carriers.read(bucket))
                 draft.add(bucket, merged.values())
@@ -371,7 +355,7 @@ class AudienceMirror:
         for member in client.iter_audience(list_id):
             if not unwritable:
                 try:
-                    spill.add(member.email, (member.email, _line(_contact(member))))
+                    spill.add(member.email, (member.email, _line(member)))
                 except ValueError as error:
                     unwritable = str(error)
             listed += 1
@@ -421,12 +405,12 @@ def _retag(merged: dict[str, str], replaced: set[str], carriers: Iterable[tuple[
         now = carrying.get(email, [])
         if not now and not any(name in line for name in quoted):
             continue
-        member = _member(line)
+        member = line_contact(line)
         if member.status == ARCHIVED:
             continue
         kept = [name for name in member.tags if name not in replaced or name in now]
         if len(kept) != len(member.tags) or any(name not in kept for name in now):
-            merged[email] = _line((email, member.status, member.merge_fields, kept + [n for n in now if n not in kept]))
+            merged[email] = contact_line(email, member.status, member.merge_fields, kept + [n for n in now if n not in kept])
 
 
 def _version(as_of: datetime) -> str:

@@ -43,6 +43,34 @@ class Member:
         return not self.tags
 
 
+Contact = ExistingMember | str
+"""A contact of the audience as planning receives it: read from Mailchimp, or a line of the audience mirror
+(`contact_line`), which planning decodes only when a row or a tag it keeps in step needs that contact."""
+
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # one encoder for every contact
+
+
+def contact_line(email: str, status: str, merge_fields: dict[str, Any], tags: Iterable[str]) -> str:
+    """A contact as one line, "email<TAB>status<TAB>[merge fields, tags]\n" (JSON): the address and status are read
+    without decoding the rest."""
+    for text in (email, status):
+        if "\t" in text or "\n" in text or "\r" in text:
+            raise ValueError("an address or a status holds a tab or a line break")
+    return f"{email}\t{status}\t{_encode([merge_fields, list(tags)])}\n"
+
+
+def line_email(line: str) -> str:
+    """The address of a `contact_line`, as Mailchimp gave it."""
+    return line[:line.index("\t")]
+
+
+def line_contact(line: str) -> ExistingMember:
+    """The contact of a `contact_line`."""
+    email, status, rest = line.split("\t", 2)
+    merge_fields, tags = json.loads(rest)
+    return ExistingMember(email, status, merge_fields, tuple(tags))
+
+
 class Outcome(str, Enum):
     CREATED = "created"
     UPDATED = "updated"

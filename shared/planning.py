@@ -56,7 +56,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from shared.columns import ColumnMismatch, resolve_columns
 from shared.emails import email_problem, normalize_email, subscriber_hash
-from shared.members import ExistingMember, Member, RowRef
+from shared.members import Contact, ExistingMember, Member, RowRef, line_email
 from shared.segment_rows import SourceRow
 
 BUCKETS = 64
@@ -265,7 +265,7 @@ class Plan:
         inputs: Sequence[SegmentInput],
         mapping: Mapping,
         *,
-        existing: Iterable[ExistingMember] = (),
+        existing: Iterable[Contact] = (),
         merge_field_types: dict[str, str] | None = None,
         chunk_size: int = 500,
         on_problem: Callable[[RowProblem], None],
@@ -351,11 +351,16 @@ class Plan:
                 yield chunk
 
     def _spill_existing(self, spill: _Spill) -> array:
-        """Spill the audience; the hashes of its emails, sorted (what `_Streamer` asks "in the audience?")."""
+        """Spill the audience; the hashes of its emails, sorted (what `_Streamer` asks "in the audience?"). A mirror's
+        line is spilled as it is, and decoded in `_merge` only if needed."""
         hashes = array("q")
-        for member in self._existing:
-            email = normalize_email(member.email)
-            spill.add(email, (email, member.status, member.merge_fields, tuple(member.tags)))
+        for contact in self._existing:
+            if isinstance(contact, str):
+                email = normalize_email(line_email(contact))
+                spill.add(email, (email, contact))
+            else:
+                email = normalize_email(contact.email)
+                spill.add(email, (email, contact.status, contact.merge_fields, tuple(contact.tags)))
             hashes.append(hash(email))
         return array("q", sorted(hashes))
 
@@ -463,9 +468,21 @@ class Plan:
         removable = self._removable
         # (contact's tags, member's tags) -> (tags kept in step it carries, those it leaves): few distinct pairs
         untags: dict[tuple[tuple[str, ...], tuple[str, ...] | None], tuple[list[str], list[str]]] = {}
-        for email, status, merge_fields, tags in read.values():
-            current = ExistingMember(email, status, merge_fields, tuple(tags))
+        # A mirror's line not in the rows is decoded only if it may carry a tag kept in step (its quoted name, compared
+        # ignoring case as tags are: a false match only costs the decoding).
+        quoted = [json.dumps(folded, ensure_ascii=False) for folded in removable]
+        for record in read.values():
+            email = record[0]
             member = members.get(email)
+            if len(record) == 2:
+                line = record[1]
+                if member is None and (email in streamed or not quoted or not _mentions(line, quoted)):
+                    continue
+                _, status, rest = line.split("\t", 2)
+                merge_fields, tags = json.loads(rest)
+            else:
+                _, status, merge_fields, tags = record
+            current = ExistingMember(email, status, merge_fields, tuple(tags))
             if member is not None:
                 member.existing = current
             if not removable or not tags or status == "archived" or email in streamed:  # archived contacts are
@@ -491,6 +508,11 @@ class Plan:
                 departed.append(Member(email, {}, [], RowRef("", "", 0), current, leaving))
         planned = [m for m in members.values() if m.email not in streamed] if streamed else list(members.values())
         return planned + departed
+
+
+def _mentions(line: str, names: list[str]) -> bool:
+    folded = line.casefold()
+    return any(name in folded for name in names)
 
 
 class _Streamer:

@@ -10,7 +10,7 @@ from shared.config import Settings
 from shared.connections import MailchimpConnections
 from shared.destinations import Claim, Destination
 from shared.member_lookup import Needed, look_up
-from shared.members import ExistingMember
+from shared.members import Contact, ExistingMember
 from shared.runs import Run
 from shared.snapshots import BlobSource, ReadLimits
 
@@ -86,7 +86,7 @@ class ExportParts:
     erased: ErasedAddresses | None = None  # None: nobody is kept out (no erasure ledger)
     mirror: AudienceMirror | None = None  # None: every run reads the whole audience, or looks up what it needs
 
-    def audience(self, destination: Destination, client: Any, needed: Needed) -> Iterator[ExistingMember]:
+    def audience(self, destination: Destination, client: Any, needed: Needed) -> Iterator[Contact]:
         """The contacts of the destination's audience planning compares the rows with: every one, through the
         destination's audience mirror (only what changed since its last read is asked of Mailchimp) or read whole
         without one; or, when there is no mirror to refresh and what the run `needed` takes fewer calls to look up

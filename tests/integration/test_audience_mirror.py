@@ -30,6 +30,7 @@ from shared.adapters.storage import BlobFolder
 from shared.audience_mirror import MANIFEST, MIRRORS_PREFIX, AudienceMirror, destination_prefix
 from shared.emails import subscriber_hash
 from shared.members import ExistingMember
+from tests.unit.test_audience_mirror import decoded
 from shared.runs import Run
 from tests.integration.export_driver import DEMO_AUDIENCE, TAKEN, ExportDriver, minutes_after
 from tests.integration.test_mailchimp_client import KEY, LIST, make_client, put_member
@@ -107,7 +108,7 @@ def by_hand(driver: ExportDriver, method: str, email: str, path: str = "", **bod
 
 def listing(driver: ExportDriver, destination: str, with_mirror: AudienceMirror) -> dict[str, ExistingMember]:
     with make_client(driver.mailchimp) as client:
-        return {m.email: m for m in with_mirror.members(destination, DEMO_AUDIENCE, client)}
+        return {m.email: m for m in decoded(with_mirror.members(destination, DEMO_AUDIENCE, client))}
 
 
 def with_mirror_of(driver: ExportDriver, chosen: AudienceMirror | None):
@@ -415,12 +416,12 @@ def test_for_any_changes_between_refreshes_the_mirror_lists_what_a_full_read_lis
     destination = uuid.uuid4().hex[:12]
     name = f"{destination_prefix(destination)}{LIST}/{MANIFEST}"
     with make_client(mailchimp_server) as client:
-        assert folded(audience.members(destination, LIST, client)) == folded(client.iter_audience(LIST))
+        assert folded(decoded(audience.members(destination, LIST, client))) == folded(client.iter_audience(LIST))
         for changes in rounds:
             full_read_at = json.loads(store.read_bytes(name))["fullReadAt"]
             next_day(mailchimp_server)
             deleted = [change(mailchimp_server, operation, email, n) for operation, email, n in changes]
-            listed = list(audience.members(destination, LIST, client))
+            listed = decoded(audience.members(destination, LIST, client))
             assert len({m.email for m in listed}) == len(listed)  # one per address
             assert folded(listed) == folded(client.iter_audience(LIST))
             if not any(deleted):  # only a contact deleted for good makes a full read here
