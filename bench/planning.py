@@ -65,7 +65,7 @@ def write_mirror(path: str, inputs: list[SegmentInput], every: int) -> int:
 
 def read_mirror(path: str) -> Iterator[str]:
     """The contacts of `path` as the audience mirror hands them to planning: its stored lines."""
-    with open(path, encoding="utf-8") as file:
+    with open(path, encoding="utf-8", newline="\n") as file:
         yield from file
 
 

@@ -58,7 +58,7 @@ from typing import Any, Protocol
 
 from shared.mailchimp.models import Tag
 from shared.mailchimp.upsert import ALL_STATUSES
-from shared.members import Contact, ExistingMember, contact_line, line_contact
+from shared.members import Contact, ExistingMember, contact_line, line_contact, line_email, line_status
 from shared.planning import BUCKETS, _Spill
 
 log = logging.getLogger(__name__)
@@ -192,7 +192,7 @@ class _Draft:
             self._file = gzip.open(self.path(part), "wt", encoding="utf-8", newline="\n", compresslevel=COMPRESSION)
             self._part = part
         listed = list(lines)
-        self.counts.update(line.split("\t", 2)[1] for line in listed)
+        self.counts.update(line_status(line) for line in listed)
         self.contacts += len(listed)
         self._file.writelines(listed)
         self._file.write("\n")
@@ -229,8 +229,8 @@ class AudienceMirror:
                 instead: Callable[[str], Iterable[ExistingMember] | None] | None = None) -> Iterator[Contact]:
         """Every contact of the audience, archived ones included, with the values iter_audience gives (one per
         address: the fold planning makes of iter_audience's repeats); the mirror is brought up to date on the way.
-        Contacts read from Mailchimp come as ExistingMember, those of the mirror as its stored lines (`contact_line`):
-        planning decodes a line only when it needs that contact, and a refresh's contacts are nearly all lines.
+        Contacts of a refreshed mirror come as its stored lines (`contact_line`), which planning decodes only when it
+        needs that contact; those of a full read or of `instead` as ExistingMember.
         Mailchimp's errors propagate as iter_audience's do; the mirror's own never do.
 
         `instead(why the mirror cannot be refreshed)`, asked only when there is none yet or it is too old, may give
@@ -297,7 +297,11 @@ class AudienceMirror:
                 client.iter_members(list_id, fields=FIELDS, since_last_changed=since),
                 client.iter_members(list_id, fields=("email_address", "status"), status=ARCHIVED,
                                     since_last_changed=since)):
-            changes.add(member.email, (member.email, _line(member)))
+            try:
+                changes.add(member.email, (member.email, _line(member)))
+            except ValueError as error:  # nothing is yielded yet: a full read gives the run its contacts
+                changes.close()
+                return None, f"a changed contact cannot be stored ({error})"
             changed += 1
         changes.close()
         # After the changes: a change they missed (a contact deleted for good, one skipped by offset paging while
@@ -316,9 +320,8 @@ class AudienceMirror:
             for bucket, lines in enumerate(self._stored(folder, manifest)):
                 merged: dict[str, str] = {}
                 for line in lines:
-                    email, status, _ = line.split("\t", 2)
-                    stored[status] += 1
-                    merged[email] = line
+                    stored[line_status(line)] += 1
+                    merged[line_email(line)] = line
                 merged.update(changes.read(bucket))
                 if replaced:
                     _retag(merged, replaced, carriers.read(bucket))

@@ -64,11 +64,22 @@ def line_email(line: str) -> str:
     return line[:line.index("\t")]
 
 
+def line_status(line: str) -> str:
+    """The status of a `contact_line`, without decoding the rest."""
+    return line.split("\t", 2)[1]
+
+
+def line_values(line: str) -> tuple[str, dict[str, Any], list[str]]:
+    """The status, merge fields and tag names of a `contact_line`."""
+    _, status, rest = line.split("\t", 2)
+    merge_fields, tags = json.loads(rest)
+    return status, merge_fields, tags
+
+
 def line_contact(line: str) -> ExistingMember:
     """The contact of a `contact_line`."""
-    email, status, rest = line.split("\t", 2)
-    merge_fields, tags = json.loads(rest)
-    return ExistingMember(email, status, merge_fields, tuple(tags))
+    status, merge_fields, tags = line_values(line)
+    return ExistingMember(line_email(line), status, merge_fields, tuple(tags))
 
 
 class Outcome(str, Enum):

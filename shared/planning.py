@@ -56,7 +56,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from shared.columns import ColumnMismatch, resolve_columns
 from shared.emails import email_problem, normalize_email, subscriber_hash
-from shared.members import Contact, ExistingMember, Member, RowRef, line_email
+from shared.members import Contact, ExistingMember, Member, RowRef, line_email, line_values
 from shared.segment_rows import SourceRow
 
 BUCKETS = 64
@@ -476,10 +476,9 @@ class Plan:
             member = members.get(email)
             if len(record) == 2:
                 line = record[1]
-                if member is None and (email in streamed or not quoted or not _mentions(line, quoted)):
+                if member is None and not (quoted and _mentions(line, quoted)):
                     continue
-                _, status, rest = line.split("\t", 2)
-                merge_fields, tags = json.loads(rest)
+                status, merge_fields, tags = line_values(line)
             else:
                 _, status, merge_fields, tags = record
             current = ExistingMember(email, status, merge_fields, tuple(tags))
@@ -511,6 +510,11 @@ class Plan:
 
 
 def _mentions(line: str, names: list[str]) -> bool:
+    """Whether a mirror line may carry a tag of `names` (casefolded tag names, each JSON-encoded with
+    ensure_ascii=False as contact_line encodes tags). Sound because casefold works code point by code point and
+    commutes with that JSON encoding (which escapes only quotes, backslashes and control characters: they fold to
+    themselves and nothing folds into them), so a line carrying a tag whose casefold is a name holds that name once
+    folded. Keep casefold (lower() differs, e.g. for "ß") and ensure_ascii=False (escaped, "é" would not match)."""
     folded = line.casefold()
     return any(name in folded for name in names)
 

@@ -30,8 +30,8 @@ from shared.adapters.storage import BlobFolder
 from shared.audience_mirror import MANIFEST, MIRRORS_PREFIX, AudienceMirror, destination_prefix
 from shared.emails import subscriber_hash
 from shared.members import ExistingMember
-from tests.unit.test_audience_mirror import decoded
 from shared.runs import Run
+from tests.contacts import decoded
 from tests.integration.export_driver import DEMO_AUDIENCE, TAKEN, ExportDriver, minutes_after
 from tests.integration.test_mailchimp_client import KEY, LIST, make_client, put_member
 from tests.services import LocalMailchimp

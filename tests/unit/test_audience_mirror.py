@@ -9,7 +9,8 @@ from typing import Iterator, Sequence
 
 from shared.audience_mirror import AudienceMirror
 from shared.mailchimp.models import Tag
-from shared.members import ExistingMember, line_contact
+from shared.members import ExistingMember
+from tests.contacts import decoded
 
 LONG_AGO = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -64,11 +65,6 @@ class Audience:
         return iter(self.carried[name])
 
 
-def decoded(contacts) -> list[ExistingMember]:
-    """The mirror's contacts, its stored lines decoded (planning decodes only those it needs)."""
-    return [c if isinstance(c, ExistingMember) else line_contact(c) for c in contacts]
-
-
 def tags_of(mirror: AudienceMirror, audience: Audience) -> dict[str, tuple[str, ...]]:
     return {m.email: m.tags for m in decoded(mirror.members("d1", "list1", audience))}
 
@@ -95,6 +91,32 @@ def test_an_address_the_stored_line_cannot_hold_leaves_the_mirror_unwritten_and_
     mirror = AudienceMirror(store, timedelta(hours=24))
     assert len(list(mirror.members("d1", "list1", audience))) == 4
     assert store == {}  # nothing written: the next run reads in full again
+
+
+def test_a_changed_address_the_stored_line_cannot_hold_makes_a_full_read_not_a_failed_run():
+    class Changed(Audience):
+        def iter_members(self, list_id: str, *, fields: Sequence[str] = (), status: str | None = None,
+                         since_last_changed: datetime | None = None) -> Iterator[ExistingMember]:
+            odd = [self.contacts[email] for email in self.contacts if "\t" in email]
+            return iter(odd if since_last_changed and status is None else [])
+
+        def count_members(self, list_id: str, status: str | None = None,
+                          since_last_changed: datetime | None = None) -> int:
+            if since_last_changed:
+                return sum("\t" in email for email in self.contacts)
+            return super().count_members(list_id, status)
+
+    store = Store()
+    mirror = AudienceMirror(store, timedelta(hours=24))
+    audience = Changed({"Kept": ["a@x.com"]})
+    assert len(list(mirror.members("d1", "list1", audience))) == 3  # read in full, the mirror written
+    written = dict(store)
+    audience.contacts["odd\taddress@x.com"] = ExistingMember("odd\taddress@x.com", "subscribed", {}, ())
+
+    listed = decoded(mirror.members("d1", "list1", audience))  # a refresh that meets it reads in full instead
+
+    assert sorted(m.email for m in listed) == ["a@x.com", "b@x.com", "c@x.com", "odd\taddress@x.com"]
+    assert store == written  # that read cannot write the mirror either: the one before stays
 
 
 def test_a_lookup_stands_in_for_a_missing_mirror_but_never_for_one_dated_ahead_of_the_clock():

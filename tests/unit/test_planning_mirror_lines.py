@@ -2,15 +2,22 @@
 contacts it needs: the plan must be exactly the plan made against the same contacts decoded."""
 from __future__ import annotations
 
+import json
+import sys
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shared.exports.planner import _already_done
 from shared.members import ExistingMember, contact_line
 from shared.planning import Mapping, SegmentInput, plan_export
 from shared.segment_rows import SourceRow
 
-# Tag names in several letter cases, with characters JSON escapes or case folding changes ("ß" folds to "ss").
-TAGS = ["VIP", "vip", "Vip", 'say "hi"', 'SAY "HI"', "back\\slash", "Straße", "STRASSE", "tab\there", "İstanbul", "other"]
+# Tag names in several letter cases, with characters JSON escapes or case folding changes: "ß" folds to "ss" (lower()
+# keeps it), "Σ" to "σ" (lower() may give "ς"), "É" to a letter JSON leaves unescaped only with ensure_ascii=False.
+TAGS = ["VIP", "vip", "Vip", 'say "hi"', 'SAY "HI"', "back\\slash", "Straße", "STRASSE", "tab\there", "İstanbul",
+        "ΣΑΣ", "σας", "ÉTÉ", "été", "other"]
 EMAILS = [f"{name}@contoso.com" for name in ("ann", "bo", "cy", "dee", "eve", "fay")]
 STATUSES = ["subscribed", "unsubscribed", "cleaned", "pending", "transactional", "archived"]
 
@@ -43,6 +50,48 @@ def test_a_plan_against_mirror_lines_is_the_plan_against_the_decoded_contacts(au
     lines = [contact_line(c.email, c.status, c.merge_fields, c.tags) for c in audience]
 
     assert planned(inputs(), lines, removable) == planned(inputs(), list(audience), removable)
+
+
+@pytest.mark.parametrize(("carried", "kept"), [("Straße", "STRASSE"), ("ΣΑΣ", "σας"), ("ÉTÉ", "été"), ("ﬁx", "FIX")])
+def test_a_leaver_only_in_the_mirror_is_found_whatever_the_case_folding_does_to_its_tag(carried, kept) -> None:
+    inputs = [SegmentInput("S", kept, [SourceRow("p.csv", 1, {"Email": "stay@contoso.com"}, None)])]
+    lines = [contact_line("left@contoso.com", "subscribed", {}, [carried])]
+
+    chunks, _, departures = planned(inputs, lines, [kept])
+
+    assert sorted((m[0], m[5]) for chunk in chunks for m in chunk) == [("left@contoso.com", [kept]), ("stay@contoso.com", [])]
+    assert departures == {kept: (1, 1)}
+
+
+def test_case_folding_commutes_with_the_json_of_a_line_for_every_code_point() -> None:
+    """What `_mentions` rests on: a line folded holds each of its tags folded, JSON-encoded as contact_line does."""
+    for point in range(sys.maxunicode + 1):
+        character = chr(point)
+        assert json.dumps(character, ensure_ascii=False).casefold() == json.dumps(character.casefold(), ensure_ascii=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.fixed_dictionaries({"Email": st.sampled_from([*EMAILS, EMAILS[0].upper()]),
+                                       "First": st.sampled_from(["", "Ann"])}), max_size=10),
+       st.sampled_from(TAGS), contacts, st.lists(st.sampled_from(TAGS), max_size=3),
+       st.sets(st.sampled_from(EMAILS), max_size=3), st.booleans())
+def test_streaming_against_mirror_lines_streams_and_plans_as_against_the_decoded_contacts(rows, tag, audience, removable,
+                                                                                          before, settle):
+    """One segment streams members the audience lacks while rows are read: a contact given as a line is in the
+    audience just the same (never streamed as new), also after a crashed attempt and with unchanged members settled."""
+    def run(existing: list) -> tuple:
+        sent: list[list[str]] = []
+        plan = plan_export([SegmentInput("S", tag, [SourceRow("p.csv", n, row, None) for n, row in enumerate(rows, 1)])],
+                           Mapping("Email", {"FNAME": "First"}), existing=existing, removable_tags=removable,
+                           chunk_size=2, on_problem=lambda problem: None, already_done=_already_done if settle else None,
+                           stream=lambda chunk: sent.append([m.email for m in chunk]), rows_at_most=len(rows) + 1,
+                           streamed_before=set(before))
+        chunks = [[(m.email, m.merge_fields, m.tags, m.source, m.existing, m.untag) for m in chunk] for chunk in plan]
+        return sent, chunks, plan.counts, {t: (d.carrying, d.leaving) for t, d in plan.departures.items()}, plan.streamed
+
+    lines = [contact_line(c.email, c.status, c.merge_fields, c.tags) for c in audience]
+
+    assert run(lines) == run(list(audience))
 
 
 def test_a_contact_only_in_the_mirror_loses_a_tag_kept_in_step_in_any_letter_case() -> None:
