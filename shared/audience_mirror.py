@@ -58,7 +58,8 @@ from typing import Any, Protocol
 
 from shared.mailchimp.models import Tag
 from shared.mailchimp.upsert import ALL_STATUSES
-from shared.members import Contact, ExistingMember, contact_line, line_contact, line_email, line_status
+from shared.members import (Contact, ExistingMember, contact_line, line_contact, line_email, line_mentions, line_status,
+                            tag_needles)
 from shared.planning import BUCKETS, _Spill
 
 log = logging.getLogger(__name__)
@@ -403,10 +404,10 @@ def _retag(merged: dict[str, str], replaced: set[str], carriers: Iterable[tuple[
     carrying: dict[str, list[str]] = defaultdict(list)
     for email, name in carriers:
         carrying[email].append(name)
-    quoted = [json.dumps(name, ensure_ascii=False) for name in replaced]
+    needles = tag_needles(replaced)
     for email, line in merged.items():
         now = carrying.get(email, [])
-        if not now and not any(name in line for name in quoted):
+        if not now and not line_mentions(line, needles):
             continue
         member = line_contact(line)
         if member.status == ARCHIVED:

@@ -76,6 +76,23 @@ def line_values(line: str) -> tuple[str, dict[str, Any], list[str]]:
     return status, merge_fields, tags
 
 
+def tag_needles(names: Iterable[str]) -> list[str]:
+    """Tag names as a `contact_line` writes them (JSON strings), to look for in lines without decoding them."""
+    return [_encode(name) for name in names]
+
+
+def line_mentions(line: str, needles: list[str], *, ignore_case: bool = False) -> bool:
+    """Whether a `contact_line` may carry a tag of `needles` (`tag_needles`; with `ignore_case`, of casefolded names).
+    It may also name it elsewhere (a merge value): a false match only costs decoding the line. Ignoring case is exact
+    too, because casefold works code point by code point and commutes with this JSON encoding (it escapes only quotes,
+    backslashes and control characters, which fold to themselves and which nothing folds into): a line carrying a tag
+    whose casefold is a needle holds that needle once folded. Keep casefold (lower() differs, e.g. for "ß") and the
+    encoder's ensure_ascii=False (escaped, "é" would not match "É" folded)."""
+    if ignore_case:
+        line = line.casefold()
+    return any(needle in line for needle in needles)
+
+
 def line_contact(line: str) -> ExistingMember:
     """The contact of a `contact_line`."""
     status, merge_fields, tags = line_values(line)

@@ -56,7 +56,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from shared.columns import ColumnMismatch, resolve_columns
 from shared.emails import email_problem, normalize_email, subscriber_hash
-from shared.members import Contact, ExistingMember, Member, RowRef, line_email, line_values
+from shared.members import (Contact, ExistingMember, Member, RowRef, line_email, line_mentions, line_values,
+                            tag_needles)
 from shared.segment_rows import SourceRow
 
 BUCKETS = 64
@@ -297,6 +298,7 @@ class Plan:
         # Tags this run keeps in step: taken off members who are no longer in the tag's segment.
         owned = {tag.casefold() for tag in removable_tags}
         self._removable = {source.tag.casefold(): source.tag for source in self._inputs if source.tag.casefold() in owned}
+        self._needles = tag_needles(self._removable)  # what shows a mirror line may carry one (line_mentions)
         self._already_done = already_done  # e.g. in the audience with these values and tags: no call would change it
         self._max_rows = max_rows  # TooManyRows as soon as the rows of all segments pass it (before the audience is read)
         self._erased = erased or {}  # subscriber hash -> ISO time of the erasure: those rows are never planned
@@ -468,16 +470,13 @@ class Plan:
         removable = self._removable
         # (contact's tags, member's tags) -> (tags kept in step it carries, those it leaves): few distinct pairs
         untags: dict[tuple[tuple[str, ...], tuple[str, ...] | None], tuple[list[str], list[str]]] = {}
-        # A mirror's line not in the rows is decoded only if it may carry a tag kept in step (its quoted name, compared
-        # ignoring case as tags are: a false match only costs the decoding).
-        quoted = [json.dumps(folded, ensure_ascii=False) for folded in removable]
         for record in read.values():
             email = record[0]
             member = members.get(email)
             if len(record) == 2:
                 line = record[1]
-                if member is None and not (quoted and _mentions(line, quoted)):
-                    continue
+                if member is None and not (self._needles and line_mentions(line, self._needles, ignore_case=True)):
+                    continue  # in no row, and carries no tag kept in step (ignoring case, as tags compare)
                 status, merge_fields, tags = line_values(line)
             else:
                 _, status, merge_fields, tags = record
@@ -507,16 +506,6 @@ class Plan:
                 departed.append(Member(email, {}, [], RowRef("", "", 0), current, leaving))
         planned = [m for m in members.values() if m.email not in streamed] if streamed else list(members.values())
         return planned + departed
-
-
-def _mentions(line: str, names: list[str]) -> bool:
-    """Whether a mirror line may carry a tag of `names` (casefolded tag names, each JSON-encoded with
-    ensure_ascii=False as contact_line encodes tags). Sound because casefold works code point by code point and
-    commutes with that JSON encoding (which escapes only quotes, backslashes and control characters: they fold to
-    themselves and nothing folds into them), so a line carrying a tag whose casefold is a name holds that name once
-    folded. Keep casefold (lower() differs, e.g. for "ß") and ensure_ascii=False (escaped, "é" would not match)."""
-    folded = line.casefold()
-    return any(name in folded for name in names)
 
 
 class _Streamer:
