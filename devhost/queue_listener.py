@@ -72,7 +72,8 @@ class VisibleCheck:
     Only for what it can do exactly like the SDK's transport: plain-HTTP endpoints (Azurite) with an account key and
     no proxy from the environment; for anything else `for_client` returns None and every poll is the SDK's receive."""
 
-    TIMEOUT = 20.0  # seconds; the SDK's connection timeout
+    TIMEOUT = 2.0  # seconds: Azurite answers a peek in milliseconds; a peek that hangs (say a kept-alive connection
+    # gone half-open on a loaded machine) must not stall this host's polling, so after this the SDK's receive decides
 
     def __init__(self, client: QueueClient) -> None:
         url = urlsplit(client.url)
