@@ -321,7 +321,11 @@ def test_two_hosts_sharing_one_account_keep_mailchimps_connection_cap_together(s
     assert_accounted(run)
     assert equation_terms(run["counts"]) == expected.counts_of_a_first_run(), run["counts"]
     server = mailchimp.stats()
-    assert server["max_concurrent"] == 4 and server["by_status"].get("429", 0) == 0
+    # The cap held across both hosts: the local Mailchimp refused no request over its cap of 4 (a refused request
+    # never counts in max_concurrent, so the refusals are what shows a breach). Requests did overlap, so the cap was
+    # tested; how close they came to 4 depends on the machine's load, so the test does not ask for exactly 4.
+    assert server["rejected_over_cap"] == 0 and server["by_status"].get("429", 0) == 0, server
+    assert server["max_concurrent"] >= 2, server
     worked = [(tmp_path / f"{name}.log").read_text().count("function=export_chunk") for name in ("first", "second")]
     assert all(count > 0 for count in worked), worked  # both instances took chunks
 
