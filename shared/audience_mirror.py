@@ -35,6 +35,14 @@ Rules:
   (shared/destination_service.py), an erasure deletes every mirror (shared/erasures.py; each destination's next run
   reads in full), and the retention sweep deletes a mirror not written for RETENTION_PERSONAL_DAYS (`sweep_mirrors`).
   Log lines name destinations, audiences and counts, never a contact.
+- A run may read the audience before such a deletion and write its mirror after it, which would store again what
+  was deleted (the person an erasure just deleted from Mailchimp). So whoever deletes mirrors first changes the
+  deletions mark (`note_mirrors_deleted`, DELETIONS_MARK, outside MIRRORS_PREFIX), and a mirror is kept only if the
+  mark is as it was before its read began: checked after its parts are uploaded and before the manifest switches to
+  them; otherwise its parts are deleted and the run goes on with the contacts it read (its chunks refuse anyone
+  erased since planning). Either the mark changed before the check (the mirror is not kept), or the deleting began
+  after it, when the parts are already there to be deleted: a manifest switched afterwards names parts that are gone,
+  which the next run reads as unusable (a full read). The manifest itself holds counts and tag names, no contact.
 
 Plain module: the work container and Mailchimp are reached through the protocols below (BlobFolder and
 MailchimpClient in the app).
@@ -68,6 +76,7 @@ UNUSABLE = "mirror unusable: "  # how the reason begins when a mirror must be re
 
 FORMAT = 1  # of the manifest and the parts; a mirror of another format is read again in full
 MIRRORS_PREFIX = "mirrors/"
+DELETIONS_MARK = "mirrors-deleted.json"  # changed by whoever deletes mirrors (note_mirrors_deleted); not under the prefix
 MANIFEST = "manifest.json"
 CLOCK_MARGIN = timedelta(minutes=5)  # changes are asked for since `asOf` less this: our clock and Mailchimp's may differ
 ARCHIVED = "archived"
@@ -101,6 +110,18 @@ class AudienceReader(Protocol):
                       since_last_changed: datetime | None = None) -> int: ...
     def list_tag_details(self, list_id: str) -> list[Tag]: ...
     def iter_tag_members(self, list_id: str, tag_id: int) -> Iterator[str]: ...
+
+
+class MarkStore(Protocol):
+    def write_bytes(self, name: str, data: bytes) -> None: ...
+
+
+def note_mirrors_deleted(store: MarkStore) -> None:
+    """Call before deleting mirrors for a person's or a destination's sake: a mirror whose audience read began before
+    is then not kept (see the module's docstring), so what is deleted is not stored again. A failure is raised: the
+    deletion must not go ahead unnoticed by the runs reading meanwhile."""
+    store.write_bytes(DELETIONS_MARK, json.dumps({"at": datetime.now(UTC).isoformat(),
+                                                  "mark": secrets.token_hex(8)}).encode("utf-8"))
 
 
 def destination_prefix(destination_id: str) -> str:
@@ -242,6 +263,7 @@ class AudienceMirror:
         folder = f"{destination_prefix(destination_id)}{audience_id}/"
         where = f"audience {audience_id} of destination {destination_id}"
         started = datetime.now(UTC)  # before anything is read: the new mirror's asOf
+        deletions = self._deletions()  # likewise: a mirror is kept only if no mirror was deleted since
         with tempfile.TemporaryDirectory(prefix="mirror-") as work:
             manifest, why = self._current(folder, where, started)
             if manifest is None and instead is not None and not why.startswith(UNUSABLE) \
@@ -249,11 +271,19 @@ class AudienceMirror:
                 yield from needed
                 return
             if manifest is not None:
-                draft, why = self._refresh(folder, where, manifest, audience_id, client, started, work)
+                draft, why = self._refresh(folder, where, manifest, audience_id, client, started, work, deletions)
                 if draft is not None:
                     yield from draft.members()
                     return
-            yield from self._read_in_full(folder, where, why, audience_id, client, started, work)
+            yield from self._read_in_full(folder, where, why, audience_id, client, started, work, deletions)
+
+    def _deletions(self) -> object:
+        """The deletions mark as it is now (b"" before any deletion); when it cannot be read, a value equal to no
+        other, so that the mirror is not kept (never a failed run)."""
+        try:
+            return self._store.read_bytes(DELETIONS_MARK) if self._store.exists(DELETIONS_MARK) else b""
+        except Exception:  # noqa: BLE001 - unknown means "maybe deleted": the mirror is not kept
+            return object()
 
     def _current(self, folder: str, where: str, now: datetime) -> tuple[_Manifest | None, str]:
         """The stored mirror's manifest when it may be refreshed, else (None, why not)."""
@@ -280,7 +310,7 @@ class AudienceMirror:
             return dict(zip(ALL_STATUSES, pool.map(lambda status: client.count_members(list_id, status), ALL_STATUSES)))
 
     def _refresh(self, folder: str, where: str, manifest: _Manifest, list_id: str, client: AudienceReader,
-                 as_of: datetime, work: str) -> tuple[_Draft | None, str]:
+                 as_of: datetime, work: str, deletions: object) -> tuple[_Draft | None, str]:
         """The stored mirror merged with what changed since, written as the new mirror: (draft, "") or (None, why a
         full read is needed instead). Mailchimp is read before anything of the mirror, so nothing is yielded yet."""
         since = (manifest.as_of - self._margin).replace(microsecond=0)  # Mailchimp's times are whole seconds
@@ -338,7 +368,8 @@ class AudienceMirror:
         if mirrored != counts:
             return None, f"the mirror's counts differ from Mailchimp's ({_differences(mirrored, counts)})"
         self._write(folder, where, draft, _Manifest(_version(as_of), as_of, manifest.full_read_at, draft.parts,
-                                                    dict(draft.counts), {tag.id: tag.name for tag in tags}))
+                                                    dict(draft.counts), {tag.id: tag.name for tag in tags}),
+                    deletions)
         log.info("%s read through its mirror: %d changed contact(s) since %s, %d tag(s) read again "
                  "(%d member(s)); %d contacts", where, changed, since.isoformat(timespec="seconds"), len(reread),
                  carried, draft.contacts, extra={"audienceRead": "mirror", "audienceChanges": changed,
@@ -351,7 +382,7 @@ class AudienceMirror:
             yield from _buckets(self._store.read_bytes(_part_name(folder, manifest.version, part)), manifest.parts, part)
 
     def _read_in_full(self, folder: str, where: str, why: str, list_id: str, client: AudienceReader,
-                      as_of: datetime, work: str) -> Iterator[ExistingMember]:
+                      as_of: datetime, work: str, deletions: object) -> Iterator[ExistingMember]:
         """iter_audience as it streams, spilled and then written as the new mirror."""
         tags = client.list_tag_details(list_id)  # as at as_of: a tag changed later is read again next time
         spill = _Spill(work, "audience")  # stored lines: the contacts are encoded as they stream by
@@ -376,12 +407,13 @@ class AudienceMirror:
             log.warning("audience mirror of %s not written (%s)", where, type(error).__name__)
             return
         self._write(folder, where, draft, _Manifest(_version(as_of), as_of, as_of, draft.parts, dict(draft.counts),
-                                                    {tag.id: tag.name for tag in tags}))
+                                                    {tag.id: tag.name for tag in tags}), deletions)
         log.info("%s read in full (%s): %d contacts", where, why, draft.contacts,
                  extra={"audienceRead": "full", "audienceContacts": draft.contacts})
 
-    def _write(self, folder: str, where: str, draft: _Draft, manifest: _Manifest) -> None:
-        """Parts, then the manifest (the switch), then older versions: a failure leaves the previous mirror whole."""
+    def _write(self, folder: str, where: str, draft: _Draft, manifest: _Manifest, deletions: object) -> None:
+        """Parts, then the manifest (the switch), then older versions: a failure leaves the previous mirror whole.
+        Not kept (its parts deleted again) when mirrors were deleted since its read began (`deletions`)."""
         def upload(part: int) -> None:
             with open(draft.path(part), "rb") as file:
                 self._store.write_bytes(_part_name(folder, manifest.version, part), file.read())
@@ -389,6 +421,11 @@ class AudienceMirror:
         try:
             with ThreadPoolExecutor(max_workers=WRITERS) as pool:
                 list(pool.map(upload, range(draft.parts)))
+            if self._deletions() != deletions:
+                self._store.delete_prefix(f"{folder}{manifest.version}/")
+                log.warning("audience mirror of %s not kept: mirrors were deleted (an erasure, or a destination "
+                            "deleted) while the audience was read, so what it read is not stored", where)
+                return
             self._store.write_bytes(folder + MANIFEST, manifest.to_json())
             for version in _versions(self._store.list_names(folder)):
                 if version < manifest.version:

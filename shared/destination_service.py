@@ -19,7 +19,7 @@ from dataclasses import replace
 from typing import Any, Mapping, Protocol
 
 from shared.adapters.tables import StaleDestination
-from shared.audience_mirror import destination_prefix
+from shared.audience_mirror import destination_prefix, note_mirrors_deleted
 from shared.cdm_types import column_types
 from shared.config import OAuthSettings
 from shared.connections import MailchimpConnections, NotConnected, api_key_secret, oauth_secret
@@ -81,6 +81,7 @@ class Exports(Protocol):
 
 
 class RunFiles(Protocol):
+    def write_bytes(self, name: str, data: bytes) -> None: ...
     def delete_prefix(self, prefix: str) -> None: ...
 
 
@@ -276,6 +277,7 @@ class DestinationService:
             for run in self._exports.runs_of(destination_id):
                 if run.finished_at and run.id != cancelled:  # a cancelled run's workers still read its chunk files
                     self._run_files.delete_prefix(run_folder(run.id))
+            note_mirrors_deleted(self._run_files)  # first: a run reading the audience now does not keep its mirror
             self._run_files.delete_prefix(destination_prefix(destination_id))
             try:
                 self._store.delete(destination_id, version)

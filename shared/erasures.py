@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
-from shared.audience_mirror import MIRRORS_PREFIX
+from shared.audience_mirror import MIRRORS_PREFIX, note_mirrors_deleted
 from shared.destinations import Destination
 from shared.emails import email_problem, normalize_email, subscriber_hash
 from shared.mailchimp.client import MailchimpClient
@@ -464,6 +464,7 @@ class ErasureService:
         files = self._scrub(set(erasure.hashes))
         # Audience mirrors (shared/audience_mirror.py) hold every contact of an audience: all of them go, including
         # those of audiences no run wrote to (a preview's), and each destination's next run reads its audience in full.
+        note_mirrors_deleted(self._work)  # first: a mirror being written from an earlier read is then not kept
         self._work.delete_prefix(MIRRORS_PREFIX)
         erasure = self._records.get(erasure_id) or erasure
         outcomes = [found.outcome for h in erasure.hashes for t in erasure.targets

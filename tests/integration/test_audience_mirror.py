@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.adapters.storage import BlobFolder
-from shared.audience_mirror import MANIFEST, MIRRORS_PREFIX, AudienceMirror, destination_prefix
+from shared.audience_mirror import DELETIONS_MARK, MANIFEST, MIRRORS_PREFIX, AudienceMirror, destination_prefix
 from shared.emails import subscriber_hash
 from shared.members import ExistingMember
 from shared.runs import Run
@@ -335,6 +335,74 @@ def test_an_erasure_deletes_every_mirror(driver: ExportDriver, mirrored) -> None
     driver.app.erasures.process(erasure.id)
     assert list(driver.raw.work.list_names(MIRRORS_PREFIX)) == []
     assert contact(7) not in listing(driver, destination, mirror(driver))  # read in full: Mailchimp forgot them
+
+
+class DeletingWhileListed:
+    """The real client, but once the audience listing has begun, `meanwhile` runs (say, an erasure processed)."""
+
+    def __init__(self, client: Any, meanwhile: Any) -> None:
+        self._client, self._meanwhile = client, meanwhile
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def iter_audience(self, list_id: str) -> Any:
+        for n, member in enumerate(self._client.iter_audience(list_id)):
+            yield member
+            if n == 0:
+                self._meanwhile()
+
+
+def read_in_full_while(driver: ExportDriver, destination: str, meanwhile: Any) -> list[str]:
+    """What a run of `destination` (no mirror yet) lists while `meanwhile` happens part-way through its full read."""
+    with make_client(driver.mailchimp) as client:
+        return [m.email for m in mirror(driver).members(destination, DEMO_AUDIENCE, DeletingWhileListed(client, meanwhile))]
+
+
+def test_an_erasure_while_a_run_reads_the_audience_leaves_no_mirror_holding_the_person(driver: ExportDriver,
+                                                                                       mirrored) -> None:
+    """The run read the person before Mailchimp forgot them; its mirror, written after the erasure deleted every
+    mirror, would have stored them again (shared/audience_mirror.py: the deletions mark)."""
+    reader = driver.create_destination(segments=[mirrored.snapshots.segment], tagPrefix="Reader: ")
+
+    def erase() -> None:
+        erasure, _ = driver.app.erasures.request([contact(7)], "tester")
+        driver.app.erasures.process(erasure.id)
+
+    listed = read_in_full_while(driver, reader, erase)
+    assert contact(7) in listed  # read before the erasure: the race this test is about did happen
+    assert list(driver.raw.work.list_names(MIRRORS_PREFIX)) == []
+    assert contact(7) not in listing(driver, reader, mirror(driver))  # the next read is whole, and Mailchimp forgot
+
+
+def test_deleting_a_destination_while_its_run_reads_the_audience_leaves_no_mirror_of_it(driver: ExportDriver,
+                                                                                          mirrored) -> None:
+    doomed = driver.create_destination(segments=[mirrored.snapshots.segment], tagPrefix="Doomed: ")
+    assert read_in_full_while(driver, doomed, lambda: driver.app.destinations.delete(doomed))
+    assert mirror_blobs(driver, doomed) == []
+    assert mirror_blobs(driver, mirrored.destination)  # another destination's mirror is left as it was
+
+
+def test_deleting_a_destination_changes_the_deletions_mark_before_it_deletes_the_mirrors(driver: ExportDriver, mirrored,
+                                                                                          monkeypatch) -> None:
+    """In that order (see the erasure's own test in tests/unit/test_erasures.py)."""
+    files, done = driver.app.destinations._run_files, []
+
+    class Recording:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(files, name)
+
+        def write_bytes(self, name: str, data: bytes) -> None:
+            done.append(("write", name))
+            files.write_bytes(name, data)
+
+        def delete_prefix(self, prefix: str) -> None:
+            done.append(("delete", prefix))
+            files.delete_prefix(prefix)
+
+    monkeypatch.setattr(driver.app.destinations, "_run_files", Recording())
+    driver.app.destinations.delete(mirrored.destination)
+    assert done.index(("write", DELETIONS_MARK)) < done.index(("delete", destination_prefix(mirrored.destination)))
 
 
 def test_the_retention_sweep_deletes_mirrors_no_run_wrote_for_the_personal_data_period(driver: ExportDriver,

@@ -7,7 +7,9 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Iterator, Sequence
 
-from shared.audience_mirror import AudienceMirror
+import pytest
+
+from shared.audience_mirror import DELETIONS_MARK, MIRRORS_PREFIX, AudienceMirror, note_mirrors_deleted
 from shared.mailchimp.models import Tag
 from shared.members import ExistingMember
 from tests.contacts import decoded
@@ -140,3 +142,86 @@ def test_a_lookup_stands_in_for_a_missing_mirror_but_never_for_one_dated_ahead_o
     assert len(list(mirror.members("d1", "list1", audience, instead))) == 3  # read in full again, not looked up
     assert asked == ["no mirror yet"]
     assert json.loads(store[manifest])["asOf"] < "2099"  # replaced by the full read
+
+
+# --- mirrors deleted while a run reads the audience (an erasure, a destination deleted) --------------------------------
+
+def erase_all_mirrors(store: Store) -> None:
+    """What an erasure does to the work container once Mailchimp has forgotten the person."""
+    note_mirrors_deleted(store)
+    store.delete_prefix(MIRRORS_PREFIX)
+
+
+class ErasedDuringTheRead(Audience):
+    """Mirrors are deleted after the first contact is listed (the rest of the listing goes on)."""
+
+    def __init__(self, tags: dict[str, list[str]], store: Store, erase: bool = True) -> None:
+        super().__init__(tags)
+        self.store, self.erase = store, erase
+
+    def iter_audience(self, list_id: str) -> Iterator[ExistingMember]:
+        for n, member in enumerate(super().iter_audience(list_id)):
+            yield member
+            if n == 0 and self.erase:
+                erase_all_mirrors(self.store)
+
+
+def mirror_blobs(store: Store) -> list[str]:
+    return list(store.list_names(MIRRORS_PREFIX))
+
+
+@pytest.mark.parametrize("erase", [True, False], ids=["deleted-during-the-read", "control"])
+def test_a_full_read_during_which_mirrors_are_deleted_is_not_kept_and_the_run_keeps_its_contacts(erase: bool):
+    store = Store()
+    audience = ErasedDuringTheRead({"Kept": ["a@x.com"]}, store, erase)
+    listed = [m.email for m in AudienceMirror(store, timedelta(hours=24)).members("d1", "list1", audience)]
+    assert listed == ["a@x.com", "b@x.com", "c@x.com"]
+    if erase:  # "a@x.com" was read before the deletion: storing it now would undo the erasure
+        assert mirror_blobs(store) == [] and DELETIONS_MARK in store
+    else:
+        assert any(name.endswith("manifest.json") for name in mirror_blobs(store))
+
+
+class PartsReadThenDeleted(Store):
+    """A refresh reads the stored parts, then mirrors are deleted before it writes the new version."""
+
+    armed = False
+
+    def read_bytes(self, name: str) -> bytes:
+        data = super().read_bytes(name)
+        if self.armed and name.endswith(".jsonl.gz"):
+            self.armed = False
+            erase_all_mirrors(self)
+        return data
+
+
+def test_a_refresh_whose_stored_mirror_was_deleted_after_it_read_it_is_not_kept():
+    store = PartsReadThenDeleted()
+    mirror = AudienceMirror(store, timedelta(hours=24))
+    audience = Audience({"Kept": ["a@x.com"]})
+    assert len(list(mirror.members("d1", "list1", audience))) == 3  # read in full, the mirror written
+    store.armed = True
+    listed = decoded(mirror.members("d1", "list1", audience))  # refreshed from the parts read before the deletion
+    assert sorted(m.email for m in listed) == ["a@x.com", "b@x.com", "c@x.com"] and not store.armed
+    assert mirror_blobs(store) == []  # neither the refreshed version nor a manifest naming it
+
+
+def test_a_deletions_mark_that_cannot_be_read_keeps_no_mirror_and_fails_no_run():
+    class Unreadable(Store):
+        def read_bytes(self, name: str) -> bytes:
+            if name == DELETIONS_MARK:
+                raise OSError("storage did not answer")
+            return super().read_bytes(name)
+
+    store = Unreadable()
+    note_mirrors_deleted(store)
+    assert len(list(AudienceMirror(store, timedelta(hours=24)).members("d1", "list1", Audience({})))) == 3
+    assert mirror_blobs(store) == []
+
+
+def test_the_mark_changes_with_every_deletion():
+    store = Store()
+    note_mirrors_deleted(store)
+    first = store[DELETIONS_MARK]
+    note_mirrors_deleted(store)
+    assert store[DELETIONS_MARK] != first and not DELETIONS_MARK.startswith(MIRRORS_PREFIX)

@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import pytest
 
+from shared.audience_mirror import DELETIONS_MARK, MIRRORS_PREFIX
 from shared.destinations import Destination, FieldMapping
 from shared.emails import subscriber_hash
 from shared.erasures import (ALREADY_GONE, DELETED, DONE, FAILED, REFUSED, REJECTED, UNREACHABLE, WITH_ERRORS, Erasure,
@@ -351,3 +352,18 @@ def test_a_disconnected_destination_that_wrote_to_an_audience_refuses_instead_of
     done = service.process(erasure.id)
     target = next(t for t in done.targets if t.audience_id == "aud4")
     assert done.outcome(subscriber_hash(ANN), target).outcome == REFUSED and done.status == WITH_ERRORS
+
+
+def test_an_erasure_changes_the_mirror_deletions_mark_before_it_deletes_the_mirrors(world) -> None:
+    """In that order: a run that read the audience before then sees the mark changed and does not keep its mirror
+    (shared/audience_mirror.py); the other order leaves a gap where a mirror written from before is kept."""
+    service, _, _, _, work, _ = world
+    work.blobs["mirrors/d1/aud1/v1/part-00.jsonl.gz"] = b"contacts"
+    done: list[tuple[str, str]] = []
+    write, delete = work.write_bytes, work.delete_prefix
+    work.write_bytes = lambda name, data: (done.append(("write", name)), write(name, data))[-1]
+    work.delete_prefix = lambda prefix: (done.append(("delete", prefix)), delete(prefix))[-1]
+    erasure, _ = service.request([ANN], "x")
+    service.process(erasure.id)
+    assert done.index(("write", DELETIONS_MARK)) < done.index(("delete", MIRRORS_PREFIX))
+    assert work.list_names(MIRRORS_PREFIX) == []
