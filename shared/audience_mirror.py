@@ -36,13 +36,18 @@ Rules:
   reads in full), and the retention sweep deletes a mirror not written for RETENTION_PERSONAL_DAYS (`sweep_mirrors`).
   Log lines name destinations, audiences and counts, never a contact.
 - A run may read the audience before such a deletion and write its mirror after it, which would store again what
-  was deleted (the person an erasure just deleted from Mailchimp). So whoever deletes mirrors first changes the
-  deletions mark (`note_mirrors_deleted`, DELETIONS_MARK, outside MIRRORS_PREFIX), and a mirror is kept only if the
-  mark is as it was before its read began: checked after its parts are uploaded and before the manifest switches to
-  them; otherwise its parts are deleted and the run goes on with the contacts it read (its chunks refuse anyone
-  erased since planning). Either the mark changed before the check (the mirror is not kept), or the deleting began
-  after it, when the parts are already there to be deleted: a manifest switched afterwards names parts that are gone,
-  which the next run reads as unusable (a full read). The manifest itself holds counts and tag names, no contact.
+  was deleted (the person an erasure just deleted from Mailchimp, the contacts of a destination just deleted). So
+  whoever deletes mirrors first changes a deletions mark (`note_mirrors_deleted`; outside MIRRORS_PREFIX): an
+  erasure changes ERASURES_MARK once Mailchimp has forgotten the person, a destination's deletion its own mark once
+  its credential is removed. A run takes both marks of its destination (`marks`) before it reads anything of it, its
+  record included, and a mirror is kept only if they are as they were then: checked after its parts are uploaded and
+  before the manifest switches to them; otherwise its parts are deleted (also when an upload failed) and the run goes
+  on with the contacts it read (its chunks refuse anyone erased since planning). Either a mark changed before the
+  check (the mirror is not kept), or the deleting began after it, when the parts are already there to be deleted: a
+  manifest switched afterwards names parts that are gone, which the next run reads as unusable (a full read). The
+  manifest records the erasures mark its version was read under, and a mirror is refreshed only under the same one:
+  a refresh that began after an erasure could otherwise carry the person over from the stored parts it read before
+  they were deleted. The manifest itself holds counts and tag names, no contact.
 
 Plain module: the work container and Mailchimp are reached through the protocols below (BlobFolder and
 MailchimpClient in the app).
@@ -76,7 +81,8 @@ UNUSABLE = "mirror unusable: "  # how the reason begins when a mirror must be re
 
 FORMAT = 1  # of the manifest and the parts; a mirror of another format is read again in full
 MIRRORS_PREFIX = "mirrors/"
-DELETIONS_MARK = "mirrors-deleted.json"  # changed by whoever deletes mirrors (note_mirrors_deleted); not under the prefix
+ERASURES_MARK = "mirrors-deleted.json"  # changed by each erasure (note_mirrors_deleted); not under the prefix
+DESTINATION_MARKS = "mirrors-deleted/"  # <destinationId>.json: changed when that destination is deleted
 MANIFEST = "manifest.json"
 CLOCK_MARGIN = timedelta(minutes=5)  # changes are asked for since `asOf` less this: our clock and Mailchimp's may differ
 ARCHIVED = "archived"
@@ -116,12 +122,32 @@ class MarkStore(Protocol):
     def write_bytes(self, name: str, data: bytes) -> None: ...
 
 
-def note_mirrors_deleted(store: MarkStore) -> None:
-    """Call before deleting mirrors for a person's or a destination's sake: a mirror whose audience read began before
-    is then not kept (see the module's docstring), so what is deleted is not stored again. A failure is raised: the
-    deletion must not go ahead unnoticed by the runs reading meanwhile."""
-    store.write_bytes(DELETIONS_MARK, json.dumps({"at": datetime.now(UTC).isoformat(),
-                                                  "mark": secrets.token_hex(8)}).encode("utf-8"))
+def note_mirrors_deleted(store: MarkStore, destination_id: str | None = None) -> None:
+    """Change the deletions mark of every mirror (an erasure: `destination_id` None) or of one destination's, so that
+    no mirror whose run took the marks before is kept (see the module's docstring). Call it once nothing that mirror
+    could be read from still holds what goes (an erasure: after Mailchimp's deletions; a destination: after its
+    credential is removed) and before deleting the mirrors. A failure is raised: the deletion must not go ahead
+    unnoticed by the runs reading meanwhile."""
+    name = ERASURES_MARK if destination_id is None else _destination_mark(destination_id)
+    store.write_bytes(name, json.dumps({"at": datetime.now(UTC).isoformat(), "mark": secrets.token_hex(8)}).encode())
+
+
+def _destination_mark(destination_id: str) -> str:
+    return f"{DESTINATION_MARKS}{destination_id}.json"
+
+
+@dataclass(frozen=True)
+class Marks:
+    """A destination's deletions marks as a run took them (`AudienceMirror.marks`); None where one could not be read,
+    and then the run keeps no mirror."""
+
+    destination_id: str
+    erasures: str | None  # "" before any erasure
+    destination: str | None  # "" while the destination was never deleted
+
+    @property
+    def known(self) -> bool:
+        return self.erasures is not None and self.destination is not None
 
 
 def destination_prefix(destination_id: str) -> str:
@@ -141,11 +167,13 @@ class _Manifest:
     parts: int
     counts: dict[str, int]  # contacts per status, as stored
     tags: dict[int, str]  # tag id -> name at as_of
+    erasures: str  # the erasures mark the version was read under ("" before any erasure): refreshed only under it
 
     def to_json(self) -> bytes:
         return json.dumps({"format": FORMAT, "version": self.version, "asOf": self.as_of.isoformat(),
                            "fullReadAt": self.full_read_at.isoformat(), "parts": self.parts, "counts": self.counts,
-                           "tags": {str(tag_id): name for tag_id, name in self.tags.items()}}).encode("utf-8")
+                           "tags": {str(tag_id): name for tag_id, name in self.tags.items()},
+                           "erasures": self.erasures}).encode("utf-8")
 
     @classmethod
     def from_json(cls, data: bytes) -> _Manifest:
@@ -155,7 +183,8 @@ class _Manifest:
         manifest = cls(str(doc["version"]), datetime.fromisoformat(doc["asOf"]),
                        datetime.fromisoformat(doc["fullReadAt"]), int(doc["parts"]),
                        {str(status): int(n) for status, n in doc["counts"].items()},
-                       {int(tag_id): str(name) for tag_id, name in doc["tags"].items()})
+                       {int(tag_id): str(name) for tag_id, name in doc["tags"].items()},
+                       str(doc.get("erasures", "")))
         if not 1 <= manifest.parts <= BUCKETS or manifest.as_of.tzinfo is None or manifest.full_read_at.tzinfo is None:
             raise _Unusable("its manifest does not hold a usable version")
         return manifest
@@ -247,8 +276,20 @@ class AudienceMirror:
         self._max_age = max_age
         self._margin = margin
 
+    def marks(self, destination_id: str) -> Marks:
+        """The deletions marks a run takes before it reads anything of the destination (its record included): its
+        mirror is kept only if they are the same when it is written (see the module's docstring)."""
+        return Marks(destination_id, self._mark(ERASURES_MARK), self._mark(_destination_mark(destination_id)))
+
+    def _mark(self, name: str) -> str | None:
+        try:
+            return self._store.read_bytes(name).decode("utf-8") if self._store.exists(name) else ""
+        except Exception:  # noqa: BLE001 - unknown means "maybe deleted": the mirror is then not kept, no run fails
+            return None
+
     def members(self, destination_id: str, audience_id: str, client: AudienceReader,
-                instead: Callable[[str], Iterable[ExistingMember] | None] | None = None) -> Iterator[Contact]:
+                instead: Callable[[str], Iterable[ExistingMember] | None] | None = None,
+                marks: Marks | None = None) -> Iterator[Contact]:
         """Every contact of the audience, archived ones included, with the values iter_audience gives (one per
         address: the fold planning makes of iter_audience's repeats); the mirror is brought up to date on the way.
         Contacts of a refreshed mirror come as its stored lines (`contact_line`), which planning decodes only when it
@@ -259,33 +300,26 @@ class AudienceMirror:
         the contacts a run needs in place of a full read (shared/member_lookup.py; None: read in full); the mirror is
         then left as it was, since those contacts are not the audience. An unusable mirror (unreadable, or dated
         ahead of this host's clock) is always replaced by a full read: left in place, a mirror dated ahead would
-        later be refreshed from that date, missing what changed before it."""
+        later be refreshed from that date, missing what changed before it. `marks`: as the run took them before it
+        read the destination (taken now when not given)."""
         folder = f"{destination_prefix(destination_id)}{audience_id}/"
         where = f"audience {audience_id} of destination {destination_id}"
         started = datetime.now(UTC)  # before anything is read: the new mirror's asOf
-        deletions = self._deletions()  # likewise: a mirror is kept only if no mirror was deleted since
+        marks = marks or self.marks(destination_id)
         with tempfile.TemporaryDirectory(prefix="mirror-") as work:
-            manifest, why = self._current(folder, where, started)
+            manifest, why = self._current(folder, where, started, marks)
             if manifest is None and instead is not None and not why.startswith(UNUSABLE) \
                     and (needed := instead(why)) is not None:
                 yield from needed
                 return
             if manifest is not None:
-                draft, why = self._refresh(folder, where, manifest, audience_id, client, started, work, deletions)
+                draft, why = self._refresh(folder, where, manifest, audience_id, client, started, work, marks)
                 if draft is not None:
                     yield from draft.members()
                     return
-            yield from self._read_in_full(folder, where, why, audience_id, client, started, work, deletions)
+            yield from self._read_in_full(folder, where, why, audience_id, client, started, work, marks)
 
-    def _deletions(self) -> object:
-        """The deletions mark as it is now (b"" before any deletion); when it cannot be read, a value equal to no
-        other, so that the mirror is not kept (never a failed run)."""
-        try:
-            return self._store.read_bytes(DELETIONS_MARK) if self._store.exists(DELETIONS_MARK) else b""
-        except Exception:  # noqa: BLE001 - unknown means "maybe deleted": the mirror is not kept
-            return object()
-
-    def _current(self, folder: str, where: str, now: datetime) -> tuple[_Manifest | None, str]:
+    def _current(self, folder: str, where: str, now: datetime, marks: Marks) -> tuple[_Manifest | None, str]:
         """The stored mirror's manifest when it may be refreshed, else (None, why not)."""
         name = folder + MANIFEST
         try:
@@ -294,6 +328,10 @@ class AudienceMirror:
             manifest = _Manifest.from_json(self._store.read_bytes(name))
         except Exception as error:  # noqa: BLE001 - any bad manifest is a full read, never a failed run
             why = str(error) if isinstance(error, _Unusable) else f"its manifest cannot be read ({type(error).__name__})"
+            log.warning("audience mirror of %s unusable: %s; reading the audience in full", where, why)
+            return None, f"{UNUSABLE}{why}"
+        if manifest.erasures != marks.erasures:  # an erasure since (or its mark unreadable): its parts may hold them
+            why = "it was written before an erasure" if marks.erasures is not None else "the erasures mark cannot be read"
             log.warning("audience mirror of %s unusable: %s; reading the audience in full", where, why)
             return None, f"{UNUSABLE}{why}"
         if manifest.as_of > now + self._margin:
@@ -310,7 +348,7 @@ class AudienceMirror:
             return dict(zip(ALL_STATUSES, pool.map(lambda status: client.count_members(list_id, status), ALL_STATUSES)))
 
     def _refresh(self, folder: str, where: str, manifest: _Manifest, list_id: str, client: AudienceReader,
-                 as_of: datetime, work: str, deletions: object) -> tuple[_Draft | None, str]:
+                 as_of: datetime, work: str, marks: Marks) -> tuple[_Draft | None, str]:
         """The stored mirror merged with what changed since, written as the new mirror: (draft, "") or (None, why a
         full read is needed instead). Mailchimp is read before anything of the mirror, so nothing is yielded yet."""
         since = (manifest.as_of - self._margin).replace(microsecond=0)  # Mailchimp's times are whole seconds
@@ -368,8 +406,8 @@ class AudienceMirror:
         if mirrored != counts:
             return None, f"the mirror's counts differ from Mailchimp's ({_differences(mirrored, counts)})"
         self._write(folder, where, draft, _Manifest(_version(as_of), as_of, manifest.full_read_at, draft.parts,
-                                                    dict(draft.counts), {tag.id: tag.name for tag in tags}),
-                    deletions)
+                                                    dict(draft.counts), {tag.id: tag.name for tag in tags},
+                                                    marks.erasures or ""), marks)
         log.info("%s read through its mirror: %d changed contact(s) since %s, %d tag(s) read again "
                  "(%d member(s)); %d contacts", where, changed, since.isoformat(timespec="seconds"), len(reread),
                  carried, draft.contacts, extra={"audienceRead": "mirror", "audienceChanges": changed,
@@ -382,7 +420,7 @@ class AudienceMirror:
             yield from _buckets(self._store.read_bytes(_part_name(folder, manifest.version, part)), manifest.parts, part)
 
     def _read_in_full(self, folder: str, where: str, why: str, list_id: str, client: AudienceReader,
-                      as_of: datetime, work: str, deletions: object) -> Iterator[ExistingMember]:
+                      as_of: datetime, work: str, marks: Marks) -> Iterator[ExistingMember]:
         """iter_audience as it streams, spilled and then written as the new mirror."""
         tags = client.list_tag_details(list_id)  # as at as_of: a tag changed later is read again next time
         spill = _Spill(work, "audience")  # stored lines: the contacts are encoded as they stream by
@@ -407,32 +445,44 @@ class AudienceMirror:
             log.warning("audience mirror of %s not written (%s)", where, type(error).__name__)
             return
         self._write(folder, where, draft, _Manifest(_version(as_of), as_of, as_of, draft.parts, dict(draft.counts),
-                                                    {tag.id: tag.name for tag in tags}), deletions)
+                                                    {tag.id: tag.name for tag in tags}, marks.erasures or ""), marks)
         log.info("%s read in full (%s): %d contacts", where, why, draft.contacts,
                  extra={"audienceRead": "full", "audienceContacts": draft.contacts})
 
-    def _write(self, folder: str, where: str, draft: _Draft, manifest: _Manifest, deletions: object) -> None:
+    def _write(self, folder: str, where: str, draft: _Draft, manifest: _Manifest, marks: Marks) -> None:
         """Parts, then the manifest (the switch), then older versions: a failure leaves the previous mirror whole.
-        Not kept (its parts deleted again) when mirrors were deleted since its read began (`deletions`)."""
+        Not kept (its parts deleted again) when a deletions mark moved since the run took `marks`, or when the parts
+        could not all be uploaded."""
         def upload(part: int) -> None:
             with open(draft.path(part), "rb") as file:
                 self._store.write_bytes(_part_name(folder, manifest.version, part), file.read())
 
+        version = f"{folder}{manifest.version}/"
+        switched = False
         try:
             with ThreadPoolExecutor(max_workers=WRITERS) as pool:
                 list(pool.map(upload, range(draft.parts)))
-            if self._deletions() != deletions:
-                self._store.delete_prefix(f"{folder}{manifest.version}/")
-                log.warning("audience mirror of %s not kept: mirrors were deleted (an erasure, or a destination "
-                            "deleted) while the audience was read, so what it read is not stored", where)
+            now = self.marks(marks.destination_id)
+            if now != marks or not now.known:
+                self._store.delete_prefix(version)
+                log.warning("audience mirror of %s not kept: %s, so what it read is not stored", where,
+                            "mirrors were deleted (an erasure, or the destination deleted) while the audience was read"
+                            if marks.known and now.known else "the deletions marks could not be read")
                 return
             self._store.write_bytes(folder + MANIFEST, manifest.to_json())
-            for version in _versions(self._store.list_names(folder)):
-                if version < manifest.version:
-                    self._store.delete_prefix(f"{folder}{version}/")
+            switched = True
+            for older in _versions(self._store.list_names(folder)):
+                if older < manifest.version:
+                    self._store.delete_prefix(f"{folder}{older}/")
         except Exception as error:  # noqa: BLE001 - storage: the next run reads in full if it must, this one goes on
-            log.warning("audience mirror of %s not written in full (%s); the previous one stays until a run writes "
-                        "it", where, type(error).__name__)
+            if not switched:  # parts of a version nothing names: they would outlive an erasure
+                try:
+                    self._store.delete_prefix(version)
+                except Exception:  # noqa: BLE001 - the retention sweep or the next run's write deletes them
+                    pass
+            log.warning("audience mirror of %s not written in full (%s); %s", where, type(error).__name__,
+                        "older versions stay until a run deletes them" if switched else
+                        "the previous one stays until a run writes it")
 
 
 def _retag(merged: dict[str, str], replaced: set[str], carriers: Iterable[tuple[str, str]]) -> None:

@@ -277,7 +277,8 @@ class DestinationService:
             for run in self._exports.runs_of(destination_id):
                 if run.finished_at and run.id != cancelled:  # a cancelled run's workers still read its chunk files
                     self._run_files.delete_prefix(run_folder(run.id))
-            note_mirrors_deleted(self._run_files)  # first: a run reading the audience now does not keep its mirror
+            # Once its credential is gone, before its mirrors go: a run that took the marks earlier keeps no mirror.
+            note_mirrors_deleted(self._run_files, destination_id)
             self._run_files.delete_prefix(destination_prefix(destination_id))
             try:
                 self._store.delete(destination_id, version)

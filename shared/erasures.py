@@ -464,7 +464,8 @@ class ErasureService:
         files = self._scrub(set(erasure.hashes))
         # Audience mirrors (shared/audience_mirror.py) hold every contact of an audience: all of them go, including
         # those of audiences no run wrote to (a preview's), and each destination's next run reads its audience in full.
-        note_mirrors_deleted(self._work)  # first: a mirror being written from an earlier read is then not kept
+        # Once Mailchimp has forgotten them, before the mirrors go: a run that took the marks earlier keeps no mirror.
+        note_mirrors_deleted(self._work)
         self._work.delete_prefix(MIRRORS_PREFIX)
         erasure = self._records.get(erasure_id) or erasure
         outcomes = [found.outcome for h in erasure.hashes for t in erasure.targets

@@ -181,20 +181,30 @@ class BlobFolder:
                 pass  # expired or broken: free either way
 
     def delete_prefix(self, prefix: str) -> None:
-        """Deletes in batches of 256 (one request each); blobs already gone are fine. A blob still leased (a worker
-        letting go of a chunk it has counted) has its lease broken and is deleted too: nothing is left behind."""
+        """Deletes in batches of 256 (one request each), with their snapshots; blobs already gone are fine. A blob
+        still leased (a worker letting go of a chunk it has counted) has its lease broken and is deleted too: nothing
+        is left behind. A blob storage would not delete for another reason is raised (how many, and the first
+        answer's status), not skipped: what is deleted here is personal data, and the caller's message is redelivered
+        or its request answered with an error, so the deletion is tried again."""
         names = list(self.list_names(prefix))
+        refused: list[int] = []
         for start in range(0, len(names), 256):
             batch = names[start:start + 256]
-            answers = self._container.delete_blobs(*batch, raise_on_any_failure=False)
+            answers = self._container.delete_blobs(*batch, delete_snapshots="include", raise_on_any_failure=False)
             for name, answer in zip(batch, answers):
-                if getattr(answer, "status_code", 202) == 412:  # there is a lease on the blob
+                status = getattr(answer, "status_code", 202)
+                if status == 412:  # there is a lease on the blob
                     blob = self._container.get_blob_client(name)
                     BlobLeaseClient(blob).break_lease(lease_break_period=0)
                     try:
-                        blob.delete_blob()
+                        blob.delete_blob(delete_snapshots="include")
                     except ResourceNotFoundError:
                         pass
+                elif status >= 300 and status != 404:
+                    refused.append(status)
+        if refused:
+            raise HttpResponseError(f"{len(refused)} blob(s) under a folder being deleted were not deleted (the first "
+                                    f"answered {refused[0]}); the deletion is to be tried again")
 
 
 # What to do about a blob storage will not serve, by its error code (x-ms-error-code).

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared import telemetry
+from shared.audience_mirror import Marks
 from shared.columns import ColumnMismatch, resolve_columns
 from shared.connections import NotConnected
 from shared.destinations import Destination
@@ -120,6 +121,8 @@ class Planner(ExportParts):
             self.runs.update(run_id, lambda r: setattr(r, "total_chunks", 0))  # cancelled before planning: nothing to send
             self._settle(run_id)
             return
+        # Before the destination is read: its mirror is kept only if no deletion came since (shared/audience_mirror.py)
+        deletion_marks = self.mirror.marks(run.destination_id) if self.mirror is not None else None
         destination = self.destinations.get(run.destination_id)
         if destination is None and run.total_chunks is None:
             self._fail(run, "the destination was deleted before the export started")
@@ -134,7 +137,7 @@ class Planner(ExportParts):
         if run.total_chunks is None:
             run = self.runs.update(run_id, lambda r: self._mark_started(r))
             try:
-                planned = self._plan(run, destination)
+                planned = self._plan(run, destination, deletion_marks)
             except (MailchimpAuthError, NotConnected) as error:
                 self._fail(run, str(error), credentials_refused=isinstance(error, MailchimpAuthError))
                 return
@@ -143,7 +146,7 @@ class Planner(ExportParts):
             sent = planned
         self._send_chunks(run_id, skip=sent)  # a frozen plan of a cancelled run is sent too: its workers count it failed
 
-    def _plan(self, run: Run, destination: Destination) -> set[int] | None:
+    def _plan(self, run: Run, destination: Destination, deletion_marks: Marks | None) -> set[int] | None:
         """Step 1 (see `plan`): the chunks whose message went out already (streamed while the rows were read), or None
         when the run ended instead (failed before anything was sent, or a preview).
 
@@ -212,7 +215,8 @@ class Planner(ExportParts):
                                    ReportWriter(self.work, run_id, "preview")) if dry else None
             try:
                 planned = self._plan_rows(run, destination, live, snapshots, columns, client, merge_types, owned,
-                                          audience.member_count, preview.keep if preview else self._write_chunk)
+                                          audience.member_count, preview.keep if preview else self._write_chunk,
+                                          deletion_marks)
             except _Unreadable as unreadable:  # raised while the rows were read: no chunk is written yet
                 self._leave_out(run, unreadable.part, left_out, str(unreadable.problem))
                 continue
@@ -281,7 +285,8 @@ class Planner(ExportParts):
     def _plan_rows(self, run: Run, destination: Destination, live: list[SegmentPart], snapshots: dict[str, Snapshot],
                    columns: dict[str, dict[str, str]], client: Any, merge_types: dict[str, str],
                    owned: dict[str, int], subscribed: int,
-                   write_chunk: Callable[[str, int, list[Member]], None]) -> _Planned | None:
+                   write_chunk: Callable[[str, int, list[Member]], None],
+                   deletion_marks: Marks | None) -> _Planned | None:
         """Read the live segments' rows and the audience, and write the chunks with `write_chunk` (a preview keeps
         them instead); None when the run failed instead (over MAX_PROFILES_PER_EXPORT). _Unreadable, before any chunk
         is written, when a segment's files cannot be read to the end.
@@ -334,7 +339,7 @@ class Planner(ExportParts):
             plan = plan_export(
                 inputs,
                 mapping,
-                existing=self.audience(destination, client, needed),
+                existing=self.audience(destination, client, needed, deletion_marks),
                 merge_field_types=merge_types,
                 chunk_size=self.settings.chunk_size,
                 on_problem=problems,

@@ -310,7 +310,8 @@ def test_export_refused_when_the_mapping_names_a_missing_column_or_the_segment_h
 def test_two_hosts_sharing_one_account_keep_mailchimps_connection_cap_together(start_host, segments, mailchimp, tmp_path):
     upload(segments, segments={"HighValueCustomers": 8000}, rows_per_partition=2000)
     expected = expect(segments, ["HighValueCustomers"])
-    mailchimp.admin("POST", "latency", json={"profile": "realistic", "base_ms": 60, "per_member_written_ms": 0.3})
+    # Calls long enough that the two hosts' 8 would-be connections overlap even on a loaded machine.
+    mailchimp.admin("POST", "latency", json={"profile": "realistic", "base_ms": 200, "per_member_written_ms": 0.3})
     mailchimp.admin("POST", "connection-cap", json={"cap": 4})
     # Each host alone may open 4 connections; only the shared blob-lease slots keep the two at 4 together.
     settings = {"MAILCHIMP_MAX_CONNECTIONS": "4", "PYTHON_THREADPOOL_THREAD_COUNT": "16", "EXPORT_CHUNK_SIZE": "100"}
@@ -322,10 +323,10 @@ def test_two_hosts_sharing_one_account_keep_mailchimps_connection_cap_together(s
     assert equation_terms(run["counts"]) == expected.counts_of_a_first_run(), run["counts"]
     server = mailchimp.stats()
     # The cap held across both hosts: the local Mailchimp refused no request over its cap of 4 (a refused request
-    # never counts in max_concurrent, so the refusals are what shows a breach). Requests did overlap, so the cap was
-    # tested; how close they came to 4 depends on the machine's load, so the test does not ask for exactly 4.
+    # never counts in max_concurrent, so the refusals are what shows a breach). And it was used: at least 3 at once
+    # (a shared cap of half the size would show 2); exactly 4 is not asked, as a loaded machine may not get there.
     assert server["rejected_over_cap"] == 0 and server["by_status"].get("429", 0) == 0, server
-    assert server["max_concurrent"] >= 2, server
+    assert server["max_concurrent"] >= 3, server
     worked = [(tmp_path / f"{name}.log").read_text().count("function=export_chunk") for name in ("first", "second")]
     assert all(count > 0 for count in worked), worked  # both instances took chunks
 

@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.adapters.storage import BlobFolder
-from shared.audience_mirror import DELETIONS_MARK, MANIFEST, MIRRORS_PREFIX, AudienceMirror, destination_prefix
+from shared.audience_mirror import DESTINATION_MARKS, MANIFEST, MIRRORS_PREFIX, AudienceMirror, destination_prefix
 from shared.emails import subscriber_hash
 from shared.members import ExistingMember
 from shared.runs import Run
@@ -383,6 +383,48 @@ def test_deleting_a_destination_while_its_run_reads_the_audience_leaves_no_mirro
     assert mirror_blobs(driver, mirrored.destination)  # another destination's mirror is left as it was
 
 
+def test_planning_takes_the_deletions_marks_before_it_reads_the_destination(driver: ExportDriver, mirrored) -> None:
+    """A deletion after the run read the destination (and got its client) must find the run holding the marks from
+    before it, however long the rows take to read before the audience (shared/audience_mirror.py)."""
+    steps: list[tuple[str, Any]] = []
+    saved = driver.service
+
+    class Mirror:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(saved.mirror, name)
+
+        def marks(self, destination_id: str) -> Any:
+            taken = saved.mirror.marks(destination_id)
+            steps.append(("marks", taken))
+            return taken
+
+        def members(self, *args: Any, **kwargs: Any) -> Any:
+            steps.append(("members", args[4] if len(args) > 4 else kwargs.get("marks")))
+            return saved.mirror.members(*args, **kwargs)
+
+    class Destinations:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(saved.destinations, name)
+
+        def get(self, destination_id: str) -> Any:
+            steps.append(("destination", destination_id))
+            return saved.destinations.get(destination_id)
+
+    mirrored.snapshots.write(rows(range(200)))
+    run_id = driver.start(mirrored.destination)
+    driver.service = dataclasses.replace(saved, mirror=Mirror(), destinations=Destinations())
+    try:
+        driver.deliver_one(driver.plan_queue)
+    finally:
+        driver.service = saved
+    driver.deliver_all()
+    assert driver.run(run_id).status == "succeeded"
+    kinds = [kind for kind, _ in steps]
+    assert kinds.index("marks") < kinds.index("destination") < kinds.index("members"), kinds
+    taken = next(value for kind, value in steps if kind == "marks")
+    assert next(value for kind, value in steps if kind == "members") is taken  # those very marks, not taken again
+
+
 def test_deleting_a_destination_changes_the_deletions_mark_before_it_deletes_the_mirrors(driver: ExportDriver, mirrored,
                                                                                           monkeypatch) -> None:
     """In that order (see the erasure's own test in tests/unit/test_erasures.py)."""
@@ -402,7 +444,8 @@ def test_deleting_a_destination_changes_the_deletions_mark_before_it_deletes_the
 
     monkeypatch.setattr(driver.app.destinations, "_run_files", Recording())
     driver.app.destinations.delete(mirrored.destination)
-    assert done.index(("write", DELETIONS_MARK)) < done.index(("delete", destination_prefix(mirrored.destination)))
+    mark = f"{DESTINATION_MARKS}{mirrored.destination}.json"
+    assert done.index(("write", mark)) < done.index(("delete", destination_prefix(mirrored.destination)))
 
 
 def test_the_retention_sweep_deletes_mirrors_no_run_wrote_for_the_personal_data_period(driver: ExportDriver,

@@ -42,6 +42,11 @@ class Exports:
 
 
 class Files:
+    """The work container as a destination's deletion sees it: nothing kept (these tests are about the record)."""
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        pass
+
     def delete_prefix(self, prefix: str) -> None:
         pass
 

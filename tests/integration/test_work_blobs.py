@@ -5,6 +5,8 @@ import threading
 import time
 import uuid
 
+import pytest
+from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import BlobServiceClient
 
 from shared.adapters.storage import BlobFolder
@@ -69,3 +71,28 @@ def test_a_huge_model_json_is_refused_after_fetching_little_more_than_the_limit(
     with pytest.raises(SnapshotProblem, match="MODEL_JSON_MAX_BYTES"):
         read_model_json(segments, "big/model.json", ReadLimits(model_bytes=1 << 20))
     assert 0 < sum(received) <= READ_BLOCK <= 4 << 20, f"{sum(received):,} bytes fetched in {len(received)} requests"
+
+
+def test_deleting_a_folder_deletes_snapshots_too_and_raises_for_what_storage_would_not_delete(azurite):
+    work = folder(azurite)
+    for n in range(3):
+        work.write_bytes(f"mirrors/d1/a1/v1/part-{n:02d}.jsonl.gz", b"contacts")
+    work._container.get_blob_client("mirrors/d1/a1/v1/part-01.jsonl.gz").create_snapshot()  # e.g. taken by an admin
+    work.delete_prefix("mirrors/d1/")
+    assert list(work._container.list_blobs(name_starts_with="mirrors/", include=["snapshots"])) == []
+
+    class Refusing:  # storage answering one blob of the batch with an error other than "gone" or "leased"
+        def __getattr__(self, name):
+            return getattr(work._container, name)
+
+        def delete_blobs(self, *names, **options):
+            answers = work._container.delete_blobs(*names, **options)
+            answers[0].status_code = 403
+            return answers
+
+    for n in range(2):
+        work.write_bytes(f"runs/r3/errors/{n}.jsonl", b"{}\n")
+    refusing = BlobFolder(Refusing())
+    with pytest.raises(HttpResponseError) as raised:
+        refusing.delete_prefix("runs/r3/")
+    assert "1 blob(s)" in str(raised.value) and "403" in str(raised.value)

@@ -9,7 +9,8 @@ from typing import Iterator, Sequence
 
 import pytest
 
-from shared.audience_mirror import DELETIONS_MARK, MIRRORS_PREFIX, AudienceMirror, note_mirrors_deleted
+from shared import audience_mirror
+from shared.audience_mirror import DESTINATION_MARKS, ERASURES_MARK, MIRRORS_PREFIX, AudienceMirror, note_mirrors_deleted
 from shared.mailchimp.models import Tag
 from shared.members import ExistingMember
 from tests.contacts import decoded
@@ -177,7 +178,7 @@ def test_a_full_read_during_which_mirrors_are_deleted_is_not_kept_and_the_run_ke
     listed = [m.email for m in AudienceMirror(store, timedelta(hours=24)).members("d1", "list1", audience)]
     assert listed == ["a@x.com", "b@x.com", "c@x.com"]
     if erase:  # "a@x.com" was read before the deletion: storing it now would undo the erasure
-        assert mirror_blobs(store) == [] and DELETIONS_MARK in store
+        assert mirror_blobs(store) == [] and ERASURES_MARK in store
     else:
         assert any(name.endswith("manifest.json") for name in mirror_blobs(store))
 
@@ -209,7 +210,7 @@ def test_a_refresh_whose_stored_mirror_was_deleted_after_it_read_it_is_not_kept(
 def test_a_deletions_mark_that_cannot_be_read_keeps_no_mirror_and_fails_no_run():
     class Unreadable(Store):
         def read_bytes(self, name: str) -> bytes:
-            if name == DELETIONS_MARK:
+            if name == ERASURES_MARK:
                 raise OSError("storage did not answer")
             return super().read_bytes(name)
 
@@ -219,9 +220,96 @@ def test_a_deletions_mark_that_cannot_be_read_keeps_no_mirror_and_fails_no_run()
     assert mirror_blobs(store) == []
 
 
-def test_the_mark_changes_with_every_deletion():
+def test_the_marks_change_with_every_deletion_and_lie_outside_the_mirrors():
     store = Store()
     note_mirrors_deleted(store)
-    first = store[DELETIONS_MARK]
+    first = store[ERASURES_MARK]
     note_mirrors_deleted(store)
-    assert store[DELETIONS_MARK] != first and not DELETIONS_MARK.startswith(MIRRORS_PREFIX)
+    note_mirrors_deleted(store, "d1")
+    assert store[ERASURES_MARK] != first and f"{DESTINATION_MARKS}d1.json" in store
+    assert not (ERASURES_MARK.startswith(MIRRORS_PREFIX) or DESTINATION_MARKS.startswith(MIRRORS_PREFIX))
+
+
+class ErasedWhileUploading(Store):
+    """Mirrors are deleted while the new version's parts are being uploaded."""
+
+    armed = False
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        super().write_bytes(name, data)
+        if self.armed and name.endswith(".jsonl.gz"):
+            self.armed = False
+            erase_all_mirrors(self)
+
+
+def test_the_marks_are_compared_once_every_part_is_uploaded():
+    store = ErasedWhileUploading()
+    store.armed = True
+    assert len(list(AudienceMirror(store, timedelta(hours=24)).members("d1", "list1", Audience({})))) == 3
+    assert mirror_blobs(store) == [] and not store.armed
+
+
+def test_a_mark_left_by_earlier_deletions_is_compared_by_its_value():
+    """The usual state once anything was ever erased: the mark is there before the run starts."""
+    store = Store()
+    note_mirrors_deleted(store)
+    audience = ErasedDuringTheRead({}, store)
+    assert len(list(AudienceMirror(store, timedelta(hours=24)).members("d1", "list1", audience))) == 3
+    assert mirror_blobs(store) == []
+
+
+class DeletedDuringTheChanges(Audience):
+    """`meanwhile` runs as the refresh starts listing what changed (before the stored parts are read)."""
+
+    meanwhile = None
+
+    def iter_members(self, list_id: str, **kwargs) -> Iterator[ExistingMember]:
+        if self.meanwhile is not None:
+            self.meanwhile, run = None, self.meanwhile
+            run()
+        return super().iter_members(list_id, **kwargs)
+
+
+@pytest.mark.parametrize("deleted, kept", [(None, False), ("d1", False), ("d2", True)],
+                         ids=["an-erasure", "this-destination-deleted", "another-destination-deleted"])
+def test_a_refresh_keeps_no_mirror_when_a_mark_of_its_destination_moved_during_it(deleted, kept):
+    store = Store()
+    mirror = AudienceMirror(store, timedelta(hours=24))
+    audience = DeletedDuringTheChanges({"Kept": ["a@x.com"]})
+    assert len(list(mirror.members("d1", "list1", audience))) == 3  # read in full, the mirror written
+    before = sorted(mirror_blobs(store))
+    audience.meanwhile = lambda: note_mirrors_deleted(store, deleted)
+    assert len(decoded(mirror.members("d1", "list1", audience))) == 3  # refreshed: the run has its contacts
+    assert audience.meanwhile is None
+    assert (sorted(mirror_blobs(store)) != before) is kept  # a new version, or still the one before
+
+
+def test_a_mirror_written_before_an_erasure_is_read_in_full_not_refreshed():
+    """A refresh that begins after the erasure changed the mark, but before it deleted the mirrors, would carry the
+    erased person over from the stored parts: here Mailchimp forgot a@x.com and gained d@x.com, so the counts the
+    refresh checks agree, and only the erasures mark recorded in the manifest tells the mirror is not to be trusted."""
+    store = Store()
+    mirror = AudienceMirror(store, timedelta(hours=24))
+    audience = Audience({"Kept": ["b@x.com"]})
+    assert len(list(mirror.members("d1", "list1", audience))) == 3
+    note_mirrors_deleted(store)  # the erasure, after Mailchimp's deletion, before it deletes the mirrors
+    del audience.contacts["a@x.com"]
+    audience.contacts["d@x.com"] = ExistingMember("d@x.com", "subscribed", {}, ())
+    listed = sorted(m.email for m in decoded(mirror.members("d1", "list1", audience)))
+    assert listed == ["b@x.com", "c@x.com", "d@x.com"]
+    stored = sorted(m.email for m in decoded(mirror.members("d1", "list1", audience)))  # the mirror just written
+    assert stored == listed
+
+
+def test_parts_of_a_version_whose_upload_failed_are_deleted(monkeypatch):
+    """Uploaded parts nothing names would outlive an erasure that listed the mirrors before they were written."""
+    class FailingSecondPart(Store):
+        def write_bytes(self, name: str, data: bytes) -> None:
+            if name.endswith("part-01.jsonl.gz"):
+                raise OSError("storage did not answer")
+            super().write_bytes(name, data)
+
+    monkeypatch.setattr(audience_mirror, "PART_CONTACTS", 1)  # one part a contact: 3 parts
+    store = FailingSecondPart()
+    assert len(list(AudienceMirror(store, timedelta(hours=24)).members("d1", "list1", Audience({})))) == 3
+    assert mirror_blobs(store) == []

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import pytest
 
-from shared.audience_mirror import DELETIONS_MARK, MIRRORS_PREFIX
+from shared.audience_mirror import ERASURES_MARK, MIRRORS_PREFIX
 from shared.destinations import Destination, FieldMapping
 from shared.emails import subscriber_hash
 from shared.erasures import (ALREADY_GONE, DELETED, DONE, FAILED, REFUSED, REJECTED, UNREACHABLE, WITH_ERRORS, Erasure,
@@ -354,16 +354,26 @@ def test_a_disconnected_destination_that_wrote_to_an_audience_refuses_instead_of
     assert done.outcome(subscriber_hash(ANN), target).outcome == REFUSED and done.status == WITH_ERRORS
 
 
-def test_an_erasure_changes_the_mirror_deletions_mark_before_it_deletes_the_mirrors(world) -> None:
-    """In that order: a run that read the audience before then sees the mark changed and does not keep its mirror
-    (shared/audience_mirror.py); the other order leaves a gap where a mirror written from before is kept."""
-    service, _, _, _, work, _ = world
+def test_an_erasure_changes_the_mirrors_mark_after_mailchimp_forgot_and_before_it_deletes_the_mirrors(world) -> None:
+    """In that order (shared/audience_mirror.py): a run that took the mark before it keeps no mirror, and one that
+    took it after reads Mailchimp without the person. Marked before Mailchimp's deletions, a run starting between the
+    two would read the person under the new mark and keep them; marked after the mirrors are deleted, a mirror
+    written from an earlier read in between would be kept."""
+    service, _, _, _, work, connections = world
     work.blobs["mirrors/d1/aud1/v1/part-00.jsonl.gz"] = b"contacts"
     done: list[tuple[str, str]] = []
     write, delete = work.write_bytes, work.delete_prefix
     work.write_bytes = lambda name, data: (done.append(("write", name)), write(name, data))[-1]
     work.delete_prefix = lambda prefix: (done.append(("delete", prefix)), delete(prefix))[-1]
+
+    class Calls(list):
+        def append(self, call) -> None:
+            done.append(("mailchimp", "delete-permanent"))
+            super().append(call)
+
+    connections.calls = Calls()
     erasure, _ = service.request([ANN], "x")
     service.process(erasure.id)
-    assert done.index(("write", DELETIONS_MARK)) < done.index(("delete", MIRRORS_PREFIX))
+    mark = done.index(("write", ERASURES_MARK))
+    assert max(i for i, step in enumerate(done) if step[0] == "mailchimp") < mark < done.index(("delete", MIRRORS_PREFIX))
     assert work.list_names(MIRRORS_PREFIX) == []
