@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Iterable, Iterator
 
+from shared import json_codec
+
 
 @dataclass(frozen=True)
 class RowRef:
@@ -72,7 +74,7 @@ def line_status(line: str) -> str:
 def line_values(line: str) -> tuple[str, dict[str, Any], list[str]]:
     """The status, merge fields and tag names of a `contact_line`."""
     _, status, rest = line.split("\t", 2)
-    merge_fields, tags = json.loads(rest)
+    merge_fields, tags = json_codec.loads(rest)
     return status, merge_fields, tags
 
 
@@ -119,7 +121,7 @@ class MemberResult:
 
 def encode_members(members: Iterable[Member]) -> bytes:
     """JSON Lines, one member a line: the body of a chunk blob."""
-    lines = []
+    lines: list[bytes] = []
     for m in members:
         doc: dict[str, Any] = {
             "email": m.email,
@@ -131,14 +133,14 @@ def encode_members(members: Iterable[Member]) -> bytes:
             doc["untag"] = m.untag
         if m.existing is not None:
             doc["existing"] = {"status": m.existing.status, "mergeFields": m.existing.merge_fields, "tags": list(m.existing.tags)}
-        lines.append(json.dumps(doc, ensure_ascii=False, separators=(",", ":")))
-    return ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
+        lines.append(json_codec.dumps(doc))
+    return b"\n".join(lines) + b"\n" if lines else b""
 
 
 def decode_members(data: bytes) -> Iterator[Member]:
     """The members of a chunk blob. Parsed as one JSON array, lines split at "\n" only (a JSON value never holds a raw
     one): quicker than a parse per line, and a name holding U+2028, which str.splitlines would split at, stays whole."""
-    docs = json.loads("[" + ",".join(line for line in data.decode("utf-8").split("\n") if line) + "]")
+    docs = json_codec.loads(b"[" + b",".join(line for line in data.split(b"\n") if line) + b"]")
     for doc in docs:
         segment, partition, row = doc["source"]
         existing = doc.get("existing")

@@ -2,13 +2,12 @@
 when the last chunk is counted. A chunk whose message is poisoned is still counted, never dropped."""
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from shared import telemetry
+from shared import json_codec, telemetry
 from shared.destinations import Destination
 from shared.emails import subscriber_hash
 from shared.exports.error_report import erased_line, error_line
@@ -151,9 +150,9 @@ class ChunkWorker(ExportParts):
         results = self.connections.call(destination, lambda client: client.upsert_members(
             run.details["audienceId"], members, status_for_new=run.details["statusForNew"], existing_as_of=as_of,
             tags_of=missing_tags))
-        self.work.write_bytes(results_blob(run.id, number), json.dumps([
+        self.work.write_bytes(results_blob(run.id, number), json_codec.dumps([
             {"email": r.email, "outcome": r.outcome.value, "reason": r.reason, "field": r.field, "tagged": r.tagged}
-            for r in results]).encode())
+            for r in results]))
         return results
 
     def _saved_results(self, run_id: str, number: int) -> list[MemberResult] | None:
@@ -162,7 +161,7 @@ class ChunkWorker(ExportParts):
         if not self.work.exists(saved):
             return None
         return [MemberResult(r["email"], Outcome(r["outcome"]), r.get("reason"), r.get("field"), bool(r.get("tagged")))
-                for r in json.loads(self.work.read_bytes(saved))]
+                for r in json_codec.loads(self.work.read_bytes(saved))]
 
     def _tag(self, run: Run, destination: Destination | None, members: list[Member],
              results: list[MemberResult]) -> dict[str, str]:

@@ -1,7 +1,6 @@
 """One HTTP exchange with Mailchimp: pooled, capped per account, gated, timed out, retried, logged without secrets."""
 from __future__ import annotations
 
-import json
 import logging
 from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
@@ -12,7 +11,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from tenacity import RetryCallState
 
-from shared import telemetry
+from shared import json_codec, telemetry
 from shared.adapters.http_session import EnvironmentOnce
 
 from .connection_cap import cap_for
@@ -70,7 +69,7 @@ class Transport:
              params: Mapping[str, Any] | None = None, body: Any = None) -> Any:
         """Parsed JSON answer (None for 204). `template` is what gets logged: it names no member."""
         url = self._root + template.format(**{k: quote(str(v), safe="") for k, v in (path or {}).items()})
-        data = None if body is None else json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        data = None if body is None else json_codec.dumps(body)
         where = f"{method} {template}"
         retrying = self._retry.retrying(self._before_sleep)
 
@@ -110,9 +109,12 @@ class Transport:
         if status == 204 or (200 <= status < 300 and not response.content):
             return None
         try:
-            body = response.json()
-        except ValueError:
-            body = None
+            body = json_codec.loads(response.content)
+        except ValueError:  # not UTF-8 JSON: as requests reads it (the charset Mailchimp names), or unreadable
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
         if 200 <= status < 300:
             if body is None:
                 raise MailchimpUnavailable(f"Mailchimp answered {where} with an unreadable body ({status})")
