@@ -2,6 +2,7 @@
 when the last chunk is counted. A chunk whose message is poisoned is still counted, never dropped."""
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -150,9 +151,11 @@ class ChunkWorker(ExportParts):
         results = self.connections.call(destination, lambda client: client.upsert_members(
             run.details["audienceId"], members, status_for_new=run.details["statusForNew"], existing_as_of=as_of,
             tags_of=missing_tags))
-        self.work.write_bytes(results_blob(run.id, number), json_codec.dumps([
+        # ASCII (json's default): a reason of Mailchimp's holding a lone surrogate is saved, not a failure after the
+        # write that would make every redelivery write again.
+        self.work.write_bytes(results_blob(run.id, number), json.dumps([
             {"email": r.email, "outcome": r.outcome.value, "reason": r.reason, "field": r.field, "tagged": r.tagged}
-            for r in results]))
+            for r in results]).encode("ascii"))
         return results
 
     def _saved_results(self, run_id: str, number: int) -> list[MemberResult] | None:

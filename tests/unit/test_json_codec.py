@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 from shared import json_codec
 
-SCALARS = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
-           | st.text())  # text includes lone surrogates, which UTF-8 cannot hold
-VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+TEXT = st.text(st.characters(exclude_categories=()) | st.sampled_from(["\ud800", "\udfff", "\u2028", "\x00", "\ufeff"]))
+SCALARS = (st.none() | st.booleans() | st.integers() | st.floats() | TEXT)  # lone surrogates: UTF-8 cannot hold them
+VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4) | st.tuples(inner, inner) | st.dictionaries(TEXT, inner, max_size=4),
                       max_leaves=20)
 
 
@@ -39,7 +39,7 @@ def stdlib_dumps(doc: object) -> bytes:
 def outcome(call, *args):
     try:
         return "value", call(*args)
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, RecursionError) as error:
         return "error", type(error)
 
 
@@ -51,6 +51,8 @@ def test_writing_reads_back_as_the_standard_library_writes(doc: object) -> None:
     assert written[0] == expected[0]
     if written[0] == "value":
         assert same(json.loads(written[1]), json.loads(expected[1]))
+    else:
+        assert written[1] is expected[1]
         assert written[1] == expected[1] or any(isinstance(x, float) for x in _leaves(doc))  # floats' shortest form
 
 
@@ -65,13 +67,18 @@ def _leaves(doc: object):
         yield doc
 
 
+def stdlib_loads(data: bytes | str) -> object:
+    """What the callers did before: bytes decoded strictly as UTF-8, then json.loads."""
+    return json.loads(data.decode("utf-8") if isinstance(data, bytes) else data)
+
+
 def _read_both(data: bytes | str) -> None:
-    expected, got = outcome(json.loads, data), outcome(json_codec.loads, data)
+    expected, got = outcome(stdlib_loads, data), outcome(json_codec.loads, data)
     assert got[0] == expected[0], (data, got, expected)
     if got[0] == "value":
         assert same(got[1], expected[1]), (data, got, expected)
     else:
-        assert issubclass(got[1], ValueError)
+        assert issubclass(got[1], ValueError) and issubclass(expected[1], ValueError)
 
 
 @settings(max_examples=600, deadline=None)
@@ -98,10 +105,12 @@ def test_reading_any_text_gives_the_same_value_or_fails_as_json_fails(text: str)
     '{"FNAME": "a", "NUM": 99999999999999999999}',
     '"\\ud800"',  # a lone surrogate: orjson refuses it
     "NaN", "1e400", "[Infinity]",  # json reads them, orjson refuses them
+    *(f"[{space}123456789012345678901234567890]" for space in ("\t", "\r", "\n", " ", "\r\n\t ")),
+    *(f'{{"a":{space}-99999999999999999999,{space}"b":1}}' for space in ("\t", "\r", "\n")),
 ])
 def test_where_orjson_alone_would_differ_the_standard_library_decides(text: str) -> None:
     for data in (text, text.encode("utf-8")):
-        expected = json.loads(data)
+        expected = stdlib_loads(data)
         assert same(json_codec.loads(data), expected)
         alone = outcome(orjson.loads, data)
         assert alone[0] == "error" or not same(alone[1], expected)  # a case orjson alone gets wrong
@@ -114,7 +123,8 @@ def test_writing_what_orjson_refuses_falls_back_to_the_standard_library(doc: obj
 
 @settings(max_examples=1000, deadline=None)
 @given(st.from_regex(r"-?(0|[1-9][0-9]{0,24})(\.[0-9]{1,30})?([eE][-+]?[0-9]{1,3})?", fullmatch=True),
-       st.sampled_from(["{}", "[{}]", '{{"a": {}}}', '["x", {}]', "[1,\n {}]"]))
+       st.sampled_from(["{}", "[{}]", '{{"a": {}}}', '["x", {}]', "[1,\n {}]", "[\n{}]", "[\t{}]", '{{"a":\r\n\t {}}}',
+                        "[1,\t\r\n{}]"]))
 def test_numbers_of_any_length_read_as_json_reads_them(number: str, around: str) -> None:
     """Long integers, and long mantissas that must be rounded to the nearest float as float() rounds them."""
     _read_both(around.format(number))
@@ -124,3 +134,51 @@ def test_numbers_of_any_length_read_as_json_reads_them(number: str, around: str)
 def test_digits_inside_strings_read_right_whichever_reader_runs() -> None:
     doc = {"id": "0" * 32, "href": "/members/12345678901234567890", "note": "x:12345678901234567890"}
     assert json_codec.loads(json.dumps(doc).encode()) == doc
+
+
+@pytest.mark.parametrize("data", [
+    b'{"a":"\xed\xa0\x80"}',  # a surrogate encoded as UTF-8 (CESU-8): not UTF-8
+    b'\xef\xbb\xbf{"a":1}',  # a BOM
+    '{"a":1}'.encode("utf-16"),
+    b'{"a":"\xff"}',
+])
+def test_bytes_that_are_not_utf8_json_fail_as_a_strict_utf8_decode_failed(data: bytes) -> None:
+    """So decode_members still refuses a damaged chunk file, and the transport falls back to requests' reading."""
+    with pytest.raises(ValueError):
+        json_codec.loads(data)
+
+
+def test_what_is_neither_bytes_nor_str_is_json_s_to_judge() -> None:
+    assert json_codec.loads(bytearray(b"[1]")) == [1]
+    with pytest.raises(TypeError):
+        json_codec.loads(None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("doc", [float("nan"), [1.5, float("inf")], {"a": None, "b": -math.inf}, {"a": None}])
+def test_nan_and_infinities_are_written_as_json_writes_them_not_as_null(doc: object) -> None:
+    assert json_codec.dumps(doc) == stdlib_dumps(doc)
+
+
+def test_subclasses_dataclasses_and_dates_are_written_by_json() -> None:
+    import dataclasses
+    from collections import OrderedDict
+    from datetime import date
+
+    moved = OrderedDict(a=1, b=2)
+    moved.move_to_end("a")
+
+    class Upper(dict):
+        def items(self):  # what json's encoder asks of a dict subclass
+            return [(key.upper(), value) for key, value in super().items()]
+
+    @dataclasses.dataclass
+    class Point:
+        x: int
+
+    for doc in (moved, {"k": moved}, Upper(a=1), [Point(1)], {"when": date(2026, 12, 1)}):
+        assert outcome(json_codec.dumps, doc) == outcome(stdlib_dumps, doc), doc
+
+
+def test_nesting_within_the_interpreter_s_reach_reads_the_same() -> None:
+    text = "[" * 200 + "]" * 200
+    assert json_codec.loads(text) == json.loads(text) and json_codec.loads(text.encode()) == json.loads(text)
