@@ -506,7 +506,20 @@ class Planner(ExportParts):
                     extra=telemetry.ended_fields(ended or run, credentials_refused=credentials_refused))
 
     def plan_gave_up(self, run_id: str) -> None:
-        """The plan message was poisoned: the run fails with the last error the workers saw."""
-        run = self.runs.get(run_id)
-        if run is not None and not run.finished:
+        """The plan message was poisoned. A plan frozen already stands: its chunk messages are sent (again; a chunk
+        counts once), as a redelivered plan message would. Otherwise, or if that fails too, the run fails.
+
+        Under the plan lock: a message is also poisoned while a planner that lost its message's lease (a stalled
+        instance) is still at work on it; that planner finishes first, and its plan is not thrown away."""
+        with self.work.exclusive(plan_lock(run_id)):
+            run = self.runs.get(run_id)
+            if run is None or run.finished:
+                return
+            if run.total_chunks is not None:
+                try:
+                    self._plan_once(run_id)
+                    return
+                except Exception:  # noqa: BLE001  (logged; the run must end rather than wait for chunks never sent)
+                    log.exception("export %s: sending the chunks of its frozen plan failed once more", run_id)
+                    run = self.runs.get(run_id) or run
             self._fail(run, "planning failed repeatedly; see the function logs for the run id, fix the cause and start the export again")

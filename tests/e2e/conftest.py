@@ -106,7 +106,7 @@ EQUATION = ("invalid", "duplicates", "created", "updated", "unchanged", "refused
 
 def assert_accounted(run: dict) -> None:
     for counts in [run["counts"], *(part["counts"] for part in run["segments"])]:
-        assert sum(counts[key] for key in EQUATION) == counts["read"], run
+        assert sum(counts[key] for key in EQUATION) == counts["read"], (run["status"], run["message"], run)
 
 
 # --- what the host did, read from its log and its state file (positive signals instead of sleeping) ------------------

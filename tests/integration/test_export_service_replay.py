@@ -17,6 +17,7 @@ import hashlib
 import os
 import random
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -470,6 +471,76 @@ def test_a_chunk_whose_upsert_always_dies_is_poisoned_and_its_members_count_fail
     assert run.counts["created"] + run.counts["refused"] == 1178 - in_chunk_1 == len(members) + run.counts["refused"]
     errors = b"".join(driver.raw.error_lines(run_id)).decode().splitlines()
     assert sum('"source": "failure"' in line and "gave up" in line for line in errors) == in_chunk_1
+
+
+def test_a_plan_message_poisoned_after_its_plan_was_frozen_sends_that_plan_instead_of_failing_the_run(driver):
+    """Every delivery of the plan message writes and freezes the plan, then dies sending chunk 2's message (the last
+    one, not streamed). After five deliveries the message is poisoned: the frozen plan is whole, so the poison handler
+    sends it rather than failing a run whose chunks are partly in Mailchimp already (CI saw such a run end `failed`
+    with 280 of its 800 chunks counted)."""
+    rows, destination = fresh_segment(driver, "PoisonedFrozen")
+    driver.injector.rule = lambda c: ("before" if c.handler == "plan" and c.port == "chunk_queue" and c.method == "send"
+                                      and '"chunk": 2' in c.detail else None)
+    run_id = driver.start(destination)
+    driver.deliver_all()
+    driver.injector.armed = False
+    assert [f.handler for f in driver.failures] == ["plan"] * 5 and driver.plan_poison.sent == 1
+    run = driver.run(run_id)
+    assert run.status == "completed_with_errors" and run.message is None  # the errors: its invalid rows
+    outcome = expected_outcome(Rows.of(rows), {}, set(), "PoisonedFrozen")
+    assert violations(driver, destination, run_id, Rows.of(rows), "PoisonedFrozen", outcome, {}) == []
+
+
+def test_a_plan_message_poisoned_while_a_stalled_planner_still_works_waits_for_that_planner(driver):
+    """A planner whose instance stalled past its message's lease keeps working while copies of the message are
+    delivered and poisoned. The poison handler waits for the plan lock: the planner freezes its plan, and the run is
+    sent and ends as planned instead of being failed under the planner's feet."""
+    rows, destination = fresh_segment(driver, "PoisonedStalled")
+    run_id = driver.start(destination)
+    runs = driver.service.runs
+    at_freeze, go = threading.Event(), threading.Event()
+
+    class StalledAtFreeze:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(runs, name)
+
+        def update(self, run_id: str, change: Callable[..., Any], **kwargs: Any) -> Any:
+            if getattr(change, "__qualname__", "").endswith("freeze"):
+                at_freeze.set()
+                go.wait(30)
+            return runs.update(run_id, change, **kwargs)
+
+    driver.service.runs = StalledAtFreeze()
+    try:
+        planner = threading.Thread(target=driver.deliver_one, args=(driver.plan_queue,))
+        planner.start()
+        assert at_freeze.wait(60)
+        poisoned = threading.Thread(target=driver.service.plan_gave_up, args=(run_id,))
+        poisoned.start()
+        poisoned.join(1.5)
+        assert poisoned.is_alive() and driver.run(run_id).finished_at is None  # it waits for the planner
+        go.set()
+        planner.join(60)
+        poisoned.join(60)
+    finally:
+        go.set()
+        driver.service.runs = runs
+    driver.deliver_all()
+    driver.injector.armed = False
+    run = driver.run(run_id)
+    assert run.status == "completed_with_errors" and run.message is None and not driver.failures, driver.failures
+    outcome = expected_outcome(Rows.of(rows), {}, set(), "PoisonedStalled")
+    assert violations(driver, destination, run_id, Rows.of(rows), "PoisonedStalled", outcome, {}) == []
+
+
+def test_a_plan_message_poisoned_before_any_plan_was_frozen_fails_the_run_saying_so(driver):
+    rows, destination = fresh_segment(driver, "PoisonedUnfrozen")
+    driver.injector.rule = lambda c: "before" if c.method == "update" and c.detail.endswith("freeze") else None
+    run_id = driver.start(destination)
+    driver.deliver_all()
+    driver.injector.armed = False
+    run = driver.run(run_id)
+    assert driver.plan_poison.sent == 1 and run.status == "failed" and "planning failed repeatedly" in run.message
 
 
 def test_a_chunk_whose_tagging_always_dies_counts_its_members_written_with_tag_failures(driver):
