@@ -174,11 +174,20 @@ class QueueListener(Background):
                    queue_client(connection, queue_name + POISON_SUFFIX), options, lease_seconds, invoker, stopping)
 
     def _run(self) -> None:
-        """Fetch and dispatch until stopped, then keep renewing leases until the running handlers end."""
+        """Fetch and dispatch until stopped and the running handlers have ended; their leases are renewed meanwhile
+        by `_keep_leases`."""
+        done = threading.Event()
+        threading.Thread(target=self._keep_leases, args=(done,), name=f"queue-{self.spec.name}-leases",
+                         daemon=True).start()
+        try:
+            self._poll()
+        finally:
+            done.set()
+
+    def _poll(self) -> None:
         delay = 0.0
         created = False
         while True:
-            self._renew_due_leases()
             running = self._running()
             if self.stopping.is_set() and not running:
                 if self._visible is not None:
@@ -186,7 +195,7 @@ class QueueListener(Background):
                 return
             if self.stopping.is_set() or running > self.options.new_batch_threshold:
                 with self._changed:
-                    self._changed.wait(min(IDLE_CHECK, self._until_renewal()))
+                    self._changed.wait(IDLE_CHECK)
                 continue
             try:
                 if not created:
@@ -202,7 +211,16 @@ class QueueListener(Background):
             for message in messages:
                 self._start(message)
             delay = 0.0 if messages else min(max(delay * 2, MIN_POLL_DELAY), self.options.max_polling_interval)
-            self.stopping.wait(min(delay, self._until_renewal()))
+            self.stopping.wait(delay)
+
+    def _keep_leases(self, done: threading.Event) -> None:
+        """Renew leases at half-time on a thread of their own, as the Functions host does on a timer: renewed between
+        polls, a lease lapsed whenever a poll waited on storage longer than half of it (a loaded machine), and the
+        message was received again, each time one more dequeue toward the poison queue."""
+        while not done.is_set():
+            self._renew_due_leases()
+            with self._changed:
+                self._changed.wait(min(IDLE_CHECK, self._until_renewal()))
 
     def _running(self) -> int:
         with self._changed:
@@ -217,6 +235,7 @@ class QueueListener(Background):
         lease = _Lease(message.id, message.pop_receipt, time.monotonic() + self.lease_seconds / 2)
         with self._changed:
             self._leases[message.id] = lease
+            self._changed.notify_all()
         threading.Thread(target=self._process, args=(message, lease), name=f"{self.spec.name}-{message.id}",
                          daemon=True).start()
 

@@ -20,7 +20,7 @@ from shared.connections import NotConnected
 from shared.destinations import Destination
 from shared.exports.chunks import missing_tags
 from shared.exports.error_report import REPORT_KINDS, ProblemWriter, ReportWriter
-from shared.exports.files import chunk_blob, errors_prefix, plan_lock
+from shared.exports.files import chunk_blob, chunks_prefix, errors_prefix, plan_lock
 from shared.exports.ports import NOTICE_CHARS, ExportParts
 from shared.exports.preview import PreviewTally, existing_tags
 from shared.mailchimp.errors import MailchimpAuthError
@@ -249,8 +249,8 @@ class Planner(ExportParts):
         self.runs.record_planned_outcomes(run_id, planned_outcomes)
 
         def freeze(r: Run) -> bool:
-            if r.total_chunks is not None:
-                return False  # frozen already: the first freeze is the plan
+            if r.total_chunks is not None or r.finished_at is not None:
+                return False  # frozen already (the first freeze is the plan), or it ended meanwhile (given up on)
             r.total_chunks = total
             if preview is not None:  # ends here: nothing is sent
                 r.total_chunks, r.status, r.finished_at = 0, PREVIEWED, now_iso()
@@ -493,33 +493,48 @@ class Planner(ExportParts):
 
     def _fail(self, run: Run, message: str, log_message: str | None = None, credentials_refused: bool = False) -> None:
         """`log_message` stands in for `message` in the log when the run's message names row data (columns)."""
+        failed: list[Run] = []
+
         def fail(r: Run) -> bool:
+            failed.clear()  # an attempt whose write lost to another update must not count as this call's
             if r.finished:
                 return False
             r.status, r.message, r.finished_at = "failed", message, now_iso()
+            failed.append(r)
             return True
 
         ended = self.runs.update(run.id, fail)
+        if not failed:
+            return  # ended meanwhile, by whoever ended it (and logged it)
         self._unplanned_retry(ended)
         self._released(ended)
         log.warning("export %s failed: %s", run.id, log_message or message,
-                    extra=telemetry.ended_fields(ended or run, credentials_refused=credentials_refused))
+                    extra=telemetry.ended_fields(ended, credentials_refused=credentials_refused))
+        # Last, so that a storage error here leaves the run ended and released: chunks written before the failure
+        # (streamed ones too, which no worker sends now) hold people's data
+        self.work.delete_prefix(chunks_prefix(run.id))
 
     def plan_gave_up(self, run_id: str) -> None:
-        """The plan message was poisoned. A plan frozen already stands: its chunk messages are sent (again; a chunk
-        counts once), as a redelivered plan message would. Otherwise, or if that fails too, the run fails.
-
-        Under the plan lock: a message is also poisoned while a planner that lost its message's lease (a stalled
-        instance) is still at work on it; that planner finishes first, and its plan is not thrown away."""
+        """The plan message was poisoned: its deliveries failed, or it was delivered too often (each time an instance
+        stalled past its lease, or was stopped, another copy went out). Planning is safe to repeat, so it is tried once
+        more here, as a sixth delivery would be: a frozen plan is sent, one not frozen yet is planned again. The run
+        fails only if that fails too. Under the plan lock, so a planner still at work on an earlier copy (a stalled
+        instance) finishes first and its plan is kept."""
+        run = self.runs.get(run_id)
+        if run is None or run.finished:
+            return  # checked before the lock: the lock would leave a blob behind for a run deleted meanwhile
         with self.work.exclusive(plan_lock(run_id)):
-            run = self.runs.get(run_id)
-            if run is None or run.finished:
+            try:
+                self._plan_once(run_id)
                 return
-            if run.total_chunks is not None:
-                try:
-                    self._plan_once(run_id)
-                    return
-                except Exception:  # noqa: BLE001  (logged; the run must end rather than wait for chunks never sent)
-                    log.exception("export %s: sending the chunks of its frozen plan failed once more", run_id)
-                    run = self.runs.get(run_id) or run
-            self._fail(run, "planning failed repeatedly; see the function logs for the run id, fix the cause and start the export again")
+            except Exception as error:  # noqa: BLE001  (the run must end rather than wait for a plan that never comes)
+                run = self.runs.get(run_id)
+                if run is None or run.finished:
+                    raise  # it ended, and what came after failed (its clean-up): the poison handler runs again
+                log.warning("export %s: the last planning attempt failed too (%s)", run_id, type(error).__name__)
+            if run.total_chunks is None:
+                self._fail(run, "planning failed repeatedly; see the function logs for the run id, fix the cause and "
+                                "start the export again")
+            else:
+                self._fail(run, "its chunks could not be queued, repeatedly; see the function logs for the run id, fix "
+                                "the cause and start the export again")

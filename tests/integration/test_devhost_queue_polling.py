@@ -162,3 +162,45 @@ def test_a_peek_that_cannot_tell_leaves_the_poll_to_the_sdk(recorder: Recorder, 
     assert sorted(recorder.handled) == [b"a", b"b", b"c"]
     wait_for(lambda: len(recorder.receives) >= 3, "more polls")
     assert recorder.receives[0][1] == 3 and all(count == 0 for _, count in recorder.receives[1:])
+
+
+def test_leases_are_renewed_while_a_poll_waits_on_storage(queue: QueueClient, azurite: Azurite) -> None:
+    """A poll that waits on storage longer than a lease (a loaded machine) must not let a running message's lease
+    lapse: the message would be received again, its dequeue count one step nearer the poison queue (CI saw a plan
+    message poisoned so while its plan was being sent)."""
+    deliveries: list[int] = []
+    stopping = threading.Event()
+
+    def handler(msg) -> None:  # noqa: ANN001 - the trigger's message
+        deliveries.append(msg.dequeue_count)
+        time.sleep(5)
+
+    spec = FunctionSpec("slowpoll", {"type": "queueTrigger", "name": "msg", "queueName": queue.queue_name}, handler,
+                        wants_context=False)
+    poison = queue_client(azurite.connection_string, queue.queue_name + POISON_SUFFIX)
+    listener = QueueListener(spec, queue.queue_name, queue, poison,
+                             QueueOptions(batch_size=4, new_batch_threshold=2, max_polling_interval=0.2), 2,
+                             Invoker(".", 4), stopping)
+    stalled: list[float] = []
+
+    class SlowPeek:
+        def __call__(self) -> bool | None:
+            if deliveries and not stalled:  # the poll after the message started waits 4.5 s, past its 2 s lease
+                stalled.append(time.monotonic())
+                time.sleep(4.5)
+            return None  # cannot tell: the SDK's receive decides
+
+        def close(self) -> None:
+            pass
+
+    listener._visible = SlowPeek()  # type: ignore[assignment]
+    queue.send_message(base64.b64encode(b"long").decode())
+    listener.start()
+    try:
+        wait_for(lambda: stalled, "the stalled poll")
+        time.sleep(6)  # the stalled poll has returned and polled again; the handler has ended
+        assert deliveries == [1], deliveries
+        assert list(queue.peek_messages()) == []  # handled and deleted, never poisoned (the poison queue was never made)
+    finally:
+        stopping.set()
+        listener.join(10)

@@ -499,6 +499,7 @@ def test_a_plan_message_poisoned_while_a_stalled_planner_still_works_waits_for_t
     run_id = driver.start(destination)
     runs = driver.service.runs
     at_freeze, go = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
 
     class StalledAtFreeze:
         def __getattr__(self, name: str) -> Any:
@@ -510,12 +511,20 @@ def test_a_plan_message_poisoned_while_a_stalled_planner_still_works_waits_for_t
                 go.wait(30)
             return runs.update(run_id, change, **kwargs)
 
+    def recorded(call: Callable[[], Any]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                call()
+            except BaseException as error:  # noqa: BLE001 - asserted below
+                errors.append(error)
+        return run
+
     driver.service.runs = StalledAtFreeze()
     try:
-        planner = threading.Thread(target=driver.deliver_one, args=(driver.plan_queue,))
+        planner = threading.Thread(target=recorded(lambda: driver.deliver_one(driver.plan_queue)))
         planner.start()
         assert at_freeze.wait(60)
-        poisoned = threading.Thread(target=driver.service.plan_gave_up, args=(run_id,))
+        poisoned = threading.Thread(target=recorded(lambda: driver.service.plan_gave_up(run_id)))
         poisoned.start()
         poisoned.join(1.5)
         assert poisoned.is_alive() and driver.run(run_id).finished_at is None  # it waits for the planner
@@ -525,6 +534,7 @@ def test_a_plan_message_poisoned_while_a_stalled_planner_still_works_waits_for_t
     finally:
         go.set()
         driver.service.runs = runs
+    assert not planner.is_alive() and not poisoned.is_alive() and not errors, errors
     driver.deliver_all()
     driver.injector.armed = False
     run = driver.run(run_id)
@@ -533,14 +543,40 @@ def test_a_plan_message_poisoned_while_a_stalled_planner_still_works_waits_for_t
     assert violations(driver, destination, run_id, Rows.of(rows), "PoisonedStalled", outcome, {}) == []
 
 
-def test_a_plan_message_poisoned_before_any_plan_was_frozen_fails_the_run_saying_so(driver):
+def test_a_plan_message_poisoned_before_any_plan_was_frozen_is_planned_once_more(driver):
+    """Five deliveries died at the freeze (as when the message was delivered too often: each host stopped mid-plan);
+    the poison handler plans once more, as a sixth delivery would, and the run is exported as planned."""
     rows, destination = fresh_segment(driver, "PoisonedUnfrozen")
-    driver.injector.rule = lambda c: "before" if c.method == "update" and c.detail.endswith("freeze") else None
+    driver.injector.rule = lambda c: ("before" if c.handler == "plan" and c.method == "update" and c.detail.endswith("freeze")
+                                      else None)
+    run_id = driver.start(destination)
+    driver.deliver_all()
+    driver.injector.armed = False
+    assert [f.handler for f in driver.failures] == ["plan"] * 5 and driver.plan_poison.sent == 1
+    outcome = expected_outcome(Rows.of(rows), {}, set(), "PoisonedUnfrozen")
+    assert violations(driver, destination, run_id, Rows.of(rows), "PoisonedUnfrozen", outcome, {}) == []
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_a_plan_that_also_fails_in_the_poison_handler_fails_the_run_saying_so_and_deletes_its_chunks(driver, frozen):
+    """The last attempt (in the poison handler) fails too: the run ends `failed`, saying what failed, instead of
+    staying `running` for ever; the chunk files written, streamed ones included, are deleted (they hold people's
+    data and no worker sends them now)."""
+    segment = "PoisonedTwice" + ("Frozen" if frozen else "Unfrozen")
+    rows, destination = fresh_segment(driver, segment)
+    driver.injector.exception = Fault  # an ordinary error (a storage call that keeps failing), not a killed worker
+    driver.injector.rule = ((lambda c: "before" if c.port == "chunk_queue" and c.method == "send" and '"chunk": 2' in c.detail
+                             and c.handler.startswith("plan") else None) if frozen else
+                            (lambda c: "before" if c.method == "update" and c.detail.endswith("freeze") else None))
     run_id = driver.start(destination)
     driver.deliver_all()
     driver.injector.armed = False
     run = driver.run(run_id)
-    assert driver.plan_poison.sent == 1 and run.status == "failed" and "planning failed repeatedly" in run.message
+    assert [f.handler for f in driver.failures] == ["plan"] * 5 and driver.plan_poison.sent == 1
+    assert run.status == "failed" and run.finished_at is not None
+    assert ("its chunks could not be queued, repeatedly" if frozen else "planning failed repeatedly") in run.message
+    assert driver.work_blobs(f"runs/{run_id}/chunks/") == {}
+    assert run.counts["created"] == len(audience(driver)) > 0  # the chunks streamed before are counted as sent
 
 
 def test_a_chunk_whose_tagging_always_dies_counts_its_members_written_with_tag_failures(driver):
