@@ -182,7 +182,9 @@ class QueueListener(Background):
         try:
             self._poll()
         finally:
-            done.set()
+            with self._changed:
+                done.set()
+                self._changed.notify_all()
 
     def _poll(self) -> None:
         delay = 0.0
@@ -217,10 +219,16 @@ class QueueListener(Background):
         """Renew leases at half-time on a thread of their own, as the Functions host does on a timer: renewed between
         polls, a lease lapsed whenever a poll waited on storage longer than half of it (a loaded machine), and the
         message was received again, each time one more dequeue toward the poison queue."""
-        while not done.is_set():
-            self._renew_due_leases()
+        while True:
+            try:
+                self._renew_due_leases()
+            except Exception:  # noqa: BLE001  (a renewal thread that died would let every later lease lapse unseen)
+                log.exception("queue %s: renewing leases failed; trying again", self.queue_name)
             with self._changed:
-                self._changed.wait(min(IDLE_CHECK, self._until_renewal()))
+                if done.is_set():
+                    return
+                due = self._until_renewal()  # no lease: sleep until `_start` adds one or the listener stops
+                self._changed.wait(None if due == float("inf") else max(due, 0.05))
 
     def _running(self) -> int:
         with self._changed:

@@ -20,7 +20,7 @@ from shared.connections import NotConnected
 from shared.destinations import Destination
 from shared.exports.chunks import missing_tags
 from shared.exports.error_report import REPORT_KINDS, ProblemWriter, ReportWriter
-from shared.exports.files import chunk_blob, chunks_prefix, errors_prefix, plan_lock
+from shared.exports.files import chunk_blob, errors_prefix, plan_lock
 from shared.exports.ports import NOTICE_CHARS, ExportParts
 from shared.exports.preview import PreviewTally, existing_tags
 from shared.mailchimp.errors import MailchimpAuthError
@@ -112,8 +112,8 @@ class Planner(ExportParts):
     def _plan_once(self, run_id: str) -> None:
         run = self.runs.get(run_id)
         telemetry.describe_run(run)  # log fields: its destination and trigger
-        if run is None or run.finished_at is not None:
-            return  # unknown or ended
+        if run is None or self._ended(run):
+            return
         if run.details.get("chunksSent"):  # planned and sent (a redelivered message); a plan with no chunk is
             self._settle(run_id)  # settled here, so a worker that died before that is made good
             return
@@ -503,38 +503,54 @@ class Planner(ExportParts):
             failed.append(r)
             return True
 
-        ended = self.runs.update(run.id, fail)
-        if not failed:
-            return  # ended meanwhile, by whoever ended it (and logged it)
-        self._unplanned_retry(ended)
-        self._released(ended)
-        log.warning("export %s failed: %s", run.id, log_message or message,
-                    extra=telemetry.ended_fields(ended, credentials_refused=credentials_refused))
-        # Last, so that a storage error here leaves the run ended and released: chunks written before the failure
-        # (streamed ones too, which no worker sends now) hold people's data
-        self.work.delete_prefix(chunks_prefix(run.id))
+        self.runs.update(run.id, fail)
+        if failed:
+            log.warning("export %s failed: %s", run.id, log_message or message,
+                        extra=telemetry.ended_fields(failed[0], credentials_refused=credentials_refused))
+        # The clean-up every ended run gets, once (chunk files deleted: streamed ones no worker sends now hold
+        # people's data; the destination released; a retried run made retryable again). If it fails, a redelivered
+        # message does it (`_ended`).
+        self._settle(run.id)
+
+    def _ended(self, run: Run) -> bool:
+        """Has the run ended? One whose clean-up was not done (the call that ended it died, or storage refused a
+        delete) is cleaned up now: a redelivered message is where that clean-up is tried again."""
+        if not run.finished:
+            return False
+        if run.status != PREVIEWED and not run.details.get("cleanedUp"):
+            self._settle(run.id)
+        return True
 
     def plan_gave_up(self, run_id: str) -> None:
         """The plan message was poisoned: its deliveries failed, or it was delivered too often (each time an instance
         stalled past its lease, or was stopped, another copy went out). Planning is safe to repeat, so it is tried once
-        more here, as a sixth delivery would be: a frozen plan is sent, one not frozen yet is planned again. The run
-        fails only if that fails too. Under the plan lock, so a planner still at work on an earlier copy (a stalled
-        instance) finishes first and its plan is kept."""
+        more here, as a sixth delivery would be: a frozen plan is sent, one not frozen yet is planned again. Under the
+        plan lock, so a planner still at work on an earlier copy (a stalled instance) finishes first.
+
+        That last attempt is noted on the run first. If it fails, the run fails, and the error is raised for the host
+        to log; if it dies without a word (its host killed or timed out, as the earlier deliveries may have been), the
+        next delivery of this message finds the note and fails the run at once instead of dying again, which would
+        leave the run `running` with no message left to end it."""
         run = self.runs.get(run_id)
-        if run is None or run.finished:
-            return  # checked before the lock: the lock would leave a blob behind for a run deleted meanwhile
+        if run is None or self._ended(run):
+            return  # checked before the lock too: the lock would leave a blob behind for a run deleted meanwhile
         with self.work.exclusive(plan_lock(run_id)):
-            try:
-                self._plan_once(run_id)
-                return
-            except Exception as error:  # noqa: BLE001  (the run must end rather than wait for a plan that never comes)
-                run = self.runs.get(run_id)
-                if run is None or run.finished:
-                    raise  # it ended, and what came after failed (its clean-up): the poison handler runs again
-                log.warning("export %s: the last planning attempt failed too (%s)", run_id, type(error).__name__)
-            if run.total_chunks is None:
-                self._fail(run, "planning failed repeatedly; see the function logs for the run id, fix the cause and "
-                                "start the export again")
-            else:
-                self._fail(run, "its chunks could not be queued, repeatedly; see the function logs for the run id, fix "
-                                "the cause and start the export again")
+            run = self.runs.get(run_id)
+            if run is None or self._ended(run):
+                return  # ended by the planner that held the lock
+            if not run.details.get("lastPlanAttempt"):
+                self.runs.update(run_id, lambda r: r.details.update(lastPlanAttempt=True))
+                try:
+                    self._plan_once(run_id)
+                    return
+                except Exception:
+                    run = self.runs.get(run_id)
+                    if run is not None and not run.finished:
+                        self._fail(run, self._gave_up(run))
+                    raise  # the cause, for the host to log; the next delivery only cleans up
+            self._fail(run, self._gave_up(run))
+
+    @staticmethod
+    def _gave_up(run: Run) -> str:
+        what = "planning" if run.total_chunks is None else "queuing its chunks"
+        return f"{what} failed repeatedly; see the function logs for the run id, fix the cause and start the export again"

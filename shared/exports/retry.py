@@ -91,7 +91,10 @@ class Retrying(ExportParts):
             del r.details["retriedBy"]
             return True
 
-        self.runs.update(run.details["retryOf"], unmark)
+        try:
+            self.runs.update(run.details["retryOf"], unmark)
+        except KeyError:
+            pass  # the retried run was deleted meanwhile (the retention sweep): nothing to make retryable
 
     def _plan_retry(self, run: Run) -> bool:
         """Planning of a retry: the kept members of the retried run, in chunks, instead of a read of the segments."""

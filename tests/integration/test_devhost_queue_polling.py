@@ -173,21 +173,21 @@ def test_leases_are_renewed_while_a_poll_waits_on_storage(queue: QueueClient, az
 
     def handler(msg) -> None:  # noqa: ANN001 - the trigger's message
         deliveries.append(msg.dequeue_count)
-        time.sleep(5)
+        time.sleep(10)
 
     spec = FunctionSpec("slowpoll", {"type": "queueTrigger", "name": "msg", "queueName": queue.queue_name}, handler,
                         wants_context=False)
     poison = queue_client(azurite.connection_string, queue.queue_name + POISON_SUFFIX)
     listener = QueueListener(spec, queue.queue_name, queue, poison,
-                             QueueOptions(batch_size=4, new_batch_threshold=2, max_polling_interval=0.2), 2,
+                             QueueOptions(batch_size=4, new_batch_threshold=2, max_polling_interval=0.2), 4,
                              Invoker(".", 4), stopping)
     stalled: list[float] = []
 
     class SlowPeek:
         def __call__(self) -> bool | None:
-            if deliveries and not stalled:  # the poll after the message started waits 4.5 s, past its 2 s lease
+            if deliveries and not stalled:  # the poll after the message started waits 9 s, past its 4 s lease
                 stalled.append(time.monotonic())
-                time.sleep(4.5)
+                time.sleep(9)
             return None  # cannot tell: the SDK's receive decides
 
         def close(self) -> None:
@@ -198,7 +198,7 @@ def test_leases_are_renewed_while_a_poll_waits_on_storage(queue: QueueClient, az
     listener.start()
     try:
         wait_for(lambda: stalled, "the stalled poll")
-        time.sleep(6)  # the stalled poll has returned and polled again; the handler has ended
+        time.sleep(11)  # the stalled poll has returned and polled again; the handler has ended
         assert deliveries == [1], deliveries
         assert list(queue.peek_messages()) == []  # handled and deleted, never poisoned (the poison queue was never made)
     finally:

@@ -560,8 +560,8 @@ def test_a_plan_message_poisoned_before_any_plan_was_frozen_is_planned_once_more
 @pytest.mark.parametrize("frozen", [False, True])
 def test_a_plan_that_also_fails_in_the_poison_handler_fails_the_run_saying_so_and_deletes_its_chunks(driver, frozen):
     """The last attempt (in the poison handler) fails too: the run ends `failed`, saying what failed, instead of
-    staying `running` for ever; the chunk files written, streamed ones included, are deleted (they hold people's
-    data and no worker sends them now)."""
+    staying `running` for ever, and the error goes to the host's log; the chunk files written, streamed ones included,
+    are deleted (they hold people's data and no worker sends them now)."""
     segment = "PoisonedTwice" + ("Frozen" if frozen else "Unfrozen")
     rows, destination = fresh_segment(driver, segment)
     driver.injector.exception = Fault  # an ordinary error (a storage call that keeps failing), not a killed worker
@@ -572,11 +572,50 @@ def test_a_plan_that_also_fails_in_the_poison_handler_fails_the_run_saying_so_an
     driver.deliver_all()
     driver.injector.armed = False
     run = driver.run(run_id)
-    assert [f.handler for f in driver.failures] == ["plan"] * 5 and driver.plan_poison.sent == 1
+    assert [f.handler for f in driver.failures] == ["plan"] * 5 + ["plan_gave_up"] and driver.plan_poison.sent == 1
     assert run.status == "failed" and run.finished_at is not None
-    assert ("its chunks could not be queued, repeatedly" if frozen else "planning failed repeatedly") in run.message
-    assert driver.work_blobs(f"runs/{run_id}/chunks/") == {}
+    assert run.message.startswith("queuing its chunks failed repeatedly" if frozen else "planning failed repeatedly")
+    assert driver.work_blobs(f"runs/{run_id}/chunks/") == {} and run.details.get("cleanedUp")
     assert run.counts["created"] == len(audience(driver)) > 0  # the chunks streamed before are counted as sent
+
+
+def test_a_poison_handler_killed_in_its_last_attempt_fails_the_run_on_its_next_delivery(driver):
+    """Every attempt dies without a word at the freeze (as when planning kills its host), the poison handler's too:
+    its next delivery finds its last attempt noted and fails the run at once, rather than dying again until its
+    message is dropped and the run stays `running` for ever."""
+    rows, destination = fresh_segment(driver, "PoisonKilled")
+    driver.injector.rule = lambda c: "before" if c.method == "update" and c.detail.endswith("freeze") else None
+    run_id = driver.start(destination)
+    driver.deliver_all()
+    driver.injector.armed = False
+    run = driver.run(run_id)
+    assert [f.handler for f in driver.failures] == ["plan"] * 5 + ["plan_gave_up"] and not driver.dropped
+    assert run.status == "failed" and run.message.startswith("planning failed repeatedly")
+    assert driver.work_blobs(f"runs/{run_id}/chunks/") == {} and run.details.get("cleanedUp")
+
+
+def test_a_failed_runs_clean_up_that_failed_is_done_by_the_next_delivery(driver):
+    """Storage refuses to delete the chunk files once, right after the run failed: the poison handler's message comes
+    again, finds the run ended but not cleaned up, and deletes them (they hold people's data)."""
+    rows, destination = fresh_segment(driver, "PoisonCleanUp")
+    refused: list[Call] = []
+
+    def rule(c: Call) -> str | None:
+        if c.method == "update" and c.detail.endswith("freeze"):
+            return "before"
+        if c.method == "delete_prefix" and "/chunks/" in c.detail and not refused:
+            refused.append(c)
+            return "before"
+        return None
+
+    driver.injector.exception = Fault
+    driver.injector.rule = rule
+    run_id = driver.start(destination)
+    driver.deliver_all()
+    driver.injector.armed = False
+    run = driver.run(run_id)
+    assert refused and run.status == "failed" and run.details.get("cleanedUp")
+    assert driver.work_blobs(f"runs/{run_id}/chunks/") == {}
 
 
 def test_a_chunk_whose_tagging_always_dies_counts_its_members_written_with_tag_failures(driver):
