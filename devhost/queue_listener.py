@@ -321,4 +321,5 @@ class QueueListener(Background):
                 except AzureError as error:
                     log.warning("queue %s: message %s: lease renewal failed (%s); it may be delivered twice",
                                 self.queue_name, lease.message_id, type(error).__name__)
-                lease.renew_at = time.monotonic() + self.lease_seconds / 2
+                finally:  # whatever went wrong, the next try is at the next half-time, not at once
+                    lease.renew_at = time.monotonic() + self.lease_seconds / 2

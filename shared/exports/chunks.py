@@ -259,12 +259,14 @@ class ChunkWorker(ExportParts):
         else:
             log.info("export %s finished: %s", run_id, run.status, extra=telemetry.ended_fields(run))
             telemetry.run_finished(run)
-        # Chunks and saved answers hold personal data and are of no use once every chunk is counted; the error
-        # report stays (for GET .../errors) unless the destination was deleted.
-        gone = run.status == "cancelled" and self.destinations.get(run.destination_id) is None
-        self.work.delete_prefix(run_folder(run_id) if gone else chunks_prefix(run_id))
+        # The destination is freed first (its follow-up run must not wait on a delete storage refuses; a second
+        # release changes nothing). Chunks and saved answers hold personal data and are of no use once every chunk is
+        # counted; the error report stays (for GET .../errors) unless the destination was deleted, whatever the run's
+        # ending (a run failed or cancelled as its destination went).
         self._unplanned_retry(run)
         self._released(run)
+        gone = self.destinations.get(run.destination_id) is None
+        self.work.delete_prefix(run_folder(run_id) if gone else chunks_prefix(run_id))
         if not gone:
             self.runs.update(run_id, lambda r: r.details.update(cleanedUp=True))
 

@@ -538,17 +538,20 @@ class Planner(ExportParts):
             run = self.runs.get(run_id)
             if run is None or self._ended(run):
                 return  # ended by the planner that held the lock
-            if not run.details.get("lastPlanAttempt"):
-                self.runs.update(run_id, lambda r: r.details.update(lastPlanAttempt=True))
-                try:
-                    self._plan_once(run_id)
-                    return
-                except Exception:
-                    run = self.runs.get(run_id)
-                    if run is not None and not run.finished:
-                        self._fail(run, self._gave_up(run))
-                    raise  # the cause, for the host to log; the next delivery only cleans up
-            self._fail(run, self._gave_up(run))
+            if run.details.get("lastPlanAttempt") and not run.details.get("chunksSent"):
+                self._fail(run, self._gave_up(run))  # the last attempt died mid-way
+                return
+            self.runs.update(run_id, lambda r: r.details.update(lastPlanAttempt=True))
+            try:
+                self._plan_once(run_id)
+            except Exception:
+                run = self.runs.get(run_id)
+                if run is not None and not run.finished:
+                    self._fail(run, self._gave_up(run))
+                raise  # the cause, for the host to log; the next delivery only cleans up
+            # Done: another copy of the message poisoned later (plan messages are sent more than once) plans again
+            # harmlessly instead of taking the note for a last attempt that died
+            self.runs.update(run_id, lambda r: r.details.pop("lastPlanAttempt", None) is not None)
 
     @staticmethod
     def _gave_up(run: Run) -> str:

@@ -482,9 +482,17 @@ def test_a_plan_message_poisoned_after_its_plan_was_frozen_sends_that_plan_inste
     driver.injector.rule = lambda c: ("before" if c.handler == "plan" and c.port == "chunk_queue" and c.method == "send"
                                       and '"chunk": 2' in c.detail else None)
     run_id = driver.start(destination)
+    while driver.plan_queue:
+        driver.deliver_one(driver.plan_queue)
+    assert [f.handler for f in driver.failures] == ["plan"] * 5 and driver.plan_poison.sent == 1
+    copy = driver.plan_poison.messages[0]
+    assert driver.deliver_one(driver.plan_poison)
+    # A second copy of the message poisoned too (plan messages are sent more than once), while the chunks are still
+    # to be sent: the note of the last attempt was taken back, so this copy does not take the run for given up
+    driver.plan_poison.messages.append(copy)
+    assert driver.deliver_one(driver.plan_poison) and driver.run(run_id).finished_at is None
     driver.deliver_all()
     driver.injector.armed = False
-    assert [f.handler for f in driver.failures] == ["plan"] * 5 and driver.plan_poison.sent == 1
     run = driver.run(run_id)
     assert run.status == "completed_with_errors" and run.message is None  # the errors: its invalid rows
     outcome = expected_outcome(Rows.of(rows), {}, set(), "PoisonedFrozen")
