@@ -44,6 +44,8 @@ log = logging.getLogger("devhost.queues")
 POISON_SUFFIX = "-poison"
 MIN_POLL_DELAY = 0.1  # seconds; the first back-off step after an empty poll
 IDLE_CHECK = 0.5  # seconds between stop checks while a batch runs
+RECEIVE_TIMEOUT = 10  # seconds an SDK receive may wait for its answer (not the transport's 60): Azurite answers in
+# milliseconds, and a receive stuck on a connection gone half-open would stop this queue's polling meanwhile
 # Storage rules (3-63 lowercase letters, digits, single hyphens), minus room for the poison suffix.
 _QUEUE_NAME = re.compile(rf"^(?=.{{3,{63 - len(POISON_SUFFIX)}}}$)[a-z0-9]+(-[a-z0-9]+)*$")
 
@@ -206,7 +208,7 @@ class QueueListener(Background):
                 messages = [] if self._visible is not None and self._visible() is False else list(
                     self.client.receive_messages(messages_per_page=self.options.batch_size,
                                                  max_messages=self.options.batch_size,
-                                                 visibility_timeout=self.lease_seconds))
+                                                 visibility_timeout=self.lease_seconds, read_timeout=RECEIVE_TIMEOUT))
             except AzureError as error:
                 log.warning("queue %s: polling failed (%s); retrying", self.queue_name, type(error).__name__)
                 messages = []
