@@ -259,6 +259,11 @@ class ChunkWorker(ExportParts):
         else:
             log.info("export %s finished: %s", run_id, run.status, extra=telemetry.ended_fields(run))
             telemetry.run_finished(run)
+        self._clean_up(run)
+
+    def _clean_up(self, run: Run) -> None:
+        """What follows the end of a run, for `run` as read once it ended."""
+        run_id = run.id
         # The destination is freed first (its follow-up run must not wait on a delete storage refuses; a second
         # release changes nothing). Chunks and saved answers hold personal data and are of no use once every chunk is
         # counted; the error report stays (for GET .../errors) unless the destination was deleted, whatever the run's

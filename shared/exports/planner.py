@@ -503,14 +503,14 @@ class Planner(ExportParts):
             failed.append(r)
             return True
 
-        self.runs.update(run.id, fail)
+        ended = self.runs.update(run.id, fail)
         if failed:
             log.warning("export %s failed: %s", run.id, log_message or message,
                         extra=telemetry.ended_fields(failed[0], credentials_refused=credentials_refused))
         # The clean-up every ended run gets, once (chunk files deleted: streamed ones no worker sends now hold
         # people's data; the destination released; a retried run made retryable again). If it fails, a redelivered
-        # message does it (`_ended`).
-        self._settle(run.id)
+        # message does it (`_ended` again).
+        self._ended(ended)
 
     def _ended(self, run: Run) -> bool:
         """Has the run ended? One whose clean-up was not done (the call that ended it died, or storage refused a
@@ -518,7 +518,7 @@ class Planner(ExportParts):
         if not run.finished:
             return False
         if run.status != PREVIEWED and not run.details.get("cleanedUp"):
-            self._settle(run.id)
+            self._clean_up(run)
         return True
 
     def plan_gave_up(self, run_id: str) -> None:
