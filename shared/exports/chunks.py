@@ -281,14 +281,19 @@ class ChunkWorker(ExportParts):
         Members whose upsert went through (its answer is saved) count as written and only their tags as failed;
         the others count failed with the last error.
         """
+        self._count_given_up(run_id, number, attempt)
+        self._settle(run_id)
+
+    def _count_given_up(self, run_id: str, number: int, attempt: str, reason: str | None = None) -> None:
+        """Count the chunk as given up on (`reason`, else its last error), unless it is counted already; a worker still
+        at work on it (the chunk blob's lease) finishes first."""
         chunk = self.runs.get_chunk(run_id, number)
         if chunk is None or chunk["state"] == "done":
             return
         with self.work.exclusive(chunk_blob(run_id, number)):
             chunk = self.runs.get_chunk(run_id, number)
             if chunk is not None and chunk["state"] != "done":
-                self._give_up(run_id, number, attempt, chunk.get("lastError") or "the chunk failed repeatedly")
-        self._settle(run_id)
+                self._give_up(run_id, number, attempt, reason or chunk.get("lastError") or "the chunk failed repeatedly")
 
     def _give_up(self, run_id: str, number: int, attempt: str, reason: str) -> None:
         everyone = list(decode_members(self.work.read_bytes(chunk_blob(run_id, number))))

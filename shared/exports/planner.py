@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 
 CHUNK_WRITERS = 8  # chunk files written at once while planning
+UNQUEUED = ("its message could not be queued (queuing the run's chunks failed repeatedly; see the function logs for "
+            "the run id): retry the export's failed members")
 
 
 WRITABLE_STATUSES = ("subscribed", "unsubscribed", "pending", "transactional")  # not cleaned or archived
@@ -527,10 +529,10 @@ class Planner(ExportParts):
         more here, as a sixth delivery would be: a frozen plan is sent, one not frozen yet is planned again. Under the
         plan lock, so a planner still at work on an earlier copy (a stalled instance) finishes first.
 
-        That last attempt is noted on the run first. If it fails, the run fails, and the error is raised for the host
-        to log; if it dies without a word (its host killed or timed out, as the earlier deliveries may have been), the
-        next delivery of this message finds the note and fails the run at once instead of dying again, which would
-        leave the run `running` with no message left to end it."""
+        That last attempt is noted on the run first. If it fails, the run is given up on (`_give_up_plan`), and the
+        error is raised for the host to log; if it dies without a word (its host killed or timed out, as the earlier
+        deliveries may have been), the next delivery of this message finds the note and gives the run up at once
+        instead of dying again, which would leave the run `running` with no message left to end it."""
         run = self.runs.get(run_id)
         if run is None or self._ended(run):
             return  # checked before the lock too: the lock would leave a blob behind for a run deleted meanwhile
@@ -539,7 +541,7 @@ class Planner(ExportParts):
             if run is None or self._ended(run):
                 return  # ended by the planner that held the lock
             if run.details.get("lastPlanAttempt") and not run.details.get("chunksSent"):
-                self._fail(run, self._gave_up(run))  # the last attempt died mid-way
+                self._give_up_plan(run)  # the last attempt died mid-way
                 return
             self.runs.update(run_id, lambda r: r.details.update(lastPlanAttempt=True))
             try:
@@ -547,13 +549,26 @@ class Planner(ExportParts):
             except Exception:
                 run = self.runs.get(run_id)
                 if run is not None and not run.finished:
-                    self._fail(run, self._gave_up(run))
-                raise  # the cause, for the host to log; the next delivery only cleans up
+                    self._give_up_plan(run)
+                raise  # the cause, for the host to log; the next delivery only cleans up (or goes on counting)
             # Done: another copy of the message poisoned later (plan messages are sent more than once) plans again
             # harmlessly instead of taking the note for a last attempt that died
             self.runs.update(run_id, lambda r: r.details.pop("lastPlanAttempt", None) is not None)
 
-    @staticmethod
-    def _gave_up(run: Run) -> str:
-        what = "planning" if run.total_chunks is None else "queuing its chunks"
-        return f"{what} failed repeatedly; see the function logs for the run id, fix the cause and start the export again"
+    def _give_up_plan(self, run: Run) -> None:
+        """Planning failed for good. A run with no plan fails. A frozen plan whose chunk messages could not all be
+        queued ends as a chunk given up on does: every chunk not counted yet is counted, its members failed (retry them
+        with the run's retry), so that every row is still accounted for; a queued chunk still waiting for a worker is
+        among them (its worker then finds it counted), one a worker is sending is counted by that worker. Each chunk is
+        counted once, so a handler killed part-way is carried on by the next delivery."""
+        if run.total_chunks is None:
+            self._fail(run, "planning failed repeatedly; see the function logs for the run id, fix the cause and start "
+                            "the export again")
+            return
+        for chunk in self.runs.chunks(run.id):
+            number = int(chunk["RowKey"].split("-", 1)[1])
+            if number >= run.total_chunks:
+                break  # rows left from an attempt that crashed before the freeze are not part of the plan
+            if chunk["state"] != "done":
+                self._count_given_up(run.id, number, "unqueued", UNQUEUED)
+        self._settle(run.id)

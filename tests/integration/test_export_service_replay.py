@@ -14,6 +14,7 @@ deleted). Nothing is taken from shared.runs or shared.sample_segments.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import re
@@ -565,26 +566,55 @@ def test_a_plan_message_poisoned_before_any_plan_was_frozen_is_planned_once_more
     assert violations(driver, destination, run_id, Rows.of(rows), "PoisonedUnfrozen", outcome, {}) == []
 
 
-@pytest.mark.parametrize("frozen", [False, True])
-def test_a_plan_that_also_fails_in_the_poison_handler_fails_the_run_saying_so_and_deletes_its_chunks(driver, frozen):
-    """The last attempt (in the poison handler) fails too: the run ends `failed`, saying what failed, instead of
-    staying `running` for ever, and the error goes to the host's log; the chunk files written, streamed ones included,
-    are deleted (they hold people's data and no worker sends them now)."""
-    segment = "PoisonedTwice" + ("Frozen" if frozen else "Unfrozen")
-    rows, destination = fresh_segment(driver, segment)
+def test_a_plan_that_also_fails_in_the_poison_handler_fails_the_run_saying_so_and_deletes_its_chunks(driver):
+    """The last attempt (in the poison handler) fails too, before any plan was frozen: the run ends `failed`, saying
+    what failed, instead of staying `running` for ever, and the error goes to the host's log; the chunk files written,
+    streamed ones included, are deleted (they hold people's data and no worker sends them now)."""
+    rows, destination = fresh_segment(driver, "PoisonedTwiceUnfrozen")
     driver.injector.exception = Fault  # an ordinary error (a storage call that keeps failing), not a killed worker
-    driver.injector.rule = ((lambda c: "before" if c.port == "chunk_queue" and c.method == "send" and '"chunk": 2' in c.detail
-                             and c.handler.startswith("plan") else None) if frozen else
-                            (lambda c: "before" if c.method == "update" and c.detail.endswith("freeze") else None))
+    driver.injector.rule = lambda c: "before" if c.method == "update" and c.detail.endswith("freeze") else None
     run_id = driver.start(destination)
     driver.deliver_all()
     driver.injector.armed = False
     run = driver.run(run_id)
     assert [f.handler for f in driver.failures] == ["plan"] * 5 + ["plan_gave_up"] and driver.plan_poison.sent == 1
     assert run.status == "failed" and run.finished_at is not None
-    assert run.message.startswith("queuing its chunks failed repeatedly" if frozen else "planning failed repeatedly")
+    assert run.message.startswith("planning failed repeatedly")
     assert driver.work_blobs(f"runs/{run_id}/chunks/") == {} and run.details.get("cleanedUp")
     assert run.counts["created"] == len(audience(driver)) > 0  # the chunks streamed before are counted as sent
+
+
+def test_a_frozen_plan_whose_chunks_cannot_be_queued_counts_them_failed_and_its_retry_sends_them(driver):
+    """Queuing chunk 2's message fails in every attempt, the poison handler's too: the chunks not counted yet are
+    counted, their members failed saying why, so every row is accounted for (not a `failed` run whose counts stop
+    short of what it read); the run's retry sends those members, and then everyone is in the audience as planned."""
+    rows, destination = fresh_segment(driver, "PoisonedQueuing")
+    expected = expected_outcome(Rows.of(rows), {}, set(), "PoisonedQueuing")
+    driver.injector.exception = Fault
+    driver.injector.rule = (lambda c: "before" if c.port == "chunk_queue" and c.method == "send" and '"chunk": 2' in c.detail
+                            and c.handler.startswith("plan") else None)
+    run_id = driver.start(destination)
+    driver.deliver_all()
+    driver.injector.armed = False
+    run = driver.run(run_id)
+    assert [f.handler for f in driver.failures] == ["plan"] * 5 + ["plan_gave_up"] and driver.plan_poison.sent == 1
+    assert run.status == "completed_with_errors" and balanced(run.counts), (run.status, run.message, run.counts)
+    failed = run.counts["failed"]  # the chunks whose message was never queued (2, or more if a worker lagged)
+    assert failed >= 176 and {k: run.counts[k] for k in ("read", "invalid", "duplicates")} == {
+        k: expected.terms[k] for k in ("read", "invalid", "duplicates")}
+    assert run.counts["created"] + run.counts["refused"] + failed == expected.terms["created"] + expected.terms["refused"]
+    assert driver.work_blobs(f"runs/{run_id}/chunks/") == {} and run.details.get("cleanedUp")
+    report = [json.loads(line) for block in driver.service.error_lines(run_id) for line in block.splitlines()]
+    reasons = {doc["reason"] for doc in report if doc["source"] == "failure"}
+    assert reasons and all("its message could not be queued" in reason for reason in reasons), reasons
+    retry_id = driver.service.retry(run_id).id
+    driver.deliver_all()
+    refused_later = expected.terms["refused"] - run.counts["refused"]  # Mailchimp refuses them when they are sent
+    retried = Outcome({**{k: 0 for k in expected.terms}, "read": failed, "created": failed - refused_later,
+                       "refused": refused_later}, expected.delivered, 0, set())
+    found = violations(driver, destination, retry_id, Rows.of(rows), "PoisonedQueuing", retried, {}, earlier={run_id})
+    assert [v for v in found if not v.startswith("tagged ")] == []  # everyone in the audience as planned, once
+    assert run.counts["tagged"] + driver.run(retry_id).counts["tagged"] == len(expected.delivered)  # by the two runs
 
 
 def test_a_poison_handler_killed_in_its_last_attempt_fails_the_run_on_its_next_delivery(driver):
@@ -599,6 +629,21 @@ def test_a_poison_handler_killed_in_its_last_attempt_fails_the_run_on_its_next_d
     run = driver.run(run_id)
     assert [f.handler for f in driver.failures] == ["plan"] * 5 + ["plan_gave_up"] and not driver.dropped
     assert run.status == "failed" and run.message.startswith("planning failed repeatedly")
+    assert driver.work_blobs(f"runs/{run_id}/chunks/") == {} and run.details.get("cleanedUp")
+
+
+def test_a_poison_handler_killed_while_queuing_a_frozen_plan_counts_its_chunks_on_its_next_delivery(driver):
+    """As above, with the plan frozen and every attempt dying while queuing chunk 2: the next delivery counts the
+    chunks not counted yet (their members failed), and the run ends with every row accounted for."""
+    rows, destination = fresh_segment(driver, "PoisonKilledQueuing")
+    driver.injector.rule = (lambda c: "before" if c.port == "chunk_queue" and c.method == "send" and '"chunk": 2' in c.detail
+                            and c.handler.startswith("plan") else None)
+    run_id = driver.start(destination)
+    driver.deliver_all()
+    driver.injector.armed = False
+    run = driver.run(run_id)
+    assert [f.handler for f in driver.failures] == ["plan"] * 5 + ["plan_gave_up"] and not driver.dropped
+    assert run.status == "completed_with_errors" and balanced(run.counts) and run.counts["failed"] >= 176, run.counts
     assert driver.work_blobs(f"runs/{run_id}/chunks/") == {} and run.details.get("cleanedUp")
 
 
