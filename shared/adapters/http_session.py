@@ -6,19 +6,36 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+from requests.models import PreparedRequest
 from requests.sessions import merge_setting
-from requests.utils import get_environ_proxies
+from requests.utils import get_environ_proxies, get_netrc_auth
+
+
+def _as_is(request: PreparedRequest) -> PreparedRequest:
+    """The auth of a request its host's netrc entry (none) says nothing for: requests then looks no further."""
+    return request
 
 
 class EnvironmentOnce(requests.Session):
     """requests.Session, but the proxies (HTTP(S)_PROXY, NO_PROXY) and CA bundle (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE)
     it takes from the environment are read once per scheme and host. requests reads them at every request, scanning
     all of os.environ twice for proxies: about a third of the CPU of a storage call (0.3-0.9 ms), which the app makes
-    some 20 of per chunk. The environment does not change while the app runs; what is used from it stays the same."""
+    some 20 of per chunk. The environment does not change while the app runs; what is used from it stays the same.
+    So is the netrc file (NETRC, ~/.netrc) requests looks for at every request without auth of its own: 2 % of a
+    host's CPU in a scheduled refresh (sampled with py-spy), in file-system lookups that find nothing."""
 
     def __init__(self) -> None:
         super().__init__()
         self._environment: dict[tuple[str, str], tuple[dict[str, str], str | None]] = {}
+        self._netrc: dict[tuple[str, str], Any] = {}
+
+    def prepare_request(self, request: requests.Request) -> PreparedRequest:
+        if self.trust_env and not request.auth and not self.auth:
+            host = urlsplit(request.url)[:2]
+            if host not in self._netrc:
+                self._netrc[host] = get_netrc_auth(request.url) or _as_is
+            request.auth = self._netrc[host]
+        return super().prepare_request(request)
 
     def merge_environment_settings(self, url: str, proxies: dict[str, str] | None, stream: bool | None, verify: Any,
                                    cert: Any) -> dict[str, Any]:

@@ -56,3 +56,24 @@ def test_a_session_not_trusting_the_environment_takes_nothing_from_it(environmen
     session.trust_env = False
     assert session.merge_environment_settings(URLS[1], {}, None, None, None) == {
         "proxies": {}, "stream": False, "verify": True, "cert": None}
+
+
+@pytest.mark.parametrize("url", URLS)
+def test_the_netrc_file_gives_the_same_auth_as_requests_and_is_read_once_per_host(tmp_path, monkeypatch, url) -> None:
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine us6.api.mailchimp.com login anystring password from-netrc\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    looked_up: list[str] = []
+    real = requests.utils.get_netrc_auth
+    monkeypatch.setattr("shared.adapters.http_session.get_netrc_auth", lambda u: looked_up.append(u) or real(u))
+    session = EnvironmentOnce()
+    for method in ("GET", "PUT"):
+        expected = requests.Session().prepare_request(requests.Request(method, url, data=b"body"))
+        got = session.prepare_request(requests.Request(method, url, data=b"body"))
+        assert dict(got.headers) == dict(expected.headers) and got.body == expected.body
+        assert ("Authorization" in got.headers) == ("mailchimp" in url)  # the netrc names that host only
+    assert len(looked_up) == 1
+    own = session.prepare_request(requests.Request("GET", url, auth=("user", "own")))  # a call's own auth wins
+    assert own.headers["Authorization"] == requests.Session().prepare_request(
+        requests.Request("GET", url, auth=("user", "own"))).headers["Authorization"]
