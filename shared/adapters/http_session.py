@@ -1,6 +1,7 @@
 """A requests session that takes its settings from the environment once per host instead of at every request."""
 from __future__ import annotations
 
+import copy
 import os
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,11 +31,19 @@ class EnvironmentOnce(requests.Session):
         self._netrc: dict[tuple[str, str], Any] = {}
 
     def prepare_request(self, request: requests.Request) -> PreparedRequest:
+        """As requests does it, with the netrc entry of the URL's scheme and host looked up once. Where the netrc names
+        nobody, a no-op auth stands in (so requests looks no further), unless the URL holds credentials of its own,
+        which requests then takes. That auth makes requests measure the body once more: the bodies sent here are
+        bytes (a file-like body that cannot be measured would raise)."""
         if self.trust_env and not request.auth and not self.auth:
-            host = urlsplit(request.url)[:2]
-            if host not in self._netrc:
-                self._netrc[host] = get_netrc_auth(request.url) or _as_is
-            request.auth = self._netrc[host]
+            parts = urlsplit(request.url)
+            key = parts[:2]
+            if key not in self._netrc:
+                self._netrc[key] = get_netrc_auth(request.url) or _as_is
+            auth = self._netrc[key]
+            if auth is not _as_is or not (parts.username or parts.password):
+                request = copy.copy(request)  # the caller's request is left as it was
+                request.auth = auth
         return super().prepare_request(request)
 
     def merge_environment_settings(self, url: str, proxies: dict[str, str] | None, stream: bool | None, verify: Any,

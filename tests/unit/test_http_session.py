@@ -58,22 +58,33 @@ def test_a_session_not_trusting_the_environment_takes_nothing_from_it(environmen
         "proxies": {}, "stream": False, "verify": True, "cert": None}
 
 
-@pytest.mark.parametrize("url", URLS)
-def test_the_netrc_file_gives_the_same_auth_as_requests_and_is_read_once_per_host(tmp_path, monkeypatch, url) -> None:
+def test_the_netrc_file_gives_the_same_auth_as_requests_and_is_read_once_per_host(tmp_path, monkeypatch) -> None:
     netrc = tmp_path / "netrc"
     netrc.write_text("machine us6.api.mailchimp.com login anystring password from-netrc\n")
     netrc.chmod(0o600)
     monkeypatch.setenv("NETRC", str(netrc))
     looked_up: list[str] = []
     real = requests.utils.get_netrc_auth
-    monkeypatch.setattr("shared.adapters.http_session.get_netrc_auth", lambda u: looked_up.append(u) or real(u))
+
+    def counted(url: str, raise_errors: bool = False) -> object:
+        looked_up.append(url)
+        return real(url, raise_errors)
+
+    for module in ("requests.sessions", "shared.adapters.http_session"):  # whichever of them the session asks
+        monkeypatch.setattr(f"{module}.get_netrc_auth", counted)
     session = EnvironmentOnce()
-    for method in ("GET", "PUT"):
-        expected = requests.Session().prepare_request(requests.Request(method, url, data=b"body"))
-        got = session.prepare_request(requests.Request(method, url, data=b"body"))
-        assert dict(got.headers) == dict(expected.headers) and got.body == expected.body
-        assert ("Authorization" in got.headers) == ("mailchimp" in url)  # the netrc names that host only
-    assert len(looked_up) == 1
-    own = session.prepare_request(requests.Request("GET", url, auth=("user", "own")))  # a call's own auth wins
+    urls = [*URLS, "http://user:from-url@127.0.0.1:10000/c", "https://us6.api.mailchimp.com/3.0/"]
+    for url in urls:
+        for method in ("GET", "PUT"):
+            request = requests.Request(method, url, data=b"body")
+            got = session.prepare_request(request)
+            assert request.auth is None  # the caller's request is left as it was
+            expected = requests.Session().prepare_request(requests.Request(method, url, data=b"body"))
+            assert dict(got.headers) == dict(expected.headers) and got.body == expected.body, url
+            assert ("Authorization" in got.headers) == ("mailchimp" in url or "from-url" in url)
+    hosts = {requests.utils.urlparse(url)[:2] for url in urls}
+    requests_own = len(urls) * 2  # one for each requests.Session above
+    assert len(looked_up) - requests_own == len(hosts) + 2  # once a host; the URL with credentials each time
+    own = session.prepare_request(requests.Request("GET", URLS[1], auth=("user", "own")))  # a call's own auth wins
     assert own.headers["Authorization"] == requests.Session().prepare_request(
-        requests.Request("GET", url, auth=("user", "own"))).headers["Authorization"]
+        requests.Request("GET", URLS[1], auth=("user", "own"))).headers["Authorization"]
