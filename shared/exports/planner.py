@@ -3,6 +3,7 @@ then queue one message per chunk. Members already as wanted are counted unchange
 certainly new are streamed (queued while the rows are still read, see `_plan_rows`)."""
 from __future__ import annotations
 
+import contextvars
 import itertools
 import logging
 import tempfile
@@ -37,8 +38,18 @@ log = logging.getLogger(__name__)
 
 
 CHUNK_WRITERS = 8  # chunk files written at once while planning
-UNQUEUED = ("its message could not be queued (queuing the run's chunks failed repeatedly; see the function logs for "
-            "the run id): retry the export's failed members")
+UNQUEUED = "not sent: queuing the run's chunks failed repeatedly; retry the export's failed members"
+UNQUEUED_NOTICE = ("queuing its chunks failed repeatedly: the members of the chunks not sent yet were counted failed; "
+                   "see the function logs for the run id, fix the cause and retry the export's failed members")
+
+
+def _with_notice(run: Run, notice: str) -> bool:
+    """Put `notice` first in the run's notice (its message once it settles), once."""
+    earlier = run.details.get("notice") or ""
+    if notice in earlier:
+        return False
+    run.details["notice"] = "; ".join(note for note in (notice, earlier) if note)[:NOTICE_CHARS]
+    return True
 
 
 WRITABLE_STATUSES = ("subscribed", "unsubscribed", "pending", "transactional")  # not cleaned or archived
@@ -548,8 +559,8 @@ class Planner(ExportParts):
                 self._plan_once(run_id)
             except Exception:
                 run = self.runs.get(run_id)
-                if run is not None and not run.finished:
-                    self._give_up_plan(run)
+                if run is not None and not run.finished and not run.details.get("chunksSent"):
+                    self._give_up_plan(run)  # (with every message out, a later step failed: the chunks are on their way)
                 raise  # the cause, for the host to log; the next delivery only cleans up (or goes on counting)
             # Done: another copy of the message poisoned later (plan messages are sent more than once) plans again
             # harmlessly instead of taking the note for a last attempt that died
@@ -558,17 +569,23 @@ class Planner(ExportParts):
     def _give_up_plan(self, run: Run) -> None:
         """Planning failed for good. A run with no plan fails. A frozen plan whose chunk messages could not all be
         queued ends as a chunk given up on does: every chunk not counted yet is counted, its members failed (retry them
-        with the run's retry), so that every row is still accounted for; a queued chunk still waiting for a worker is
-        among them (its worker then finds it counted), one a worker is sending is counted by that worker. Each chunk is
-        counted once, so a handler killed part-way is carried on by the next delivery."""
+        with the run's retry), so that every row is still accounted for, and the run says why. Which messages went out
+        is not recorded, so a queued chunk still waiting for a worker is among them (its worker then finds it counted);
+        one a worker is sending is counted by that worker. Each chunk is counted once, so a handler killed part-way is
+        carried on by the next delivery; CHUNK_WRITERS chunks are counted at once."""
         if run.total_chunks is None:
             self._fail(run, "planning failed repeatedly; see the function logs for the run id, fix the cause and start "
                             "the export again")
             return
-        for chunk in self.runs.chunks(run.id):
-            number = int(chunk["RowKey"].split("-", 1)[1])
-            if number >= run.total_chunks:
-                break  # rows left from an attempt that crashed before the freeze are not part of the plan
-            if chunk["state"] != "done":
-                self._count_given_up(run.id, number, "unqueued", UNQUEUED)
+        total = run.total_chunks
+        # Rows left from an attempt that crashed before the freeze (numbered from `total` on) are not part of the plan.
+        left = [number for chunk in self.runs.chunks(run.id) if (number := int(chunk["RowKey"].split("-", 1)[1])) < total
+                and chunk["state"] != "done"]
+        log.warning("export %s: queuing its chunks failed repeatedly; %d chunks not counted yet are counted failed",
+                    run.id, len(left))
+        self.runs.update(run.id, lambda r: not r.finished and _with_notice(r, UNQUEUED_NOTICE))
+        with ThreadPoolExecutor(CHUNK_WRITERS, thread_name_prefix="give-up") as pool:
+            for done in [pool.submit(contextvars.copy_context().run, self._count_given_up, run.id, number, "unqueued",
+                                     UNQUEUED) for number in left]:  # (each in the run's log context)
+                done.result()
         self._settle(run.id)

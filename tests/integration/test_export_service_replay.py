@@ -606,7 +606,8 @@ def test_a_frozen_plan_whose_chunks_cannot_be_queued_counts_them_failed_and_its_
     assert driver.work_blobs(f"runs/{run_id}/chunks/") == {} and run.details.get("cleanedUp")
     report = [json.loads(line) for block in driver.service.error_lines(run_id) for line in block.splitlines()]
     reasons = {doc["reason"] for doc in report if doc["source"] == "failure"}
-    assert reasons and all("its message could not be queued" in reason for reason in reasons), reasons
+    assert reasons and all("not sent: queuing the run's chunks failed repeatedly" in reason for reason in reasons), reasons
+    assert run.message.startswith("queuing its chunks failed repeatedly: the members of the chunks not sent yet")
     retry_id = driver.service.retry(run_id).id
     driver.deliver_all()
     refused_later = expected.terms["refused"] - run.counts["refused"]  # Mailchimp refuses them when they are sent
@@ -615,6 +616,36 @@ def test_a_frozen_plan_whose_chunks_cannot_be_queued_counts_them_failed_and_its_
     found = violations(driver, destination, retry_id, Rows.of(rows), "PoisonedQueuing", retried, {}, earlier={run_id})
     assert [v for v in found if not v.startswith("tagged ")] == []  # everyone in the audience as planned, once
     assert run.counts["tagged"] + driver.run(retry_id).counts["tagged"] == len(expected.delivered)  # by the two runs
+
+
+def test_a_frozen_plan_none_of_whose_chunks_can_be_queued_fails_saying_why_with_every_row_counted(driver):
+    rows, destination = fresh_segment(driver, "PoisonedQueuingAll")
+    driver.injector.exception = Fault
+    driver.injector.rule = (lambda c: "before" if c.port == "chunk_queue" and c.method == "send" and c.handler.startswith("plan")
+                            else None)
+    run_id = driver.start(destination)
+    driver.deliver_all()
+    driver.injector.armed = False
+    run = driver.run(run_id)
+    assert run.status == "failed" and balanced(run.counts) and run.counts["failed"] == 1178, (run.status, run.counts)
+    assert run.message.startswith("queuing its chunks failed repeatedly") and audience(driver) == {}
+    assert driver.work_blobs(f"runs/{run_id}/chunks/") == {} and run.details.get("cleanedUp")
+
+
+def test_a_poison_handler_that_queued_every_chunk_and_then_failed_counts_nobody_failed(driver):
+    """Every message went out in the last attempt and a later step failed (settling, here): the chunks are on their
+    way, so none is counted failed; their workers send them and the run ends as usual."""
+    rows, destination = fresh_segment(driver, "PoisonedAfterQueuing")
+    expected = expected_outcome(Rows.of(rows), {}, set(), "PoisonedAfterQueuing")
+    driver.injector.exception = Fault
+    driver.injector.rule = (lambda c: "before" if (c.handler == "plan" and c.port == "chunk_queue" and c.method == "send"
+                                                   and '"chunk": 2' in c.detail)
+                            or (c.handler == "plan_gave_up" and c.method == "settle_if_done") else None)
+    run_id = driver.start(destination)
+    driver.deliver_all()
+    driver.injector.armed = False
+    assert [f.handler for f in driver.failures] == ["plan"] * 5 + ["plan_gave_up"]
+    assert violations(driver, destination, run_id, Rows.of(rows), "PoisonedAfterQueuing", expected, {}) == []
 
 
 def test_a_poison_handler_killed_in_its_last_attempt_fails_the_run_on_its_next_delivery(driver):
