@@ -29,8 +29,20 @@ def values_to_send(desired: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def unchanged(desired: Mapping[str, Any], existing: Mapping[str, Any]) -> bool:
-    """True when writing `desired` would leave Mailchimp's values as they are, so the write can be skipped."""
-    return not changed_fields(desired, existing)
+    """True when writing `desired` would leave Mailchimp's values as they are, so the write can be skipped.
+
+    ASCII text Mailchimp holds exactly as given (both of type str) is the same whatever the rules below make of it,
+    and is passed over: in a refresh most values are, and the rules were a fifth of planning's CPU. The others go
+    through `changed_fields`, which compares each tag on its own. (Numbers are left to the rules: one too long for
+    str() must fail there as before.)"""
+    rest: dict[str, Any] | None = None
+    for tag, value in desired.items():
+        if type(value) is str and type(held := existing.get(tag)) is str and held == value and value.isascii():
+            continue
+        if rest is None:
+            rest = {}
+        rest[tag] = value
+    return rest is None or not changed_fields(rest, existing)
 
 
 def changed_fields(desired: Mapping[str, Any], existing: Mapping[str, Any]) -> list[str]:
