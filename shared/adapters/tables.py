@@ -596,9 +596,10 @@ class RunTable(_Table):
         self.table.upsert_entity({"PartitionKey": run_id, "RowKey": "shard-plan", "chunksDone": 0,
                                   "counts": json.dumps(per_segment)}, mode=UpdateMode.REPLACE)
 
-    def settle_if_done(self, run_id: str) -> Run | None:
-        """Give the run its final status once every chunk is counted; the run if this call was the one to do it. The
-        chunk counters are not read for a run finished already or still planning (chunks streamed while it plans)."""
+    def settle_if_done(self, run_id: str) -> tuple[Run, bool]:
+        """Give the run its final status once every chunk is counted: the run as read (or as settled), and whether this
+        call was the one to settle it; the caller needs no second read to see whether it has ended. The chunk counters
+        are not read for a run finished already or still planning (chunks streamed while it plans)."""
         settled: list[Run] = []
 
         def settle(run: Run) -> bool:
@@ -610,4 +611,4 @@ class RunTable(_Table):
             return True
 
         run = self.update(run_id, settle, counted=lambda r: r.finished_at is None and r.total_chunks is not None)
-        return run if settled else None
+        return run, bool(settled)

@@ -251,14 +251,12 @@ class ChunkWorker(ExportParts):
         """Finish the run once every chunk is counted, then clean up and free the destination. The clean-up is
         repeated by every later call for a finished run (a redelivered message), in case the worker that settled it
         died before cleaning up: both steps are idempotent."""
-        run = self.runs.settle_if_done(run_id)
-        if run is None:
-            run = self.runs.get(run_id, counts=False)
-            if run is None or run.finished_at is None or run.details.get("cleanedUp"):
-                return
-        else:
+        run, settled = self.runs.settle_if_done(run_id)
+        if settled:
             log.info("export %s finished: %s", run_id, run.status, extra=telemetry.ended_fields(run))
             telemetry.run_finished(run)
+        elif run.finished_at is None or run.details.get("cleanedUp"):
+            return
         self._clean_up(run)
 
     def _clean_up(self, run: Run) -> None:

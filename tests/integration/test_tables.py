@@ -41,9 +41,10 @@ def test_each_chunk_counts_once_even_when_finished_concurrently_and_twice(tables
     assert stored.chunks_done == 40 and not stored.finished
     assert stored.counts["created"] == 400 and stored.counts["tagged"] == 400
     assert all(c["state"] == "done" for c in runs.chunks(run.id))
-    settled = runs.settle_if_done(run.id)
-    assert settled is not None and settled.status == "succeeded" and settled.finished_at
-    assert runs.settle_if_done(run.id) is None  # only one caller finishes a run
+    settled, by_this_call = runs.settle_if_done(run.id)
+    assert by_this_call and settled.status == "succeeded" and settled.finished_at
+    again, by_this_call = runs.settle_if_done(run.id)
+    assert not by_this_call and again.finished_at == settled.finished_at  # only one caller finishes a run
 
 
 def test_a_chunk_row_read_before_another_worker_finished_or_changed_it_is_never_counted_on_stale(tables):
@@ -74,7 +75,7 @@ def test_planning_counts_and_chunk_counts_never_overwrite_each_other(tables):
     runs.finish_chunk(run.id, 0, {"A": {**zero_counts(), "created": 5}}, "")
     runs.update(run.id, lambda r: r.segment("A").counts.update(read=12, invalid=2))  # planning finishes after a chunk
     runs.finish_chunk(run.id, 1, {"A": {**zero_counts(), "created": 5}}, "")
-    settled = runs.settle_if_done(run.id)
+    settled, _ = runs.settle_if_done(run.id)
     assert settled.counts["read"] == 12 and settled.counts["created"] == 10 and settled.status == "completed_with_errors"
     assert runs.get(run.id).counts == settled.counts
 
@@ -136,7 +137,7 @@ def test_when_many_workers_settle_at_once_only_one_is_told_it_finished_the_run(t
     runs.finish_chunk(run.id, 0, {"A": {**zero_counts(), "created": 10}}, "")
     with ThreadPoolExecutor(8) as pool:
         settled = list(pool.map(lambda _: runs.settle_if_done(run.id), range(8)))
-    assert sum(r is not None for r in settled) == 1
+    assert sum(by_this_call for _, by_this_call in settled) == 1
 
 
 def test_a_hundred_export_users_with_long_names_round_trip_and_a_shorter_list_replaces_them(tables):

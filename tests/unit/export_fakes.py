@@ -144,7 +144,7 @@ class Runs:
             return True
 
         r = self.update(run_id, s)
-        return r if done else None
+        return r, bool(done)
 
 
 class Dests:
