@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -363,8 +364,8 @@ def demo(rows: int, layout: Layout = DEFAULT, keep: bool = True) -> None:
     """Export a generated segment and show the result; with `keep`, then leave the stack up for the admin page until
     Ctrl-C (what `make run` does), so a newcomer lands in the page with a finished run to look at."""
     already = set(running(layout))
-    env = up(layout)
     try:
+        env = up(layout)  # inside: a service that fails to start stops those started before it
         auth_headers = headers_of(env["AUTH_HEADER"])
         sample(env, rows, "HighValueCustomers", layout)
         destination = requests.post(f"{env['FUNCTIONS_URL']}/destinations", headers=auth_headers, timeout=60, json={
@@ -426,7 +427,8 @@ def _summary(run: dict, env: dict[str, str], auth_headers: dict[str, str]) -> No
     errors = requests.get(f"{env['FUNCTIONS_URL']}/exports/{run['id']}/errors", headers=auth_headers, timeout=60).text.splitlines()
     reasons = collections.Counter(json.loads(line)["reason"] for line in errors)
     if reasons:
-        print(f"\n{len(errors)} rows not sent, by reason (full list: GET /api/exports/{run['id']}/errors):")
+        print(f"\n{len(errors)} rows not sent, by reason (full list: GET /api/exports/{run['id']}/errors; duplicate rows "
+              "are not in it: each is folded into its email's first row, which is sent):")
         for reason, count in reasons.most_common(8):
             print(f"  {count:>6}  {reason}")
     auth = ("demo", env["MAILCHIMP_API_KEY"])
@@ -457,6 +459,10 @@ def main() -> None:
     parser.add_argument("--no-wait", action="store_true", help="`demo`: stop the stack after the export instead of "
                                                               "leaving it up for the admin page until Ctrl-C")
     args = parser.parse_args()
+    if importlib.util.find_spec("azure") is None or importlib.util.find_spec("azure.functions") is None:  # the host
+        # it starts runs on this very interpreter
+        sys.exit("this Python lacks the app's packages: run it with the repo's virtual environment, "
+                 f".venv/bin/python -m scripts.stack {args.command} (`make install` creates it)")
     if args.command == "up":
         up()
     elif args.command == "down":
