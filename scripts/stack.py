@@ -35,10 +35,15 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import quote
 
-import requests
+if any(importlib.util.find_spec(name) is None for name in ("requests", "azure")):  # before they are imported: the
+    # host this starts runs on this very interpreter
+    sys.exit("this Python lacks the app's packages: run it with the repo's virtual environment, "
+             f".venv/bin/python -m scripts.stack {' '.join(sys.argv[1:])} (`make install` creates it)".rstrip())
 
-from shared.config import CONTAINER_ERASURES, QUEUE_ERASURE_EVENTS, QUEUE_SEGMENT_EVENTS
-from tests.services import (AZURITE_ACCOUNT, AZURITE_KEY, ROOT, read_auth_tokens, start_azurite, start_functions_host,
+import requests  # noqa: E402
+
+from shared.config import CONTAINER_ERASURES, QUEUE_ERASURE_EVENTS, QUEUE_SEGMENT_EVENTS  # noqa: E402
+from tests.services import (AZURITE_ACCOUNT, AZURITE_KEY, ROOT, read_auth_tokens, start_azurite, start_functions_host,  # noqa: E402
                             start_local_mailchimp, wait_until, write_auth_tokens)
 
 SERVICES = ("azurite", "mailchimp", "functions")  # started in this order, stopped in the reverse one
@@ -256,6 +261,7 @@ def up(layout: Layout = DEFAULT) -> dict[str, str]:
             azurite = start_azurite(layout.azurite_ports, location=layout.local / "azurite", log=layout.logs / "azurite.log")
             pids["azurite"] = azurite.process.pid
             started.append("Azurite")
+            _write_private(layout.pids, json.dumps(pids))  # at once: `down` stops it if what follows fails
         if "mailchimp" not in pids:
             mailchimp = start_local_mailchimp("--state-file", str(layout.mailchimp_state), port=layout.mailchimp_port,
                                               log=layout.logs / "mailchimp.log")
@@ -459,10 +465,6 @@ def main() -> None:
     parser.add_argument("--no-wait", action="store_true", help="`demo`: stop the stack after the export instead of "
                                                               "leaving it up for the admin page until Ctrl-C")
     args = parser.parse_args()
-    if importlib.util.find_spec("azure") is None or importlib.util.find_spec("azure.functions") is None:  # the host
-        # it starts runs on this very interpreter
-        sys.exit("this Python lacks the app's packages: run it with the repo's virtual environment, "
-                 f".venv/bin/python -m scripts.stack {args.command} (`make install` creates it)")
     if args.command == "up":
         up()
     elif args.command == "down":

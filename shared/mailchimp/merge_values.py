@@ -35,6 +35,8 @@ def unchanged(desired: Mapping[str, Any], existing: Mapping[str, Any]) -> bool:
     and is passed over: in a refresh most values are, and the rules were a fifth of planning's CPU. The others go
     through `changed_fields`, which compares each tag on its own. (Numbers are left to the rules: one too long for
     str() must fail there as before.)"""
+    if type(desired) is not dict or type(existing) is not dict:  # what planning passes; anything else, by the rules
+        return not changed_fields(desired, existing)
     rest: dict[str, Any] | None = None
     for tag, value in desired.items():
         if type(value) is str and type(held := existing.get(tag)) is str and held == value and value.isascii():
