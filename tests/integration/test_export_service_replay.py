@@ -566,6 +566,12 @@ def test_a_plan_message_poisoned_before_any_plan_was_frozen_is_planned_once_more
     assert violations(driver, destination, run_id, Rows.of(rows), "PoisonedUnfrozen", outcome, {}) == []
 
 
+def queuing_fails(chunk: int | None = None) -> Callable[[Call], str | None]:
+    """Queuing the message of `chunk` (of every chunk, when None) fails in every planning attempt."""
+    return lambda c: ("before" if c.port == "chunk_queue" and c.method == "send" and c.handler.startswith("plan")
+                      and (chunk is None or f'"chunk": {chunk}' in c.detail) else None)
+
+
 def test_a_plan_that_also_fails_in_the_poison_handler_fails_the_run_saying_so_and_deletes_its_chunks(driver):
     """The last attempt (in the poison handler) fails too, before any plan was frozen: the run ends `failed`, saying
     what failed, instead of staying `running` for ever, and the error goes to the host's log; the chunk files written,
@@ -591,8 +597,7 @@ def test_a_frozen_plan_whose_chunks_cannot_be_queued_counts_them_failed_and_its_
     rows, destination = fresh_segment(driver, "PoisonedQueuing")
     expected = expected_outcome(Rows.of(rows), {}, set(), "PoisonedQueuing")
     driver.injector.exception = Fault
-    driver.injector.rule = (lambda c: "before" if c.port == "chunk_queue" and c.method == "send" and '"chunk": 2' in c.detail
-                            and c.handler.startswith("plan") else None)
+    driver.injector.rule = queuing_fails(chunk=2)
     run_id = driver.start(destination)
     driver.deliver_all()
     driver.injector.armed = False
@@ -621,8 +626,7 @@ def test_a_frozen_plan_whose_chunks_cannot_be_queued_counts_them_failed_and_its_
 def test_a_frozen_plan_none_of_whose_chunks_can_be_queued_fails_saying_why_with_every_row_counted(driver):
     rows, destination = fresh_segment(driver, "PoisonedQueuingAll")
     driver.injector.exception = Fault
-    driver.injector.rule = (lambda c: "before" if c.port == "chunk_queue" and c.method == "send" and c.handler.startswith("plan")
-                            else None)
+    driver.injector.rule = queuing_fails()
     run_id = driver.start(destination)
     driver.deliver_all()
     driver.injector.armed = False
@@ -638,9 +642,9 @@ def test_a_poison_handler_that_queued_every_chunk_and_then_failed_counts_nobody_
     rows, destination = fresh_segment(driver, "PoisonedAfterQueuing")
     expected = expected_outcome(Rows.of(rows), {}, set(), "PoisonedAfterQueuing")
     driver.injector.exception = Fault
-    driver.injector.rule = (lambda c: "before" if (c.handler == "plan" and c.port == "chunk_queue" and c.method == "send"
-                                                   and '"chunk": 2' in c.detail)
-                            or (c.handler == "plan_gave_up" and c.method == "settle_if_done") else None)
+    queuing = queuing_fails(chunk=2)
+    driver.injector.rule = lambda c: ((queuing(c) if c.handler == "plan" else None)
+                                      or ("before" if c.handler == "plan_gave_up" and c.method == "settle_if_done" else None))
     run_id = driver.start(destination)
     driver.deliver_all()
     driver.injector.armed = False
@@ -667,8 +671,7 @@ def test_a_poison_handler_killed_while_queuing_a_frozen_plan_counts_its_chunks_o
     """As above, with the plan frozen and every attempt dying while queuing chunk 2: the next delivery counts the
     chunks not counted yet (their members failed), and the run ends with every row accounted for."""
     rows, destination = fresh_segment(driver, "PoisonKilledQueuing")
-    driver.injector.rule = (lambda c: "before" if c.port == "chunk_queue" and c.method == "send" and '"chunk": 2' in c.detail
-                            and c.handler.startswith("plan") else None)
+    driver.injector.rule = queuing_fails(chunk=2)
     run_id = driver.start(destination)
     driver.deliver_all()
     driver.injector.armed = False
