@@ -32,9 +32,9 @@ def unchanged(desired: Mapping[str, Any], existing: Mapping[str, Any]) -> bool:
     """True when writing `desired` would leave Mailchimp's values as they are, so the write can be skipped.
 
     ASCII text Mailchimp holds exactly as given (both of type str) is the same whatever the rules below make of it,
-    and is passed over: in a refresh most values are, and the rules were a fifth of planning's CPU. The others go
-    through `changed_fields`, which compares each tag on its own. (Numbers are left to the rules: one too long for
-    str() must fail there as before.)"""
+    and is passed over: in a refresh most values are, and every member is compared (about 4 % of a refresh's planning
+    CPU saved). The others go through `changed_fields`, which compares each tag on its own. (Numbers are left to the
+    rules: one too long for str() must fail there as before.)"""
     if type(desired) is not dict or type(existing) is not dict:  # what planning passes; anything else, by the rules
         return not changed_fields(desired, existing)
     rest: dict[str, Any] | None = None
