@@ -330,7 +330,9 @@ def test_a_cancelled_run_still_cancelling_holds_nothing_and_a_preview_never_take
 
         page.click("#export-now")  # accepted: it plans after the cancelled run is counted
         expect(page.locator("#export-started")).to_be_visible(timeout=20_000)
-        newer_id = page.locator("#runs-table tbody tr").first.get_attribute("id").removeprefix("run-row-")
+        first = page.locator("#runs-table tbody tr").first  # the list is drawn again after the notice shows: wait for it
+        expect(first).not_to_have_attribute("id", f"run-row-{preview_id}", timeout=15_000)
+        newer_id = first.get_attribute("id").removeprefix("run-row-")
         assert newer_id not in (real_id, preview_id)
         expect(page.locator("#export-now")).to_be_disabled()
         expect(page.locator("#cancel-export")).to_be_visible()
