@@ -43,13 +43,23 @@ UNQUEUED_NOTICE = ("queuing its chunks failed repeatedly: the members of the chu
                    "see the function logs for the run id, fix the cause and retry the export's failed members")
 
 
+def _joined(*notes: str | None) -> str:
+    """The run's notice (its message once it settles) made of `notes`, those given."""
+    return "; ".join(note for note in notes if note)[:NOTICE_CHARS]
+
+
 def _with_notice(run: Run, notice: str) -> bool:
-    """Put `notice` first in the run's notice (its message once it settles), once."""
+    """Put `notice` first in the run's notice, once."""
     earlier = run.details.get("notice") or ""
     if notice in earlier:
         return False
-    run.details["notice"] = "; ".join(note for note in (notice, earlier) if note)[:NOTICE_CHARS]
+    run.details["notice"] = _joined(notice, earlier)
     return True
+
+
+def _number(chunk: dict[str, Any]) -> int:
+    """A chunk row's number (RowKey chunk-000042)."""
+    return int(chunk["RowKey"].split("-", 1)[1])
 
 
 WRITABLE_STATUSES = ("subscribed", "unsubscribed", "pending", "transactional")  # not cleaned or archived
@@ -277,7 +287,7 @@ class Planner(ExportParts):
             notes = [_held_notice(held, plan.departures, self.settings.untag_guard_percent) if held else None,
                      _left_out_notice(left_out) if left_out else None, *partly.values(), r.details.get("notice")]
             if any(notes):
-                r.details["notice"] = "; ".join(note for note in notes if note)[:NOTICE_CHARS]
+                r.details["notice"] = _joined(*notes)
             for part in r.segments:
                 c = counts.get(part.segment)
                 if c is not None and broken is not None:  # only the rows accounted for (the notice says the rest)
@@ -395,7 +405,7 @@ class Planner(ExportParts):
 
     def _streamed_earlier(self, run_id: str) -> set[int]:
         """The chunks a crashed planning attempt of this run streamed (their message may have gone out)."""
-        return {int(c["RowKey"].split("-", 1)[1]) for c in self.runs.chunks(run_id) if c.get("streamed")}
+        return {_number(c) for c in self.runs.chunks(run_id) if c.get("streamed")}
 
     def _may_stream(self, live: list[SegmentPart], snapshots: dict[str, Snapshot]) -> int | None:
         """The rows the run reads at most, when it may stream new members while reading (None when not): one segment,
@@ -465,14 +475,21 @@ class Planner(ExportParts):
         were read, by this very attempt), then the run notes that all were sent."""
         run = self.runs.get(run_id, counts=False)
         total = run.total_chunks if run is not None and run.total_chunks is not None else 0
-        for chunk in self.runs.chunks(run_id):
-            number = int(chunk["RowKey"].split("-", 1)[1])
-            if number >= total:
-                break  # rows left from a planning attempt that crashed before the freeze are not part of the plan
-            if chunk["state"] != "done" and number not in skip:
+        for number in self._not_counted(run_id, total):
+            if number not in skip:
                 self.chunk_queue.send({"runId": run_id, "chunk": number})
         self.runs.update(run_id, lambda r: r.details.update(chunksSent=True))
         self._settle(run_id)  # every chunk may be counted already (or there were none)
+
+    def _not_counted(self, run_id: str, total: int) -> Iterator[int]:
+        """The plan's chunks not counted yet, in order. Rows left from a planning attempt that crashed before the
+        freeze (numbered from `total` on) are not part of the plan."""
+        for chunk in self.runs.chunks(run_id):
+            number = _number(chunk)
+            if number >= total:
+                break
+            if chunk["state"] != "done":
+                yield number
 
     def _over_limit(self, limit: int) -> str:
         """MAX_PROFILES_PER_EXPORT counts profiles as the platform does: every row of the chosen segments' snapshots.
@@ -577,10 +594,7 @@ class Planner(ExportParts):
             self._fail(run, "planning failed repeatedly; see the function logs for the run id, fix the cause and start "
                             "the export again")
             return
-        total = run.total_chunks
-        # Rows left from an attempt that crashed before the freeze (numbered from `total` on) are not part of the plan.
-        left = [number for chunk in self.runs.chunks(run.id) if (number := int(chunk["RowKey"].split("-", 1)[1])) < total
-                and chunk["state"] != "done"]
+        left = list(self._not_counted(run.id, run.total_chunks))
         log.warning("export %s: queuing its chunks failed repeatedly; %d chunks not counted yet are counted failed",
                     run.id, len(left))
         self.runs.update(run.id, lambda r: not r.finished and _with_notice(r, UNQUEUED_NOTICE))
