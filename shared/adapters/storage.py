@@ -17,7 +17,7 @@ from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobLeaseClient, BlobServiceClient, ContainerClient
 from azure.storage.queue import QueueServiceClient
 
-from shared.adapters.http_session import EnvironmentOnce
+from shared.adapters.http_session import EnvironmentOnce, IdleLimitedAdapter
 from shared.config import StorageSettings
 from shared.snapshots import SnapshotProblem
 
@@ -31,13 +31,13 @@ def requests_transport() -> RequestsTransport:
     """The SDK's transport with a bigger connection pool than requests' 10: with more threads than that, most
     requests would open a new connection and drop it after ("Connection pool is full, discarding connection").
     Retries stay the SDK's own (its retry policy), as in the transport it builds itself. Its session reads proxy
-    settings from the environment once per host (EnvironmentOnce), not at every request. Its timeouts are the storage
+    settings from the environment once per host (EnvironmentOnce), not at every request, and reuses no connection
+    idle long enough for the server to be closing it (IdleLimitedAdapter). Its timeouts are the storage
     SDKs' own (connect 20 s, read 60 s), which they set only on a transport they build: azure-core's 300 s each would
     let one request on a connection gone half-open hold a worker, or a queue poll, for five minutes."""
     session = EnvironmentOnce()
-    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=CONNECTIONS,
-                                            max_retries=requests.adapters.Retry(total=False, redirect=False,
-                                                                                raise_on_status=False))
+    adapter = IdleLimitedAdapter(pool_connections=4, pool_maxsize=CONNECTIONS,
+                                 max_retries=requests.adapters.Retry(total=False, redirect=False, raise_on_status=False))
     for scheme in ("http://", "https://"):
         session.mount(scheme, adapter)
     return RequestsTransport(session=session, session_owner=False, connection_timeout=STORAGE_CONNECT_TIMEOUT,

@@ -1,11 +1,20 @@
 """EnvironmentOnce takes the same proxies and CA bundle from the environment as requests.Session does, read once per
-host instead of at every request."""
+host instead of at every request; the storage transport's pools reuse no connection idle long enough for the server
+to be closing it."""
 from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Iterator
 
 import pytest
 import requests
+from urllib3.connectionpool import HTTPSConnectionPool
 
+import shared.adapters.http_session as http_session
 from shared.adapters.http_session import EnvironmentOnce
+from shared.adapters.storage import requests_transport
 
 URLS = ("http://127.0.0.1:10000/devstoreaccount1/c/b", "https://us6.api.mailchimp.com/3.0/lists/x",
         "https://account.blob.core.windows.net/work/runs/1", "http://localhost:8765/3.0/")
@@ -88,3 +97,58 @@ def test_the_netrc_file_gives_the_same_auth_as_requests_and_is_read_once_per_hos
     own = session.prepare_request(requests.Request("GET", URLS[1], auth=("user", "own")))  # a call's own auth wins
     assert own.headers["Authorization"] == requests.Session().prepare_request(
         requests.Request("GET", URLS[1], auth=("user", "own"))).headers["Authorization"]
+
+
+class _KeepAlive(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keeps the connection open between requests, as Azurite does
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def keep_alive_server() -> Iterator[tuple[str, list[int]]]:
+    """A local HTTP/1.1 server keeping connections open, and the connections it accepted (their client ports)."""
+    accepted: list[int] = []
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+
+        def get_request(self):  # type: ignore[no-untyped-def]
+            connection, address = super().get_request()
+            accepted.append(address[1])
+            return connection, address
+
+    server = Server(("127.0.0.1", 0), _KeepAlive)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/", accepted
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_storage_transport_reuses_a_connection_only_while_it_has_been_idle_less_than_the_limit(
+        keep_alive_server, monkeypatch) -> None:
+    url, accepted = keep_alive_server
+    monkeypatch.setattr(http_session, "IDLE_SECONDS", 0.5)
+    session = requests_transport().session
+    assert session.get(url).text == "ok"
+    time.sleep(0.1)
+    assert session.get(url).text == "ok"
+    assert len(accepted) == 1  # reused while fresh
+    time.sleep(0.8)
+    assert session.get(url).text == "ok"
+    assert len(accepted) == 2  # idle past the limit: closed, and a new one opened
+    assert session.get(url).text == "ok"
+    assert len(accepted) == 2  # and that one reused in turn
+
+
+def test_https_pools_of_the_storage_transport_are_idle_limited_too() -> None:
+    adapter = requests_transport().session.get_adapter("https://account.blob.core.windows.net/")
+    pool = adapter.poolmanager.connection_from_url("https://account.blob.core.windows.net/")  # no request is sent
+    assert isinstance(pool, HTTPSConnectionPool) and isinstance(pool, http_session._IdleLimited)
