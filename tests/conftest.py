@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.services import Azurite, LocalMailchimp, start_azurite, start_local_mailchimp  # noqa: E402
+from tests.services import Azurite, LocalMailchimp, start_azurite, start_local_mailchimp, table_service  # noqa: E402
 
 
 # --- parallel runs (pytest-xdist: `make test` runs `pytest -n 4 --dist loadgroup`) --------------------------------------
@@ -73,7 +73,6 @@ class StorageAccounts:
     @staticmethod
     def empty(account: Azurite) -> None:
         """Delete what the account holds (never used again; this keeps the shared Azurite's memory small)."""
-        from azure.data.tables import TableServiceClient
         from azure.storage.blob import BlobServiceClient
         from azure.storage.queue import QueueServiceClient
 
@@ -81,7 +80,7 @@ class StorageAccounts:
 
         blobs = BlobServiceClient.from_connection_string(account.connection_string)
         queues = QueueServiceClient.from_connection_string(account.connection_string)
-        tables = TableServiceClient.from_connection_string(account.connection_string)
+        tables = table_service(account.connection_string)
         try:
             for container in blobs.list_containers():
                 blobs.delete_container(container.name)

@@ -98,6 +98,16 @@ class Azurite:
             stop_process(self.process)
 
 
+def table_service(connection_string: str):  # -> azure.data.tables.TableServiceClient (imported when called)
+    """A tables client on the app's own transport (shared/adapters/storage.py), whose pools reuse no connection Azurite
+    may be closing as idle: the SDK's default transport does, and the tables SDK retries no insert or merge that fails
+    so. Tests that write to tables themselves use this."""
+    from azure.data.tables import TableServiceClient
+
+    from shared.adapters.storage import requests_transport
+    return TableServiceClient.from_connection_string(connection_string, transport=requests_transport())
+
+
 def start_azurite(ports: tuple[int, int, int] | None = None, location: Path | None = None, log: Path | None = None,
                   extra_accounts: int = 0) -> Azurite:
     """Azurite on free ports in memory (tests), or on given ports persisting under `location` (the local stack).

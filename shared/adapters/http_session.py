@@ -3,7 +3,9 @@ instead of at every request, and connection pools that never reuse a connection 
 from __future__ import annotations
 
 import copy
+import logging
 import os
+import re
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,9 +17,14 @@ from requests.sessions import merge_setting
 from requests.utils import get_environ_proxies, get_netrc_auth
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-# Seconds a pooled connection may sit idle and still be reused: a second under the 5 s keep-alive Azurite announces
-# (Keep-Alive: timeout=5; Node closes the connection at 6 s). Azure Storage keeps idle connections longer.
-IDLE_SECONDS = 4.0
+log = logging.getLogger(__name__)
+
+# Seconds a pooled connection may sit idle and still be reused when its server announces no shorter keep-alive: under
+# the 4-minute idle timeout of Azure's load balancer (learn.microsoft.com/azure/load-balancer/load-balancer-tcp-reset)
+# and the 90-120 s at which HTTP front ends commonly close idle connections. Azurite announces 5 s (Keep-Alive:
+# timeout=5) and closes at 6 s: its connections get 4 s (idle_limit).
+IDLE_SECONDS = 50.0
+_ANNOUNCED = re.compile(r"\btimeout\s*=\s*(\d+)", re.IGNORECASE)
 
 
 def _as_is(request: PreparedRequest) -> PreparedRequest:
@@ -73,20 +80,36 @@ class EnvironmentOnce(requests.Session):
                 "verify": merge_setting(verify, self.verify), "cert": merge_setting(cert, self.cert)}
 
 
+def idle_limit(keep_alive: str | None) -> float:
+    """Seconds a connection may sit idle and still be reused, from the keep-alive timeout its server announced with its
+    last answer (`Keep-Alive: timeout=N`): a second under N, and never more than IDLE_SECONDS."""
+    announced = _ANNOUNCED.search(keep_alive or "")
+    return min(IDLE_SECONDS, max(0.0, int(announced.group(1)) - 1.0)) if announced else IDLE_SECONDS
+
+
 class _IdleLimited:
-    """A urllib3 pool that closes, instead of reusing, a connection idle for more than IDLE_SECONDS. urllib3 checks
-    that a pooled connection is still open before reusing it, but a server closing it as idle at that moment resets
-    the request sent on it ("Connection reset by peer", "Remote end closed connection without response"). Against
-    Azurite, 35 of 1,024 table writes sent just as it closed their connections (idle 6 s) failed so; none did with this
-    limit. The tables SDK does not retry a POST or MERGE that failed so (azure-core retries those methods on a status
-    only): the handler failed, to do its work again on the message's next delivery. A connection closed here is opened
-    again, as urllib3 does with one it finds closed."""
+    """A urllib3 pool that closes, instead of reusing, a connection idle for longer than its server keeps one open
+    (idle_limit). urllib3 checks that a pooled connection is still open before reusing it, but a server closing it as
+    idle at that moment resets the request sent on it ("Connection reset by peer", "Remote end closed connection
+    without response"). Against Azurite, 35 of 1,024 table writes sent just as it closed their connections (idle 6 s)
+    failed so; none did with this limit. The tables SDK does not retry a POST or PATCH (insert, merge, batch) after a
+    connection error (azure-core retries those methods on a 500, 503 or 504 answer only; the blob and queue SDKs retry
+    any method): the handler failed, to do its work again on the message's next delivery. A connection closed here is
+    opened again, as urllib3 does with one it finds closed."""
+
+    def _make_request(self, conn: Any, *args: Any, **kwargs: Any) -> Any:
+        response = super()._make_request(conn, *args, **kwargs)  # type: ignore[misc]
+        conn.idle_limit = idle_limit(response.headers.get("Keep-Alive"))
+        return response
 
     def _get_conn(self, timeout: float | None = None) -> Any:
         connection = super()._get_conn(timeout)  # type: ignore[misc]
         idle_since = getattr(connection, "idle_since", None)
-        if idle_since is not None and time.monotonic() - idle_since > IDLE_SECONDS:
-            connection.close()
+        if idle_since is not None and connection.sock is not None:
+            idle = time.monotonic() - idle_since
+            if idle > getattr(connection, "idle_limit", IDLE_SECONDS):
+                log.debug("storage connection idle %.1f s, over its server's limit: opened again", idle)
+                connection.close()
         return connection
 
     def _put_conn(self, connection: Any) -> None:
@@ -103,9 +126,19 @@ class _IdleLimitedHTTPSPool(_IdleLimited, HTTPSConnectionPool):
     pass
 
 
+_IDLE_LIMITED_POOLS = {"http": _IdleLimitedHTTPPool, "https": _IdleLimitedHTTPSPool}
+
+
 class IdleLimitedAdapter(HTTPAdapter):
-    """requests' adapter, with pools that reuse no connection idle for more than IDLE_SECONDS (_IdleLimited)."""
+    """requests' adapter, with pools that reuse no connection idle for longer than its server keeps one open
+    (_IdleLimited), also through an HTTP(S) proxy. A SOCKS proxy keeps urllib3's own pools: not limited."""
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _IdleLimitedHTTPPool, "https": _IdleLimitedHTTPSPool}
+        self.poolmanager.pool_classes_by_scheme = _IDLE_LIMITED_POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not proxy.lower().startswith("socks"):
+            manager.pool_classes_by_scheme = _IDLE_LIMITED_POOLS
+        return manager

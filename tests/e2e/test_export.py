@@ -19,7 +19,6 @@ from datetime import datetime, timezone
 from urllib.parse import unquote, urlparse
 
 import requests
-from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient, ContainerClient
 from azure.storage.queue import QueueClient
 
@@ -28,6 +27,7 @@ from shared.config import QUEUE_CHUNKS, TABLE_RUNS
 from shared.sample_segments import write_sample_export
 from tests.e2e.conftest import (DEMO_AUDIENCE, assert_accounted, create_destination, handled_messages, host_log,
                                 start_export, wait_for, wait_for_run)
+from tests.services import table_service
 
 TAKEN = datetime(2026, 11, 28, 17, 0, tzinfo=timezone.utc)
 
@@ -262,7 +262,7 @@ def test_host_killed_mid_run_finishes_after_restart_with_nothing_lost_or_duplica
     host = start_host(lease_seconds=5, name="first", **settings)
     destination = create_destination(host)
     run_id = start_export(host, destination["id"])
-    runs = RunTable(TableServiceClient.from_connection_string(storage.connection_string), TABLE_RUNS)
+    runs = RunTable(table_service(storage.connection_string), TABLE_RUNS)
 
     def sending() -> bool:  # planned, and chunks being sent
         run = runs.get(run_id)

@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import requests
-from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 
 from shared.adapters.storage import BlobFolder
@@ -24,6 +23,7 @@ from shared.config import CONTAINER_WORK, TABLE_RUNS
 from shared.exports.files import run_folder
 from shared.runs import run_id_time
 from tests.e2e.conftest import create_destination, host_log, log_lines, start_export, wait_for, wait_for_run
+from tests.services import table_service
 
 PERSONAL_DAYS, RUN_DAYS = 3, 10
 ROWS = ["ann@contoso.com,Ann", "bob@fabrikam.com,Bob", "not-an-address,Bad", "also@@wrong,Worse"]
@@ -39,7 +39,7 @@ class Store:
     """The runs table and the work container, through the app's own adapters."""
 
     def __init__(self, connection_string: str) -> None:
-        self.runs = RunTable(TableServiceClient.from_connection_string(connection_string), TABLE_RUNS)
+        self.runs = RunTable(table_service(connection_string), TABLE_RUNS)
         self.work = BlobFolder(BlobServiceClient.from_connection_string(connection_string).get_container_client(CONTAINER_WORK))
 
     def rows(self, run_id: str) -> dict[str, dict]:

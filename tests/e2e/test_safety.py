@@ -9,13 +9,13 @@ import json
 import time
 
 import requests
-from azure.data.tables import TableServiceClient
 
 from shared.adapters.tables import RunTable
 from shared.config import TABLE_RUNS
 
 from tests.e2e.conftest import (DEMO_AUDIENCE, DEMO_KEY, assert_accounted, create_destination, start_export,
                                 wait_for, wait_for_run)
+from tests.services import table_service
 
 AUTH = ("any", DEMO_KEY)
 
@@ -142,7 +142,7 @@ def test_host_killed_while_planning_and_again_while_sending_loses_and_duplicates
     host = start_host(lease_seconds=5, name="first", **settings)
     destination = create_destination(host, segments=["Vip"], mapping={"email": "Email", "mergeFields": {}})
     run_id = start_export(host, destination["id"])
-    runs = RunTable(TableServiceClient.from_connection_string(storage.connection_string), TABLE_RUNS)
+    runs = RunTable(table_service(storage.connection_string), TABLE_RUNS)
     deadline = time.monotonic() + 60
     # chunks recorded as streamed (their messages go out while planning reads on): planning again must reuse them
     while sum(1 for chunk in runs.chunks(run_id) if chunk.get("streamed")) < 5:

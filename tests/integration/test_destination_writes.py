@@ -13,7 +13,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 
 from shared.adapters.oauth_states import BlobUsedStates
@@ -23,6 +22,7 @@ from shared.config import OAuthSettings
 from shared.connections import MailchimpConnections
 from shared.destination_service import DestinationService
 from shared.oauth import StateSigner
+from tests.services import table_service
 
 DEMO_KEY = "0123456789abcdef0123456789abcdef-us6"
 DEMO_AUDIENCE = "a1b2c3d4e5"
@@ -66,7 +66,7 @@ class RacingTable(DestinationTable):
 
 @pytest.fixture
 def world(azurite, mailchimp, tmp_path: Path):
-    tables = TableServiceClient.from_connection_string(azurite.connection_string)
+    tables = table_service(azurite.connection_string)
     name = "dest" + uuid.uuid4().hex[:8]
     container = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client(f"w{uuid.uuid4().hex}")
     container.create_container()

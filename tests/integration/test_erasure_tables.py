@@ -4,18 +4,18 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from azure.data.tables import TableServiceClient
 
 from shared.adapters.erasure_tables import ErasedLedgerTable, ErasureTable
 from shared.adapters.tables import DestinationTable
 from shared.destinations import new_destination
 from shared.emails import subscriber_hash
 from shared.erasures import DELETED, REFUSED, Erasure, Outcome, Target
+from tests.services import table_service
 
 
 @pytest.fixture
 def tables(azurite):
-    return TableServiceClient.from_connection_string(azurite.connection_string)
+    return table_service(azurite.connection_string)
 
 
 def test_a_request_of_250_hashes_keeps_every_outcome_recorded_in_parallel_and_lists_newest_first(tables):

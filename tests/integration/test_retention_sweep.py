@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 
 from shared.adapters.storage import BlobFolder
@@ -16,6 +15,7 @@ from shared.adapters.tables import RunTable
 from shared.retention import FORGOTTEN, NAME_REMOVED, Retention
 from shared.retention_sweep import RetentionSweep, Swept
 from shared.runs import Run, SegmentPart, run_id_time, zero_counts
+from tests.services import table_service
 
 NOW = datetime.now(UTC)
 ADA = "ada@contoso.example"
@@ -31,7 +31,7 @@ class Store:
 
 @pytest.fixture
 def store(azurite) -> Store:
-    tables = TableServiceClient.from_connection_string(azurite.connection_string)
+    tables = table_service(azurite.connection_string)
     runs = RunTable(tables, "runs" + uuid.uuid4().hex[:8])
     work = BlobFolder(BlobServiceClient.from_connection_string(azurite.connection_string)
                       .get_container_client("work" + uuid.uuid4().hex[:8]))

@@ -5,17 +5,17 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from azure.data.tables import TableServiceClient
 
 from shared.adapters import tables as tables_module
 from shared.adapters.tables import DestinationTable, RunTable
 from shared.destinations import Claim, FieldMapping, InvalidDestination, new_destination, updated_destination
 from shared.runs import Run, SegmentPart, zero_counts
+from tests.services import table_service
 
 
 @pytest.fixture
 def tables(azurite):
-    return TableServiceClient.from_connection_string(azurite.connection_string)
+    return table_service(azurite.connection_string)
 
 
 def new_run(runs: RunTable, chunks: int) -> Run:

@@ -4,13 +4,13 @@ to be closing it."""
 from __future__ import annotations
 
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterator
+from types import SimpleNamespace
+from typing import Callable, Iterator
 
 import pytest
 import requests
-from urllib3.connectionpool import HTTPSConnectionPool
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 import shared.adapters.http_session as http_session
 from shared.adapters.http_session import EnvironmentOnce
@@ -101,9 +101,12 @@ def test_the_netrc_file_gives_the_same_auth_as_requests_and_is_read_once_per_hos
 
 class _KeepAlive(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keeps the connection open between requests, as Azurite does
+    announced: str | None = None  # the Keep-Alive header it answers with, if any
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         self.send_response(200)
+        if self.announced:
+            self.send_header("Keep-Alive", self.announced)
         self.send_header("Content-Length", "2")
         self.end_headers()
         self.wfile.write(b"ok")
@@ -113,42 +116,73 @@ class _KeepAlive(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def keep_alive_server() -> Iterator[tuple[str, list[int]]]:
-    """A local HTTP/1.1 server keeping connections open, and the connections it accepted (their client ports)."""
-    accepted: list[int] = []
+def keep_alive_server() -> Iterator[Callable[[str | None], tuple[str, list[int]]]]:
+    """Starts local HTTP/1.1 servers keeping connections open, announcing the given Keep-Alive header; gives each one's
+    URL and the connections it accepted (their client ports)."""
+    servers: list[ThreadingHTTPServer] = []
 
-    class Server(ThreadingHTTPServer):
-        daemon_threads = True
+    def start(announced: str | None) -> tuple[str, list[int]]:
+        accepted: list[int] = []
 
-        def get_request(self):  # type: ignore[no-untyped-def]
-            connection, address = super().get_request()
-            accepted.append(address[1])
-            return connection, address
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
 
-    server = Server(("127.0.0.1", 0), _KeepAlive)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/", accepted
-    server.shutdown()
-    server.server_close()
+            def get_request(self):  # type: ignore[no-untyped-def]
+                connection, address = super().get_request()
+                accepted.append(address[1])
+                return connection, address
 
+        server = Server(("127.0.0.1", 0), type("Handler", (_KeepAlive,), {"announced": announced}))
+        servers.append(server)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{server.server_address[1]}/", accepted
 
-def test_the_storage_transport_reuses_a_connection_only_while_it_has_been_idle_less_than_the_limit(
-        keep_alive_server, monkeypatch) -> None:
-    url, accepted = keep_alive_server
-    monkeypatch.setattr(http_session, "IDLE_SECONDS", 0.5)
-    session = requests_transport().session
-    assert session.get(url).text == "ok"
-    time.sleep(0.1)
-    assert session.get(url).text == "ok"
-    assert len(accepted) == 1  # reused while fresh
-    time.sleep(0.8)
-    assert session.get(url).text == "ok"
-    assert len(accepted) == 2  # idle past the limit: closed, and a new one opened
-    assert session.get(url).text == "ok"
-    assert len(accepted) == 2  # and that one reused in turn
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
 
 
-def test_https_pools_of_the_storage_transport_are_idle_limited_too() -> None:
-    adapter = requests_transport().session.get_adapter("https://account.blob.core.windows.net/")
-    pool = adapter.poolmanager.connection_from_url("https://account.blob.core.windows.net/")  # no request is sent
-    assert isinstance(pool, HTTPSConnectionPool) and isinstance(pool, http_session._IdleLimited)
+@pytest.fixture
+def clock(monkeypatch) -> list[float]:
+    """The pools' monotonic clock, set by the test: no sleeping, no margin a loaded machine could eat."""
+    now = [1000.0]
+    monkeypatch.setattr(http_session, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    return now
+
+
+@pytest.mark.parametrize(("announced", "limit"), [("timeout=5", 4.0), ("timeout=5, max=1000", 4.0),
+                                                  (None, http_session.IDLE_SECONDS), ("timeout=600", http_session.IDLE_SECONDS),
+                                                  ("max=100", http_session.IDLE_SECONDS)])
+def test_the_storage_transport_reuses_a_connection_only_while_idle_for_less_than_its_server_keeps_one_open(
+        keep_alive_server, clock, announced, limit) -> None:
+    url, accepted = keep_alive_server(announced)
+    with requests_transport().session as session:
+        assert session.get(url).text == "ok"
+        for idle in (0.1, limit * 0.6, limit * 0.6, limit - 0.05):  # idle time, not age, counts
+            clock[0] += idle
+            assert session.get(url).text == "ok"
+        assert len(accepted) == 1
+        clock[0] += limit + 0.05
+        assert session.get(url).text == "ok"
+        assert len(accepted) == 2  # idle past the limit: closed, and a new one opened
+        assert session.get(url).text == "ok"
+        assert len(accepted) == 2  # and that one reused in turn
+
+
+def test_the_idle_limit_is_a_second_under_the_keep_alive_a_server_announces() -> None:
+    assert http_session.idle_limit("timeout=5") == 4.0  # Azurite, which closes at 6 s
+    assert http_session.idle_limit("Timeout = 2, max=5") == 1.0
+    assert http_session.idle_limit("timeout=1") == 0.0
+    assert http_session.idle_limit("timeout=900") == http_session.IDLE_SECONDS
+    assert http_session.idle_limit(None) == http_session.idle_limit("max=5") == http_session.IDLE_SECONDS
+
+
+@pytest.mark.parametrize("proxy", [None, "http://proxy.example:3128"])
+@pytest.mark.parametrize("url", ["https://account.blob.core.windows.net/", "http://127.0.0.1:10000/devstoreaccount1"])
+def test_every_pool_of_the_storage_transport_is_idle_limited_also_through_a_proxy(proxy, url) -> None:
+    adapter = requests_transport().session.get_adapter(url)
+    manager = adapter.proxy_manager_for(proxy) if proxy else adapter.poolmanager
+    pool = manager.connection_from_url(url)  # no request is sent
+    expected = HTTPSConnectionPool if url.startswith("https") else HTTPConnectionPool
+    assert isinstance(pool, expected) and isinstance(pool, http_session._IdleLimited)
