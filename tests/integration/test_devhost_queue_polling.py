@@ -104,8 +104,9 @@ class Recorder:
 
         class Peek:
             def __call__(_) -> bool | None:
+                at = time.monotonic()  # when the poll began, not when storage answered the peek
                 answer = check() if check is not None and not self.blind else None
-                self.peeks.append((time.monotonic(), answer))
+                self.peeks.append((at, answer))
                 return answer
 
             def close(_) -> None:
