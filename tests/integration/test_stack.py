@@ -16,6 +16,7 @@ import requests
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobServiceClient
 
+from mailchimp_local.persist import _MEMBER_FIELDS
 from scripts import stack
 from tests.services import ROOT, free_port, start_local_mailchimp, wait_until
 
@@ -184,12 +185,22 @@ def test_writes_are_on_disk_a_second_after_they_land_so_a_sigkill_loses_nothing(
         os.killpg(server.process.pid, signal.SIGKILL)
         server.process.wait()
 
+    def saved_members() -> dict[str, str]:
+        """Address -> status of the members the state file holds now (it is replaced whole, never half written).
+        Waited for after the 1.5 s: the save fsyncs twice, which a loaded machine's disk may hold up past that; a
+        keeper that saved only every 30 s, or at shutdown (which SIGKILL skips), still fails the wait."""
+        doc = json.loads(state.read_text(encoding="utf-8"))
+        [audience] = [a for a in doc["audiences"] if a["id"] == list_id]
+        members = [dict(zip(_MEMBER_FIELDS, row)) for row in audience["members"]]
+        return {m["email"]: "archived" if m["archived"] else m["status"] for m in members}
+
     first = start_local_mailchimp("--state-file", str(state))
     try:
         batch = requests.post(f"{first.api_root}/lists/{list_id}", auth=AUTH, timeout=10, json={"update_existing": True, "members": [
             {"email_address": f"k{i}@contoso.com", "status": "subscribed", "tags": ["Kept"]} for i in range(50)]})
         assert batch.ok and batch.json()["total_created"] == 50, batch.text
-        time.sleep(1.5)  # past the write-behind delay
+        time.sleep(1.5)  # past the write-behind delay, and any second save a change during the batch started
+        wait_until(lambda: len(saved_members()) == 50, "the write-behind save", timeout=10)
     finally:
         killed(first)
 
@@ -202,6 +213,7 @@ def test_writes_are_on_disk_a_second_after_they_land_so_a_sigkill_loses_nothing(
         gone = requests.delete(f"{second.api_root}/lists/{list_id}/members/k0@contoso.com", auth=AUTH, timeout=10)
         assert gone.status_code == 204, gone.text
         time.sleep(1.5)
+        wait_until(lambda: saved_members().get("k0@contoso.com") == "archived", "the write-behind save", timeout=10)
     finally:
         killed(second)
 
