@@ -213,9 +213,14 @@ def test_credentials_revoked_mid_export_end_the_run_fast_with_the_reconnect_mess
     assert all("reconnect" in e["reason"] for e in failed)
 
 
-def test_delete_during_an_export_cancels_it_removes_secrets_and_personal_data_and_keeps_the_counts(host, segments, mailchimp, secrets_dir, storage):
+def test_delete_during_an_export_cancels_it_removes_secrets_and_personal_data_and_keeps_the_counts(start_host, segments, mailchimp, secrets_dir, storage):
     upload(segments, 8000, Small=40)
     mailchimp.admin("POST", "latency", json={"profile": "realistic"})
+    # One Mailchimp call at a time, so most of the 16 chunks are still unsent when the delete lands; and threads to
+    # spare (more than the queue's batchSize + newBatchThreshold), so the DELETE is not queued behind the chunk
+    # handlers (6 threads by default on 2 cores: it used to run after most chunks had been sent, and a run whose
+    # chunks were all received first had nothing left to fail)
+    host = start_host(MAILCHIMP_MAX_CONNECTIONS="1", PYTHON_THREADPOOL_THREAD_COUNT="32")
     destination = create_destination(host, segments=["HighValueCustomers", "Small"])
     first = wait_for_run(host, start_export(host, destination["id"], segments=["Small"]))
     assert host.call("GET", f"exports/{first['id']}/errors").status_code == 200
