@@ -212,8 +212,10 @@ def test_chunks_redelivered_while_the_run_is_going_change_and_count_nothing(star
     upload(segments, segments={"HighValueCustomers": 1000}, rows_per_partition=500)
     expected = expect(segments, ["HighValueCustomers"])
     mailchimp.admin("POST", "latency", json={"profile": "realistic"})
-    # small chunks over two connections: the run lasts a few seconds after planning, long enough to redeliver into it
-    host = start_host(EXPORT_CHUNK_SIZE="100", MAILCHIMP_MAX_CONNECTIONS="2")
+    # small chunks over two connections: the run lasts a few seconds after planning, long enough to redeliver into it;
+    # threads to spare (more than the queue's batchSize + newBatchThreshold): with the default 6 (2 cores) the
+    # redelivered messages and the GET below waited behind the first deliveries, and the GET saw 7-8 of 10 chunks done
+    host = start_host(EXPORT_CHUNK_SIZE="100", MAILCHIMP_MAX_CONNECTIONS="2", PYTHON_THREADPOOL_THREAD_COUNT="32")
     destination = create_destination(host)
     run_id = start_export(host, destination["id"])
     total = wait_for(lambda: host.call("GET", f"exports/{run_id}").json()["chunks"]["total"], "planning", timeout=60)
