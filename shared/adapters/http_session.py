@@ -1,5 +1,6 @@
 """The requests layer under the storage SDKs: a session that takes its settings from the environment once per host
-instead of at every request, and connection pools that never reuse a connection the server may be closing."""
+instead of at every request, and connection pools that reuse no connection idle for longer than its server announced it
+keeps one open (50 s if it announced nothing)."""
 from __future__ import annotations
 
 import copy
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 # and the 90-120 s at which HTTP front ends commonly close idle connections. Azurite announces 5 s (Keep-Alive:
 # timeout=5) and closes at 6 s: its connections get 4 s (idle_limit).
 IDLE_SECONDS = 50.0
-_ANNOUNCED = re.compile(r"\btimeout\s*=\s*(\d+)", re.IGNORECASE)
+_ANNOUNCED = re.compile(r'(?:^|[\s,;])timeout\s*=\s*"?(\d{1,6})(?![\d.])', re.IGNORECASE)
 
 
 def _as_is(request: PreparedRequest) -> PreparedRequest:
@@ -82,9 +83,14 @@ class EnvironmentOnce(requests.Session):
 
 def idle_limit(keep_alive: str | None) -> float:
     """Seconds a connection may sit idle and still be reused, from the keep-alive timeout its server announced with its
-    last answer (`Keep-Alive: timeout=N`): a second under N, and never more than IDLE_SECONDS."""
-    announced = _ANNOUNCED.search(keep_alive or "")
-    return min(IDLE_SECONDS, max(0.0, int(announced.group(1)) - 1.0)) if announced else IDLE_SECONDS
+    last answer (`Keep-Alive: timeout=N`; the smallest if several): a second under N (half of N under 2 s), and never
+    more than IDLE_SECONDS. A value the server could not mean (over six digits) is ignored: an advisory header never
+    fails a request the server has done."""
+    announced = [int(value) for value in _ANNOUNCED.findall(keep_alive or "")]
+    if not announced:
+        return IDLE_SECONDS
+    timeout = float(min(announced))
+    return min(IDLE_SECONDS, timeout - min(1.0, timeout / 2))
 
 
 class _IdleLimited:

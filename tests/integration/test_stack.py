@@ -16,7 +16,8 @@ import requests
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobServiceClient
 
-from mailchimp_local.persist import _MEMBER_FIELDS
+from mailchimp_local.persist import load
+from mailchimp_local.world import Settings
 from scripts import stack
 from tests.services import ROOT, free_port, start_local_mailchimp, wait_until
 
@@ -186,21 +187,26 @@ def test_writes_are_on_disk_a_second_after_they_land_so_a_sigkill_loses_nothing(
         server.process.wait()
 
     def saved_members() -> dict[str, str]:
-        """Address -> status of the members the state file holds now (it is replaced whole, never half written).
-        Waited for after the 1.5 s: the save fsyncs twice, which a loaded machine's disk may hold up past that; a
-        keeper that saved only every 30 s, or at shutdown (which SIGKILL skips), still fails the wait."""
-        doc = json.loads(state.read_text(encoding="utf-8"))
-        [audience] = [a for a in doc["audiences"] if a["id"] == list_id]
-        members = [dict(zip(_MEMBER_FIELDS, row)) for row in audience["members"]]
-        return {m["email"]: "archived" if m["archived"] else m["status"] for m in members}
+        """Address -> status of the members the state file holds now, read as a restarted server reads it."""
+        world = load(Settings(), state)
+        members = world.audiences[list_id].members.values() if world and list_id in world.audiences else ()
+        return {m.email: "archived" if m.archived else m.status for m in members}
+
+    def saved_within_a_second_and_a_half(answered: float) -> None:
+        """The save is waited for (it fsyncs twice, which a loaded machine's disk may hold up), and must have been
+        written within 1.5 s of the answer: a keeper that saved only every 30 s, or at shutdown (which SIGKILL skips),
+        fails either way. The file's time is its write's, before the fsyncs, and the rename keeps it."""
+        assert state.stat().st_mtime - answered < 1.5, state.stat().st_mtime - answered
 
     first = start_local_mailchimp("--state-file", str(state))
     try:
         batch = requests.post(f"{first.api_root}/lists/{list_id}", auth=AUTH, timeout=10, json={"update_existing": True, "members": [
             {"email_address": f"k{i}@contoso.com", "status": "subscribed", "tags": ["Kept"]} for i in range(50)]})
+        answered = time.time()
         assert batch.ok and batch.json()["total_created"] == 50, batch.text
         time.sleep(1.5)  # past the write-behind delay, and any second save a change during the batch started
         wait_until(lambda: len(saved_members()) == 50, "the write-behind save", timeout=10)
+        saved_within_a_second_and_a_half(answered)
     finally:
         killed(first)
 
@@ -211,9 +217,11 @@ def test_writes_are_on_disk_a_second_after_they_land_so_a_sigkill_loses_nothing(
         assert all([t["name"] for t in m["tags"]] == ["Kept"] for m in members)
         # a later change (an archive) is kept as well, not only the first one
         gone = requests.delete(f"{second.api_root}/lists/{list_id}/members/k0@contoso.com", auth=AUTH, timeout=10)
+        answered = time.time()
         assert gone.status_code == 204, gone.text
         time.sleep(1.5)
         wait_until(lambda: saved_members().get("k0@contoso.com") == "archived", "the write-behind save", timeout=10)
+        saved_within_a_second_and_a_half(answered)
     finally:
         killed(second)
 

@@ -10,6 +10,8 @@ from typing import Callable, Iterator
 
 import pytest
 import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 import shared.adapters.http_session as http_session
@@ -172,10 +174,20 @@ def test_the_storage_transport_reuses_a_connection_only_while_idle_for_less_than
 
 def test_the_idle_limit_is_a_second_under_the_keep_alive_a_server_announces() -> None:
     assert http_session.idle_limit("timeout=5") == 4.0  # Azurite, which closes at 6 s
-    assert http_session.idle_limit("Timeout = 2, max=5") == 1.0
-    assert http_session.idle_limit("timeout=1") == 0.0
+    assert http_session.idle_limit("Timeout = 2, max=5") == http_session.idle_limit('timeout="2"') == 1.0
+    assert http_session.idle_limit("timeout=1") == 0.5  # half of it under 2 s: not a new connection per request
+    assert http_session.idle_limit("timeout=5, timeout=2") == 1.0  # headers joined: the smallest
     assert http_session.idle_limit("timeout=900") == http_session.IDLE_SECONDS
-    assert http_session.idle_limit(None) == http_session.idle_limit("max=5") == http_session.IDLE_SECONDS
+    for meaningless in (None, "", "max=5", "max-timeout=3", "timeout=abc", "timeout=-5", "5", "timeout=5.5",
+                        "timeout=" + "9" * 400, "timeout=1234567"):
+        assert http_session.idle_limit(meaningless) == http_session.IDLE_SECONDS, meaningless
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=60) | st.builds(lambda a, n, b: f"{a}timeout={n}{b}", st.text(max_size=10),
+                                         st.integers(-5, 10**400).map(str), st.text(max_size=10)))
+def test_whatever_a_server_announces_the_limit_is_a_few_seconds_and_never_an_error(header) -> None:
+    assert 0.0 <= http_session.idle_limit(header) <= http_session.IDLE_SECONDS
 
 
 @pytest.mark.parametrize("proxy", [None, "http://proxy.example:3128"])
