@@ -9,6 +9,8 @@ from typing import Callable
 import pytest
 from azure.storage.blob import BlobServiceClient
 
+from shared.adapters.tables import RunTable
+
 from tests.services import Azurite, FunctionsHost, LocalMailchimp, start_functions_host
 
 DEMO_KEY = "0123456789abcdef0123456789abcdef-us6"
@@ -138,8 +140,8 @@ def handled_messages(log: Path, function: str) -> list[str]:
     return found
 
 
-def wait_for(check: Callable[[], object], what: str, timeout: float = 60) -> object:
-    """Poll until check() returns something truthy; return it."""
+def wait_for(check: Callable[[], object], what: str, timeout: float = 60, every: float = 0.2) -> object:
+    """Poll every `every` seconds until check() returns something truthy; return it."""
     deadline = time.monotonic() + timeout
     while True:
         result = check()
@@ -147,4 +149,18 @@ def wait_for(check: Callable[[], object], what: str, timeout: float = 60) -> obj
             return result
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.2)
+        time.sleep(every)
+
+
+def chunks_counted(runs: RunTable, run_id: str, at_least: int) -> Callable[[], bool]:
+    """A check for wait_for: the run's plan frozen, and at least that many of its chunks counted."""
+    def check() -> bool:
+        run = runs.get(run_id)
+        return run.total_chunks is not None and run.chunks_done >= at_least
+    return check
+
+
+def assert_cut_mid_run(runs: RunTable, run_id: str) -> None:
+    """A host killed now left the run unfinished, with chunks still to count: the kill proves something."""
+    cut = runs.get(run_id)
+    assert cut.finished_at is None and cut.chunks_done < cut.total_chunks, (cut.chunks_done, cut.total_chunks)

@@ -25,8 +25,8 @@ from azure.storage.queue import QueueClient
 from shared.adapters.tables import RunTable
 from shared.config import QUEUE_CHUNKS, TABLE_RUNS
 from shared.sample_segments import write_sample_export
-from tests.e2e.conftest import (DEMO_AUDIENCE, assert_accounted, create_destination, handled_messages, host_log,
-                                start_export, wait_for, wait_for_run)
+from tests.e2e.conftest import (DEMO_AUDIENCE, assert_accounted, assert_cut_mid_run, chunks_counted, create_destination,
+                                handled_messages, host_log, start_export, wait_for, wait_for_run)
 from tests.services import table_service
 
 TAKEN = datetime(2026, 11, 28, 17, 0, tzinfo=timezone.utc)
@@ -265,15 +265,9 @@ def test_host_killed_mid_run_finishes_after_restart_with_nothing_lost_or_duplica
     destination = create_destination(host)
     run_id = start_export(host, destination["id"])
     runs = RunTable(table_service(storage.connection_string), TABLE_RUNS)
-
-    def sending() -> bool:  # planned, and chunks being sent
-        run = runs.get(run_id)
-        return run.total_chunks is not None and run.chunks_done >= 2
-
-    wait_for(sending, "two chunks sent", timeout=60)
+    wait_for(chunks_counted(runs, run_id, 2), "two chunks sent", timeout=60)
     host.kill()
-    cut = runs.get(run_id)
-    assert cut.finished_at is None and cut.chunks_done < cut.total_chunks, (cut.chunks_done, cut.total_chunks)  # mid-run
+    assert_cut_mid_run(runs, run_id)
     restarted = start_host(lease_seconds=5, name="second", **settings)
     run = wait_for_run(restarted, run_id, timeout=240)
     assert_accounted(run)

@@ -13,8 +13,8 @@ import requests
 from shared.adapters.tables import RunTable
 from shared.config import TABLE_RUNS
 
-from tests.e2e.conftest import (DEMO_AUDIENCE, DEMO_KEY, assert_accounted, create_destination, start_export,
-                                wait_for, wait_for_run)
+from tests.e2e.conftest import (DEMO_AUDIENCE, DEMO_KEY, assert_accounted, assert_cut_mid_run, chunks_counted,
+                                create_destination, start_export, wait_for, wait_for_run)
 from tests.services import table_service
 
 AUTH = ("any", DEMO_KEY)
@@ -143,23 +143,16 @@ def test_host_killed_while_planning_and_again_while_sending_loses_and_duplicates
     destination = create_destination(host, segments=["Vip"], mapping={"email": "Email", "mergeFields": {}})
     run_id = start_export(host, destination["id"])
     runs = RunTable(table_service(storage.connection_string), TABLE_RUNS)
-    deadline = time.monotonic() + 60
-    # chunks recorded as streamed (their messages go out while planning reads on): planning again must reuse them
-    while sum(1 for chunk in runs.chunks(run_id) if chunk.get("streamed")) < 5:
-        assert time.monotonic() < deadline, "planning streamed no chunks in 60s"
-        time.sleep(0.02)
+    # chunks recorded as streamed (their messages go out while planning reads on): planning again must reuse them;
+    # watched closely, so the kill lands while planning
+    wait_for(lambda: sum(1 for chunk in runs.chunks(run_id) if chunk.get("streamed")) >= 5, "planning streaming chunks",
+             timeout=60, every=0.02)
     host.kill()  # only the host restarts; storage and Mailchimp keep running
     assert runs.get(run_id).total_chunks is None  # killed while planning: before the plan was frozen
     second = start_host(lease_seconds=5, name="second", **settings)
-
-    def sending() -> bool:  # the plan made again and frozen, and chunks of it sent
-        run = runs.get(run_id)
-        return run.total_chunks is not None and run.chunks_done >= 20
-
-    wait_for(sending, "chunks being sent", timeout=120)
+    wait_for(chunks_counted(runs, run_id, 20), "chunks being sent", timeout=120)  # the plan made again and frozen
     second.kill()
-    cut = runs.get(run_id)
-    assert cut.finished_at is None and cut.chunks_done < cut.total_chunks, (cut.chunks_done, cut.total_chunks)  # mid-way
+    assert_cut_mid_run(runs, run_id)
     third = start_host(lease_seconds=5, name="third", **settings)
     run = wait_for_run(third, run_id, timeout=300)
     assert_accounted(run)
