@@ -178,14 +178,16 @@ def measure(label: str, host, mailchimp, destination_id: str, args: argparse.Nam
     run: dict = {"status": "queued"}
     while True:  # polled seldom: each GET takes the host's CPU from the run it measures (7 % of it at 10 a second)
         time.sleep(POLL_SECONDS)
+        if time.perf_counter() - started > 4 * 3600:
+            raise RuntimeError(f"the export did not end within 4 hours: {run['status']}")
         try:
             run = host.call("GET", f"exports/{run_id}").json()
-        except (OSError, requests.RequestException):  # a busy host's slow answer: asked again, as before
+        except (OSError, requests.RequestException):  # a busy host's slow answer: asked again, unless it has died
+            if host.process.poll() is not None:
+                raise
             continue
         if run["status"] in ("succeeded", "completed_with_errors", "failed", "cancelled"):
             break
-        if time.perf_counter() - started > 4 * 3600:
-            raise RuntimeError(f"the export did not end within 4 hours: {run['status']}")
     wall = datetime.fromisoformat(run["finishedAt"]).timestamp() - started_at  # the host's clock is this machine's
     ticks_after = machine_ticks()
     cpu = {name: sum(cpu_seconds(pid) for pid in pids) - cpu_before[name] for name, pids in processes.items()}

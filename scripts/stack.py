@@ -409,7 +409,23 @@ def demo(rows: int, layout: Layout = DEFAULT, keep: bool = True) -> None:
         if keep:
             _wait_in_the_page(env, destination_id)
     finally:
-        down(layout, only=set(SERVICES) - already)  # a stack that was up before the demo stays up
+        with _ctrl_c_held_off():
+            down(layout, only=set(SERVICES) - already)  # a stack that was up before the demo stays up
+
+
+@contextlib.contextmanager
+def _ctrl_c_held_off() -> Iterator[None]:
+    """A second Ctrl-C while the stack stops (or one a terminal sends the whole process group) would cut the stopping
+    short and leave services running: it is ignored until they are stopped. Only the main thread may set a handler."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _wait_in_the_page(env: dict[str, str], destination_id: str) -> None:

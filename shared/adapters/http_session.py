@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 # and the 90-120 s at which HTTP front ends commonly close idle connections. Azurite announces 5 s (Keep-Alive:
 # timeout=5) and closes at 6 s: its connections get 4 s (idle_limit).
 IDLE_SECONDS = 50.0
-_ANNOUNCED = re.compile(r'(?:^|[\s,;])timeout\s*=\s*"?(\d{1,6})(?![\d.])', re.IGNORECASE)
+_ANNOUNCED = re.compile(r'(?:^|[\s,;])timeout\s*=\s*"?(\d{1,6}(?:\.\d{1,6})?)(?![\d.])', re.IGNORECASE)
 
 
 def _as_is(request: PreparedRequest) -> PreparedRequest:
@@ -84,12 +84,12 @@ class EnvironmentOnce(requests.Session):
 def idle_limit(keep_alive: str | None) -> float:
     """Seconds a connection may sit idle and still be reused, from the keep-alive timeout its server announced with its
     last answer (`Keep-Alive: timeout=N`; the smallest if several): a second under N (half of N under 2 s), and never
-    more than IDLE_SECONDS. A value the server could not mean (over six digits) is ignored: an advisory header never
+    more than IDLE_SECONDS. A value the server could not mean (over six digits before or after a point) is ignored: an advisory header never
     fails a request the server has done."""
-    announced = [int(value) for value in _ANNOUNCED.findall(keep_alive or "")]
+    announced = [float(value) for value in _ANNOUNCED.findall(keep_alive or "")]
     if not announced:
         return IDLE_SECONDS
-    timeout = float(min(announced))
+    timeout = min(announced)
     return min(IDLE_SECONDS, timeout - min(1.0, timeout / 2))
 
 

@@ -486,9 +486,7 @@ class Planner(ExportParts):
         freeze (numbered from `total` on) are not part of the plan."""
         for chunk in self.runs.chunks(run_id):
             number = _number(chunk)
-            if number >= total:
-                break
-            if chunk["state"] != "done":
+            if number < total and chunk["state"] != "done":
                 yield number
 
     def _over_limit(self, limit: int) -> str:
@@ -564,6 +562,7 @@ class Planner(ExportParts):
         run = self.runs.get(run_id)
         if run is None or self._ended(run):
             return  # checked before the lock too: the lock would leave a blob behind for a run deleted meanwhile
+        telemetry.describe_run(run)  # log fields: its destination and trigger, on the give-up warning too
         with self.work.exclusive(plan_lock(run_id)):
             run = self.runs.get(run_id)
             if run is None or self._ended(run):

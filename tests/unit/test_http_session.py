@@ -177,8 +177,9 @@ def test_the_idle_limit_is_a_second_under_the_keep_alive_a_server_announces() ->
     assert http_session.idle_limit("Timeout = 2, max=5") == http_session.idle_limit('timeout="2"') == 1.0
     assert http_session.idle_limit("timeout=1") == 0.5  # half of it under 2 s: not a new connection per request
     assert http_session.idle_limit("timeout=5, timeout=2") == 1.0  # headers joined: the smallest
+    assert http_session.idle_limit("timeout=1.5") == 0.75 and http_session.idle_limit("timeout=6.5") == 5.5
     assert http_session.idle_limit("timeout=900") == http_session.IDLE_SECONDS
-    for meaningless in (None, "", "max=5", "max-timeout=3", "timeout=abc", "timeout=-5", "5", "timeout=5.5",
+    for meaningless in (None, "", "max=5", "max-timeout=3", "timeout=abc", "timeout=-5", "5", "timeout=5.5.5",
                         "timeout=" + "9" * 400, "timeout=1234567"):
         assert http_session.idle_limit(meaningless) == http_session.IDLE_SECONDS, meaningless
 
