@@ -22,7 +22,7 @@ import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
 
 from shared.audience_mirror import MIRRORS_PREFIX, note_mirrors_deleted
 from shared.destinations import Destination
@@ -297,7 +297,7 @@ class ErasedLedger(Protocol):
     """Subscriber hashes a person had erased, and when: kept as long as the erasure must be honoured."""
 
     def note(self, hashes: Iterable[str], erased_at: str) -> None: ...
-    def all(self) -> dict[str, str]: ...
+    def all(self) -> Mapping[str, str]: ...
 
 
 class Queue(Protocol):

@@ -274,7 +274,7 @@ class Plan:
         removable_tags: Iterable[str] = (),
         already_done: Callable[[Member], bool] | None = None,
         max_rows: int | None = None,
-        erased: dict[str, str] | None = None,
+        erased: Mapping[str, str] | None = None,
         stream: Callable[[list[Member]], None] | None = None,
         rows_at_most: int = 0,
         streamed_before: Iterable[str] = (),

@@ -3,21 +3,24 @@
 A request is one partition (PartitionKey = its id): the row "erasure" holds the request, and one row per subscriber
 hash holds that hash's outcome in each audience as properties `o<n>`/`r<n>`/`a<n>` (outcome, reason, when; n = the
 target's place in the request's `targets`), written by merge, so outcomes recorded in parallel never overwrite each
-other. The ledger (`erasedaddresses`) has one row per hash (PartitionKey = its first two hex digits).
+other. The ledger (`erasedaddresses`) has one row per hash (PartitionKey = its first two hex digits) and a change mark.
 """
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, Iterable
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.data.tables import UpdateMode
+from azure.data.tables import TableServiceClient, UpdateMode
 
 from shared.adapters.tables import _retry_on_conflict, _Table
 from shared.erasures import Erasure, Outcome, Target, now_iso
 
 RECORD = "erasure"
 BATCH = 100  # operations per entity-group transaction
+MARK_PARTITION, MARK_ROW = "~", "changed"  # the ledger's change mark: "~" sorts after every hash's hex partition
 
 
 def _target_doc(target: Target) -> dict[str, Any]:
@@ -113,6 +116,17 @@ class ErasureTable(_Table):
 
 
 class ErasedLedgerTable(_Table):
+    """Every export chunk asks for the whole ledger twice (before sending, and again as it counts), so a process keeps
+    the ledger it last listed and lists it again only when the change mark says it grew: a ledger of many thousand
+    erasures would otherwise cost every chunk pages of reads. `note` writes the hashes, then changes the mark (a new
+    ETag); `all` reads the mark, then lists. A listing is reused only while the mark is as it was read before that
+    listing, so whatever was noted before a mark change the reader has seen is in what it gets. A note cut short
+    between its hashes and its mark is redone by its erasure's redelivery (rows and mark again)."""
+
+    def __init__(self, service: TableServiceClient, name: str) -> None:
+        super().__init__(service, name)
+        self._listed: tuple[str | None, Mapping[str, str]] | None = None  # (the mark's ETag or None, the listing)
+
     def note(self, hashes: Iterable[str], erased_at: str) -> None:
         by_partition: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         for h in hashes:
@@ -121,6 +135,8 @@ class ErasedLedgerTable(_Table):
         for rows in by_partition.values():
             for start in range(0, len(rows), BATCH):
                 self.table.submit_transaction(rows[start:start + BATCH])
+        self.table.upsert_entity({"PartitionKey": MARK_PARTITION, "RowKey": MARK_ROW, "changed_at": erased_at},
+                                 mode=UpdateMode.REPLACE)
 
     def erased_on(self, hashes: Iterable[str]) -> dict[str, str]:
         found = {}
@@ -131,5 +147,16 @@ class ErasedLedgerTable(_Table):
                 pass
         return found
 
-    def all(self) -> dict[str, str]:
-        return {e["RowKey"]: e["erased_at"] for e in self.table.list_entities(select=["RowKey", "erased_at"])}
+    def all(self) -> Mapping[str, str]:
+        """Subscriber hash -> when; read-only, as it may be the listing other callers of this process share."""
+        try:
+            mark: str | None = self.table.get_entity(MARK_PARTITION, MARK_ROW).metadata["etag"]
+        except ResourceNotFoundError:
+            mark = None  # nothing noted since the mark was introduced; the first note creates it
+        listed = self._listed
+        if listed is not None and listed[0] == mark:
+            return listed[1]
+        found = MappingProxyType({e["RowKey"]: e["erased_at"] for e in self.table.query_entities(
+            "PartitionKey lt @mark", parameters={"mark": MARK_PARTITION}, select=["RowKey", "erased_at"])})
+        self._listed = (mark, found)
+        return found

@@ -8,7 +8,7 @@ import itertools
 import logging
 import tempfile
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -429,7 +429,7 @@ class Planner(ExportParts):
                              columns=columns[part.segment])
                 for part in live]
 
-    def _row_emails(self, inputs: list[SegmentInput], mapping: PlanMapping, erased: dict[str, str],
+    def _row_emails(self, inputs: list[SegmentInput], mapping: PlanMapping, erased: Mapping[str, str],
                     most: int) -> set[str] | None:
         """The addresses planning `inputs` plans (valid rows, not erased), read by the same planning with no
         audience and nothing reported; None past `most` rows (reading stops there)."""

@@ -1,7 +1,7 @@
 """What an export run works with: the boundaries it calls (storage, queues, run records) and the refusal it answers with."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ContextManager, Protocol
 
@@ -68,7 +68,7 @@ class Runs(Protocol):
 class ErasedAddresses(Protocol):
     """Subscriber hash -> when the person had their address erased (shared/erasures.py keeps the ledger)."""
 
-    def all(self) -> dict[str, str]: ...
+    def all(self) -> Mapping[str, str]: ...
 
 
 @dataclass
@@ -105,7 +105,7 @@ class ExportParts:
         found = instead("no audience mirror", mirror_kept=False)
         yield from client.iter_audience(list_id) if found is None else found
 
-    def erased_for(self, destination: Destination | None) -> dict[str, str]:
+    def erased_for(self, destination: Destination | None) -> Mapping[str, str]:
         """The erasures a run of `destination` honours: every one, unless the destination says to export people
         again after an erasure (reAddErased)."""
         if self.erased is None or destination is None or destination.re_add_erased:

@@ -53,3 +53,62 @@ def test_re_add_erased_is_stored_and_read_back(tables):
     destination = new_destination(body, "x").destination
     destinations.save(destination)
     assert destinations.get(destination.id).re_add_erased is True
+
+
+def _listings(ledger: ErasedLedgerTable) -> list[int]:
+    """Counts the ledger's listings (query_entities calls) from here on."""
+    calls = [0]
+    query = ledger.table.query_entities
+
+    def counted(*args, **kwargs):
+        calls[0] += 1
+        return query(*args, **kwargs)
+
+    ledger.table.query_entities = counted
+    return calls
+
+
+def test_a_ledger_listed_once_is_read_again_only_after_an_erasure_noted_by_any_process(tables):
+    name = "ec" + uuid.uuid4().hex[:8]
+    reader, writer = ErasedLedgerTable(tables, name), ErasedLedgerTable(tables, name)  # two processes' tables
+    first = [subscriber_hash(f"p{i}@fabrikam.com") for i in range(1200)]  # more than a page of the listing
+    writer.note(first, "2026-11-28T10:00:00+00:00")
+    listings = _listings(reader)
+    assert reader.all() == dict.fromkeys(first, "2026-11-28T10:00:00+00:00")  # the change mark is not a hash
+    assert reader.all() == dict.fromkeys(first, "2026-11-28T10:00:00+00:00") and listings[0] == 1
+    with pytest.raises(TypeError):
+        reader.all()[first[0]] = "changed by a caller"  # shared by the process's callers: read-only
+    late = subscriber_hash("late@fabrikam.com")
+    writer.note([late], "2026-11-29T10:00:00+00:00")
+    assert reader.all()[late] == "2026-11-29T10:00:00+00:00" and len(reader.all()) == 1201 and listings[0] == 2
+
+
+def test_hashes_written_before_the_change_mark_existed_are_listed(tables):
+    name = "el" + uuid.uuid4().hex[:8]
+    ledger = ErasedLedgerTable(tables, name)
+    old = subscriber_hash("old@fabrikam.com")
+    ledger.table.upsert_entity({"PartitionKey": old[:2], "RowKey": old, "erased_at": "2026-01-01T00:00:00+00:00"})
+    assert ledger.all() == {old: "2026-01-01T00:00:00+00:00"}
+    new = subscriber_hash("new@fabrikam.com")
+    ErasedLedgerTable(tables, name).note([new], "2026-11-29T10:00:00+00:00")  # creates the mark
+    assert set(ledger.all()) == {old, new}
+
+
+def test_every_erasure_noted_is_in_the_next_listing_while_others_are_noted_alongside(tables):
+    """The order that makes reuse safe: a note's hashes are written before its mark changes, and a listing is taken
+    after the mark is read. Readers list while writers note; whatever a note returned for is seen by the next call."""
+    name = "ep" + uuid.uuid4().hex[:8]
+    reader = ErasedLedgerTable(tables, name)
+    missed: list[str] = []
+
+    def note_then_read(writer: int) -> None:
+        ledger = ErasedLedgerTable(tables, name)
+        for i in range(15):
+            h = subscriber_hash(f"w{writer}-{i}@fabrikam.com")
+            ledger.note([h], "2026-11-29T10:00:00+00:00")
+            if h not in reader.all():
+                missed.append(h)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(note_then_read, range(4)))
+    assert not missed and len(reader.all()) == 60
