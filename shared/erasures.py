@@ -245,6 +245,7 @@ class Erasure:
     outcomes: dict[str, dict[str, Outcome]] = field(default_factory=dict)  # hash -> Target.key -> outcome
     files_scrubbed: int = 0  # work files rewritten without the erased addresses
     addresses: int = 0  # how many hashes (listings read the record without them)
+    work_queued: bool = False  # its hashes noted in the ledger and its work queued (request())
 
     @property
     def finished(self) -> bool:
@@ -291,6 +292,7 @@ class ErasureRecords(Protocol):
     def record(self, erasure_id: str, member_hash: str, target: Target, outcome: Outcome) -> None: ...
     def set_status(self, erasure_id: str, status: str, message: str | None = None,
                    files_scrubbed: int | None = None) -> None: ...
+    def note_queued(self, erasure_id: str) -> None: ...  # sets work_queued
 
 
 class ErasedLedger(Protocol):
@@ -397,10 +399,19 @@ class ErasureService:
         erasure = Erasure(id=erasure_id or uuid.uuid4().hex[:12], created_at=now, updated_at=now,
                           requested_by=requested_by, source=source, hashes=tuple(hashes_of(emails)), message=message)
         if not self._records.create(erasure):
-            return self._records.get(erasure.id) or erasure, False
-        self._ledger.note(erasure.hashes, now)
-        self._queue.send({"erasureId": erasure.id})
+            existing = self._records.get(erasure.id)
+            if existing is not None and existing.status == QUEUED and not existing.work_queued:
+                # The delivery that recorded it was cut short before its hashes were noted or its work queued: both
+                # now (again is harmless: the ledger's rows are upserted, and the work skips what it recorded).
+                self._queue_work(existing.id, existing.hashes, existing.created_at)
+            return existing or erasure, False
+        self._queue_work(erasure.id, erasure.hashes, now)
         return erasure, True
+
+    def _queue_work(self, erasure_id: str, hashes: Iterable[str], erased_at: str) -> None:
+        self._ledger.note(hashes, erased_at)
+        self._queue.send({"erasureId": erasure_id})
+        self._records.note_queued(erasure_id)
 
     def reject(self, requested_by: str, source: str, erasure_id: str, problem: InvalidErasure) -> Erasure:
         """Record a dropped file that could not be used (status rejected, the problems by line), so it is seen."""

@@ -8,6 +8,7 @@ other. The ledger (`erasedaddresses`) has one row per hash (PartitionKey = its f
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Iterable
@@ -32,14 +33,16 @@ class ErasureTable(_Table):
         record = {"PartitionKey": erasure.id, "RowKey": RECORD, "created_at": erasure.created_at,
                   "updated_at": erasure.updated_at or erasure.created_at, "requested_by": erasure.requested_by,
                   "source": erasure.source, "status": erasure.status, "addresses": len(erasure.hashes),
-                  "message": erasure.message or "", "targets": "[]", "files_scrubbed": 0}
+                  "message": erasure.message or "", "targets": "[]", "files_scrubbed": 0, "work_queued": False}
+        # The hashes first, the record last: a request cut short has no record (its redelivery writes it all again),
+        # never a record naming only some of its hashes.
+        rows = [("upsert", {"PartitionKey": erasure.id, "RowKey": f"h-{h}"}) for h in erasure.hashes]
+        for start in range(0, len(rows), BATCH):
+            self.table.submit_transaction(rows[start:start + BATCH])
         try:
             self.table.create_entity(record)
         except ResourceExistsError:
             return False
-        rows = [("upsert", {"PartitionKey": erasure.id, "RowKey": f"h-{h}"}) for h in erasure.hashes]
-        for start in range(0, len(rows), BATCH):
-            self.table.submit_transaction(rows[start:start + BATCH])
         return True
 
     def _record(self, erasure_id: str) -> Any:
@@ -54,7 +57,8 @@ class ErasureTable(_Table):
         return Erasure(id=entity["PartitionKey"], created_at=entity["created_at"], updated_at=entity.get("updated_at"),
                        requested_by=entity["requested_by"], source=entity["source"], hashes=(),
                        status=entity["status"], message=entity.get("message") or None, targets=targets,
-                       files_scrubbed=int(entity.get("files_scrubbed") or 0), addresses=int(entity.get("addresses") or 0))
+                       files_scrubbed=int(entity.get("files_scrubbed") or 0), addresses=int(entity.get("addresses") or 0),
+                       work_queued=bool(entity.get("work_queued", True)))  # records of the previous release: queued
 
     def get(self, erasure_id: str) -> Erasure | None:
         if not erasure_id.isalnum():
@@ -106,6 +110,9 @@ class ErasureTable(_Table):
         self.table.upsert_entity({"PartitionKey": erasure_id, "RowKey": f"h-{member_hash}", f"o{n}": outcome.outcome,
                                   f"r{n}": outcome.reason or "", f"a{n}": outcome.at or ""}, mode=UpdateMode.MERGE)
 
+    def note_queued(self, erasure_id: str) -> None:
+        self.table.upsert_entity({"PartitionKey": erasure_id, "RowKey": RECORD, "work_queued": True}, mode=UpdateMode.MERGE)
+
     def set_status(self, erasure_id: str, status: str, message: str | None = None,
                    files_scrubbed: int | None = None) -> None:
         change: dict[str, Any] = {"PartitionKey": erasure_id, "RowKey": RECORD, "status": status,
@@ -121,11 +128,16 @@ class ErasedLedgerTable(_Table):
     erasures would otherwise cost every chunk pages of reads. `note` writes the hashes, then changes the mark (a new
     ETag); `all` reads the mark, then lists. A listing is reused only while the mark is as it was read before that
     listing, so whatever was noted before a mark change the reader has seen is in what it gets. A note cut short
-    between its hashes and its mark is redone by its erasure's redelivery (rows and mark again)."""
+    between its hashes and its mark is redone by its request's redelivery (ErasureService.request: the record says
+    its work was not queued yet). A listing is also never reused for longer than RELIST_SECONDS, for hashes written
+    without the mark (by the previous release, during a deployment that swaps it out)."""
+
+    RELIST_SECONDS = 60.0
 
     def __init__(self, service: TableServiceClient, name: str) -> None:
         super().__init__(service, name)
-        self._listed: tuple[str | None, Mapping[str, str]] | None = None  # (the mark's ETag or None, the listing)
+        # (the mark's ETag or None, when it was listed (time.monotonic), the listing)
+        self._listed: tuple[str | None, float, Mapping[str, str]] | None = None
 
     def note(self, hashes: Iterable[str], erased_at: str) -> None:
         by_partition: dict[str, list[tuple[str, dict[str, Any]]]] = {}
@@ -154,9 +166,10 @@ class ErasedLedgerTable(_Table):
         except ResourceNotFoundError:
             mark = None  # nothing noted since the mark was introduced; the first note creates it
         listed = self._listed
-        if listed is not None and listed[0] == mark:
-            return listed[1]
+        if listed is not None and listed[0] == mark and time.monotonic() - listed[1] < self.RELIST_SECONDS:
+            return listed[2]
+        at = time.monotonic()
         found = MappingProxyType({e["RowKey"]: e["erased_at"] for e in self.table.query_entities(
             "PartitionKey lt @mark", parameters={"mark": MARK_PARTITION}, select=["RowKey", "erased_at"])})
-        self._listed = (mark, found)
+        self._listed = (mark, at, found)
         return found

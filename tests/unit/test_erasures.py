@@ -13,7 +13,7 @@ import pytest
 from shared.audience_mirror import ERASURES_MARK, MIRRORS_PREFIX
 from shared.destinations import Destination, FieldMapping
 from shared.emails import subscriber_hash
-from shared.erasures import (ALREADY_GONE, DELETED, DONE, FAILED, REFUSED, REJECTED, UNREACHABLE, WITH_ERRORS, Erasure,
+from shared.erasures import (ALREADY_GONE, DELETED, DONE, FAILED, QUEUED, REFUSED, REJECTED, UNREACHABLE, WITH_ERRORS, Erasure,
                              ErasureService, InvalidErasure, Outcome, Target, not_a_request, parse_drop_file,
                              parse_request, rejected_name, scrubbed)
 from shared.mailchimp.errors import MailchimpRequestError, MailchimpUnavailable
@@ -106,6 +106,9 @@ class Records:
 
     def record(self, erasure_id, member_hash, target, outcome):
         self.items[erasure_id].outcomes.setdefault(member_hash, {})[target.key] = outcome
+
+    def note_queued(self, erasure_id):
+        self.items[erasure_id].work_queued = True
 
     def set_status(self, erasure_id, status, message=None, files_scrubbed=None):
         e = self.items[erasure_id]
@@ -256,6 +259,21 @@ def test_the_same_drop_file_twice_is_one_request_and_a_poisoned_one_says_what_wa
     assert created and not created_again and again.id == first.id and len(queue.msgs) == 1
     service.gave_up("f1")
     assert records.get("f1").status == FAILED and "request the erasure again" in records.get("f1").message
+
+
+def test_a_request_cut_short_before_its_work_was_queued_is_noted_and_queued_by_its_redelivery(world) -> None:
+    service, records, ledger, queue, _, _ = world
+    note = ledger.note
+    ledger.note = lambda hashes, at: (_ for _ in ()).throw(OSError("storage down"))  # after the record was written
+    with pytest.raises(OSError):
+        service.request([ANN], "storage:a.csv", "storage", erasure_id="f1")
+    assert records.get("f1").status == QUEUED and not queue.msgs and not ledger.erased
+    ledger.note = note
+    again, created = service.request([ANN], "storage:a.csv", "storage", erasure_id="f1")
+    assert not created and again.id == "f1" and queue.msgs == [{"erasureId": "f1"}]
+    assert ledger.all() == {subscriber_hash(ANN): records.get("f1").created_at} and records.get("f1").work_queued
+    service.request([ANN], "storage:a.csv", "storage", erasure_id="f1")  # queued now: nothing more
+    assert len(queue.msgs) == 1
 
 
 def test_outcome_targets_are_keyed_by_first_destination_and_audience() -> None:
