@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install chromium run up down sample test test-unit bench clean
+.PHONY: install chromium run up down sample test test-unit test-deep bench clean
 
 install: $(VENV)/.installed node_modules/.installed chromium
 
@@ -46,6 +46,13 @@ test: install
 
 test-unit: install
 	$(PY) -m pytest tests/unit
+
+## The crash and invariant sweeps in depth (not part of `make test`, which runs a spread of them within its 15 minutes):
+## a crash before and after every call of the replayed exports, and 200 Hypothesis examples of exports interleaved
+## with changes by hand. 42 minutes here (2 cores).
+test-deep: install
+	EXPORT_CRASH_POINTS=all EXPORT_INVARIANT_EXAMPLES=200 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup \
+	  tests/integration/test_export_service_replay.py tests/integration/test_export_invariants.py
 
 ## The connector at each of BENCH_ROWS, with a 1 %-changed refresh after its first run, and the plain official-SDK
 ## script (bench/sdk_plain.py) on the same rows where there are at most BENCH_SDK_MAX_ROWS (the script's time grows
