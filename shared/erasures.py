@@ -22,7 +22,7 @@ import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
+from typing import Any, Callable, ContextManager, Iterable, Iterator, Mapping, Protocol
 
 from shared.audience_mirror import MIRRORS_PREFIX, note_mirrors_deleted
 from shared.destinations import Destination
@@ -40,6 +40,7 @@ MAX_PROBLEMS_SHOWN = 20  # a refused request names at most this many lines or po
 CHUNK_FILES = "/chunks/"  # a run's chunk files and saved answers: left as they are (see _scrub)
 REASON_CHARS = 300
 
+LOCKS_PREFIX = "erasure-locks/"  # in the work container: an empty blob per dropped file's request, leased while recorded
 REJECTED_MARK = ".rejected"  # a drop file's unusable lines are kept in <name>.rejected<ext>, never read as a request
 
 # Outcomes per (audience, subscriber hash). `unreachable`: an audience a deleted destination wrote to; its credentials
@@ -311,6 +312,7 @@ class WorkFiles(Protocol):
     def read_bytes(self, name: str) -> bytes: ...
     def write_bytes(self, name: str, data: bytes) -> None: ...
     def delete_prefix(self, prefix: str) -> None: ...
+    def exclusive(self, name: str) -> ContextManager[None]: ...  # a lease on `name` across instances
 
 
 class DropFolder(Protocol):
@@ -398,14 +400,22 @@ class ErasureService:
         now = now_iso()
         erasure = Erasure(id=erasure_id or uuid.uuid4().hex[:12], created_at=now, updated_at=now,
                           requested_by=requested_by, source=source, hashes=tuple(hashes_of(emails)), message=message)
+        if erasure_id is None:  # an id of its own: nobody else records this request
+            return self._record_and_queue(erasure)
+        # A dropped file's event delivered twice at once: the second waits here, then finds the work queued.
+        with self._work.exclusive(f"{LOCKS_PREFIX}{erasure.id}.lock"):
+            return self._record_and_queue(erasure)
+
+    def _record_and_queue(self, erasure: Erasure) -> tuple[Erasure, bool]:
         if not self._records.create(erasure):
             existing = self._records.get(erasure.id)
             if existing is not None and existing.status == QUEUED and not existing.work_queued:
                 # The delivery that recorded it was cut short before its hashes were noted or its work queued: both
-                # now (again is harmless: the ledger's rows are upserted, and the work skips what it recorded).
+                # now (the ledger's rows are upserted; a second message, if the first went out, finds it finished or
+                # running and skips what it recorded).
                 self._queue_work(existing.id, existing.hashes, existing.created_at)
             return existing or erasure, False
-        self._queue_work(erasure.id, erasure.hashes, now)
+        self._queue_work(erasure.id, erasure.hashes, erasure.created_at)
         return erasure, True
 
     def _queue_work(self, erasure_id: str, hashes: Iterable[str], erased_at: str) -> None:

@@ -34,6 +34,8 @@ class ErasureTable(_Table):
                   "updated_at": erasure.updated_at or erasure.created_at, "requested_by": erasure.requested_by,
                   "source": erasure.source, "status": erasure.status, "addresses": len(erasure.hashes),
                   "message": erasure.message or "", "targets": "[]", "files_scrubbed": 0, "work_queued": False}
+        if self._record(erasure.id) is not None:  # a request delivered again: its rows are there already
+            return False
         # The hashes first, the record last: a request cut short has no record (its redelivery writes it all again),
         # never a record naming only some of its hashes.
         rows = [("upsert", {"PartitionKey": erasure.id, "RowKey": f"h-{h}"}) for h in erasure.hashes]

@@ -6,6 +6,9 @@ client against the local Mailchimp."""
 from __future__ import annotations
 
 import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import pytest
@@ -274,6 +277,38 @@ def test_a_request_cut_short_before_its_work_was_queued_is_noted_and_queued_by_i
     assert ledger.all() == {subscriber_hash(ANN): records.get("f1").created_at} and records.get("f1").work_queued
     service.request([ANN], "storage:a.csv", "storage", erasure_id="f1")  # queued now: nothing more
     assert len(queue.msgs) == 1
+
+
+def test_a_request_whose_work_could_not_be_queued_is_queued_by_its_redelivery(world) -> None:
+    service, records, _, queue, _, _ = world
+    send = queue.send
+    queue.send = lambda message, delay_seconds=0: (_ for _ in ()).throw(OSError("queue down"))
+    with pytest.raises(OSError):
+        service.request([ANN], "storage:a.csv", "storage", erasure_id="f1")
+    assert not records.get("f1").work_queued  # not marked queued before it was
+    queue.send = send
+    service.request([ANN], "storage:a.csv", "storage", erasure_id="f1")
+    assert queue.msgs == [{"erasureId": "f1"}] and records.get("f1").work_queued
+
+
+def test_a_drop_event_delivered_twice_at_once_queues_the_work_once(world) -> None:
+    service, _, ledger, queue, _, _ = world
+    note, inside, release = ledger.note, threading.Event(), threading.Event()
+
+    def slow_note(hashes, at):
+        inside.set()
+        release.wait(5)
+        note(hashes, at)
+
+    ledger.note = slow_note
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(service.request, [ANN], "storage:a.csv", "storage", erasure_id="f1")
+        assert inside.wait(5)
+        second = pool.submit(service.request, [ANN], "storage:a.csv", "storage", erasure_id="f1")
+        time.sleep(0.2)  # the second delivery is waiting for the first
+        release.set()
+        assert first.result()[1] and not second.result()[1]
+    assert queue.msgs == [{"erasureId": "f1"}]
 
 
 def test_outcome_targets_are_keyed_by_first_destination_and_audience() -> None:
