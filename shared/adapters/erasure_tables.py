@@ -13,11 +13,12 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Iterable
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core import MatchConditions
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableServiceClient, UpdateMode
 
-from shared.adapters.tables import _retry_on_conflict, _Table
-from shared.erasures import Erasure, Outcome, Target, now_iso
+from shared.adapters.tables import Conflict, _precondition_failed, _retry_on_conflict, _Table
+from shared.erasures import DELETED, Erasure, Outcome, Target, now_iso
 
 RECORD = "erasure"
 BATCH = 100  # operations per entity-group transaction
@@ -107,10 +108,40 @@ class ErasureTable(_Table):
         _retry_on_conflict(attempt)
 
     def record(self, erasure_id: str, member_hash: str, target: Target, outcome: Outcome) -> None:
+        """A deletion recorded is final: a second worker on the same request (its message delivered twice at once)
+        finds the person gone and would say `alreadyGone`, or fail and say `refused`, which must not replace it. So
+        any other outcome is written only on the row as read, with no deletion on it."""
         listed = json.loads(self.table.get_entity(erasure_id, RECORD).get("targets") or "[]")
         n = listed.index(_target_doc(target))
-        self.table.upsert_entity({"PartitionKey": erasure_id, "RowKey": f"h-{member_hash}", f"o{n}": outcome.outcome,
-                                  f"r{n}": outcome.reason or "", f"a{n}": outcome.at or ""}, mode=UpdateMode.MERGE)
+        key = f"h-{member_hash}"
+        row = {"PartitionKey": erasure_id, "RowKey": key, f"o{n}": outcome.outcome, f"r{n}": outcome.reason or "",
+               f"a{n}": outcome.at or ""}
+        if outcome.outcome == DELETED:
+            self.table.upsert_entity(row, mode=UpdateMode.MERGE)
+            return
+
+        def attempt() -> None:
+            try:
+                current = self.table.get_entity(erasure_id, key)
+            except ResourceNotFoundError:
+                current = None
+            if current is None:
+                try:
+                    self.table.create_entity(row)
+                except ResourceExistsError:
+                    raise Conflict() from None
+                return
+            if current.get(f"o{n}") == DELETED:
+                return
+            try:
+                self.table.update_entity(row, mode=UpdateMode.MERGE, etag=current.metadata["etag"],
+                                         match_condition=MatchConditions.IfNotModified)
+            except HttpResponseError as error:
+                if _precondition_failed(error):
+                    raise Conflict() from error
+                raise
+
+        _retry_on_conflict(attempt)
 
     def note_queued(self, erasure_id: str) -> None:
         self.table.upsert_entity({"PartitionKey": erasure_id, "RowKey": RECORD, "work_queued": True}, mode=UpdateMode.MERGE)

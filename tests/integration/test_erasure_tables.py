@@ -10,7 +10,7 @@ from shared.adapters.erasure_tables import ErasedLedgerTable, ErasureTable
 from shared.adapters.tables import DestinationTable
 from shared.destinations import new_destination
 from shared.emails import subscriber_hash
-from shared.erasures import DELETED, REFUSED, Erasure, Outcome, Target
+from shared.erasures import ALREADY_GONE, DELETED, REFUSED, Erasure, Outcome, Target
 from tests.services import table_service
 
 
@@ -146,3 +146,35 @@ def test_a_request_cut_short_while_its_hashes_were_written_has_no_record_until_i
     records.table.upsert_entity({"PartitionKey": "old", "RowKey": "erasure", "created_at": "t", "updated_at": "t",
                                  "requested_by": "x", "source": "http", "status": "queued", "addresses": 0})
     assert records.get("old").work_queued  # written by the previous release, which queued in the same call
+
+
+def test_a_deletion_recorded_stays_whatever_a_second_worker_on_the_same_request_records_after_it(tables):
+    """Two workers on one request (its message delivered twice at once): the second finds the person gone
+    (alreadyGone) or fails (refused). The audit must keep saying the connector deleted them."""
+    records = ErasureTable(tables, "er" + uuid.uuid4().hex[:8])
+    hashes = tuple(subscriber_hash(f"p{i}@fabrikam.com") for i in range(3))
+    records.create(Erasure("e1", "2026-11-28T10:00:00+00:00", "storage:a.csv", "storage", hashes))
+    target = Target("aud1", ("d1",))
+    records.add_targets("e1", [target])
+    first, second, third = hashes
+    records.record("e1", first, target, Outcome(DELETED, at="t1"))
+    records.record("e1", first, target, Outcome(ALREADY_GONE, at="t2"))
+    records.record("e1", first, target, Outcome(REFUSED, "Nope", "t3"))
+    records.record("e1", second, target, Outcome(ALREADY_GONE, at="t1"))  # nothing to keep: written, then replaced
+    records.record("e1", second, target, Outcome(DELETED, at="t2"))
+    # The deletion lands between the second worker's read of the row and its write: its write is refused, it reads
+    # again, and leaves the deletion as it is.
+    read = records.table.get_entity
+
+    def deleted_meanwhile(partition, row, **kwargs):
+        found = read(partition, row, **kwargs)
+        if row == f"h-{third}":
+            records.table.get_entity = read
+            records.record("e1", third, target, Outcome(DELETED, at="t1"))
+        return found
+
+    records.table.get_entity = deleted_meanwhile
+    records.record("e1", third, target, Outcome(ALREADY_GONE, at="t2"))
+    found = records.get("e1")
+    assert [found.outcome(h, target) for h in hashes] == [Outcome(DELETED, None, "t1"), Outcome(DELETED, None, "t2"),
+                                                            Outcome(DELETED, None, "t1")]
