@@ -13,11 +13,10 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Iterable
 
-from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableServiceClient, UpdateMode
 
-from shared.adapters.tables import Conflict, _precondition_failed, _retry_on_conflict, _Table
+from shared.adapters.tables import Conflict, _retry_on_conflict, _Table
 from shared.erasures import DELETED, Erasure, Outcome, Target, now_iso
 
 RECORD = "erasure"
@@ -131,15 +130,9 @@ class ErasureTable(_Table):
                 except ResourceExistsError:
                     raise Conflict() from None
                 return
-            if current.get(f"o{n}") == DELETED:
-                return
-            try:
-                self.table.update_entity(row, mode=UpdateMode.MERGE, etag=current.metadata["etag"],
-                                         match_condition=MatchConditions.IfNotModified)
-            except HttpResponseError as error:
-                if _precondition_failed(error):
-                    raise Conflict() from error
-                raise
+            if current.get(f"o{n}") != DELETED:
+                current.update(row)
+                self._replace(current)
 
         _retry_on_conflict(attempt)
 

@@ -84,8 +84,8 @@ class EnvironmentOnce(requests.Session):
 def idle_limit(keep_alive: str | None) -> float:
     """Seconds a connection may sit idle and still be reused, from the keep-alive timeout its server announced with its
     last answer (`Keep-Alive: timeout=N`; the smallest if several): a second under N (half of N under 2 s), and never
-    more than IDLE_SECONDS. A value the server could not mean (over six digits before or after a point) is ignored: an advisory header never
-    fails a request the server has done."""
+    more than IDLE_SECONDS. A value the server could not mean (over six digits before or after a point) is ignored: an
+    advisory header never fails a request the server has done."""
     announced = [float(value) for value in _ANNOUNCED.findall(keep_alive or "")]
     if not announced:
         return IDLE_SECONDS
