@@ -13,6 +13,10 @@ class Background:
     def start(self) -> None:
         self._thread.start()
 
+    def wait_ready(self, timeout: float) -> bool:
+        """Whether the source is ready to notice work (the host says ready only after its sources are)."""
+        return True
+
     def join(self, timeout: float) -> None:
         """Wait up to TIMEOUT seconds for `_run` to return (it returns once the host's stop event is set)."""
         self._thread.join(timeout)

@@ -71,15 +71,19 @@ class BlobEventSource(Background):
         self.queue = queue_client(connection, queue)
         self.state = state
         self.stopping = stopping
+        self._prepared = threading.Event()
         super().__init__(f"blob-events-{container}")
 
+    def wait_ready(self, timeout: float) -> bool:
+        """Ready once the container and queue exist: a caller told the host is ready may upload at once."""
+        return self._prepared.wait(timeout)
+
     def _run(self) -> None:
-        prepared = False
         while not self.stopping.is_set():
             try:
-                if not prepared:
+                if not self._prepared.is_set():
                     self._prepare()
-                    prepared = True
+                    self._prepared.set()
                 self._announce_changes()
             except AzureError as error:
                 log.warning("container %s: listing failed (%s); retrying", self.container.container_name,

@@ -24,6 +24,7 @@ from devhost.timers import TimerRunner
 
 log = logging.getLogger("devhost")
 READY = "Functions host ready on {url}"
+READY_SECONDS = 30.0  # how long the host waits for its trigger sources before saying it is ready anyway
 AUTH_SETTING = "WEBSITE_AUTH_ENABLED"  # set by App Service when its authentication is on
 
 
@@ -57,6 +58,11 @@ class Host:
         threading.Thread(target=self.server.serve_forever, args=(0.2,), name="http", daemon=True).start()
         for worker in self.workers:
             worker.start()
+        deadline = time.monotonic() + READY_SECONDS
+        for worker in self.workers:
+            if not worker.wait_ready(max(0.0, deadline - time.monotonic())):
+                log.warning("a trigger source was not ready within %.0f s; the host starts anyway and it keeps "
+                            "trying (see its warnings above)", READY_SECONDS)
 
     def stop(self, grace_seconds: float) -> None:
         """Stop taking work, give running functions GRACE_SECONDS, then abandon them (their messages reappear)."""

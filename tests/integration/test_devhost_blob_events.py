@@ -23,7 +23,9 @@ def test_blob_upload_becomes_exactly_one_blob_created_event(make_app: MakeApp) -
     container = unique("segments")
     route = f"{container}={app.env['WORK_QUEUE']}"
     host = app.start("--blob-events", route)
-    blob = BlobServiceClient.from_connection_string(app.azurite.connection_string).get_blob_client(container, BLOB)
+    service = BlobServiceClient.from_connection_string(app.azurite.connection_string)
+    assert service.get_container_client(container).exists(), "a host that says it is ready has created its container"
+    blob = service.get_blob_client(container, BLOB)
     blob.upload_blob(b"email\na@example.com\n", content_settings=ContentSettings(content_type="text/csv"))
 
     [event] = wait_for(lambda: events(app), "the BlobCreated event")
