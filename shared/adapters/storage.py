@@ -86,6 +86,9 @@ class StorageAccount:
 
 log = logging.getLogger(__name__)
 EXCLUSIVE_LEASE_SECONDS = 15  # Azure's shortest blob lease
+# Under host.json's functionTimeout (10 minutes): a function that waits this long fails and its message is tried again,
+# instead of being stopped by the host at the timeout, which restarts the worker and everything running in it.
+EXCLUSIVE_WAIT_SECONDS = 480.0
 
 
 class BlobFolder:
@@ -134,7 +137,7 @@ class BlobFolder:
             pass
 
     @contextlib.contextmanager
-    def exclusive(self, name: str, wait_seconds: float = 900.0) -> Iterator[None]:
+    def exclusive(self, name: str, wait_seconds: float = EXCLUSIVE_WAIT_SECONDS) -> Iterator[None]:
         """Hold a lease on blob `name` while the block runs, across every instance; wait while another holds it.
 
         The lease lasts EXCLUSIVE_LEASE_SECONDS and is renewed every third of that (a failed renewal is tried again
