@@ -14,6 +14,10 @@ from shared.events import created_blobs
 bp = func.Blueprint()
 log = logging.getLogger("function_app")
 
+# Every 15 minutes: how long a request cut short may stay `queued` before its work is queued after all. A fixed
+# schedule, like the retention sweep's; switch it off with AzureWebJobs.erasure_stranded_sweep.Disabled=true.
+STRANDED_SCHEDULE = "0 */15 * * * *"
+
 
 def _erasure_id(msg: func.QueueMessage) -> str:
     return json.loads(msg.get_body())["erasureId"]
@@ -35,3 +39,10 @@ def erasure_file_arrived(msg: func.QueueMessage) -> None:
         erasure = bootstrap.app().erasures.on_dropped(name)
         if erasure is not None:
             log.info("erasure file %s: request %s (%s)", name, erasure.id, erasure.status)
+
+
+@bp.timer_trigger(arg_name="timer", schedule=STRANDED_SCHEDULE, run_on_startup=False, use_monitor=True)
+def erasure_stranded_sweep(timer: func.TimerRequest) -> None:
+    for erasure_id in bootstrap.app().erasures.queue_stranded():
+        log.warning("erasure request %s was recorded but its work never queued (its request was cut short): queued now",
+                    erasure_id)

@@ -22,6 +22,7 @@ import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, ContextManager, Iterable, Iterator, Mapping, Protocol
 
 from shared.audience_mirror import MIRRORS_PREFIX, note_mirrors_deleted
@@ -40,7 +41,10 @@ MAX_PROBLEMS_SHOWN = 20  # a refused request names at most this many lines or po
 CHUNK_FILES = "/chunks/"  # a run's chunk files and saved answers: left as they are (see _scrub)
 REASON_CHARS = 300
 
-LOCKS_PREFIX = "erasure-locks/"  # in the work container: an empty blob per dropped file's request, leased while recorded
+LOCKS_PREFIX = "erasure-locks/"  # in the work container: an empty blob per request, leased while its work is queued
+# A request still `queued`, its work never queued, this long after it was made is stranded (queue_stranded): past
+# host.json's functionTimeout (10 minutes), so the request that made it is no longer running.
+STRANDED_AFTER = timedelta(minutes=15)
 REJECTED_MARK = ".rejected"  # a drop file's unusable lines are kept in <name>.rejected<ext>, never read as a request
 
 # Outcomes per (audience, subscriber hash). `unreachable`: an audience a deleted destination wrote to; its credentials
@@ -294,6 +298,7 @@ class ErasureRecords(Protocol):
     def set_status(self, erasure_id: str, status: str, message: str | None = None,
                    files_scrubbed: int | None = None) -> None: ...
     def note_queued(self, erasure_id: str) -> None: ...  # sets work_queued
+    def list_unqueued(self) -> list[Erasure]: ...  # status queued, work not queued; records only, without hashes
 
 
 class ErasedLedger(Protocol):
@@ -422,6 +427,24 @@ class ErasureService:
         self._ledger.note(hashes, erased_at)
         self._queue.send({"erasureId": erasure_id})
         self._records.note_queued(erasure_id)
+
+    def queue_stranded(self, now: datetime | None = None) -> list[str]:
+        """Queue the work of requests recorded but never queued, older than STRANDED_AFTER; their ids. A request over
+        HTTP whose process died between its record and its message has no redelivery (a dropped file's event has one,
+        and this catches it too if that redelivery never comes): without this it would stay `queued`, and the person
+        would never be erased. Older than any live request can be (functionTimeout), so none is queued twice by a
+        request still running; the lock keeps it from racing a dropped file's redelivery."""
+        cutoff = (now or datetime.now(timezone.utc)) - STRANDED_AFTER
+        queued = []
+        for stranded in self._records.list_unqueued():
+            if datetime.fromisoformat(stranded.created_at) > cutoff:
+                continue
+            with self._work.exclusive(f"{LOCKS_PREFIX}{stranded.id}.lock"):
+                current = self._records.get(stranded.id)
+                if current is not None and current.status == QUEUED and not current.work_queued:
+                    self._queue_work(current.id, current.hashes, current.created_at)
+                    queued.append(current.id)
+        return queued
 
     def reject(self, requested_by: str, source: str, erasure_id: str, problem: InvalidErasure) -> Erasure:
         """Record a dropped file that could not be used (status rejected, the problems by line), so it is seen."""

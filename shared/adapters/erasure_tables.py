@@ -17,7 +17,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableServiceClient, UpdateMode
 
 from shared.adapters.tables import Conflict, _retry_on_conflict, _Table
-from shared.erasures import DELETED, Erasure, Outcome, Target, now_iso
+from shared.erasures import DELETED, QUEUED, Erasure, Outcome, Target, now_iso
 
 RECORD = "erasure"
 BATCH = 100  # operations per entity-group transaction
@@ -91,6 +91,12 @@ class ErasureTable(_Table):
     def list(self, top: int) -> list[Erasure]:
         found = [self._from_record(e) for e in self.table.query_entities("RowKey eq @row", parameters={"row": RECORD})]
         return sorted(found, key=lambda e: e.created_at, reverse=True)[:top]
+
+    def list_unqueued(self) -> list[Erasure]:
+        # Records written before work_queued existed have no such property, so the filter leaves them out (queued).
+        return [self._from_record(e) for e in self.table.query_entities(
+            "RowKey eq @row and status eq @status and work_queued eq false",
+            parameters={"row": RECORD, "status": QUEUED})]
 
     def add_targets(self, erasure_id: str, targets: Iterable[Target]) -> None:
         """Append targets not yet listed; a target keeps its place, so the outcome properties keep pointing at it."""

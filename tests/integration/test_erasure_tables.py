@@ -178,3 +178,16 @@ def test_a_deletion_recorded_stays_whatever_a_second_worker_on_the_same_request_
     found = records.get("e1")
     assert [found.outcome(h, target) for h in hashes] == [Outcome(DELETED, None, "t1"), Outcome(DELETED, None, "t2"),
                                                             Outcome(DELETED, None, "t1")]
+
+
+def test_only_queued_records_whose_work_was_never_queued_are_listed_as_unqueued(tables):
+    records = ErasureTable(tables, "er" + uuid.uuid4().hex[:8])
+    for erasure_id in ("stranded", "sent", "running"):
+        records.create(Erasure(erasure_id, "2026-11-28T10:00:00+00:00", "Ada", "http", (subscriber_hash("a@b.co"),)))
+    records.note_queued("sent")
+    records.set_status("running", "running")
+    records.table.upsert_entity({"PartitionKey": "legacy", "RowKey": "erasure", "created_at": "t", "updated_at": "t",
+                                 "requested_by": "x", "source": "http", "status": "queued", "addresses": 1})
+    [found] = records.list_unqueued()  # the previous release's record queued its work in the same call
+    assert (found.id, found.status, found.work_queued, found.created_at) == (
+        "stranded", "queued", False, "2026-11-28T10:00:00+00:00")

@@ -10,15 +10,16 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from datetime import datetime, timedelta
 
 import pytest
 
 from shared.audience_mirror import ERASURES_MARK, MIRRORS_PREFIX
 from shared.destinations import Destination, FieldMapping
 from shared.emails import subscriber_hash
-from shared.erasures import (ALREADY_GONE, DELETED, DONE, FAILED, QUEUED, REFUSED, REJECTED, UNREACHABLE, WITH_ERRORS, Erasure,
-                             ErasureService, InvalidErasure, Outcome, Target, not_a_request, parse_drop_file,
-                             parse_request, rejected_name, scrubbed)
+from shared.erasures import (ALREADY_GONE, DELETED, DONE, FAILED, QUEUED, REFUSED, REJECTED, RUNNING, STRANDED_AFTER,
+                             UNREACHABLE, WITH_ERRORS, Erasure, ErasureService, InvalidErasure, Outcome, Target,
+                             not_a_request, parse_drop_file, parse_request, rejected_name, scrubbed)
 from shared.mailchimp.errors import MailchimpRequestError, MailchimpUnavailable
 from shared.members import ExistingMember, Member, RowRef, encode_members
 from shared.runs import Run
@@ -112,6 +113,9 @@ class Records:
 
     def note_queued(self, erasure_id):
         self.items[erasure_id].work_queued = True
+
+    def list_unqueued(self):
+        return [replace(e, hashes=()) for e in self.items.values() if e.status == QUEUED and not e.work_queued]
 
     def set_status(self, erasure_id, status, message=None, files_scrubbed=None):
         e = self.items[erasure_id]
@@ -309,6 +313,37 @@ def test_a_drop_event_delivered_twice_at_once_queues_the_work_once(world) -> Non
         release.set()
         assert first.result()[1] and not second.result()[1]
     assert queue.msgs == [{"erasureId": "f1"}]
+
+
+def test_an_http_request_cut_short_before_its_work_was_queued_is_queued_by_the_sweep_once_it_is_stranded(world) -> None:
+    service, records, ledger, queue, work, _ = world
+    send = queue.send
+    queue.send = lambda message, delay_seconds=0: (_ for _ in ()).throw(OSError("the process died"))
+    with pytest.raises(OSError):
+        service.request([ANN], "Ada")
+    queue.send = send
+    [stuck] = records.items.values()
+    made = datetime.fromisoformat(stuck.created_at)
+    assert service.queue_stranded(made + STRANDED_AFTER - timedelta(seconds=1)) == []  # may still be running
+    assert not queue.msgs and not stuck.work_queued
+    assert service.queue_stranded(made + STRANDED_AFTER) == [stuck.id]
+    assert queue.msgs == [{"erasureId": stuck.id}] and records.get(stuck.id).work_queued
+    assert ledger.all() == {subscriber_hash(ANN): stuck.created_at}
+    assert list(work.locks) == [f"erasure-locks/{stuck.id}.lock"]  # the lock a dropped file's redelivery takes
+    assert service.queue_stranded(made + 2 * STRANDED_AFTER) == [] and len(queue.msgs) == 1
+    records.list_unqueued = lambda: [stuck]  # a listing taken before another sweep queued it: read again, skipped
+    assert service.queue_stranded(made + 2 * STRANDED_AFTER) == [] and len(queue.msgs) == 1
+
+
+def test_the_sweep_leaves_requests_queued_normally_running_or_finished(world) -> None:
+    service, records, _, queue, _, _ = world
+    done, _ = service.request([ANN], "Ada")
+    service.request([BO], "storage:a.csv", "storage", erasure_id="f1")
+    records.set_status(done.id, DONE)
+    records.items["f1"].work_queued = False
+    records.items["f1"].status = RUNNING  # its worker has it: the message went out, whatever the flag says
+    later = datetime.fromisoformat(done.created_at) + 2 * STRANDED_AFTER
+    assert service.queue_stranded(later) == [] and len(queue.msgs) == 2
 
 
 def test_outcome_targets_are_keyed_by_first_destination_and_audience() -> None:
