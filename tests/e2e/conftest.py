@@ -46,6 +46,9 @@ def host_settings(storage: Azurite, mailchimp: LocalMailchimp, tmp_path: Path) -
         "EXPORT_SCHEDULE": "0 0 0 1 1 *",  # effectively never, unless a test sets its own
         "LOCAL_SECRETS_DIR": str(tmp_path / "secrets"),
         "MAILCHIMP_RETRY_SECONDS": "3",
+        # the daily retention sweep (02:30 UTC) off: a suite running at that hour would have it sweep mid-test;
+        # tests/e2e/test_retention.py turns it back on and keeps clear of its hour
+        "AzureWebJobs.retention_sweep.Disabled": "true",
     }
 
 
