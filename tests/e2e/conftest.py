@@ -49,6 +49,9 @@ def host_settings(storage: Azurite, mailchimp: LocalMailchimp, tmp_path: Path) -
         # the daily retention sweep (02:30 UTC) off: a suite running at that hour would have it sweep mid-test;
         # tests/e2e/test_retention.py turns it back on and keeps clear of its hour
         "AzureWebJobs.retention_sweep.Disabled": "true",
+        # the 15-minute sweep of stranded erasure requests off too: in the storage every test here shares, a request
+        # a test left stranded on purpose would be queued under another test (tests/unit/test_erasures.py tests it)
+        "AzureWebJobs.erasure_stranded_sweep.Disabled": "true",
     }
 
 
