@@ -352,6 +352,50 @@ def test_a_cancelled_run_still_cancelling_holds_nothing_and_a_preview_never_take
     assert found == {"preview-and-run": [], "cancelling": []}
 
 
+def test_a_poll_answered_after_a_cancel_does_not_bring_the_run_back_as_running(stack, new_context):
+    """The page's 2-s poll of the chosen run may be waiting for its answer when Cancel is clicked. That answer (still
+    `running`) arrives after the page has drawn the run as cancelling: it must be dropped, not drawn over the newer
+    state, which would show the run running again and offer Cancel for a run already cancelled."""
+    audience = new_audience(stack, "Late poll")
+    destination = create(stack, displayName="Late poll", segments=["HighValueCustomers"], audienceId=audience,
+                         exportOnArrival=False)
+    page = new_context().new_page()
+    sign_in(page, stack, ADMIN, then=f"/api/console/#/destinations/{destination['id']}")
+    expect(page.locator("#destination-title")).to_have_text("Late poll")
+    stack.mailchimp.admin("POST", "latency", json={"profile": "none", "base_ms": 1500})  # the run stays running
+    held = []
+    try:
+        page.click("#export-now")
+        expect(page.locator("#export-started")).to_be_visible(timeout=20_000)
+        run_id = page.locator("#runs-table tbody tr").first.get_attribute("id").removeprefix("run-row-")
+        expect(page.locator("#run-live .badge")).to_have_text(EN["status.running"], timeout=15_000)
+
+        def hold_one_poll(route) -> None:  # the next poll's answer, taken from the app now and given to the page later
+            if route.request.method == "GET" and not held:
+                held.append((route, route.fetch()))
+            else:
+                route.continue_()
+
+        page.route(re.compile(rf"/api/exports/{run_id}$"), hold_one_poll)
+        deadline = time.monotonic() + 10
+        while not held and time.monotonic() < deadline:
+            page.wait_for_timeout(100)
+        assert held, "the page did not poll the run"
+        route, late = held[0]
+        assert json.loads(late.text())["status"] == "running"
+        page.click("#cancel-export")
+        expect(page.locator("#export-cancelling")).to_have_text(EN["destination.cancelling"])
+        expect(page.locator("#cancel-export")).to_be_hidden()
+        route.fulfill(response=late)
+        page.wait_for_timeout(700)  # the late answer is handled as soon as it arrives
+        assert page.locator("#cancel-export").is_hidden(), "a late poll answer offered Cancel again"
+        assert page.locator("#run-live .badge").inner_text() != EN["status.running"], "a late poll answer drew the run running"
+        page.unroute(re.compile(rf"/api/exports/{run_id}$"))
+    finally:
+        stack.mailchimp.admin("POST", "latency", json={"profile": "none"})
+    assert wait_for_run(stack.host, run_id, timeout=60)["status"] == "cancelled"
+
+
 def test_erasure_requests_say_who_asked_and_which_audiences_must_be_erased_by_hand(stack, new_context, shot):
     """The list as the API gives it (answered by the page's route, no erasure run): a request of this admin, one of
     another admin, one from a dropped file, and one ended with errors on an audience no destination reaches."""

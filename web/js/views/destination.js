@@ -255,9 +255,13 @@ function build(view, body, ctx, destination, runs) {
 
   // --- the chosen run ------------------------------------------------------------------------------------------------
   const report = { lines: [], next: null, filter: '', runId: null };
+  // Which showRun is the current one: an answer to a poll an older one sent (a Cancel or a choice came meanwhile) is
+  // dropped, so it neither draws an older state over a newer one nor starts a second poll loop.
+  let shown = 0;
 
   function showRun(moveFocus) {
     clearTimeout(view.timer);
+    const mine = ++shown;
     const run = runs.find((r) => r.id === chosen);
     if (!run) {
       replace(runBox);
@@ -337,10 +341,10 @@ function build(view, body, ctx, destination, runs) {
       try {
         current = (await api('GET', `/exports/${encodeURIComponent(run.id)}`)).body;
       } catch (error) {
-        if (!view.stopped) view.timer = setTimeout(poll, POLL_MS * 2);
+        if (!view.stopped && mine === shown) view.timer = setTimeout(poll, POLL_MS * 2);
         return;
       }
-      if (view.stopped || chosen !== run.id) return;
+      if (view.stopped || mine !== shown || chosen !== run.id) return;
       const index = runs.findIndex((r) => r.id === run.id);
       if (index >= 0) runs[index] = current;
       const finished = draw(current);
@@ -348,7 +352,7 @@ function build(view, body, ctx, destination, runs) {
         drawRuns();
         drawActions();
         loadReport(current, reportBox, true);
-        watchActive(run.id);
+        watchActive(run.id, mine);
       } else {
         drawActions();
         view.timer = setTimeout(poll, POLL_MS);
@@ -356,13 +360,13 @@ function build(view, body, ctx, destination, runs) {
     };
     if (draw(run)) {
       loadReport(run, reportBox, true);
-      watchActive(run.id);
+      watchActive(run.id, mine);
     } else view.timer = setTimeout(poll, POLL_MS);
   }
 
   // While the chosen run is finished (or is a preview) and a real run is still queued or running, that run is followed
   // quietly, so that Export now, Preview and Cancel follow it when it ends.
-  function watchActive(runId) {
+  function watchActive(runId, mine) {
     const busy = active();
     if (!busy || busy.id === runId) return;
     view.timer = setTimeout(async () => {
@@ -370,7 +374,7 @@ function build(view, body, ctx, destination, runs) {
       try {
         current = (await api('GET', `/exports/${encodeURIComponent(busy.id)}`)).body;
       } catch { /* asked again at the next poll */ }
-      if (view.stopped || chosen !== runId) return;
+      if (view.stopped || mine !== shown || chosen !== runId) return;
       if (current) {
         const index = runs.findIndex((r) => r.id === busy.id);
         if (index >= 0) runs[index] = current;
@@ -379,7 +383,7 @@ function build(view, body, ctx, destination, runs) {
           drawActions();
         }
       }
-      watchActive(runId);
+      watchActive(runId, mine);
     }, POLL_MS);
   }
 
