@@ -452,3 +452,38 @@ def test_erasure_requests_say_who_asked_and_which_audiences_must_be_erased_by_ha
     french.click("#nav-erasures")
     expect(french.locator("#erasure-row-e-mine .requested-by")).to_have_text(FR["erasures.byYou"])
     expect(french.locator("#erasure-row-e-mine li[data-audience='gone-audience']")).to_contain_text(f"{FR['erasures.unreachable']}")
+
+
+def test_a_late_answer_to_an_older_list_request_does_not_hide_a_request_just_sent(stack, new_context):
+    """The erasures view asks for the list when it opens and again once a request is sent. If the first answer comes
+    last, it must be dropped: drawn, it would take the request just sent off the list (and keep a second poll going)."""
+    held = []
+
+    def hold_the_first_list(route) -> None:  # the list as it was when the view opened, given to the page later
+        if route.request.method == "GET" and not held:
+            held.append((route, route.fetch()))
+        else:
+            route.continue_()
+
+    page = new_context().new_page()
+    sign_in(page, stack, ADMIN)
+    page.route(re.compile(r"/api/erasures$"), hold_the_first_list)
+    page.click("#nav-erasures")
+    expect(page.locator("#erasures-title")).to_have_text(EN["erasures.title"])
+    deadline = time.monotonic() + 10
+    while not held and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    assert held, "the view did not ask for the list"
+    route, late = held[0]
+    page.fill("#erasure-emails", "nobody.here@fabrikam.example")
+    page.click("#erasure-review")
+    page.click("#confirm-erasure")
+    expect(page.locator("#erasure-requested")).to_have_text(EN["erasures.requested"].replace("{n}", "1"))
+    newest = api(stack, "GET", "erasures").json()["erasures"][0]["id"]
+    assert newest not in late.text()
+    row = page.locator(f"#erasure-row-{newest}")
+    expect(row).to_be_visible()
+    route.fulfill(response=late)
+    page.wait_for_timeout(700)  # the late answer is handled as soon as it arrives
+    assert row.is_visible(), "a late answer to the first list request took the request just sent off the list"
+    page.unroute(re.compile(r"/api/erasures$"))

@@ -145,13 +145,17 @@ export function render(root, ctx) {
 
   let lastRunning = null;
   const outcomesOf = new Map(); // request id -> {status, audiences}: counts per audience, no hash or address
+  // Which refresh is the current one: an older one answered late (the list asked for again after a request was sent)
+  // neither draws the older list over the newer nor keeps a second poll loop going.
+  let refreshes = 0;
   async function refresh() {
     clearTimeout(view.timer);
+    const mine = ++refreshes;
     let erasures;
     try {
       erasures = (await get('/erasures')).erasures || [];
     } catch (error) {
-      if (view.stopped) return;
+      if (view.stopped || mine !== refreshes) return;
       replace(listBox, listBox.firstChild, problem(t('erasures.loadFailed', { error: error.message }), 'erasures-problem'));
       view.timer = setTimeout(refresh, POLL_MS * 2);
       return;
@@ -165,7 +169,7 @@ export function render(root, ctx) {
         outcomesOf.set(erasure.id, { status: detail.status, audiences: detail.audiences || [] });
       } catch { /* shown from the list alone; asked again at the next poll */ }
     }));
-    if (view.stopped || !ctx.current()) return;
+    if (view.stopped || mine !== refreshes || !ctx.current()) return;
     for (const erasure of erasures) {
       const known = outcomesOf.get(erasure.id);
       if (known && !(erasure.audiences || []).length) erasure.audiences = known.audiences;
