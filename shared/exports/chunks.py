@@ -12,7 +12,8 @@ from shared import json_codec, telemetry
 from shared.destinations import Destination
 from shared.emails import subscriber_hash
 from shared.exports.error_report import erased_line, error_line
-from shared.exports.files import chunk_blob, chunks_prefix, errors_prefix, results_blob, retry_blob, run_folder
+from shared.exports.files import (chunk_blob, chunks_prefix, cleanup_lock, errors_prefix, results_blob, retry_blob,
+                                  run_folder)
 from shared.exports.ports import ExportParts
 from shared.mailchimp.errors import MailchimpAuthError, WritesStopped
 from shared.mailchimp.transport import guarded_writes
@@ -257,7 +258,15 @@ class ChunkWorker(ExportParts):
             telemetry.run_finished(run)
         elif run.finished_at is None or run.details.get("cleanedUp"):
             return
-        self._clean_up(run)
+        # One clean-up at a time: the last chunks of a big run all get here within a second, and each of them deleting
+        # the same thousands of files kept storage from answering anyone else for a minute. The others wait, then find
+        # it done; a worker that died while cleaning up lets go of the lease within seconds, and the next one does it.
+        with self.work.exclusive(cleanup_lock(run_id)):
+            if not settled:
+                run = self.runs.get(run_id)
+                if run is None or run.details.get("cleanedUp"):
+                    return
+            self._clean_up(run)
 
     def _clean_up(self, run: Run) -> None:
         """What follows the end of a run, for `run` as read once it ended."""

@@ -19,6 +19,11 @@ def plan_lock(run_id: str) -> str:
     return f"{run_folder(run_id)}plan.lock"
 
 
+def cleanup_lock(run_id: str) -> str:
+    """Leased while the run's files are cleaned up after it ended (outside the chunks it deletes)."""
+    return f"{run_folder(run_id)}cleanup.lock"
+
+
 def chunk_blob(run_id: str, number: int) -> str:
     return f"{chunks_prefix(run_id)}{number:06d}.jsonl"
 

@@ -5,6 +5,7 @@ Expectations are computed here from the rows written; the equation is written ou
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -200,3 +201,39 @@ def test_an_export_over_the_profile_cap_fails_even_when_every_member_needs_nothi
     drain(service)
     result = service.runs.get(run.id)
     assert result.status == "failed" and "more than 5 profiles" in result.message
+
+
+def test_the_last_chunks_of_a_run_clean_it_up_once_one_after_another_not_all_at_once(tmp_path):
+    """Chunks delivered again while the worker that settled the run is still deleting its chunk files wait for it and
+    then find the clean-up done: at a million rows each of them deleting the same files held storage up for a minute."""
+    write_snapshot(tmp_path, "Vip", "2026/11/28/1700", [f"p{i}@x.com" for i in range(8)])
+    service, _ = make(tmp_path, ["Vip"], chunk_size=2)
+    run = service.start("d1", "http")
+    service.plan(service.plan_queue.msgs.pop(0)["runId"])
+    messages = list(service.chunk_queue.msgs)
+    assert len(messages) == 4
+    for m in messages[:-1]:
+        service.process_chunk(run.id, m["chunk"], "a1")
+    deleting, go_on, deletes = threading.Event(), threading.Event(), []
+    real_delete = service.work.delete_prefix
+
+    def slow_delete(prefix):
+        deletes.append(prefix)
+        deleting.set()
+        go_on.wait(10)
+        real_delete(prefix)
+
+    service.work.delete_prefix = slow_delete
+    settler = threading.Thread(target=service.process_chunk, args=(run.id, messages[-1]["chunk"], "a1"))
+    settler.start()
+    assert deleting.wait(10)
+    again = [threading.Thread(target=service.process_chunk, args=(run.id, m["chunk"], "a2")) for m in messages]
+    for thread in again:
+        thread.start()
+    time.sleep(0.3)  # each redelivery has found the run finished and not yet cleaned up
+    go_on.set()
+    for thread in (settler, *again):
+        thread.join(10)
+    assert deletes == [f"runs/{run.id}/chunks/"]  # once, by the worker that settled the run
+    assert service.work.list_names(f"runs/{run.id}/chunks/") == []
+    assert service.runs.get(run.id).details.get("cleanedUp")
