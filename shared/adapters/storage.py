@@ -143,6 +143,7 @@ class BlobFolder:
         The lease lasts EXCLUSIVE_LEASE_SECONDS and is renewed every third of that (a failed renewal is tried again
         until the lease would have run out), so a crashed holder lets go within that time and a live one keeps it
         however long it works. A missing blob is created empty first. `delete_prefix` breaks leases it meets.
+        TimeoutError when another holder kept it past `wait_seconds` (0: try once).
         """
         blob = self._container.get_blob_client(name)
         lease = BlobLeaseClient(blob)
@@ -158,8 +159,10 @@ class BlobFolder:
                     pass  # another worker created (and maybe leased) it meanwhile
                 continue
             except HttpResponseError as error:
-                if error.status_code != 409 or time.monotonic() > deadline:
+                if error.status_code != 409:
                     raise
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"{name} is held by another worker") from error
             time.sleep(0.25)
         stop = threading.Event()
 

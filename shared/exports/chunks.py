@@ -2,6 +2,7 @@
 when the last chunk is counted. A chunk whose message is poisoned is still counted, never dropped."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Collection, Sequence
@@ -258,18 +259,28 @@ class ChunkWorker(ExportParts):
             telemetry.run_finished(run)
         elif run.finished_at is None or run.details.get("cleanedUp"):
             return
-        # One clean-up at a time: the last chunks of a big run all get here within a second, and each of them deleting
-        # the same thousands of files kept storage from answering anyone else for a minute. The others wait, then find
-        # it done; a worker that died while cleaning up lets go of the lease within seconds, and the next one does it.
-        with self.work.exclusive(cleanup_lock(run_id)):
-            if not settled:
-                run = self.runs.get(run_id)
+        self._clean_up(run, read_again=not settled)
+
+    def _clean_up(self, run: Run, read_again: bool = True) -> None:
+        """What follows the end of a run, for `run` as read once it ended; by one worker at a time. The last chunks of
+        a big run all get here within a second, and each of them deleting the same thousands of files kept storage
+        from answering anyone else for a minute. A worker that finds another at it leaves it (and its thread free):
+        should that one die, its own message comes back and cleans up. `read_again`: the run may have been cleaned up
+        since it was read."""
+        run_id = run.id
+        held = contextlib.ExitStack()
+        try:
+            held.enter_context(self.work.exclusive(cleanup_lock(run_id), wait_seconds=0))
+        except TimeoutError:
+            return
+        with held:
+            if read_again:
+                run = self.runs.get(run_id, counts=False)
                 if run is None or run.details.get("cleanedUp"):
                     return
-            self._clean_up(run)
+            self._clean_up_now(run)
 
-    def _clean_up(self, run: Run) -> None:
-        """What follows the end of a run, for `run` as read once it ended."""
+    def _clean_up_now(self, run: Run) -> None:
         run_id = run.id
         # The destination is freed first (its follow-up run must not wait on a delete storage refuses; a second
         # release changes nothing). Chunks and saved answers hold personal data and are of no use once every chunk is
@@ -279,8 +290,10 @@ class ChunkWorker(ExportParts):
         self._released(run)
         gone = self.destinations.get(run.destination_id) is None
         self.work.delete_prefix(run_folder(run_id) if gone else chunks_prefix(run_id))
-        if not gone:
+        try:
             self.runs.update(run_id, lambda r: r.details.update(cleanedUp=True))
+        except KeyError:
+            pass  # its record went too (the retention sweep)
 
     def chunk_gave_up(self, run_id: str, number: int, attempt: str) -> None:
         """The chunk message was poisoned: its members are counted with what Mailchimp saved of them, never dropped.

@@ -20,7 +20,8 @@ def plan_lock(run_id: str) -> str:
 
 
 def cleanup_lock(run_id: str) -> str:
-    """Leased while the run's files are cleaned up after it ended (outside the chunks it deletes)."""
+    """Leased while the run's files are cleaned up after it ended (outside the chunks it deletes; a run whose destination
+    was deleted loses it with the rest of its folder)."""
     return f"{run_folder(run_id)}cleanup.lock"
 
 

@@ -39,6 +39,18 @@ def test_a_second_holder_waits_for_the_first_and_a_missing_blob_is_created(azuri
     assert order == ["first done", "second in"]
 
 
+def test_a_holder_that_will_not_wait_is_told_the_lease_is_taken_and_can_take_it_once_free(azurite):
+    work = folder(azurite)
+    with work.exclusive("runs/r3/cleanup.lock"):
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            with work.exclusive("runs/r3/cleanup.lock", wait_seconds=0):
+                pass
+        assert time.monotonic() - started < 5
+    with work.exclusive("runs/r3/cleanup.lock", wait_seconds=0):
+        pass
+
+
 def test_cleaning_up_a_run_deletes_a_chunk_file_still_leased_by_its_worker(azurite):
     work = folder(azurite)
     for n in range(3):

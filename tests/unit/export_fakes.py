@@ -43,9 +43,14 @@ class Work:
             del self.blobs[n]
 
     @contextlib.contextmanager
-    def exclusive(self, n):
-        with self.locks.setdefault(n, threading.Lock()):
+    def exclusive(self, n, wait_seconds=None):
+        lock = self.locks.setdefault(n, threading.Lock())
+        if not lock.acquire(timeout=-1 if wait_seconds is None else wait_seconds):
+            raise TimeoutError(f"{n} is held by another worker")
+        try:
             yield
+        finally:
+            lock.release()
 
 
 class Q:
