@@ -437,13 +437,17 @@ class ErasureService:
         cutoff = (now or datetime.now(timezone.utc)) - STRANDED_AFTER
         queued = []
         for stranded in self._records.list_unqueued():
-            if datetime.fromisoformat(stranded.created_at) > cutoff:
-                continue
-            with self._work.exclusive(f"{LOCKS_PREFIX}{stranded.id}.lock"):
-                current = self._records.get(stranded.id)
-                if current is not None and current.status == QUEUED and not current.work_queued:
-                    self._queue_work(current.id, current.hashes, current.created_at)
-                    queued.append(current.id)
+            try:
+                if datetime.fromisoformat(stranded.created_at) > cutoff:
+                    continue
+                with self._work.exclusive(f"{LOCKS_PREFIX}{stranded.id}.lock"):
+                    current = self._records.get(stranded.id)
+                    if current is not None and current.status == QUEUED and not current.work_queued:
+                        self._queue_work(current.id, current.hashes, current.created_at)
+                        queued.append(current.id)
+            except Exception as error:  # noqa: BLE001 - one request that cannot be queued now must not hold up the rest
+                log.error("erasure request %s is stranded and could not be queued (%s); the next sweep tries again",
+                          stranded.id, type(error).__name__)
         return queued
 
     def reject(self, requested_by: str, source: str, erasure_id: str, problem: InvalidErasure) -> Erasure:

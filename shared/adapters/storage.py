@@ -86,8 +86,8 @@ class StorageAccount:
 
 log = logging.getLogger(__name__)
 EXCLUSIVE_LEASE_SECONDS = 15  # Azure's shortest blob lease
-# Under host.json's functionTimeout (10 minutes): a function that waits this long fails and its message is tried again,
-# instead of being stopped by the host at the timeout, which restarts the worker and everything running in it.
+# Under host.json's functionTimeout (10 minutes): waiting alone never takes a function to the timeout, where the host
+# stops it and restarts the worker with everything running in it; it fails instead, and its message is tried again.
 EXCLUSIVE_WAIT_SECONDS = 480.0
 
 

@@ -331,8 +331,24 @@ def test_an_http_request_cut_short_before_its_work_was_queued_is_queued_by_the_s
     assert ledger.all() == {subscriber_hash(ANN): stuck.created_at}
     assert list(work.locks) == [f"erasure-locks/{stuck.id}.lock"]  # the lock a dropped file's redelivery takes
     assert service.queue_stranded(made + 2 * STRANDED_AFTER) == [] and len(queue.msgs) == 1
-    records.list_unqueued = lambda: [stuck]  # a listing taken before another sweep queued it: read again, skipped
+    # a listing taken before another sweep queued it: the record is read again, and skipped
+    records.list_unqueued = lambda: [replace(stuck, work_queued=False, hashes=())]
     assert service.queue_stranded(made + 2 * STRANDED_AFTER) == [] and len(queue.msgs) == 1
+
+
+def test_a_stranded_request_that_cannot_be_queued_now_does_not_hold_up_the_others(world, caplog) -> None:
+    service, records, _, queue, _, _ = world
+    send = queue.send
+    queue.send = lambda message, delay_seconds=0: (_ for _ in ()).throw(OSError("the process died"))
+    for address in (ANN, BO):
+        with pytest.raises(OSError):
+            service.request([address], "Ada")
+    first, second = records.items.values()
+    first.created_at = "not a time"
+    queue.send = send
+    later = datetime.fromisoformat(second.created_at) + STRANDED_AFTER
+    assert service.queue_stranded(later) == [second.id] and queue.msgs == [{"erasureId": second.id}]
+    assert f"erasure request {first.id} is stranded and could not be queued (ValueError)" in caplog.text
 
 
 def test_the_sweep_leaves_requests_queued_normally_running_or_finished(world) -> None:
