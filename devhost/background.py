@@ -13,6 +13,10 @@ class Background:
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def name(self) -> str:
+        return self._thread.name
+
     def wait_ready(self, timeout: float) -> bool:
         """Whether the source is ready to notice work (the host says ready only after its sources are)."""
         return True

@@ -24,7 +24,7 @@ from devhost.timers import TimerRunner
 
 log = logging.getLogger("devhost")
 READY = "Functions host ready on {url}"
-READY_SECONDS = 30.0  # how long the host waits for its trigger sources before saying it is ready anyway
+READY_SECONDS = 20.0  # how long the host waits for its trigger sources (within the launcher's 30 s for the ready line)
 AUTH_SETTING = "WEBSITE_AUTH_ENABLED"  # set by App Service when its authentication is on
 
 
@@ -55,14 +55,16 @@ class Host:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def start(self) -> None:
-        threading.Thread(target=self.server.serve_forever, args=(0.2,), name="http", daemon=True).start()
+        """HTTP answers only once the trigger sources are ready: callers that wait for an answer, not for the ready
+        line, may then upload at once too (connections made meanwhile wait in the listening socket's backlog)."""
         for worker in self.workers:
             worker.start()
         deadline = time.monotonic() + READY_SECONDS
         for worker in self.workers:
             if not worker.wait_ready(max(0.0, deadline - time.monotonic())):
-                log.warning("a trigger source was not ready within %.0f s; the host starts anyway and it keeps "
-                            "trying (see its warnings above)", READY_SECONDS)
+                log.warning("%s was not ready within %.0f s; the host starts anyway (see its warnings above)",
+                            worker.name, READY_SECONDS)
+        threading.Thread(target=self.server.serve_forever, args=(0.2,), name="http", daemon=True).start()
 
     def stop(self, grace_seconds: float) -> None:
         """Stop taking work, give running functions GRACE_SECONDS, then abandon them (their messages reappear)."""

@@ -1,8 +1,10 @@
 """The host says ready only once its trigger sources are: a caller may upload the moment it reads the ready line."""
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+import urllib.request
 
 from devhost.background import Background
 from devhost.host import Host
@@ -26,14 +28,25 @@ class SlowSource(Background):
         self.stopping.wait()
 
 
-def test_start_returns_only_after_every_source_is_ready() -> None:
+def test_start_returns_and_http_answers_only_after_every_source_is_ready() -> None:
     stopping = threading.Event()
     invoker = Invoker(".", 1)
     host = Host(FunctionsHttpServer(0, [], None, invoker), invoker, stopping)
     sources = [SlowSource(0.3, stopping), SlowSource(0.6, stopping)]
     host.workers += sources
+    answered: list[bool] = []
+
+    def ask() -> None:  # a caller that waits for an HTTP answer, not for the ready line
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(f"{host.url}/", timeout=5)
+        answered.append(all(source.ready.is_set() for source in sources))
+
+    caller = threading.Thread(target=ask)
     try:
+        caller.start()
         host.start()
         assert all(source.ready.is_set() for source in sources)
+        caller.join(5)
+        assert answered == [True]
     finally:
         host.stop(1.0)
