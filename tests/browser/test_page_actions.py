@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 
 from playwright.sync_api import expect
 
@@ -47,6 +48,36 @@ def wait_for_preview(stack: Stack, run_id: str, timeout: float = 60) -> dict:
         if run["status"] in ("previewed", "failed", "cancelled") or time.monotonic() > deadline:
             return run
         time.sleep(0.3)
+
+
+def hold_the_next_answer(page, pattern: re.Pattern) -> Callable[[], tuple]:
+    """Take the next GET matching `pattern` from the app at once and keep its answer from the page; the call returned
+    waits (up to 10 s) until the page asked, then gives (route, answer): `route.fulfill(response=answer)` hands it over
+    late. Later requests pass."""
+    held: list[tuple] = []
+
+    def hold(route) -> None:
+        if route.request.method == "GET" and not held:
+            held.append((route, route.fetch()))
+        else:
+            route.continue_()
+
+    page.route(pattern, hold)
+
+    def taken() -> tuple:
+        deadline = time.monotonic() + 10
+        while not held and time.monotonic() < deadline:
+            page.wait_for_timeout(100)
+        assert held, f"the page did not ask for {pattern.pattern}"
+        return held[0]
+    return taken
+
+
+def hand_over_late(page, route, answer) -> None:
+    """Give the page the answer held back, and let it handle it (its handler runs as soon as the answer is in)."""
+    with page.expect_event("requestfinished"):
+        route.fulfill(response=answer)
+    page.wait_for_timeout(300)
 
 
 def create(stack: Stack, **overrides) -> dict:
@@ -363,31 +394,17 @@ def test_a_poll_answered_after_a_cancel_does_not_bring_the_run_back_as_running(s
     sign_in(page, stack, ADMIN, then=f"/api/console/#/destinations/{destination['id']}")
     expect(page.locator("#destination-title")).to_have_text("Late poll")
     stack.mailchimp.admin("POST", "latency", json={"profile": "none", "base_ms": 1500})  # the run stays running
-    held = []
     try:
         page.click("#export-now")
         expect(page.locator("#export-started")).to_be_visible(timeout=20_000)
         run_id = page.locator("#runs-table tbody tr").first.get_attribute("id").removeprefix("run-row-")
         expect(page.locator("#run-live .badge")).to_have_text(EN["status.running"], timeout=15_000)
-
-        def hold_one_poll(route) -> None:  # the next poll's answer, taken from the app now and given to the page later
-            if route.request.method == "GET" and not held:
-                held.append((route, route.fetch()))
-            else:
-                route.continue_()
-
-        page.route(re.compile(rf"/api/exports/{run_id}$"), hold_one_poll)
-        deadline = time.monotonic() + 10
-        while not held and time.monotonic() < deadline:
-            page.wait_for_timeout(100)
-        assert held, "the page did not poll the run"
-        route, late = held[0]
+        route, late = hold_the_next_answer(page, re.compile(rf"/api/exports/{run_id}$"))()  # the next poll's
         assert json.loads(late.text())["status"] == "running"
         page.click("#cancel-export")
         expect(page.locator("#export-cancelling")).to_have_text(EN["destination.cancelling"])
         expect(page.locator("#cancel-export")).to_be_hidden()
-        route.fulfill(response=late)
-        page.wait_for_timeout(700)  # the late answer is handled as soon as it arrives
+        hand_over_late(page, route, late)
         assert page.locator("#cancel-export").is_hidden(), "a late poll answer offered Cancel again"
         assert page.locator("#run-live .badge").inner_text() != EN["status.running"], "a late poll answer drew the run running"
         page.unroute(re.compile(rf"/api/exports/{run_id}$"))
@@ -457,24 +474,12 @@ def test_erasure_requests_say_who_asked_and_which_audiences_must_be_erased_by_ha
 def test_a_late_answer_to_an_older_list_request_does_not_hide_a_request_just_sent(stack, new_context):
     """The erasures view asks for the list when it opens and again once a request is sent. If the first answer comes
     last, it must be dropped: drawn, it would take the request just sent off the list (and keep a second poll going)."""
-    held = []
-
-    def hold_the_first_list(route) -> None:  # the list as it was when the view opened, given to the page later
-        if route.request.method == "GET" and not held:
-            held.append((route, route.fetch()))
-        else:
-            route.continue_()
-
     page = new_context().new_page()
     sign_in(page, stack, ADMIN)
-    page.route(re.compile(r"/api/erasures$"), hold_the_first_list)
+    first_list = hold_the_next_answer(page, re.compile(r"/api/erasures$"))  # as it was when the view opened
     page.click("#nav-erasures")
     expect(page.locator("#erasures-title")).to_have_text(EN["erasures.title"])
-    deadline = time.monotonic() + 10
-    while not held and time.monotonic() < deadline:
-        page.wait_for_timeout(100)
-    assert held, "the view did not ask for the list"
-    route, late = held[0]
+    route, late = first_list()
     page.fill("#erasure-emails", "nobody.here@fabrikam.example")
     page.click("#erasure-review")
     page.click("#confirm-erasure")
@@ -483,7 +488,6 @@ def test_a_late_answer_to_an_older_list_request_does_not_hide_a_request_just_sen
     assert newest not in late.text()
     row = page.locator(f"#erasure-row-{newest}")
     expect(row).to_be_visible()
-    route.fulfill(response=late)
-    page.wait_for_timeout(700)  # the late answer is handled as soon as it arrives
+    hand_over_late(page, route, late)
     assert row.is_visible(), "a late answer to the first list request took the request just sent off the list"
     page.unroute(re.compile(r"/api/erasures$"))

@@ -257,11 +257,11 @@ function build(view, body, ctx, destination, runs) {
   const report = { lines: [], next: null, filter: '', runId: null };
   // Which showRun is the current one: an answer to a poll an older one sent (a Cancel or a choice came meanwhile) is
   // dropped, so it neither draws an older state over a newer one nor starts a second poll loop.
-  let shown = 0;
+  let generation = 0;
 
   function showRun(moveFocus) {
     clearTimeout(view.timer);
-    const mine = ++shown;
+    const mine = ++generation;
     const run = runs.find((r) => r.id === chosen);
     if (!run) {
       replace(runBox);
@@ -341,10 +341,10 @@ function build(view, body, ctx, destination, runs) {
       try {
         current = (await api('GET', `/exports/${encodeURIComponent(run.id)}`)).body;
       } catch (error) {
-        if (!view.stopped && mine === shown) view.timer = setTimeout(poll, POLL_MS * 2);
+        if (!view.stopped && mine === generation) view.timer = setTimeout(poll, POLL_MS * 2);
         return;
       }
-      if (view.stopped || mine !== shown || chosen !== run.id) return;
+      if (view.stopped || mine !== generation || chosen !== run.id) return;
       const index = runs.findIndex((r) => r.id === run.id);
       if (index >= 0) runs[index] = current;
       const finished = draw(current);
@@ -374,7 +374,7 @@ function build(view, body, ctx, destination, runs) {
       try {
         current = (await api('GET', `/exports/${encodeURIComponent(busy.id)}`)).body;
       } catch { /* asked again at the next poll */ }
-      if (view.stopped || mine !== shown || chosen !== runId) return;
+      if (view.stopped || mine !== generation || chosen !== runId) return;
       if (current) {
         const index = runs.findIndex((r) => r.id === busy.id);
         if (index >= 0) runs[index] = current;

@@ -147,15 +147,15 @@ export function render(root, ctx) {
   const outcomesOf = new Map(); // request id -> {status, audiences}: counts per audience, no hash or address
   // Which refresh is the current one: an older one answered late (the list asked for again after a request was sent)
   // neither draws the older list over the newer nor keeps a second poll loop going.
-  let refreshes = 0;
+  let generation = 0;
   async function refresh() {
     clearTimeout(view.timer);
-    const mine = ++refreshes;
+    const mine = ++generation;
     let erasures;
     try {
       erasures = (await get('/erasures')).erasures || [];
     } catch (error) {
-      if (view.stopped || mine !== refreshes) return;
+      if (view.stopped || mine !== generation) return;
       replace(listBox, listBox.firstChild, problem(t('erasures.loadFailed', { error: error.message }), 'erasures-problem'));
       view.timer = setTimeout(refresh, POLL_MS * 2);
       return;
@@ -166,10 +166,11 @@ export function render(root, ctx) {
       if (known && known.status === erasure.status && !RUNNING.includes(erasure.status)) return;
       try {
         const detail = await get(`/erasures/${encodeURIComponent(erasure.id)}`);
+        if (mine !== generation) return; // a newer refresh has asked for it again
         outcomesOf.set(erasure.id, { status: detail.status, audiences: detail.audiences || [] });
       } catch { /* shown from the list alone; asked again at the next poll */ }
     }));
-    if (view.stopped || mine !== refreshes || !ctx.current()) return;
+    if (view.stopped || mine !== generation || !ctx.current()) return;
     for (const erasure of erasures) {
       const known = outcomesOf.get(erasure.id);
       if (known && !(erasure.audiences || []).length) erasure.audiences = known.audiences;
