@@ -317,7 +317,8 @@ class WorkFiles(Protocol):
     def read_bytes(self, name: str) -> bytes: ...
     def write_bytes(self, name: str, data: bytes) -> None: ...
     def delete_prefix(self, prefix: str) -> None: ...
-    def exclusive(self, name: str) -> ContextManager[None]: ...  # a lease on `name` across instances
+    # A lease on `name` across instances; TimeoutError once another kept it past `wait_seconds` (the adapter's default).
+    def exclusive(self, name: str, wait_seconds: float = ...) -> ContextManager[None]: ...
 
 
 class DropFolder(Protocol):
@@ -440,7 +441,8 @@ class ErasureService:
             try:
                 if datetime.fromisoformat(stranded.created_at) > cutoff:
                     continue
-                with self._work.exclusive(f"{LOCKS_PREFIX}{stranded.id}.lock"):
+                # not waiting: a dropped file's redelivery holding it is queuing it; else the next sweep tries again
+                with self._work.exclusive(f"{LOCKS_PREFIX}{stranded.id}.lock", wait_seconds=0):
                     current = self._records.get(stranded.id)
                     if current is not None and current.status == QUEUED and not current.work_queued:
                         self._queue_work(current.id, current.hashes, current.created_at)

@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 
 
 DELIVERED = (Outcome.CREATED, Outcome.UPDATED, Outcome.UNCHANGED)
+# A worker that finds the clean-up lease taken asks again this much later (a plan message: for an ended run it only
+# cleans up): past the lease of a holder that died (EXCLUSIVE_LEASE_SECONDS, 15 s), whose own redelivery may come first
+# and find that lease still there.
+CLEAN_UP_AGAIN_SECONDS = 30
 
 
 def missing_tags(member: Member) -> list[str]:
@@ -264,14 +268,15 @@ class ChunkWorker(ExportParts):
     def _clean_up(self, run: Run, read_again: bool = True) -> None:
         """What follows the end of a run, for `run` as read once it ended; by one worker at a time. The last chunks of
         a big run all get here within a second, and each of them deleting the same thousands of files kept storage
-        from answering anyone else for a minute. A worker that finds another at it leaves it (and its thread free):
-        should that one die, its own message comes back and cleans up. `read_again`: the run may have been cleaned up
-        since it was read."""
+        from answering anyone else for a minute. A worker that finds the lease taken leaves (its thread free for HTTP)
+        and asks again later, which then finds the run cleaned up, or takes over from a holder that died.
+        `read_again`: the run may have been cleaned up since it was read."""
         run_id = run.id
         held = contextlib.ExitStack()
         try:
             held.enter_context(self.work.exclusive(cleanup_lock(run_id), wait_seconds=0))
         except TimeoutError:
+            self.plan_queue.send({"runId": run_id}, delay_seconds=CLEAN_UP_AGAIN_SECONDS)
             return
         with held:
             if read_again:

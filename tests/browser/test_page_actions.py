@@ -75,9 +75,9 @@ def hold_the_next_answer(page, pattern: re.Pattern) -> Callable[[], tuple]:
 
 def hand_over_late(page, route, answer) -> None:
     """Give the page the answer held back, and let it handle it (its handler runs as soon as the answer is in)."""
-    with page.expect_event("requestfinished"):
+    with page.expect_event("requestfinished", predicate=lambda request: request == route.request):
         route.fulfill(response=answer)
-    page.wait_for_timeout(300)
+    page.wait_for_timeout(700)
 
 
 def create(stack: Stack, **overrides) -> dict:

@@ -160,6 +160,7 @@ export function render(root, ctx) {
       view.timer = setTimeout(refresh, POLL_MS * 2);
       return;
     }
+    if (view.stopped || mine !== generation) return; // a newer refresh has asked already
     // The list leaves out the outcomes (GET /erasures/{id} has them): asked for each request not seen finished yet.
     await Promise.all(erasures.map(async (erasure) => {
       const known = outcomesOf.get(erasure.id);
