@@ -50,6 +50,17 @@ def wait_for_preview(stack: Stack, run_id: str, timeout: float = 60) -> dict:
         time.sleep(0.3)
 
 
+def open_new_destination(stack: Stack, new_context, name: str, segment: str) -> tuple[dict, str, object]:
+    """A destination named NAME exporting SEGMENT to an audience of its own (no export on arrival), its page open for
+    an admin: (destination, audience id, page)."""
+    audience = new_audience(stack, name)
+    destination = create(stack, displayName=name, segments=[segment], audienceId=audience, exportOnArrival=False)
+    page = new_context().new_page()
+    sign_in(page, stack, ADMIN, then=f"/api/console/#/destinations/{destination['id']}")
+    expect(page.locator("#destination-title")).to_have_text(name)
+    return destination, audience, page
+
+
 def hold_the_next_answer(page, pattern: re.Pattern) -> Callable[[], tuple]:
     """Take the next GET matching `pattern` from the app at once and keep its answer from the page; the call returned
     waits (up to 10 s) until the page asked, then gives (route, answer): `route.fulfill(response=answer)` hands it over
@@ -316,12 +327,7 @@ def test_the_re_add_erased_setting_is_a_checkbox_off_by_default_saved_with_the_c
 
 
 def test_a_cancelled_run_still_cancelling_holds_nothing_and_a_preview_never_takes_the_cancel_button(stack, new_context, shot):
-    audience = new_audience(stack, "Cancel then export")
-    destination = create(stack, displayName="Cancel then export", segments=["HighValueCustomers"], audienceId=audience,
-                         exportOnArrival=False)
-    page = new_context().new_page()
-    sign_in(page, stack, ADMIN, then=f"/api/console/#/destinations/{destination['id']}")
-    expect(page.locator("#destination-title")).to_have_text("Cancel then export")
+    destination, _, page = open_new_destination(stack, new_context, "Cancel then export", "HighValueCustomers")
     # Every Mailchimp call takes 1.5 s: the real run stays running (planning reads the audience first) for seconds.
     stack.mailchimp.admin("POST", "latency", json={"profile": "none", "base_ms": 1500})
     try:
@@ -387,12 +393,7 @@ def test_a_poll_answered_after_a_cancel_does_not_bring_the_run_back_as_running(s
     """The page's 2-s poll of the chosen run may be waiting for its answer when Cancel is clicked. That answer (still
     `running`) arrives after the page has drawn the run as cancelling: it must be dropped, not drawn over the newer
     state, which would show the run running again and offer Cancel for a run already cancelled."""
-    audience = new_audience(stack, "Late poll")
-    destination = create(stack, displayName="Late poll", segments=["HighValueCustomers"], audienceId=audience,
-                         exportOnArrival=False)
-    page = new_context().new_page()
-    sign_in(page, stack, ADMIN, then=f"/api/console/#/destinations/{destination['id']}")
-    expect(page.locator("#destination-title")).to_have_text("Late poll")
+    destination, _, page = open_new_destination(stack, new_context, "Late poll", "HighValueCustomers")
     stack.mailchimp.admin("POST", "latency", json={"profile": "none", "base_ms": 1500})  # the run stays running
     try:
         page.click("#export-now")
