@@ -11,7 +11,8 @@ from azure.storage.blob import BlobServiceClient
 
 from shared.adapters.tables import RunTable
 
-from tests.services import Azurite, FunctionsHost, LocalMailchimp, start_functions_host
+from shared.config import TABLE_RUNS
+from tests.services import Azurite, FunctionsHost, LocalMailchimp, start_functions_host, table_service
 
 DEMO_KEY = "0123456789abcdef0123456789abcdef-us6"
 DEMO_AUDIENCE = "a1b2c3d4e5"
@@ -105,6 +106,14 @@ def wait_for_run(host: FunctionsHost, run_id: str, timeout: float = 120) -> dict
             return run
         time.sleep(0.3)
     raise AssertionError(f"run {run_id} did not finish in {timeout}s: {run}")
+
+
+def wait_for_clean_up(storage: Azurite, run_id: str, timeout: float = 60) -> None:
+    """Until the clean-up after the run's end is done (shared/exports/chunks.py, `_clean_up`): it deletes the chunk
+    files after the run reads as finished, so a test that reads the work container must wait for it first."""
+    runs = RunTable(table_service(storage.connection_string), TABLE_RUNS)
+    wait_for(lambda: runs.get(run_id, counts=False).details.get("cleanedUp"), f"the clean-up after run {run_id}",
+             timeout=timeout, every=0.3)
 
 
 # README: `read = invalid + duplicates + created + updated + unchanged + refused + failed` once a run has finished

@@ -26,7 +26,7 @@ from shared.adapters.tables import RunTable
 from shared.config import QUEUE_CHUNKS, TABLE_RUNS
 from shared.sample_segments import write_sample_export
 from tests.e2e.conftest import (DEMO_AUDIENCE, assert_accounted, assert_cut_mid_run, chunks_counted, create_destination,
-                                handled_messages, host_log, start_export, wait_for, wait_for_run)
+                                handled_messages, host_log, start_export, wait_for, wait_for_clean_up, wait_for_run)
 from tests.services import table_service
 
 TAKEN = datetime(2026, 11, 28, 17, 0, tzinfo=timezone.utc)
@@ -186,6 +186,7 @@ def test_full_export_accounts_for_every_row_and_a_second_run_creates_nothing(sta
     errors = [json.loads(line) for line in host.call("GET", f"exports/{run['id']}/errors").text.splitlines()]
     assert len(errors) == c["invalid"] + c["refused"] + c["failed"]
     assert {identity(e["email"]) for e in errors if e["source"] == "mailchimp"} == expected.refused
+    wait_for_clean_up(storage, run["id"])  # it follows the run's end
     work = BlobServiceClient.from_connection_string(storage.connection_string).get_container_client("export-work")
     assert [b.name for b in work.list_blobs(name_starts_with=f"runs/{run['id']}/chunks/")] == []  # no copies of people left
     assert {e["source"] for e in errors} <= {"validation", "mailchimp"}

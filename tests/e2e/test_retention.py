@@ -26,7 +26,7 @@ from shared.adapters.tables import RunTable
 from shared.config import CONTAINER_WORK, TABLE_RUNS
 from shared.exports.files import run_folder
 from shared.runs import run_id_time
-from tests.e2e.conftest import create_destination, host_log, log_lines, start_export, wait_for, wait_for_run
+from tests.e2e.conftest import create_destination, host_log, log_lines, start_export, wait_for, wait_for_clean_up, wait_for_run
 from tests.services import table_service
 
 PERSONAL_DAYS, RUN_DAYS = 3, 10
@@ -99,6 +99,7 @@ def test_the_sweep_forgets_and_deletes_old_runs_and_leaves_a_recent_one(start_ho
     report = errors(host, recent["id"])
     assert report.status_code == 200 and b"not-an-address" in report.content, report.text
 
+    wait_for_clean_up(storage, recent["id"])  # its chunk files deleted: the copies below are of a run at rest
     store = Store(storage.connection_string)
     forget = store.aged_copy(recent["id"], PERSONAL_DAYS + 1)  # past the personal period, inside the run period
     delete = store.aged_copy(recent["id"], RUN_DAYS + 1)
