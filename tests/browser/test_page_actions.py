@@ -85,8 +85,9 @@ def hold_the_next_answer(page, pattern: re.Pattern) -> Callable[[], tuple]:
 
 
 def hand_over_late(page, route, answer) -> None:
-    """Give the page the answer held back, and let it handle it (its handler runs as soon as the answer is in)."""
-    with page.expect_event("requestfinished", predicate=lambda request: request == route.request):
+    """Give the page the answer held back, and let it handle it (its handler runs as soon as the answer is in). The
+    wait is for the answer's arrival, not its body's: a page that drops an answer may never read its body."""
+    with page.expect_event("response", predicate=lambda response: response.request == route.request):
         route.fulfill(response=answer)
     page.wait_for_timeout(700)
 
@@ -492,3 +493,32 @@ def test_a_late_answer_to_an_older_list_request_does_not_hide_a_request_just_sen
     hand_over_late(page, route, late)
     assert row.is_visible(), "a late answer to the first list request took the request just sent off the list"
     page.unroute(re.compile(r"/api/erasures$"))
+
+
+def test_a_report_answered_after_the_run_was_chosen_again_lists_each_row_once(stack, new_context):
+    """Choosing the run shown again loads its per-row report afresh. If the earlier load's answer comes last, it must be
+    dropped: added to the newer load's lines, every row of the report would be listed twice at the next redraw."""
+    _, _, page = open_new_destination(stack, new_context, "Late report", "HighValueCustomers")
+    page.click("#export-now")
+    expect(page.locator("#export-started")).to_be_visible(timeout=20_000)
+    run_id = page.locator("#runs-table tbody tr").first.get_attribute("id").removeprefix("run-row-")
+    assert wait_for_run(stack.host, run_id, timeout=90)["status"] in ("succeeded", "completed_with_errors")
+    lines = [line for line in api(stack, "GET", f"exports/{run_id}/errors", params={"limit": 100}).text.splitlines() if line]
+    assert lines, "the sample segment has invalid rows: the report must have some for this test"
+    rows = page.locator("#report-table tbody tr")
+    expect(rows).to_have_count(len(lines), timeout=20_000)
+
+    pattern = re.compile(rf"/api/exports/{run_id}/errors\?")
+    first_load = hold_the_next_answer(page, pattern)
+    link = page.locator(f"#run-row-{run_id} th a")
+    link.click()  # a fresh load of the report, its answer held back
+    route, late = first_load()
+    link.click()  # and another, answered at once
+    expect(rows).to_have_count(len(lines))
+    hand_over_late(page, route, late)
+    page.select_option("#report-filter", "validation")  # a redraw from the lines the page holds
+    page.select_option("#report-filter", "")
+    expect(page.locator("#report-count")).to_have_text(
+        EN["report.count"].format(shown=len(lines), loaded=len(lines)))
+    expect(rows).to_have_count(len(lines))
+    page.unroute(pattern)

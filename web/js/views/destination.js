@@ -464,7 +464,12 @@ function build(view, body, ctx, destination, runs) {
   }
 
   // --- the per-row report --------------------------------------------------------------------------------------------
+  // Which load of the report is the current one: an answer to an older load (the run was chosen again, or its last
+  // poll ended it, while a page was on its way) is dropped, so its lines are not added to the newer load's.
+  let reportGeneration = 0;
+
   async function loadReport(run, box, fresh) {
+    const mine = ++reportGeneration;
     if (fresh) {
       report.lines = [];
       report.next = null;
@@ -481,19 +486,23 @@ function build(view, body, ctx, destination, runs) {
       const res = await request('GET', `/exports/${encodeURIComponent(run.id)}/errors`, {
         query: { limit: REPORT_PAGE, continuation: report.next || undefined }, accept: 'application/x-ndjson',
       });
+      if (mine !== reportGeneration) return;
       if (!res.ok) {
         const body = await res.json().catch(() => ({}));
+        if (view.stopped || mine !== reportGeneration) return;
         replace(box, h('h3', { text: t('report.title') }), problem(res.status === 410 ? t('report.gone') : (body.error || String(res.status)), 'report-problem'));
         return;
       }
       const text = await res.text();
+      if (mine !== reportGeneration) return;
       for (const line of text.split('\n')) if (line.trim()) report.lines.push(JSON.parse(line));
       report.next = res.headers.get('x-continuation');
     } catch (error) {
+      if (view.stopped || mine !== reportGeneration) return;
       replace(box, h('h3', { text: t('report.title') }), problem(String(error.message || error)));
       return;
     }
-    if (view.stopped || report.runId !== run.id) return;
+    if (view.stopped || mine !== reportGeneration || report.runId !== run.id) return;
     drawReport(run, box);
   }
 
