@@ -176,7 +176,7 @@ def test_the_state_file_keeps_members_tags_archived_and_deleted_addresses_and_ne
     assert os.path.exists(state)
 
 
-def test_writes_are_on_disk_a_second_after_they_land_so_a_sigkill_loses_nothing(tmp_path):
+def test_writes_are_on_disk_soon_after_they_land_so_a_sigkill_loses_nothing(tmp_path):
     """The state file is written behind the requests (about 0.2 s after the last change), not every 30 s: a local
     Mailchimp killed without a chance to save (`kill -9`, a crash, a laptop lid) still has what it answered for."""
     state = tmp_path / "state.json"
@@ -192,11 +192,12 @@ def test_writes_are_on_disk_a_second_after_they_land_so_a_sigkill_loses_nothing(
         members = world.audiences[list_id].members.values() if world and list_id in world.audiences else ()
         return {m.email: "archived" if m.archived else m.status for m in members}
 
-    def saved_within_a_second_and_a_half(answered: float) -> None:
+    def saved_soon_after(answered: float) -> None:
         """The save is waited for (it fsyncs twice, which a loaded machine's disk may hold up), and must have been
-        written within 1.5 s of the answer: a keeper that saved only every 30 s, or at shutdown (which SIGKILL skips),
-        fails either way. The file's time is its write's, before the fsyncs, and the rename keeps it."""
-        assert state.stat().st_mtime - answered < 1.5, state.stat().st_mtime - answered
+        written within 5 s of the answer (the keeper writes 0.2 s after the last change; the rest is room for a loaded
+        machine): a keeper that saved only every 30 s, or at shutdown (which SIGKILL skips), fails either way. The
+        file's time is its write's, before the fsyncs, and the rename keeps it."""
+        assert state.stat().st_mtime - answered < 5, state.stat().st_mtime - answered
 
     first = start_local_mailchimp("--state-file", str(state))
     try:
@@ -206,7 +207,7 @@ def test_writes_are_on_disk_a_second_after_they_land_so_a_sigkill_loses_nothing(
         assert batch.ok and batch.json()["total_created"] == 50, batch.text
         time.sleep(1.5)  # past the write-behind delay, and any second save a change during the batch started
         wait_until(lambda: len(saved_members()) == 50, "the write-behind save", timeout=10)
-        saved_within_a_second_and_a_half(answered)
+        saved_soon_after(answered)
     finally:
         killed(first)
 
@@ -221,7 +222,7 @@ def test_writes_are_on_disk_a_second_after_they_land_so_a_sigkill_loses_nothing(
         assert gone.status_code == 204, gone.text
         time.sleep(1.5)
         wait_until(lambda: saved_members().get("k0@contoso.com") == "archived", "the write-behind save", timeout=10)
-        saved_within_a_second_and_a_half(answered)
+        saved_soon_after(answered)
     finally:
         killed(second)
 
