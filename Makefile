@@ -35,7 +35,7 @@ down:
 sample: install
 	$(PY) -m scripts.stack sample --rows $(or $(ROWS),5000) --segment $(or $(SEGMENT),HighValueCustomers)
 
-## The whole test suite: offline infra checks (checkov, azure-functions-doctor), then pytest, which starts its own
+## The whole test suite: offline infra checks (checkov, shellcheck, azure-functions-doctor), then pytest, which starts its own
 ## Azurite, local Mailchimp and Functions hosts on free ports, in TEST_WORKERS parallel sessions (pytest-xdist; most of
 ## the suite waits on those services, so 4 workers pay even on 2 cores; tests/conftest.py says what stays together).
 TEST_WORKERS ?= 4

@@ -282,6 +282,10 @@ class ChunkWorker(ExportParts):
             if read_again:
                 run = self.runs.get(run_id, counts=False)
                 if run is None or run.details.get("cleanedUp"):
+                    if run is not None and self.destinations.get(run.destination_id) is None:
+                        # The holder before deleted the run's folder, this lock's blob with it; taking the lock made
+                        # the blob again. The folder goes again, so nothing is left of a deleted destination's run.
+                        self.work.delete_prefix(run_folder(run_id))
                     return
             self._clean_up_now(run)
 

@@ -110,10 +110,16 @@ def wait_for_run(host: FunctionsHost, run_id: str, timeout: float = 120) -> dict
 
 def wait_for_clean_up(storage: Azurite, run_id: str, timeout: float = 60) -> None:
     """Until the clean-up after the run's end is done (shared/exports/chunks.py, `_clean_up`): it deletes the chunk
-    files after the run reads as finished, so a test that reads the work container must wait for it first."""
+    files after the run reads as finished, so a test that reads the work container must wait for it first. For a run
+    that sent (a preview has no clean-up, and never gets the mark)."""
     runs = RunTable(table_service(storage.connection_string), TABLE_RUNS)
-    wait_for(lambda: runs.get(run_id, counts=False).details.get("cleanedUp"), f"the clean-up after run {run_id}",
-             timeout=timeout, every=0.3)
+
+    def cleaned_up() -> bool:
+        run = runs.get(run_id, counts=False)
+        assert run is not None, f"run {run_id} has no record"
+        return bool(run.details.get("cleanedUp"))
+
+    wait_for(cleaned_up, f"the clean-up after run {run_id}", timeout=timeout, every=0.3)
 
 
 # README: `read = invalid + duplicates + created + updated + unchanged + refused + failed` once a run has finished

@@ -14,7 +14,7 @@ from azure.storage.blob import BlobServiceClient
 
 from shared.sample_segments import write_sample_export
 from tests.e2e.conftest import (DEMO_AUDIENCE, DEMO_KEY, assert_accounted, create_destination, destination_body,
-                                host_log, start_export, wait_for_run)
+                                host_log, start_export, wait_for_clean_up, wait_for_run)
 from tests.services import LOCAL_USERS
 
 TAKEN = datetime(2026, 11, 28, 17, 0, tzinfo=timezone.utc)
@@ -239,6 +239,7 @@ def test_delete_during_an_export_cancels_it_removes_secrets_and_personal_data_an
     assert kept.status_code == 200 and kept.json()["counts"] == first["counts"]
     gone = host.call("GET", f"exports/{first['id']}/errors")
     assert gone.status_code == 410 and "@" not in gone.text
+    wait_for_clean_up(storage, run_id)
     work = BlobServiceClient.from_connection_string(storage.connection_string).get_container_client("export-work")
     deadline = time.monotonic() + 10  # the files go right after the run's last chunk is counted
     while (leftover := [b.name for b in work.list_blobs(name_starts_with="runs/")]) and time.monotonic() < deadline:

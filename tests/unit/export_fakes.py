@@ -44,6 +44,7 @@ class Work:
 
     @contextlib.contextmanager
     def exclusive(self, n, wait_seconds=None):
+        self.blobs.setdefault(n, b"")  # as the adapter does: a lease needs a blob, and a missing one is made empty
         lock = self.locks.setdefault(n, threading.Lock())
         if not lock.acquire(timeout=-1 if wait_seconds is None else wait_seconds):
             raise TimeoutError(f"{n} is held by another worker")

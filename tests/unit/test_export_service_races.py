@@ -4,6 +4,7 @@ Expectations are computed here from the rows written; the equation is written ou
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 
@@ -264,3 +265,23 @@ def test_a_clean_up_whose_holder_died_is_taken_over_when_asked_again(tmp_path):
     drain(service)
     assert service.work.list_names(f"runs/{run.id}/chunks/") == []
     assert service.runs.get(run.id).details.get("cleanedUp")
+
+
+def test_a_late_clean_up_of_a_deleted_destinations_run_leaves_nothing_of_it_in_storage(tmp_path):
+    """With its destination deleted, a run's clean-up deletes the run's whole folder, the blob of its own lock with it.
+    A worker that read the run just before and takes the lock just after makes that blob again (a lease needs one);
+    finding the run cleaned up, it deletes the folder again, so nothing of the deleted destination's run is left."""
+    write_snapshot(tmp_path, "Vip", "2026/11/28/1700", [f"p{i}@x.com" for i in range(4)])
+    service, _ = make(tmp_path, ["Vip"], chunk_size=2)
+    run = service.start("d1", "http")
+    service.plan(service.plan_queue.msgs.pop(0)["runId"])
+    messages = list(service.chunk_queue.msgs)
+    service.chunk_queue.msgs.clear()
+    service.process_chunk(run.id, messages[0]["chunk"], "a1")
+    service.destinations.d = None  # deleted meanwhile
+    service.process_chunk(run.id, messages[1]["chunk"], "a1")  # settles the run and cleans up
+    ended = service.runs.get(run.id, counts=False)
+    assert ended.details.get("cleanedUp") and service.work.list_names(f"runs/{run.id}/") == []
+    read_before = dataclasses.replace(ended, details={k: v for k, v in ended.details.items() if k != "cleanedUp"})
+    service._clean_up(read_before)  # the late worker, its lock taken after the folder went
+    assert service.work.list_names(f"runs/{run.id}/") == []

@@ -502,8 +502,9 @@ function build(view, body, ctx, destination, runs) {
       replace(box, h('h3', { text: t('report.title') }), problem(String(error.message || error)));
       return;
     }
-    if (view.stopped || mine !== reportGeneration || report.runId !== run.id) return;
+    if (view.stopped || mine !== reportGeneration || report.runId !== run.id) return false;
     drawReport(run, box);
+    return true; // drawn: "More" moves focus only then (not into a newer load's box)
   }
 
   function drawReport(run, box) {
@@ -533,7 +534,7 @@ function build(view, body, ctx, destination, runs) {
         h('td', { text: line.email || '' }),
         h('td', { class: 'reason', text: line.column ? `${line.reason} (${line.column} → ${line.mergeTag})` : line.reason })))));
     const more = report.next ? h('button', { type: 'button', class: 'button button--secondary', id: 'report-more', text: t('report.more'),
-      onclick: () => loadReport(run, box, false).then(() => { const next = document.getElementById('report-more') || document.getElementById('report-filter'); if (next) next.focus(); }) }) : null;
+      onclick: () => loadReport(run, box, false).then((drawn) => { if (!drawn) return; const next = document.getElementById('report-more') || document.getElementById('report-filter'); if (next) next.focus(); }) }) : null;
     const download = h('button', { type: 'button', class: 'button button--secondary', id: 'download-csv', text: run.dryRun ? t('report.downloadPreview') : t('report.download') });
     const downloadNote = h('p', { id: 'download-status', role: 'status' });
     download.addEventListener('click', () => downloadCsv(run, download, downloadNote));
