@@ -245,16 +245,22 @@ def test_the_last_chunks_of_a_run_leave_its_clean_up_to_the_worker_already_at_it
     assert deletes == [f"runs/{run.id}/chunks/"]
 
 
-def test_a_clean_up_whose_holder_died_is_taken_over_when_asked_again(tmp_path):
-    """The lease of a worker that died while cleaning up outlives it for a few seconds; its own message, delivered
-    again meanwhile, finds the lease taken. Asked again later, the clean-up is done: the chunk files (people's
-    addresses) do not wait for the retention period."""
+def planned_in_two_chunks(tmp_path):
+    """A run of four people planned in two chunks, their messages taken off the queue: (service, run, messages)."""
     write_snapshot(tmp_path, "Vip", "2026/11/28/1700", [f"p{i}@x.com" for i in range(4)])
     service, _ = make(tmp_path, ["Vip"], chunk_size=2)
     run = service.start("d1", "http")
     service.plan(service.plan_queue.msgs.pop(0)["runId"])
     messages = list(service.chunk_queue.msgs)
     service.chunk_queue.msgs.clear()
+    return service, run, messages
+
+
+def test_a_clean_up_whose_holder_died_is_taken_over_when_asked_again(tmp_path):
+    """The lease of a worker that died while cleaning up outlives it for a few seconds; its own message, delivered
+    again meanwhile, finds the lease taken. Asked again later, the clean-up is done: the chunk files (people's
+    addresses) do not wait for the retention period."""
+    service, run, messages = planned_in_two_chunks(tmp_path)
     dead_holder = service.work.locks.setdefault(f"runs/{run.id}/cleanup.lock", threading.Lock())
     dead_holder.acquire()  # its lease has not run out yet
     for m in messages:
@@ -271,12 +277,7 @@ def test_a_late_clean_up_of_a_deleted_destinations_run_leaves_nothing_of_it_in_s
     """With its destination deleted, a run's clean-up deletes the run's whole folder, the blob of its own lock with it.
     A worker that read the run just before and takes the lock just after makes that blob again (a lease needs one);
     finding the run cleaned up, it deletes the folder again, so nothing of the deleted destination's run is left."""
-    write_snapshot(tmp_path, "Vip", "2026/11/28/1700", [f"p{i}@x.com" for i in range(4)])
-    service, _ = make(tmp_path, ["Vip"], chunk_size=2)
-    run = service.start("d1", "http")
-    service.plan(service.plan_queue.msgs.pop(0)["runId"])
-    messages = list(service.chunk_queue.msgs)
-    service.chunk_queue.msgs.clear()
+    service, run, messages = planned_in_two_chunks(tmp_path)
     service.process_chunk(run.id, messages[0]["chunk"], "a1")
     service.destinations.d = None  # deleted meanwhile
     service.process_chunk(run.id, messages[1]["chunk"], "a1")  # settles the run and cleans up
