@@ -52,7 +52,8 @@ test-unit: install
 ## with changes by hand. 42 minutes here (2 cores).
 test-deep: install
 	EXPORT_CRASH_POINTS=all EXPORT_INVARIANT_EXAMPLES=200 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup \
-	  tests/integration/test_export_service_replay.py tests/integration/test_export_invariants.py
+	  tests/integration/test_export_service_replay.py tests/integration/test_export_crash_sweep_existing_audience.py \
+	  tests/integration/test_export_invariants.py
 
 ## The connector at each of BENCH_ROWS, with a 1 %-changed refresh after its first run, and the plain official-SDK
 ## script (bench/sdk_plain.py) on the same rows where there are at most BENCH_SDK_MAX_ROWS (the script's time grows
