@@ -282,12 +282,16 @@ class ChunkWorker(ExportParts):
             if read_again:
                 run = self.runs.get(run_id, counts=False)
                 if run is None or run.details.get("cleanedUp"):
-                    if run is not None and self.destinations.get(run.destination_id) is None:
-                        # The holder before deleted the run's folder, this lock's blob with it; taking the lock made
-                        # the blob again. The folder goes again, so nothing is left of a deleted destination's run.
-                        self.work.delete_prefix(run_folder(run_id))
+                    self._clear_left_behind(run, run_id)
                     return
             self._clean_up_now(run)
+
+    def _clear_left_behind(self, run: Run | None, run_id: str) -> None:
+        """For a lock on the run just taken, the run found cleaned up (or its record gone). If its destination was
+        deleted, the clean-up deleted the run's whole folder, and taking the lock made the lock's blob again in it: the
+        folder goes again, so nothing of a deleted destination's run stays in storage."""
+        if run is None or self.destinations.get(run.destination_id) is None:
+            self.work.delete_prefix(run_folder(run_id))
 
     def _clean_up_now(self, run: Run) -> None:
         run_id = run.id

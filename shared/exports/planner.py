@@ -135,7 +135,7 @@ class Planner(ExportParts):
     def _plan_once(self, run_id: str) -> None:
         run = self.runs.get(run_id)
         telemetry.describe_run(run)  # log fields: its destination and trigger
-        if run is None or self._ended(run):
+        if self._ended_under_lock(run, run_id):
             return
         if run.details.get("chunksSent"):  # planned and sent (a redelivered message); a plan with no chunk is
             self._settle(run_id)  # settled here, so a worker that died before that is made good
@@ -540,6 +540,15 @@ class Planner(ExportParts):
         # message does it (`_ended` again).
         self._ended(ended)
 
+    def _ended_under_lock(self, run: Run | None, run_id: str) -> bool:
+        """`_ended`, for the run as read under its plan lock (None: its record is gone): a message that comes after the
+        clean-up (one asking for it again, 30 s on) also clears the lock blob it made (`_clear_left_behind`)."""
+        if run is not None and not self._ended(run):
+            return False
+        if run is None or run.details.get("cleanedUp"):
+            self._clear_left_behind(run, run_id)
+        return True
+
     def _ended(self, run: Run) -> bool:
         """Has the run ended? One whose clean-up was not done (the call that ended it died, or storage refused a
         delete) is cleaned up now: a redelivered message is where that clean-up is tried again."""
@@ -565,7 +574,7 @@ class Planner(ExportParts):
         telemetry.describe_run(run)  # log fields: its destination and trigger, on the give-up warning too
         with self.work.exclusive(plan_lock(run_id)):
             run = self.runs.get(run_id)
-            if run is None or self._ended(run):
+            if self._ended_under_lock(run, run_id):
                 return  # ended by the planner that held the lock
             if run.details.get("lastPlanAttempt") and not run.details.get("chunksSent"):
                 self._give_up_plan(run)  # the last attempt died mid-way

@@ -36,7 +36,7 @@ def test_retryable_answers_are_retried_then_succeed(mailchimp, kind, caplog):
 
 def test_slow_answer_times_out_and_is_retried(mailchimp):
     faults(mailchimp, "slow", limit=1, slow_seconds=5)
-    with make_client(mailchimp, timeout=(2.0, 0.3)) as client:
+    with make_client(mailchimp, timeout=(10.0, 0.3)) as client:  # connect 10 s: taken for the read's, it would wait 5
         started = time.monotonic()
         assert client.get_audience(LIST).id == LIST
         assert time.monotonic() - started < 3.5  # did not wait for the slow answer (5 s); room for a loaded machine

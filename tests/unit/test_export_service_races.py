@@ -245,9 +245,10 @@ def test_the_last_chunks_of_a_run_leave_its_clean_up_to_the_worker_already_at_it
     assert deletes == [f"runs/{run.id}/chunks/"]
 
 
-def planned_in_two_chunks(tmp_path):
-    """A run of four people planned in two chunks, their messages taken off the queue: (service, run, messages)."""
-    write_snapshot(tmp_path, "Vip", "2026/11/28/1700", [f"p{i}@x.com" for i in range(4)])
+def planned_in_two_chunks(tmp_path, invalid: tuple[str, ...] = ()):
+    """A run of four people (and the `invalid` rows, reported) planned in two chunks, their messages taken off the
+    queue: (service, run, messages)."""
+    write_snapshot(tmp_path, "Vip", "2026/11/28/1700", [f"p{i}@x.com" for i in range(4)] + list(invalid))
     service, _ = make(tmp_path, ["Vip"], chunk_size=2)
     run = service.start("d1", "http")
     service.plan(service.plan_queue.msgs.pop(0)["runId"])
@@ -286,3 +287,36 @@ def test_a_late_clean_up_of_a_deleted_destinations_run_leaves_nothing_of_it_in_s
     read_before = dataclasses.replace(ended, details={k: v for k, v in ended.details.items() if k != "cleanedUp"})
     service._clean_up(read_before)  # the late worker, its lock taken after the folder went
     assert service.work.list_names(f"runs/{run.id}/") == []
+
+
+def test_a_deleted_destinations_run_whose_clean_up_was_asked_again_twice_leaves_nothing_in_storage(tmp_path):
+    """The clean-up lock busy, two deliveries of the last chunk each ask again later (a plan message 30 s on). The first
+    cleans up, the run's whole folder with it (its destination was deleted); the second takes the plan lock, which
+    makes its blob again, and finds the run cleaned up: it clears that blob too."""
+    service, run, messages = planned_in_two_chunks(tmp_path)
+    service.process_chunk(run.id, messages[0]["chunk"], "a1")
+    service.destinations.d = None  # deleted meanwhile
+    holder = service.work.locks.setdefault(f"runs/{run.id}/cleanup.lock", threading.Lock())
+    holder.acquire()
+    service.process_chunk(run.id, messages[1]["chunk"], "a1")  # settles the run; the clean-up is busy
+    service.process_chunk(run.id, messages[1]["chunk"], "a2")  # delivered again: the same
+    assert service.plan_queue.delayed == [{"runId": run.id}] * 2
+    holder.release()
+    drain(service)
+    assert service.runs.get(run.id).details.get("cleanedUp")
+    assert service.work.list_names(f"runs/{run.id}/") == []
+
+
+def test_a_late_clean_up_of_a_run_whose_destination_stays_keeps_its_error_report(tmp_path):
+    """Only a deleted destination's run loses its whole folder: with the destination there, a late worker finding the
+    run cleaned up deletes nothing (the report of rows not sent stays for GET .../errors)."""
+    service, run, messages = planned_in_two_chunks(tmp_path, invalid=("not-an-address",))
+    for m in messages:
+        service.process_chunk(run.id, m["chunk"], "a1")
+    ended = service.runs.get(run.id, counts=False)
+    kept = service.work.list_names(f"runs/{run.id}/errors/")
+    assert ended.details.get("cleanedUp") and kept
+    read_before = dataclasses.replace(ended, details={k: v for k, v in ended.details.items() if k != "cleanedUp"})
+    service._clean_up(read_before)
+    service.plan(run.id)  # and a plan message that came late
+    assert service.work.list_names(f"runs/{run.id}/errors/") == kept
