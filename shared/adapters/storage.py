@@ -204,17 +204,33 @@ class BlobFolder:
             for name, answer in zip(batch, answers):
                 status = getattr(answer, "status_code", 202)
                 if status == 412:  # there is a lease on the blob
-                    blob = self._container.get_blob_client(name)
-                    BlobLeaseClient(blob).break_lease(lease_break_period=0)
-                    try:
-                        blob.delete_blob(delete_snapshots="include")
-                    except ResourceNotFoundError:
-                        pass
+                    self._delete_leased(name)
                 elif status >= 300 and status != 404:
                     refused.append(status)
         if refused:
             raise HttpResponseError(f"{len(refused)} blob(s) under a folder being deleted were not deleted (the first "
                                     f"answered {refused[0]}); the deletion is to be tried again")
+
+    def _delete_leased(self, name: str, attempts: int = 3) -> None:
+        """Break the blob's lease and delete it. A worker waiting for that lease (`exclusive` tries every 0.25 s) may
+        take it between the two: the lease is broken again, `attempts` times in all. Gone meanwhile is fine."""
+        blob = self._container.get_blob_client(name)
+        for attempt in range(1, attempts + 1):
+            try:
+                BlobLeaseClient(blob).break_lease(lease_break_period=0)
+            except ResourceNotFoundError:
+                return
+            except HttpResponseError as error:
+                if error.status_code != 409:  # 409: no lease on it any more
+                    raise
+            try:
+                blob.delete_blob(delete_snapshots="include")
+                return
+            except ResourceNotFoundError:
+                return
+            except HttpResponseError as error:
+                if error.status_code != 412 or attempt == attempts:  # 412: leased again
+                    raise
 
 
 # What to do about a blob storage will not serve, by its error code (x-ms-error-code).

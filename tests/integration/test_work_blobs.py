@@ -60,6 +60,34 @@ def test_cleaning_up_a_run_deletes_a_chunk_file_still_leased_by_its_worker(azuri
         assert list(work.list_names("runs/r2/")) == []
 
 
+def test_a_lease_taken_again_between_its_break_and_the_delete_is_broken_again(azurite, monkeypatch):
+    """A worker waiting for a lock takes the lease the moment the folder's deletion breaks it: the blob still goes."""
+    from azure.storage.blob import BlobLeaseClient
+
+    import shared.adapters.storage as storage
+
+    work = folder(azurite)
+    taken_again: list[str] = []
+
+    class Waiter(BlobLeaseClient):  # the first break is followed at once by a waiter's lease
+        def __init__(self, blob, *args, **kwargs):
+            super().__init__(blob, *args, **kwargs)
+            self.blob = blob
+
+        def break_lease(self, **options):
+            answer = super().break_lease(**options)
+            if not taken_again:
+                waiter = BlobLeaseClient(self.blob)
+                waiter.acquire(lease_duration=15)
+                taken_again.append(waiter.id)
+            return answer
+
+    monkeypatch.setattr(storage, "BlobLeaseClient", Waiter)
+    with work.exclusive("runs/r4/plan.lock"):
+        work.delete_prefix("runs/r4/")
+    assert taken_again and list(work.list_names("runs/r4/")) == []
+
+
 
 def test_a_huge_model_json_is_refused_after_fetching_little_more_than_the_limit(azurite):
     """The storage client's first GET is 32 MiB by default; the app's client asks for 4 MiB at a time, so refusing a

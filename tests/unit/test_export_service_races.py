@@ -320,3 +320,15 @@ def test_a_late_clean_up_of_a_run_whose_destination_stays_keeps_its_error_report
     service._clean_up(read_before)
     service.plan(run.id)  # and a plan message that came late
     assert service.work.list_names(f"runs/{run.id}/errors/") == kept
+
+
+def test_a_plan_message_for_a_run_the_retention_sweep_deleted_leaves_no_lock_behind(tmp_path):
+    """The sweep deletes an old run's record and folder; a message for it still on its way (a delayed one) makes the
+    plan lock's blob again on taking it, and finding no record, clears it: nothing of the run stays."""
+    service, run, messages = planned_in_two_chunks(tmp_path)
+    for m in messages:
+        service.process_chunk(run.id, m["chunk"], "a1")
+    service.work.delete_prefix(f"runs/{run.id}/")  # as the retention sweep does, folder first
+    del service.runs.runs[run.id]
+    service.plan(run.id)
+    assert service.work.list_names(f"runs/{run.id}/") == []
