@@ -195,6 +195,14 @@ def test_a_run_whose_members_failed_offers_a_retry_and_the_page_follows_it(stack
     sign_in(page, stack, ADMIN, then=f"/api/console/#/destinations/{destination['id']}?run={older['id']}")
     expect(page.locator("#run-summary")).to_be_visible()
     expect(page.locator("#runs-table tbody tr")).to_have_count(3)
+    # its report is longer than the page's 100 rows: "More" loads the rest, then the focus stays in the report
+    report = [line for line in api(stack, "GET", f"exports/{older['id']}/errors").text.splitlines() if line]
+    assert len(report) > 100, len(report)
+    expect(page.locator("#report-table tbody tr")).to_have_count(100)
+    page.click("#report-more")
+    expect(page.locator("#report-table tbody tr")).to_have_count(len(report))
+    expect(page.locator("#report-more")).to_have_count(0)
+    expect(page.locator("#report-filter")).to_be_focused()
     expect(page.locator("#retry-failed")).to_have_count(0)  # failed members, but a newer real run
     page.locator(f"#run-row-{previewed.json()['id']} a").click()
     expect(page.locator("#preview-note")).to_be_visible()
