@@ -10,8 +10,9 @@ import time
 import pytest
 
 from tests.integration.export_driver import DEMO_AUDIENCE, TAKEN, ExportDriver, minutes_after
-from tests.integration.test_export_service_replay import (SWEEP_TIMEOUT, Rows, arm, audience, chunk_phase_points,
-                                                          expected_outcome, forgotten_hashes, md5, sweep, violations)
+from tests.integration.test_export_service_replay import (SWEEP_TIMEOUT, Rows, audience, chunk_phase_points,
+                                                          export_crashing_once, expected_outcome, forgotten_hashes, md5,
+                                                          sweep, violations)
 
 
 @pytest.fixture(scope="module")
@@ -79,12 +80,7 @@ def test_a_crash_anywhere_in_an_export_into_an_existing_audience_keeps_statuses_
         # UNTAG_GUARD_PERCENT, so no confirmation is needed)
         assert outcome.untagged == 21
         earlier = {r.id for r in driver.raw.runs.list_for_destination(destination)}
-        arm(driver, crash, when)
-        try:
-            run_id = driver.start(destination)
-            driver.deliver_all()
-        finally:
-            driver.injector.armed = False
+        run_id = export_crashing_once(driver, destination, crash, when)
         return violations(driver, destination, run_id, Rows.of(rows), segment, outcome, before, earlier)
 
     assert one(None) == []

@@ -227,6 +227,17 @@ def arm(driver: ExportDriver, crash: int | None, when: str) -> None:
     driver.injector.armed = True
 
 
+def export_crashing_once(driver: ExportDriver, destination: str, crash: int | None, when: str) -> str:
+    """Start an export of `destination` with the crash armed and deliver every message to the end; the run's id."""
+    arm(driver, crash, when)
+    try:
+        run_id = driver.start(destination)
+        driver.deliver_all()
+    finally:
+        driver.injector.armed = False
+    return run_id
+
+
 FULL = os.environ.get("EXPORT_CRASH_POINTS") == "all"  # every call, before and after (minutes, not seconds)
 # Long by design (each crash point is a run); the timeout catches a hang, not slowness on a busy machine.
 SWEEP_TIMEOUT = 3600 if FULL else 900
@@ -306,12 +317,7 @@ def test_a_crash_anywhere_in_a_first_export_then_redelivery_ends_with_everyone_e
     def one(crash: int | None, when: str = "before") -> list[str]:
         driver.reset_mailchimp()
         destination = driver.create_destination(segments=[segment])
-        arm(driver, crash, when)
-        try:
-            run_id = driver.start(destination)
-            driver.deliver_all()
-        finally:
-            driver.injector.armed = False
+        run_id = export_crashing_once(driver, destination, crash, when)
         outcome = expected_outcome(expected_rows, {}, set(), segment)
         assert outcome.terms["created"] == 1176 and outcome.terms["refused"] == 2
         return violations(driver, destination, run_id, expected_rows, segment, outcome, {})
