@@ -61,6 +61,19 @@ def open_new_destination(stack: Stack, new_context, name: str, segment: str) -> 
     return destination, audience, page
 
 
+def export_now(page) -> str:
+    """Click Export now on the open destination's page; the id of the run it started (the runs table's first row)."""
+    page.click("#export-now")
+    expect(page.locator("#export-started")).to_be_visible(timeout=20_000)
+    return page.locator("#runs-table tbody tr").first.get_attribute("id").removeprefix("run-row-")
+
+
+def report_lines(stack: Stack, run_id: str, **params) -> list[dict]:
+    """The run's per-row report as the API gives it (JSON Lines, one object a line)."""
+    return [json.loads(line) for line in api(stack, "GET", f"exports/{run_id}/errors", params=params).text.splitlines()
+            if line]
+
+
 def hold_the_next_answer(page, pattern: re.Pattern) -> Callable[[], tuple]:
     """Take the next GET matching `pattern` from the app at once and keep its answer from the page; the call returned
     waits (up to 10 s) until the page asked, then gives (route, answer): `route.fulfill(response=answer)` hands it over
@@ -131,7 +144,7 @@ def test_a_preview_shows_predicted_numbers_says_nothing_was_sent_and_leaves_the_
     shot(page, "preview")
 
     # the preview report: every change, as the API lists it, and the CSV the page builds equal to the API's
-    lines = [json.loads(line) for line in api(stack, "GET", f"exports/{run_id}/errors").text.splitlines()]
+    lines = report_lines(stack, run_id)
     changed = [line for line in lines if line["source"] == "preview"]
     assert len(changed) == run["counts"]["created"] and {line["source"] for line in lines} == {"preview", "validation"}
     expect(page.locator("#run-report h3")).to_have_text(EN["report.previewTitle"])
@@ -196,7 +209,7 @@ def test_a_run_whose_members_failed_offers_a_retry_and_the_page_follows_it(stack
     expect(page.locator("#run-summary")).to_be_visible()
     expect(page.locator("#runs-table tbody tr")).to_have_count(3)
     # its report is longer than the page's 100 rows: "More" loads the rest, then the focus stays in the report
-    report = [line for line in api(stack, "GET", f"exports/{older['id']}/errors").text.splitlines() if line]
+    report = report_lines(stack, older["id"])
     assert len(report) > 100, len(report)
     expect(page.locator("#report-table tbody tr")).to_have_count(100)
     page.click("#report-more")
@@ -340,9 +353,7 @@ def test_a_cancelled_run_still_cancelling_holds_nothing_and_a_preview_never_take
     # Every Mailchimp call takes 1.5 s: the real run stays running (planning reads the audience first) for seconds.
     stack.mailchimp.admin("POST", "latency", json={"profile": "none", "base_ms": 1500})
     try:
-        page.click("#export-now")
-        expect(page.locator("#export-started")).to_be_visible(timeout=20_000)
-        real_id = page.locator("#runs-table tbody tr").first.get_attribute("id").removeprefix("run-row-")
+        real_id = export_now(page)
         expect(page.locator("#run-live .badge")).to_have_text(EN["status.running"], timeout=15_000)
         expect(page.locator("#export-now")).to_be_disabled()
         expect(page.locator("#preview-export")).to_be_disabled()
@@ -405,9 +416,7 @@ def test_a_poll_answered_after_a_cancel_does_not_bring_the_run_back_as_running(s
     destination, _, page = open_new_destination(stack, new_context, "Late poll", "HighValueCustomers")
     stack.mailchimp.admin("POST", "latency", json={"profile": "none", "base_ms": 1500})  # the run stays running
     try:
-        page.click("#export-now")
-        expect(page.locator("#export-started")).to_be_visible(timeout=20_000)
-        run_id = page.locator("#runs-table tbody tr").first.get_attribute("id").removeprefix("run-row-")
+        run_id = export_now(page)
         expect(page.locator("#run-live .badge")).to_have_text(EN["status.running"], timeout=15_000)
         route, late = hold_the_next_answer(page, re.compile(rf"/api/exports/{run_id}$"))()  # the next poll's
         assert json.loads(late.text())["status"] == "running"
@@ -507,11 +516,9 @@ def test_a_report_answered_after_the_run_was_chosen_again_lists_each_row_once(st
     """Choosing the run shown again loads its per-row report afresh. If the earlier load's answer comes last, it must be
     dropped: added to the newer load's lines, every row of the report would be listed twice at the next redraw."""
     _, _, page = open_new_destination(stack, new_context, "Late report", "HighValueCustomers")
-    page.click("#export-now")
-    expect(page.locator("#export-started")).to_be_visible(timeout=20_000)
-    run_id = page.locator("#runs-table tbody tr").first.get_attribute("id").removeprefix("run-row-")
+    run_id = export_now(page)
     assert wait_for_run(stack.host, run_id, timeout=90)["status"] in ("succeeded", "completed_with_errors")
-    lines = [line for line in api(stack, "GET", f"exports/{run_id}/errors", params={"limit": 100}).text.splitlines() if line]
+    lines = report_lines(stack, run_id, limit=100)
     assert lines, "the sample segment has invalid rows: the report must have some for this test"
     rows = page.locator("#report-table tbody tr")
     expect(rows).to_have_count(len(lines), timeout=20_000)
