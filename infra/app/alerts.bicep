@@ -6,9 +6,11 @@
 //   '<queue>-poison'" warning, every queue) or a poison handler ran (AppRequests *_poisoned), one alert per queue;
 // - credentials-refused: Mailchimp refused the destination's credentials (revoked key or token): a run that ended
 //   with credentialsRefused, or a scheduled/arrival start refused saying the connection must be renewed;
-// - no-successful-run: a destination with a scheduled run in the last 48 hours (or whose scheduled start keeps being
-//   refused) has had no run that succeeded or completed with errors (trigger schedule or storage) in 25 hours. 48 hours
-//   is as far back as one query looks here (overrideQueryTimeRange P2D).
+// - no-successful-run: a destination the schedule followed in the last 48 hours (each timer tick logs every destination
+//   with scheduled export on, Properties.followed, whether a run starts or not) has had no run that succeeded or
+//   completed with errors (trigger schedule or storage) in 25 hours; or the timer logged no tick at all in 25 hours
+//   (Properties.scheduleTick), one alert for "(the export schedule did not run)" that stays while the timer is silent.
+//   48 hours is as far back as a log alert's query looks (overrideQueryTimeRange P2D); the tick needs no memory.
 // alertEmail empty: the rules are deployed all the same (fired alerts show in the portal, Monitor > Alerts) with no
 // action group and so no mail. The rules have no managed identity: each queries only the workspace it is scoped to,
 // in this resource group. Query validation is skipped at creation: a new workspace has no App* rows yet.
@@ -82,17 +84,23 @@ AppTraces
 var noSuccessQuery = '''
 let scheduled = AppTraces
     | where TimeGenerated > ago(48h)
-    | where tostring(Properties.trigger) == "schedule"
-        and (isnotempty(Properties.runStatus) or isnotempty(Properties.startRefused))
-    | summarize lastSeen = max(TimeGenerated) by destinationId = tostring(Properties.destinationId);
+    | where tostring(Properties.trigger) == "schedule" and isnotempty(Properties.followed)
+    | distinct destinationId = tostring(Properties.destinationId);
 let succeeded = AppTraces
     | where TimeGenerated > ago(25h)
     | where tostring(Properties.runStatus) in ("succeeded", "completed_with_errors")
         and tostring(Properties.trigger) in ("schedule", "storage")
     | distinct destinationId = tostring(Properties.destinationId);
-scheduled
-| where isnotempty(destinationId)
-| join kind=leftanti succeeded on destinationId
+let ticks = toscalar(AppTraces
+    | where TimeGenerated > ago(25h)
+    | where isnotempty(Properties.scheduleTick)
+    | count);
+union
+    (scheduled
+    | where isnotempty(destinationId)
+    | join kind=leftanti succeeded on destinationId),
+    (print destinationId = "(the export schedule did not run)"
+    | where ticks == 0)
 '''
 
 resource runFailed 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
@@ -198,7 +206,7 @@ resource noSuccessfulRun 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
   kind: 'LogAlert'
   properties: {
     displayName: 'Mailchimp export: no successful scheduled run in 25 hours'
-    description: 'A destination exported on schedule has had no run that succeeded or completed with errors in 25 hours: its runs fail, its start is refused, or Customer Insights wrote no new snapshot.'
+    description: 'A destination exported on schedule has had no run that succeeded or completed with errors in 25 hours (its runs fail, its start is refused, or Customer Insights wrote no new snapshot), or the export schedule itself has not run in 25 hours (the app stopped, or its timer is disabled).'
     severity: 2
     enabled: true
     scopes: [workspace.id]

@@ -88,8 +88,16 @@ class Starting(ExportParts):
         return self._queue(run)
 
     def on_schedule(self) -> list[Run]:
-        """A timer tick: follow every destination with scheduled export on. Past-due ticks do the same, once."""
-        return self._follow_all([d for d in self.destinations.list() if d.schedule_enabled], "schedule")
+        """A timer tick: follow every destination with scheduled export on. Past-due ticks do the same, once.
+
+        The tick and each destination it follows are logged with fields (`scheduleTick`, `followed`) whether or not a
+        run starts: the no-successful-run alert (infra/app/alerts.bicep) learns from them which destinations are on a
+        schedule, and that the schedule still runs at all, since a log query looks back 48 hours at most."""
+        scheduled = [d for d in self.destinations.list()  # a draft or one without consent is never exported
+                     if d.schedule_enabled and d.consent_accepted and not d.is_draft]
+        log.info("export schedule ran: %d destinations with scheduled export", len(scheduled),
+                 extra={"trigger": "schedule", "scheduleTick": len(scheduled)})
+        return self._follow_all(scheduled, "schedule")
 
     def on_blob_created(self, blob_name: str) -> list[Run]:
         """A new segment file: export the snapshots it completes to every destination that includes them."""
@@ -104,17 +112,21 @@ class Starting(ExportParts):
         started = []
         newest = newest_snapshots(self.segments, self._read_limits) if destinations else {}  # one listing for all of them
         for destination in destinations:
+            fields = {"destinationId": destination.id, "trigger": trigger}
             try:
                 run = self.follow(destination.id, trigger, newest)
             except Refused as refused:  # Mailchimp refused or unreachable: the next trigger tries again
                 log.warning("destination %s: %s export not started: %s", destination.id, trigger, refused.message,
-                            extra={"destinationId": destination.id, "trigger": trigger, "startRefused": refused.status})
+                            extra={**fields, "startRefused": refused.status, "followed": "refused"})
                 continue
             except Exception as error:  # noqa: BLE001 - one destination's failure must not keep the others from theirs
                 log.error("destination %s: %s export not started: unexpected %s (its message is not logged: it may hold "
                           "row data); the next trigger tries again\n%s", destination.id, trigger, type(error).__name__,
-                          "".join(traceback.format_tb(error.__traceback__)))
+                          "".join(traceback.format_tb(error.__traceback__)), extra={**fields, "followed": "failed"})
                 continue
+            log.info("destination %s: %s", destination.id,
+                     f"{trigger} export started (run {run.id})" if run else f"no {trigger} export needed now",
+                     extra={**fields, "followed": "run started" if run else "no run"})
             if run is not None:
                 started.append(run)
         return started

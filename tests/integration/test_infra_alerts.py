@@ -28,7 +28,8 @@ RULES = {
     "poisonMessage": (["Moving message to queue", "-poison", "_poisoned"], 2),
     "credentialsRefused": (["Properties.credentialsRefused", "Properties.startRefused",
                             "the Mailchimp connection must be renewed"], 1),
-    "noSuccessfulRun": (["ago(25h)", '"schedule"', '"succeeded"', '"completed_with_errors"', "leftanti"], 2),
+    "noSuccessfulRun": (["ago(25h)", '"schedule"', '"succeeded"', '"completed_with_errors"', "leftanti",
+                         "Properties.followed", "Properties.scheduleTick", "ticks == 0"], 2),
 }
 
 
@@ -124,6 +125,8 @@ def test_the_alerts_read_fields_the_app_logs() -> None:
             "credentialsRefused"} <= set(fields)
     assert fields["credentialsRefused"] is True and fields["runStatus"] == "failed"
     assert "startRefused" in inspect.getsource(starting)
+    # each tick's own line and the line of each destination it follows (tests/unit/test_hostile_segments.py)
+    assert '"scheduleTick"' in inspect.getsource(starting) and '"followed"' in inspect.getsource(starting)
     assert "ended_fields" in inspect.getsource(planner)
     from shared.mailchimp.errors import RENEW
     assert "the Mailchimp connection must be renewed" in RENEW

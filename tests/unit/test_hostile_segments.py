@@ -25,6 +25,7 @@ from shared import snapshots as snapshots_module
 from shared.config import ConfigError, load_settings
 from shared.destinations import Claim, Destination, new_destination
 from shared.exports import ExportService, Refused
+from shared.mailchimp.errors import MailchimpAuthError
 from shared.segment_catalog import SegmentCatalog
 from shared.sample_segments import FolderSource, folder_writer, write_plain_export, write_sample_export
 from shared.segment_rows import read_rows, snapshot_columns
@@ -548,6 +549,38 @@ def test_the_timer_goes_on_to_every_destination_and_segment_past_broken_files(tm
     assert any("failing" in line and "RuntimeError" in line for line in warnings)
     assert "someone@contoso.com" not in caplog.text
     assert all(any(file in line for line in warnings) for file in BROKEN.values())
+
+
+def test_each_tick_and_each_destination_it_follows_is_logged_with_the_fields_the_alert_reads(tmp_path: Path,
+                                                                                             caplog) -> None:
+    """The no-successful-run alert knows a destination is on a schedule, and that the schedule runs at all, only from
+    these lines (a log query looks back 48 hours at most), so each tick logs them whether a run starts or not."""
+    good_export(tmp_path)
+    fine, failing = destination("Good", ident="fine"), destination("Fine", ident="failing")
+    idle = destination("NoSnapshotYet", ident="idle")
+    off = dataclasses.replace(destination("Good", ident="off"), schedule_enabled=False)
+    unconsented = dataclasses.replace(destination("Good", ident="unconsented"), consent_accepted=False)
+    exports = service(tmp_path, [fine, failing, idle, off, unconsented], failing={"failing"})
+
+    def tick() -> dict[str, dict[str, Any]]:
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            exports.on_schedule()
+        [ticked] = [r for r in caplog.records if hasattr(r, "scheduleTick")]
+        assert ticked.scheduleTick == 3 and ticked.trigger == "schedule"
+        followed = {r.destinationId: r for r in caplog.records if hasattr(r, "followed")}
+        assert all(r.trigger == "schedule" for r in followed.values())
+        return {ident: r.followed for ident, r in followed.items()}
+
+    assert tick() == {"fine": "run started", "failing": "failed", "idle": "no run"}
+
+    def revoked(destination: Destination, action: Any) -> Any:
+        raise MailchimpAuthError("Mailchimp refused the API key (401)", status=401)
+
+    exports.connections.call = revoked
+    assert tick()["failing"] == "refused"
+    exports.connections = Mailchimp()
+    assert tick()["failing"] == "run started"
 
 
 def test_arrival_of_a_hostile_blob_starts_nothing_and_a_good_one_still_starts_its_exports(tmp_path: Path) -> None:
