@@ -111,10 +111,11 @@ def timed_chunk() -> Iterator[None]:
 
 def run_finished(run: Any) -> None:
     """Once, by the worker that settled the run: its throughput (Run.public()'s profilesPerSecond; none for a
-    preview or a run that sent nobody)."""
+    preview or a run that sent nobody), by destination (few per app: the workbook charts each one's)."""
     rate = run.public().get("profilesPerSecond")
     if rate:
-        PROFILES_PER_SECOND.record(rate, {"trigger": run.trigger, "status": run.status})
+        PROFILES_PER_SECOND.record(rate, {"destinationId": run.destination_id, "trigger": run.trigger,
+                                          "status": run.status})
 
 
 def ended_fields(run: Any, *, credentials_refused: bool | None = None) -> dict[str, Any]:

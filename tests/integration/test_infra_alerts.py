@@ -147,10 +147,14 @@ def test_the_workbook_is_deployed_over_the_workspace() -> None:
     assert data["version"] == "Notebook/1.0"
     queries = {item["content"]["title"]: item["content"]["query"] for item in data["items"] if item["type"] == 3}
     assert any("Properties.runStatus" in q and "bin(TimeGenerated" in q for q in queries.values()), "runs over time"
-    assert any("export.profiles_per_second" in q for q in queries.values()), "throughput"
+    assert any("export.profiles_per_second" in q and "Destination = tostring(Properties.destinationId)" in q
+               for q in queries.values()), "throughput per destination"
     assert any("export.members" in q and "outcome" in q for q in queries.values()), "members by outcome"
     errors = [q for q in queries.values() if "membersFailed" in q]
     assert errors and all(k in errors[0] for k in ("membersRefused", "membersInvalid", "destinationId")), "errors"
+    assert "ResultCode == '404'" in errors[0], "a member lookup's 404 (not in the audience) is no Mailchimp error"
+    # a workbook reads {name} in a query as a parameter: only the one it defines may appear
+    assert all(set(re.findall(r"\{([^}]*)\}", q)) <= {"TimeRange:grain"} for q in queries.values())
     assert any("-poison" in q for q in queries.values()), "poison messages"
 
 

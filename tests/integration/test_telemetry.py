@@ -1,5 +1,5 @@
-"""A run emits what the issue asks for: chunk durations, members by outcome (summing to the run's counts), its profiles
-per second, a Mailchimp 429 and the retry after it, every Mailchimp call as a CLIENT span with its HTTP status, and log
+"""A run emits what the issue asks for: chunk durations, members by outcome (summing to the run's counts, every
+outcome but failed present), its profiles per second by destination, a Mailchimp 429 and the retry after it, every Mailchimp call as a CLIENT span with its HTTP status, and log
 records carrying runId, destinationId, chunk and trigger as fields; no email address in any span, metric or record.
 
 The real ExportService over Azurite and the local Mailchimp (export_driver.py), with opentelemetry-sdk's in-memory span
@@ -48,7 +48,7 @@ def driver(storage, mailchimp_server) -> ExportDriver:
 
 
 def points(reader: InMemoryMetricReader) -> dict[tuple[str, str], float]:
-    """(metric, outcome) -> counter value, or histogram count; only this app's meter."""
+    """(metric, outcome or destination) -> counter value, or histogram count; only this app's meter."""
     found: dict[tuple[str, str], float] = {}
     data = reader.get_metrics_data()
     for resource in data.resource_metrics if data else ():
@@ -57,7 +57,7 @@ def points(reader: InMemoryMetricReader) -> dict[tuple[str, str], float]:
                 continue
             for metric in scope.metrics:
                 for point in metric.data.data_points:
-                    key = (metric.name, str(point.attributes.get("outcome", "")))
+                    key = (metric.name, str(point.attributes.get("outcome", point.attributes.get("destinationId", ""))))
                     found[key] = found.get(key, 0) + (point.count if hasattr(point, "count") else point.value)
     return found
 
@@ -65,7 +65,16 @@ def points(reader: InMemoryMetricReader) -> dict[tuple[str, str], float]:
 def test_a_run_emits_its_fields_metrics_and_mailchimp_dependencies(driver: ExportDriver, captured, caplog) -> None:
     spans, reader = captured
     driver.reset_mailchimp()
-    driver.write_snapshot("Observed", TAKEN, [(f"obs{i:02d}@contoso.com", f"First{i}", "Last") for i in range(25)])
+    # every outcome but failed: 25 new members, two whose first name changed, one already in step, one Mailchimp
+    # refuses as fake (mailchimp_local/addresses.py)
+    for name in ("upd0", "upd1"):
+        driver.put_member(f"{name}@contoso.com", "subscribed", merge_fields={"FNAME": "Old", "LNAME": "Last"})
+    driver.put_member("same0@contoso.com", "subscribed", merge_fields={"FNAME": "Same", "LNAME": "Last"},
+                      tags=["Observed"])
+    driver.write_snapshot("Observed", TAKEN, [
+        *[(f"obs{i:02d}@contoso.com", f"First{i}", "Last") for i in range(25)],
+        ("upd0@contoso.com", "New", "Last"), ("upd1@contoso.com", "New", "Last"),
+        ("same0@contoso.com", "Same", "Last"), ("test@contoso.com", "Refused", "Last")])
     destination = driver.create_destination(segments=["Observed"])
     before = points(reader)
     spans.clear()
@@ -81,11 +90,13 @@ def test_a_run_emits_its_fields_metrics_and_mailchimp_dependencies(driver: Expor
     after = points(reader)
     delta = {key: after[key] - before.get(key, 0) for key in after if after[key] != before.get(key, 0)}
 
-    assert run.finished and run.total_chunks == 3 and run.counts["created"] == 25, run.public()
+    assert run.finished and run.total_chunks == 3, run.public()
+    assert {outcome: run.counts[outcome] for outcome in OUTCOME_KEYS} == \
+        {"created": 25, "updated": 2, "unchanged": 1, "refused": 1, "failed": 0}, run.public()
     assert delta[("export.chunk.duration", "")] == 3
     assert {outcome: delta.get(("export.members", outcome), 0) for outcome in OUTCOME_KEYS} == \
         {outcome: run.counts[outcome] for outcome in OUTCOME_KEYS}
-    assert delta[("export.profiles_per_second", "")] == 1
+    assert delta[("export.profiles_per_second", destination)] == 1  # throughput per destination (the workbook's)
     assert delta[("mailchimp.throttled", "")] == 1 and delta[("mailchimp.retries", "")] == 1
 
     calls = [s for s in spans.get_finished_spans() if s.kind is SpanKind.CLIENT]
