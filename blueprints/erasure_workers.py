@@ -7,7 +7,7 @@ import logging
 
 import azure.functions as func
 
-from shared import bootstrap
+from shared import bootstrap, telemetry
 from shared.config import CONTAINER_ERASURES, QUEUE_ERASURE_EVENTS, QUEUE_ERASURES, STORAGE_CONNECTION
 from shared.events import created_blobs
 
@@ -30,7 +30,9 @@ def process_erasure(msg: func.QueueMessage) -> None:
 
 @bp.queue_trigger(arg_name="msg", queue_name=QUEUE_ERASURES + "-poison", connection=STORAGE_CONNECTION)
 def process_erasure_poisoned(msg: func.QueueMessage) -> None:
-    bootstrap.app().erasures.gave_up(_erasure_id(msg))
+    erasure_id = _erasure_id(msg)
+    telemetry.poisoned(QUEUE_ERASURES + "-poison", f"erasure request {erasure_id}")
+    bootstrap.app().erasures.gave_up(erasure_id)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=QUEUE_ERASURE_EVENTS, connection=STORAGE_CONNECTION)

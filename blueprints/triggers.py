@@ -15,8 +15,9 @@ log = logging.getLogger("function_app")
 
 @bp.timer_trigger(arg_name="timer", schedule="%EXPORT_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def scheduled_exports(timer: func.TimerRequest) -> None:
-    started = bootstrap.app().exports.on_schedule()
-    log.info("schedule tick%s: %d export(s) started", " (past due)" if timer.past_due else "", len(started))
+    if timer.past_due:
+        log.info("schedule tick past due (the host was down at its time): checking once now")
+    bootstrap.app().exports.on_schedule()  # logs the tick and what it started
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=QUEUE_SEGMENT_EVENTS, connection=STORAGE_CONNECTION)

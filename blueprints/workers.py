@@ -6,7 +6,7 @@ from typing import Any
 
 import azure.functions as func
 
-from shared import bootstrap
+from shared import bootstrap, telemetry
 from shared.config import QUEUE_CHUNKS, QUEUE_PLANS, STORAGE_CONNECTION
 
 bp = func.Blueprint()
@@ -27,7 +27,9 @@ def plan_export(msg: func.QueueMessage) -> None:
 
 @bp.queue_trigger(arg_name="msg", queue_name=QUEUE_PLANS + "-poison", connection=STORAGE_CONNECTION)
 def plan_export_poisoned(msg: func.QueueMessage) -> None:
-    bootstrap.app().exports.plan_gave_up(_message(msg)["runId"])
+    run_id = _message(msg)["runId"]
+    telemetry.poisoned(QUEUE_PLANS + "-poison", f"run {run_id}")
+    bootstrap.app().exports.plan_gave_up(run_id)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=QUEUE_CHUNKS, connection=STORAGE_CONNECTION)
@@ -39,4 +41,5 @@ def export_chunk(msg: func.QueueMessage) -> None:
 @bp.queue_trigger(arg_name="msg", queue_name=QUEUE_CHUNKS + "-poison", connection=STORAGE_CONNECTION)
 def export_chunk_poisoned(msg: func.QueueMessage) -> None:
     body = _message(msg)
+    telemetry.poisoned(QUEUE_CHUNKS + "-poison", f"run {body['runId']}, chunk {body['chunk']}")
     bootstrap.app().exports.chunk_gave_up(body["runId"], int(body["chunk"]), _attempt(msg))

@@ -86,7 +86,7 @@ param retentionPersonalDays int = 30
 @description('Days after a run that its record (counts) is kept in the exportruns table; at least retentionPersonalDays (the app refuses to start otherwise). Tables have no lifecycle rules: the app\'s daily retention_sweep deletes them (app setting RETENTION_RUN_DAYS).')
 param retentionRunDays int = 365
 
-@description('Address the alerts are mailed to (infra/app/alerts.bicep: a failed run or failed members, a poison message, Mailchimp refusing the credentials, no successful scheduled run in 25 hours). Empty: the alert rules are deployed without an action group and fire in the portal only (docs/deploy.md, "Alerts and workbook").')
+@description('Address the alerts are mailed to (infra/app/alerts.bicep: a failed run or failed members, a poison message, Mailchimp refusing the credentials, no successful scheduled run in 25 hours, no schedule tick in 25 hours). Empty: the alert rules are deployed without an action group and fire in the portal only (docs/deploy.md, "Alerts and workbook").')
 param alertEmail string = ''
 
 var abbrs = loadJsonContent('./abbreviations.json')

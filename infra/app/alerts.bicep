@@ -1,16 +1,20 @@
 // Alerts on what the app logs to Application Insights (workspace-based: log search alerts over the Log Analytics
-// workspace's AppTraces / AppRequests), mailed to `alertEmail` through one action group:
+// workspace's AppTraces), mailed to `alertEmail` through one action group:
 // - run-failed: a run ended failed, or completed with failed members ("export ... finished" / "export ... failed" log
 //   lines: Properties.runStatus, membersFailed; shared/telemetry.py ended_fields), one alert per destination;
 // - poison-message: a queue message was moved to a poison queue (the Functions host's "Moving message to queue
-//   '<queue>-poison'" warning, every queue) or a poison handler ran (AppRequests *_poisoned), one alert per queue;
+//   '<queue>-poison'" warning, every queue) or a poison queue's handler got one (its warning with
+//   Properties.poisonQueue, shared/telemetry.py poisoned; not sampled, unlike the host's lines), one alert per queue;
 // - credentials-refused: Mailchimp refused the destination's credentials (revoked key or token): a run that ended
 //   with credentialsRefused, or a scheduled/arrival start refused saying the connection must be renewed;
-// - no-successful-run: a destination the schedule followed in the last 48 hours (each timer tick logs every destination
-//   with scheduled export on, Properties.followed, whether a run starts or not) has had no run that succeeded or
-//   completed with errors (trigger schedule or storage) in 25 hours; or the timer logged no tick at all in 25 hours
-//   (Properties.scheduleTick), one alert for "(the export schedule did not run)" that stays while the timer is silent.
-//   48 hours is as far back as a log alert's query looks (overrideQueryTimeRange P2D); the tick needs no memory.
+// - no-successful-run: a destination the schedule has followed for over 25 hours (each timer tick logs every
+//   destination with scheduled export on, Properties.followed, whether a run starts or not) and still followed by the
+//   last tick has had no run that succeeded or completed with errors (trigger schedule or storage) in 25 hours;
+// - schedule-silent: the timer logged no finished tick (Properties.scheduleTick) in 25 hours, 25 hours or more after
+//   this deployment: the app is stopped, the timer is off, or each tick fails. It needs no memory of the destinations,
+//   so it keeps firing however long the schedule stays silent (a log alert's query looks back 48 hours at most).
+// No query starts with or uses union or search, which log search alert rules do not support (except across
+// resources): https://learn.microsoft.com/azure/azure-monitor/alerts/alerts-log-query
 // alertEmail empty: the rules are deployed all the same (fired alerts show in the portal, Monitor > Alerts) with no
 // action group and so no mail. The rules have no managed identity: each queries only the workspace it is scoped to,
 // in this resource group. Query validation is skipped at creation: a new workspace has no App* rows yet.
@@ -21,6 +25,8 @@ param logAnalyticsName string
 param alertEmail string = ''
 param actionGroupName string
 param rulePrefix string
+@description('When these rules were deployed (default: now, as yyyy-MM-dd HH:mm:ssZ): the schedule-silent rule waits 25 hours after it, so a fresh deployment, whose timer has not ticked yet, does not fire it.')
+param deployedAt string = utcNow('u')
 
 resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' existing = {
   name: logAnalyticsName
@@ -59,17 +65,12 @@ AppTraces
 '''
 
 var poisonQuery = '''
-union isfuzzy=true
-    (AppTraces
-    | where Message has "Moving message to queue" and Message has "-poison"
-    | extend queue = extract(@"queue '([^']+)'", 1, Message)),
-    (AppRequests
-    | where Name endswith "_poisoned"
-    | extend queue = case(Name == "plan_export_poisoned", "export-plans-poison",
-        Name == "export_chunk_poisoned", "export-chunks-poison",
-        Name == "process_erasure_poisoned", "erasures-poison", Name))
+AppTraces
+| where (Message has "Moving message to queue" and Message has "-poison") or isnotempty(Properties.poisonQueue)
+| extend queue = iff(isnotempty(Properties.poisonQueue), tostring(Properties.poisonQueue),
+    extract(@"queue '([^']+)'", 1, Message))
 | where isnotempty(queue)
-| project TimeGenerated, queue, Message, Name
+| project TimeGenerated, queue, Message
 '''
 
 var credentialsQuery = '''
@@ -82,26 +83,34 @@ AppTraces
 '''
 
 var noSuccessQuery = '''
-let scheduled = AppTraces
+let lastTick = toscalar(AppTraces
     | where TimeGenerated > ago(48h)
-    | where tostring(Properties.trigger) == "schedule" and isnotempty(Properties.followed)
-    | distinct destinationId = tostring(Properties.destinationId);
+    | where isnotempty(Properties.scheduleTick)
+    | summarize max(TimeGenerated));
 let succeeded = AppTraces
     | where TimeGenerated > ago(25h)
     | where tostring(Properties.runStatus) in ("succeeded", "completed_with_errors")
         and tostring(Properties.trigger) in ("schedule", "storage")
-    | distinct destinationId = tostring(Properties.destinationId);
-let ticks = toscalar(AppTraces
-    | where TimeGenerated > ago(25h)
-    | where isnotempty(Properties.scheduleTick)
-    | count);
-union
-    (scheduled
-    | where isnotempty(destinationId)
-    | join kind=leftanti succeeded on destinationId),
-    (print destinationId = "(the export schedule did not run)"
-    | where ticks == 0)
+    | summarize by destinationId = tostring(Properties.destinationId);
+AppTraces
+| where TimeGenerated > ago(48h)
+| where tostring(Properties.trigger) == "schedule" and isnotempty(Properties.followed)
+| summarize firstFollowed = min(TimeGenerated), lastFollowed = max(TimeGenerated)
+    by destinationId = tostring(Properties.destinationId)
+| where isnotempty(destinationId) and firstFollowed < ago(25h)
+    and (isnull(lastTick) or lastFollowed >= lastTick - 10m)
+| join kind=leftanti succeeded on destinationId
 '''
+
+// {0}: deployedAt. A summarize with no `by` gives one row even over no trace, so the silence itself is a result row.
+var scheduleSilentTemplate = '''
+AppTraces
+| where TimeGenerated > ago(25h)
+| where isnotempty(Properties.scheduleTick)
+| summarize ticks = count()
+| where ticks == 0 and now() > todatetime("{0}") + 25h
+'''
+var scheduleSilentQuery = format(scheduleSilentTemplate, deployedAt)
 
 resource runFailed 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
   name: '${rulePrefix}-run-failed'
@@ -206,7 +215,7 @@ resource noSuccessfulRun 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
   kind: 'LogAlert'
   properties: {
     displayName: 'Mailchimp export: no successful scheduled run in 25 hours'
-    description: 'A destination exported on schedule has had no run that succeeded or completed with errors in 25 hours (its runs fail, its start is refused, or Customer Insights wrote no new snapshot), or the export schedule itself has not run in 25 hours (the app stopped, or its timer is disabled).'
+    description: 'A destination exported on schedule has had no run that succeeded or completed with errors in 25 hours: its runs fail, its start is refused, or Customer Insights wrote no new snapshot.'
     severity: 2
     enabled: true
     scopes: [workspace.id]
@@ -232,5 +241,37 @@ resource noSuccessfulRun 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
   dependsOn: [actionGroup]
 }
 
+resource scheduleSilent 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: '${rulePrefix}-schedule-silent'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'Mailchimp export: the export schedule has not run in 25 hours'
+    description: 'The timer that starts scheduled exports logged no finished tick in 25 hours: the app is stopped, the timer is disabled (AzureWebJobs.scheduled_exports.Disabled), or every tick fails (its segments container cannot be listed). No destination is exported on schedule meanwhile.'
+    severity: 2
+    enabled: true
+    scopes: [workspace.id]
+    evaluationFrequency: 'PT1H'
+    windowSize: 'PT1H'
+    overrideQueryTimeRange: 'P2D'
+    autoMitigate: true
+    skipQueryValidation: true
+    criteria: {
+      allOf: [
+        {
+          query: scheduleSilentQuery
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: { numberOfEvaluationPeriods: 1, minFailingPeriodsToAlert: 1 }
+        }
+      ]
+    }
+    actions: actions
+  }
+  dependsOn: [actionGroup]
+}
+
 output actionGroupId string = empty(alertEmail) ? '' : actionGroup.id
-output ruleNames array = [runFailed.name, poisonMessage.name, credentialsRefused.name, noSuccessfulRun.name]
+output ruleNames array = [runFailed.name, poisonMessage.name, credentialsRefused.name, noSuccessfulRun.name, scheduleSilent.name]

@@ -90,14 +90,17 @@ class Starting(ExportParts):
     def on_schedule(self) -> list[Run]:
         """A timer tick: follow every destination with scheduled export on. Past-due ticks do the same, once.
 
-        The tick and each destination it follows are logged with fields (`scheduleTick`, `followed`) whether or not a
-        run starts: the no-successful-run alert (infra/app/alerts.bicep) learns from them which destinations are on a
-        schedule, and that the schedule still runs at all, since a log query looks back 48 hours at most."""
+        Each destination followed is logged (`followed`) whether a run starts or not, and then the tick itself
+        (`scheduleTick`), only once every destination was followed: the alerts on scheduled runs
+        (infra/app/alerts.bicep) learn from these lines which destinations are on a schedule and that the schedule
+        still works, since a log query looks back 48 hours at most. A tick that fails before its end (the segments
+        container cannot be listed) logs no tick line, which the alert on a silent schedule sees."""
         scheduled = [d for d in self.destinations.list()  # a draft or one without consent is never exported
                      if d.schedule_enabled and d.consent_accepted and not d.is_draft]
-        log.info("export schedule ran: %d destinations with scheduled export", len(scheduled),
-                 extra={"trigger": "schedule", "scheduleTick": len(scheduled)})
-        return self._follow_all(scheduled, "schedule")
+        started = self._follow_all(scheduled, "schedule")
+        log.info("export schedule ran: %d destinations with scheduled export, %d runs started", len(scheduled),
+                 len(started), extra={"trigger": "schedule", "scheduleTick": len(scheduled)})
+        return started
 
     def on_blob_created(self, blob_name: str) -> list[Run]:
         """A new segment file: export the snapshots it completes to every destination that includes them."""
@@ -124,9 +127,10 @@ class Starting(ExportParts):
                           "row data); the next trigger tries again\n%s", destination.id, trigger, type(error).__name__,
                           "".join(traceback.format_tb(error.__traceback__)), extra={**fields, "followed": "failed"})
                 continue
-            log.info("destination %s: %s", destination.id,
-                     f"{trigger} export started (run {run.id})" if run else f"no {trigger} export needed now",
-                     extra={**fields, "followed": "run started" if run else "no run"})
+            if trigger == "schedule":  # arrival events come once a file: their no-run lines would only be noise
+                log.info("destination %s: %s", destination.id,
+                         f"scheduled export started (run {run.id})" if run else "scheduled check: nothing started",
+                         extra={**fields, "followed": "run started" if run else "no run"})
             if run is not None:
                 started.append(run)
         return started

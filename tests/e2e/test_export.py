@@ -26,7 +26,8 @@ from shared.adapters.tables import RunTable
 from shared.config import QUEUE_CHUNKS, TABLE_RUNS
 from shared.sample_segments import write_sample_export
 from tests.e2e.conftest import (DEMO_AUDIENCE, assert_accounted, assert_cut_mid_run, chunks_counted, create_destination,
-                                handled_messages, host_log, start_export, wait_for, wait_for_clean_up, wait_for_run)
+                                handled_messages, host_log, log_lines, start_export, wait_for, wait_for_clean_up,
+                                wait_for_run)
 from tests.services import table_service
 
 TAKEN = datetime(2026, 11, 28, 17, 0, tzinfo=timezone.utc)
@@ -239,7 +240,8 @@ def test_chunks_redelivered_while_the_run_is_going_change_and_count_nothing(star
                                "twice at once was upserted or tagged twice")
 
 
-def test_a_chunk_mailchimp_keeps_failing_is_poisoned_and_its_members_counted_failed(start_host, segments, mailchimp):
+def test_a_chunk_mailchimp_keeps_failing_is_poisoned_and_its_members_counted_failed(start_host, segments, mailchimp,
+                                                                                     tmp_path):
     upload(segments, segments={"HighValueCustomers": 300}, rows_per_partition=300, invalid_rate=0, duplicate_rate=0)
     host = start_host(MAILCHIMP_RETRY_SECONDS="1")
     destination = create_destination(host)
@@ -251,6 +253,9 @@ def test_a_chunk_mailchimp_keeps_failing_is_poisoned_and_its_members_counted_fai
     assert equation_terms(run["counts"]) == {**expected.counts_of_a_first_run(), "created": 0, "failed": len(expected.members)}
     errors = [json.loads(line) for line in host.call("GET", f"exports/{run['id']}/errors").text.splitlines()]
     assert len(errors) == 300 and all(e["source"] == "failure" and "gave up" in e["reason"] for e in errors)
+    # the poison handler's warning (poisonQueue: what the poison-message alert reads), once a chunk message
+    poisoned = [line for line in log_lines(host_log(tmp_path)) if "poisoned into queue export-chunks-poison" in line]
+    assert len(poisoned) == run["chunks"]["total"] and all(run["id"] in line for line in poisoned), poisoned
 
 
 def test_host_killed_mid_run_finishes_after_restart_with_nothing_lost_or_duplicated(start_host, segments, mailchimp, storage):

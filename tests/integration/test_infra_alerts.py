@@ -1,7 +1,7 @@
 """The alerts and the workbook, read from infra/ with pycep-parser (as test_infra_links.py and test_infra_security.py
-do): main.bicep passes azd's ALERT_EMAIL through to infra/app/alerts.bicep, whose action group mails it; the four log
+do): main.bicep passes azd's ALERT_EMAIL through to infra/app/alerts.bicep, whose action group mails it; the five log
 search alerts (a failed run or failed members, a poison message, Mailchimp refusing the credentials, no successful
-scheduled run in 25 hours) query the workspace Application Insights writes to, on the fields the app logs
+scheduled run in 25 hours, no schedule tick in 25 hours) query the workspace Application Insights writes to, on the fields the app logs
 (shared/telemetry.py ended_fields), and notify that action group; the workbook is deployed over the same workspace.
 
 What Azure alone shows (the rules evaluating, the mail arriving, the workbook's charts) is in docs/deploy.md,
@@ -25,11 +25,13 @@ RULE = "Microsoft.Insights/scheduledQueryRules"
 # rule symbol in alerts.bicep -> (what its KQL must read, severity at most)
 RULES = {
     "runFailed": (["Properties.runStatus", "Properties.membersFailed", '"failed"', '"completed_with_errors"'], 2),
-    "poisonMessage": (["Moving message to queue", "-poison", "_poisoned"], 2),
+    "poisonMessage": (["Moving message to queue", "-poison", "Properties.poisonQueue"], 2),
     "credentialsRefused": (["Properties.credentialsRefused", "Properties.startRefused",
                             "the Mailchimp connection must be renewed"], 1),
     "noSuccessfulRun": (["ago(25h)", '"schedule"', '"succeeded"', '"completed_with_errors"', "leftanti",
-                         "Properties.followed", "Properties.scheduleTick", "ticks == 0"], 2),
+                         "Properties.followed", "Properties.scheduleTick", "firstFollowed < ago(25h)",
+                         "lastFollowed >= lastTick"], 2),
+    "scheduleSilent": (["Properties.scheduleTick", "ticks == 0", "ago(25h)", 'todatetime("{0}") + 25h'], 2),
 }
 
 
@@ -78,7 +80,7 @@ def test_the_action_group_mails_the_address_and_exists_only_with_one() -> None:
     assert len(body["properties"]["groupShortName"]) <= 12  # Azure's limit
 
 
-def test_four_log_alerts_on_the_workspace_notify_the_action_group() -> None:
+def test_five_log_alerts_on_the_workspace_notify_the_action_group() -> None:
     alerts = infra_doc("app/alerts.bicep")
     rules = {name: r for name, r in alerts["resources"].items() if r["type"] == RULE}
     assert set(rules) == set(RULES)
@@ -104,12 +106,19 @@ def test_four_log_alerts_on_the_workspace_notify_the_action_group() -> None:
         [criterion] = body["criteria"]["allOf"]
         assert criterion["operator"] == "GreaterThan" and criterion["threshold"] == 0, name
         query = alerts["variables"][criterion["query"]]["value"]
+        if isinstance(query, dict):  # format(template, deployedAt)
+            assert query["function"]["type"] == "format" and query["function"]["parameters"]["arg_1"] == "deployedAt"
+            query = alerts["variables"][query["function"]["parameters"]["format_string"]]["value"]
+        assert not re.search(r"\b(union|search)\b", query), f"{name}: log search alert rules do not support union or search"
         for needle in needles:
             assert needle in query, f"{name}: its query does not read {needle!r}"
         assert re.search(r"\bAppTraces\b", query), name
         frequency = body["evaluationFrequency"]
         assert frequency in ("PT5M", "PT15M", "PT1H"), name
     assert rules["noSuccessfulRun"]["config"]["properties"]["overrideQueryTimeRange"] == "P2D"
+    assert rules["scheduleSilent"]["config"]["properties"]["overrideQueryTimeRange"] == "P2D"
+    # the silent-schedule rule waits 25 h after a deployment, from a time todatetime() reads ('u': 2026-12-02 10:00:00Z)
+    assert alerts["parameters"]["deployedAt"]["default"] == {"function": {"type": "utc_now", "parameters": {"format": "u"}}}
 
 
 def test_the_alerts_read_fields_the_app_logs() -> None:
@@ -127,6 +136,7 @@ def test_the_alerts_read_fields_the_app_logs() -> None:
     assert "startRefused" in inspect.getsource(starting)
     # each tick's own line and the line of each destination it follows (tests/unit/test_hostile_segments.py)
     assert '"scheduleTick"' in inspect.getsource(starting) and '"followed"' in inspect.getsource(starting)
+    assert '"poisonQueue"' in inspect.getsource(telemetry.poisoned)  # tests/unit/test_telemetry.py checks the line
     assert "ended_fields" in inspect.getsource(planner)
     from shared.mailchimp.errors import RENEW
     assert "the Mailchimp connection must be renewed" in RENEW

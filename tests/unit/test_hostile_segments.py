@@ -553,34 +553,46 @@ def test_the_timer_goes_on_to_every_destination_and_segment_past_broken_files(tm
 
 def test_each_tick_and_each_destination_it_follows_is_logged_with_the_fields_the_alert_reads(tmp_path: Path,
                                                                                              caplog) -> None:
-    """The no-successful-run alert knows a destination is on a schedule, and that the schedule runs at all, only from
-    these lines (a log query looks back 48 hours at most), so each tick logs them whether a run starts or not."""
+    """The alerts on scheduled runs know a destination is on a schedule, and that the schedule works at all, only from
+    these lines (a log query looks back 48 hours at most): each destination followed, run or not, then the tick, only
+    once it got through them all."""
     good_export(tmp_path)
     fine, failing = destination("Good", ident="fine"), destination("Fine", ident="failing")
     idle = destination("NoSnapshotYet", ident="idle")
     off = dataclasses.replace(destination("Good", ident="off"), schedule_enabled=False)
     unconsented = dataclasses.replace(destination("Good", ident="unconsented"), consent_accepted=False)
-    exports = service(tmp_path, [fine, failing, idle, off, unconsented], failing={"failing"})
+    draft = dataclasses.replace(destination("Good", ident="draft"), segments=[])
+    assert draft.is_draft
+    exports = service(tmp_path, [fine, failing, idle, off, unconsented, draft], failing={"failing"})
 
-    def tick() -> dict[str, dict[str, Any]]:
+    def tick() -> list[tuple[str, str]]:
         caplog.clear()
         with caplog.at_level(logging.INFO):
             exports.on_schedule()
         [ticked] = [r for r in caplog.records if hasattr(r, "scheduleTick")]
         assert ticked.scheduleTick == 3 and ticked.trigger == "schedule"
-        followed = {r.destinationId: r for r in caplog.records if hasattr(r, "followed")}
-        assert all(r.trigger == "schedule" for r in followed.values())
-        return {ident: r.followed for ident, r in followed.items()}
+        followed = [r for r in caplog.records if hasattr(r, "followed")]
+        assert all(r.trigger == "schedule" and caplog.records.index(r) < caplog.records.index(ticked) for r in followed)
+        return sorted((r.destinationId, r.followed) for r in followed)
 
-    assert tick() == {"fine": "run started", "failing": "failed", "idle": "no run"}
+    assert tick() == [("failing", "failed"), ("fine", "run started"), ("idle", "no run")]
 
     def revoked(destination: Destination, action: Any) -> Any:
         raise MailchimpAuthError("Mailchimp refused the API key (401)", status=401)
 
     exports.connections.call = revoked
-    assert tick()["failing"] == "refused"
+    assert ("failing", "refused") in tick()
     exports.connections = Mailchimp()
-    assert tick()["failing"] == "run started"
+    assert ("failing", "run started") in tick()
+
+    def unlistable() -> Any:
+        raise PermissionError("the segments container cannot be listed")
+
+    exports.segments.list_names = unlistable  # the tick fails before any destination: no tick line
+    caplog.clear()
+    with caplog.at_level(logging.INFO), pytest.raises(PermissionError):
+        exports.on_schedule()
+    assert not [r for r in caplog.records if hasattr(r, "scheduleTick") or hasattr(r, "followed")]
 
 
 def test_arrival_of_a_hostile_blob_starts_nothing_and_a_good_one_still_starts_its_exports(tmp_path: Path) -> None:

@@ -55,6 +55,14 @@ def test_records_inside_the_context_carry_the_fields_and_records_outside_do_not(
     ]
 
 
+def test_a_poisoned_message_is_one_warning_naming_its_queue_as_a_field(captured):
+    """What the poison-message alert reads (infra/app/alerts.bicep: Properties.poisonQueue)."""
+    telemetry.poisoned("export-chunks-poison", "run r-1, chunk 7")
+    [record] = captured
+    assert record.levelno == logging.WARNING and record.poisonQueue == "export-chunks-poison"
+    assert "export-chunks-poison" in record.getMessage() and "run r-1, chunk 7" in record.getMessage()
+
+
 def test_fields_given_with_extra_are_kept(captured):
     with telemetry.run_context(run_id="r-1", trigger="http"):
         logging.getLogger("function_app").warning("explicit", extra={"runId": "r-2"})
