@@ -30,9 +30,9 @@ def process_erasure(msg: func.QueueMessage) -> None:
 
 @bp.queue_trigger(arg_name="msg", queue_name=QUEUE_ERASURES + "-poison", connection=STORAGE_CONNECTION)
 def process_erasure_poisoned(msg: func.QueueMessage) -> None:
-    erasure_id = _erasure_id(msg)
-    telemetry.poisoned(QUEUE_ERASURES + "-poison", f"erasure request {erasure_id}")
-    bootstrap.app().erasures.gave_up(erasure_id)
+    erasures = bootstrap.app().erasures  # first: it sets telemetry up, in a process this message may be the first of
+    telemetry.poisoned(QUEUE_ERASURES + "-poison", f"message {msg.id}")  # before the body is read, whatever it holds
+    erasures.gave_up(_erasure_id(msg))
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=QUEUE_ERASURE_EVENTS, connection=STORAGE_CONNECTION)

@@ -16,6 +16,16 @@ def _message(msg: func.QueueMessage) -> dict[str, Any]:
     return json.loads(msg.get_body())
 
 
+def _about(msg: func.QueueMessage, *keys: str) -> str:
+    """What a poisoned message was for, for its warning: logged before the body is used, so a body that cannot be
+    read (maybe why it was poisoned) is still reported, by its message id."""
+    try:
+        body = _message(msg)
+        return ", ".join(f"{key} {body[key]}" for key in keys)
+    except (ValueError, KeyError, TypeError):
+        return f"message {msg.id}, whose body is not the JSON the app writes"
+
+
 def _attempt(msg: func.QueueMessage) -> str:
     return f"{(msg.id or 'local')[:8]}-{msg.dequeue_count or 0}"
 
@@ -27,9 +37,9 @@ def plan_export(msg: func.QueueMessage) -> None:
 
 @bp.queue_trigger(arg_name="msg", queue_name=QUEUE_PLANS + "-poison", connection=STORAGE_CONNECTION)
 def plan_export_poisoned(msg: func.QueueMessage) -> None:
-    run_id = _message(msg)["runId"]
-    telemetry.poisoned(QUEUE_PLANS + "-poison", f"run {run_id}")
-    bootstrap.app().exports.plan_gave_up(run_id)
+    exports = bootstrap.app().exports  # first: it sets telemetry up, in a process this message may be the first of
+    telemetry.poisoned(QUEUE_PLANS + "-poison", _about(msg, "runId"))
+    exports.plan_gave_up(_message(msg)["runId"])
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=QUEUE_CHUNKS, connection=STORAGE_CONNECTION)
@@ -40,6 +50,7 @@ def export_chunk(msg: func.QueueMessage) -> None:
 
 @bp.queue_trigger(arg_name="msg", queue_name=QUEUE_CHUNKS + "-poison", connection=STORAGE_CONNECTION)
 def export_chunk_poisoned(msg: func.QueueMessage) -> None:
+    exports = bootstrap.app().exports
+    telemetry.poisoned(QUEUE_CHUNKS + "-poison", _about(msg, "runId", "chunk"))
     body = _message(msg)
-    telemetry.poisoned(QUEUE_CHUNKS + "-poison", f"run {body['runId']}, chunk {body['chunk']}")
-    bootstrap.app().exports.chunk_gave_up(body["runId"], int(body["chunk"]), _attempt(msg))
+    exports.chunk_gave_up(body["runId"], int(body["chunk"]), _attempt(msg))

@@ -89,6 +89,9 @@ param retentionRunDays int = 365
 @description('Address the alerts are mailed to (infra/app/alerts.bicep: a failed run or failed members, a poison message, Mailchimp refusing the credentials, no successful scheduled run in 25 hours, no schedule tick in 25 hours). Empty: the alert rules are deployed without an action group and fire in the portal only (docs/deploy.md, "Alerts and workbook").')
 param alertEmail string = ''
 
+@description('Whether the alert "the export schedule has not run in 25 hours" is on (infra/app/alerts.bicep, schedule-silent): turn it off for an app whose timer is off on purpose (AzureWebJobs.scheduled_exports.Disabled=true).')
+param scheduleSilentAlert bool = true
+
 var abbrs = loadJsonContent('./abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = { 'azd-env-name': environmentName }
@@ -277,6 +280,7 @@ module alerts 'app/alerts.bicep' = {
     tags: tags
     logAnalyticsName: monitoring.outputs.logAnalyticsName
     alertEmail: alertEmail
+    scheduleSilentEnabled: scheduleSilentAlert
     actionGroupName: 'ag-${resourceToken}'
     rulePrefix: 'alert-${resourceToken}'
   }

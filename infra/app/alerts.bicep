@@ -10,8 +10,9 @@
 // - no-successful-run: a destination the schedule has followed for over 25 hours (each timer tick logs every
 //   destination with scheduled export on, Properties.followed, whether a run starts or not) and still followed by the
 //   last tick has had no run that succeeded or completed with errors (trigger schedule or storage) in 25 hours;
-// - schedule-silent: the timer logged no finished tick (Properties.scheduleTick) in 25 hours, 25 hours or more after
-//   this deployment: the app is stopped, the timer is off, or each tick fails. It needs no memory of the destinations,
+// - schedule-silent: the timer logged no finished tick (Properties.scheduleTick) in 25 hours (and, when it logged none
+//   in 48 hours either, 25 hours or more after this deployment): the app is stopped, the timer is off, or each tick
+//   fails (off with scheduleSilentEnabled=false). It needs no memory of the destinations,
 //   so it keeps firing however long the schedule stays silent (a log alert's query looks back 48 hours at most).
 // No query starts with or uses union or search, which log search alert rules do not support (except across
 // resources): https://learn.microsoft.com/azure/azure-monitor/alerts/alerts-log-query
@@ -25,8 +26,10 @@ param logAnalyticsName string
 param alertEmail string = ''
 param actionGroupName string
 param rulePrefix string
-@description('When these rules were deployed (default: now, as yyyy-MM-dd HH:mm:ssZ): the schedule-silent rule waits 25 hours after it, so a fresh deployment, whose timer has not ticked yet, does not fire it.')
+@description('When these rules were deployed (default: now, as yyyy-MM-dd HH:mm:ssZ): when the timer logged no tick in the 48 hours before, the schedule-silent rule waits 25 hours after it, so a fresh deployment, whose timer has not ticked yet, does not fire it.')
 param deployedAt string = utcNow('u')
+@description('Whether the schedule-silent rule is on: off for an app whose timer is off on purpose (azd: SCHEDULE_SILENT_ALERT=false).')
+param scheduleSilentEnabled bool = true
 
 resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' existing = {
   name: logAnalyticsName
@@ -82,6 +85,7 @@ AppTraces
     trigger = tostring(Properties.trigger), Message
 '''
 
+// 10m: a tick's lines all come within one invocation, at most host.json's functionTimeout (00:10:00) long.
 var noSuccessQuery = '''
 let lastTick = toscalar(AppTraces
     | where TimeGenerated > ago(48h)
@@ -103,12 +107,14 @@ AppTraces
 '''
 
 // {0}: deployedAt. A summarize with no `by` gives one row even over no trace, so the silence itself is a result row.
+// Right after a deployment no tick may have come yet: the rule waits 25 hours then, unless the timer ticked in the 48
+// hours before (a redeployment does not mute a schedule that went silent since).
 var scheduleSilentTemplate = '''
 AppTraces
-| where TimeGenerated > ago(25h)
+| where TimeGenerated > ago(48h)
 | where isnotempty(Properties.scheduleTick)
-| summarize ticks = count()
-| where ticks == 0 and now() > todatetime("{0}") + 25h
+| summarize ticks = countif(TimeGenerated > ago(25h)), earlier = count()
+| where ticks == 0 and (earlier > 0 or now() > todatetime("{0}") + 25h)
 '''
 var scheduleSilentQuery = format(scheduleSilentTemplate, deployedAt)
 
@@ -250,7 +256,7 @@ resource scheduleSilent 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
     displayName: 'Mailchimp export: the export schedule has not run in 25 hours'
     description: 'The timer that starts scheduled exports logged no finished tick in 25 hours: the app is stopped, the timer is disabled (AzureWebJobs.scheduled_exports.Disabled), or every tick fails (its segments container cannot be listed). No destination is exported on schedule meanwhile.'
     severity: 2
-    enabled: true
+    enabled: scheduleSilentEnabled
     scopes: [workspace.id]
     evaluationFrequency: 'PT1H'
     windowSize: 'PT1H'

@@ -31,7 +31,8 @@ RULES = {
     "noSuccessfulRun": (["ago(25h)", '"schedule"', '"succeeded"', '"completed_with_errors"', "leftanti",
                          "Properties.followed", "Properties.scheduleTick", "firstFollowed < ago(25h)",
                          "lastFollowed >= lastTick"], 2),
-    "scheduleSilent": (["Properties.scheduleTick", "ticks == 0", "ago(25h)", 'todatetime("{0}") + 25h'], 2),
+    "scheduleSilent": (["Properties.scheduleTick", "ticks == 0", "ago(25h)", "earlier > 0",
+                        'todatetime("{0}") + 25h'], 2),
 }
 
 
@@ -62,6 +63,11 @@ def test_main_passes_the_azd_email_parameter_to_the_alerts() -> None:
         "operand_1": "outputs", "operand_2": "logAnalyticsName"}}})
     supplied = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))["parameters"]
     assert supplied["alertEmail"] == {"value": "${ALERT_EMAIL}"}
+    # the schedule-silent rule can be turned off (an app whose timer is off on purpose), on by default
+    assert main["parameters"]["scheduleSilentAlert"]["default"] is True
+    assert params["scheduleSilentEnabled"] == "scheduleSilentAlert"
+    assert supplied["scheduleSilentAlert"] == {"value": "${SCHEDULE_SILENT_ALERT=true}"}
+    assert infra_doc("app/alerts.bicep")["parameters"]["scheduleSilentEnabled"]["default"] is True
 
 
 def test_the_action_group_mails_the_address_and_exists_only_with_one() -> None:
@@ -99,7 +105,7 @@ def test_five_log_alerts_on_the_workspace_notify_the_action_group() -> None:
         assert config["kind"] == "LogAlert"
         assert config.get("dependsOn") == ["actionGroup"], f"{name}: created after the action group it names"
         assert body["actions"] == "actions", name
-        assert body["enabled"] is True
+        assert body["enabled"] is True or (name, body["enabled"]) == ("scheduleSilent", "scheduleSilentEnabled"), name
         assert [_accessor(scope) for scope in body["scopes"]] == [("workspace", "id")], name
         needles, worst = RULES[name]
         assert body["severity"] <= worst and body["severity"] >= 1, name
