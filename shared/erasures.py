@@ -318,7 +318,7 @@ class WorkFiles(Protocol):
     def write_bytes(self, name: str, data: bytes) -> None: ...
     def delete_prefix(self, prefix: str) -> None: ...
     # A lease on `name` across instances; TimeoutError once another kept it past `wait_seconds` (the adapter's default).
-    def exclusive(self, name: str, wait_seconds: float = ...) -> ContextManager[None]: ...
+    def exclusive(self, name: str, wait_seconds: float = ..., remove: bool = False) -> ContextManager[None]: ...
 
 
 class DropFolder(Protocol):
@@ -409,7 +409,7 @@ class ErasureService:
         if erasure_id is None:  # an id of its own: nobody else records this request
             return self._record_and_queue(erasure)
         # A dropped file's event delivered twice at once: the second waits here, then finds the work queued.
-        with self._work.exclusive(f"{LOCKS_PREFIX}{erasure.id}.lock"):
+        with self._work.exclusive(f"{LOCKS_PREFIX}{erasure.id}.lock", remove=True):
             return self._record_and_queue(erasure)
 
     def _record_and_queue(self, erasure: Erasure) -> tuple[Erasure, bool]:
@@ -442,7 +442,7 @@ class ErasureService:
                 if datetime.fromisoformat(stranded.created_at) > cutoff:
                     continue
                 # not waiting: a dropped file's redelivery holding it is queuing it; else the next sweep tries again
-                with self._work.exclusive(f"{LOCKS_PREFIX}{stranded.id}.lock", wait_seconds=0):
+                with self._work.exclusive(f"{LOCKS_PREFIX}{stranded.id}.lock", wait_seconds=0, remove=True):
                     current = self._records.get(stranded.id)
                     if current is not None and current.status == QUEUED and not current.work_queued:
                         self._queue_work(current.id, current.hashes, current.created_at)

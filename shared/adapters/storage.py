@@ -137,13 +137,15 @@ class BlobFolder:
             pass
 
     @contextlib.contextmanager
-    def exclusive(self, name: str, wait_seconds: float = EXCLUSIVE_WAIT_SECONDS) -> Iterator[None]:
+    def exclusive(self, name: str, wait_seconds: float = EXCLUSIVE_WAIT_SECONDS, remove: bool = False) -> Iterator[None]:
         """Hold a lease on blob `name` while the block runs, across every instance; wait while another holds it.
 
         The lease lasts EXCLUSIVE_LEASE_SECONDS and is renewed every third of that (a failed renewal is tried again
         until the lease would have run out), so a crashed holder lets go within that time and a live one keeps it
         however long it works. A missing blob is created empty first. `delete_prefix` breaks leases it meets.
-        TimeoutError when another holder kept it past `wait_seconds` (0: try once).
+        TimeoutError when another holder kept it past `wait_seconds` (0: try once). `remove`: the blob is only a lock
+        (not data a worker reads), deleted under the lease when the block ends, so that locks do not pile up and a late
+        worker's lock leaves nothing in a folder deleted meanwhile (a waiter makes it again).
         """
         blob = self._container.get_blob_client(name)
         lease = BlobLeaseClient(blob)
@@ -186,9 +188,12 @@ class BlobFolder:
             stop.set()
             renewer.join()
             try:
-                lease.release()
+                if remove:
+                    blob.delete_blob(lease=lease)
+                else:
+                    lease.release()
             except HttpResponseError:
-                pass  # expired or broken: free either way
+                pass  # expired, broken or deleted with its folder: free either way (and another holder's, if any, kept)
 
     def delete_prefix(self, prefix: str) -> None:
         """Deletes in batches of 256 (one request each), with their snapshots; blobs already gone are fine. A blob

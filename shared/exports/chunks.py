@@ -274,7 +274,7 @@ class ChunkWorker(ExportParts):
         run_id = run.id
         held = contextlib.ExitStack()
         try:
-            held.enter_context(self.work.exclusive(cleanup_lock(run_id), wait_seconds=0))
+            held.enter_context(self.work.exclusive(cleanup_lock(run_id), wait_seconds=0, remove=True))
         except TimeoutError:
             self.plan_queue.send({"runId": run_id}, delay_seconds=CLEAN_UP_AGAIN_SECONDS)
             return
@@ -282,16 +282,8 @@ class ChunkWorker(ExportParts):
             if read_again:
                 run = self.runs.get(run_id, counts=False)
                 if run is None or run.details.get("cleanedUp"):
-                    self._clear_left_behind(run, run_id)
                     return
             self._clean_up_now(run)
-
-    def _clear_left_behind(self, run: Run | None, run_id: str) -> None:
-        """For a lock on the run just taken, the run found cleaned up (or its record gone). If its destination was
-        deleted, the clean-up deleted the run's whole folder, and taking the lock made the lock's blob again in it: the
-        folder goes again, so nothing of a deleted destination's run stays in storage."""
-        if run is None or self.destinations.get(run.destination_id) is None:
-            self.work.delete_prefix(run_folder(run_id))
 
     def _clean_up_now(self, run: Run) -> None:
         run_id = run.id

@@ -129,13 +129,13 @@ class Planner(ExportParts):
         2. Send one message per chunk. A crash here is replayed from the frozen plan: the chunks not yet counted
            are sent again (a chunk counts once, whatever the number of its messages).
         """
-        with self.work.exclusive(plan_lock(run_id)):  # a copy of the message delivered meanwhile waits here
+        with self.work.exclusive(plan_lock(run_id), remove=True):  # a copy of the message delivered meanwhile waits here
             self._plan_once(run_id)
 
     def _plan_once(self, run_id: str) -> None:
         run = self.runs.get(run_id)
         telemetry.describe_run(run)  # log fields: its destination and trigger
-        if self._ended_under_lock(run, run_id):
+        if run is None or self._ended(run):
             return
         if run.details.get("chunksSent"):  # planned and sent (a redelivered message); a plan with no chunk is
             self._settle(run_id)  # settled here, so a worker that died before that is made good
@@ -540,15 +540,6 @@ class Planner(ExportParts):
         # message does it (`_ended` again).
         self._ended(ended)
 
-    def _ended_under_lock(self, run: Run | None, run_id: str) -> bool:
-        """`_ended`, for the run as read under its plan lock (None: its record is gone): a message that comes after the
-        clean-up (one asking for it again, 30 s on) also clears the lock blob it made (`_clear_left_behind`)."""
-        if run is not None and not self._ended(run):
-            return False
-        if run is None or run.details.get("cleanedUp"):
-            self._clear_left_behind(run, run_id)
-        return True
-
     def _ended(self, run: Run) -> bool:
         """Has the run ended? One whose clean-up was not done (the call that ended it died, or storage refused a
         delete) is cleaned up now: a redelivered message is where that clean-up is tried again."""
@@ -570,11 +561,11 @@ class Planner(ExportParts):
         instead of dying again, which would leave the run `running` with no message left to end it."""
         run = self.runs.get(run_id)
         if run is None or self._ended(run):
-            return  # checked before the lock too: the lock would leave a blob behind for a run deleted meanwhile
+            return  # checked before the lock too: no lease taken for a run that has ended or is gone
         telemetry.describe_run(run)  # log fields: its destination and trigger, on the give-up warning too
-        with self.work.exclusive(plan_lock(run_id)):
+        with self.work.exclusive(plan_lock(run_id), remove=True):
             run = self.runs.get(run_id)
-            if self._ended_under_lock(run, run_id):
+            if run is None or self._ended(run):
                 return  # ended by the planner that held the lock
             if run.details.get("lastPlanAttempt") and not run.details.get("chunksSent"):
                 self._give_up_plan(run)  # the last attempt died mid-way

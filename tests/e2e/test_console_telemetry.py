@@ -16,8 +16,8 @@ from typing import Any
 from shared.runs import OUTCOME_KEYS
 from shared.telemetry import CONSOLE_EXPORT_MILLIS, NAME
 from tests.e2e.conftest import create_destination, host_log, start_export, wait_for, wait_for_run
+from tests.privacy import LOOKS_LIKE_EMAIL
 
-LOOKS_LIKE_EMAIL = re.compile(r"[^\s@<>\"'(),;:\[\]=]+@[^\s@<>\"'(),;:\[\]]+\.[^\s@<>\"'(),;:\[\]]+")
 
 
 def printed_objects(log: Path) -> list[dict[str, Any]]:

@@ -22,11 +22,10 @@ import requests
 from shared.config import QUEUE_SEGMENT_EVENTS
 from tests.e2e.conftest import (DEMO_KEY, assert_accounted, create_destination, destination_body, handled_messages,
                                 host_log, log_lines, start_export, wait_for, wait_for_run)
+from tests.privacy import LOOKS_LIKE_EMAIL
 from tests.services import ROOT, Azurite, LocalMailchimp, start_azurite, start_local_mailchimp
 
 EVENTS = ("--blob-events", f"segments={QUEUE_SEGMENT_EVENTS}")
-# Anything shaped like an address: loose on purpose (a missed address leaks, a false alarm is read once)
-LOOKS_LIKE_EMAIL = re.compile(r"[^\s@<>\"'(),;:\[\]=]+@[^\s@<>\"'(),;:\[\]]+\.[^\s@<>\"'(),;:\[\]]+")
 # The log files `make up` writes under .local/logs/ (azurite.log, mailchimp.log, functions.log)
 STACK_LOGS = set(re.findall(r'logs / "([\w.-]+\.log)"', (ROOT / "scripts" / "stack.py").read_text(encoding="utf-8")))
 

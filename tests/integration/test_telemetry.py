@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 
 import pytest
 from opentelemetry import metrics, trace
@@ -24,8 +23,8 @@ from opentelemetry.trace import SpanKind
 from shared import telemetry
 from shared.runs import OUTCOME_KEYS
 from tests.integration.export_driver import TAKEN, ExportDriver
+from tests.privacy import LOOKS_LIKE_EMAIL
 
-LOOKS_LIKE_EMAIL = re.compile(r"[^\s@<>\"'(),;:\[\]=]+@[^\s@<>\"'(),;:\[\]]+\.[^\s@<>\"'(),;:\[\]]+")
 _providers: dict[str, object] = {}
 
 

@@ -19,13 +19,12 @@ def folder(azurite) -> BlobFolder:
     return work
 
 
-def test_a_second_holder_waits_for_the_first_and_a_missing_blob_is_created(azurite):
-    work = folder(azurite)
-    order: list[str] = []
+def held_for_a_second(work: BlobFolder, name: str, order: list[str], **options) -> threading.Thread:
+    """A first holder of `name`, in a thread that holds it for a second once it has it (and then notes "first done")."""
     inside = threading.Event()
 
     def first() -> None:
-        with work.exclusive("runs/r1/plan.lock"):  # the blob does not exist yet
+        with work.exclusive(name, **options):
             inside.set()
             time.sleep(1.0)
             order.append("first done")
@@ -33,11 +32,34 @@ def test_a_second_holder_waits_for_the_first_and_a_missing_blob_is_created(azuri
     thread = threading.Thread(target=first)
     thread.start()
     assert inside.wait(10)
+    return thread
+
+
+def test_a_second_holder_waits_for_the_first_and_a_missing_blob_is_created(azurite):
+    work = folder(azurite)
+    order: list[str] = []
+    thread = held_for_a_second(work, "runs/r1/plan.lock", order)  # the blob does not exist yet
     with work.exclusive("runs/r1/plan.lock"):
         order.append("second in")
     thread.join()
     assert order == ["first done", "second in"]
 
+
+def test_a_lock_only_blob_is_deleted_when_let_go_and_a_waiter_makes_it_again(azurite):
+    """exclusive(remove=True), for blobs that are only locks (plan, clean-up and erasure locks): none is left after its
+    holder lets go, also when a waiter took it over meanwhile, and one whose folder was deleted under it stays gone."""
+    work = folder(azurite)
+    order: list[str] = []
+    thread = held_for_a_second(work, "runs/r5/plan.lock", order, remove=True)
+    assert list(work.list_names("runs/r5/")) == ["runs/r5/plan.lock"]
+    with work.exclusive("runs/r5/plan.lock", remove=True):  # waits, then takes a blob made again
+        order.append("second in")
+        assert list(work.list_names("runs/r5/")) == ["runs/r5/plan.lock"]
+    thread.join()
+    assert order == ["first done", "second in"] and list(work.list_names("runs/r5/")) == []
+    with work.exclusive("runs/r6/cleanup.lock", remove=True):
+        work.delete_prefix("runs/r6/")  # a clean-up deleting the run's folder, its own lock's blob included
+    assert list(work.list_names("runs/r6/")) == []
 
 def test_a_holder_that_will_not_wait_is_told_the_lease_is_taken_and_can_take_it_once_free(azurite):
     work = folder(azurite)

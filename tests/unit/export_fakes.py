@@ -43,14 +43,16 @@ class Work:
             del self.blobs[n]
 
     @contextlib.contextmanager
-    def exclusive(self, n, wait_seconds=None):
-        self.blobs.setdefault(n, b"")  # as the adapter does: a lease needs a blob, and a missing one is made empty
+    def exclusive(self, n, wait_seconds=None, remove=False):
         lock = self.locks.setdefault(n, threading.Lock())
         if not lock.acquire(timeout=-1 if wait_seconds is None else wait_seconds):
             raise TimeoutError(f"{n} is held by another worker")
+        self.blobs.setdefault(n, b"")  # as the adapter does: a lease needs a blob, and a missing one is made empty
         try:
             yield
         finally:
+            if remove:  # deleted under the lease, as the adapter does
+                self.blobs.pop(n, None)
             lock.release()
 
 
