@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import azure.functions as func
@@ -16,14 +17,21 @@ def _message(msg: func.QueueMessage) -> dict[str, Any]:
     return json.loads(msg.get_body())
 
 
+_SHAPES = {"runId": re.compile(r"[0-9]{8}T[0-9]{6}-[0-9a-f]{8}"), "chunk": re.compile(r"[0-9]{1,9}")}  # runs.new_run_id
+
+
 def _about(msg: func.QueueMessage, *keys: str) -> str:
     """What a poisoned message was for, for its warning: logged before the body is used, so a body that cannot be
-    read (maybe why it was poisoned) is still reported, by its message id."""
+    read (maybe why it was poisoned) is still reported, by its message id. Only values shaped as the app writes them
+    are logged: a message written by someone else could hold anything, an address too."""
     try:
         body = _message(msg)
-        return ", ".join(f"{key} {body[key]}" for key in keys)
+        values = [str(body[key]) for key in keys]
     except (ValueError, KeyError, TypeError):
-        return f"message {msg.id}, whose body is not the JSON the app writes"
+        values = []
+    if len(values) == len(keys) and all(_SHAPES[key].fullmatch(value) for key, value in zip(keys, values)):
+        return ", ".join(f"{key} {value}" for key, value in zip(keys, values))
+    return f"message {msg.id}, whose body is not what the app writes"
 
 
 def _attempt(msg: func.QueueMessage) -> str:

@@ -125,7 +125,7 @@ resource runFailed 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
   kind: 'LogAlert'
   properties: {
     displayName: 'Mailchimp export: run failed or has failed members'
-    description: 'An export run ended failed, or completed with members Mailchimp did not take (failed). Open the run (GET /api/runs/{runId}) and its error report.'
+    description: 'An export run ended failed, or completed with members Mailchimp did not take (failed). Open the run (GET /api/exports/{runId}) and its error report.'
     severity: 2
     enabled: true
     scopes: [workspace.id]

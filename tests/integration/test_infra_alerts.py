@@ -28,11 +28,15 @@ RULES = {
     "poisonMessage": (["Moving message to queue", "-poison", "Properties.poisonQueue"], 2),
     "credentialsRefused": (["Properties.credentialsRefused", "Properties.startRefused",
                             "the Mailchimp connection must be renewed"], 1),
-    "noSuccessfulRun": (["ago(25h)", '"schedule"', '"succeeded"', '"completed_with_errors"', "leftanti",
-                         "Properties.followed", "Properties.scheduleTick", "firstFollowed < ago(25h)",
-                         "lastFollowed >= lastTick"], 2),
-    "scheduleSilent": (["Properties.scheduleTick", "ticks == 0", "ago(25h)", "earlier > 0",
-                        'todatetime("{0}") + 25h'], 2),
+    "noSuccessfulRun": (["ago(25h)", '"schedule"', '"succeeded"', '"completed_with_errors"',
+                         "| join kind=leftanti succeeded on destinationId", "Properties.followed",
+                         "summarize max(TimeGenerated));",  # lastTick: the newest tick
+                         "firstFollowed = min(TimeGenerated), lastFollowed = max(TimeGenerated)",
+                         "| where isnotempty(destinationId) and firstFollowed < ago(25h)",
+                         "and (isnull(lastTick) or lastFollowed >= lastTick - 10m)"], 2),
+    "scheduleSilent": (["| where isnotempty(Properties.scheduleTick)",
+                        "| summarize ticks = countif(TimeGenerated > ago(25h)), earlier = count()",
+                        '| where ticks == 0 and (earlier > 0 or now() > todatetime("{0}") + 25h)'], 2),
 }
 
 

@@ -1,6 +1,7 @@
 """Log records made inside a run_context carry runId, destinationId, chunk and trigger as fields; outside, none."""
 from __future__ import annotations
 
+import json
 import logging
 from types import SimpleNamespace
 
@@ -85,3 +86,21 @@ def test_an_unknown_exporter_is_refused_naming_the_setting():
         load_settings({**STORAGE, "OTEL_EXPORTER": "otlp"})
     with pytest.raises(ConfigError, match="OTEL_EXPORTER=azure needs APPLICATIONINSIGHTS_CONNECTION_STRING"):
         load_settings({**STORAGE, "OTEL_EXPORTER": "azure"})
+
+
+def test_a_poisoned_messages_warning_names_only_what_the_app_would_have_written():
+    """The handler's warning copies a run id and a chunk number from the body only when shaped as the app writes them:
+    a message put on the queue by someone else could hold an address."""
+    import azure.functions as func
+
+    from blueprints.workers import _about
+
+    def message(body: object) -> func.QueueMessage:
+        return func.QueueMessage(id="m-1", body=json.dumps(body).encode())
+
+    assert _about(message({"runId": "20261202T093115-0444dd2a", "chunk": 7}), "runId", "chunk") == \
+        "runId 20261202T093115-0444dd2a, chunk 7"
+    for body in ({"runId": "jane@contoso.com", "chunk": 1}, {"runId": "20261202T093115-0444dd2a", "chunk": "1\nx"},
+                 {"runId": "20261202T093115-0444dd2a"}, ["a"], "text"):
+        assert _about(message(body), "runId", "chunk") == "message m-1, whose body is not what the app writes", body
+    assert "m-1" in _about(func.QueueMessage(id="m-1", body=b"not json"), "runId")
