@@ -17,11 +17,10 @@ from typing import Any
 
 import pytest
 
-from tests.integration.bicep import infra_doc
+from tests.integration.bicep import RULE, infra_doc, rule_queries, workbook_queries
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
-RULE = "Microsoft.Insights/scheduledQueryRules"
 # rule symbol in alerts.bicep -> (what its KQL must read, severity at most)
 RULES = {
     "runFailed": (["Properties.runStatus", "Properties.membersFailed", '"failed"', '"completed_with_errors"'], 2),
@@ -94,6 +93,7 @@ def test_five_log_alerts_on_the_workspace_notify_the_action_group() -> None:
     alerts = infra_doc("app/alerts.bicep")
     rules = {name: r for name, r in alerts["resources"].items() if r["type"] == RULE}
     assert set(rules) == set(RULES)
+    queries = rule_queries("app/alerts.bicep")
     # actions: the action group when there is an address, none without one
     actions = alerts["variables"]["actions"]["value"]["actionGroups"]["operator"]
     assert actions["type"] == "conditional"
@@ -115,10 +115,8 @@ def test_five_log_alerts_on_the_workspace_notify_the_action_group() -> None:
         assert body["severity"] <= worst and body["severity"] >= 1, name
         [criterion] = body["criteria"]["allOf"]
         assert criterion["operator"] == "GreaterThan" and criterion["threshold"] == 0, name
-        query = alerts["variables"][criterion["query"]]["value"]
-        if isinstance(query, dict):  # format(template, deployedAt)
-            assert query["function"]["type"] == "format" and query["function"]["parameters"]["arg_1"] == "deployedAt"
-            query = alerts["variables"][query["function"]["parameters"]["format_string"]]["value"]
+        query = queries[name].text
+        assert queries[name].format_args in ((), ("deployedAt",)), name  # format(template, deployedAt)
         assert not re.search(r"\b(union|search)\b", query), f"{name}: log search alert rules do not support union or search"
         for needle in needles:
             assert needle in query, f"{name}: its query does not read {needle!r}"
@@ -165,7 +163,7 @@ def test_the_workbook_is_deployed_over_the_workspace() -> None:
     assert serialized["parameters"]["original_string"]["function"]["parameters"]["file_path"] == "workbook.json"
     data = json.loads((INFRA / "app" / "workbook.json").read_text(encoding="utf-8"))
     assert data["version"] == "Notebook/1.0"
-    queries = {item["content"]["title"]: item["content"]["query"] for item in data["items"] if item["type"] == 3}
+    queries = workbook_queries("app/workbook.json")
     assert any("Properties.runStatus" in q and "bin(TimeGenerated" in q for q in queries.values()), "runs over time"
     assert any("export.profiles_per_second" in q and "Destination = tostring(Properties.destinationId)" in q
                for q in queries.values()), "throughput per destination"
