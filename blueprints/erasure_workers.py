@@ -37,6 +37,21 @@ def process_erasure_poisoned(msg: func.QueueMessage) -> None:
 
 @bp.queue_trigger(arg_name="msg", queue_name=QUEUE_ERASURE_EVENTS, connection=STORAGE_CONNECTION)
 def erasure_file_arrived(msg: func.QueueMessage) -> None:
+    _record_dropped(msg)
+
+
+@bp.queue_trigger(arg_name="msg", queue_name=QUEUE_ERASURE_EVENTS + "-poison", connection=STORAGE_CONNECTION)
+def erasure_file_arrived_poisoned(msg: func.QueueMessage) -> None:
+    """Tried again, unlike a segment's event: nothing else would ever read a dropped file that was not recorded, and
+    recording one again is harmless (`on_dropped` finds the request an earlier attempt made)."""
+    bootstrap.app()  # first: it sets telemetry up, in a process this message may be the first of
+    telemetry.poisoned(QUEUE_ERASURE_EVENTS + "-poison", f"message {msg.id}",
+                       "its files are read once more; one that still fails stays in the erasures container, not "
+                       "requested: write it again")
+    _record_dropped(msg)
+
+
+def _record_dropped(msg: func.QueueMessage) -> None:
     for name in created_blobs(msg.get_body(), CONTAINER_ERASURES):
         erasure = bootstrap.app().erasures.on_dropped(name)
         if erasure is not None:

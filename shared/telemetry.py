@@ -130,12 +130,15 @@ def ended_fields(run: Any, *, credentials_refused: bool | None = None) -> dict[s
             "credentialsRefused": refused}
 
 
-def poisoned(queue: str, what: str) -> None:
+GIVEN_UP = "what it asked for is counted or recorded as given up on"
+
+
+def poisoned(queue: str, what: str, then: str = GIVEN_UP) -> None:
     """A poison queue's handler got a message (`queue`: the poison queue's name; `what`: the run, chunk or request
-    it was for, never a person's data): one warning with `poisonQueue` as a field, which the poison-message alert
-    (infra/app/alerts.bicep) reads."""
-    logging.getLogger(__name__).warning("a message was poisoned into queue %s (%s): what it asked for is counted or "
-                                        "recorded as given up on", queue, what, extra={"poisonQueue": queue})
+    it was for, never a person's data; `then`: what happens to it now): one warning with `poisonQueue` as a field,
+    which the poison-message alert (infra/app/alerts.bicep) reads."""
+    logging.getLogger(__name__).warning("a message was poisoned into queue %s (%s): %s", queue, what, then,
+                                        extra={"poisonQueue": queue})
 
 
 def throttled() -> None:

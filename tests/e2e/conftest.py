@@ -1,6 +1,8 @@
 """End to end: the real function_app in the local Functions host, on empty storage in Azurite, against the local Mailchimp."""
 from __future__ import annotations
 
+import base64
+import json
 import re
 import time
 from pathlib import Path
@@ -135,6 +137,14 @@ def assert_accounted(run: dict) -> None:
 # --- what the host did, read from its log and its state file (positive signals instead of sleeping) ------------------
 
 _INVOCATION = re.compile(r"function=(?P<function>\S+) trigger=\S+ outcome=(?P<outcome>\S+)(?:.* message_id=(?P<message>\S+))?")
+
+
+def blob_created(blob_name: str, container: str = "segments") -> str:
+    """A queue message holding the BlobCreated event Event Grid delivers for `blob_name` (base64, as the host reads it)."""
+    event = {"id": blob_name, "eventType": "Microsoft.Storage.BlobCreated", "eventTime": "2026-11-28T17:00:00Z",
+             "subject": f"/blobServices/default/containers/{container}/blobs/{blob_name}", "data": {}, "dataVersion": "",
+             "metadataVersion": "1", "topic": "/subscriptions/x/resourceGroups/y/providers/Microsoft.Storage/storageAccounts/z"}
+    return base64.b64encode(json.dumps(event).encode()).decode()
 
 
 def host_log(tmp_path: Path, name: str = "host") -> Path:

@@ -6,11 +6,14 @@ import json
 import time
 
 import pytest
+from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobServiceClient
+from azure.storage.queue import QueueClient
 
 from shared.config import CONTAINER_ERASURES, CONTAINER_WORK, QUEUE_ERASURE_EVENTS, QUEUE_SEGMENT_EVENTS
 from shared.emails import subscriber_hash
-from tests.e2e.conftest import DEMO_AUDIENCE, DEMO_KEY, create_destination, host_log, log_lines, start_export, wait_for, wait_for_clean_up, wait_for_run
+from tests.e2e.conftest import (DEMO_AUDIENCE, DEMO_KEY, blob_created, create_destination, handled_messages, host_log,
+                                log_lines, start_export, wait_for, wait_for_clean_up, wait_for_run)
 from tests.e2e.test_logs import LOOKS_LIKE_EMAIL
 
 EVENTS = ("--blob-events", f"segments={QUEUE_SEGMENT_EVENTS}", "--blob-events", f"{CONTAINER_ERASURES}={QUEUE_ERASURE_EVENTS}")
@@ -150,3 +153,38 @@ def test_files_dropped_as_json_lines_and_csv_become_requests_and_are_deleted_a_b
     assert sorted(blob.name for blob in drops.list_blobs()) == ["platform/bad.rejected.csv", "platform/useless.jsonl"]
     assert drops.download_blob("platform/bad.rejected.csv").readall() == b"email\r\nperson4@@fabrikam.com\r\n"
     assert "person4" not in json.dumps(listed) and "person4" not in json.dumps(bad)
+
+
+def test_a_poisoned_drop_event_is_warned_of_and_read_once_more_a_poisoned_segment_event_only_warned_of(
+        start_host, segments, storage, mailchimp, tmp_path):
+    """The event queues' poison handlers. A dropped file whose event was poisoned is read once more (nothing else ever
+    would: the person would never be erased); a segment's is not (the schedule exports the newest snapshot). Both log
+    the warning with `poisonQueue` the poison-message alert reads, naming the message, never the file."""
+    host = start_host()  # no blob events: only the messages below announce the files
+    snapshot(segments)
+    follows = create_destination(host, segments=["People"], schedule={"enabled": False})  # exportOnArrival: on
+    drops = BlobServiceClient.from_connection_string(storage.connection_string).get_container_client(CONTAINER_ERASURES)
+    if not drops.exists():
+        drops.create_container()
+    drops.upload_blob("platform/late.jsonl", f'{{"email": "{ANN}"}}\n'.encode())
+    for queue, message in ((QUEUE_ERASURE_EVENTS, blob_created("platform/late.jsonl", CONTAINER_ERASURES)),
+                           (QUEUE_SEGMENT_EVENTS, blob_created("People/2026/11/28/1700/_SUCCESS"))):
+        poison = QueueClient.from_connection_string(storage.connection_string, queue + "-poison")
+        try:
+            poison.create_queue()
+        except ResourceExistsError:
+            pass
+        poison.send_message(message)
+
+    (erasure,) = wait_for(lambda: host.call("GET", "erasures").json()["erasures"], "the request from the poisoned event")
+    assert erasure["requestedBy"] == "storage:platform/late.jsonl" and erasure["addresses"] == 1
+    assert wait_for_erasure(host, erasure["id"])["status"] == "done"
+    assert not drops.get_blob_client("platform/late.jsonl").exists()  # recorded, so deleted: it held an address
+    wait_for(lambda: handled_messages(host_log(tmp_path), "segment_arrived_poisoned"), "the poisoned segment event")
+    lines = log_lines(host_log(tmp_path))
+    warned = {queue: [line for line in lines if f"poisoned into queue {queue}-poison (message " in line]
+              for queue in (QUEUE_ERASURE_EVENTS, QUEUE_SEGMENT_EVENTS)}
+    assert all(warned.values()), warned
+    assert "read once more" in warned[QUEUE_ERASURE_EVENTS][0] and "next scheduled export" in warned[QUEUE_SEGMENT_EVENTS][0]
+    assert not any(ANN in line or "late.jsonl" in line for found in warned.values() for line in found)
+    assert host.call("GET", f"destinations/{follows['id']}/exports").json()["exports"] == []  # not started by it

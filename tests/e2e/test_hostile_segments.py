@@ -12,7 +12,6 @@ says which segments it left out and why, no invocation fails, and no email addre
 """
 from __future__ import annotations
 
-import base64
 import gzip
 import json
 from datetime import datetime, timezone
@@ -22,7 +21,7 @@ from azure.storage.queue import QueueClient
 
 from shared.config import QUEUE_SEGMENT_EVENTS
 from shared.sample_segments import write_sample_export
-from tests.e2e.conftest import (assert_accounted, create_destination, handled_messages, host_log, log_lines, start_export,
+from tests.e2e.conftest import (assert_accounted, blob_created, create_destination, handled_messages, host_log, log_lines, start_export,
                                 wait_for, wait_for_run)
 
 TAKEN = datetime(2026, 11, 28, 17, 0, tzinfo=timezone.utc)
@@ -146,13 +145,6 @@ def test_an_admin_gets_refusals_naming_broken_files_and_good_rows_go_through_wit
     assert len(reasons) == 8
 
 
-def event(blob_name: str) -> str:
-    body = {"id": blob_name, "eventType": "Microsoft.Storage.BlobCreated", "eventTime": "2026-11-28T17:00:00Z",
-            "subject": f"/blobServices/default/containers/segments/blobs/{blob_name}", "data": {}, "dataVersion": "",
-            "metadataVersion": "1", "topic": "/subscriptions/x/resourceGroups/y/providers/Microsoft.Storage/storageAccounts/z"}
-    return base64.b64encode(json.dumps(body).encode()).decode()
-
-
 def test_timer_and_arrival_go_on_past_every_hostile_file(start_host, segments, storage, mailchimp, tmp_path):
     upload_hostile_container(segments)
     host = start_host(EXPORT_SCHEDULE="*/2 * * * * *")
@@ -172,7 +164,7 @@ def test_timer_and_arrival_go_on_past_every_hostile_file(start_host, segments, s
              f"Archived/{STAMP}_SUCCESS", "Ahead/2099/12/31/2359/_SUCCESS", "model.json"]
     queue = QueueClient.from_connection_string(storage.connection_string, QUEUE_SEGMENT_EVENTS)
     for blob in blobs:
-        queue.send_message(event(blob))
+        queue.send_message(blob_created(blob))
     wait_for(lambda: len(set(handled_messages(log, "segment_arrived"))) >= len(blobs), "every arrival event handled", timeout=120)
     assert wait_for_run(host, start_export(host, manual["id"]))["status"] == "succeeded"  # the app still answers and exports
 

@@ -7,7 +7,6 @@ then asserts what it did.
 """
 from __future__ import annotations
 
-import base64
 import json
 import time
 from datetime import datetime, timedelta, timezone
@@ -17,7 +16,7 @@ from azure.storage.queue import QueueClient
 
 from shared.config import QUEUE_SEGMENT_EVENTS
 from shared.sample_segments import write_sample_export
-from tests.e2e.conftest import (create_destination, handled_messages, host_log, host_state, log_lines, wait_for,
+from tests.e2e.conftest import (blob_created, create_destination, handled_messages, host_log, host_state, log_lines, wait_for,
                                 wait_for_run)
 
 T1 = datetime(2026, 11, 28, 17, 0, tzinfo=timezone.utc)
@@ -48,13 +47,6 @@ def wait_for_runs(host, destination_id: str, count: int, timeout: float = 60) ->
             return [wait_for_run(host, r["id"]) for r in runs]
         time.sleep(0.3)
     raise AssertionError(f"expected {count} runs, saw {runs_of(host, destination_id)}")
-
-
-def event_for(blob_name: str) -> str:
-    event = {"id": "e1", "eventType": "Microsoft.Storage.BlobCreated", "eventTime": "2026-11-28T17:00:00Z",
-             "subject": f"/blobServices/default/containers/segments/blobs/{blob_name}", "data": {}, "dataVersion": "",
-             "metadataVersion": "1", "topic": "/subscriptions/x/resourceGroups/y/providers/Microsoft.Storage/storageAccounts/z"}
-    return base64.b64encode(json.dumps(event).encode()).decode()
 
 
 ANNOUNCED = "announced BlobCreated for "
@@ -137,7 +129,7 @@ def test_the_same_event_delivered_three_times_starts_one_run(start_host, segment
     upload(segments, files)
     queue = QueueClient.from_connection_string(storage.connection_string, QUEUE_SEGMENT_EVENTS)
     for _ in range(3):
-        queue.send_message(event_for(files[-1][0]))
+        queue.send_message(blob_created(files[-1][0]))
     (run,) = wait_for_runs(host, destination["id"], 1)
     wait_for_events_handled(log, sent=3)
     wait_for_chunks_handled(tmp_path, [run])  # events handled during the run leave a follow-up mark: checked at its end
@@ -188,7 +180,7 @@ def test_a_newer_snapshot_during_a_run_is_followed_by_exactly_one_more_run(start
     upload(segments, newer)
     queue = QueueClient.from_connection_string(storage.connection_string, QUEUE_SEGMENT_EVENTS)
     for _ in range(2):  # duplicates of the arrival, on top of the host's own announcement
-        queue.send_message(event_for(newer[-1][0]))
+        queue.send_message(blob_created(newer[-1][0]))
     assert runs_of(host, destination["id"])[0]["status"] in ("queued", "running")  # still busy with the first
     runs = wait_for_runs(host, destination["id"], 2, timeout=120)
     wait_for_events_handled(log, [name for name, _ in newer], sent=2)
