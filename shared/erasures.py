@@ -314,8 +314,9 @@ class Queue(Protocol):
 
 class WorkFiles(Protocol):
     def list_names(self, prefix: str = "") -> Iterator[str]: ...
-    def read_bytes(self, name: str) -> bytes: ...
-    def write_bytes(self, name: str, data: bytes) -> None: ...
+    # `change` of the blob's bytes written back unless it was written or deleted meanwhile (then read again, or
+    # False if gone); None from `change` leaves it. Whether it wrote.
+    def rewrite(self, name: str, change: Callable[[bytes], bytes | None]) -> bool: ...
     def delete_prefix(self, prefix: str) -> None: ...
     # A lease on `name` across instances; TimeoutError once another kept it past `wait_seconds` (the adapter's default).
     def exclusive(self, name: str, wait_seconds: float = ..., remove: bool = False) -> ContextManager[None]: ...
@@ -628,8 +629,8 @@ class ErasureService:
         for name in list(self._work.list_names(RUNS_PREFIX)):
             if not name.endswith((".jsonl", ".json")) or CHUNK_FILES in name:
                 continue
-            cleaned = scrubbed(name, self._work.read_bytes(name), erased)
-            if cleaned is not None:
-                self._work.write_bytes(name, cleaned)
+            # a file its run wrote again meanwhile is scrubbed as written; one deleted meanwhile (the run's folder
+            # cleaned up) stays deleted
+            if self._work.rewrite(name, lambda data, name=name: scrubbed(name, data, erased)):
                 rewritten += 1
         return rewritten

@@ -11,7 +11,8 @@ import time
 from typing import Any, BinaryIO, Callable, Iterator
 
 import requests
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.core import MatchConditions
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobLeaseClient, BlobServiceClient, ContainerClient
@@ -23,6 +24,7 @@ from shared.snapshots import SnapshotProblem
 
 
 READ_BLOCK = 4 << 20  # bytes per blob download request
+REWRITE_ATTEMPTS = 5  # reads of a blob that keeps changing under BlobFolder.rewrite
 STORAGE_CONNECT_TIMEOUT, STORAGE_READ_TIMEOUT = 20, 60  # seconds: azure.storage.*._shared.constants
 CONNECTIONS = 64  # kept open per client: chunk workers, planning's chunk writers and page reads share one client
 
@@ -128,6 +130,29 @@ class BlobFolder:
 
     def exists(self, name: str) -> bool:
         return self._container.get_blob_client(name).exists()
+
+    def rewrite(self, name: str, change: Callable[[bytes], bytes | None], attempts: int = REWRITE_ATTEMPTS) -> bool:
+        """Replace a blob's bytes with `change` of them (None: leave it), written only if nobody wrote or deleted it
+        since it was read (If-Match on its ETag), else read again: a rewrite never brings back a blob deleted meanwhile
+        (a run's folder cleaned up) nor undoes a write it did not see. Whether it wrote; RuntimeError if the blob
+        changed under every attempt."""
+        blob = self._container.get_blob_client(name)
+        for _ in range(attempts):
+            try:
+                download = blob.download_blob(decompress=False)
+                data = download.readall()
+            except ResourceNotFoundError:
+                return False
+            changed = change(data)
+            if changed is None:
+                return False
+            try:
+                blob.upload_blob(changed, overwrite=True, etag=download.properties.etag,
+                                 match_condition=MatchConditions.IfNotModified)
+                return True
+            except (ResourceModifiedError, ResourceNotFoundError):
+                continue  # written or deleted since it was read: read it again
+        raise RuntimeError(f"{name} changed under each of {attempts} rewrites; try again later")
 
     def delete(self, name: str) -> None:
         """Delete one blob; one already gone is fine."""

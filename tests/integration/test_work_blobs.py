@@ -158,3 +158,39 @@ def test_deleting_a_folder_deletes_snapshots_too_and_raises_for_what_storage_wou
     with pytest.raises(HttpResponseError) as raised:
         refusing.delete_prefix("runs/r3/")
     assert "1 blob(s)" in str(raised.value) and "403" in str(raised.value)
+
+
+def test_a_rewrite_reads_again_what_was_written_meanwhile_and_brings_back_nothing_deleted_meanwhile(azurite):
+    """What the erasure scrub relies on: a run writing its file again while the scrub rewrites it loses nothing, and a
+    run's folder cleaned up meanwhile stays gone (no file with other people's data made again)."""
+    work = folder(azurite)
+    work.write_bytes("runs/r/errors/a.jsonl", b"first\n")
+    seen: list[bytes] = []
+
+    def upper_after_a_write(data: bytes) -> bytes:
+        seen.append(data)
+        if len(seen) == 1:
+            work.write_bytes("runs/r/errors/a.jsonl", b"second\n")  # the run writes it while the change is made
+        return data.upper()
+
+    assert work.rewrite("runs/r/errors/a.jsonl", upper_after_a_write)
+    assert seen == [b"first\n", b"second\n"] and work.read_bytes("runs/r/errors/a.jsonl") == b"SECOND\n"
+
+    work.write_bytes("runs/gone/errors/b.jsonl", b"third\n")
+
+    def upper_after_a_delete(data: bytes) -> bytes:
+        work.delete_prefix("runs/gone/")
+        return data.upper()
+
+    assert not work.rewrite("runs/gone/errors/b.jsonl", upper_after_a_delete)
+    assert not work.exists("runs/gone/errors/b.jsonl")
+    assert not work.rewrite("runs/never/c.jsonl", bytes.upper)  # never there: not made
+    assert not work.exists("runs/never/c.jsonl")
+    assert not work.rewrite("runs/r/errors/a.jsonl", lambda data: None)  # nothing to change: left as it is
+    assert work.read_bytes("runs/r/errors/a.jsonl") == b"SECOND\n"
+
+    def always_written_meanwhile(data: bytes) -> bytes:
+        work.write_bytes("runs/r/errors/a.jsonl", data + b"!")
+        return data
+    with pytest.raises(RuntimeError, match="changed under each of"):
+        work.rewrite("runs/r/errors/a.jsonl", always_written_meanwhile)

@@ -38,6 +38,18 @@ class Work:
     def exists(self, n):
         return n in self.blobs
 
+    def rewrite(self, n, change):
+        """As the adapter does: written only if nobody wrote or deleted the blob while `change` ran, else read again."""
+        while n in self.blobs:
+            data = self.blobs[n]
+            changed = change(data)
+            if changed is None:
+                return False
+            if self.blobs.get(n) is data:
+                self.blobs[n] = changed
+                return True
+        return False
+
     def delete_prefix(self, p):
         for n in [n for n in self.blobs if n.startswith(p)]:
             del self.blobs[n]

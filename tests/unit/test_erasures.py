@@ -208,6 +208,32 @@ class Drops(Work):
         self.blobs.pop(name, None)
 
 
+class CleanedUpWhileListed(Work):
+    """A run's folder cleaned up (retention, its destination deleted) just after the scrub listed its files."""
+
+    def list_names(self, prefix=""):
+        names = super().list_names(prefix)
+        self.delete_prefix("runs/gone/")
+        return names
+
+
+def test_the_scrub_brings_back_no_file_deleted_after_it_was_listed(world) -> None:
+    service, records, ledger, queue, _, connections = world
+    work = CleanedUpWhileListed()
+    service._work = work
+    connections.audiences = {("acct-a", "aud1"): {subscriber_hash(ANN)}}
+    report = (json.dumps({"email": ANN, "reason": "x"}) + "\n" + json.dumps({"email": BO, "reason": "y"}) + "\n").encode()
+    work.blobs["runs/gone/errors/plan-0000.jsonl"] = report
+    work.blobs["runs/kept/errors/plan-0000.jsonl"] = report
+
+    erasure, _ = service.request([ANN], "00000000-0000-0000-0000-00000000ad4a")
+    done = service.process(erasure.id)
+
+    assert done.status == DONE and done.files_scrubbed == 1
+    assert [n for n in work.blobs if n.startswith("runs/")] == ["runs/kept/errors/plan-0000.jsonl"]  # the other stays deleted
+    assert ANN.encode() not in work.blobs["runs/kept/errors/plan-0000.jsonl"]
+
+
 def test_an_erasure_deletes_from_each_audience_once_scrubs_the_work_files_and_keeps_only_hashes(world) -> None:
     service, records, ledger, queue, work, connections = world
     ann, bo = subscriber_hash(ANN), subscriber_hash(BO)
