@@ -62,6 +62,7 @@ BENCH_ROWS ?= 100000 1000000
 BENCH_SDK_MAX_ROWS ?= 100000
 
 bench: install
+	@echo "make bench on $$(git describe --always --dirty 2>/dev/null || echo 'an unknown commit'), $$(date -u '+%Y-%m-%d %H:%M UTC')"
 	$(PY) bench/mailchimp_client.py
 	$(PY) bench/planning.py
 	for rows in $(BENCH_ROWS); do \
