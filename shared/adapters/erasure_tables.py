@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Iterable
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableServiceClient, UpdateMode
 
 from shared.adapters.tables import Conflict, _retry_on_conflict, _Table
@@ -48,10 +48,7 @@ class ErasureTable(_Table):
         return True
 
     def _record(self, erasure_id: str) -> Any:
-        try:
-            return self.table.get_entity(erasure_id, RECORD)
-        except ResourceNotFoundError:
-            return None
+        return self.row(erasure_id, RECORD)
 
     @staticmethod
     def _from_record(entity: Any) -> Erasure:
@@ -126,10 +123,7 @@ class ErasureTable(_Table):
             return
 
         def attempt() -> None:
-            try:
-                current = self.table.get_entity(erasure_id, key)
-            except ResourceNotFoundError:
-                current = None
+            current = self.row(erasure_id, key)
             if current is None:
                 try:
                     self.table.create_entity(row)
@@ -183,20 +177,12 @@ class ErasedLedgerTable(_Table):
                                  mode=UpdateMode.REPLACE)
 
     def erased_on(self, hashes: Iterable[str]) -> dict[str, str]:
-        found = {}
-        for h in hashes:
-            try:
-                found[h] = self.table.get_entity(h[:2], h)["erased_at"]
-            except ResourceNotFoundError:
-                pass
-        return found
+        return {h: entity["erased_at"] for h in hashes if (entity := self.row(h[:2], h)) is not None}
 
     def all(self) -> Mapping[str, str]:
         """Subscriber hash -> when; read-only, as it may be the listing other callers of this process share."""
-        try:
-            mark: str | None = self.table.get_entity(MARK_PARTITION, MARK_ROW).metadata["etag"]
-        except ResourceNotFoundError:
-            mark = None  # nothing noted since the mark was introduced; the first note creates it
+        # None: nothing noted since the mark was introduced; the first note creates it
+        mark: str | None = None if (entity := self.row(MARK_PARTITION, MARK_ROW)) is None else entity.metadata["etag"]
         listed = self._listed
         if listed is not None and listed[0] == mark and time.monotonic() - listed[1] < self.RELIST_SECONDS:
             return listed[2]

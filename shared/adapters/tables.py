@@ -28,6 +28,10 @@ class Conflict(Exception):
     """Someone else changed the record first; the caller decides whether to retry."""
 
 
+class TableMissing(RuntimeError):
+    """A table the app uses is gone (deleted while the app ran): not the same as a row that is not there."""
+
+
 def _ensure(service: TableServiceClient, name: str) -> TableClient:
     try:
         service.create_table(name)
@@ -62,6 +66,18 @@ class _Table:
         if self._table is None:
             self._table = _ensure(self._service, self._name)
         return self._table
+
+    def row(self, partition: str, row: str) -> Any:
+        """The entity, or None when the table has no such row. A table that is gone raises TableMissing instead: read
+        as "no such row", every record would look absent (a run's chunks as never planned and their messages dropped,
+        a destination as deleted, an erased person as never erased)."""
+        try:
+            return self.table.get_entity(partition, row)
+        except ResourceNotFoundError as error:
+            if error.error_code == "TableNotFound":  # the Table service's code for a missing table, not a missing row
+                raise TableMissing(f"table {self._name} is missing (deleted while the app ran?): restore it, or restart "
+                                   "the app to create it empty") from None
+            return None
 
     def _replace(self, entity: Any) -> None:
         """Write back an entity read before, only if nobody changed it since (else Conflict: read again)."""
@@ -251,10 +267,7 @@ class DestinationTable(_Table):
         return _retry_on_conflict(attempt)
 
     def _get_entity(self, destination_id: str) -> Any:
-        try:
-            return self.table.get_entity("destination", destination_id)
-        except ResourceNotFoundError:
-            return None
+        return self.row("destination", destination_id)
 
     def get(self, destination_id: str) -> Destination | None:
         entity = self._get_entity(destination_id)
@@ -416,18 +429,14 @@ class RunTable(_Table):
     def get(self, run_id: str, counts: bool = True) -> Run | None:
         """counts=False skips adding up the chunk counters (a chunk worker needs the run's settings, not its totals)."""
         if not counts:
-            try:
-                return self._from_entity(self.table.get_entity(run_id, RUN_ROW))
-            except ResourceNotFoundError:
-                return None
+            return None if (entity := self.row(run_id, RUN_ROW)) is None else self._from_entity(entity)
         return None if (found := self._get(run_id)) is None else found[0]
 
     def _get(self, run_id: str, counted: Callable[[Run], bool] | None = None) -> tuple[Run, str] | None:
         """The run with its chunks' counts added (only if `counted` says so of the run row, when given), and the ETag
         of its main row."""
-        try:
-            entity = self.table.get_entity(run_id, RUN_ROW)
-        except ResourceNotFoundError:
+        entity = self.row(run_id, RUN_ROW)
+        if entity is None:
             return None
         run = self._from_entity(entity)
         return (self._with_shards(run) if counted is None or counted(run) else run), entity.metadata["etag"]
@@ -531,9 +540,8 @@ class RunTable(_Table):
 
     def get_chunk(self, run_id: str, number: int) -> dict[str, Any] | None:
         """The chunk's row; also kept for finish_chunk, which the worker calls once it has sent the chunk."""
-        try:
-            entity = self.table.get_entity(run_id, self.chunk_row(number))
-        except ResourceNotFoundError:
+        entity = self.row(run_id, self.chunk_row(number))
+        if entity is None:
             return None
         if len(self._read_chunks) >= self.READ_CHUNKS_KEPT:  # rows of chunks found done are never taken back
             self._read_chunks.clear()
@@ -563,10 +571,7 @@ class RunTable(_Table):
             if chunk["state"] == "done":
                 return False
             key = f"shard-{number % SHARDS:02d}"
-            try:
-                shard: Any = self.table.get_entity(run_id, key)
-            except ResourceNotFoundError:
-                shard = None
+            shard: Any = self.row(run_id, key)
             counts: dict[str, dict[str, int]] = json.loads(shard["counts"]) if shard else {}
             for segment, more in per_segment.items():
                 counts[segment] = add_counts(counts.get(segment, {}), more)

@@ -221,3 +221,26 @@ def test_a_run_of_50_segments_with_long_names_is_stored_across_properties_and_re
     stored = runs.get(run.id)
     assert [p.segment for p in stored.segments] == [p.segment for p in run.segments]
     assert [p.folder for p in stored.segments] == [p.folder for p in run.segments]
+
+
+def test_a_table_deleted_under_the_app_raises_instead_of_reading_every_record_as_absent(azurite):
+    """A missing row is None; a missing table is not a missing row: read so, a run's chunks would look never planned
+    (their messages dropped unsent), a destination deleted, an erased person never erased."""
+    from shared.adapters.erasure_tables import ErasedLedgerTable
+
+    service = table_service(azurite.connection_string)
+    suffix = uuid.uuid4().hex[:8]
+    runs, destinations = RunTable(service, f"runs{suffix}"), DestinationTable(service, f"dest{suffix}")
+    ledger = ErasedLedgerTable(service, f"erased{suffix}")
+    run = new_run(runs, chunks=1)
+    assert runs.get(run.id, counts=False) is not None and runs.get("no-such-run", counts=False) is None
+    assert runs.get_chunk("no-such-run", 0) is None and destinations.get("no-such-destination") is None
+    ledger.note(["ab" * 16], "2026-12-02T10:00:00+00:00")
+    assert ledger.erased_on(["ab" * 16, "cd" * 16]) == {"ab" * 16: "2026-12-02T10:00:00+00:00"}
+
+    for table in (runs, destinations, ledger):
+        service.delete_table(table._name)
+    for read in (lambda: runs.get(run.id, counts=False), lambda: runs.get(run.id), lambda: runs.get_chunk(run.id, 0),
+                 lambda: destinations.get("no-such-destination"), lambda: ledger.erased_on(["ab" * 16])):
+        with pytest.raises(tables_module.TableMissing, match="is missing"):
+            read()
