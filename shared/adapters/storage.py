@@ -140,9 +140,11 @@ class BlobFolder:
         for _ in range(attempts):
             try:
                 download = blob.download_blob(decompress=False)
-                data = download.readall()
+                data = download.readall()  # a file of several ranges: each one read If-Match the first one's ETag
             except ResourceNotFoundError:
                 return False
+            except ResourceModifiedError:
+                continue  # written while it was read: read it again
             changed = change(data)
             if changed is None:
                 return False

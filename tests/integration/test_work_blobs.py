@@ -7,14 +7,15 @@ import uuid
 
 import pytest
 from azure.core.exceptions import HttpResponseError
-from azure.storage.blob import BlobServiceClient
 
-from shared.adapters.storage import BlobFolder
+from shared.adapters.storage import BlobFolder, StorageAccount
+from shared.config import load_settings
 
 
 def folder(azurite) -> BlobFolder:
-    work = BlobFolder(BlobServiceClient.from_connection_string(azurite.connection_string)
-                      .get_container_client("work" + uuid.uuid4().hex[:8]))
+    """A new container, through the client the app builds (its download ranges included)."""
+    service = StorageAccount(load_settings({"AzureWebJobsStorage": azurite.connection_string}).storage).blob_service()
+    work = BlobFolder(service.get_container_client("work" + uuid.uuid4().hex[:8]))
     work.ensure()
     return work
 
@@ -194,3 +195,29 @@ def test_a_rewrite_reads_again_what_was_written_meanwhile_and_brings_back_nothin
         return data
     with pytest.raises(RuntimeError, match="changed under each of"):
         work.rewrite("runs/r/errors/a.jsonl", always_written_meanwhile)
+
+
+def test_a_rewrite_reads_again_a_file_of_several_ranges_written_between_them(azurite, monkeypatch):
+    """A file larger than one download range is read range by range, each If-Match the first one's ETag: written in
+    between, the read fails (412) and the rewrite reads it again instead of failing the erasure."""
+    from azure.storage.blob import BlobClient
+
+    from shared.adapters.storage import READ_BLOCK
+
+    work = folder(azurite)
+    size = 2 * READ_BLOCK + 10
+    work.write_bytes("runs/r/retry/big.jsonl", b"a" * size)
+    download = BlobClient.download_blob
+    written: list[int] = []
+
+    def written_after_the_first_range(self, *args, **kwargs):
+        started = download(self, *args, **kwargs)
+        if not written:
+            written.append(1)
+            work.write_bytes("runs/r/retry/big.jsonl", b"b" * size)
+        return started
+
+    monkeypatch.setattr(BlobClient, "download_blob", written_after_the_first_range)
+    seen: list[bytes] = []
+    assert work.rewrite("runs/r/retry/big.jsonl", lambda data: seen.append(data[:1]) or data.upper())
+    assert seen == [b"b"] and work.read_bytes("runs/r/retry/big.jsonl") == b"B" * size

@@ -19,7 +19,7 @@ from shared.sample_segments import FolderSource
 
 class Work:
     def __init__(self):
-        self.blobs, self.locks = {}, {}
+        self.blobs, self.locks, self.versions = {}, {}, {}
 
     def list_names(self, prefix=""):
         return [n for n in sorted(self.blobs) if n.startswith(prefix)]
@@ -34,21 +34,25 @@ class Work:
 
     def write_bytes(self, n, d):
         self.blobs[n] = d
+        self.versions[n] = self.versions.get(n, 0) + 1  # an ETag: every write moves it, the same bytes or not
 
     def exists(self, n):
         return n in self.blobs
 
-    def rewrite(self, n, change):
-        """As the adapter does: written only if nobody wrote or deleted the blob while `change` ran, else read again."""
-        while n in self.blobs:
-            data = self.blobs[n]
-            changed = change(data)
+    def rewrite(self, n, change, attempts=5):
+        """As the adapter does: written only if nobody wrote or deleted the blob while `change` ran (its version, as
+        an ETag, moved), else read again; RuntimeError after `attempts` reads."""
+        for _ in range(attempts):
+            if n not in self.blobs:
+                return False
+            version = self.versions.get(n)
+            changed = change(self.blobs[n])
             if changed is None:
                 return False
-            if self.blobs.get(n) is data:
-                self.blobs[n] = changed
+            if n in self.blobs and self.versions.get(n) == version:
+                self.write_bytes(n, changed)
                 return True
-        return False
+        raise RuntimeError(f"{n} changed under each of {attempts} rewrites; try again later")
 
     def delete_prefix(self, p):
         for n in [n for n in self.blobs if n.startswith(p)]:
