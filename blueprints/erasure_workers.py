@@ -7,9 +7,9 @@ import logging
 
 import azure.functions as func
 
-from shared import bootstrap, telemetry
+from shared import bootstrap
 from shared.config import CONTAINER_ERASURES, QUEUE_ERASURE_EVENTS, QUEUE_ERASURES, STORAGE_CONNECTION
-from shared.events import created_blobs
+from shared.events import POISONED_EVENT_THEN, created_blobs
 
 bp = func.Blueprint()
 log = logging.getLogger("function_app")
@@ -30,8 +30,7 @@ def process_erasure(msg: func.QueueMessage) -> None:
 
 @bp.queue_trigger(arg_name="msg", queue_name=QUEUE_ERASURES + "-poison", connection=STORAGE_CONNECTION)
 def process_erasure_poisoned(msg: func.QueueMessage) -> None:
-    erasures = bootstrap.app().erasures  # first: it sets telemetry up, in a process this message may be the first of
-    telemetry.poisoned(QUEUE_ERASURES + "-poison", f"message {msg.id}")  # before the body is read, whatever it holds
+    erasures = bootstrap.poisoned(QUEUE_ERASURES + "-poison", f"message {msg.id}").erasures  # before the body is read
     erasures.gave_up(_erasure_id(msg))
 
 
@@ -42,12 +41,9 @@ def erasure_file_arrived(msg: func.QueueMessage) -> None:
 
 @bp.queue_trigger(arg_name="msg", queue_name=QUEUE_ERASURE_EVENTS + "-poison", connection=STORAGE_CONNECTION)
 def erasure_file_arrived_poisoned(msg: func.QueueMessage) -> None:
-    """Tried again, unlike a segment's event: nothing else would ever read a dropped file that was not recorded, and
-    recording one again is harmless (`on_dropped` finds the request an earlier attempt made)."""
-    bootstrap.app()  # first: it sets telemetry up, in a process this message may be the first of
-    telemetry.poisoned(QUEUE_ERASURE_EVENTS + "-poison", f"message {msg.id}",
-                       "its files are read once more; one that still fails stays in the erasures container, not "
-                       "requested: write it again")
+    """Tried again: nothing else would ever read a dropped file that was not recorded, and recording one again is
+    harmless (`on_dropped` finds the request an earlier attempt made)."""
+    bootstrap.poisoned(QUEUE_ERASURE_EVENTS + "-poison", f"message {msg.id}", POISONED_EVENT_THEN)
     _record_dropped(msg)
 
 

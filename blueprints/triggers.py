@@ -5,9 +5,9 @@ import logging
 
 import azure.functions as func
 
-from shared import bootstrap, telemetry
+from shared import bootstrap
 from shared.config import QUEUE_SEGMENT_EVENTS, STORAGE_CONNECTION
-from shared.events import created_blobs
+from shared.events import POISONED_EVENT_THEN, created_blobs
 
 bp = func.Blueprint()
 log = logging.getLogger("function_app")
@@ -22,15 +22,16 @@ def scheduled_exports(timer: func.TimerRequest) -> None:
 
 @bp.queue_trigger(arg_name="msg", queue_name=QUEUE_SEGMENT_EVENTS, connection=STORAGE_CONNECTION)
 def segment_arrived(msg: func.QueueMessage) -> None:
-    app_ = bootstrap.app()
-    for name in created_blobs(msg.get_body(), app_.settings.segments_container):
-        app_.exports.on_blob_created(name)
+    _follow_arrivals(bootstrap.app(), msg)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=QUEUE_SEGMENT_EVENTS + "-poison", connection=STORAGE_CONNECTION)
 def segment_arrived_poisoned(msg: func.QueueMessage) -> None:
-    """Not tried again here: the snapshot stays in storage, and the schedule exports each segment's newest one."""
-    bootstrap.app()  # first: it sets telemetry up, in a process this message may be the first of
-    telemetry.poisoned(QUEUE_SEGMENT_EVENTS + "-poison", f"message {msg.id}",
-                       "the snapshot it announced was not exported on arrival: the next scheduled export reads it, or "
-                       "start one by hand")
+    """Tried again: a destination exporting on arrival only (its schedule off) would not export the snapshot until a
+    newer one lands, and a snapshot is started at most once per destination, however often its events come."""
+    _follow_arrivals(bootstrap.poisoned(QUEUE_SEGMENT_EVENTS + "-poison", f"message {msg.id}", POISONED_EVENT_THEN), msg)
+
+
+def _follow_arrivals(app_: bootstrap.App, msg: func.QueueMessage) -> None:
+    for name in created_blobs(msg.get_body(), app_.settings.segments_container):
+        app_.exports.on_blob_created(name)

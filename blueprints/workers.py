@@ -7,7 +7,7 @@ from typing import Any
 
 import azure.functions as func
 
-from shared import bootstrap, telemetry
+from shared import bootstrap
 from shared.config import QUEUE_CHUNKS, QUEUE_PLANS, STORAGE_CONNECTION
 
 bp = func.Blueprint()
@@ -45,8 +45,7 @@ def plan_export(msg: func.QueueMessage) -> None:
 
 @bp.queue_trigger(arg_name="msg", queue_name=QUEUE_PLANS + "-poison", connection=STORAGE_CONNECTION)
 def plan_export_poisoned(msg: func.QueueMessage) -> None:
-    exports = bootstrap.app().exports  # first: it sets telemetry up, in a process this message may be the first of
-    telemetry.poisoned(QUEUE_PLANS + "-poison", _about(msg, "runId"))
+    exports = bootstrap.poisoned(QUEUE_PLANS + "-poison", _about(msg, "runId")).exports
     exports.plan_gave_up(_message(msg)["runId"])
 
 
@@ -58,7 +57,6 @@ def export_chunk(msg: func.QueueMessage) -> None:
 
 @bp.queue_trigger(arg_name="msg", queue_name=QUEUE_CHUNKS + "-poison", connection=STORAGE_CONNECTION)
 def export_chunk_poisoned(msg: func.QueueMessage) -> None:
-    exports = bootstrap.app().exports
-    telemetry.poisoned(QUEUE_CHUNKS + "-poison", _about(msg, "runId", "chunk"))
+    exports = bootstrap.poisoned(QUEUE_CHUNKS + "-poison", _about(msg, "runId", "chunk")).exports
     body = _message(msg)
     exports.chunk_gave_up(body["runId"], int(body["chunk"]), _attempt(msg))

@@ -96,7 +96,19 @@ def build(settings: Settings | None = None, secrets: SecretStore | None = None) 
 
 
 _app: App | None = None
+_settings: Settings | None = None
 _app_lock = threading.Lock()
+
+
+def _configured() -> Settings:
+    """The settings, with telemetry set up from them, once per process (under _app_lock): Azure Monitor or the
+    console (shared/telemetry.py), before anything is logged that an alert or the workbook reads."""
+    global _settings
+    if _settings is None:
+        settings = load_settings()
+        telemetry.setup(settings.telemetry, settings.applicationinsights_connection_string)
+        _settings = settings
+    return _settings
 
 
 def app() -> App:
@@ -104,8 +116,15 @@ def app() -> App:
     global _app
     with _app_lock:
         if _app is None:
-            settings = load_settings()
-            # Once per process, before the first export: Azure Monitor or the console (shared/telemetry.py).
-            telemetry.setup(settings.telemetry, settings.applicationinsights_connection_string)
-            _app = build(settings)
+            _app = build(_configured())
         return _app
+
+
+def poisoned(queue: str, what: str, then: str = telemetry.GIVEN_UP) -> App:
+    """For a poison queue's handler: its warning (what the poison-message alert reads) once telemetry is set up, as
+    the message may be the first of a cold instance, and before the app is built, which reaches storage, whose outage
+    may be why the message was poisoned; then the app. `what` names the message, never a person's data."""
+    with _app_lock:
+        _configured()
+    telemetry.poisoned(queue, what, then)
+    return app()

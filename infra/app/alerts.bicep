@@ -157,7 +157,7 @@ resource poisonMessage 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
   kind: 'LogAlert'
   properties: {
     displayName: 'Mailchimp export: message in a poison queue'
-    description: 'A queue message failed five times and was moved to a poison queue (the queue is the alert\'s dimension). The export queues\' poison handlers count the run or chunk; other poison queues are looked at by hand.'
+    description: 'A queue message failed five times and was moved to a poison queue (the queue is the alert\'s dimension). Each poison queue\'s handler logs the message it got: the export and erasure handlers count the run, chunk or request as given up on; the two event handlers handle the event once more.'
     severity: 2
     enabled: true
     scopes: [workspace.id]

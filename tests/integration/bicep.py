@@ -78,5 +78,8 @@ def workbook_queries(rel: str = "app/workbook.json") -> dict[str, str]:
                 yield from items(item["content"]["items"])
 
     data = json.loads((INFRA / rel).read_text(encoding="utf-8"))
-    return {item["content"].get("title") or item["name"]: item["content"]["query"]
-            for item in items(data["items"]) if item["type"] == 3}
+    queries = [(item["content"].get("title") or item["name"], item["content"]["query"])
+               for item in items(data["items"]) if item["type"] == 3]
+    named = dict(queries)
+    assert len(named) == len(queries), f"two query items of {rel} share a title: give each its own"
+    return named

@@ -83,7 +83,10 @@ def kusto_diagnostics(queries: dict[str, str]) -> dict[str, list[dict[str, Any]]
     done = subprocess.run(["node", str(CHECK)], input=json.dumps(request), capture_output=True, text=True,
                           cwd=ROOT, timeout=120)
     assert done.returncode == 0, f"kql_check.js failed ({done.returncode}):\n{done.stderr}"
-    return {result["name"]: result["diagnostics"] for result in json.loads(done.stdout)["results"]}
+    answer = json.loads(done.stdout)
+    pinned = json.loads((ROOT / "package.json").read_text(encoding="utf-8"))["devDependencies"]["@kusto/language-service-next"]
+    assert answer["package"] == pinned, f"node_modules has {answer['package']}, package.json pins {pinned}: run `npm ci`"
+    return {result["name"]: result["diagnostics"] for result in answer["results"]}
 
 
 def describe(name: str, diagnostic: dict[str, Any]) -> str:
