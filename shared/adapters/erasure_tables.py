@@ -160,8 +160,8 @@ class ErasedLedgerTable(_Table):
 
     RELIST_SECONDS = 60.0
 
-    def __init__(self, service: TableServiceClient, name: str) -> None:
-        super().__init__(service, name)
+    def __init__(self, service: TableServiceClient, name: str, create: bool = True) -> None:
+        super().__init__(service, name, create)
         # (the mark's ETag or None, when it was listed (time.monotonic), the listing)
         self._listed: tuple[str | None, float, Mapping[str, str]] | None = None
 

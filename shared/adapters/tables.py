@@ -10,7 +10,7 @@ import json
 import random
 import time
 from dataclasses import asdict
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
@@ -54,17 +54,21 @@ def _precondition_failed(error: HttpResponseError) -> bool:
 
 
 class _Table:
-    """A table created on first use, so building the app touches no network."""
+    """A table, looked up on first use so building the app touches no network. `create`: made there if missing, for
+    local development; in Azure `azd provision` makes the tables (infra/app/storage.bicep), and the app never makes one
+    again: an instance starting after a table was deleted would make it empty, and an empty erasedaddresses table
+    would let erased people be exported again."""
 
-    def __init__(self, service: TableServiceClient, name: str) -> None:
+    def __init__(self, service: TableServiceClient, name: str, create: bool = True) -> None:
         self._service = service
         self._name = name
+        self._create = create
         self._table: TableClient | None = None
 
     @property
     def table(self) -> TableClient:
         if self._table is None:
-            self._table = _ensure(self._service, self._name)
+            self._table = _ensure(self._service, self._name) if self._create else self._service.get_table_client(self._name)
         return self._table
 
     def row(self, partition: str, row: str) -> Any:
@@ -75,8 +79,9 @@ class _Table:
             return self.table.get_entity(partition, row)
         except ResourceNotFoundError as error:
             if error.error_code == "TableNotFound":  # the Table service's code for a missing table, not a missing row
-                raise TableMissing(f"table {self._name} is missing (deleted while the app ran?): restore it, or restart "
-                                   "the app to create it empty") from None
+                raise TableMissing(f"table {self._name} is missing: restore it from a backup, or run `azd provision` to "
+                                   "make it empty (an empty erasedaddresses table lets erased people be exported again: "
+                                   "request their erasures again first)") from None
             return None
 
     def _replace(self, entity: Any) -> None:
@@ -355,21 +360,32 @@ class DestinationTable(_Table):
                 entity["follow_up"] = entity.get("follow_up") or trigger
                 self._replace(entity)
                 return Claim("deferred", holder)
+            previous = {segment: exported.get(segment, "") for segment in covers}
             exported.update(covers)
             entity.update(active_run=run_id, exported=json.dumps(exported), follow_up="")
             self._replace(entity)
-            return Claim("claimed")
+            return Claim("claimed", previous=previous)
 
         return _retry_on_conflict(attempt)
 
-    def release(self, destination_id: str, run_id: str) -> str | None:
-        """Free the destination; returns the trigger of a follow-up run noted while it was busy, if any."""
+    def release(self, destination_id: str, run_id: str, restore: Mapping[str, str] | None = None) -> str | None:
+        """Free the destination; returns the trigger of a follow-up run noted while it was busy, if any. `restore`:
+        the claim's `previous`, put back as what the segments last exported, in the same write (a run that was never
+        created exported nothing)."""
 
         def attempt() -> str | None:
             entity = self._get_entity(destination_id)
             if entity is None or entity.get("active_run") != run_id:
                 return None
             follow_up = entity.get("follow_up") or None
+            if restore:
+                exported = json.loads(entity.get("exported") or "{}")
+                for segment, snapshot in restore.items():
+                    if snapshot:
+                        exported[segment] = snapshot
+                    else:
+                        exported.pop(segment, None)
+                entity["exported"] = json.dumps(exported)
             entity.update(active_run="", follow_up="")
             self._replace(entity)
             return follow_up
@@ -380,8 +396,8 @@ class DestinationTable(_Table):
 class RunTable(_Table):
     READ_CHUNKS_KEPT = 256  # chunk rows kept from get_chunk for finish_chunk (one per chunk being worked on)
 
-    def __init__(self, service: TableServiceClient, name: str) -> None:
-        super().__init__(service, name)
+    def __init__(self, service: TableServiceClient, name: str, create: bool = True) -> None:
+        super().__init__(service, name, create)
         self._read_chunks: dict[tuple[str, int], Any] = {}  # (run, chunk) -> its row as get_chunk last read it
 
     @staticmethod

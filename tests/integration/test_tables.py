@@ -244,3 +244,35 @@ def test_a_table_deleted_under_the_app_raises_instead_of_reading_every_record_as
                  lambda: destinations.get("no-such-destination"), lambda: ledger.erased_on(["ab" * 16])):
         with pytest.raises(tables_module.TableMissing, match="is missing"):
             read()
+    # an instance starting afterwards, as in Azure (identity-based storage, create=False): it does not make the ledger
+    # again, empty, which would let erased people be exported again
+    with pytest.raises(tables_module.TableMissing, match="erasedaddresses table lets erased people"):
+        ErasedLedgerTable(service, ledger._name, create=False).erased_on(["ab" * 16])
+    assert ledger._name not in {t.name for t in service.list_tables()}
+    assert RunTable(service, runs._name).get(run.id, counts=False) is None  # locally (Azurite) it is made on first use
+
+
+def test_a_claim_whose_run_was_never_created_gives_its_snapshots_back(tables):
+    """A run's record that could not be created (starting.py _queue) exported nothing: releasing with the claim's
+    `previous` puts back what the segments last exported, so the next trigger starts the snapshot again (it used to
+    read as exported by a run that never existed, until a newer snapshot landed)."""
+    destinations = DestinationTable(tables, "dest" + uuid.uuid4().hex[:8])
+    destination = new_destination({"displayName": "D", "consent": {"accepted": True}, "audienceId": "a1",
+                                   "mapping": {"email": "E"}, "segments": ["A", "B"]}, "admin").destination
+    destinations.save(destination)
+    finished = lambda run_id: True  # noqa: E731 - no run is active in this test
+    first = destinations.claim(destination.id, "r1", {"A": "2026-11-28T17:00Z"}, finished, "storage", only_if_newer=True)
+    assert first.outcome == "claimed" and first.previous == {"A": ""}
+    destinations.release(destination.id, "r1")
+    second = destinations.claim(destination.id, "r2", {"A": "2026-11-29T17:00Z", "B": "2026-11-29T17:00Z"}, finished,
+                                "storage", only_if_newer=True)
+    assert second.previous == {"A": "2026-11-28T17:00Z", "B": ""}
+
+    destinations.release(destination.id, "r2", second.previous)  # r2's record could not be created
+
+    assert destinations.exported(destination.id) == {"A": "2026-11-28T17:00Z"} and not destinations.active_run(destination.id)
+    again = destinations.claim(destination.id, "r3", {"A": "2026-11-29T17:00Z", "B": "2026-11-29T17:00Z"}, finished,
+                               "schedule", only_if_newer=True)
+    assert again.outcome == "claimed"  # not up_to_date: the snapshots are started again
+    destinations.release(destination.id, "someone-else", {"A": ""})  # not the holder: changes nothing
+    assert destinations.exported(destination.id)["A"] == "2026-11-29T17:00Z" and destinations.active_run(destination.id) == "r3"
