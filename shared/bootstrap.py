@@ -65,9 +65,10 @@ def build(settings: Settings | None = None, secrets: SecretStore | None = None) 
     chunk_queue = QueueSender(queues, QUEUE_CHUNKS)
     for queue in (plan_queue, chunk_queue):
         queue.ensure()
-    destination_table = DestinationTable(tables, TABLE_DESTINATIONS)
-    runs = RunTable(tables, TABLE_RUNS)
-    erased = ErasedLedgerTable(tables, TABLE_ERASED)  # exports keep out whom erasures wrote here
+    create = settings.storage.connection_string is not None  # Azurite; in Azure the templates make the tables
+    destination_table = DestinationTable(tables, TABLE_DESTINATIONS, create)
+    runs = RunTable(tables, TABLE_RUNS, create)
+    erased = ErasedLedgerTable(tables, TABLE_ERASED, create)  # exports keep out whom erasures wrote here
     exports = ExportService(
         settings=settings,
         destinations=destination_table,
@@ -88,7 +89,7 @@ def build(settings: Settings | None = None, secrets: SecretStore | None = None) 
     erasure_queue = QueueSender(queues, QUEUE_ERASURES)
     erasure_queue.ensure()
     # The drop folder sits next to the segments: the platform writes its deletion exports into the same account.
-    erasures = ErasureService(records=ErasureTable(tables, TABLE_ERASURES), ledger=erased,
+    erasures = ErasureService(records=ErasureTable(tables, TABLE_ERASURES, create), ledger=erased,
                               queue=erasure_queue, work=work, destinations=destination_table, connections=connections,
                               drops=BlobFolder(segment_blobs.get_container_client(CONTAINER_ERASURES)),
                               runs=runs)  # every audience a run wrote to, deleted destinations' too
@@ -98,17 +99,19 @@ def build(settings: Settings | None = None, secrets: SecretStore | None = None) 
 _app: App | None = None
 _settings: Settings | None = None
 _app_lock = threading.Lock()
+_settings_lock = threading.Lock()  # taken inside _app_lock by app(), alone by poisoned(): never the other way round
 
 
 def _configured() -> Settings:
-    """The settings, with telemetry set up from them, once per process (under _app_lock): Azure Monitor or the
-    console (shared/telemetry.py), before anything is logged that an alert or the workbook reads."""
+    """The settings, with telemetry set up from them, once per process: Azure Monitor or the console
+    (shared/telemetry.py), before anything is logged that an alert or the workbook reads."""
     global _settings
-    if _settings is None:
-        settings = load_settings()
-        telemetry.setup(settings.telemetry, settings.applicationinsights_connection_string)
-        _settings = settings
-    return _settings
+    with _settings_lock:
+        if _settings is None:
+            settings = load_settings()
+            telemetry.setup(settings.telemetry, settings.applicationinsights_connection_string)
+            _settings = settings
+        return _settings
 
 
 def app() -> App:
@@ -124,7 +127,6 @@ def poisoned(queue: str, what: str, then: str = telemetry.GIVEN_UP) -> App:
     """For a poison queue's handler: its warning (what the poison-message alert reads) once telemetry is set up, as
     the message may be the first of a cold instance, and before the app is built, which reaches storage, whose outage
     may be why the message was poisoned; then the app. `what` names the message, never a person's data."""
-    with _app_lock:
-        _configured()
+    _configured()  # not under _app_lock: another thread's build, slow in a storage outage, must not hold the warning
     telemetry.poisoned(queue, what, then)
     return app()

@@ -27,6 +27,9 @@ class Claim:
 
     outcome: str  # claimed | busy (another run holds it) | deferred (a follow-up is noted) | up_to_date
     holder: str | None = None
+    # claimed: what the covered segments had recorded as exported before ("" for none), put back by `release` if the
+    # run's record cannot be created (else the snapshots would read as exported by a run that never existed)
+    previous: dict[str, str] = field(default_factory=dict)
 
 
 class InvalidDestination(Exception):

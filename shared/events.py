@@ -9,11 +9,6 @@ import json
 from typing import Any
 
 BLOB_CREATED = "Microsoft.Storage.BlobCreated"
-# What a poisoned event's handler does (shared/telemetry.py `poisoned`): its message is handled once more, and the
-# poison queue's own trigger redelivers it as any queue does; after that it lies in `<queue>-poison-poison`, read by
-# nothing.
-POISONED_EVENT_THEN = ("handled once more (up to 5 deliveries); if that fails too, it moves on to that queue's own "
-                       "-poison queue, read by nothing: write the file again once the cause is fixed")
 _SUBJECT = "/blobServices/default/containers/"
 
 

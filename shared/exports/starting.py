@@ -46,7 +46,7 @@ class Starting(ExportParts):
         if claim.outcome != "claimed":
             self._kick(claim.holder)
             raise Refused(409, f"an export of this destination is already running (run {claim.holder}); wait for it to finish")
-        return self._queue(run)
+        return self._queue(run, claim.previous)
 
     def follow(self, destination_id: str, trigger: str, newest: dict[str, Snapshot] | None = None) -> Run | None:
         """An export the platform's refresh calls for (schedule or arrival): only for snapshots not exported yet.
@@ -85,7 +85,7 @@ class Starting(ExportParts):
             log.info("destination %s: %s trigger %s", destination.id, trigger,
                      "noted for after the running export" if claim.outcome == "deferred" else "found nothing new")
             return None
-        return self._queue(run)
+        return self._queue(run, claim.previous)
 
     def on_schedule(self) -> list[Run]:
         """A timer tick: follow every destination with scheduled export on. Past-due ticks do the same, once.
@@ -151,11 +151,13 @@ class Starting(ExportParts):
         return Run(id=new_run_id(), destination_id=destination.id, trigger=trigger, status="queued",
                    created_at=now_iso(), segments=parts)
 
-    def _queue(self, run: Run) -> Run:
+    def _queue(self, run: Run, previous: dict[str, str] | None = None) -> Run:
+        """`previous`: the claim's, restored if the run's record cannot be created, so that its snapshots are not left
+        recorded as exported by a run that never existed (no trigger would start them again until a newer one)."""
         try:
             self.runs.create(run)
         except Exception:
-            self.destinations.release(run.destination_id, run.id)
+            self.destinations.release(run.destination_id, run.id, previous)
             raise
         # A failed send keeps the claim: the queue may have taken the message although the call failed (a timeout),
         # and releasing would let a retry start a second export alongside. A run left queued without its message is

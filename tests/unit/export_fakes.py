@@ -6,6 +6,7 @@ name; the audience: Mailchimp's upsert rules through the real `upsert`). The end
 
 import contextlib, copy, threading
 from pathlib import Path
+from shared.adapters.storage import REWRITE_ATTEMPTS
 from shared.config import load_settings
 from shared.destinations import Destination, FieldMapping, Claim
 from shared.exports import ExportService
@@ -17,9 +18,39 @@ from shared.runs import add_counts
 from shared.sample_segments import FolderSource
 
 
+class Versioned(dict):
+    """Blob name -> bytes, with a version per name that every write or delete moves, as an ETag does (also for a test
+    writing `work.blobs[name] = ...` directly)."""
+
+    def __init__(self):
+        super().__init__()
+        self.versions = {}
+
+    def _moved(self, name):
+        self.versions[name] = self.versions.get(name, 0) + 1
+
+    def __setitem__(self, name, data):
+        super().__setitem__(name, data)
+        self._moved(name)
+
+    def __delitem__(self, name):
+        super().__delitem__(name)
+        self._moved(name)
+
+    def pop(self, name, *default):
+        if name in self:
+            self._moved(name)
+        return super().pop(name, *default)
+
+    def setdefault(self, name, data=None):
+        if name not in self:
+            self[name] = data
+        return self[name]
+
+
 class Work:
     def __init__(self):
-        self.blobs, self.locks, self.versions = {}, {}, {}
+        self.blobs, self.locks = Versioned(), {}
 
     def list_names(self, prefix=""):
         return [n for n in sorted(self.blobs) if n.startswith(prefix)]
@@ -34,23 +65,22 @@ class Work:
 
     def write_bytes(self, n, d):
         self.blobs[n] = d
-        self.versions[n] = self.versions.get(n, 0) + 1  # an ETag: every write moves it, the same bytes or not
 
     def exists(self, n):
         return n in self.blobs
 
-    def rewrite(self, n, change, attempts=5):
+    def rewrite(self, n, change, attempts=REWRITE_ATTEMPTS):
         """As the adapter does: written only if nobody wrote or deleted the blob while `change` ran (its version, as
         an ETag, moved), else read again; RuntimeError after `attempts` reads."""
         for _ in range(attempts):
             if n not in self.blobs:
                 return False
-            version = self.versions.get(n)
+            version = self.blobs.versions.get(n)
             changed = change(self.blobs[n])
             if changed is None:
                 return False
-            if n in self.blobs and self.versions.get(n) == version:
-                self.write_bytes(n, changed)
+            if self.blobs.versions.get(n) == version:
+                self.blobs[n] = changed
                 return True
         raise RuntimeError(f"{n} changed under each of {attempts} rewrites; try again later")
 
@@ -188,7 +218,7 @@ class Dests:
         self.active = run_id
         return Claim("claimed", run_id)
 
-    def release(self, i, run_id):
+    def release(self, i, run_id, restore=None):
         self.active = None
         return None
 

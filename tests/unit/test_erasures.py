@@ -507,3 +507,34 @@ def test_an_erasure_changes_the_mirrors_mark_after_mailchimp_forgot_and_before_i
     mark = done.index(("write", ERASURES_MARK))
     assert max(i for i, step in enumerate(done) if step[0] == "mailchimp") < mark < done.index(("delete", MIRRORS_PREFIX))
     assert work.list_names(MIRRORS_PREFIX) == []
+
+
+def test_the_scrub_reads_a_file_again_that_was_written_meanwhile_and_gives_up_on_one_that_never_settles(world) -> None:
+    """The fake's rewrite keeps the adapter's promise (tests/integration/test_work_blobs.py checks the adapter's): a
+    write between the read and the write-back makes it read again; a file written under every attempt raises, and the
+    erasure's message is delivered again (its Mailchimp deletions are recorded and not made twice)."""
+    service, records, ledger, queue, work, connections = world
+    connections.audiences = {("acct-a", "aud1"): {subscriber_hash(ANN)}}
+    line = (json.dumps({"email": ANN, "reason": "x"}) + "\n").encode()
+    work.blobs["runs/r/errors/plan-0000.jsonl"] = line
+    real_rewrite = work.rewrite
+    rewrites = []
+
+    def written_meanwhile(name, change, attempts=5):
+        def racing(data):
+            if len(rewrites) < limit:
+                rewrites.append(name)
+                work.blobs[name] = data + line  # the run writes it again
+            return change(data)
+        return real_rewrite(name, racing, attempts)
+
+    work.rewrite = written_meanwhile
+    erasure, _ = service.request([ANN], "00000000-0000-0000-0000-00000000ad4a")
+    limit = 99
+    with pytest.raises(RuntimeError, match="changed under each of 5"):
+        service.process(erasure.id)
+    calls = list(connections.calls)
+    limit = len(rewrites) + 1  # the redelivery: one more write meanwhile, then it settles
+    done = service.process(erasure.id)
+    assert done.status == DONE and done.files_scrubbed == 1 and ANN.encode() not in work.blobs["runs/r/errors/plan-0000.jsonl"]
+    assert connections.calls == calls  # not deleted again

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.destinations import Claim
 from shared.exports import Refused, chunk_blob
 from tests.unit.export_fakes import drain, make, write_snapshot
 
@@ -332,3 +333,24 @@ def test_a_plan_message_for_a_run_the_retention_sweep_deleted_leaves_no_lock_beh
     del service.runs.runs[run.id]
     service.plan(run.id)
     assert service.work.list_names(f"runs/{run.id}/") == []
+
+
+def test_a_run_whose_record_cannot_be_created_gives_its_claim_and_snapshots_back(tmp_path):
+    """A start whose run record fails to be written frees the destination with the claim's `previous`, so its snapshots
+    do not read as exported by a run that never existed (the next trigger starts them)."""
+    write_snapshot(tmp_path, "Vip", "2026/11/28/1700", ["p0@x.com"])
+    service, _ = make(tmp_path, ["Vip"])
+    released: list[tuple[str, object]] = []
+    real_release, real_create = service.destinations.release, service.runs.create
+    service.destinations.claim = lambda i, run_id, covers, *args, **kwargs: Claim(
+        "claimed", run_id, previous={segment: "2026-11-27T17:00Z" for segment in covers})
+
+    def failing_create(run):
+        raise OSError("storage unreachable")
+
+    service.runs.create = failing_create
+    service.destinations.release = lambda i, run_id, restore=None: released.append((run_id, restore)) or real_release(i, run_id)
+    with pytest.raises(OSError):
+        service.follow("d1", "storage")
+    assert len(released) == 1 and released[0][1] == {"Vip": "2026-11-27T17:00Z"}, released
+    service.runs.create = real_create

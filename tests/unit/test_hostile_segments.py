@@ -459,7 +459,7 @@ class MemoryDestinations:
     def claim(self, destination_id, run_id, covers, is_finished, trigger="http", only_if_newer=False) -> Claim:
         return Claim("claimed")
 
-    def release(self, destination_id: str, run_id: str) -> str | None:
+    def release(self, destination_id: str, run_id: str, restore=None) -> str | None:
         return None
 
     def active_run(self, destination_id: str) -> str | None:

@@ -94,7 +94,7 @@ class MemoryDestinations:
               only_if_newer: bool = False) -> Claim:
         return Claim("claimed", run_id)  # every start is the only one (each call puts d1 back)
 
-    def release(self, destination_id: str, run_id: str) -> str | None:
+    def release(self, destination_id: str, run_id: str, restore: Any = None) -> str | None:
         return None
 
 

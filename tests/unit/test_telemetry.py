@@ -104,3 +104,22 @@ def test_a_poisoned_messages_warning_names_only_what_the_app_would_have_written(
                  {"runId": "20261202T093115-0444dd2a"}, ["a"], "text"):
         assert _about(message(body), "runId", "chunk") == "message m-1, whose body is not what the app writes", body
     assert "m-1" in _about(func.QueueMessage(id="m-1", body=b"not json"), "runId")
+
+
+def test_a_poison_handler_warns_before_the_app_is_built_so_a_storage_outage_does_not_silence_it(captured, monkeypatch):
+    """bootstrap.poisoned: the warning first (telemetry set up from the settings), then the app, whose build reaches
+    storage, which may be why the message was poisoned."""
+    from shared import bootstrap
+
+    def storage_down(settings):
+        raise ConnectionError("storage unreachable")
+
+    monkeypatch.setattr(bootstrap, "_app", None)
+    monkeypatch.setattr(bootstrap, "_settings", None)
+    monkeypatch.setattr(bootstrap, "load_settings", lambda: load_settings(STORAGE))
+    monkeypatch.setattr(bootstrap.telemetry, "setup", lambda *args: None)
+    monkeypatch.setattr(bootstrap, "build", storage_down)
+    with pytest.raises(ConnectionError):
+        bootstrap.poisoned("export-plans-poison", "runId 20260301T090000-abcd1234")
+    (warning,) = [r for r in captured if getattr(r, "poisonQueue", None)]
+    assert warning.poisonQueue == "export-plans-poison" and "runId 20260301T090000-abcd1234" in warning.getMessage()
