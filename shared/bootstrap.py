@@ -65,7 +65,7 @@ def build(settings: Settings | None = None, secrets: SecretStore | None = None) 
     chunk_queue = QueueSender(queues, QUEUE_CHUNKS)
     for queue in (plan_queue, chunk_queue):
         queue.ensure()
-    create = settings.storage.connection_string is not None  # Azurite; in Azure the templates make the tables
+    create = settings.storage.local  # Azurite; elsewhere the templates make the tables (StorageSettings.local)
     destination_table = DestinationTable(tables, TABLE_DESTINATIONS, create)
     runs = RunTable(tables, TABLE_RUNS, create)
     erased = ErasedLedgerTable(tables, TABLE_ERASED, create)  # exports keep out whom erasures wrote here

@@ -45,6 +45,18 @@ class StorageSettings:
     table_uri: str | None
     client_id: str | None  # user-assigned managed identity, when used
 
+    @property
+    def local(self) -> bool:
+        """The storage emulator on this machine (Azurite): UseDevelopmentStorage=true, or every endpoint a loopback
+        host. The app then makes its tables on first use; anywhere else the templates make them, and the app never
+        makes one again (a deleted erasedaddresses table made anew, empty, would let erased people be exported)."""
+        fields = {key.strip().lower(): value.strip() for key, _, value in
+                  (part.partition("=") for part in (self.connection_string or "").split(";") if part.strip())}
+        if fields.get("usedevelopmentstorage", "").lower() == "true":
+            return True
+        endpoints = [value for key, value in fields.items() if key.endswith("endpoint")]
+        return bool(endpoints) and all(_loopback(urlsplit(url).hostname or "") for url in endpoints)
+
 
 @dataclass(frozen=True)
 class OAuthSettings:
@@ -251,9 +263,12 @@ def secure_or_local(url: str) -> bool:
     parts = urlsplit(url)
     if parts.scheme == "https":
         return True
-    host = (parts.hostname or "").rstrip(".")
-    if parts.scheme != "http" or not host:
-        return False
+    host = parts.hostname or ""
+    return parts.scheme == "http" and _loopback(host)
+
+
+def _loopback(host: str) -> bool:
+    host = host.rstrip(".")
     if host == "localhost":
         return True
     try:

@@ -55,9 +55,9 @@ def _precondition_failed(error: HttpResponseError) -> bool:
 
 class _Table:
     """A table, looked up on first use so building the app touches no network. `create`: made there if missing, for
-    local development; in Azure `azd provision` makes the tables (infra/app/storage.bicep), and the app never makes one
-    again: an instance starting after a table was deleted would make it empty, and an empty erasedaddresses table
-    would let erased people be exported again."""
+    local development (StorageSettings.local); in Azure `azd provision` makes the tables (infra/app/storage.bicep),
+    and the app never makes one again: an instance starting after a table was deleted would make it empty, and an
+    empty erasedaddresses table would let erased people be exported again."""
 
     def __init__(self, service: TableServiceClient, name: str, create: bool = True) -> None:
         self._service = service
@@ -79,9 +79,10 @@ class _Table:
             return self.table.get_entity(partition, row)
         except ResourceNotFoundError as error:
             if error.error_code == "TableNotFound":  # the Table service's code for a missing table, not a missing row
-                raise TableMissing(f"table {self._name} is missing: restore it from a backup, or run `azd provision` to "
-                                   "make it empty (an empty erasedaddresses table lets erased people be exported again: "
-                                   "request their erasures again first)") from None
+                raise TableMissing(f"table {self._name} is missing: restore it from a backup, or make it again empty "
+                                   "(`azd provision`; locally, restarting the app does) knowing that an empty "
+                                   "erasedaddresses table lets erased people be exported again: request their erasures "
+                                   "again first") from None
             return None
 
     def _replace(self, entity: Any) -> None:
@@ -440,7 +441,10 @@ class RunTable(_Table):
         )
 
     def create(self, run: Run) -> None:
-        self.table.create_entity(self._to_entity(run))
+        try:
+            self.table.create_entity(self._to_entity(run))
+        except ResourceExistsError:
+            pass  # run ids are unique: the SDK's retry of a create that had landed finds its own record
 
     def get(self, run_id: str, counts: bool = True) -> Run | None:
         """counts=False skips adding up the chunk counters (a chunk worker needs the run's settings, not its totals)."""

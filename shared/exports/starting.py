@@ -152,19 +152,30 @@ class Starting(ExportParts):
                    created_at=now_iso(), segments=parts)
 
     def _queue(self, run: Run, previous: dict[str, str] | None = None) -> Run:
-        """`previous`: the claim's, restored if the run's record cannot be created, so that its snapshots are not left
-        recorded as exported by a run that never existed (no trigger would start them again until a newer one)."""
+        """`previous`: the claim's, restored if the run's record was not created, so that its snapshots are not left
+        recorded as exported by a run that never existed (no trigger would start them again until a newer one). A
+        create that failed on the way back (a timeout) may have landed: then the run goes on as created, since giving
+        its snapshots back would let a trigger export them a second time beside it."""
         try:
             self.runs.create(run)
         except Exception:
-            self.destinations.release(run.destination_id, run.id, previous)
-            raise
+            created = self._created(run.id)
+            if created is not True:  # unknown: freed without giving the snapshots back (never exported twice)
+                self.destinations.release(run.destination_id, run.id, previous if created is False else None)
+                raise
         # A failed send keeps the claim: the queue may have taken the message although the call failed (a timeout),
         # and releasing would let a retry start a second export alongside. A run left queued without its message is
         # sent again by the next start or trigger that finds it holding the destination (see _kick).
         self.plan_queue.send({"runId": run.id})
         log.info("export %s queued for destination %s (%s, %d segments)", run.id, run.destination_id, run.trigger, len(run.segments))
         return run
+
+    def _created(self, run_id: str) -> bool | None:
+        """Whether a run's record exists; None when that cannot be read either."""
+        try:
+            return self.runs.get(run_id, counts=False) is not None
+        except Exception:  # noqa: BLE001 - the caller raises the create's own error
+            return None
 
     def _kick(self, holder: str | None) -> None:
         """The run holding the destination is still queued: send its plan message again, in case the start that

@@ -276,3 +276,11 @@ def test_a_claim_whose_run_was_never_created_gives_its_snapshots_back(tables):
     assert again.outcome == "claimed"  # not up_to_date: the snapshots are started again
     destinations.release(destination.id, "someone-else", {"A": ""})  # not the holder: changes nothing
     assert destinations.exported(destination.id)["A"] == "2026-11-29T17:00Z" and destinations.active_run(destination.id) == "r3"
+
+
+def test_creating_a_run_whose_record_landed_already_is_not_an_error(tables):
+    """The SDK's retry of a create that had landed finds the record there: run ids are unique, so it is this run's."""
+    runs = RunTable(tables, "runs" + uuid.uuid4().hex[:8])
+    run = new_run(runs, chunks=0)
+    runs.create(run)
+    assert runs.get(run.id, counts=False).id == run.id

@@ -1,6 +1,6 @@
 import pytest
 
-from shared.config import ConfigError, load_settings
+from shared.config import ConfigError, StorageSettings, load_settings
 
 AZURITE = "UseDevelopmentStorage=true"
 
@@ -147,3 +147,16 @@ def test_segments_problems_are_reported_with_the_others():
     message = str(caught.value)
     for name in ("AzureWebJobsStorage", "SEGMENTS_BLOB_URI", "MAILCHIMP_MAX_CONNECTIONS"):
         assert name in message
+
+
+@pytest.mark.parametrize("connection, local", [
+    ("UseDevelopmentStorage=true", True),
+    ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=k;BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;"
+     "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;TableEndpoint=http://localhost:10002/devstoreaccount1;", True),
+    ("DefaultEndpointsProtocol=https;AccountName=stprod;AccountKey=k;EndpointSuffix=core.windows.net", False),
+    ("BlobEndpoint=http://127.0.0.1:10000/a;TableEndpoint=https://stprod.table.core.windows.net/", False),
+    (None, False),
+])
+def test_only_the_local_emulator_counts_as_local_storage(connection, local) -> None:
+    """Where the app makes its own tables (shared/adapters/tables.py): Azurite, never a key-based Azure account."""
+    assert StorageSettings(connection, None, None, None, None).local is local

@@ -335,22 +335,43 @@ def test_a_plan_message_for_a_run_the_retention_sweep_deleted_leaves_no_lock_beh
     assert service.work.list_names(f"runs/{run.id}/") == []
 
 
-def test_a_run_whose_record_cannot_be_created_gives_its_claim_and_snapshots_back(tmp_path):
+def test_a_run_whose_record_cannot_be_created_gives_its_claim_and_snapshots_back_unless_it_landed(tmp_path):
     """A start whose run record fails to be written frees the destination with the claim's `previous`, so its snapshots
-    do not read as exported by a run that never existed (the next trigger starts them)."""
+    do not read as exported by a run that never existed (the next trigger starts them). A create that failed on the
+    way back but landed goes on as created (giving the snapshots back would let a trigger export them twice); when
+    neither can be told, the destination is freed and the snapshots stay recorded (never exported twice)."""
     write_snapshot(tmp_path, "Vip", "2026/11/28/1700", ["p0@x.com"])
     service, _ = make(tmp_path, ["Vip"])
     released: list[tuple[str, object]] = []
-    real_release, real_create = service.destinations.release, service.runs.create
+    real_release, real_create, real_get = service.destinations.release, service.runs.create, service.runs.get
     service.destinations.claim = lambda i, run_id, covers, *args, **kwargs: Claim(
         "claimed", run_id, previous={segment: "2026-11-27T17:00Z" for segment in covers})
+    service.destinations.release = lambda i, run_id, restore=None: released.append((run_id, restore)) or real_release(i, run_id)
 
     def failing_create(run):
         raise OSError("storage unreachable")
 
+    def landed_then_failed(run):
+        real_create(run)
+        raise TimeoutError("the answer was lost")
+
+    def unreadable(run_id, counts=True):
+        raise OSError("storage unreachable")
+
     service.runs.create = failing_create
-    service.destinations.release = lambda i, run_id, restore=None: released.append((run_id, restore)) or real_release(i, run_id)
     with pytest.raises(OSError):
         service.follow("d1", "storage")
-    assert len(released) == 1 and released[0][1] == {"Vip": "2026-11-27T17:00Z"}, released
-    service.runs.create = real_create
+    assert released == [(released[0][0], {"Vip": "2026-11-27T17:00Z"})], released
+
+    released.clear()
+    service.runs.get = unreadable
+    with pytest.raises(OSError):
+        service.follow("d1", "storage")
+    assert [restore for _, restore in released] == [None]  # unknown: the snapshots stay recorded
+
+    released.clear()
+    service.runs.get = real_get
+    service.runs.create = landed_then_failed
+    service.plan_queue.msgs.clear()
+    run = service.follow("d1", "storage")
+    assert run is not None and released == [] and service.plan_queue.msgs == [{"runId": run.id}]
