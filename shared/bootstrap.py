@@ -15,7 +15,8 @@ from shared.adapters.erasure_tables import ErasedLedgerTable, ErasureTable
 from shared.adapters.tables import DestinationTable, RunTable
 from shared.audience_mirror import AudienceMirror
 from shared.config import (CONTAINER_ERASURES, CONTAINER_SLOTS, CONTAINER_WORK, QUEUE_CHUNKS, QUEUE_ERASURES, QUEUE_PLANS,
-                           TABLE_DESTINATIONS, TABLE_ERASED, TABLE_ERASURES, TABLE_RUNS, Settings, load_settings)
+                           TABLE_DESTINATIONS, TABLE_ERASED, TABLE_ERASURES, TABLE_RUNS, Settings, load_settings,
+                           on_this_machine)
 from shared.connections import MailchimpConnections
 from shared.destination_service import DestinationService
 from shared.erasures import ErasureService
@@ -65,7 +66,9 @@ def build(settings: Settings | None = None, secrets: SecretStore | None = None) 
     chunk_queue = QueueSender(queues, QUEUE_CHUNKS)
     for queue in (plan_queue, chunk_queue):
         queue.ensure()
-    create = settings.storage.local  # Azurite; elsewhere the templates make the tables (StorageSettings.local)
+    # Tables are made on first use only where table calls go to this machine (Azurite, by the client's own endpoint):
+    # anywhere else the templates make them, and a deleted one must stay missing (see shared/adapters/tables.py).
+    create = on_this_machine(tables.url)
     destination_table = DestinationTable(tables, TABLE_DESTINATIONS, create)
     runs = RunTable(tables, TABLE_RUNS, create)
     erased = ErasedLedgerTable(tables, TABLE_ERASED, create)  # exports keep out whom erasures wrote here

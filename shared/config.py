@@ -45,18 +45,6 @@ class StorageSettings:
     table_uri: str | None
     client_id: str | None  # user-assigned managed identity, when used
 
-    @property
-    def local(self) -> bool:
-        """The storage emulator on this machine (Azurite): UseDevelopmentStorage=true, or every endpoint a loopback
-        host. The app then makes its tables on first use; anywhere else the templates make them, and the app never
-        makes one again (a deleted erasedaddresses table made anew, empty, would let erased people be exported)."""
-        fields = {key.strip().lower(): value.strip() for key, _, value in
-                  (part.partition("=") for part in (self.connection_string or "").split(";") if part.strip())}
-        if fields.get("usedevelopmentstorage", "").lower() == "true":
-            return True
-        endpoints = [value for key, value in fields.items() if key.endswith("endpoint")]
-        return bool(endpoints) and all(_loopback(urlsplit(url).hostname or "") for url in endpoints)
-
 
 @dataclass(frozen=True)
 class OAuthSettings:
@@ -263,12 +251,13 @@ def secure_or_local(url: str) -> bool:
     parts = urlsplit(url)
     if parts.scheme == "https":
         return True
-    host = parts.hostname or ""
-    return parts.scheme == "http" and _loopback(host)
+    return parts.scheme == "http" and on_this_machine(url)
 
 
-def _loopback(host: str) -> bool:
-    host = host.rstrip(".")
+def on_this_machine(url: str) -> bool:
+    """Whether a URL's host is a loopback address or localhost: how local development (Azurite, the local Mailchimp)
+    is recognised, by the host alone."""
+    host = (urlsplit(url).hostname or "").rstrip(".")
     if host == "localhost":
         return True
     try:

@@ -55,7 +55,7 @@ def _precondition_failed(error: HttpResponseError) -> bool:
 
 class _Table:
     """A table, looked up on first use so building the app touches no network. `create`: made there if missing, for
-    local development (StorageSettings.local); in Azure `azd provision` makes the tables (infra/app/storage.bicep),
+    local development (bootstrap: table calls going to this machine); in Azure `azd provision` makes the tables (infra/app/storage.bicep),
     and the app never makes one again: an instance starting after a table was deleted would make it empty, and an
     empty erasedaddresses table would let erased people be exported again."""
 
@@ -443,8 +443,11 @@ class RunTable(_Table):
     def create(self, run: Run) -> None:
         try:
             self.table.create_entity(self._to_entity(run))
-        except ResourceExistsError:
-            pass  # run ids are unique: the SDK's retry of a create that had landed finds its own record
+        except ResourceExistsError as error:
+            # the create path's 409 carries its code in the body only; another 409 (TableBeingDeleted) is not created
+            if "EntityAlreadyExists" not in f"{getattr(error, 'error_code', '')} {error}":
+                raise
+            # run ids are unique: a retry (the SDK's, on a 5xx) of a create that had landed finds its own record
 
     def get(self, run_id: str, counts: bool = True) -> Run | None:
         """counts=False skips adding up the chunk counters (a chunk worker needs the run's settings, not its totals)."""

@@ -155,20 +155,33 @@ class Starting(ExportParts):
         """`previous`: the claim's, restored if the run's record was not created, so that its snapshots are not left
         recorded as exported by a run that never existed (no trigger would start them again until a newer one). A
         create that failed on the way back (a timeout) may have landed: then the run goes on as created, since giving
-        its snapshots back would let a trigger export them a second time beside it."""
+        its snapshots back would let a trigger export them a second time beside it. When that cannot be read either,
+        the claim is kept, as after a failed send."""
         try:
             self.runs.create(run)
-        except Exception:
+        except Exception as error:
             created = self._created(run.id)
-            if created is not True:  # unknown: freed without giving the snapshots back (never exported twice)
-                self.destinations.release(run.destination_id, run.id, previous if created is False else None)
+            if created is not True:
+                if created is False:  # unknown: the claim is kept, as for a failed send (_kick sends it if it exists)
+                    self._give_back(run, previous)
                 raise
+            log.warning("export %s: creating its record raised %s, but the record is there: going on", run.id,
+                        type(error).__name__)
         # A failed send keeps the claim: the queue may have taken the message although the call failed (a timeout),
         # and releasing would let a retry start a second export alongside. A run left queued without its message is
         # sent again by the next start or trigger that finds it holding the destination (see _kick).
         self.plan_queue.send({"runId": run.id})
         log.info("export %s queued for destination %s (%s, %d segments)", run.id, run.destination_id, run.trigger, len(run.segments))
         return run
+
+    def _give_back(self, run: Run, previous: dict[str, str] | None) -> None:
+        """Free the destination of a run that was never created, with its snapshots given back; a failure here is
+        logged, not raised, so the caller raises the create's own error."""
+        try:
+            self.destinations.release(run.destination_id, run.id, previous)
+        except Exception as error:  # noqa: BLE001 - the claim stays; the next trigger finds its run missing (finished)
+            log.error("export %s was not created and its claim could not be released (%s): the next trigger takes the "
+                      "destination over", run.id, type(error).__name__)
 
     def _created(self, run_id: str) -> bool | None:
         """Whether a run's record exists; None when that cannot be read either."""

@@ -1,6 +1,6 @@
 import pytest
 
-from shared.config import ConfigError, StorageSettings, load_settings
+from shared.config import ConfigError, load_settings, on_this_machine
 
 AZURITE = "UseDevelopmentStorage=true"
 
@@ -151,12 +151,16 @@ def test_segments_problems_are_reported_with_the_others():
 
 @pytest.mark.parametrize("connection, local", [
     ("UseDevelopmentStorage=true", True),
-    ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=k;BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;"
+    ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;"
      "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;TableEndpoint=http://localhost:10002/devstoreaccount1;", True),
-    ("DefaultEndpointsProtocol=https;AccountName=stprod;AccountKey=k;EndpointSuffix=core.windows.net", False),
-    ("BlobEndpoint=http://127.0.0.1:10000/a;TableEndpoint=https://stprod.table.core.windows.net/", False),
-    (None, False),
+    ("DefaultEndpointsProtocol=https;AccountName=stprod;AccountKey=a2V5;EndpointSuffix=core.windows.net", False),
+    ("AccountName=stprod;AccountKey=a2V5;BlobEndpoint=http://127.0.0.1:10000/stprod", False),  # tables go to Azure
+    ("UseDevelopmentStorage=true;AccountName=stprod;AccountKey=a2V5", False),  # the SDK reads only the whole string so
+    ("BlobEndpoint=http://127.0.0.1:10000/a;TableEndpoint=https://stprod.table.core.windows.net/;SharedAccessSignature=sv=1", False),
 ])
-def test_only_the_local_emulator_counts_as_local_storage(connection, local) -> None:
-    """Where the app makes its own tables (shared/adapters/tables.py): Azurite, never a key-based Azure account."""
-    assert StorageSettings(connection, None, None, None, None).local is local
+def test_the_app_makes_its_tables_only_where_table_calls_go_to_this_machine(connection, local) -> None:
+    """bootstrap's `create`, decided from the table client's own endpoint (no network): Azurite, never an Azure
+    account, key-based or not, where a deleted table must stay missing (shared/adapters/tables.py)."""
+    from azure.data.tables import TableServiceClient
+
+    assert on_this_machine(TableServiceClient.from_connection_string(connection).url) is local

@@ -339,7 +339,7 @@ def test_a_run_whose_record_cannot_be_created_gives_its_claim_and_snapshots_back
     """A start whose run record fails to be written frees the destination with the claim's `previous`, so its snapshots
     do not read as exported by a run that never existed (the next trigger starts them). A create that failed on the
     way back but landed goes on as created (giving the snapshots back would let a trigger export them twice); when
-    neither can be told, the destination is freed and the snapshots stay recorded (never exported twice)."""
+    neither can be told, the claim is kept, as after a failed send. The create's own error is what is raised."""
     write_snapshot(tmp_path, "Vip", "2026/11/28/1700", ["p0@x.com"])
     service, _ = make(tmp_path, ["Vip"])
     released: list[tuple[str, object]] = []
@@ -347,29 +347,29 @@ def test_a_run_whose_record_cannot_be_created_gives_its_claim_and_snapshots_back
     service.destinations.claim = lambda i, run_id, covers, *args, **kwargs: Claim(
         "claimed", run_id, previous={segment: "2026-11-27T17:00Z" for segment in covers})
     service.destinations.release = lambda i, run_id, restore=None: released.append((run_id, restore)) or real_release(i, run_id)
+    create_error = OSError("storage unreachable on create")
 
     def failing_create(run):
-        raise OSError("storage unreachable")
+        raise create_error
 
     def landed_then_failed(run):
         real_create(run)
         raise TimeoutError("the answer was lost")
 
     def unreadable(run_id, counts=True):
-        raise OSError("storage unreachable")
+        raise ConnectionError("storage unreachable on read")
 
     service.runs.create = failing_create
-    with pytest.raises(OSError):
+    with pytest.raises(OSError) as raised:
         service.follow("d1", "storage")
-    assert released == [(released[0][0], {"Vip": "2026-11-27T17:00Z"})], released
+    assert raised.value is create_error and [restore for _, restore in released] == [{"Vip": "2026-11-27T17:00Z"}]
 
     released.clear()
     service.runs.get = unreadable
-    with pytest.raises(OSError):
+    with pytest.raises(OSError) as raised:
         service.follow("d1", "storage")
-    assert [restore for _, restore in released] == [None]  # unknown: the snapshots stay recorded
+    assert raised.value is create_error and released == []  # unknown: the claim is kept
 
-    released.clear()
     service.runs.get = real_get
     service.runs.create = landed_then_failed
     service.plan_queue.msgs.clear()
