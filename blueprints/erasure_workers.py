@@ -46,7 +46,8 @@ def erasure_file_arrived_poisoned(msg: func.QueueMessage) -> None:
     bootstrap.poisoned(QUEUE_ERASURE_EVENTS + "-poison", f"message {msg.id}",
                        f"handled once more (up to 5 deliveries); if that fails too, it moves on to "
                        f"{QUEUE_ERASURE_EVENTS}-poison-poison, read by nothing (the file it names is in its body, and "
-                       "still in the erasures container, maybe not requested): write that file again once the cause is fixed")
+                       "still in the erasures container, maybe not requested): write that file again once the cause is "
+                       "fixed")
     _record_dropped(msg)
 
 

@@ -29,9 +29,9 @@ def segment_arrived(msg: func.QueueMessage) -> None:
 def segment_arrived_poisoned(msg: func.QueueMessage) -> None:
     """Tried again: a destination exporting on arrival only (its schedule off) would not export the snapshot until a
     newer one lands, and a snapshot is started at most once per destination, however often its events come."""
-    then = (f"handled once more (up to 5 deliveries); if that fails too, it moves on to {QUEUE_SEGMENT_EVENTS}-poison-poison, "
-            "read by nothing (the blob it names is in its body): start that segment's export by hand, or let the "
-            "schedule, where it is on, export the newest snapshot")
+    then = (f"handled once more (up to 5 deliveries); if that fails too, it moves on to "
+            f"{QUEUE_SEGMENT_EVENTS}-poison-poison, read by nothing (the blob it names is in its body): start that "
+            "segment's export by hand, or let the schedule, where it is on, export the newest snapshot")
     _follow_arrivals(bootstrap.poisoned(QUEUE_SEGMENT_EVENTS + "-poison", f"message {msg.id}", then), msg)
 
 

@@ -55,9 +55,9 @@ def _precondition_failed(error: HttpResponseError) -> bool:
 
 class _Table:
     """A table, looked up on first use so building the app touches no network. `create`: made there if missing, for
-    local development (bootstrap: table calls going to this machine); in Azure `azd provision` makes the tables (infra/app/storage.bicep),
-    and the app never makes one again: an instance starting after a table was deleted would make it empty, and an
-    empty erasedaddresses table would let erased people be exported again."""
+    local development (bootstrap: table calls going to this machine); in Azure `azd provision` makes the tables
+    (infra/app/storage.bicep), and the app never makes one again: an instance starting after a table was deleted would
+    make it empty, and an empty erasedaddresses table would let erased people be exported again."""
 
     def __init__(self, service: TableServiceClient, name: str, create: bool = True) -> None:
         self._service = service
@@ -68,7 +68,8 @@ class _Table:
     @property
     def table(self) -> TableClient:
         if self._table is None:
-            self._table = _ensure(self._service, self._name) if self._create else self._service.get_table_client(self._name)
+            self._table = (_ensure(self._service, self._name) if self._create
+                           else self._service.get_table_client(self._name))
         return self._table
 
     def row(self, partition: str, row: str) -> Any:
