@@ -161,9 +161,9 @@ class Starting(ExportParts):
             self.runs.create(run)
         except Exception as error:
             created = self._created(run.id)
-            if created is not True:
-                if created is False:  # unknown: the claim is kept, as for a failed send (_kick sends it if it exists)
-                    self._give_back(run, previous)
+            if created is False:
+                self._give_back(run, previous)
+            if created is not True:  # None, unknown: the claim is kept, as after a failed send (see _kick)
                 raise
             log.warning("export %s: creating its record raised %s, but the record is there: going on", run.id,
                         type(error).__name__)

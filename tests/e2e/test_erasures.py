@@ -6,10 +6,10 @@ import json
 import time
 
 import pytest
-from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
 
+from devhost.queue_listener import ensure_queue
 from shared.config import CONTAINER_ERASURES, CONTAINER_WORK, QUEUE_ERASURE_EVENTS, QUEUE_SEGMENT_EVENTS
 from shared.emails import subscriber_hash
 from tests.e2e.conftest import (DEMO_AUDIENCE, DEMO_KEY, blob_created, create_destination, handled_messages, host_log,
@@ -170,10 +170,7 @@ def test_poisoned_arrival_events_are_warned_of_and_handled_once_more(start_host,
     for queue, message in ((QUEUE_ERASURE_EVENTS, blob_created("platform/late.jsonl", CONTAINER_ERASURES)),
                            (QUEUE_SEGMENT_EVENTS, blob_created("People/2026/11/28/1700/_SUCCESS"))):
         poison = QueueClient.from_connection_string(storage.connection_string, queue + "-poison")
-        try:
-            poison.create_queue()
-        except ResourceExistsError:
-            pass
+        ensure_queue(poison)
         poison.send_message(message)
 
     (erasure,) = wait_for(lambda: host.call("GET", "erasures").json()["erasures"], "the request from the poisoned event")

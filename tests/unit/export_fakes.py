@@ -47,22 +47,6 @@ class Versioned(dict):
             self[name] = data
         return self[name]
 
-    def update(self, *args, **kwargs):
-        for name, data in dict(*args, **kwargs).items():
-            self[name] = data
-
-    def __ior__(self, other):
-        self.update(other)
-        return self
-
-    def clear(self):
-        for name in list(self):
-            del self[name]
-
-    def popitem(self):
-        name = next(reversed(self))
-        return name, self.pop(name)
-
 
 class Work:
     def __init__(self):
