@@ -10,8 +10,8 @@
   URLs carry the subscriber hash, a pseudonym of the address), and the query string (paging) is left out.
 
 Only the OpenTelemetry API is imported here: with no provider set up (no `setup`, or set up `off`) every instrument and
-span is a no-op. `setup` is called once per process by shared.bootstrap.app(); the SDK and Azure Monitor are imported
-there, only when asked for.
+span is a no-op. `setup` is called once per process by shared.bootstrap (`_configured`, before the app is built); the
+SDK and Azure Monitor are imported there, only when asked for.
 """
 from __future__ import annotations
 

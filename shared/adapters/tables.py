@@ -79,7 +79,9 @@ class _Table:
         try:
             return self.table.get_entity(partition, row)
         except ResourceNotFoundError as error:
-            if error.error_code == "TableNotFound":  # the Table service's code for a missing table, not a missing row
+            # the Table service's code for a missing table, not a missing row (in the error's code or, on some paths,
+            # only in its body, as RunTable.create finds EntityAlreadyExists)
+            if "TableNotFound" in f"{getattr(error, 'error_code', '')} {error}":
                 raise TableMissing(f"table {self._name} is missing: restore it from a backup, or make it again empty "
                                    "(`azd provision`; locally, restarting the app does) knowing that an empty "
                                    "erasedaddresses table lets erased people be exported again: request their erasures "
