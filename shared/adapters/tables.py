@@ -79,14 +79,17 @@ class _Table:
         try:
             return self.table.get_entity(partition, row)
         except ResourceNotFoundError as error:
-            # the Table service's code for a missing table, not a missing row (in the error's code or, on some paths,
-            # only in its body, as RunTable.create finds EntityAlreadyExists)
-            if "TableNotFound" in f"{getattr(error, 'error_code', '')} {error}":
-                raise TableMissing(f"table {self._name} is missing: restore it from a backup, or make it again empty "
-                                   "(`azd provision`; locally, restarting the app does) knowing that an empty "
-                                   "erasedaddresses table lets erased people be exported again: request their erasures "
-                                   "again first") from None
+            self._raise_if_table_missing(error)
             return None
+
+    def _raise_if_table_missing(self, error: ResourceNotFoundError) -> None:
+        # the Table service's code for a missing table, not a missing row (in the error's code or, on some paths,
+        # only in its body, as RunTable.create finds EntityAlreadyExists)
+        if "TableNotFound" in f"{getattr(error, 'error_code', '')} {error}":
+            raise TableMissing(f"table {self._name} is missing: restore it from a backup, or make it again empty "
+                               "(`azd provision`; locally, restarting the app does) knowing that an empty "
+                               "erasedaddresses table lets erased people be exported again: request their erasures "
+                               "again first") from None
 
     def _replace(self, entity: Any) -> None:
         """Write back an entity read before, only if nobody changed it since (else Conflict: read again)."""
@@ -460,16 +463,27 @@ class RunTable(_Table):
 
     def _get(self, run_id: str, counted: Callable[[Run], bool] | None = None) -> tuple[Run, str] | None:
         """The run with its chunks' counts added (only if `counted` says so of the run row, when given), and the ETag
-        of its main row."""
-        entity = self.row(run_id, RUN_ROW)
+        of its main row. One query reads both: the run row and its counter rows are neighbours in key order ('run',
+        then 'shard-..'), and every chunk worker settling its run asks this."""
+        try:
+            rows = {e["RowKey"]: e for e in self.table.query_entities(
+                "PartitionKey eq @run and RowKey ge @first and RowKey lt 'shard.'", parameters={"run": run_id, "first": RUN_ROW})}
+        except ResourceNotFoundError as error:  # a query finds no rows without an error: only a table can be missing
+            self._raise_if_table_missing(error)
+            raise
+        entity = rows.pop(RUN_ROW, None)
         if entity is None:
             return None
         run = self._from_entity(entity)
-        return (self._with_shards(run) if counted is None or counted(run) else run), entity.metadata["etag"]
+        return (self._counted(run, rows.values()) if counted is None or counted(run) else run), entity.metadata["etag"]
 
     def _with_shards(self, run: Run) -> Run:
-        for shard in self.table.query_entities("PartitionKey eq @run and RowKey ge 'shard-' and RowKey lt 'shard.'",
-                                               parameters={"run": run.id}):
+        return self._counted(run, self.table.query_entities(
+            "PartitionKey eq @run and RowKey ge 'shard-' and RowKey lt 'shard.'", parameters={"run": run.id}))
+
+    @staticmethod
+    def _counted(run: Run, shards: Iterable[Any]) -> Run:
+        for shard in shards:
             run.chunks_done += shard["chunksDone"]
             run.add(json.loads(shard["counts"]))
         return run

@@ -80,3 +80,63 @@ def test_a_lost_lease_is_logged_without_names_and_the_slot_stays_taken_here_unti
 
 def warnings(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "shared.adapters.slots" and r.levelno == logging.WARNING]
+
+
+def lease_state(container, name: str) -> str:
+    return container.get_blob_client(name).get_blob_properties().lease.state
+
+
+def test_a_slot_is_kept_warm_between_requests_of_one_instance_and_let_go_when_idle(azurite, monkeypatch):
+    """Requests one after another take the slot's lease once, not once each (two storage calls saved per request);
+    a slot nobody here uses is released within warm_seconds, so that other instances can take it."""
+    container = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("slots-" + uuid.uuid4().hex[:8])
+    holder = LeaseSlots(container, "acct", cap=1, lease_seconds=15, warm_seconds=0.3)
+    calls = {"acquire": 0, "release": 0}
+    for method in calls:
+        real = getattr(BlobLeaseClient, method)
+
+        def counted(self, *args, _real=real, _method=method, **kwargs):
+            if f"/{container.container_name}/" in self._client._config.url:  # not other tests' instances, still running
+                calls[_method] += 1
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(BlobLeaseClient, method, counted)
+    for _ in range(20):
+        with holder():
+            assert lease_state(container, "acct/slot-00") == "leased"
+    assert calls == {"acquire": 1, "release": 0}
+    assert lease_state(container, "acct/slot-00") == "leased"  # warm: still this instance's
+    deadline = time.monotonic() + 5
+    while lease_state(container, "acct/slot-00") != "available" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert lease_state(container, "acct/slot-00") == "available"
+    assert calls == {"acquire": 1, "release": 1}
+    with LeaseSlots(container, "acct", cap=1, lease_seconds=15, wait_seconds=0)():  # another instance, first try
+        pass
+
+
+def test_under_steady_demand_here_another_instance_still_gets_a_slot(azurite):
+    """A slot held past hold_seconds is released when its request ends and left to others for a moment: an instance
+    that always has a request waiting does not keep every slot to itself."""
+    container = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("slots-" + uuid.uuid4().hex[:8])
+    busy = LeaseSlots(container, "acct", cap=1, lease_seconds=15, hold_seconds=1)
+    other = LeaseSlots(container, "acct", cap=1, lease_seconds=15, wait_seconds=6)
+    stop = threading.Event()
+
+    def keep_busy() -> None:
+        while not stop.is_set():
+            with busy():
+                time.sleep(0.01)
+
+    with ThreadPoolExecutor(2) as pool:
+        workers = [pool.submit(keep_busy) for _ in range(2)]
+        time.sleep(0.5)  # the busy instance holds the slot, with a request always waiting for it
+        try:
+            started = time.monotonic()
+            with other():
+                waited = time.monotonic() - started
+        finally:
+            stop.set()
+        for worker in workers:
+            worker.result()
+    assert waited < 3, waited
