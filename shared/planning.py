@@ -35,6 +35,12 @@ in `chunks()`; later rows with its email are duplicates as usual. Only full chun
 streamable members are planned the usual way, so a run still has one part-filled chunk at most. `streamed_before` names the members an earlier,
 crashed attempt at the same plan streamed: they are counted the same way and not planned again.
 
+Whether a run streams is settled when its first chunk of streamable members is full, before that chunk goes out: only
+if at least a quarter of the rows read so far were streamable (a first export; not a refresh whose few new members
+would not be worth it), and only if `may_stream` then agrees (the caller proves the rows cannot pass its limit, which
+means reading them all once more: a refresh never pays for that). Otherwise nothing is streamed and those members
+are planned the usual way.
+
 Memory: valid rows and existing members are hash-partitioned by email (crc32) into spill files in a
 temporary folder, then merged one bucket at a time. Output order depends only on the input
 (bucket order, then first-row order), so a redelivered planning message yields identical chunks.
@@ -278,6 +284,7 @@ class Plan:
         stream: Callable[[list[Member]], None] | None = None,
         rows_at_most: int = 0,
         streamed_before: Iterable[str] = (),
+        may_stream: Callable[[], bool] | None = None,
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
@@ -304,6 +311,7 @@ class Plan:
         self._erased = erased or {}  # subscriber hash -> ISO time of the erasure: those rows are never planned
         self._stream = stream if len(self._inputs) == 1 else None  # see the module's docstring
         self._rows_at_most = rows_at_most  # sizes the filter of emails seen while streaming
+        self._may_stream = may_stream  # asked once, before the first chunk is streamed (see the module's docstring)
         self._streamed_before = set(streamed_before)
         self._streamer: _Streamer | None = None
         self._unsent: set[str] = set()  # streamable members left to the usual chunks (the last, part-filled chunk)
@@ -336,7 +344,7 @@ class Plan:
             else:  # the audience first: a row is streamed only if the audience lacks its email
                 audience = self._spill_existing(existing)
                 self._spill_rows(rows, _Streamer(self._streamed_before, self._stream, audience, self._rows_at_most,
-                                                 self._chunk_size, len(self._mapping.merge_fields)))
+                                                 self._chunk_size, len(self._mapping.merge_fields), self._may_stream))
             rows.close()
             existing.close()
             chunk: list[Member] = []
@@ -517,12 +525,15 @@ class _Streamer:
     """
 
     PROBES = 4
+    WORTH_IT = 4  # streaming starts only if at least 1 in WORTH_IT rows taken so far was streamable
 
     def __init__(self, before: set[str], send: Callable[[list[Member]], None] | None = None,
                  audience: array | None = None, rows_at_most: int = 0, chunk_size: int = 500,
-                 mapped_fields: int = 0) -> None:
+                 mapped_fields: int = 0, permit: Callable[[], bool] | None = None) -> None:
         self._before = before
         self._send = send
+        self._permit = permit
+        self._taken = 0  # rows offered to `take`, until streaming is settled
         self._audience = audience if audience is not None else array("q")
         self._bits = bytearray(max(rows_at_most, 1024) * 10 // 8 + 1) if send else bytearray()
         self._size = len(self._bits) * 8
@@ -546,16 +557,26 @@ class _Streamer:
             return True
         # An email in the audience is never streamed, so its rows need not be noted as seen (asked first: in a
         # refresh nearly every row is); every other row is noted, streamed or not.
+        self._taken += 1
         if self._send is None or self._in_audience(email):
             return False
         if not self._first_sight(email) or len(fields) < self._mapped_fields:
             return False
         self._chunk.append(Member(email, fields, [source.tag], RowRef(source.segment, row.partition, row.row)))
         if len(self._chunk) == self._chunk_size:
+            if self.sent == 0 and not self._settled():
+                self._send = None  # streaming is off: these members are planned the usual way (`finish`)
+                return True
             self._send(self._chunk)
             self.sent += len(self._chunk)
             self._chunk = []
         return True
+
+    def _settled(self) -> bool:
+        """Whether streaming goes ahead (asked once, before the first chunk goes out)."""
+        worth_it = len(self._chunk) * self.WORTH_IT >= self._taken
+        permit, self._permit = self._permit, None
+        return worth_it and (permit is None or permit())
 
     def finish(self) -> set[str]:
         """The emails of the last, part-filled chunk: not sent, but left to the usual chunks, so that a run has one

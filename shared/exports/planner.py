@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 
 CHUNK_WRITERS = 8  # chunk files written at once while planning
+# The filter of addresses seen while streaming is sized for this many rows at most (10 bits a row, 5 MB): past it more
+# addresses are wrongly believed seen, and those members are planned the usual way instead of streamed.
+STREAM_FILTER_ROWS = 4_000_000
 UNQUEUED = "not sent: queuing the run's chunks failed repeatedly; retry the export's failed members"
 UNQUEUED_NOTICE = ("queuing its chunks failed repeatedly: the members of the chunks not sent yet were counted failed; "
                    "see the function logs for the run id, fix the cause and retry the export's failed members")
@@ -314,7 +317,8 @@ class Planner(ExportParts):
         them instead); None when the run failed instead (over MAX_PROFILES_PER_EXPORT). _Unreadable, before any chunk
         is written, when a segment's files cannot be read to the end.
 
-        Members who are certainly new are streamed when the run may (see `_may_stream`): each such chunk is written
+        Members who are certainly new are streamed when the run may (shared/planning.py says when; `may_stream` first
+        proves the rows within MAX_PROFILES_PER_EXPORT by their line count): each such chunk is written
         and its message sent while the rows are still read, so Mailchimp gets its first members within seconds. A
         crashed attempt's streamed chunks stay as they are: planning again counts their members without planning
         them twice (shared/planning.py, `streamed_before`).
@@ -330,9 +334,13 @@ class Planner(ExportParts):
         problems = ProblemWriter(self.work, run_id)
         earlier = self._streamed_earlier(run_id)
         before = {m.email for n in sorted(earlier) for m in decode_members(self.work.read_bytes(chunk_blob(run_id, n)))}
-        rows_bound = None if earlier or run.details.get("dryRun") else self._may_stream(live, snapshots)
-        if rows_bound is not None:
+        streamable = not earlier and not run.details.get("dryRun") and len(live) == 1
+
+        def may_stream() -> bool:  # asked by planning before the first chunk would be streamed
+            if not self._within_limit(live[0], snapshots):
+                return False
             self.runs.update(run_id, lambda r: r.details.update(streaming=True))  # see Cancelling._stop_for_consent
+            return True
         # Numbers a crashed attempt left unused below its streamed chunks are filled with empty chunks, so the plan's
         # chunks are numbered 0 .. total-1 whatever that attempt got to write.
         top = max(earlier, default=-1) + 1
@@ -371,9 +379,10 @@ class Planner(ExportParts):
                 already_done=_already_done,
                 max_rows=self.settings.max_profiles_per_export,
                 erased=erased,
-                stream=stream if rows_bound is not None else None,
-                rows_at_most=rows_bound or 0,
+                stream=stream if streamable else None,
+                rows_at_most=min(self.settings.max_profiles_per_export, STREAM_FILTER_ROWS),
                 streamed_before=before,
+                may_stream=may_stream,
             )
             for hole in (n for n in range(top) if n not in earlier):
                 submit(write_chunk, run_id, hole, [])
@@ -407,16 +416,14 @@ class Planner(ExportParts):
         """The chunks a crashed planning attempt of this run streamed (their message may have gone out)."""
         return {_number(c) for c in self.runs.chunks(run_id) if c.get("streamed")}
 
-    def _may_stream(self, live: list[SegmentPart], snapshots: dict[str, Snapshot]) -> int | None:
-        """The rows the run reads at most, when it may stream new members while reading (None when not): one segment,
-        whose line count shows it cannot pass MAX_PROFILES_PER_EXPORT (which promises nothing is sent then)."""
-        if len(live) != 1:
-            return None
+    def _within_limit(self, part: SegmentPart, snapshots: dict[str, Snapshot]) -> bool:
+        """Whether the segment's line count shows it cannot pass MAX_PROFILES_PER_EXPORT, which promises nothing is
+        sent then: the condition for streaming new members while its rows are read."""
         try:
-            bound = rows_at_most(self.segments, snapshots[live[0].segment], self.settings.max_profiles_per_export)
+            bound = rows_at_most(self.segments, snapshots[part.segment], self.settings.max_profiles_per_export)
         except SnapshotProblem:
-            return None  # reading the rows says what is wrong
-        return bound if bound <= self.settings.max_profiles_per_export else None
+            return False  # reading the rows says what is wrong
+        return bound <= self.settings.max_profiles_per_export
 
     def _write_and_send(self, run_id: str, number: int, members: list[Member]) -> None:
         """A streamed chunk: recorded (as streamed) before its message goes out, so a crash never loses it."""

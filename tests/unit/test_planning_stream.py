@@ -133,3 +133,51 @@ def test_a_member_a_crashed_attempt_streamed_is_not_streamed_again_by_a_later_ro
         rest, plan, _ = _plan(values, audience, chunk_size=1, stream=sent.extend, streamed_before={"e@contoso.com"})
         assert sent == [] and rest == []
         assert (plan.counts["Vip"].members, plan.counts["Vip"].duplicates, plan.streamed) == (1, 1, 1)
+
+
+def _people(prefix: str, count: int) -> list[dict[str, str]]:
+    return [{"Email": f"{prefix}{i}@contoso.com", "FirstName": "Ann", "LastName": "Lee"} for i in range(count)]
+
+
+def _asking(answer: bool):
+    asked: list[bool] = []
+
+    def may_stream() -> bool:
+        asked.append(answer)
+        return answer
+
+    return asked, may_stream
+
+
+def test_a_refresh_with_few_new_members_never_streams_nor_asks_for_the_line_count():
+    """A refresh: nearly every row's member is in the audience; its few new ones (1 in 10 here, fewer than 1 in 4) are
+    not worth reading the snapshot once more for the line count that streaming needs: nothing is asked, nothing is
+    streamed, and the new members are planned as usual."""
+    values = _people("old", 90) + _people("new", 10)
+    asked, may_stream = _asking(True)
+    sent: list[Member] = []
+    plan = plan_export([SegmentInput("Vip", "Vip", _rows(values))], MAPPING, on_problem=lambda p: None,
+                       existing=[ExistingMember(v["Email"], "subscribed", {}, ()) for v in values[:90]],
+                       chunk_size=5, stream=sent.extend, rows_at_most=1000, may_stream=may_stream)
+    planned = [m.email for chunk in plan.chunks() for m in chunk]
+    assert asked == [] and sent == []
+    assert sorted(planned) == sorted(v["Email"] for v in values)
+    assert plan.counts["Vip"].members == 100 and plan.streamed == 0
+
+
+def test_a_first_export_asks_once_and_streams_only_if_allowed():
+    """Every member new: the first full chunk asks `may_stream` (the line count within the limit) once. Allowed, the
+    chunks stream; refused (say the file has more lines than the limit), nothing is streamed and everyone is planned
+    the usual way, counted alike."""
+    values = _people("new", 23)
+    outcomes = {}
+    for answer in (True, False):
+        asked, may_stream = _asking(answer)
+        sent: list[Member] = []
+        plan = plan_export([SegmentInput("Vip", "Vip", _rows(values))], MAPPING, on_problem=lambda p: None,
+                           chunk_size=5, stream=sent.extend, rows_at_most=1000, may_stream=may_stream)
+        planned = [m.email for chunk in plan.chunks() for m in chunk]
+        assert asked == [answer]
+        assert sorted(planned + [m.email for m in sent]) == sorted(v["Email"] for v in values)
+        outcomes[answer] = (len(sent), len(planned), plan.counts["Vip"].members, plan.streamed)
+    assert outcomes == {True: (20, 3, 23, 20), False: (0, 23, 23, 0)}
