@@ -36,10 +36,10 @@ streamable members are planned the usual way, so a run still has one part-filled
 crashed attempt at the same plan streamed: they are counted the same way and not planned again.
 
 Whether a run streams is settled when its first chunk of streamable members is full, before that chunk goes out: only
-if at least a quarter of the rows read so far were streamable (a first export; not a refresh whose few new members
-would not be worth it), and only if `may_stream` then agrees (the caller proves the rows cannot pass its limit, which
-means reading them all once more: a refresh never pays for that). Otherwise nothing is streamed and those members
-are planned the usual way.
+if the audience lacked the email of at least a quarter of the rows read so far (a first export; not a refresh, whose
+few new members would not be worth what follows), and only if `may_stream` then agrees (the caller proves the rows
+cannot pass its limit, which means reading them all once more; without `may_stream` nothing is streamed). Otherwise
+nothing is streamed and those members are planned the usual way.
 
 Memory: valid rows and existing members are hash-partitioned by email (crc32) into spill files in a
 temporary folder, then merged one bucket at a time. Output order depends only on the input
@@ -534,6 +534,7 @@ class _Streamer:
         self._send = send
         self._permit = permit
         self._taken = 0  # rows offered to `take`, until streaming is settled
+        self._new = 0  # ... of which the audience lacks the email
         self._audience = audience if audience is not None else array("q")
         self._bits = bytearray(max(rows_at_most, 1024) * 10 // 8 + 1) if send else bytearray()
         self._size = len(self._bits) * 8
@@ -560,6 +561,7 @@ class _Streamer:
         self._taken += 1
         if self._send is None or self._in_audience(email):
             return False
+        self._new += 1
         if not self._first_sight(email) or len(fields) < self._mapped_fields:
             return False
         self._chunk.append(Member(email, fields, [source.tag], RowRef(source.segment, row.partition, row.row)))
@@ -574,9 +576,9 @@ class _Streamer:
 
     def _settled(self) -> bool:
         """Whether streaming goes ahead (asked once, before the first chunk goes out)."""
-        worth_it = len(self._chunk) * self.WORTH_IT >= self._taken
+        worth_it = self._new * self.WORTH_IT >= self._taken
         permit, self._permit = self._permit, None
-        return worth_it and (permit is None or permit())
+        return worth_it and permit is not None and permit()
 
     def finish(self) -> set[str]:
         """The emails of the last, part-filled chunk: not sent, but left to the usual chunks, so that a run has one

@@ -11,13 +11,16 @@ that slot.
 
 Each lease is two storage calls (acquire, release) around every request, and a slot free between them sits idle for
 their round trips. So a request that ends keeps its slot warm for `warm_seconds` (the lease still held and renewed):
-the next request of this instance takes it without a storage call. A warm slot nobody here takes in that time is
-released. One held for `hold_seconds` since its lease was taken is released when its request ends and rests here
-for `rest_seconds`, longer than other instances wait between polls (0.1 s at most): under steady demand here they
-still get slots, instead of waiting for this instance to run dry.
+the next request of this instance takes it without a storage call, if the lease has at least a renewal period left
+(else it is let go). A warm slot nobody here takes in that time is released. One held for `hold_seconds` since its
+lease was taken is released when its request ends and then rests here for `rest_seconds`: another instance waiting for
+a slot tries each one in turn (a storage call each) and then waits up to 0.1 s, about 0.3 s for 10 slots, so under
+steady demand here it still gets slots instead of waiting for this instance to run dry. Releases are best effort (a
+lease not released expires by itself) and never stop the renewal thread; warm leases are released at exit.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import random
@@ -38,23 +41,24 @@ class _Held:
     lease: BlobLeaseClient
     due: float  # monotonic time of the next renewal
     taken: float  # monotonic time the lease was acquired
+    valid_until: float  # monotonic time the lease runs out unless renewed (from the start of its last acquire or renew)
     warm_until: float | None = None  # kept warm (no request on it) until then; None while a request holds it
 
 
 class LeaseSlots:
     def __init__(self, container: ContainerClient, account: str, cap: int, lease_seconds: int = 60,
-                 wait_seconds: float = 300.0, warm_seconds: float = 0.25, hold_seconds: float = 15.0,
-                 rest_seconds: float = 0.25) -> None:
+                 wait_seconds: float = 300.0, warm_seconds: float = 0.25, hold_seconds: float = 30.0,
+                 rest_seconds: float = 0.5) -> None:
         if not 15 <= lease_seconds <= 60:
             raise ValueError("blob leases last 15 to 60 seconds")
-        self._warm_seconds = warm_seconds
-        self._hold_seconds = hold_seconds
-        self._rest_seconds = rest_seconds
         self._container = container
         self._names = [f"{account}/slot-{i:02d}" for i in range(cap)]
         self._lease_seconds = lease_seconds
         self._renew_every = lease_seconds / 3
         self._wait_seconds = wait_seconds
+        self._warm_seconds = warm_seconds
+        self._hold_seconds = hold_seconds
+        self._rest_seconds = rest_seconds
         self._created = False
         self._setup = threading.Lock()  # creating the blobs, once; the only lock held across network calls
         self._lock = threading.Lock()  # guards the sets below; never held across a network call
@@ -65,6 +69,7 @@ class LeaseSlots:
         self._resting: dict[str, float] = {}  # slot -> until when this instance leaves it to others (held too long)
         self._renewals = threading.Condition(self._lock)  # wakes the renewal thread when a lease is added
         self._renewer: threading.Thread | None = None  # started with the first lease, so an unused gate costs nothing
+        atexit.register(self.close)
 
     def _ensure_blobs(self) -> None:
         if self._created:
@@ -91,47 +96,74 @@ class LeaseSlots:
         finally:
             with self._freed:
                 held = self._renewing.get(name)
-                if held is not None and time.monotonic() - held.taken < self._hold_seconds:
-                    held.warm_until = time.monotonic() + self._warm_seconds  # a waiter here takes it at once
+                now = time.monotonic()
+                warm = held is not None and now - held.taken < self._hold_seconds and self._lasts(held, now)
+                if warm:
+                    held.warm_until = now + self._warm_seconds  # a waiter here takes it at once
                     self._warm.append(name)
                     self._freed.notify()
                     self._renewals.notify()  # the renewal thread releases it if nobody here takes it
-                    lease = None
                 else:
                     self._renewing.pop(name, None)  # from now on a failing renewal of it is expected, not news
-                    if held is not None:
-                        self._resting[name] = time.monotonic() + self._rest_seconds
-            if lease is not None:
-                self._release(name, lease)
+            if not warm:
+                self._release(name, lease, rest=held is not None)
 
-    def _release(self, name: str, lease: BlobLeaseClient) -> None:
+    def _lasts(self, held: _Held, now: float) -> bool:
+        """Whether a lease has at least a renewal period left: enough to start a request on it."""
+        return held.valid_until - now > self._renew_every
+
+    def _release(self, name: str, lease: BlobLeaseClient, rest: bool = False) -> None:
+        """Give the slot back (`rest`: and leave it to other instances for a moment). Best effort: a lease that could
+        not be released (expired, broken, taken over, or storage not answering) runs out by itself."""
         try:
-            lease.release()
-        except HttpResponseError:
-            pass  # expired, broken or taken over: it is free again either way
-        with self._freed:  # only now is the slot free: a waiter of this instance takes it without delay
-            self._held.discard(name)
-            self._freed.notify()
+            lease.release(timeout=5, connection_timeout=5, read_timeout=5, retry_total=0)
+        except Exception:  # noqa: BLE001 - see above; the slot is free here either way
+            pass
+        finally:
+            with self._freed:  # only now is the slot free: a waiter of this instance takes it without delay
+                if rest:
+                    self._resting[name] = time.monotonic() + self._rest_seconds
+                self._held.discard(name)
+                self._freed.notify()
+
+    def _take_warm(self, stale: list[tuple[str, BlobLeaseClient]]) -> tuple[str, BlobLeaseClient] | None:
+        """A warm slot whose lease lasts, under the lock; warm slots whose leases do not go to `stale`, for the caller
+        to release outside the lock."""
+        now = time.monotonic()
+        while self._warm:
+            name = self._warm.pop()  # the latest freed: its lease has the most time left of its hold
+            held = self._renewing[name]
+            if self._lasts(held, now):
+                held.warm_until = None
+                return name, held.lease
+            del self._renewing[name]
+            stale.append((name, held.lease))
+        return None
 
     def _acquire(self) -> tuple[str, BlobLeaseClient]:
         self._ensure_blobs()
         deadline = time.monotonic() + self._wait_seconds
         pause = 0.005
         while True:
+            stale: list[tuple[str, BlobLeaseClient]] = []
             with self._lock:
-                if self._warm:  # the latest freed: its lease has the most time left of its hold
-                    held = self._renewing[self._warm.pop()]
-                    held.warm_until = None
-                    return self._names[held.index], held.lease
+                taken = self._take_warm(stale)
                 now = time.monotonic()
                 candidates = [name for name in self._names
                               if name not in self._held and self._resting.get(name, 0.0) <= now]
+            for name, lease in stale:
+                self._release(name, lease)
+            if taken is not None:
+                return taken
             for name in random.sample(candidates, len(candidates)):
                 with self._lock:
+                    if self._warm:  # one of ours was freed meanwhile: no storage call needed
+                        break
                     if name in self._held:
                         continue
                     self._held.add(name)
                 lease = BlobLeaseClient(self._container.get_blob_client(name))
+                started = time.monotonic()
                 try:
                     lease.acquire(lease_duration=self._lease_seconds)
                 except HttpResponseError as error:
@@ -145,18 +177,21 @@ class LeaseSlots:
                         self._held.discard(name)
                         self._freed.notify()
                     raise
-                self._keep_renewed(name, lease)
+                self._keep_renewed(name, lease, started)
                 return name, lease
-            if time.monotonic() > deadline:
-                raise TimeoutError("no Mailchimp connection slot became free; another instance may be stuck")
-            with self._freed:  # woken by a release here; slots freed by other instances are found by polling
-                self._freed.wait(random.uniform(0, pause))
-            pause = min(pause * 2, 0.1)
+            else:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("no Mailchimp connection slot became free; another instance may be stuck")
+                with self._freed:  # woken by a release here; slots freed by other instances are found by polling
+                    if not self._warm:
+                        self._freed.wait(random.uniform(0, pause))
+                pause = min(pause * 2, 0.1)
 
-    def _keep_renewed(self, name: str, lease: BlobLeaseClient) -> None:
+    def _keep_renewed(self, name: str, lease: BlobLeaseClient, started: float) -> None:
         with self._renewals:
             now = time.monotonic()
-            self._renewing[name] = _Held(self._names.index(name), lease, now + self._renew_every, now)
+            self._renewing[name] = _Held(self._names.index(name), lease, now + self._renew_every, now,
+                                         started + self._lease_seconds)
             if self._renewer is None:
                 self._renewer = threading.Thread(target=self._renew_forever, name="mailchimp-slot-renewal", daemon=True)
                 self._renewer.start()
@@ -164,24 +199,34 @@ class LeaseSlots:
 
     def _renew_forever(self) -> None:
         while True:
-            with self._renewals:
-                now = time.monotonic()
-                cold = [name for name in self._warm if self._renewing[name].warm_until <= now]
-                for name in cold:
-                    self._warm.remove(name)
-                cold_leases = [(name, self._renewing.pop(name).lease) for name in cold]
-                due = [(name, held) for name, held in self._renewing.items() if held.due <= now]
-                if not due and not cold:
-                    wait = min([held.due for held in self._renewing.values()] +
-                               [self._renewing[name].warm_until for name in self._warm], default=None)
-                    self._renewals.wait(None if wait is None else wait - now)
-                    continue
-            for name, lease in cold_leases:  # outside the lock, as below
-                self._release(name, lease)
-            for name, held in due:  # outside the lock: a slow renewal never blocks acquiring or releasing
-                self._renew(name, held)
+            try:
+                self._renew_and_cool()
+            except Exception as error:  # noqa: BLE001 - the thread keeps every other lease alive: it must go on
+                log.warning("Mailchimp connection slots: renewal round failed (%s); trying again", _describe(error))
+                time.sleep(1)
+
+    def _renew_and_cool(self) -> None:
+        """One round: release warm slots nobody here took in time, and renew the leases due (those first: a request
+        may be running on them)."""
+        with self._renewals:
+            now = time.monotonic()
+            cold = [name for name in self._warm if self._renewing[name].warm_until <= now]
+            for name in cold:
+                self._warm.remove(name)
+            cold_leases = [(name, self._renewing.pop(name).lease) for name in cold]
+            due = [(name, held) for name, held in self._renewing.items() if held.due <= now]
+            if not due and not cold:
+                wait = min([held.due for held in self._renewing.values()] +
+                           [self._renewing[name].warm_until for name in self._warm], default=None)
+                self._renewals.wait(None if wait is None else wait - now)
+                return
+        for name, held in due:  # outside the lock: a slow renewal never blocks acquiring or releasing
+            self._renew(name, held)
+        for name, lease in cold_leases:
+            self._release(name, lease)
 
     def _renew(self, name: str, held: _Held) -> None:
+        started = time.monotonic()
         try:
             # a renewal must not hang past the lease it is saving; the storage retry policy still applies
             held.lease.renew(timeout=max(1, int(self._renew_every)), connection_timeout=5, read_timeout=self._renew_every)
@@ -190,17 +235,29 @@ class LeaseSlots:
                 if self._renewing.get(name) is not held:
                     return  # released meanwhile: nothing was lost
                 del self._renewing[name]  # lost; still taken here until its request ends and releases it
-                if name in self._warm:  # no request on it: nothing is at risk, and it is simply free here again
+                warm = name in self._warm
+                if warm:
                     self._warm.remove(name)
-                    self._held.discard(name)
-                    self._freed.notify()
-                    return
+            if warm:  # no request on it: nothing is at risk; given back (best effort) and free here again
+                log.info("Mailchimp connection slot %d: lease renewal failed (%s) while no request used it; released",
+                         held.index, _describe(error))
+                self._release(name, held.lease)
+                return
             log.warning("Mailchimp connection slot %d: lease renewal failed (%s); another instance may take the slot "
                         "while this request still runs", held.index, _describe(error))
             return
         with self._lock:
             if self._renewing.get(name) is held:
                 held.due = time.monotonic() + self._renew_every
+                held.valid_until = started + self._lease_seconds
+
+    def close(self) -> None:
+        """Release the warm slots (at exit): other instances need not wait for their leases to run out."""
+        with self._lock:
+            warm = [(name, self._renewing.pop(name).lease) for name in self._warm]
+            self._warm.clear()
+        for name, lease in warm:
+            self._release(name, lease)
 
 
 def _describe(error: Exception) -> str:

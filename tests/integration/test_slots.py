@@ -140,3 +140,57 @@ def test_under_steady_demand_here_another_instance_still_gets_a_slot(azurite):
         for worker in workers:
             worker.result()
     assert waited < 3, waited
+
+
+def test_a_release_storage_does_not_answer_neither_stops_the_renewals_nor_loses_the_slot(azurite, monkeypatch):
+    """Releasing a warm slot nobody took happens on the renewal thread: a connection error there (not an HTTP answer)
+    must not end the thread that keeps every other lease of the instance alive."""
+    from azure.core.exceptions import ServiceRequestError
+
+    container = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("slots-" + uuid.uuid4().hex[:8])
+    holder = LeaseSlots(container, "acct", cap=2, lease_seconds=15, warm_seconds=0.1)
+    real = BlobLeaseClient.release
+    failed = []
+
+    def unreachable(self, *args, **kwargs):
+        if f"/{container.container_name}/" in self._client._config.url and not failed:
+            failed.append(True)
+            raise ServiceRequestError("connection reset")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(BlobLeaseClient, "release", unreachable)
+    with holder():
+        pass
+    deadline = time.monotonic() + 5
+    while not failed and time.monotonic() < deadline:  # the warm slot goes cold and its release fails
+        time.sleep(0.05)
+    assert failed
+    time.sleep(0.2)
+    assert holder._renewer is not None and holder._renewer.is_alive()
+    with holder():  # the other slot (the first stays leased until its lease runs out)
+        with pytest.raises(TimeoutError):
+            with LeaseSlots(container, "acct", cap=2, lease_seconds=15, wait_seconds=0.5)():  # both taken
+                pass
+
+
+def test_a_warm_slot_whose_lease_may_run_out_is_not_used_for_a_new_request(azurite, monkeypatch):
+    container = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("slots-" + uuid.uuid4().hex[:8])
+    holder = LeaseSlots(container, "acct", cap=1, lease_seconds=15, warm_seconds=5)
+    acquired = []
+    real = BlobLeaseClient.acquire
+
+    def counted(self, *args, **kwargs):
+        if f"/{container.container_name}/" in self._client._config.url:
+            acquired.append(True)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(BlobLeaseClient, "acquire", counted)
+    with holder():
+        pass
+    with holder():  # warm: no new lease
+        pass
+    assert len(acquired) == 1
+    holder._renewing["acct/slot-00"].valid_until = time.monotonic() + 1  # as if its renewals had stalled
+    with holder():  # let go and leased anew, never started on a lease about to run out
+        pass
+    assert len(acquired) == 2

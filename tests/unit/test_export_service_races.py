@@ -375,3 +375,32 @@ def test_a_run_whose_record_cannot_be_created_gives_its_claim_and_snapshots_back
     service.plan_queue.msgs.clear()
     run = service.follow("d1", "storage")
     assert run is not None and released == [] and service.plan_queue.msgs == [{"runId": run.id}]
+
+
+def test_one_segment_of_new_people_over_the_profile_cap_streams_nothing_and_fails(tmp_path):
+    """The run that would stream (one segment, everyone new): its first full chunk asks for the line count, which shows
+    more rows than MAX_PROFILES_PER_EXPORT, so nothing is streamed, and the run fails before anything is sent."""
+    write_snapshot(tmp_path, "Vip", "2026/11/28/1700", [f"p{i}@x.com" for i in range(9)])
+    service, client = make(tmp_path, ["Vip"], chunk_size=2, MAX_PROFILES_PER_EXPORT="8")
+    run = service.start("d1", "http")
+    drain(service)
+    result = service.runs.get(run.id)
+    assert result.status == "failed" and "more than 8 profiles" in result.message and "nothing was sent" in result.message
+    assert client.writes == 0 and client.aud == {} and service.chunk_queue.msgs == []
+    assert not result.details.get("streaming")
+
+
+def test_a_streaming_run_says_so_before_its_first_chunk_goes_out(tmp_path):
+    """`streaming` tells a consent withdrawal that chunks may be out while the run plans (cancelling.py): it must be
+    on the run before the first streamed chunk's message is sent."""
+    write_snapshot(tmp_path, "Vip", "2026/11/28/1700", [f"p{i}@x.com" for i in range(9)])
+    service, client = make(tmp_path, ["Vip"], chunk_size=2)
+    run = service.start("d1", "http")
+    seen: list[bool] = []
+    real_send = service.chunk_queue.send
+    service.chunk_queue.send = lambda m, delay_seconds=0: (seen.append(bool(service.runs.get(run.id).details.get("streaming")))
+                                                           or real_send(m, delay_seconds))
+    service.plan(service.plan_queue.msgs.pop(0)["runId"])
+    assert seen and all(seen)
+    drain(service)
+    assert service.runs.get(run.id).status == "succeeded" and len(client.aud) == 9

@@ -85,7 +85,7 @@ def test_streaming_against_mirror_lines_streams_and_plans_as_against_the_decoded
                            Mapping("Email", {"FNAME": "First"}), existing=existing, removable_tags=removable,
                            chunk_size=2, on_problem=lambda problem: None, already_done=_already_done if settle else None,
                            stream=lambda chunk: sent.append([m.email for m in chunk]), rows_at_most=len(rows) + 1,
-                           streamed_before=set(before))
+                           streamed_before=set(before), may_stream=lambda: True)
         chunks = [[(m.email, m.merge_fields, m.tags, m.source, m.existing, m.untag) for m in chunk] for chunk in plan]
         return sent, chunks, plan.counts, {t: (d.carrying, d.leaving) for t, d in plan.departures.items()}, plan.streamed
 

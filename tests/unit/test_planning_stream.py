@@ -32,7 +32,8 @@ def _plan(values, audience, chunk_size=3, stream=None, streamed_before=()):
     problems: list = []
     plan = plan_export([SegmentInput("Vip", "Vip", _rows(values))], MAPPING, on_problem=problems.append,
                        existing=[ExistingMember(e, "subscribed", {"FNAME": "Old"}, ()) for e in audience],
-                       chunk_size=chunk_size, stream=stream, rows_at_most=len(values) + 1, streamed_before=streamed_before)
+                       chunk_size=chunk_size, stream=stream, rows_at_most=len(values) + 1, streamed_before=streamed_before,
+                       may_stream=lambda: True)
     return [m for chunk in plan.chunks() for m in chunk], plan, problems
 
 
