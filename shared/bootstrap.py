@@ -55,7 +55,9 @@ def build(settings: Settings | None = None, secrets: SecretStore | None = None) 
 
     def gate_for(account_id: str, cap: int) -> Callable[[], ContextManager[None]]:
         with gates_lock:
-            return gates.setdefault(account_id, LeaseSlots(slots_container, account_id, cap))
+            if account_id not in gates:  # one per account: its leases, warm slots and renewal thread are shared
+                gates[account_id] = LeaseSlots(slots_container, account_id, cap)
+            return gates[account_id]
 
     connections = MailchimpConnections(secrets, base_url=settings.mailchimp_api_base_url,
                                        max_connections=settings.mailchimp_max_connections, gate_factory=gate_for,

@@ -36,7 +36,7 @@ streamable members are planned the usual way, so a run still has one part-filled
 crashed attempt at the same plan streamed: they are counted the same way and not planned again.
 
 Whether a run streams is settled when its first chunk of streamable members is full, before that chunk goes out: only
-if the audience lacked the email of at least a quarter of the rows read so far (a first export; not a refresh, whose
+if the audience lacked the email of at least a quarter of the valid rows read so far (a first export; not a refresh, whose
 few new members would not be worth what follows), and only if `may_stream` then agrees (the caller proves the rows
 cannot pass its limit, which means reading them all once more; without `may_stream` nothing is streamed). Otherwise
 nothing is streamed and those members are planned the usual way.
@@ -525,7 +525,7 @@ class _Streamer:
     """
 
     PROBES = 4
-    WORTH_IT = 4  # streaming starts only if at least 1 in WORTH_IT rows taken so far was streamable
+    WORTH_IT = 4  # streaming starts only if the audience lacked the email of at least 1 in WORTH_IT rows taken so far
 
     def __init__(self, before: set[str], send: Callable[[list[Member]], None] | None = None,
                  audience: array | None = None, rows_at_most: int = 0, chunk_size: int = 500,

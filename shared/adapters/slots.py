@@ -16,7 +16,11 @@ the next request of this instance takes it without a storage call, if the lease 
 lease was taken is released when its request ends and then rests here for `rest_seconds`: another instance waiting for
 a slot tries each one in turn (a storage call each) and then waits up to 0.1 s, about 0.3 s for 10 slots, so under
 steady demand here it still gets slots instead of waiting for this instance to run dry. Releases are best effort (a
-lease not released expires by itself) and never stop the renewal thread; warm leases are released at exit.
+lease not released expires by itself; this instance asks with the same lease id each time, so it can take its own slot
+again at once) and run beside the renewal thread, never in its way; warm leases are released on a normal interpreter
+exit (a killed worker's run out). A renewal that fails without storage saying the lease is gone (409) is tried again
+every RENEW_RETRY_SECONDS while the lease still holds, each attempt short and without the storage retry policy, so one
+unanswered call never holds up the renewal of the others.
 """
 from __future__ import annotations
 
@@ -26,6 +30,8 @@ import logging
 import random
 import threading
 import time
+import uuid
+import weakref
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -33,6 +39,15 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError
 from azure.storage.blob import BlobLeaseClient, ContainerClient
 
 log = logging.getLogger(__name__)
+
+RENEW_RETRY_SECONDS = 2.0
+_open: "weakref.WeakSet[LeaseSlots]" = weakref.WeakSet()  # released at exit; bootstrap keeps one per account
+
+
+@atexit.register
+def _release_warm_slots() -> None:
+    for slots in list(_open):
+        slots.close()
 
 
 @dataclass
@@ -69,7 +84,9 @@ class LeaseSlots:
         self._resting: dict[str, float] = {}  # slot -> until when this instance leaves it to others (held too long)
         self._renewals = threading.Condition(self._lock)  # wakes the renewal thread when a lease is added
         self._renewer: threading.Thread | None = None  # started with the first lease, so an unused gate costs nothing
-        atexit.register(self.close)
+        self._lease_ids = {name: str(uuid.uuid4()) for name in self._names}  # ours: taken again at once after a
+        # release that failed (acquiring with the lease id that holds it succeeds)
+        _open.add(self)
 
     def _ensure_blobs(self) -> None:
         if self._created:
@@ -156,13 +173,13 @@ class LeaseSlots:
             if taken is not None:
                 return taken
             for name in random.sample(candidates, len(candidates)):
+                lease = BlobLeaseClient(self._container.get_blob_client(name), lease_id=self._lease_ids[name])
                 with self._lock:
                     if self._warm:  # one of ours was freed meanwhile: no storage call needed
                         break
                     if name in self._held:
                         continue
                     self._held.add(name)
-                lease = BlobLeaseClient(self._container.get_blob_client(name))
                 started = time.monotonic()
                 try:
                     lease.acquire(lease_duration=self._lease_seconds)
@@ -220,20 +237,24 @@ class LeaseSlots:
                            [self._renewing[name].warm_until for name in self._warm], default=None)
                 self._renewals.wait(None if wait is None else wait - now)
                 return
+        for name, lease in cold_leases:  # beside this thread: a slow release never holds up a renewal
+            threading.Thread(target=self._release, args=(name, lease), name="mailchimp-slot-release", daemon=True).start()
         for name, held in due:  # outside the lock: a slow renewal never blocks acquiring or releasing
             self._renew(name, held)
-        for name, lease in cold_leases:
-            self._release(name, lease)
 
     def _renew(self, name: str, held: _Held) -> None:
         started = time.monotonic()
         try:
-            # a renewal must not hang past the lease it is saving; the storage retry policy still applies
-            held.lease.renew(timeout=max(1, int(self._renew_every)), connection_timeout=5, read_timeout=self._renew_every)
-        except Exception as error:  # noqa: BLE001 - whatever went wrong, the slot is lost and the thread goes on
+            # short, and tried again by this thread rather than by the storage retry policy (see the docstring)
+            held.lease.renew(timeout=5, connection_timeout=5, read_timeout=5, retry_total=0)
+        except Exception as error:  # noqa: BLE001 - whatever went wrong, the thread goes on
+            gone = isinstance(error, HttpResponseError) and error.status_code == 409  # broken, or another's now
             with self._freed:
                 if self._renewing.get(name) is not held:
                     return  # released meanwhile: nothing was lost
+                if not gone and time.monotonic() + RENEW_RETRY_SECONDS < held.valid_until:
+                    held.due = time.monotonic() + RENEW_RETRY_SECONDS  # the lease still holds: try again soon
+                    return
                 del self._renewing[name]  # lost; still taken here until its request ends and releases it
                 warm = name in self._warm
                 if warm:
@@ -252,7 +273,7 @@ class LeaseSlots:
                 held.valid_until = started + self._lease_seconds
 
     def close(self) -> None:
-        """Release the warm slots (at exit): other instances need not wait for their leases to run out."""
+        """Release the warm slots (at a normal exit): other instances need not wait for their leases to run out."""
         with self._lock:
             warm = [(name, self._renewing.pop(name).lease) for name in self._warm]
             self._warm.clear()

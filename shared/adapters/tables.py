@@ -646,7 +646,8 @@ class RunTable(_Table):
     def settle_if_done(self, run_id: str) -> tuple[Run, bool]:
         """Give the run its final status once every chunk is counted: the run as read (or as settled), and whether this
         call was the one to settle it; the caller needs no second read to see whether it has ended. The chunk counters
-        are not read for a run finished already or still planning (chunks streamed while it plans)."""
+        are read with the run row (one query) but not added up for a run finished already or still planning (chunks
+        streamed while it plans)."""
         settled: list[Run] = []
 
         def settle(run: Run) -> bool:

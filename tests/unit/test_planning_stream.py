@@ -89,7 +89,7 @@ def test_a_member_in_the_audience_an_incomplete_row_or_a_second_segment_is_not_s
     assert plan.counts["Vip"].members == 3
 
     two = plan_export([SegmentInput("A", "A", _rows(values[:1])), SegmentInput("B", "B", _rows(values[:1]))],
-                      MAPPING, on_problem=lambda p: None, stream=sent.extend, rows_at_most=3)
+                      MAPPING, on_problem=lambda p: None, stream=sent.extend, rows_at_most=3, may_stream=lambda: True)
     assert [m.tags for chunk in two.chunks() for m in chunk] == [["A", "B"]]  # one member, both tags, one write
     assert len(sent) == 1  # nothing more was streamed
 
@@ -182,3 +182,12 @@ def test_a_first_export_asks_once_and_streams_only_if_allowed():
         assert sorted(planned + [m.email for m in sent]) == sorted(v["Email"] for v in values)
         outcomes[answer] = (len(sent), len(planned), plan.counts["Vip"].members, plan.streamed)
     assert outcomes == {True: (20, 3, 23, 20), False: (0, 23, 23, 0)}
+
+
+def test_without_may_stream_nothing_is_streamed():
+    """Streaming needs the caller's proof that the rows are within its limit (`may_stream`): without it, none."""
+    values = _people("new", 12)
+    sent: list[Member] = []
+    plan = plan_export([SegmentInput("Vip", "Vip", _rows(values))], MAPPING, on_problem=lambda p: None,
+                       chunk_size=5, stream=sent.extend, rows_at_most=1000)
+    assert len([m for chunk in plan.chunks() for m in chunk]) == 12 and sent == []
