@@ -5,14 +5,14 @@ PY := $(VENV)/bin/python
 
 .PHONY: install chromium run up down sample test test-unit test-deep bench clean
 
-install: $(VENV)/.installed node_modules/.installed chromium
+install: $(VENV)/.installed node_modules/.installed
 
-## The browser tests use Debian's Chromium; installed with apt-get when missing and this user may (CI runs as root).
+## The browser tests (make test only) use Debian's Chromium; installed with apt-get when missing and this user may (CI runs as root).
 chromium:
 	@test -x /usr/bin/chromium || { test "$$(id -u)" = 0 && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "Chromium is missing: sudo apt-get install chromium (browser tests need it)"; }
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
-	@test -x $(PY) || $(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "$(PYTHON) is Python " + sys.version.split()[0] + ": the app needs 3.11 or newer (what Azure runs it on); run make PYTHON=python3.11 ...")'
+	@test -x $(PY) || $(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "$(PYTHON) is Python " + sys.version.split()[0] + ": the app needs 3.11 or newer (3.11 is what Azure runs it on and what is tested); run make PYTHON=python3.11 ...")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
@@ -41,7 +41,7 @@ sample: install
 ## the suite waits on those services, so 4 workers pay even on 2 cores; tests/conftest.py says what stays together).
 TEST_WORKERS ?= 4
 
-test: install
+test: install chromium
 	bash scripts/check_infra.sh
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 

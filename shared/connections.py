@@ -105,6 +105,9 @@ class MailchimpConnections:
 
     def _client(self, credentials: Credentials) -> MailchimpClient:
         gate = self._gate_factory(credentials.account, self._max_connections) if self._gate_factory else None
-        # The read timeout stays under the 60 s lease of a connection slot, so a slot is never held past its lease.
+        # The read timeout stays under the 60 s lease of a connection slot: a request on a new lease ends before it
+        # runs out even if no renewal gets through. One on a warm slot starts with 20 s left at least and relies on the
+        # renewals (every 20 s, tried again every 2 s): should storage refuse them that long, another instance may take
+        # the slot meanwhile and Mailchimp answer 429, which is retried (shared/adapters/slots.py).
         return MailchimpClient(credentials, max_connections=self._max_connections, gate=gate, retry=self._retry,
                                timeout=(5.0, 55.0))

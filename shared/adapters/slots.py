@@ -238,7 +238,11 @@ class LeaseSlots:
                 self._renewals.wait(None if wait is None else wait - now)
                 return
         for name, lease in cold_leases:  # beside this thread: a slow release never holds up a renewal
-            threading.Thread(target=self._release, args=(name, lease), name="mailchimp-slot-release", daemon=True).start()
+            try:
+                threading.Thread(target=self._release, args=(name, lease), name="mailchimp-slot-release",
+                                 daemon=True).start()
+            except RuntimeError:  # no new thread now (the interpreter is exiting): here, then
+                self._release(name, lease)
         for name, held in due:  # outside the lock: a slow renewal never blocks acquiring or releasing
             self._renew(name, held)
 

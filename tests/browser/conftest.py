@@ -62,7 +62,7 @@ class Observed:
 
 
 def chromium_missing() -> str | None:
-    return None if CHROMIUM.exists() else f"{CHROMIUM} is missing: `make install` (as root) or `sudo apt-get install chromium` adds it"
+    return None if CHROMIUM.exists() else f"{CHROMIUM} is missing: `make test` or `make chromium` (as root) or `sudo apt-get install chromium` adds it"
 
 
 def require_chromium() -> None:
