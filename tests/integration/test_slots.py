@@ -222,3 +222,39 @@ def test_a_renewal_storage_does_not_answer_is_tried_again_while_the_lease_holds(
                 with other():
                     pass
     assert not [r for r in caplog.records if r.name == "shared.adapters.slots"]
+
+
+def test_the_app_makes_one_set_of_slots_per_account(azurite, monkeypatch):
+    """Every client of an account shares one LeaseSlots (its warm slots, lease ids and renewal thread), made once: one
+    made and dropped at each lookup would be kept alive by the exit hook."""
+    from shared import bootstrap
+    from shared.config import load_settings
+    from tests.integration.export_driver import MemorySecrets
+
+    made: list[str] = []
+
+    class Counted(LeaseSlots):
+        def __init__(self, container, account, cap, **kwargs):
+            made.append(account)
+            super().__init__(container, account, cap, **kwargs)
+
+    monkeypatch.setattr(bootstrap, "LeaseSlots", Counted)
+    app = bootstrap.build(load_settings({"AzureWebJobsStorage": azurite.connection_string}), secrets=MemorySecrets())
+    gate_for = app.exports.connections._gate_factory
+    first = gate_for("us6:key-1", 10)
+    assert gate_for("us6:key-1", 10) is first and gate_for("us6:key-2", 10) is not first
+    assert made == ["us6:key-1", "us6:key-2"]
+
+
+def test_warm_slots_are_released_at_exit(azurite):
+    """A normal exit releases the warm slots (the hook registered by shared/adapters/slots.py), so other instances
+    need not wait for their leases to run out."""
+    from shared.adapters import slots
+
+    container = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("slots-" + uuid.uuid4().hex[:8])
+    holder = LeaseSlots(container, "acct", cap=1, lease_seconds=15, warm_seconds=30)
+    with holder():
+        pass
+    assert lease_state(container, "acct/slot-00") == "leased"  # warm for 30 s
+    slots._release_warm_slots()
+    assert lease_state(container, "acct/slot-00") == "available"

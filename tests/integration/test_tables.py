@@ -284,3 +284,19 @@ def test_creating_a_run_whose_record_landed_already_is_not_an_error(tables):
     run = new_run(runs, chunks=0)
     runs.create(run)
     assert runs.get(run.id, counts=False).id == run.id
+
+
+def test_a_run_is_read_with_its_counters_in_one_query_that_counts_only_counter_rows(tables, monkeypatch):
+    """The run row and its counter rows are neighbours in key order and read together; another row of the run's
+    partition falling in that key range (none today) is not taken for a counter."""
+    runs = RunTable(tables, "runs" + uuid.uuid4().hex[:8])
+    run = new_run(runs, 2)
+    runs.finish_chunk(run.id, 0, {"A": {**zero_counts(), "created": 10, "tagged": 10}}, "")
+    runs.table.create_entity({"PartitionKey": run.id, "RowKey": "run-note", "note": "not a counter"})
+    calls = []
+    real = runs.table.query_entities
+    monkeypatch.setattr(runs.table, "query_entities", lambda *a, **k: calls.append(a) or real(*a, **k))
+    monkeypatch.setattr(runs.table, "get_entity", lambda *a, **k: pytest.fail("read by a point read too"))
+    stored = runs.get(run.id)
+    assert len(calls) == 1
+    assert stored.chunks_done == 1 and stored.counts["created"] == 10
