@@ -7,7 +7,7 @@ import logging
 
 import azure.functions as func
 
-from shared import bootstrap
+from shared import bootstrap, telemetry
 from shared.config import CONTAINER_ERASURES, QUEUE_ERASURE_EVENTS, QUEUE_ERASURES, STORAGE_CONNECTION
 from shared.events import created_blobs
 
@@ -43,11 +43,10 @@ def erasure_file_arrived(msg: func.QueueMessage) -> None:
 def erasure_file_arrived_poisoned(msg: func.QueueMessage) -> None:
     """Tried again: nothing else would ever read a dropped file that was not recorded, and recording one again is
     harmless (`on_dropped` finds the request an earlier attempt made)."""
-    bootstrap.poisoned(QUEUE_ERASURE_EVENTS + "-poison", f"message {msg.id}",
-                       f"handled once more (up to 5 deliveries); if that fails too, it moves on to "
-                       f"{QUEUE_ERASURE_EVENTS}-poison-poison, read by nothing (the file it names is in its body, and "
-                       "still in the erasures container, maybe not requested): write that file again once the cause is "
-                       "fixed")
+    queue = QUEUE_ERASURE_EVENTS + "-poison"
+    bootstrap.poisoned(queue, f"message {msg.id}", telemetry.handled_again(
+        queue, "the file it names is in its body, and still in the erasures container, maybe not requested",
+        "write that file again once the cause is fixed"))
     _record_dropped(msg)
 
 

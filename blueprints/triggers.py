@@ -5,7 +5,7 @@ import logging
 
 import azure.functions as func
 
-from shared import bootstrap
+from shared import bootstrap, telemetry
 from shared.config import QUEUE_SEGMENT_EVENTS, STORAGE_CONNECTION
 from shared.events import created_blobs
 
@@ -29,10 +29,10 @@ def segment_arrived(msg: func.QueueMessage) -> None:
 def segment_arrived_poisoned(msg: func.QueueMessage) -> None:
     """Tried again: a destination exporting on arrival only (its schedule off) would not export the snapshot until a
     newer one lands, and a snapshot is started at most once per destination, however often its events come."""
-    then = (f"handled once more (up to 5 deliveries); if that fails too, it moves on to "
-            f"{QUEUE_SEGMENT_EVENTS}-poison-poison, read by nothing (the blob it names is in its body): start that "
-            "segment's export by hand, or let the schedule, where it is on, export the newest snapshot")
-    _follow_arrivals(bootstrap.poisoned(QUEUE_SEGMENT_EVENTS + "-poison", f"message {msg.id}", then), msg)
+    queue = QUEUE_SEGMENT_EVENTS + "-poison"
+    then = telemetry.handled_again(queue, "the blob it names is in its body", "start that segment's export by hand, or "
+                                   "let the schedule, where it is on, export the newest snapshot")
+    _follow_arrivals(bootstrap.poisoned(queue, f"message {msg.id}", then), msg)
 
 
 def _follow_arrivals(app_: bootstrap.App, msg: func.QueueMessage) -> None:

@@ -36,10 +36,10 @@ streamable members are planned the usual way, so a run still has one part-filled
 crashed attempt at the same plan streamed: they are counted the same way and not planned again.
 
 Whether a run streams is settled when its first chunk of streamable members is full, before that chunk goes out: only
-if the audience lacked the email of at least a quarter of the valid rows read so far (a first export; not a refresh, whose
-few new members would not be worth what follows), and only if `may_stream` then agrees (the caller proves the rows
-cannot pass its limit, which means reading them all once more; without `may_stream` nothing is streamed). Otherwise
-nothing is streamed and those members are planned the usual way.
+if the audience lacked the email of at least a quarter of the valid rows read so far (a first export; not a refresh,
+whose few new members would not be worth what follows), and only if `may_stream` then agrees (the caller proves the
+rows cannot pass its limit, which means reading them all once more; without `may_stream` nothing is streamed).
+Otherwise nothing is streamed and those members are planned the usual way.
 
 Memory: valid rows and existing members are hash-partitioned by email (crc32) into spill files in a
 temporary folder, then merged one bucket at a time. Output order depends only on the input
@@ -525,6 +525,8 @@ class _Streamer:
     """
 
     PROBES = 4
+    FILTER_ROWS_MOST = 4_000_000  # the filter is sized for this many rows at most (10 bits a row, 5 MB): past it more
+    # addresses are wrongly believed seen, and those members are planned the usual way instead of streamed
     WORTH_IT = 4  # streaming starts only if the audience lacked the email of at least 1 in WORTH_IT rows taken so far
 
     def __init__(self, before: set[str], send: Callable[[list[Member]], None] | None = None,
@@ -536,7 +538,7 @@ class _Streamer:
         self._taken = 0  # rows offered to `take`, until streaming is settled
         self._new = 0  # ... of which the audience lacks the email
         self._audience = audience if audience is not None else array("q")
-        self._bits = bytearray(max(rows_at_most, 1024) * 10 // 8 + 1) if send else bytearray()
+        self._bits = bytearray(min(max(rows_at_most, 1024), self.FILTER_ROWS_MOST) * 10 // 8 + 1) if send else bytearray()
         self._size = len(self._bits) * 8
         self._chunk_size = chunk_size
         self._mapped_fields = mapped_fields

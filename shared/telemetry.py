@@ -133,6 +133,13 @@ def ended_fields(run: Any, *, credentials_refused: bool | None = None) -> dict[s
 GIVEN_UP = "what it asked for is counted or recorded as given up on"
 
 
+def handled_again(queue: str, where: str, remedy: str) -> str:
+    """`then` for a poison queue's handler that handles the event once more (`queue`: the poison queue): where the
+    message goes if that fails too, `where` its subject is then, and what to do about it."""
+    return (f"handled once more (up to 5 deliveries); if that fails too, it moves on to {queue}-poison, read by nothing "
+            f"({where}): {remedy}")
+
+
 def poisoned(queue: str, what: str, then: str = GIVEN_UP) -> None:
     """A poison queue's handler got a message (`queue`: the poison queue's name; `what`: the run, chunk or request
     it was for, never a person's data; `then`: what happens to it now): one warning with `poisonQueue` as a field,

@@ -84,8 +84,10 @@ class LeaseSlots:
         self._resting: dict[str, float] = {}  # slot -> until when this instance leaves it to others (held too long)
         self._renewals = threading.Condition(self._lock)  # wakes the renewal thread when a lease is added
         self._renewer: threading.Thread | None = None  # started with the first lease, so an unused gate costs nothing
-        self._lease_ids = {name: str(uuid.uuid4()) for name in self._names}  # ours: taken again at once after a
-        # release that failed (acquiring with the lease id that holds it succeeds)
+        # One lease client per slot, with this instance's lease id: after a release that failed, acquiring with the
+        # lease id that holds the lease succeeds, so the slot is taken again at once. Made here: no network.
+        self._leases = {name: BlobLeaseClient(container.get_blob_client(name), lease_id=str(uuid.uuid4()))
+                        for name in self._names}
         _open.add(self)
 
     def _ensure_blobs(self) -> None:
@@ -173,7 +175,7 @@ class LeaseSlots:
             if taken is not None:
                 return taken
             for name in random.sample(candidates, len(candidates)):
-                lease = BlobLeaseClient(self._container.get_blob_client(name), lease_id=self._lease_ids[name])
+                lease = self._leases[name]
                 with self._lock:
                     if self._warm:  # one of ours was freed meanwhile: no storage call needed
                         break

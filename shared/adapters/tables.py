@@ -49,6 +49,11 @@ def _retry_on_conflict(attempt: Callable[[], Any], tries: int = 50) -> Any:
     raise Conflict("record kept changing under us; giving up after retries")
 
 
+def _error_text(error: HttpResponseError) -> str:
+    """The error's code and message: the Table service's code is in one or the other, depending on the call."""
+    return f"{getattr(error, 'error_code', '')} {error}"
+
+
 def _precondition_failed(error: HttpResponseError) -> bool:
     return getattr(error, "status_code", None) == 412 or "UpdateConditionNotSatisfied" in str(error)
 
@@ -85,7 +90,7 @@ class _Table:
     def _raise_if_table_missing(self, error: ResourceNotFoundError) -> None:
         # the Table service's code for a missing table, not a missing row (in the error's code or, on some paths,
         # only in its body, as RunTable.create finds EntityAlreadyExists)
-        if "TableNotFound" in f"{getattr(error, 'error_code', '')} {error}":
+        if "TableNotFound" in _error_text(error):
             raise TableMissing(f"table {self._name} is missing: restore it from a backup, or make it again empty "
                                "(`azd provision`; locally, restarting the app does) knowing that an empty "
                                "erasedaddresses table lets erased people be exported again: request their erasures "
@@ -164,7 +169,7 @@ def _too_large(entity: dict[str, Any]) -> InvalidDestination | None:
 def _storage_refused(entity: dict[str, Any], error: HttpResponseError) -> InvalidDestination | None:
     """Table storage's own refusal of a record too large (PropertyValueTooLarge, EntityTooLarge, RequestBodyTooLarge),
     as InvalidDestination naming the largest field; None for any other error."""
-    code = next((code for code in TOO_LARGE if code in f"{getattr(error, 'error_code', '')} {error}"), None)
+    code = next((code for code in TOO_LARGE if code in _error_text(error)), None)
     if code is None:
         return None
     largest = max((key for key in entity if isinstance(entity[key], str)), key=lambda key: utf16_units(entity[key]))
@@ -451,7 +456,7 @@ class RunTable(_Table):
             self.table.create_entity(self._to_entity(run))
         except ResourceExistsError as error:
             # the create path's 409 carries its code in the body only; another 409 (TableBeingDeleted) is not created
-            if "EntityAlreadyExists" not in f"{getattr(error, 'error_code', '')} {error}":
+            if "EntityAlreadyExists" not in _error_text(error):
                 raise
             # run ids are unique: a retry (the SDK's, on a 5xx) of a create that had landed finds its own record
 

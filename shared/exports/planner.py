@@ -38,9 +38,6 @@ log = logging.getLogger(__name__)
 
 
 CHUNK_WRITERS = 8  # chunk files written at once while planning
-# The filter of addresses seen while streaming is sized for this many rows at most (10 bits a row, 5 MB): past it more
-# addresses are wrongly believed seen, and those members are planned the usual way instead of streamed.
-STREAM_FILTER_ROWS = 4_000_000
 UNQUEUED = "not sent: queuing the run's chunks failed repeatedly; retry the export's failed members"
 UNQUEUED_NOTICE = ("queuing its chunks failed repeatedly: the members of the chunks not sent yet were counted failed; "
                    "see the function logs for the run id, fix the cause and retry the export's failed members")
@@ -380,7 +377,7 @@ class Planner(ExportParts):
                 max_rows=self.settings.max_profiles_per_export,
                 erased=erased,
                 stream=stream if streamable else None,
-                rows_at_most=min(self.settings.max_profiles_per_export, STREAM_FILTER_ROWS),
+                rows_at_most=self.settings.max_profiles_per_export,
                 streamed_before=before,
                 may_stream=may_stream,
             )
