@@ -11,8 +11,26 @@ from azure.storage.blob import BlobLeaseClient, BlobServiceClient
 from shared.adapters.slots import LeaseSlots
 
 
-def test_two_instances_never_hold_more_than_the_cap_together(azurite):
-    container = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("slots-" + uuid.uuid4().hex[:8])
+@pytest.fixture
+def container(azurite):
+    """A container of its own for the test's slot blobs."""
+    return BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("slots-" + uuid.uuid4().hex[:8])
+
+
+def before_lease_calls(monkeypatch, container, method: str, before) -> None:
+    """`before()` runs ahead of every BlobLeaseClient `method` call on `container`'s blobs (not on those of other
+    tests' instances, still running): it may count the call, or raise instead of it."""
+    real = getattr(BlobLeaseClient, method)
+
+    def wrapped(self, *args, **kwargs):
+        if f"/{container.container_name}/" in self._client._config.url:
+            before()
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(BlobLeaseClient, method, wrapped)
+
+
+def test_two_instances_never_hold_more_than_the_cap_together(container):
     instances = [LeaseSlots(container, "acct", cap=3, lease_seconds=15), LeaseSlots(container, "acct", cap=3, lease_seconds=15)]
     lock = threading.Lock()
     inside = peak = 0
@@ -32,17 +50,15 @@ def test_two_instances_never_hold_more_than_the_cap_together(azurite):
     assert peak == 3  # reached, never exceeded
 
 
-def test_accounts_do_not_share_slots(azurite):
-    container = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("slots-" + uuid.uuid4().hex[:8])
+def test_accounts_do_not_share_slots(container):
     first, second = LeaseSlots(container, "one", cap=1, lease_seconds=15), LeaseSlots(container, "two", cap=1, lease_seconds=15, wait_seconds=2)
     with first():
         with second():  # would time out if the accounts shared the one slot
             pass
 
 
-def test_a_slot_held_longer_than_its_lease_stays_taken_until_released(azurite):
+def test_a_slot_held_longer_than_its_lease_stays_taken_until_released(container):
     """A request may outlast its 15 s lease (Mailchimp's read timeout is 60 s): the lease must be renewed meanwhile."""
-    container = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("slots-" + uuid.uuid4().hex[:8])
     holder = LeaseSlots(container, "acct", cap=1, lease_seconds=15)
     other = LeaseSlots(container, "acct", cap=1, lease_seconds=15, wait_seconds=1)  # another instance
     with holder():
@@ -59,8 +75,7 @@ def test_a_slot_held_longer_than_its_lease_stays_taken_until_released(azurite):
         pass
 
 
-def test_a_lost_lease_is_logged_without_names_and_the_slot_stays_taken_here_until_its_request_ends(azurite, caplog):
-    container = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("slots-" + uuid.uuid4().hex[:8])
+def test_a_lost_lease_is_logged_without_names_and_the_slot_stays_taken_here_until_its_request_ends(container, caplog):
     holder = LeaseSlots(container, "acct-7f3a", cap=1, lease_seconds=15, wait_seconds=1)
     with caplog.at_level(logging.WARNING, logger="shared.adapters.slots"):
         with holder():
@@ -87,21 +102,13 @@ def lease_state(container, name: str) -> str:
     return container.get_blob_client(name).get_blob_properties().lease.state
 
 
-def test_a_slot_is_kept_warm_between_requests_of_one_instance_and_let_go_when_idle(azurite, monkeypatch):
+def test_a_slot_is_kept_warm_between_requests_of_one_instance_and_let_go_when_idle(container, monkeypatch):
     """Requests one after another take the slot's lease once, not once each (two storage calls saved per request);
     a slot nobody here uses is released within warm_seconds, so that other instances can take it."""
-    container = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("slots-" + uuid.uuid4().hex[:8])
     holder = LeaseSlots(container, "acct", cap=1, lease_seconds=15, warm_seconds=0.3)
     calls = {"acquire": 0, "release": 0}
     for method in calls:
-        real = getattr(BlobLeaseClient, method)
-
-        def counted(self, *args, _real=real, _method=method, **kwargs):
-            if f"/{container.container_name}/" in self._client._config.url:  # not other tests' instances, still running
-                calls[_method] += 1
-            return _real(self, *args, **kwargs)
-
-        monkeypatch.setattr(BlobLeaseClient, method, counted)
+        before_lease_calls(monkeypatch, container, method, lambda method=method: calls.update({method: calls[method] + 1}))
     for _ in range(20):
         with holder():
             assert lease_state(container, "acct/slot-00") == "leased"
@@ -116,10 +123,9 @@ def test_a_slot_is_kept_warm_between_requests_of_one_instance_and_let_go_when_id
         pass
 
 
-def test_under_steady_demand_here_another_instance_still_gets_a_slot(azurite):
+def test_under_steady_demand_here_another_instance_still_gets_a_slot(container):
     """A slot held past hold_seconds is released when its request ends and left to others for a moment: an instance
     that always has a request waiting does not keep every slot to itself."""
-    container = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("slots-" + uuid.uuid4().hex[:8])
     busy = LeaseSlots(container, "acct", cap=1, lease_seconds=15, hold_seconds=1)
     other = LeaseSlots(container, "acct", cap=1, lease_seconds=15, wait_seconds=6)
     stop = threading.Event()
@@ -143,24 +149,21 @@ def test_under_steady_demand_here_another_instance_still_gets_a_slot(azurite):
     assert waited < 3, waited
 
 
-def test_a_release_storage_does_not_answer_loses_neither_the_slot_nor_a_renewal(azurite, monkeypatch):
+def test_a_release_storage_does_not_answer_loses_neither_the_slot_nor_a_renewal(container, monkeypatch):
     """A warm slot nobody took is released beside the renewal thread, best effort: a connection error there (not an
     HTTP answer) leaves the slot free here and the renewals going; the lease it could not release is still this
     instance's (same lease id), so both slots can be used at once right away rather than after the lease runs out."""
     from azure.core.exceptions import ServiceRequestError
 
-    container = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("slots-" + uuid.uuid4().hex[:8])
     holder = LeaseSlots(container, "acct", cap=2, lease_seconds=15, warm_seconds=0.1, wait_seconds=2)
-    real = BlobLeaseClient.release
     failed = []
 
-    def unreachable(self, *args, **kwargs):
-        if f"/{container.container_name}/" in self._client._config.url and not failed:
+    def unreachable() -> None:
+        if not failed:
             failed.append(True)
             raise ServiceRequestError("connection reset")
-        return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(BlobLeaseClient, "release", unreachable)
+    before_lease_calls(monkeypatch, container, "release", unreachable)
     with holder():
         pass
     deadline = time.monotonic() + 5
@@ -173,18 +176,10 @@ def test_a_release_storage_does_not_answer_loses_neither_the_slot_nor_a_renewal(
             pass
 
 
-def test_a_warm_slot_whose_lease_may_run_out_is_not_used_for_a_new_request(azurite, monkeypatch):
-    container = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("slots-" + uuid.uuid4().hex[:8])
+def test_a_warm_slot_whose_lease_may_run_out_is_not_used_for_a_new_request(container, monkeypatch):
     holder = LeaseSlots(container, "acct", cap=1, lease_seconds=15, warm_seconds=5)
     acquired = []
-    real = BlobLeaseClient.acquire
-
-    def counted(self, *args, **kwargs):
-        if f"/{container.container_name}/" in self._client._config.url:
-            acquired.append(True)
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(BlobLeaseClient, "acquire", counted)
+    before_lease_calls(monkeypatch, container, "acquire", lambda: acquired.append(True))
     with holder():
         pass
     with holder():  # warm: no new lease
@@ -196,24 +191,21 @@ def test_a_warm_slot_whose_lease_may_run_out_is_not_used_for_a_new_request(azuri
     assert len(acquired) == 2
 
 
-def test_a_renewal_storage_does_not_answer_is_tried_again_while_the_lease_holds(azurite, monkeypatch, caplog):
+def test_a_renewal_storage_does_not_answer_is_tried_again_while_the_lease_holds(container, monkeypatch, caplog):
     """One unanswered renewal (a connection error, not storage saying the lease is gone) is not a lost slot: it is
     tried again a moment later, and the request keeps its slot without a warning."""
     from azure.core.exceptions import ServiceRequestError
 
-    container = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("slots-" + uuid.uuid4().hex[:8])
     holder = LeaseSlots(container, "acct", cap=1, lease_seconds=15)
     other = LeaseSlots(container, "acct", cap=1, lease_seconds=15, wait_seconds=0.5)
-    real = BlobLeaseClient.renew
     failures = []
 
-    def flaky(self, *args, **kwargs):
-        if f"/{container.container_name}/" in self._client._config.url and len(failures) < 2:
+    def flaky() -> None:
+        if len(failures) < 2:
             failures.append(True)
             raise ServiceRequestError("connection reset")
-        return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(BlobLeaseClient, "renew", flaky)
+    before_lease_calls(monkeypatch, container, "renew", flaky)
     with caplog.at_level(logging.INFO, logger="shared.adapters.slots"):
         with holder():
             time.sleep(18)  # past the 15 s lease: renewed at 5 s (fails), 7 s (fails), 9 s, ...
@@ -246,12 +238,11 @@ def test_the_app_makes_one_set_of_slots_per_account(azurite, monkeypatch):
     assert made == ["us6:key-1", "us6:key-2"]
 
 
-def test_warm_slots_are_released_at_exit(azurite):
+def test_warm_slots_are_released_at_exit(container):
     """A normal exit releases the warm slots (the hook registered by shared/adapters/slots.py), so other instances
     need not wait for their leases to run out."""
     from shared.adapters import slots
 
-    container = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("slots-" + uuid.uuid4().hex[:8])
     holder = LeaseSlots(container, "acct", cap=1, lease_seconds=15, warm_seconds=30)
     with holder():
         pass
