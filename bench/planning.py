@@ -11,7 +11,11 @@ as an audience mirror would hold them (one line a contact, shared.members.contac
 as shared/audience_mirror.py does), P % of them (every n-th) with another first name, and the plan compares every row
 with that audience and settles the unchanged members as the export planner does (`already_done`).
 
+With --memo as well, the refresh has the row memo (shared/row_memo.py) an earlier plan made when every row was in step,
+as the export planner gives it: the rows it knows whose contact is unchanged are skipped unread.
+
     .venv/bin/python bench/planning.py [--rows 1000000] [--audience 200000] [--chunk-size 500] [--refresh-changed 1]
+                                       [--memo]
 """
 from __future__ import annotations
 
@@ -31,8 +35,9 @@ sys.path.insert(0, str(ROOT))
 from shared.exports.planner import _already_done
 from shared.members import Contact, contact_line
 from shared.planning import Mapping, SegmentInput, plan_export
+from shared.row_memo import RowMemo, RowSkips
 from shared.sample_segments import FolderSource, sample_audience
-from shared.segment_rows import read_rows
+from shared.segment_rows import RowDigests, read_rows
 from shared.snapshots import list_segments
 
 SEGMENTS = ("HighValueCustomers", "NewsletterSubscribers", "LapsedBuyers", "RecentSignups")
@@ -63,6 +68,16 @@ def write_mirror(path: str, inputs: list[SegmentInput], every: int) -> int:
     return written
 
 
+class Rows:
+    """A segment's rows, readable twice (as the export planner hands them to planning)."""
+
+    def __init__(self, source: FolderSource, snapshot: object, digests: RowDigests | None) -> None:
+        self.source, self.snapshot, self.digests = source, snapshot, digests
+
+    def __iter__(self) -> Iterator:
+        return read_rows(self.source, self.snapshot, self.digests)
+
+
 def read_mirror(path: str) -> Iterator[str]:
     """The contacts of `path` as the audience mirror hands them to planning: its stored lines."""
     with open(path, encoding="utf-8", newline="\n") as file:
@@ -76,9 +91,12 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=500)
     parser.add_argument("--refresh-changed", type=float, default=0.0, metavar="PERCENT",
                         help="time a refresh against the first plan's members, PERCENT %% of them changed since")
+    parser.add_argument("--memo", action="store_true", help="the refresh has the row memo of a plan with every row in step")
     args = parser.parse_args()
     if not 0 <= args.refresh_changed <= 100:
         parser.error("--refresh-changed is a percentage: 0 (off) to 100")
+    if args.memo and not args.refresh_changed:
+        parser.error("--memo needs --refresh-changed")
 
     with tempfile.TemporaryDirectory(prefix="bench-planning-") as folder:
         started = time.perf_counter()
@@ -89,14 +107,25 @@ def main() -> None:
         source = FolderSource(folder)
         segments = list_segments(source)
 
-        def inputs() -> list[SegmentInput]:
-            return [SegmentInput(name, name, read_rows(source, segments[name][0])) for name in SEGMENTS]
+        def inputs(skips: RowSkips | None = None) -> list[SegmentInput]:
+            return [SegmentInput(name, name, Rows(source, segments[name][0], skips.for_segment(name, name) if skips else None))
+                    for name in SEGMENTS]
 
         existing: Iterator[Contact] = sample_audience(args.audience)
         audience = args.audience
         if args.refresh_changed:
             mirror = os.path.join(folder, "mirror.tsv")
             every = max(1, round(100 / args.refresh_changed))  # every n-th contact changed
+            skips = None
+            if args.memo:  # the earlier refresh: every row in step, each one in the memo it makes
+                write_mirror(mirror, inputs(), args.rows + 1)
+                earlier = RowSkips(RowMemo.empty())
+                for _ in plan_export(inputs(earlier), MAPPING, existing=read_mirror(mirror), merge_field_types=TYPES,
+                                     on_problem=lambda _problem: None, workdir=folder, removable_tags=SEGMENTS,
+                                     already_done=_already_done, memo=earlier):
+                    pass
+                skips = RowSkips(RowMemo.from_bytes(earlier.next.to_bytes(""), "") or RowMemo.empty())
+                print(f"an earlier plan with every row in step made a memo of {len(skips.memo):,} rows")
             audience = write_mirror(mirror, inputs(), every)
             existing = read_mirror(mirror)
             print(f"wrote an audience of {audience:,} contacts from a first plan, every {every} changed "
@@ -110,7 +139,7 @@ def main() -> None:
         rss_before = peak_rss_mb()
         started, cpu_started = time.perf_counter(), time.process_time()
         plan = plan_export(
-            inputs(),
+            inputs(skips if args.refresh_changed else None),
             MAPPING,
             existing=existing,
             merge_field_types=TYPES,
@@ -119,6 +148,7 @@ def main() -> None:
             workdir=folder,
             removable_tags=SEGMENTS if args.refresh_changed else (),
             already_done=_already_done if args.refresh_changed else None,
+            memo=skips if args.refresh_changed else None,
         )
         chunks = members = with_existing = 0
         for chunk in plan:
@@ -133,6 +163,7 @@ def main() -> None:
     peak = peak_rss_mb()
     print(f"planned {read:,} rows -> {members:,} members in {chunks:,} chunks; {problems:,} invalid rows; "
           f"{with_existing:,} members already in the {audience:,}-member audience; {settled:,} settled (unchanged)")  # fmt: skip
+    print(f"rows known from the memo (skipped unread): {plan.known:,}")
     print(f"time: {seconds:.1f} s  throughput: {rate:,.0f} rows/s (target >= {TARGET_ROWS_PER_SECOND:,})")
     print(f"CPU: {cpu:.1f} s  {read / cpu:,.0f} rows per CPU second, {1e6 * cpu / read:.1f} us a row")
     print(f"peak RSS: {peak:.0f} MB (target <= {TARGET_PEAK_MB}); before planning: {rss_before:.0f} MB")

@@ -84,6 +84,7 @@ MIRRORS_PREFIX = "mirrors/"
 ERASURES_MARK = "mirrors-deleted.json"  # changed by each erasure (note_mirrors_deleted); not under the prefix
 DESTINATION_MARKS = "mirrors-deleted/"  # <destinationId>.json: changed when that destination is deleted
 MANIFEST = "manifest.json"
+ROW_MEMO = "rows.memo"  # beside the versions: the destination's row memo (shared/row_memo.py), deleted with the mirror
 CLOCK_MARGIN = timedelta(minutes=5)  # changes are asked for since `asOf` less this: our clock and Mailchimp's may differ
 ARCHIVED = "archived"
 FIELDS = ("email_address", "status", "merge_fields", "tags")  # what iter_audience reads of a contact
@@ -318,6 +319,32 @@ class AudienceMirror:
                     yield from draft.members()
                     return
             yield from self._read_in_full(folder, where, why, audience_id, client, started, work, marks)
+
+    def row_memo(self, destination_id: str, audience_id: str) -> bytes | None:
+        """The destination's row memo for this audience as its last plan wrote it, or None (none, or unreadable: the
+        run then reads every row)."""
+        name = f"{destination_prefix(destination_id)}{audience_id}/{ROW_MEMO}"
+        try:
+            return self._store.read_bytes(name) if self._store.exists(name) else None
+        except Exception as error:  # noqa: BLE001 - a memo only saves work: without it every row is read
+            log.warning("row memo of audience %s of destination %s not read (%s): every row is read",
+                        audience_id, destination_id, type(error).__name__)
+            return None
+
+    def keep_row_memo(self, destination_id: str, audience_id: str, data: bytes, marks: Marks) -> None:
+        """Store a plan's row memo, unless a deletions mark moved since the run took `marks` (like the mirror: the
+        memo's digests stand for people an erasure or the destination's deletion may have removed meanwhile)."""
+        name = f"{destination_prefix(destination_id)}{audience_id}/{ROW_MEMO}"
+        try:
+            self._store.write_bytes(name, data)
+            now = self.marks(destination_id)
+            if now != marks or not now.known:
+                self._store.delete_prefix(name)
+                log.warning("row memo of audience %s of destination %s not kept: mirrors were deleted, or the "
+                            "deletions marks could not be read, while the run planned", audience_id, destination_id)
+        except Exception as error:  # noqa: BLE001 - the next run reads every row
+            log.warning("row memo of audience %s of destination %s not written (%s): the next run reads every row",
+                        audience_id, destination_id, type(error).__name__)
 
     def _current(self, folder: str, where: str, now: datetime, marks: Marks) -> tuple[_Manifest | None, str]:
         """The stored mirror's manifest when it may be refreshed, else (None, why not)."""

@@ -41,6 +41,15 @@ whose few new members would not be worth what follows), and only if `may_stream`
 rows cannot pass its limit, which means reading them all once more; without `may_stream` nothing is streamed).
 Otherwise nothing is streamed and those members are planned the usual way.
 
+Known rows (`memo`, shared/row_memo.py): with a memo of the rows an earlier plan found already in step, a row it
+knows, whose contact the audience holds as it was then, is skipped unread: counted read, a member and settled (as full
+planning would find it), with its tag counted among those its contact carries. The audience is then read before the
+rows, and nothing is streamed. Such a row must stay its member's only row: when another row with its address comes
+after it (one before it was read, not skipped), or two known rows share an address, every row is read once more with
+those addresses' rows parsed, counting afresh (`rows` must be readable twice, or nothing is skipped). Whatever the
+memo, the plan makes the next one (`memo.next`): the skipped rows, and each member it settles made of one row with
+every value converted.
+
 Memory: valid rows and existing members are hash-partitioned by email (crc32) into spill files in a
 temporary folder, then merged one bucket at a time. Output order depends only on the input
 (bucket order, then first-row order), so a redelivered planning message yields identical chunks.
@@ -62,8 +71,9 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from shared.columns import ColumnMismatch, resolve_columns
 from shared.emails import email_problem, normalize_email, subscriber_hash
-from shared.members import (Contact, ExistingMember, Member, RowRef, line_email, line_mentions, line_values,
-                            tag_needles)
+from shared.members import (Contact, ExistingMember, Member, RowRef, contact_line, line_email, line_mentions,
+                            line_values, tag_needles)
+from shared.row_memo import MemoWriter, RowSkips, contact_digest, email_key
 from shared.segment_rows import SourceRow
 
 BUCKETS = 64
@@ -251,6 +261,14 @@ class _Spill:
             if file is not None:
                 file.close()
 
+    def discard(self) -> None:
+        """Close and remove every file: what was spilled is not read."""
+        self.close()
+        for bucket, file in enumerate(self._files):
+            if file is not None:
+                os.remove(self._paths[bucket])
+                self._files[bucket] = None
+
     def read(self, bucket: int) -> Iterator[tuple]:
         """The bucket's records in the order they were added; the file is removed once read."""
         if self._files[bucket] is None:
@@ -285,6 +303,7 @@ class Plan:
         rows_at_most: int = 0,
         streamed_before: Iterable[str] = (),
         may_stream: Callable[[], bool] | None = None,
+        memo: RowSkips | None = None,
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
@@ -313,6 +332,18 @@ class Plan:
         self._rows_at_most = rows_at_most  # sizes the filter of emails seen while streaming
         self._may_stream = may_stream  # asked once, before the first chunk is streamed (see the module's docstring)
         self._streamed_before = set(streamed_before)
+        # With a memo (see "Known rows" in the module's docstring): rows it knows are skipped unread, unless this plan
+        # streams, or continues a crashed attempt's, or its rows cannot be read twice.
+        self._skips = memo
+        self._skipping = (memo is not None and len(memo.memo) > 0 and already_done is not None
+                          and not self._streamed_before
+                          and all(iter(source.rows) is not source.rows for source in self._inputs))
+        if self._skipping:
+            self._stream = None
+        self._skipped: set[int] = set()  # email keys of the rows skipped
+        self._twice: set[int] = set()  # ... of two skipped rows
+        self._known = 0  # rows skipped
+        self._candidates: dict[str, tuple[int, int]] = {}  # email -> (row digest, contact digest), while merging
         self._streamer: _Streamer | None = None
         self._unsent: set[str] = set()  # streamable members left to the usual chunks (the last, part-filled chunk)
         self._started = False
@@ -324,6 +355,11 @@ class Plan:
     def streamed(self) -> int:
         """Members streamed so far, by this attempt or a crashed one before it (also when reading stopped half-way)."""
         return self._streamer.sent + self._streamer.sent_earlier if self._streamer else 0
+
+    @property
+    def known(self) -> int:
+        """Rows skipped unread because the memo knew them (final once the chunks have been iterated)."""
+        return self._known
 
     def __iter__(self) -> Iterator[list[Member]]:
         return self.chunks()
@@ -338,20 +374,25 @@ class Plan:
     def _chunks(self) -> Iterator[list[Member]]:
         with tempfile.TemporaryDirectory(prefix="plan-", dir=self._workdir) as folder:
             rows, existing = _Spill(folder, "rows"), _Spill(folder, "existing")
-            if self._stream is None:
+            if self._stream is None and not self._skipping:
                 self._spill_rows(rows, _Streamer(self._streamed_before))
                 self._spill_existing(existing)
-            else:  # the audience first: a row is streamed only if the audience lacks its email
+            else:  # the audience first: a row is streamed, or skipped, only if the audience holds what it needs
                 audience = self._spill_existing(existing)
                 self._spill_rows(rows, _Streamer(self._streamed_before, self._stream, audience, self._rows_at_most,
                                                  self._chunk_size, len(self._mapping.merge_fields), self._may_stream))
+                if self._skipping and (conflicts := self._conflicts()):
+                    rows = self._read_again(rows, _Spill(folder, "rows-again"), conflicts)
             rows.close()
             existing.close()
             chunk: list[Member] = []
+            memo = self._skips.next if self._skips is not None and self._already_done else None
             for bucket in range(BUCKETS):
                 for member in self._merge(rows.read(bucket), existing.read(bucket)):
                     if self._already_done and not member.departed and self._already_done(member):
                         self.counts[member.source.segment].settled += 1
+                        if memo is not None and (found := self._candidates.get(member.email)):
+                            memo.add(*found, email_key(member.email))
                         continue
                     chunk.append(member)
                     if len(chunk) == self._chunk_size:
@@ -363,16 +404,25 @@ class Plan:
     def _spill_existing(self, spill: _Spill) -> array:
         """Spill the audience; the hashes of its emails, sorted (what `_Streamer` asks "in the audience?"). A mirror's
         line is spilled as it is, and decoded in `_merge` only if needed."""
-        hashes = array("q")
+        hashes, contacts = array("q"), array("Q")
         for contact in self._existing:
             if isinstance(contact, str):
                 email = normalize_email(line_email(contact))
                 spill.add(email, (email, contact))
+                if self._skipping:
+                    contacts.append(contact_digest(contact))
             else:
                 email = normalize_email(contact.email)
-                spill.add(email, (email, contact.status, contact.merge_fields, tuple(contact.tags)))
+                spill.add(email, (email, contact.status, contact.merge_fields, tuple(contact.tags), contact.email))
+                if self._skipping:
+                    contacts.append(contact_digest(_contact_line(contact)))
             hashes.append(hash(email))
-        return array("q", sorted(hashes))
+        ordered = array("q", sorted(hashes))
+        if self._skipping:  # a contact listed twice is merged as the last one read: it is not one a row is known by
+            twice = {ordered[n] for n in range(1, len(ordered)) if ordered[n] == ordered[n - 1]}
+            self._skips.audience_read(  # type: ignore[union-attr]
+                (digest for h, digest in zip(hashes, contacts) if h not in twice) if twice else contacts)
+        return ordered
 
     def _rules(self, columns: Mapping[str, str]) -> tuple[str, list[_FieldRule]]:
         """The email column and merge rules with these column names (mapped name -> column)."""
@@ -392,6 +442,9 @@ class Plan:
                     raise TooManyRows(self._max_rows)
                 left -= 1
                 counts.read += 1
+                if row.known is not None:
+                    self._skip(row, source, counts)
+                    continue
                 given, reason = None, row.error
                 if row.values is not None:
                     email_column, rules = own.get(row.partition, segment_rules)
@@ -400,7 +453,12 @@ class Plan:
                         # resolves it once, so its rows are not lost (and their members not untagged).
                         email_column, rules = own[row.partition] = self._partition_rules(row.values, segment_rules)
                     given = row.values.get(email_column)
+                    problems_before = counts.field_problems
                     email, fields, reason = self._accept(row, given, email_column, rules, source, counts)
+                    if reason is None and self._skipping:
+                        self._skips.excluded.add(email_key(email))  # type: ignore[union-attr]
+                    digest = row.digest if counts.field_problems == problems_before else 0  # a memo entry is
+                    # made only of a row with every value converted: its problems are reported on every run
                 if reason is not None:
                     counts.invalid += 1
                     self._on_problem(RowProblem(source.segment, row.partition, row.row, given, reason))
@@ -413,10 +471,50 @@ class Plan:
                     streamed = streamer.take(email, fields, source, row)
                     if streamed:
                         counts.members += 1
-                    spill.add(email, (email, index, row.partition, row.row, fields, streamed))
+                    spill.add(email, (email, index, row.partition, row.row, fields, streamed, digest))
         self._unsent = streamer.finish()
         if self._unsent:
             counts.members -= len(self._unsent)  # planned the usual way after all (counted again there)
+
+    def _skip(self, row: SourceRow, source: SegmentInput, counts: SegmentCounts) -> None:
+        """A row the memo knows, with its contact as it was: a member settled, as full planning would find it."""
+        skips = self._skips
+        at = skips.entry(row.digest)  # type: ignore[union-attr]
+        if at is None:  # the reader asked a moment ago, and nothing was read since
+            raise RuntimeError(f"row {row.row} of {row.partition} came as known, and the memo does not know it")
+        email = skips.memo.emails[at]  # type: ignore[union-attr]
+        self._known += 1
+        counts.members += 1
+        counts.settled += 1
+        if (tag := self._removable.get(source.tag.casefold())) is not None:
+            self.departures[tag].carrying += 1  # its contact carries this tag and no other kept in step
+        if email in self._skipped:
+            self._twice.add(email)
+        self._skipped.add(email)
+        skips.next.add(row.digest, skips.memo.contacts[at], email)  # type: ignore[union-attr]
+
+    def _conflicts(self) -> set[int]:
+        """Email keys of skipped rows that are no longer their member's only row: another row with the address came
+        after (one before it was read instead of skipped), or two skipped rows have it."""
+        return {key for key in self._skips.excluded if key in self._skipped} | self._twice  # type: ignore[union-attr]
+
+    def _read_again(self, spilled: _Spill, spill: _Spill, conflicts: set[int]) -> _Spill:
+        """Read every row once more, those of `conflicts` parsed this time. Nothing is reported: the first reading
+        reported every problem, since a row it skipped has none (its memo entry was made of a valid row with every
+        value converted, and the same text under the same columns and fingerprint reads the same)."""
+        spilled.discard()
+        self._skips.excluded |= conflicts  # type: ignore[union-attr]
+        self._skips.next = MemoWriter()  # type: ignore[union-attr]
+        self._skipped, self._twice, self._known = set(), set(), 0
+        self.counts = {source.segment: SegmentCounts() for source in self._inputs}
+        self.departures = {tag: TagDepartures() for tag in self._removable.values()}
+        report = self._on_problem
+        self._on_problem = lambda problem: None
+        try:
+            self._spill_rows(spill, _Streamer(self._streamed_before))
+        finally:
+            self._on_problem = report
+        return spill
 
     def _partition_rules(self, values: Mapping[str, str], fallback: tuple[str, list[_FieldRule]]) -> tuple[str, list[_FieldRule]]:
         try:
@@ -453,20 +551,23 @@ class Plan:
     def _merge(self, rows: Iterator[tuple], existing: Iterator[tuple]) -> Iterable[Member]:
         """One bucket's members in first-row order, duplicates folded in and the audience's state attached."""
         members: dict[str, Member] = {}
+        digests: dict[str, int] = {}  # email -> digest of its member's only row (0: none, or more than one row)
         streamed: set[str] = set()  # sent while the rows were read (counted then): not planned again
         sources = [(source.segment, source.tag, source.tag.casefold(), self.counts[source.segment])
                    for source in self._inputs]
-        for email, index, partition, row, fields, was_streamed in rows:
+        for email, index, partition, row, fields, was_streamed, digest in rows:
             segment, tag, folded, counts = sources[index]
             member = members.get(email)
             if member is None:
                 members[email] = Member(email, fields, [tag], RowRef(segment, partition, row))
+                digests[email] = digest
                 if was_streamed and email not in self._unsent:
                     streamed.add(email)
                 else:
                     counts.members += 1
                 continue
             counts.duplicates += 1
+            digests[email] = 0
             if folded not in {carried.casefold() for carried in member.tags}:
                 member.tags.append(tag)
             for merge_tag, value in fields.items():
@@ -478,19 +579,26 @@ class Plan:
         removable = self._removable
         # (contact's tags, member's tags) -> (tags kept in step it carries, those it leaves): few distinct pairs
         untags: dict[tuple[tuple[str, ...], tuple[str, ...] | None], tuple[list[str], list[str]]] = {}
+        self._candidates = candidates = {}
+        skipped = self._skipped
         for record in read.values():
             email = record[0]
             member = members.get(email)
+            if member is None and len(record) == 2 and not (
+                    self._needles and line_mentions(record[1], self._needles, ignore_case=True)):
+                continue  # in no row, and carries no tag kept in step (ignoring case, as tags compare)
+            if member is None and skipped and email_key(email) in skipped:
+                continue  # the member of a skipped row: settled (and its tag counted) when the row was read
             if len(record) == 2:
-                line = record[1]
-                if member is None and not (self._needles and line_mentions(line, self._needles, ignore_case=True)):
-                    continue  # in no row, and carries no tag kept in step (ignoring case, as tags compare)
-                status, merge_fields, tags = line_values(line)
+                status, merge_fields, tags = line_values(record[1])
             else:
-                _, status, merge_fields, tags = record
+                _, status, merge_fields, tags, _ = record
             current = ExistingMember(email, status, merge_fields, tuple(tags))
             if member is not None:
                 member.existing = current
+                if digests[email]:  # a memo entry if it settles: the row, and its contact as the audience holds it
+                    candidates[email] = digests[email], contact_digest(
+                        record[1] if len(record) == 2 else _contact_line(ExistingMember(record[4], status, merge_fields, tags)))
             if not removable or not tags or status == "archived" or email in streamed:  # archived contacts are
                 # outside the audience: nothing to untag; a streamed member was written by this run (by an attempt
                 # that crashed, when the audience shows it), not one the untag guard weighs
@@ -514,6 +622,11 @@ class Plan:
                 departed.append(Member(email, {}, [], RowRef("", "", 0), current, leaving))
         planned = [m for m in members.values() if m.email not in streamed] if streamed else list(members.values())
         return planned + departed
+
+
+def _contact_line(contact: ExistingMember) -> str:
+    """The contact as the audience mirror stores it (shared/audience_mirror.py), for its digest."""
+    return contact_line(contact.email, contact.status, contact.merge_fields, contact.tags)
 
 
 class _Streamer:

@@ -146,6 +146,7 @@ class Run:
             "retriedBy": self.details.get("retriedBy"),
             "elapsedSeconds": round(elapsed, 3) if elapsed is not None else None,
             "profilesPerSecond": round(sent / elapsed, 1) if elapsed and not self.details.get("dryRun") else None,
+            "knownRows": self.details.get("knownRows", 0),  # counted unchanged unread: in step at the last plan
         }
 
 

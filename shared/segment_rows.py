@@ -27,8 +27,9 @@ import io
 import json
 from collections import deque
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator, Protocol
 
+from shared.row_memo import row_digest
 from shared.snapshots import BlobSource, ReadLimits, Snapshot, SnapshotProblem, encoding_problem, json_too_deep
 
 QUOTING_HINT = "check quoting of commas and line breaks"
@@ -54,22 +55,36 @@ def _escape(error: UnicodeError) -> tuple[str | bytes, int]:
 codecs.register_error(_ESCAPE, _escape)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass takes five times as long to make, and there is one per row
 class SourceRow:
     """One data row as read, traceable to its partition and row number."""
 
     partition: str
     row: int  # 1-based data row number within the partition (header not counted)
-    values: dict[str, str] | None  # None when the row is unreadable
+    values: dict[str, str] | None  # None when the row is unreadable, or known
     error: str | None  # why unreadable, naming what to fix
+    digest: int = 0  # with `digests`: the record's digest (shared/row_memo.py), 0 when it has none
+    known: str | None = None  # the record's text, not parsed, when `digests` knows it (values and error are None)
 
 
-def read_rows(source: BlobSource, snapshot: Snapshot) -> Iterator[SourceRow]:
-    """Every row of every partition in read order; never more than one partition buffer in memory."""
-    read_partition = _jsonl_rows if snapshot.format == "jsonl" else _csv_rows
+class RowDigests(Protocol):
+    """What a planning run asks of a CSV snapshot's records (shared/row_memo.py): their digest, and whether it knows
+    one already, so that such a record is handed over unparsed."""
+
+    def seed(self, columns: list[str], delimiter: str) -> int: ...
+    def known(self, digest: int) -> bool: ...
+
+
+def read_rows(source: BlobSource, snapshot: Snapshot, digests: RowDigests | None = None) -> Iterator[SourceRow]:
+    """Every row of every partition in read order; never more than one partition buffer in memory. With `digests`,
+    each CSV row carries its digest, and a row whose digest `digests` knows comes as `known` text, unparsed (JSONL rows
+    carry none)."""
     for partition in snapshot.partitions:
         with source.open_binary(partition) as stream:
-            yield from read_partition(partition, _peekable(stream), snapshot)
+            if snapshot.format == "jsonl":
+                yield from _jsonl_rows(partition, _peekable(stream), snapshot)
+            else:
+                yield from _csv_rows(partition, _peekable(stream), snapshot, digests)
 
 
 def rows_at_most(source: BlobSource, snapshot: Snapshot, limit: int) -> int:
@@ -120,7 +135,7 @@ def snapshot_columns(source: BlobSource, snapshot: Snapshot) -> tuple[str, ...]:
     elif snapshot.has_header:
         for partition in snapshot.partitions:
             with source.open_binary(partition) as stream:
-                for line, fields, error in _csv_records(partition, _peekable(stream), snapshot):
+                for line, fields, error, *_ in _csv_records(partition, _peekable(stream), snapshot):
                     if error is not None:
                         raise SnapshotProblem(partition, f"the header row {error}")
                     columns = [field.strip() for field in fields]
@@ -203,6 +218,14 @@ class _Oversize(Exception):
         self.line = line
 
 
+@dataclass(slots=True)
+class _Lookup:
+    """How a partition's records are looked up: `seed` is set once its columns are known (after the header)."""
+
+    known: Callable[[int], bool]
+    seed: int | None = None
+
+
 class _RowTooLong(Exception):
     """The row being read spans lines and has grown past the limit: most likely a quote that is never closed."""
 
@@ -227,6 +250,8 @@ class _Lines:
         self.first = 0  # number of the first line in `taken`
         self.taken: list[str] = []
         self.taken_size = 0
+        self.lookup: _Lookup | None = None  # once its seed is set, a row's first line is looked up before csv reads it
+        self.hit: tuple[int, str, int] | None = None  # (line number, text, digest) of the known row just met
 
     def __iter__(self) -> _Lines:
         return self
@@ -260,6 +285,12 @@ class _Lines:
                 raise _RowTooLong()
         else:
             self.first = number
+            lookup = self.lookup
+            if lookup is not None and lookup.seed is not None:
+                digest = row_digest(line, lookup.seed)
+                if lookup.known(digest):  # a whole row (a known digest is of a complete record's text): csv is
+                    self.hit = number, line, digest  # handed a blank line instead, which it reads as no row
+                    return "\n"
         taken.append(line)
         self.taken_size += len(line)
         return line
@@ -281,16 +312,22 @@ class _Lines:
         return True
 
 
-def _csv_records(partition: str, stream: BinaryIO, snapshot: Snapshot) -> Iterator[tuple[int, list[str] | None, str | None]]:
-    """(first line, fields, None) for each CSV row of one partition, or (first line, None, what is wrong)."""
+_Record = tuple[int, "list[str] | None", "str | None", int, "str | None"]
+
+
+def _csv_records(partition: str, stream: BinaryIO, snapshot: Snapshot, lookup: _Lookup | None = None) -> Iterator[_Record]:
+    """(first line, fields, None, digest, None) for each CSV row of one partition, or (first line, None, what is
+    wrong, 0, None), or for a row `lookup` knows (first line, None, None, digest, its text). The digest is 0 while
+    `lookup` has no seed (the caller sets it once it has read the header)."""
     limits = snapshot.limits
     kind = _compressed(stream)
     if kind:
-        yield 1, None, _compressed_error(kind)
+        yield 1, None, _compressed_error(kind), 0, None
         return
     text = _text(stream, snapshot, partition)
     encoding = codecs.lookup(text.encoding).name
     lines = _Lines(text, limits, "utf-8" if encoding == "utf-8-sig" else encoding)
+    lines.lookup = lookup
     records = csv.reader(lines, delimiter=snapshot.delimiter, strict=True)
     while True:
         lines.taken = []
@@ -303,31 +340,36 @@ def _csv_records(partition: str, stream: BinaryIO, snapshot: Snapshot) -> Iterat
             if lines.taken:
                 first = lines.first
                 lines.put_back_all_but_first()
-                yield first, None, f"has a quote that is not closed before line {oversize.line} (line {first}; {QUOTING_HINT})"
+                yield first, None, f"has a quote that is not closed before line {oversize.line} (line {first}; {QUOTING_HINT})", 0, None
             else:
-                yield oversize.line, None, _too_long(oversize.line, limits)
+                yield oversize.line, None, _too_long(oversize.line, limits), 0, None
             continue
         except _RowTooLong:
             first = lines.first
             lines.put_back_all_but_first()
             yield first, None, (f"runs on over {len(lines.taken):,} lines past SEGMENT_MAX_LINE_BYTES "
-                                f"({limits.line_bytes:,} bytes): a quote that is never closed? (line {first}; {QUOTING_HINT})")
+                                f"({limits.line_bytes:,} bytes): a quote that is never closed? (line {first}; {QUOTING_HINT})"), 0, None
             continue
         except csv.Error as exc:
             first = lines.first if lines.taken else lines.read_so_far
             lines.put_back_all_but_first()
-            yield first, None, f"is not valid CSV: {exc} (line {first}; {QUOTING_HINT})"
+            yield first, None, f"is not valid CSV: {exc} (line {first}; {QUOTING_HINT})", 0, None
             continue
         except UnicodeError:  # a codec that fails even with the escape handler: the rest cannot be read
             first = lines.read_so_far + 1
             yield first, None, (f"cannot be decoded as {snapshot.encoding} from line {first} on; the rest of the file "
-                                f"was not read ({UTF8_HINT})")
+                                f"was not read ({UTF8_HINT})"), 0, None
             return
-        if fields:  # a blank line is not a row
-            yield lines.first, fields, None
+        if lines.hit is not None:
+            number, known, digest = lines.hit
+            lines.hit = None
+            yield number, None, None, digest, known
+        elif fields:  # a blank line is not a row
+            yield lines.first, fields, None, (row_digest("".join(lines.taken), lookup.seed)
+                                              if lookup is not None and lookup.seed is not None else 0), None
 
 
-def _csv_rows(partition: str, stream: BinaryIO, snapshot: Snapshot) -> Iterator[SourceRow]:
+def _csv_rows(partition: str, stream: BinaryIO, snapshot: Snapshot, digests: RowDigests | None = None) -> Iterator[SourceRow]:
     limits = snapshot.limits
     kind = _compressed(stream)
     if kind:
@@ -337,19 +379,26 @@ def _csv_rows(partition: str, stream: BinaryIO, snapshot: Snapshot) -> Iterator[
     header_problem = None
     if columns == []:
         header_problem = "model.json lists no attributes for this headerless partition; export it with its columns"
+    lookup = None if digests is None else _Lookup(digests.known)
+    if lookup is not None and columns and not header_problem:
+        lookup.seed = digests.seed(columns, snapshot.delimiter)  # type: ignore[union-attr]
     number = 0
     unreadable_header = False
     max_fields = limits.fields
-    for line, fields, error in _csv_records(partition, stream, snapshot):
+    for line, fields, error, digest, known in _csv_records(partition, stream, snapshot, lookup):
         if columns is None:
             if fields is None:  # e.g. compressed, or too long: counted as a row even when nothing follows it
                 columns, header_problem, unreadable_header = [], f"the header row {error}", True
             else:
                 columns = [name.strip() for name in fields]
                 header_problem = _header_problem(columns, limits)
+                if lookup is not None and not header_problem:
+                    lookup.seed = digests.seed(columns, snapshot.delimiter)  # type: ignore[union-attr]
             continue
         number += 1
-        if header_problem:
+        if known is not None:
+            yield SourceRow(partition, number, None, None, digest, known)
+        elif header_problem:
             yield SourceRow(partition, number, None, header_problem)
         elif fields is None:
             yield SourceRow(partition, number, None, error)
@@ -364,7 +413,7 @@ def _csv_rows(partition: str, stream: BinaryIO, snapshot: Snapshot) -> Iterator[
                 yield SourceRow(partition, number, None, f"has bytes that are not valid {snapshot.encoding.upper()} "
                                                          f"(line {line}; {UTF8_HINT})")
         elif len(fields) == len(columns) or (len(fields) > len(columns) and not any(fields[len(columns) :])):
-            yield SourceRow(partition, number, dict(zip(columns, fields)), None)
+            yield SourceRow(partition, number, dict(zip(columns, fields)), None, digest)
         else:
             yield SourceRow(
                 partition,

@@ -30,8 +30,9 @@ from shared.member_lookup import Needed
 from shared.members import Member, decode_members, encode_members
 from shared.planning import Mapping as PlanMapping
 from shared.planning import SegmentInput, TagDepartures, TooManyRows, plan_export
+from shared.row_memo import RowMemo, RowSkips, fingerprint
 from shared.runs import CANCELLING, PREVIEWED, Run, SegmentPart, add_counts, now_iso, zero_counts
-from shared.segment_rows import read_rows, rows_at_most, snapshot_columns
+from shared.segment_rows import RowDigests, read_rows, rows_at_most, snapshot_columns
 from shared.snapshots import Snapshot, SnapshotProblem, segment_listing
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,23 @@ def _owned(tag_id: int) -> str:
 def _intended(run_id: str, name: str) -> str:
     """A tag this run is about to create: honoured by this run only, until the tag's id is recorded."""
     return f"?{run_id}/{name.casefold()}"
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """A live segment's rows, which planning may read twice (shared/planning.py, "Known rows"); a SnapshotProblem
+    met while reading them is _Unreadable, naming the segment."""
+
+    parts: ExportParts
+    part: SegmentPart
+    snapshot: Snapshot
+    digests: RowDigests | None
+
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            yield from read_rows(self.parts.segments, self.snapshot, self.digests)
+        except SnapshotProblem as problem:
+            raise _Unreadable(self.part, problem) from None
 
 
 class Planner(ExportParts):
@@ -284,6 +302,8 @@ class Planner(ExportParts):
                 r.details["leftOut"] = dict(left_out)
             if partly:
                 r.details["partlyRead"] = partly
+            if plan.known:
+                r.details["knownRows"] = plan.known  # counted unchanged unread: the last plan found them in step
             notes = [_held_notice(held, plan.departures, self.settings.untag_guard_percent) if held else None,
                      _left_out_notice(left_out) if left_out else None, *partly.values(), r.details.get("notice")]
             if any(notes):
@@ -343,9 +363,12 @@ class Planner(ExportParts):
         top = max(earlier, default=-1) + 1
         numbers = itertools.count(top)
         sent: set[int] = set()
-        inputs = self._inputs(live, snapshots, columns)
         mapping = PlanMapping(email=destination.mapping.email, merge_fields=dict(destination.mapping.merge_fields))
         erased = self.erased_for(destination)
+        memo_fingerprint = fingerprint(mapping.email, mapping.merge_fields, merge_types,
+                                       {part.segment: part.tag for part in live}, owned, honours_erasures=bool(erased))
+        skips = self._row_skips(destination, memo_fingerprint)
+        inputs = self._inputs(live, snapshots, columns, skips)
         needed = Needed(lambda most: self._row_emails(self._inputs(live, snapshots, columns), mapping, erased, most),
                         tag_ids={owned[part.tag] for part in live if part.tag in owned}, subscribed=subscribed)
         with tempfile.TemporaryDirectory(prefix="plan-") as workdir, \
@@ -380,6 +403,7 @@ class Planner(ExportParts):
                 rows_at_most=self.settings.max_profiles_per_export,
                 streamed_before=before,
                 may_stream=may_stream,
+                memo=skips,
             )
             for hole in (n for n in range(top) if n not in earlier):
                 submit(write_chunk, run_id, hole, [])
@@ -407,7 +431,19 @@ class Planner(ExportParts):
             for future in pending:
                 future.result()
         problems.flush()
+        if skips is not None and deletion_marks is not None and not run.details.get("dryRun"):
+            self.mirror.keep_row_memo(destination.id, destination.audience_id,  # type: ignore[union-attr]
+                                      skips.next.to_bytes(memo_fingerprint), deletion_marks)
         return _Planned(plan, next(numbers), sent)
+
+    def _row_skips(self, destination: Destination, memo_fingerprint: str) -> RowSkips | None:
+        """The rows the destination's last plan found in step (shared/row_memo.py), when it has an audience mirror
+        (the memo lives beside it): a memo of another fingerprint, or none, is an empty one."""
+        if self.mirror is None:
+            return None
+        data = self.mirror.row_memo(destination.id, destination.audience_id)
+        memo = RowMemo.from_bytes(data, memo_fingerprint) if data else None
+        return RowSkips(memo or RowMemo.empty())
 
     def _streamed_earlier(self, run_id: str) -> set[int]:
         """The chunks a crashed planning attempt of this run streamed (their message may have gone out)."""
@@ -427,10 +463,11 @@ class Planner(ExportParts):
         self._write_chunk(run_id, number, members, streamed=True)
         self.chunk_queue.send({"runId": run_id, "chunk": number})
 
-    def _inputs(self, live: list[SegmentPart], snapshots: dict[str, Snapshot],
-                columns: dict[str, dict[str, str]]) -> list[SegmentInput]:
-        return [SegmentInput(segment=part.segment, tag=part.tag, rows=self._rows(part, snapshots[part.segment]),
-                             columns=columns[part.segment])
+    def _inputs(self, live: list[SegmentPart], snapshots: dict[str, Snapshot], columns: dict[str, dict[str, str]],
+                skips: RowSkips | None = None) -> list[SegmentInput]:
+        return [SegmentInput(segment=part.segment, tag=part.tag, columns=columns[part.segment],
+                             rows=_Rows(self, part, snapshots[part.segment],
+                                        skips.for_segment(part.segment, part.tag) if skips else None))
                 for part in live]
 
     def _row_emails(self, inputs: list[SegmentInput], mapping: PlanMapping, erased: Mapping[str, str],
@@ -443,12 +480,6 @@ class Planner(ExportParts):
         except TooManyRows:
             return None
 
-    def _rows(self, part: SegmentPart, snapshot: Snapshot) -> Iterator[Any]:
-        """The snapshot's rows; a SnapshotProblem met while reading them is _Unreadable, naming the segment."""
-        try:
-            yield from read_rows(self.segments, snapshot)
-        except SnapshotProblem as problem:
-            raise _Unreadable(part, problem) from None
 
     def _leave_out(self, run: Run, part: SegmentPart, left_out: dict[str, str], problem: str,
                    log_text: str | None = None) -> None:

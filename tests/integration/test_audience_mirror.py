@@ -190,7 +190,8 @@ def test_the_first_run_reads_the_audience_in_full_and_later_runs_only_what_chang
     calls = quiet["by_route"][MEMBERS_ROUTE]
     assert calls <= 9 and full["by_route"][MEMBERS_ROUTE] >= 3 * calls  # a count of changes, two listings and six
     # counts of statuses, against 30 pages and the archived contacts' count, page and count (33)
-    assert len(mirror_blobs(driver, destination)) == 1 + 2  # the manifest and the one version's parts, no older one
+    assert len(mirror_blobs(driver, destination)) == 1 + 2 + 1  # the manifest, the one version's parts (no older one) and
+    # the row memo
 
 
 def test_changes_by_hand_between_runs_are_seen_and_planned_as_a_full_read_plans_them(driver: ExportDriver,

@@ -1,0 +1,185 @@
+"""The row memo: which rows a destination's last plan found already in step, so a refresh can skip them unread.
+
+Why: a scheduled refresh where 1 % of a million profiles changed should cost what changed, yet planning decodes,
+converts and compares every row with the audience (about 50 us a row). A row whose text is as it was, and whose
+contact is as it was, would be found in step again: the memo lets planning count it unchanged from its digest alone.
+
+Rules:
+- An entry is (row digest, contact digest, email key), recorded by a plan for each member it settled (in the audience
+  as wanted: no call) that came from one row alone, with no value it could not convert. The row digest covers the
+  record's text (its final line break left out) salted with the segment, its tag, the partition's columns and the
+  delimiter, so the same text under another header or in another segment is another row. The contact digest covers
+  the contact's audience mirror line (shared/members.py `contact_line`), which holds its address, status, merge
+  fields and tags; the email key is a digest of the normalized address.
+- A later plan skips a row when the memo holds its digest and the audience it read holds that entry's contact line
+  unchanged: full planning would settle it again, because settling depends only on that row, that contact and the
+  plan's configuration, which `fingerprint` covers (a memo of another fingerprint is not used). A row whose address
+  another row shares is no longer its member's only row, so such skips are undone by planning the rows again
+  (shared/planning.py).
+- The memo holds digests only (no address, no value), yet they stand for people: it lives beside the audience mirror
+  and is deleted with it (an erasure, the destination's deletion, the retention sweep; shared/audience_mirror.py).
+- Digests are 64-bit XXH3 (xxhash): the chance that a changed row takes an unchanged row's digest is about n / 2^64
+  (n entries). Not a secret: whoever could craft a collision can write the segment's rows anyway.
+
+Plain module: no storage here.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from array import array
+from collections.abc import Iterable, Mapping
+
+import xxhash
+
+FORMAT = 1
+_MAGIC = b"rowmemo\n"
+_CONTACT_SEED = 0x636F6E74616374  # "contact"
+_EMAIL_SEED = 0x656D61696C  # "email"
+
+
+def digest(text: str, seed: int) -> int:
+    """An unsigned 64-bit digest of `text` (XXH3; surrogate escapes kept as the bytes they stand for)."""
+    return xxhash.xxh3_64_intdigest(text.encode("utf-8", "surrogateescape"), seed)
+
+
+def row_seed(segment: str, tag: str, columns: Iterable[str], delimiter: str) -> int:
+    """What makes the same record text another row: its segment, tag, columns and delimiter."""
+    return digest(json.dumps([segment, tag.casefold(), list(columns), delimiter], ensure_ascii=False), 0)
+
+
+def row_digest(text: str, seed: int) -> int:
+    """A record's digest: its text without the final line break (LF or CRLF end it alike)."""
+    return digest(text.rstrip("\r\n"), seed)
+
+
+def contact_digest(line: str) -> int:
+    return digest(line, _CONTACT_SEED)
+
+
+def email_key(email: str) -> int:
+    """A normalized address's key (conflicts between a skipped row and another row of the same address)."""
+    return digest(email, _EMAIL_SEED)
+
+
+def fingerprint(email_column: str, merge_fields: Mapping[str, str], merge_types: Mapping[str, str],
+                tags: Mapping[str, str], removable: Iterable[str], *, honours_erasures: bool = True) -> str:
+    """What else settling a row depends on: the mapping, the merge fields' types, each segment's tag, the tags kept
+    in step and whether erasures are honoured (FORMAT changes with the rules of planning that decide it). An erasure
+    itself deletes every memo (with the mirrors)."""
+    described = json.dumps({"format": FORMAT, "email": email_column, "fields": sorted(merge_fields.items()),
+                            "types": sorted((tag, merge_types.get(tag, "text")) for tag in merge_fields),
+                            "tags": sorted(tags.items()), "removable": sorted({tag.casefold() for tag in removable}),
+                            "erasures": honours_erasures}, ensure_ascii=False)
+    return f"{digest(described, 0):016x}"
+
+
+def _little_endian(values: array) -> array:
+    if sys.byteorder != "little":
+        values.byteswap()
+    return values
+
+
+class RowMemo:
+    """A loaded memo: three columns (row digest, contact digest, email key), and an index by row digest."""
+
+    def __init__(self, rows: array, contacts: array, emails: array) -> None:
+        self.rows, self.contacts, self.emails = rows, contacts, emails
+        self._index: dict[int, int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @classmethod
+    def empty(cls) -> RowMemo:
+        return cls(array("Q"), array("Q"), array("Q"))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, expected_fingerprint: str) -> RowMemo | None:
+        """The memo in `data`, or None when it is of another fingerprint or cannot be read (planning then reads every
+        row, as without a memo)."""
+        try:
+            if not data.startswith(_MAGIC):
+                return None
+            head_end = data.index(b"\n", len(_MAGIC))
+            head = json.loads(data[len(_MAGIC):head_end])
+            if head.get("format") != FORMAT or head.get("fingerprint") != expected_fingerprint:
+                return None
+            count = int(head["entries"])
+            body = memoryview(data)[head_end + 1:]
+            if count < 0 or len(body) != 24 * count:
+                return None
+            parts = [_little_endian(array("Q", bytes(body[8 * count * n:8 * count * (n + 1)]))) for n in range(3)]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None
+        return cls(*parts)
+
+    def index(self, row: int) -> int | None:
+        """The entry of this row digest, or None (the index is made at the first question)."""
+        if self._index is None:
+            self._index = dict(zip(self.rows, range(len(self.rows))))
+        return self._index.get(row)
+
+
+class MemoWriter:
+    """The entries of the next memo."""
+
+    def __init__(self) -> None:
+        self._rows, self._contacts, self._emails = array("Q"), array("Q"), array("Q")
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def add(self, row: int, contact: int, email: int) -> None:
+        self._rows.append(row)
+        self._contacts.append(contact)
+        self._emails.append(email)
+
+    def to_bytes(self, the_fingerprint: str) -> bytes:
+        head = json.dumps({"format": FORMAT, "fingerprint": the_fingerprint, "entries": len(self._rows)}).encode("ascii")
+        parts = [_little_endian(array("Q", values)) for values in (self._rows, self._contacts, self._emails)]
+        return b"".join([_MAGIC, head, b"\n", *(part.tobytes() for part in parts)])
+
+
+class RowSkips:
+    """One plan's use of a memo, shared by the plan and its segments' row readers: which rows are known (skipped
+    unread), and the entries of the next memo."""
+
+    def __init__(self, memo: RowMemo) -> None:
+        self.memo = memo
+        self.next = MemoWriter()
+        self.excluded: set[int] = set()  # email keys whose rows are read: another row has the address
+        self._unchanged: bytearray | None = None  # per entry: the audience holds its contact as it was
+
+    def for_segment(self, segment: str, tag: str) -> SegmentDigests:
+        return SegmentDigests(self, segment, tag)
+
+    def audience_read(self, contacts: Iterable[int]) -> None:
+        """The digests of the audience's contacts: rows are known from now on (none before)."""
+        present = set(contacts)
+        self._unchanged = bytearray(contact in present for contact in self.memo.contacts)
+
+    def entry(self, row: int) -> int | None:
+        """The memo entry a row is known by, or None."""
+        if self._unchanged is None:
+            return None
+        at = self.memo.index(row)
+        if at is None or not self._unchanged[at] or self.memo.emails[at] in self.excluded:
+            return None
+        return at
+
+    def known(self, row: int) -> bool:
+        return self.entry(row) is not None
+
+
+class SegmentDigests:
+    """The `RowDigests` of one segment's reader (shared/segment_rows.py)."""
+
+    def __init__(self, skips: RowSkips, segment: str, tag: str) -> None:
+        self._skips, self._segment, self._tag = skips, segment, tag
+
+    def seed(self, columns: list[str], delimiter: str) -> int:
+        return row_seed(self._segment, self._tag, columns, delimiter)
+
+    def known(self, digest: int) -> bool:
+        return self._skips.known(digest)

@@ -1,0 +1,77 @@
+"""The row memo (shared/row_memo.py) on real storage (Azurite) and the real local Mailchimp: a refresh skips the rows
+the last plan found in step, unread, and counts exactly what reading them counts; what would make a skipped row plan
+otherwise (its contact changed by hand, a second row of its address, a changed value) makes it read."""
+from __future__ import annotations
+
+import dataclasses
+import uuid
+
+from shared.audience_mirror import ROW_MEMO, AudienceMirror, destination_prefix, note_mirrors_deleted
+from tests.integration.export_driver import DEMO_AUDIENCE, ExportDriver
+from tests.integration.test_audience_mirror import (SEGMENT, Snapshots, by_hand, contact, export, fill_audience, mirror,
+                                                    next_second, preview, rows, with_mirror_of)
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def driver(storage, mailchimp_server) -> ExportDriver:
+    driver = ExportDriver(storage, mailchimp_server)
+    driver.service = dataclasses.replace(driver.service, mirror=mirror(driver))
+    return driver
+
+
+def memo_name(destination: str) -> str:
+    return f"{destination_prefix(destination)}{DEMO_AUDIENCE}/{ROW_MEMO}"
+
+
+def test_a_refresh_skips_the_rows_in_step_and_reads_those_that_may_not_be(driver: ExportDriver) -> None:
+    driver.reset_mailchimp()
+    driver.reset_queues()
+    fill_audience(driver, 1000)
+    snapshots = Snapshots(driver, f"{SEGMENT}{uuid.uuid4().hex[:6]}")
+    people = rows(range(300))
+    snapshots.write(people)
+    destination = driver.create_destination(segments=[snapshots.segment], tagPrefix="Memo: ")
+    next_second()
+    first, _ = export(driver, destination)  # tags all 300: nothing is in step yet, so the memo is empty
+    assert first.counts["tagged"] == 300 and "knownRows" not in first.details
+    next_second()
+    snapshots.write(people)
+    second, _ = export(driver, destination)  # every row settled: each one in the memo
+    assert (second.counts["unchanged"], second.details.get("knownRows")) == (300, None)
+    assert driver.raw.work.exists(memo_name(destination))
+
+    # Between runs: one row's value changes, one contact is renamed by hand, one address gets a second row
+    # (after its first), one contact unsubscribes by hand.
+    changed, by_hand_renamed, repeated, unsubscribed = 10, 20, 30, 40
+    next_second()
+    by_hand(driver, "PATCH", contact(by_hand_renamed), json={"merge_fields": {"FNAME": "ByHand"}})
+    by_hand(driver, "PATCH", contact(unsubscribed), json={"status": "unsubscribed"})
+    people = [*people, (contact(repeated), "Second", "Row")]
+    people[changed] = (contact(changed), "Changed", f"Last{changed}")
+    snapshots.write(people)
+    with with_mirror_of(driver, None):
+        in_full = preview(driver, destination)  # no mirror, no memo: every row read
+    third, _ = export(driver, destination)
+    assert third.counts == in_full.counts
+    assert (third.counts["updated"], third.counts["unchanged"], third.counts["duplicates"]) == (2, 298, 1)
+    # The changed row, the renamed and the repeated contacts' rows are read; the unsubscribed contact's too (its
+    # contact line changed), and it stays unsubscribed; every other row is skipped.
+    assert third.details["knownRows"] == 300 - 4
+    now = {m["email_address"]: m for m in driver.members()}
+    assert now[contact(unsubscribed)]["status"] == "unsubscribed"
+    assert now[contact(by_hand_renamed)]["merge_fields"]["FNAME"] == f"First{by_hand_renamed}"
+    assert now[contact(changed)]["merge_fields"]["FNAME"] == "Changed"
+
+
+def test_the_memo_is_not_kept_when_mirrors_were_deleted_while_the_run_planned(driver: ExportDriver) -> None:
+    """Its digests stand for people: an erasure meanwhile must not find them stored again afterwards."""
+    store = AudienceMirror(driver.raw.work, mirror(driver)._max_age)
+    destination = f"memo-{uuid.uuid4().hex[:8]}"
+    marks = store.marks(destination)
+    note_mirrors_deleted(driver.raw.work)  # an erasure, after the run took the marks
+    store.keep_row_memo(destination, DEMO_AUDIENCE, b"rowmemo\n", marks)
+    assert not driver.raw.work.exists(memo_name(destination))
+    store.keep_row_memo(destination, DEMO_AUDIENCE, b"rowmemo\n", store.marks(destination))
+    assert driver.raw.work.exists(memo_name(destination))
