@@ -584,11 +584,11 @@ class Plan:
         for record in read.values():
             email = record[0]
             member = members.get(email)
+            if member is None and skipped and email_key(email) in skipped:
+                continue  # the member of a skipped row: settled (and its tag counted) when the row was read
             if member is None and len(record) == 2 and not (
                     self._needles and line_mentions(record[1], self._needles, ignore_case=True)):
                 continue  # in no row, and carries no tag kept in step (ignoring case, as tags compare)
-            if member is None and skipped and email_key(email) in skipped:
-                continue  # the member of a skipped row: settled (and its tag counted) when the row was read
             if len(record) == 2:
                 status, merge_fields, tags = line_values(record[1])
             else:

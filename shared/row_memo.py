@@ -114,11 +114,11 @@ class RowMemo:
             return None
         return cls(*parts)
 
-    def index(self, row: int) -> int | None:
-        """The entry of this row digest, or None (the index is made at the first question)."""
+    def index(self) -> dict[int, int]:
+        """Row digest -> entry (made at the first question: about 100 MB for a million entries)."""
         if self._index is None:
             self._index = dict(zip(self.rows, range(len(self.rows))))
-        return self._index.get(row)
+        return self._index
 
 
 class MemoWriter:
@@ -150,6 +150,10 @@ class RowSkips:
         self.next = MemoWriter()
         self.excluded: set[int] = set()  # email keys whose rows are read: another row has the address
         self._unchanged: bytearray | None = None  # per entry: the audience holds its contact as it was
+        self._index: dict[int, int] = {}
+
+    def known(self, row: int) -> bool:
+        return self.entry(row) is not None
 
     def for_segment(self, segment: str, tag: str) -> SegmentDigests:
         return SegmentDigests(self, segment, tag)
@@ -158,28 +162,25 @@ class RowSkips:
         """The digests of the audience's contacts: rows are known from now on (none before)."""
         present = set(contacts)
         self._unchanged = bytearray(contact in present for contact in self.memo.contacts)
+        self._index = self.memo.index()
 
     def entry(self, row: int) -> int | None:
         """The memo entry a row is known by, or None."""
         if self._unchanged is None:
             return None
-        at = self.memo.index(row)
+        at = self._index.get(row)
         if at is None or not self._unchanged[at] or self.memo.emails[at] in self.excluded:
             return None
         return at
-
-    def known(self, row: int) -> bool:
-        return self.entry(row) is not None
 
 
 class SegmentDigests:
     """The `RowDigests` of one segment's reader (shared/segment_rows.py)."""
 
     def __init__(self, skips: RowSkips, segment: str, tag: str) -> None:
-        self._skips, self._segment, self._tag = skips, segment, tag
+        self._segment, self._tag = segment, tag
+        self.known = skips.known
 
     def seed(self, columns: list[str], delimiter: str) -> int:
         return row_seed(self._segment, self._tag, columns, delimiter)
 
-    def known(self, digest: int) -> bool:
-        return self._skips.known(digest)

@@ -191,3 +191,39 @@ def test_snapshot_columns_come_from_the_header_the_first_object_or_the_model(tmp
     assert snapshot_columns(jsonl_source, jsonl_snapshot) == ("Email", "Name")
     assert snapshot_columns(model_source, model_snapshot) == ("Email", "Name")
     assert snapshot_columns(csv_source, Snapshot("S", "", T2, ("e.csv",), None, "csv", True)) == ()
+
+
+class Knowing:
+    """RowDigests that knows the digests of some records' texts (as a planning run's memo would)."""
+
+    def __init__(self, texts: list[str]) -> None:
+        from shared.row_memo import row_digest, row_seed
+        self.seed_value = row_seed("S", "T", ["Email", "Name"], ",")
+        self.digests = {row_digest(text, self.seed_value) for text in texts}
+
+    def seed(self, columns: list[str], delimiter: str) -> int:
+        assert (columns, delimiter) == (["Email", "Name"], ",")
+        return self.seed_value
+
+    def known(self, digest: int) -> bool:
+        return digest in self.digests
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_a_known_row_comes_unparsed_with_its_number_and_the_others_parsed_with_their_digest(tmp_path: Path, newline) -> None:
+    lines = ["Email,Name", "a@contoso.com,Ann", 'b@contoso.com,"Bo, the ""second"""', "c@contoso.com,\"Cy\nMultiline\"",
+             "d@contoso.com,Dee", "a@contoso.com,Ann"]
+    data = newline.join(lines).encode("utf-8")  # the last row without a line break: the same row as the first
+    knowing = Knowing(["a@contoso.com,Ann", 'b@contoso.com,"Bo, the ""second"""', "c@contoso.com,\"Cy\nMultiline\""])
+    source, snapshot = snapshot_of(tmp_path, {"p.csv": data})
+    rows = list(read_rows(source, snapshot, knowing))
+
+    assert [(r.row, r.known is not None) for r in rows] == [(1, True), (2, True), (3, False), (4, False), (5, True)]
+    assert rows[0].known.rstrip("\r\n") == "a@contoso.com,Ann" and rows[0].values is None and rows[0].error is None
+    # A row spanning lines is parsed (only a row's first line is looked up), and like every parsed row carries the
+    # digest its text has, which a later plan's memo may know.
+    assert rows[2].values == {"Email": "c@contoso.com", "Name": "Cy\nMultiline"} and rows[2].digest in knowing.digests
+    assert rows[3].values == {"Email": "d@contoso.com", "Name": "Dee"} and rows[3].digest not in knowing.digests
+    assert rows[3].digest != 0
+    assert [r.values for r in read_rows(source, snapshot)][3] == rows[3].values  # no digests asked: parsed alike
+    assert all(r.digest == 0 for r in read_rows(source, snapshot))
