@@ -108,7 +108,7 @@ def main() -> None:
         segments = list_segments(source)
 
         def inputs(skips: RowSkips | None = None) -> list[SegmentInput]:
-            return [SegmentInput(name, name, Rows(source, segments[name][0], skips.for_segment(name, name) if skips else None))
+            return [SegmentInput(name, name, Rows(source, segments[name][0], skips.for_segment(name, name, {}) if skips else None))
                     for name in SEGMENTS]
 
         existing: Iterator[Contact] = sample_audience(args.audience)

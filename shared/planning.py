@@ -23,8 +23,8 @@ Rules (the README repeats them):
   date YYYY-MM-DD (year-first input only: 03/04/2026 is ambiguous), birthday MM/DD, address an
   object from JSON or from Mailchimp's import form (parts separated by two spaces).
 
-With `max_rows`, reading stops at the first row over it (TooManyRows), before anything more is spilled and before
-the audience is read.
+With `max_rows`, reading stops at the first row over it (TooManyRows), before anything more is spilled and, unless
+the plan streams or skips known rows (both read the audience first), before the audience is read.
 
 Streaming (`stream`): so that Mailchimp gets its first members seconds after a run starts rather than once every row
 is read, a row is handed to `stream` as it is read (in chunks) when nothing read later can change what is sent for
@@ -65,7 +65,7 @@ import tempfile
 import zlib
 from array import array
 from bisect import bisect_left
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from datetime import date
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -227,6 +227,10 @@ class _FieldRule:
     expected: str
 
 
+def _bucket(email: str) -> int:
+    return zlib.crc32(email.encode("utf-8")) % BUCKETS
+
+
 class _Spill:
     """Records hash-partitioned by email into BUCKETS files, written in batches so memory stays bounded.
 
@@ -240,7 +244,7 @@ class _Spill:
         self._buffered = 0
 
     def add(self, email: str, record: tuple) -> None:
-        self._buffers[zlib.crc32(email.encode("utf-8")) % BUCKETS].append(record)
+        self._buffers[_bucket(email)].append(record)
         self._buffered += 1
         if self._buffered >= _SPILL_BATCH:
             self._flush()
@@ -326,7 +330,7 @@ class Plan:
         self._removable = {source.tag.casefold(): source.tag for source in self._inputs if source.tag.casefold() in owned}
         self._needles = tag_needles(self._removable)  # what shows a mirror line may carry one (line_mentions)
         self._already_done = already_done  # e.g. in the audience with these values and tags: no call would change it
-        self._max_rows = max_rows  # TooManyRows as soon as the rows of all segments pass it (before the audience is read)
+        self._max_rows = max_rows  # TooManyRows as soon as the rows of all segments pass it
         self._erased = erased or {}  # subscriber hash -> ISO time of the erasure: those rows are never planned
         self._stream = stream if len(self._inputs) == 1 else None  # see the module's docstring
         self._rows_at_most = rows_at_most  # sizes the filter of emails seen while streaming
@@ -379,10 +383,12 @@ class Plan:
                 self._spill_existing(existing)
             else:  # the audience first: a row is streamed, or skipped, only if the audience holds what it needs
                 audience = self._spill_existing(existing)
-                self._spill_rows(rows, _Streamer(self._streamed_before, self._stream, audience, self._rows_at_most,
-                                                 self._chunk_size, len(self._mapping.merge_fields), self._may_stream))
-                if self._skipping and (conflicts := self._conflicts()):
-                    rows = self._read_again(rows, _Spill(folder, "rows-again"), conflicts)
+                streamer = _Streamer(self._streamed_before, self._stream, audience, self._rows_at_most,
+                                     self._chunk_size, len(self._mapping.merge_fields), self._may_stream)
+                if not self._skipping:
+                    self._spill_rows(rows, streamer)
+                else:
+                    rows = self._read_skipping(folder, rows, streamer)
             rows.close()
             existing.close()
             chunk: list[Member] = []
@@ -498,22 +504,33 @@ class Plan:
         after (one before it was read instead of skipped), or two skipped rows have it."""
         return {key for key in self._skips.excluded if key in self._skipped} | self._twice  # type: ignore[union-attr]
 
+    def _read_skipping(self, folder: str, spill: _Spill, streamer: _Streamer) -> _Spill:
+        """The rows, those the memo knows skipped; read again (`_read_again`) when skipped rows conflict. The problems
+        of the first reading are held back (in a spill file) and reported only if its counts stand."""
+        held, report = _Spill(folder, "problems"), self._on_problem
+        self._on_problem = lambda problem: held.add("", astuple(problem))  # one bucket: kept in order
+        try:
+            self._spill_rows(spill, streamer)
+        finally:
+            self._on_problem = report
+        held.close()
+        conflicts = self._conflicts()
+        if conflicts:
+            held.discard()
+            return self._read_again(spill, _Spill(folder, "rows-again"), conflicts)
+        for problem in held.read(_bucket("")):
+            report(RowProblem(*problem))
+        return spill
+
     def _read_again(self, spilled: _Spill, spill: _Spill, conflicts: set[int]) -> _Spill:
-        """Read every row once more, those of `conflicts` parsed this time. Nothing is reported: the first reading
-        reported every problem, since a row it skipped has none (its memo entry was made of a valid row with every
-        value converted, and the same text under the same columns and fingerprint reads the same)."""
+        """Read every row once more, those of `conflicts` parsed this time, counting and reporting afresh."""
         spilled.discard()
         self._skips.excluded |= conflicts  # type: ignore[union-attr]
         self._skips.next = MemoWriter()  # type: ignore[union-attr]
         self._skipped, self._twice, self._known = set(), set(), 0
         self.counts = {source.segment: SegmentCounts() for source in self._inputs}
         self.departures = {tag: TagDepartures() for tag in self._removable.values()}
-        report = self._on_problem
-        self._on_problem = lambda problem: None
-        try:
-            self._spill_rows(spill, _Streamer(self._streamed_before))
-        finally:
-            self._on_problem = report
+        self._spill_rows(spill, _Streamer(self._streamed_before))
         return spill
 
     def _partition_rules(self, values: Mapping[str, str], fallback: tuple[str, list[_FieldRule]]) -> tuple[str, list[_FieldRule]]:

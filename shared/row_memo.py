@@ -43,9 +43,13 @@ def digest(text: str, seed: int) -> int:
     return xxhash.xxh3_64_intdigest(text.encode("utf-8", "surrogateescape"), seed)
 
 
-def row_seed(segment: str, tag: str, columns: Iterable[str], delimiter: str) -> int:
-    """What makes the same record text another row: its segment, tag, columns and delimiter."""
-    return digest(json.dumps([segment, tag.casefold(), list(columns), delimiter], ensure_ascii=False), 0)
+def row_seed(segment: str, tag: str, mapped: Mapping[str, str], columns: Iterable[str], delimiter: str,
+             most_fields: int) -> int:
+    """What makes the same record text another row: its segment, its tag, the segment's mapped columns (mapped name
+    -> column, resolved from its first header: a partition's rules follow from them and its own header), the
+    partition's columns and delimiter, and SEGMENT_MAX_FIELDS (past it a row is invalid)."""
+    return digest(json.dumps([segment, tag.casefold(), sorted(mapped.items()), list(columns), delimiter, most_fields],
+                             ensure_ascii=False), 0)
 
 
 def row_digest(text: str, seed: int) -> int:
@@ -63,14 +67,14 @@ def email_key(email: str) -> int:
 
 
 def fingerprint(email_column: str, merge_fields: Mapping[str, str], merge_types: Mapping[str, str],
-                tags: Mapping[str, str], removable: Iterable[str], *, honours_erasures: bool = True) -> str:
+                tags: Mapping[str, str], removable: Iterable[str], erased: Iterable[str]) -> str:
     """What else settling a row depends on: the mapping, the merge fields' types, each segment's tag, the tags kept
-    in step and whether erasures are honoured (FORMAT changes with the rules of planning that decide it). An erasure
-    itself deletes every memo (with the mirrors)."""
+    in step and the erasures the run honours (subscriber hashes: a person erased since, even before the erasure is
+    processed and deletes every memo, is refused, not skipped). FORMAT changes with the rules of planning."""
     described = json.dumps({"format": FORMAT, "email": email_column, "fields": sorted(merge_fields.items()),
                             "types": sorted((tag, merge_types.get(tag, "text")) for tag in merge_fields),
                             "tags": sorted(tags.items()), "removable": sorted({tag.casefold() for tag in removable}),
-                            "erasures": honours_erasures}, ensure_ascii=False)
+                            "erasures": digest("\n".join(sorted(erased)), 0)}, ensure_ascii=False)
     return f"{digest(described, 0):016x}"
 
 
@@ -110,12 +114,12 @@ class RowMemo:
             if count < 0 or len(body) != 24 * count:
                 return None
             parts = [_little_endian(array("Q", bytes(body[8 * count * n:8 * count * (n + 1)]))) for n in range(3)]
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except Exception:  # noqa: BLE001 - any memo that cannot be read is none: every row is read, no run fails
             return None
         return cls(*parts)
 
     def index(self) -> dict[int, int]:
-        """Row digest -> entry (made at the first question: about 100 MB for a million entries)."""
+        """Row digest -> entry (made at the first question: about 110 MB for a million entries)."""
         if self._index is None:
             self._index = dict(zip(self.rows, range(len(self.rows))))
         return self._index
@@ -155,8 +159,9 @@ class RowSkips:
     def known(self, row: int) -> bool:
         return self.entry(row) is not None
 
-    def for_segment(self, segment: str, tag: str) -> SegmentDigests:
-        return SegmentDigests(self, segment, tag)
+    def for_segment(self, segment: str, tag: str, mapped: Mapping[str, str]) -> SegmentDigests:
+        """`mapped`: the segment's columns as planning resolves them (SegmentInput.columns)."""
+        return SegmentDigests(self, segment, tag, mapped)
 
     def audience_read(self, contacts: Iterable[int]) -> None:
         """The digests of the audience's contacts: rows are known from now on (none before)."""
@@ -177,10 +182,10 @@ class RowSkips:
 class SegmentDigests:
     """The `RowDigests` of one segment's reader (shared/segment_rows.py)."""
 
-    def __init__(self, skips: RowSkips, segment: str, tag: str) -> None:
-        self._segment, self._tag = segment, tag
+    def __init__(self, skips: RowSkips, segment: str, tag: str, mapped: Mapping[str, str]) -> None:
+        self._segment, self._tag, self._mapped = segment, tag, mapped
         self.known = skips.known
 
-    def seed(self, columns: list[str], delimiter: str) -> int:
-        return row_seed(self._segment, self._tag, columns, delimiter)
+    def seed(self, columns: list[str], delimiter: str, most_fields: int) -> int:
+        return row_seed(self._segment, self._tag, self._mapped, columns, delimiter, most_fields)
 

@@ -71,7 +71,7 @@ class RowDigests(Protocol):
     """What a planning run asks of a CSV snapshot's records (shared/row_memo.py): their digest, and whether it knows
     one already, so that such a record is handed over unparsed."""
 
-    def seed(self, columns: list[str], delimiter: str) -> int: ...
+    def seed(self, columns: list[str], delimiter: str, most_fields: int) -> int: ...
     def known(self, digest: int) -> bool: ...
 
 
@@ -365,8 +365,9 @@ def _csv_records(partition: str, stream: BinaryIO, snapshot: Snapshot, lookup: _
             lines.hit = None
             yield number, None, None, digest, known
         elif fields:  # a blank line is not a row
-            yield lines.first, fields, None, (row_digest("".join(lines.taken), lookup.seed)
-                                              if lookup is not None and lookup.seed is not None else 0), None
+            yield lines.first, fields, None, (row_digest(lines.taken[0], lookup.seed)  # a row's first line is
+                                              if lookup is not None and lookup.seed is not None  # what is looked up:
+                                              and len(lines.taken) == 1 else 0), None  # one spanning lines gets none
 
 
 def _csv_rows(partition: str, stream: BinaryIO, snapshot: Snapshot, digests: RowDigests | None = None) -> Iterator[SourceRow]:
@@ -381,7 +382,7 @@ def _csv_rows(partition: str, stream: BinaryIO, snapshot: Snapshot, digests: Row
         header_problem = "model.json lists no attributes for this headerless partition; export it with its columns"
     lookup = None if digests is None else _Lookup(digests.known)
     if lookup is not None and columns and not header_problem:
-        lookup.seed = digests.seed(columns, snapshot.delimiter)  # type: ignore[union-attr]
+        lookup.seed = digests.seed(columns, snapshot.delimiter, limits.fields)  # type: ignore[union-attr]
     number = 0
     unreadable_header = False
     max_fields = limits.fields
@@ -393,7 +394,7 @@ def _csv_rows(partition: str, stream: BinaryIO, snapshot: Snapshot, digests: Row
                 columns = [name.strip() for name in fields]
                 header_problem = _header_problem(columns, limits)
                 if lookup is not None and not header_problem:
-                    lookup.seed = digests.seed(columns, snapshot.delimiter)  # type: ignore[union-attr]
+                    lookup.seed = digests.seed(columns, snapshot.delimiter, limits.fields)  # type: ignore[union-attr]
             continue
         number += 1
         if known is not None:

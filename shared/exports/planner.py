@@ -366,7 +366,7 @@ class Planner(ExportParts):
         mapping = PlanMapping(email=destination.mapping.email, merge_fields=dict(destination.mapping.merge_fields))
         erased = self.erased_for(destination)
         memo_fingerprint = fingerprint(mapping.email, mapping.merge_fields, merge_types,
-                                       {part.segment: part.tag for part in live}, owned, honours_erasures=bool(erased))
+                                       {part.segment: part.tag for part in live}, owned, erased)
         skips = self._row_skips(destination, memo_fingerprint)
         inputs = self._inputs(live, snapshots, columns, skips)
         needed = Needed(lambda most: self._row_emails(self._inputs(live, snapshots, columns), mapping, erased, most),
@@ -431,7 +431,8 @@ class Planner(ExportParts):
             for future in pending:
                 future.result()
         problems.flush()
-        if skips is not None and deletion_marks is not None and not run.details.get("dryRun"):
+        if skips is not None and deletion_marks is not None:  # a preview's too: it refreshes the mirror like a run, and
+            # its memo states facts as a run's does (kept as fresh as the mirror, for the retention sweep)
             self.mirror.keep_row_memo(destination.id, destination.audience_id,  # type: ignore[union-attr]
                                       skips.next.to_bytes(memo_fingerprint), deletion_marks)
         return _Planned(plan, next(numbers), sent)
@@ -467,7 +468,7 @@ class Planner(ExportParts):
                 skips: RowSkips | None = None) -> list[SegmentInput]:
         return [SegmentInput(segment=part.segment, tag=part.tag, columns=columns[part.segment],
                              rows=_Rows(self, part, snapshots[part.segment],
-                                        skips.for_segment(part.segment, part.tag) if skips else None))
+                                        skips.for_segment(part.segment, part.tag, columns[part.segment]) if skips else None))
                 for part in live]
 
     def _row_emails(self, inputs: list[SegmentInput], mapping: PlanMapping, erased: Mapping[str, str],

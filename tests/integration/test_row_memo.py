@@ -75,3 +75,21 @@ def test_the_memo_is_not_kept_when_mirrors_were_deleted_while_the_run_planned(dr
     assert not driver.raw.work.exists(memo_name(destination))
     store.keep_row_memo(destination, DEMO_AUDIENCE, b"rowmemo\n", store.marks(destination))
     assert driver.raw.work.exists(memo_name(destination))
+
+
+def test_an_erasure_requested_since_the_last_run_makes_the_run_read_every_row(driver: ExportDriver) -> None:
+    """Requested, not yet processed (processing deletes every memo): the erased person is refused, not skipped."""
+    driver.reset_mailchimp()
+    driver.reset_queues()
+    fill_audience(driver, 100)
+    snapshots = Snapshots(driver, f"{SEGMENT}{uuid.uuid4().hex[:6]}")
+    people = rows(range(50))
+    destination = driver.create_destination(segments=[snapshots.segment], tagPrefix="Erased: ")
+    for _ in range(2):
+        next_second()
+        snapshots.write(people)
+        export(driver, destination)
+    driver.app.erasures.request([contact(5)], "tester")
+    snapshots.write(people)
+    run = driver.export(destination)
+    assert (run.counts["refused"], run.counts["unchanged"], run.details.get("knownRows")) == (1, 49, None)
