@@ -84,7 +84,7 @@ MIRRORS_PREFIX = "mirrors/"
 ERASURES_MARK = "mirrors-deleted.json"  # changed by each erasure (note_mirrors_deleted); not under the prefix
 DESTINATION_MARKS = "mirrors-deleted/"  # <destinationId>.json: changed when that destination is deleted
 MANIFEST = "manifest.json"
-ROW_MEMO = "rows.memo"  # beside the versions: the destination's row memo (shared/row_memo.py), deleted with the mirror
+ROW_MEMO = ".memo"  # how a row memo's name ends (shared/row_memo.py): rows-<version>.memo beside the versions
 CLOCK_MARGIN = timedelta(minutes=5)  # changes are asked for since `asOf` less this: our clock and Mailchimp's may differ
 ARCHIVED = "archived"
 FIELDS = ("email_address", "status", "merge_fields", "tags")  # what iter_audience reads of a contact
@@ -320,21 +320,27 @@ class AudienceMirror:
                     return
             yield from self._read_in_full(folder, where, why, audience_id, client, started, work, marks)
 
+    def _row_memos(self, folder: str) -> list[str]:
+        """The row memos stored in a mirror's folder, oldest first (their names carry when they were written)."""
+        return sorted(name for name in self._store.list_names(f"{folder}rows-") if name.endswith(ROW_MEMO))
+
     def row_memo(self, destination_id: str, audience_id: str) -> bytes | None:
         """The destination's row memo for this audience as its last plan wrote it, or None (none, or unreadable: the
         run then reads every row)."""
-        name = f"{destination_prefix(destination_id)}{audience_id}/{ROW_MEMO}"
         try:
-            return self._store.read_bytes(name) if self._store.exists(name) else None
+            memos = self._row_memos(f"{destination_prefix(destination_id)}{audience_id}/")
+            return self._store.read_bytes(memos[-1]) if memos else None
         except Exception as error:  # noqa: BLE001 - a memo only saves work: without it every row is read
             log.warning("row memo of audience %s of destination %s not read (%s): every row is read",
                         audience_id, destination_id, type(error).__name__)
             return None
 
     def keep_row_memo(self, destination_id: str, audience_id: str, data: bytes, marks: Marks) -> None:
-        """Store a plan's row memo, unless a deletions mark moved since the run took `marks` (like the mirror: the
-        memo's digests stand for people an erasure or the destination's deletion may have removed meanwhile)."""
-        name = f"{destination_prefix(destination_id)}{audience_id}/{ROW_MEMO}"
+        """Store a plan's row memo, then delete the older ones; unless a deletions mark moved since the run took `marks`
+        (like the mirror: the memo's digests stand for people an erasure or the destination's deletion may have
+        removed meanwhile). Its name says when it was written, for the retention sweep."""
+        folder = f"{destination_prefix(destination_id)}{audience_id}/"
+        name = f"{folder}rows-{_version(datetime.now(UTC))}{ROW_MEMO}"
         try:
             self._store.write_bytes(name, data)
             now = self.marks(destination_id)
@@ -342,6 +348,10 @@ class AudienceMirror:
                 self._store.delete_prefix(name)
                 log.warning("row memo of audience %s of destination %s not kept: mirrors were deleted, or the "
                             "deletions marks could not be read, while the run planned", audience_id, destination_id)
+                return
+            for older in self._row_memos(folder):
+                if older < name:
+                    self._store.delete_prefix(older)
         except Exception as error:  # noqa: BLE001 - the next run reads every row
             log.warning("row memo of audience %s of destination %s not written (%s): the next run reads every row",
                         audience_id, destination_id, type(error).__name__)
@@ -549,12 +559,17 @@ def _written(version: str) -> datetime:
 
 
 def sweep_mirrors(store: MirrorStore, written_before: datetime) -> int:
-    """Delete every mirror whose newest version was written before `written_before` (the retention sweep); a mirror
-    refreshed by each run stays. Returns how many were deleted."""
+    """Delete every mirror whose newest version was written before `written_before` (the retention sweep), and every
+    row memo written before it (a mirror refreshed by previews alone would keep an older memo); a mirror refreshed by
+    each run stays. Returns how many mirrors were deleted."""
     newest: dict[str, datetime] = {}
     for name in store.list_names(MIRRORS_PREFIX):
         destination, audience, *rest = name[len(MIRRORS_PREFIX):].split("/") + ["", ""]
         folder = f"{MIRRORS_PREFIX}{destination}/{audience}/"
+        if name.endswith(ROW_MEMO) and rest[0].startswith("rows-"):
+            if _written(rest[0][len("rows-"):-len(ROW_MEMO)]) < written_before:
+                store.delete_prefix(name)
+            continue
         written = _written(rest[0]) if name.endswith(".jsonl.gz") else datetime.min.replace(tzinfo=UTC)
         newest[folder] = max(newest.get(folder, written), written)
     due = [folder for folder, written in newest.items() if written < written_before]

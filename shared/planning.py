@@ -511,6 +511,10 @@ class Plan:
         self._on_problem = lambda problem: held.add("", astuple(problem))  # one bucket: kept in order
         try:
             self._spill_rows(spill, streamer)
+        except BaseException:
+            held.discard()
+            spill.discard()
+            raise
         finally:
             self._on_problem = report
         held.close()

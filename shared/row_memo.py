@@ -29,6 +29,7 @@ import json
 import sys
 from array import array
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 import xxhash
 
@@ -39,8 +40,21 @@ _EMAIL_SEED = 0x656D61696C  # "email"
 
 
 def digest(text: str, seed: int) -> int:
-    """An unsigned 64-bit digest of `text` (XXH3; surrogate escapes kept as the bytes they stand for)."""
-    return xxhash.xxh3_64_intdigest(text.encode("utf-8", "surrogateescape"), seed)
+    """An unsigned 64-bit digest of `text` (XXH3; a lone surrogate, as the reader makes of a byte it cannot decode,
+    encoded as itself: it never fails)."""
+    return xxhash.xxh3_64_intdigest(text.encode("utf-8", "surrogatepass"), seed)
+
+
+def _rules_version() -> str:
+    """A digest of the code whose rules decide whether a row settles (reading, converting, comparing, the mirror's
+    lines): a deployment that changes any of it makes earlier memos unusable, with no version to remember to bump."""
+    root = Path(__file__).resolve().parent
+    sources = ["planning.py", "segment_rows.py", "emails.py", "members.py", "row_memo.py", "mailchimp/merge_values.py",
+               "exports/planner.py"]
+    return f"{digest(''.join((root / name).read_text(encoding='utf-8') for name in sources), 0):016x}"
+
+
+RULES = _rules_version()
 
 
 def row_seed(segment: str, tag: str, mapped: Mapping[str, str], columns: Iterable[str], delimiter: str,
@@ -74,7 +88,8 @@ def fingerprint(email_column: str, merge_fields: Mapping[str, str], merge_types:
     described = json.dumps({"format": FORMAT, "email": email_column, "fields": sorted(merge_fields.items()),
                             "types": sorted((tag, merge_types.get(tag, "text")) for tag in merge_fields),
                             "tags": sorted(tags.items()), "removable": sorted({tag.casefold() for tag in removable}),
-                            "erasures": digest("\n".join(sorted(erased)), 0)}, ensure_ascii=False)
+                            "erasures": sum(digest(hashed, 0) for hashed in erased) % 2 ** 64,  # in any order
+                            "rules": RULES}, ensure_ascii=False)
     return f"{digest(described, 0):016x}"
 
 

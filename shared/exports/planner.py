@@ -431,8 +431,10 @@ class Planner(ExportParts):
             for future in pending:
                 future.result()
         problems.flush()
-        if skips is not None and deletion_marks is not None:  # a preview's too: it refreshes the mirror like a run, and
-            # its memo states facts as a run's does (kept as fresh as the mirror, for the retention sweep)
+        if skips is not None and deletion_marks is not None and {p.segment for p in live} == set(destination.segments):
+            # a plan of some of the destination's segments (a run of chosen ones, or without one that could not be
+            # read) would replace the memo of every segment with one the next full run cannot use; a preview's memo
+            # states facts as a run's does
             self.mirror.keep_row_memo(destination.id, destination.audience_id,  # type: ignore[union-attr]
                                       skips.next.to_bytes(memo_fingerprint), deletion_marks)
         return _Planned(plan, next(numbers), sent)

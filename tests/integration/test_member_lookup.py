@@ -117,7 +117,7 @@ def member(driver: ExportDriver, email: str) -> dict[str, Any]:
 def mirror_blobs(driver: ExportDriver, destination: str) -> dict[str, bytes]:
     """The destination's audience mirror (its row memo, which a run writes however it read the audience, left out)."""
     return {name: data for name, data in driver.work_blobs(destination_prefix(destination)).items()
-            if not name.endswith(f"/{ROW_MEMO}")}
+            if not name.endswith(ROW_MEMO)}
 
 
 def figures(label: str, stats: dict[str, Any], seconds: float) -> str:

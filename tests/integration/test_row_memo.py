@@ -4,9 +4,12 @@ otherwise (its contact changed by hand, a second row of its address, a changed v
 from __future__ import annotations
 
 import dataclasses
+import time
 import uuid
 
-from shared.audience_mirror import ROW_MEMO, AudienceMirror, destination_prefix, note_mirrors_deleted
+from datetime import UTC, datetime, timedelta
+
+from shared.audience_mirror import ROW_MEMO, AudienceMirror, _version, destination_prefix, note_mirrors_deleted, sweep_mirrors
 from tests.integration.export_driver import DEMO_AUDIENCE, ExportDriver
 from tests.integration.test_audience_mirror import (SEGMENT, Snapshots, by_hand, contact, export, fill_audience, mirror,
                                                     next_second, preview, rows, with_mirror_of)
@@ -21,8 +24,9 @@ def driver(storage, mailchimp_server) -> ExportDriver:
     return driver
 
 
-def memo_name(destination: str) -> str:
-    return f"{destination_prefix(destination)}{DEMO_AUDIENCE}/{ROW_MEMO}"
+def memos(driver: ExportDriver, destination: str) -> list[str]:
+    return [name for name in driver.raw.work.list_names(f"{destination_prefix(destination)}{DEMO_AUDIENCE}/")
+            if name.endswith(ROW_MEMO)]
 
 
 def test_a_refresh_skips_the_rows_in_step_and_reads_those_that_may_not_be(driver: ExportDriver) -> None:
@@ -40,7 +44,7 @@ def test_a_refresh_skips_the_rows_in_step_and_reads_those_that_may_not_be(driver
     snapshots.write(people)
     second, _ = export(driver, destination)  # every row settled: each one in the memo
     assert (second.counts["unchanged"], second.details.get("knownRows")) == (300, None)
-    assert driver.raw.work.exists(memo_name(destination))
+    assert len(memos(driver, destination)) == 1
 
     # Between runs: one row's value changes, one contact is renamed by hand, one address gets a second row
     # (after its first), one contact unsubscribes by hand.
@@ -72,9 +76,24 @@ def test_the_memo_is_not_kept_when_mirrors_were_deleted_while_the_run_planned(dr
     marks = store.marks(destination)
     note_mirrors_deleted(driver.raw.work)  # an erasure, after the run took the marks
     store.keep_row_memo(destination, DEMO_AUDIENCE, b"rowmemo\n", marks)
-    assert not driver.raw.work.exists(memo_name(destination))
+    assert memos(driver, destination) == []
     store.keep_row_memo(destination, DEMO_AUDIENCE, b"rowmemo\n", store.marks(destination))
-    assert driver.raw.work.exists(memo_name(destination))
+    first = memos(driver, destination)
+    time.sleep(1.01)  # a memo's name says when it was written, to the second
+    store.keep_row_memo(destination, DEMO_AUDIENCE, b"rowmemo\n", store.marks(destination))
+    assert len(first) == 1 and len(memos(driver, destination)) == 1 and memos(driver, destination) != first  # the older
+    # one deleted
+
+
+def test_the_retention_sweep_deletes_a_memo_older_than_the_period_even_when_the_mirror_is_newer(driver: ExportDriver):
+    """A mirror refreshed by previews alone (which may not write the memo) must not keep an old memo alive."""
+    folder = f"{destination_prefix(f'swept-{uuid.uuid4().hex[:8]}')}{DEMO_AUDIENCE}/"
+    now = datetime.now(UTC)
+    old_memo, new_part = f"{folder}rows-{_version(now - timedelta(days=40))}{ROW_MEMO}", f"{folder}{_version(now)}/part-00.jsonl.gz"
+    for name in (old_memo, new_part):
+        driver.raw.work.write_bytes(name, b"x")
+    sweep_mirrors(driver.raw.work, now - timedelta(days=30))
+    assert list(driver.raw.work.list_names(folder)) == [new_part]
 
 
 def test_an_erasure_requested_since_the_last_run_makes_the_run_read_every_row(driver: ExportDriver) -> None:
