@@ -29,20 +29,27 @@ def memos(driver: ExportDriver, destination: str) -> list[str]:
             if name.endswith(ROW_MEMO)]
 
 
-def test_a_refresh_skips_the_rows_in_step_and_reads_those_that_may_not_be(driver: ExportDriver) -> None:
+def exported_twice(driver: ExportDriver, contacts: int, people: list[tuple[str, str, str]],
+                   prefix: str) -> tuple[str, Snapshots, list]:
+    """A fresh audience, a destination exporting `people`, and its two runs: the first tags everyone (nothing is in
+    step yet, so its memo is empty), the second finds every row in step (each one in its memo)."""
     driver.reset_mailchimp()
     driver.reset_queues()
-    fill_audience(driver, 1000)
+    fill_audience(driver, contacts)
     snapshots = Snapshots(driver, f"{SEGMENT}{uuid.uuid4().hex[:6]}")
+    destination = driver.create_destination(segments=[snapshots.segment], tagPrefix=prefix)
+    runs = []
+    for _ in range(2):
+        next_second()
+        snapshots.write(people)
+        runs.append(export(driver, destination)[0])
+    return destination, snapshots, runs
+
+
+def test_a_refresh_skips_the_rows_in_step_and_reads_those_that_may_not_be(driver: ExportDriver) -> None:
     people = rows(range(300))
-    snapshots.write(people)
-    destination = driver.create_destination(segments=[snapshots.segment], tagPrefix="Memo: ")
-    next_second()
-    first, _ = export(driver, destination)  # tags all 300: nothing is in step yet, so the memo is empty
+    destination, snapshots, (first, second) = exported_twice(driver, 1000, people, "Memo: ")
     assert first.counts["tagged"] == 300 and "knownRows" not in first.details
-    next_second()
-    snapshots.write(people)
-    second, _ = export(driver, destination)  # every row settled: each one in the memo
     assert (second.counts["unchanged"], second.details.get("knownRows")) == (300, None)
     assert len(memos(driver, destination)) == 1
 
@@ -98,16 +105,8 @@ def test_the_retention_sweep_deletes_a_memo_older_than_the_period_even_when_the_
 
 def test_an_erasure_requested_since_the_last_run_makes_the_run_read_every_row(driver: ExportDriver) -> None:
     """Requested, not yet processed (processing deletes every memo): the erased person is refused, not skipped."""
-    driver.reset_mailchimp()
-    driver.reset_queues()
-    fill_audience(driver, 100)
-    snapshots = Snapshots(driver, f"{SEGMENT}{uuid.uuid4().hex[:6]}")
     people = rows(range(50))
-    destination = driver.create_destination(segments=[snapshots.segment], tagPrefix="Erased: ")
-    for _ in range(2):
-        next_second()
-        snapshots.write(people)
-        export(driver, destination)
+    destination, snapshots, _ = exported_twice(driver, 100, people, "Erased: ")
     driver.app.erasures.request([contact(5)], "tester")
     snapshots.write(people)
     run = driver.export(destination)
