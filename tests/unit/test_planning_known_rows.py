@@ -147,3 +147,26 @@ def test_a_plan_that_skips_known_rows_is_the_plan_that_reads_them(tmp_path_facto
     heads_after = heads_before if heads_after is None else heads_after
     assert plan(tmp_path_factory.mktemp("skipping"), after, tags, current, removable, skipping, crlf, heads_after) == \
         plan(tmp_path_factory.mktemp("reading"), after, tags, current, removable, None, crlf, heads_after)
+
+
+def test_a_row_known_under_a_higher_field_limit_is_read_under_a_lower_one(tmp_path: Path) -> None:
+    """SEGMENT_MAX_FIELDS lowered since the memo was made: the row is now invalid, so it must be read, not skipped."""
+    from shared.snapshots import ReadLimits
+
+    folder_writer(tmp_path)("s/p.csv", b"Email,First\nann@contoso.com,Ann,,,\n")  # extra empty fields: fine at 1,000
+    audience = [contact_line("ann@contoso.com", "subscribed", {"FNAME": "Ann"}, ["VIP"])]
+    mapping = Mapping("Email", {"FNAME": "First"})
+
+    def planned(limits: ReadLimits, memo: RowSkips | None) -> tuple:
+        snapshot = Snapshot("S", "", T2, ("s/p.csv",), format="csv", has_header=True, columns=None, limits=limits)
+        rows = SnapshotRows(FolderSource(tmp_path), snapshot, memo.for_segment("S", "VIP", {}) if memo else None)
+        made = plan_export([SegmentInput("S", "VIP", rows)], mapping, existing=audience, on_problem=lambda p: None,
+                           already_done=_already_done, memo=memo, workdir=str(tmp_path))
+        return [list(chunk) for chunk in made], made.counts, made.known
+
+    first = RowSkips(RowMemo.empty())
+    assert planned(ReadLimits(), first)[1]["S"].settled == 1
+    memo = RowMemo.from_bytes(first.next.to_bytes("f"), "f")
+    assert planned(ReadLimits(), RowSkips(memo))[2] == 1  # known under the same limit
+    lower = planned(ReadLimits(fields=3), RowSkips(memo))
+    assert lower == planned(ReadLimits(fields=3), None)[:2] + (0,) and lower[1]["S"].invalid == 1
