@@ -72,7 +72,7 @@ from typing import Any, Protocol
 from shared.mailchimp.models import Tag
 from shared.mailchimp.upsert import ALL_STATUSES
 from shared.members import (Contact, ExistingMember, contact_line, line_contact, line_email, line_mentions, line_status,
-                            tag_needles)
+                            member_line, tag_needles)
 from shared.planning import BUCKETS, _Spill
 
 log = logging.getLogger(__name__)
@@ -201,10 +201,6 @@ def _part_of(bucket: int, parts: int) -> int:
 
 def _part_name(folder: str, version: str, part: int) -> str:
     return f"{folder}{version}/part-{part:02d}.jsonl.gz"
-
-
-def _line(member: ExistingMember) -> str:
-    return contact_line(member.email, member.status, member.merge_fields, member.tags)
 
 
 def _buckets(data: bytes | str, parts: int, part: int) -> Iterator[list[str]]:
@@ -404,7 +400,7 @@ class AudienceMirror:
                 client.iter_members(list_id, fields=("email_address", "status"), status=ARCHIVED,
                                     since_last_changed=since)):
             try:
-                changes.add(member.email, (member.email, _line(member)))
+                changes.add(member.email, (member.email, member_line(member)))
             except ValueError as error:  # nothing is yielded yet: a full read gives the run its contacts
                 changes.close()
                 return None, f"a changed contact cannot be stored ({error})"
@@ -465,7 +461,7 @@ class AudienceMirror:
         for member in client.iter_audience(list_id):
             if not unwritable:
                 try:
-                    spill.add(member.email, (member.email, _line(member)))
+                    spill.add(member.email, (member.email, member_line(member)))
                 except ValueError as error:
                     unwritable = str(error)
             listed += 1

@@ -61,6 +61,11 @@ def contact_line(email: str, status: str, merge_fields: dict[str, Any], tags: It
     return f"{email}\t{status}\t{_encode([merge_fields, list(tags)])}\n"
 
 
+def member_line(member: ExistingMember) -> str:
+    """A contact as the audience mirror stores it (and as the row memo digests it)."""
+    return contact_line(member.email, member.status, member.merge_fields, member.tags)
+
+
 def line_email(line: str) -> str:
     """The address of a `contact_line`, as Mailchimp gave it."""
     return line[:line.index("\t")]

@@ -71,8 +71,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from shared.columns import ColumnMismatch, resolve_columns
 from shared.emails import email_problem, normalize_email, subscriber_hash
-from shared.members import (Contact, ExistingMember, Member, RowRef, contact_line, line_email, line_mentions,
-                            line_values, tag_needles)
+from shared.members import (Contact, ExistingMember, Member, RowRef, line_email, line_mentions, line_values,
+                            member_line, tag_needles)
 from shared.row_memo import MemoWriter, RowSkips, contact_digest, email_key
 from shared.segment_rows import SourceRow
 
@@ -421,7 +421,7 @@ class Plan:
                 email = normalize_email(contact.email)
                 spill.add(email, (email, contact.status, contact.merge_fields, tuple(contact.tags), contact.email))
                 if self._skipping:
-                    contacts.append(contact_digest(_contact_line(contact)))
+                    contacts.append(contact_digest(member_line(contact)))
             hashes.append(hash(email))
         ordered = array("q", sorted(hashes))
         if self._skipping:  # a contact listed twice is merged as the last one read: it is not one a row is known by
@@ -619,7 +619,7 @@ class Plan:
                 member.existing = current
                 if digests[email]:  # a memo entry if it settles: the row, and its contact as the audience holds it
                     candidates[email] = digests[email], contact_digest(
-                        record[1] if len(record) == 2 else _contact_line(ExistingMember(record[4], status, merge_fields, tags)))
+                        record[1] if len(record) == 2 else member_line(ExistingMember(record[4], status, merge_fields, tags)))
             if not removable or not tags or status == "archived" or email in streamed:  # archived contacts are
                 # outside the audience: nothing to untag; a streamed member was written by this run (by an attempt
                 # that crashed, when the audience shows it), not one the untag guard weighs
@@ -643,11 +643,6 @@ class Plan:
                 departed.append(Member(email, {}, [], RowRef("", "", 0), current, leaving))
         planned = [m for m in members.values() if m.email not in streamed] if streamed else list(members.values())
         return planned + departed
-
-
-def _contact_line(contact: ExistingMember) -> str:
-    """The contact as the audience mirror stores it (shared/audience_mirror.py), for its digest."""
-    return contact_line(contact.email, contact.status, contact.merge_fields, contact.tags)
 
 
 class _Streamer:

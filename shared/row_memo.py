@@ -6,9 +6,9 @@ contact is as it was, would be found in step again: the memo lets planning count
 
 Rules:
 - An entry is (row digest, contact digest, email key), recorded by a plan for each member it settled (in the audience
-  as wanted: no call) that came from one row alone, with no value it could not convert. The row digest covers the
-  record's text (its final line break left out) salted with the segment, its tag, the partition's columns and the
-  delimiter, so the same text under another header or in another segment is another row. The contact digest covers
+  as wanted: no call) that came from one row alone, on one line, with no value it could not convert. The row digest
+  covers the record's text (its final line break left out), seeded with what else decides how it reads (`row_seed`),
+  so the same text under another header or mapping, or in another segment, is another row. The contact digest covers
   the contact's audience mirror line (shared/members.py `contact_line`), which holds its address, status, merge
   fields and tags; the email key is a digest of the normalized address.
 - A later plan skips a row when the memo holds its digest and the audience it read holds that entry's contact line
@@ -29,6 +29,7 @@ import json
 import sys
 from array import array
 from collections.abc import Iterable, Mapping
+from functools import cache
 from pathlib import Path
 
 import xxhash
@@ -45,6 +46,7 @@ def digest(text: str, seed: int) -> int:
     return xxhash.xxh3_64_intdigest(text.encode("utf-8", "surrogatepass"), seed)
 
 
+@cache
 def _rules_version() -> str:
     """A digest of the code whose rules decide whether a row settles (reading, converting, comparing, the mirror's
     lines): a deployment that changes any of it makes earlier memos unusable, with no version to remember to bump."""
@@ -52,9 +54,6 @@ def _rules_version() -> str:
     sources = ["planning.py", "segment_rows.py", "emails.py", "members.py", "row_memo.py", "mailchimp/merge_values.py",
                "exports/planner.py"]
     return f"{digest(''.join((root / name).read_text(encoding='utf-8') for name in sources), 0):016x}"
-
-
-RULES = _rules_version()
 
 
 def row_seed(segment: str, tag: str, mapped: Mapping[str, str], columns: Iterable[str], delimiter: str,
@@ -89,7 +88,7 @@ def fingerprint(email_column: str, merge_fields: Mapping[str, str], merge_types:
                             "types": sorted((tag, merge_types.get(tag, "text")) for tag in merge_fields),
                             "tags": sorted(tags.items()), "removable": sorted({tag.casefold() for tag in removable}),
                             "erasures": sum(digest(hashed, 0) for hashed in erased) % 2 ** 64,  # in any order
-                            "rules": RULES}, ensure_ascii=False)
+                            "rules": _rules_version()}, ensure_ascii=False)
     return f"{digest(described, 0):016x}"
 
 
@@ -104,7 +103,6 @@ class RowMemo:
 
     def __init__(self, rows: array, contacts: array, emails: array) -> None:
         self.rows, self.contacts, self.emails = rows, contacts, emails
-        self._index: dict[int, int] | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -134,10 +132,8 @@ class RowMemo:
         return cls(*parts)
 
     def index(self) -> dict[int, int]:
-        """Row digest -> entry (made at the first question: about 110 MB for a million entries)."""
-        if self._index is None:
-            self._index = dict(zip(self.rows, range(len(self.rows))))
-        return self._index
+        """Row digest -> entry (about 110 MB for a million entries)."""
+        return dict(zip(self.rows, range(len(self.rows))))
 
 
 class MemoWriter:
@@ -145,9 +141,6 @@ class MemoWriter:
 
     def __init__(self) -> None:
         self._rows, self._contacts, self._emails = array("Q"), array("Q"), array("Q")
-
-    def __len__(self) -> int:
-        return len(self._rows)
 
     def add(self, row: int, contact: int, email: int) -> None:
         self._rows.append(row)

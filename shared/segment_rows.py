@@ -252,6 +252,7 @@ class _Lines:
         self.taken_size = 0
         self.lookup: _Lookup | None = None  # once its seed is set, a row's first line is looked up before csv reads it
         self.hit: tuple[int, str, int] | None = None  # (line number, text, digest) of the known row just met
+        self.first_digest = 0  # the digest of the row's first line, once looked up
 
     def __iter__(self) -> _Lines:
         return self
@@ -286,11 +287,13 @@ class _Lines:
         else:
             self.first = number
             lookup = self.lookup
+            self.first_digest = 0
             if lookup is not None and lookup.seed is not None:
                 digest = row_digest(line, lookup.seed)
                 if lookup.known(digest):  # a whole row (a known digest is of a complete record's text): csv is
                     self.hit = number, line, digest  # handed a blank line instead, which it reads as no row
                     return "\n"
+                self.first_digest = digest
         taken.append(line)
         self.taken_size += len(line)
         return line
@@ -365,9 +368,8 @@ def _csv_records(partition: str, stream: BinaryIO, snapshot: Snapshot, lookup: _
             lines.hit = None
             yield number, None, None, digest, known
         elif fields:  # a blank line is not a row
-            yield lines.first, fields, None, (row_digest(lines.taken[0], lookup.seed)  # a row's first line is
-                                              if lookup is not None and lookup.seed is not None  # what is looked up:
-                                              and len(lines.taken) == 1 else 0), None  # one spanning lines gets none
+            # a row's first line is what is looked up: one spanning lines gets no digest
+            yield lines.first, fields, None, lines.first_digest if len(lines.taken) == 1 else 0, None
 
 
 def _csv_rows(partition: str, stream: BinaryIO, snapshot: Snapshot, digests: RowDigests | None = None) -> Iterator[SourceRow]:

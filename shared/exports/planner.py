@@ -483,7 +483,6 @@ class Planner(ExportParts):
         except TooManyRows:
             return None
 
-
     def _leave_out(self, run: Run, part: SegmentPart, left_out: dict[str, str], problem: str,
                    log_text: str | None = None) -> None:
         """Note why planning leaves `part` out of the run. `log_text` stands in for `problem` in the log when the
