@@ -322,7 +322,8 @@ class Planner(ExportParts):
             log.info("export %s previewed: %d chunks would be sent", run_id, total)
             return None
         telemetry.count_members(planned_outcomes)  # members settled without a call (in step already, or erased)
-        log.info("export %s planned: %d chunks (%d sent while reading)", run_id, total, len(planned.sent))
+        log.info("export %s planned: %d chunks (%d sent while reading, %d rows known from the last plan)", run_id, total,
+                 len(planned.sent), plan.known, extra={"knownRows": plan.known})
         return planned.sent
 
     def _plan_rows(self, run: Run, destination: Destination, live: list[SegmentPart], snapshots: dict[str, Snapshot],
@@ -446,6 +447,9 @@ class Planner(ExportParts):
             return None
         data = self.mirror.row_memo(destination.id, destination.audience_id)
         memo = RowMemo.from_bytes(data, memo_fingerprint) if data else None
+        state = "used" if memo is not None else "none" if data is None else "unusable"
+        log.info("row memo of destination %s: %s (%d rows; unusable: another mapping, tags, erasure requests or planning "
+                 "code, or unreadable)", destination.id, state, len(memo or ()), extra={"rowMemo": state})
         return RowSkips(memo or RowMemo.empty())
 
     def _streamed_earlier(self, run_id: str) -> set[int]:
