@@ -7,11 +7,12 @@ So each destination keeps a mirror of its audience and a run reads only what cha
 
 Rules:
 - Where: `mirrors/<destinationId>/<audienceId>/` in the work container. `manifest.json` names the current version
-  (`v<time>Z-<random>/`), its `asOf` (taken before the read that made it started), when the audience was last read in
-  full, the contacts per status, and the tags as they were at `asOf` (id -> name). A version holds the contacts
-  hash-partitioned by email into BUCKETS buckets as planning partitions them (shared/planning.py, whose spill files
-  the mirror uses), a line a contact, gzip'd, in parts of about PART_CONTACTS contacts: a merge holds one bucket in
-  memory, never the whole audience.
+  (`v<time>Z-<random>/`, named for the `asOf` it was written with), its `asOf` (taken before the read that made it, or
+  that last found nothing changed since, started: later than the version's name says once a refresh kept it as it
+  was), when the audience was last read in full, the contacts per status, and the tags as they were at `asOf`
+  (id -> name). A version holds the contacts hash-partitioned by email into BUCKETS buckets as planning partitions them
+  (shared/planning.py, whose spill files the mirror uses), a line a contact, gzip'd, in parts of about PART_CONTACTS
+  contacts: a merge holds one bucket in memory, never the whole audience.
 - Incremental, while the audience was read in full less than AUDIENCE_MIRROR_MAX_AGE_HOURS ago: the members changed
   since `asOf` less CLOCK_MARGIN (`since_last_changed`), the archived ones asked for apart (a listing without a status
   filter may leave them out: MailchimpClient.iter_audience), then Mailchimp's count of each status. A tag's members
@@ -20,34 +21,42 @@ Rules:
   a run after one that changed a tag's members reads that tag's members again: when the changes and those members
   outnumber the audience (the run after one that wrote everyone), a full read is cheaper and is made instead. All
   of it is merged into a new version in a temporary folder, and the planner gets the contacts once it is checked.
+  When nothing changed (no contact listed, no tag read again or gone: most scheduled runs), nothing is merged and no
+  version written (that rewrite cost about 6 s of a 36 s refresh at a million contacts): the stored parts are
+  downloaded and checked whole (gzip's CRC, their buckets, their counts against the manifest's, the manifest's
+  against Mailchimp's) before the planner gets any contact, and a new manifest names the same version with the new
+  `asOf`.
 - In full (iter_audience, the new mirror spilled as it streams) when: there is no mirror; its manifest or a part
   cannot be read, or is of another FORMAT (a warning: a bad mirror never fails a run); the last full read is older
-  than AUDIENCE_MIRROR_MAX_AGE_HOURS (which also bounds any drift the checks cannot see); or the merged mirror's
-  per-status counts differ from Mailchimp's. That is how a contact deleted permanently in Mailchimp, which no listing
-  shows, is noticed (and a change made while the changes were read: the run reads in full rather than guess).
+  than AUDIENCE_MIRROR_MAX_AGE_HOURS (which also bounds any drift the checks cannot see); or the merged (or kept)
+  mirror's per-status counts differ from Mailchimp's. That is how a contact deleted permanently in Mailchimp, which no
+  listing shows, is noticed (and a change made while the changes were read: the run reads in full rather than guess).
 - In part, in place of a full read made for want of a mirror to refresh: a run whose rows are few against the
   audience looks up only the contacts it needs (shared/member_lookup.py, `instead`). They are not the audience, so
   the mirror is left as it was: the next run that cannot look up reads in full, or refreshes, as before.
-- Writing: the new version's parts, then the manifest (the switch), then older versions are deleted. A crash or a
-  storage error part-way leaves the previous mirror in use, never a half one; the run itself goes on (its contacts
-  are read already), and a later run reads in full if it must.
+- Writing: the new version's parts, then the manifest (the switch), then older versions are deleted (a version kept
+  unchanged: its new manifest alone; older versions left by a failed deletion wait for the next version). A crash or a
+  storage error part-way leaves the previous mirror in use, never a half one; the run itself goes on (its contacts are
+  read already), and a later run reads in full if it must.
 - Personal data (addresses, merge values such as names, statuses, tags): a destination's mirrors are deleted with it
   (shared/destination_service.py), an erasure deletes every mirror (shared/erasures.py; each destination's next run
-  reads in full), and the retention sweep deletes a mirror not written for RETENTION_PERSONAL_DAYS (`sweep_mirrors`).
+  reads in full), and the retention sweep deletes a mirror neither written nor found unchanged (its manifest's `asOf`)
+  for RETENTION_PERSONAL_DAYS (`sweep_mirrors`).
   Log lines name destinations, audiences and counts, never a contact.
-- A run may read the audience before such a deletion and write its mirror after it, which would store again what
-  was deleted (the person an erasure just deleted from Mailchimp, the contacts of a destination just deleted). So
-  whoever deletes mirrors first changes a deletions mark (`note_mirrors_deleted`; outside MIRRORS_PREFIX): an
-  erasure changes ERASURES_MARK once Mailchimp has forgotten the person, a destination's deletion its own mark once
-  its credential is removed. A run takes both marks of its destination (`marks`) before it reads anything of it, its
-  record included, and a mirror is kept only if they are as they were then: checked after its parts are uploaded and
-  before the manifest switches to them; otherwise its parts are deleted (also when an upload failed) and the run goes
-  on with the contacts it read (its chunks refuse anyone erased since planning). Either a mark changed before the
-  check (the mirror is not kept), or the deleting began after it, when the parts are already there to be deleted: a
-  manifest switched afterwards names parts that are gone, which the next run reads as unusable (a full read). The
-  manifest records the erasures mark its version was read under, and a mirror is refreshed only under the same one:
-  a refresh that began after an erasure could otherwise carry the person over from the stored parts it read before
-  they were deleted. The manifest itself holds counts and tag names, no contact.
+- A run may read the audience before such a deletion and write its mirror after it, which would store again what was
+  deleted (the person an erasure just deleted from Mailchimp, the contacts of a destination just deleted). So whoever
+  deletes mirrors first changes a deletions mark (`note_mirrors_deleted`; outside MIRRORS_PREFIX): an erasure changes
+  ERASURES_MARK once Mailchimp has forgotten the person, a destination's deletion its own mark once its credential is
+  removed. A run takes both marks of its destination (`marks`) before it reads anything of it, its record included,
+  and a mirror is kept only if they are as they were then: checked after its parts are uploaded and before the
+  manifest switches to them (a version kept unchanged: before its new manifest is written); otherwise its parts are
+  deleted (also when an upload failed; those of a version kept unchanged are left to the deletion, and its manifest as
+  it was) and the run goes on with the contacts it read (its chunks refuse anyone erased since planning). Either a
+  mark changed before the check (the mirror is not kept), or the deleting began after it, when the parts are already
+  there to be deleted: a manifest switched afterwards names parts that are gone, which the next run reads as unusable
+  (a full read). The manifest records the erasures mark its version was read under, and a mirror is refreshed only
+  under the same one: a refresh that began after an erasure could otherwise carry the person over from the stored
+  parts it read before they were deleted. The manifest itself holds counts and tag names, no contact.
 
 Plain module: the work container and Mailchimp are reached through the protocols below (BlobFolder and
 MailchimpClient in the app).
@@ -89,7 +98,7 @@ CLOCK_MARGIN = timedelta(minutes=5)  # changes are asked for since `asOf` less t
 ARCHIVED = "archived"
 FIELDS = ("email_address", "status", "merge_fields", "tags")  # what iter_audience reads of a contact
 PART_CONTACTS = 16384  # contacts a stored part holds, about: a part is one blob to read or write
-WRITERS = 8  # parts uploaded at once
+WRITERS = 8  # parts uploaded, or downloaded, at once
 COMPRESSION = 1  # gzip level: the fastest; a mirror is a few tens of bytes a contact even so
 _VERSION_TIME = "%Y%m%dT%H%M%SZ"
 
@@ -203,9 +212,14 @@ def _part_name(folder: str, version: str, part: int) -> str:
     return f"{folder}{version}/part-{part:02d}.jsonl.gz"
 
 
+def _bucket_count(parts: int, part: int) -> int:
+    """How many buckets a part holds."""
+    return sum(1 for bucket in range(BUCKETS) if _part_of(bucket, parts) == part)
+
+
 def _buckets(data: bytes | str, parts: int, part: int) -> Iterator[list[str]]:
     """The buckets of one part (a file's path or a blob's bytes), each as its contacts' lines, in bucket order."""
-    wanted = sum(1 for bucket in range(BUCKETS) if _part_of(bucket, parts) == part)
+    wanted = _bucket_count(parts, part)
     found, lines = 0, []
     with gzip.open(data if isinstance(data, str) else io.BytesIO(data), "rt", encoding="utf-8", newline="\n") as text:
         for line in text:
@@ -216,6 +230,28 @@ def _buckets(data: bytes | str, parts: int, part: int) -> Iterator[list[str]]:
                 lines.append(line)
     if lines or found != wanted:
         raise _Unusable(f"a part holds {found} buckets instead of {wanted}")
+
+
+def _lines(parts: Sequence[bytes | str]) -> Iterator[str]:
+    """A version's contacts as stored lines, in bucket order, from its parts (files' paths or blobs' bytes), one part
+    decompressed at a time: planning decodes only those it needs."""
+    for part, data in enumerate(parts):
+        for bucket in _buckets(data, len(parts), part):
+            yield from bucket
+
+
+def _part_counts(data: bytes, parts: int, part: int) -> Counter[str]:
+    """The contacts per status of a stored part, once it is found whole as `_buckets` reads it (gzip's CRC and length,
+    UTF-8, its buckets), so that reading it again cannot fail. Counted on the text, not line by line: a
+    `contact_line` holds a raw tab only after its address and after its status (contact_line refuses one in either,
+    and its JSON, json.JSONEncoder's in shared/members.py, escapes every control character, tabs and line breaks
+    included), so "<TAB>status<TAB>" stands once in each line of that status and nowhere else."""
+    text = gzip.decompress(data).decode("utf-8")
+    lines = text.split("\n")  # at "\n" only, as `_buckets` reads; the last item is what follows the last line break
+    found, wanted = lines.count("") - (lines[-1] == ""), _bucket_count(parts, part)
+    if lines[-2:] != ["", ""] or found != wanted:  # a bucket's empty line last, nothing after it
+        raise _Unusable(f"a part holds {found} buckets instead of {wanted}")
+    return Counter({status: text.count(f"\t{status}\t") for status in ALL_STATUSES})
 
 
 class _Draft:
@@ -252,18 +288,46 @@ class _Draft:
 
     def members(self) -> Iterator[str]:
         """The contacts as stored lines: planning decodes only those it needs."""
-        for part in range(self.parts):
-            for bucket in _buckets(self.path(part), self.parts, part):
-                yield from bucket
+        return _lines([self.path(part) for part in range(self.parts)])
 
 
 def _status_counts(counts: Counter[str]) -> dict[str, int]:
     return {status: counts.get(status, 0) for status in ALL_STATUSES}
 
 
+def _check_stored(stored: Counter[str], manifest: _Manifest) -> None:
+    """The stored parts hold the contacts the manifest counts: else they are damaged, or not of its version."""
+    if _status_counts(stored) != _status_counts(Counter(manifest.counts)):
+        raise _Unusable("its parts do not hold the contacts its manifest counts")
+
+
 def _differences(mirror: dict[str, int], mailchimp: dict[str, int]) -> str:
-    return ", ".join(f"{status} {mirror[status]:,} here, {mailchimp[status]:,} in Mailchimp"
-                     for status in ALL_STATUSES if mirror[status] != mailchimp[status])
+    """Why a full read is needed when the mirror's counts per status are not Mailchimp's ("" when they are): a contact
+    deleted for good, which no listing shows, or a change made while the changes were read."""
+    differing = ", ".join(f"{status} {mirror[status]:,} here, {mailchimp[status]:,} in Mailchimp"
+                          for status in ALL_STATUSES if mirror[status] != mailchimp[status])
+    return f"the mirror's counts differ from Mailchimp's ({differing})" if differing else ""
+
+
+def _why(error: Exception, what: str) -> str:
+    """What is wrong with a stored mirror (`what`: the manifest or a part), never naming a contact."""
+    return str(error) if isinstance(error, _Unusable) else f"{what} cannot be read ({type(error).__name__})"
+
+
+def _unusable(where: str, why: str) -> tuple[None, str]:
+    """A stored mirror that cannot be used: a warning (a bad mirror never fails a run), and a full read instead."""
+    log.warning("audience mirror of %s unusable: %s; reading the audience in full", where, why)
+    return None, f"{UNUSABLE}{why}"
+
+
+def _log_refresh(where: str, since: datetime, changed: int, reread: int, carried: int, contacts: int,
+                 kept: bool) -> None:
+    """What a refresh read, and whether it kept the stored version (`kept`: nothing changed, no new version written)."""
+    log.info("%s read through its mirror: %d changed contact(s) since %s, %d tag(s) read again (%d member(s)); "
+             "%d contacts%s", where, changed, since.isoformat(timespec="seconds"), reread, carried, contacts,
+             "; nothing changed: its version kept, no new one written" if kept else "",
+             extra={"audienceRead": "mirror", "audienceChanges": changed, "audienceContacts": contacts,
+                    "audienceVersionKept": kept})
 
 
 class AudienceMirror:
@@ -310,9 +374,9 @@ class AudienceMirror:
                 yield from needed
                 return
             if manifest is not None:
-                draft, why = self._refresh(folder, where, manifest, audience_id, client, started, work, marks)
-                if draft is not None:
-                    yield from draft.members()
+                lines, why = self._refresh(folder, where, manifest, audience_id, client, started, work, marks)
+                if lines is not None:
+                    yield from lines
                     return
             yield from self._read_in_full(folder, where, why, audience_id, client, started, work, marks)
 
@@ -360,16 +424,12 @@ class AudienceMirror:
                 return None, "no mirror yet"
             manifest = _Manifest.from_json(self._store.read_bytes(name))
         except Exception as error:  # noqa: BLE001 - any bad manifest is a full read, never a failed run
-            why = str(error) if isinstance(error, _Unusable) else f"its manifest cannot be read ({type(error).__name__})"
-            log.warning("audience mirror of %s unusable: %s; reading the audience in full", where, why)
-            return None, f"{UNUSABLE}{why}"
+            return _unusable(where, _why(error, "its manifest"))
         if manifest.erasures != marks.erasures:  # an erasure since (or its mark unreadable): its parts may hold them
-            why = "it was written before an erasure" if marks.erasures is not None else "the erasures mark cannot be read"
-            log.warning("audience mirror of %s unusable: %s; reading the audience in full", where, why)
-            return None, f"{UNUSABLE}{why}"
+            return _unusable(where, "it was written before an erasure" if marks.erasures is not None
+                             else "the erasures mark cannot be read")
         if manifest.as_of > now + self._margin:
-            log.warning("audience mirror of %s unusable: its asOf is in the future; reading the audience in full", where)
-            return None, f"{UNUSABLE}its asOf is in the future"
+            return _unusable(where, "its asOf is in the future")
         if now - manifest.full_read_at > self._max_age:
             hours = (now - manifest.full_read_at).total_seconds() / 3600
             return None, (f"last read in full {hours:.1f} h ago, more than AUDIENCE_MIRROR_MAX_AGE_HOURS "
@@ -381,9 +441,10 @@ class AudienceMirror:
             return dict(zip(ALL_STATUSES, pool.map(lambda status: client.count_members(list_id, status), ALL_STATUSES)))
 
     def _refresh(self, folder: str, where: str, manifest: _Manifest, list_id: str, client: AudienceReader,
-                 as_of: datetime, work: str, marks: Marks) -> tuple[_Draft | None, str]:
-        """The stored mirror merged with what changed since, written as the new mirror: (draft, "") or (None, why a
-        full read is needed instead). Mailchimp is read before anything of the mirror, so nothing is yielded yet."""
+                 as_of: datetime, work: str, marks: Marks) -> tuple[Iterator[str] | None, str]:
+        """The stored mirror merged with what changed since, written as the new mirror, or kept as it is when nothing
+        did (`_keep`): (its contacts as stored lines, "") or (None, why a full read is needed instead). Mailchimp is
+        read before anything of the mirror, and the mirror is checked whole, so nothing is yielded yet."""
         since = (manifest.as_of - self._margin).replace(microsecond=0)  # Mailchimp's times are whole seconds
         tags = client.list_tag_details(list_id)
         reread = [tag for tag in tags if tag.updated_at is None or tag.updated_at >= since
@@ -409,6 +470,8 @@ class AudienceMirror:
         # After the changes: a change they missed (a contact deleted for good, one skipped by offset paging while
         # another left the listing, one made between the listing and the counts) shows as a difference below.
         counts = self._counts(client, list_id)
+        if not changed and not replaced:  # nothing to merge (`replaced` names every tag read again)
+            return self._keep(folder, where, manifest, counts, tags, as_of, since, marks)
         carriers = _Spill(work, "tags")
         carried = 0
         for tag in reread:
@@ -429,23 +492,51 @@ class AudienceMirror:
                     _retag(merged, replaced, carriers.read(bucket))
                 draft.add(bucket, merged.values())
             draft.close()
-            if _status_counts(stored) != _status_counts(Counter(manifest.counts)):
-                raise _Unusable("its parts do not hold the contacts its manifest counts")
+            _check_stored(stored, manifest)
         except Exception as error:  # noqa: BLE001 - a part missing or damaged: read in full, never a failed run
-            why = str(error) if isinstance(error, _Unusable) else f"a part cannot be read ({type(error).__name__})"
-            log.warning("audience mirror of %s unusable: %s; reading the audience in full", where, why)
-            return None, f"{UNUSABLE}{why}"
-        mirrored = _status_counts(draft.counts)
-        if mirrored != counts:
-            return None, f"the mirror's counts differ from Mailchimp's ({_differences(mirrored, counts)})"
+            return _unusable(where, _why(error, "a part"))
+        if differences := _differences(_status_counts(draft.counts), counts):
+            return None, differences
         self._write(folder, where, draft, _Manifest(_version(as_of), as_of, manifest.full_read_at, draft.parts,
                                                     dict(draft.counts), {tag.id: tag.name for tag in tags},
                                                     marks.erasures or ""), marks)
-        log.info("%s read through its mirror: %d changed contact(s) since %s, %d tag(s) read again "
-                 "(%d member(s)); %d contacts", where, changed, since.isoformat(timespec="seconds"), len(reread),
-                 carried, draft.contacts, extra={"audienceRead": "mirror", "audienceChanges": changed,
-                                                 "audienceContacts": draft.contacts})
-        return draft, ""
+        _log_refresh(where, since, changed, len(reread), carried, draft.contacts, kept=False)
+        return draft.members(), ""
+
+    def _keep(self, folder: str, where: str, manifest: _Manifest, counts: dict[str, int], tags: list[Tag],
+              as_of: datetime, since: datetime, marks: Marks) -> tuple[Iterator[str] | None, str]:
+        """The stored version as it is, nothing having changed since it was read: writing it again cost seconds at a
+        million contacts (every part decompressed, merged, compressed and uploaded). Its parts are checked whole
+        before anything is yielded (once planning has lines, a full read can no longer stand in), then a new manifest
+        names the same version with the new `as_of`, only if the deletions marks held (`_marks_held`, as `_write`)."""
+        try:
+            parts = self._stored_parts(folder, manifest)
+        except Exception as error:  # noqa: BLE001 - a part missing or damaged: read in full, never a failed run
+            return _unusable(where, _why(error, "a part"))
+        if differences := _differences(_status_counts(Counter(manifest.counts)), counts):
+            return None, differences
+        confirmed = _Manifest(manifest.version, as_of, manifest.full_read_at, manifest.parts, manifest.counts,
+                              {tag.id: tag.name for tag in tags}, marks.erasures or "")
+        try:
+            if self._marks_held(where, marks):
+                self._store.write_bytes(folder + MANIFEST, confirmed.to_json())
+        except Exception as error:  # noqa: BLE001 - storage: the manifest before still names the same version
+            log.warning("audience mirror of %s kept without its new asOf (%s): the next run reads what changed since "
+                        "the one before", where, type(error).__name__)
+        _log_refresh(where, since, changed=0, reread=0, carried=0, contacts=sum(manifest.counts.values()), kept=True)
+        return _lines(parts), ""
+
+    def _stored_parts(self, folder: str, manifest: _Manifest) -> list[bytes]:
+        """The stored version's parts as stored (compressed: a few tens of bytes a contact), downloaded WRITERS at a
+        time and each found whole (`_part_counts`), holding together the contacts the manifest counts."""
+        def download(part: int) -> tuple[bytes, Counter[str]]:
+            data = self._store.read_bytes(_part_name(folder, manifest.version, part))
+            return data, _part_counts(data, manifest.parts, part)
+
+        with ThreadPoolExecutor(max_workers=WRITERS) as pool:
+            downloaded = list(pool.map(download, range(manifest.parts)))
+        _check_stored(sum((counts for _, counts in downloaded), Counter()), manifest)
+        return [data for data, _ in downloaded]
 
     def _stored(self, folder: str, manifest: _Manifest) -> Iterator[list[str]]:
         """The stored mirror's buckets in order, one part read at a time."""
@@ -495,12 +586,8 @@ class AudienceMirror:
         try:
             with ThreadPoolExecutor(max_workers=WRITERS) as pool:
                 list(pool.map(upload, range(draft.parts)))
-            now = self.marks(marks.destination_id)
-            if now != marks or not now.known:
+            if not self._marks_held(where, marks):
                 self._store.delete_prefix(version)
-                log.warning("audience mirror of %s not kept: %s, so what it read is not stored", where,
-                            "mirrors were deleted (an erasure, or the destination deleted) while the audience was read"
-                            if marks.known and now.known else "the deletions marks could not be read")
                 return
             self._store.write_bytes(folder + MANIFEST, manifest.to_json())
             switched = True
@@ -516,6 +603,17 @@ class AudienceMirror:
             log.warning("audience mirror of %s not written in full (%s); %s", where, type(error).__name__,
                         "older versions stay until a run deletes them" if switched else
                         "the previous one stays until a run writes it")
+
+    def _marks_held(self, where: str, marks: Marks) -> bool:
+        """Whether the deletions marks are as the run took them (`marks`), checked before a manifest is written: if
+        one moved (an erasure, the destination deleted) or cannot be read, what the run read is not stored."""
+        now = self.marks(marks.destination_id)
+        if now == marks and now.known:
+            return True
+        log.warning("audience mirror of %s not kept: %s, so what it read is not stored", where,
+                    "mirrors were deleted (an erasure, or the destination deleted) while the audience was read"
+                    if marks.known and now.known else "the deletions marks could not be read")
+        return False
 
 
 def _retag(merged: dict[str, str], replaced: set[str], carriers: Iterable[tuple[str, str]]) -> None:
@@ -555,9 +653,11 @@ def _written(version: str) -> datetime:
 
 
 def sweep_mirrors(store: MirrorStore, written_before: datetime) -> int:
-    """Delete every mirror whose newest version was written before `written_before` (the retention sweep), and every
-    row memo written before it (a mirror refreshed by previews alone would keep an older memo); a mirror refreshed by
-    each run stays. Returns how many mirrors were deleted."""
+    """Delete every mirror neither written nor found unchanged since `written_before` (the retention sweep): its
+    newest version written before it, and its manifest's `asOf` before it too (a refresh that found nothing changed
+    keeps the version and moves only `asOf`; a manifest that cannot be read says nothing), and every row memo written
+    before it (a mirror refreshed by previews alone would keep an older memo); a mirror refreshed by each run stays.
+    Returns how many mirrors were deleted."""
     newest: dict[str, datetime] = {}
     for name in store.list_names(MIRRORS_PREFIX):
         destination, audience, *rest = name[len(MIRRORS_PREFIX):].split("/") + ["", ""]
@@ -568,7 +668,16 @@ def sweep_mirrors(store: MirrorStore, written_before: datetime) -> int:
             continue
         written = _written(rest[0]) if name.endswith(".jsonl.gz") else datetime.min.replace(tzinfo=UTC)
         newest[folder] = max(newest.get(folder, written), written)
-    due = [folder for folder, written in newest.items() if written < written_before]
+    due = [folder for folder, written in newest.items()
+           if written < written_before and not _confirmed_since(store, folder, written_before)]
     for folder in due:
         store.delete_prefix(folder)
     return len(due)
+
+
+def _confirmed_since(store: MirrorStore, folder: str, when: datetime) -> bool:
+    """Whether a mirror's manifest says it was last brought up to date at `when` or later."""
+    try:
+        return _Manifest.from_json(store.read_bytes(folder + MANIFEST)).as_of >= when
+    except Exception:  # noqa: BLE001 - a manifest that cannot be read (or is gone) keeps nothing
+        return False

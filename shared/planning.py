@@ -283,6 +283,60 @@ class _Spill:
         os.remove(self._paths[bucket])
 
 
+def _spill_contact(spill: _Spill, contact: Contact) -> str:
+    """Spill one contact of the audience (a mirror's line as it is: `_merge` decodes it only if needed); its email."""
+    if isinstance(contact, str):
+        email = normalize_email(line_email(contact))
+        spill.add(email, (email, contact))
+    else:
+        email = normalize_email(contact.email)
+        spill.add(email, (email, contact.status, contact.merge_fields, tuple(contact.tags), contact.email))
+    return email
+
+
+class _Held:
+    """The audience's lines of contacts a memo entry knows as they were, kept in a file while the rows are read: most
+    belong to a skipped row, and are then never spilled, merged or decoded."""
+
+    def __init__(self, folder: str, emails: array) -> None:
+        self._path = os.path.join(folder, "held")
+        self._file = open(self._path, "w", encoding="utf-8", errors="surrogatepass", newline="\n")
+        self._emails = emails  # the memo's email keys, by entry
+        self._entries = array("q")  # memo entry of each held line
+        self._at = array("q")  # its place among the audience's contacts
+        self._last: dict[int, int] = {}  # email key listed twice -> place of its last contact (the one merged)
+        self.unchanged = array("q")  # memo entries whose contact the audience holds as it was
+
+    def add(self, line: str, entry: int, at: int) -> None:
+        self._file.write(line)
+        self._entries.append(entry)
+        self._at.append(at)
+
+    def close(self, keys: array) -> None:
+        """`keys`: the email key of every contact, in order. A contact listed twice is merged as the last one read:
+        it is not one a row is known by."""
+        self._file.close()
+        if len(set(keys)) != len(keys):
+            seen: set[int] = set()
+            twice = {key for key in keys if key in seen or seen.add(key)}  # type: ignore[func-returns-value]
+            self._last = {key: at for at, key in enumerate(keys) if key in twice}
+            self.unchanged = array("q", (at for at in self.unchanged if self._emails[at] not in twice))
+        self.unchanged.extend(entry for entry in self._entries if self._emails[entry] not in self._last)
+
+    def release(self, spill: _Spill, skipped: set[int]) -> None:
+        """Spill the held lines whose row was not skipped (then removed): `_merge` needs those contacts."""
+        emails, last = self._emails, self._last
+        with open(self._path, encoding="utf-8", errors="surrogatepass", newline="\n") as file:
+            for line, entry, at in zip(file, self._entries, self._at):
+                key = emails[entry]
+                if key in last:
+                    if last[key] == at:
+                        _spill_contact(spill, line)
+                elif key not in skipped:
+                    _spill_contact(spill, line)
+        os.remove(self._path)
+
+
 class Plan:
     """An export plan: iterate it (or `.chunks()`) once for member chunks; `.counts` is final after that.
 
@@ -381,14 +435,14 @@ class Plan:
             if self._stream is None and not self._skipping:
                 self._spill_rows(rows, _Streamer(self._streamed_before))
                 self._spill_existing(existing)
-            else:  # the audience first: a row is streamed, or skipped, only if the audience holds what it needs
+            elif not self._skipping:  # the audience first: a row is streamed only if the audience lacks its email
                 audience = self._spill_existing(existing)
-                streamer = _Streamer(self._streamed_before, self._stream, audience, self._rows_at_most,
-                                     self._chunk_size, len(self._mapping.merge_fields), self._may_stream)
-                if not self._skipping:
-                    self._spill_rows(rows, streamer)
-                else:
-                    rows = self._read_skipping(folder, rows, streamer)
+                self._spill_rows(rows, _Streamer(self._streamed_before, self._stream, audience, self._rows_at_most,
+                                                 self._chunk_size, len(self._mapping.merge_fields), self._may_stream))
+            else:  # the audience first: a row is skipped only if the audience holds its contact as it was
+                held = self._hold_existing(folder, existing)
+                rows = self._read_skipping(folder, rows, _Streamer(self._streamed_before))
+                held.release(existing, self._skipped)
             rows.close()
             existing.close()
             chunk: list[Member] = []
@@ -410,25 +464,32 @@ class Plan:
     def _spill_existing(self, spill: _Spill) -> array:
         """Spill the audience; the hashes of its emails, sorted (what `_Streamer` asks "in the audience?"). A mirror's
         line is spilled as it is, and decoded in `_merge` only if needed."""
-        hashes, contacts = array("q"), array("Q")
+        hashes = array("q")
+        for contact in self._existing:
+            hashes.append(hash(_spill_contact(spill, contact)))
+        return array("q", sorted(hashes))
+
+    def _hold_existing(self, folder: str, spill: _Spill) -> _Held:
+        """Spill the audience, but for the contacts the memo knows as they were: their lines are held apart, unread,
+        and spilled only if their row is not skipped (`_Held.release`). Rows are known from then on."""
+        skips: RowSkips = self._skips  # type: ignore[assignment]
+        entries = skips.contact_entries()
+        held = _Held(folder, skips.memo.emails)
+        keys = array("Q")  # email key of each contact, in the order read
         for contact in self._existing:
             if isinstance(contact, str):
-                email = normalize_email(line_email(contact))
-                spill.add(email, (email, contact))
-                if self._skipping:
-                    contacts.append(contact_digest(contact))
-            else:
-                email = normalize_email(contact.email)
-                spill.add(email, (email, contact.status, contact.merge_fields, tuple(contact.tags), contact.email))
-                if self._skipping:
-                    contacts.append(contact_digest(member_line(contact)))
-            hashes.append(hash(email))
-        ordered = array("q", sorted(hashes))
-        if self._skipping:  # a contact listed twice is merged as the last one read: it is not one a row is known by
-            twice = {ordered[n] for n in range(1, len(ordered)) if ordered[n] == ordered[n - 1]}
-            self._skips.audience_read(  # type: ignore[union-attr]
-                (digest for h, digest in zip(hashes, contacts) if h not in twice) if twice else contacts)
-        return ordered
+                at = entries.get(contact_digest(contact))
+                if at is not None:
+                    held.add(contact, at, len(keys))
+                    keys.append(skips.memo.emails[at])
+                    continue
+            keys.append(email_key(email := _spill_contact(spill, contact)))
+            if not isinstance(contact, str) and (at := entries.get(contact_digest(member_line(contact)))) is not None:
+                held.unchanged.append(at)
+        del entries
+        held.close(keys)
+        skips.audience_read(held.unchanged)
+        return held
 
     def _rules(self, columns: Mapping[str, str]) -> tuple[str, list[_FieldRule]]:
         """The email column and merge rules with these column names (mapped name -> column)."""

@@ -171,10 +171,16 @@ class RowSkips:
         """`mapped`: the segment's columns as planning resolves them (SegmentInput.columns)."""
         return SegmentDigests(self, segment, tag, mapped)
 
-    def audience_read(self, contacts: Iterable[int]) -> None:
-        """The digests of the audience's contacts: rows are known from now on (none before)."""
-        present = set(contacts)
-        self._unchanged = bytearray(contact in present for contact in self.memo.contacts)
+    def contact_entries(self) -> dict[int, int]:
+        """Contact digest -> entry: what an audience's contact is known by."""
+        return dict(zip(self.memo.contacts, range(len(self.memo.contacts))))
+
+    def audience_read(self, unchanged: Iterable[int]) -> None:
+        """The entries whose contact the audience holds as it was: rows are known from now on (none before)."""
+        flags = bytearray(len(self.memo))
+        for at in unchanged:
+            flags[at] = 1
+        self._unchanged = flags
         self._index = self.memo.index()
 
     def entry(self, row: int) -> int | None:

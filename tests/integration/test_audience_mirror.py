@@ -3,8 +3,10 @@
 A run reads the whole audience once, keeps it in the work container, and later runs read only what changed since:
 counted by the local Mailchimp itself (/__admin/stats: requests per route, members returned in pages). Changes made
 by hand between runs are seen (an unsubscribe is never undone, an archive stays, merge values and tags by hand), a
-contact deleted for good, a mirror too old or a damaged one make the run read in full and still succeed, and a
-Hypothesis property checks that for any sequence of changes the mirror lists what a full read lists.
+contact deleted for good, a mirror too old or a damaged one make the run read in full and still succeed, a refresh
+that finds nothing changed keeps the stored version (only its manifest is written again) and hands planning the very
+lines a new version would, and a Hypothesis property checks that for any sequence of changes the mirror lists what a
+full read lists.
 
 The export tests run the real ExportService (tests/integration/export_driver.py) with a mirror whose clock margin is
 0: the local Mailchimp shares this machine's clock, and a margin of minutes would make every test's changes (all made
@@ -13,12 +15,13 @@ within seconds) count as changed again.
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 import logging
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 import requests
@@ -27,7 +30,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.adapters.storage import BlobFolder
-from shared.audience_mirror import DESTINATION_MARKS, MANIFEST, MIRRORS_PREFIX, AudienceMirror, destination_prefix
+from shared.audience_mirror import (DESTINATION_MARKS, MANIFEST, MIRRORS_PREFIX, AudienceMirror, destination_prefix,
+                                    note_mirrors_deleted)
 from shared.emails import subscriber_hash
 from shared.members import ExistingMember
 from shared.runs import Run
@@ -56,6 +60,14 @@ def next_second() -> None:
     """Wait for the next whole second: Mailchimp's times are whole seconds, so a change made in the second a read
     starts is read again by the next one (harmless, but a test counting what a run reads wants none)."""
     time.sleep(1.01 - time.time() % 1)
+
+
+def next_day(mailchimp: LocalMailchimp) -> None:
+    """Mailchimp's times (members' and tags') a day back, as if the last refresh were that long ago: the next refresh
+    then lists only the changes made after this (within the same second, Mailchimp's whole-second times would list
+    everything again and hide what the mirror does with the others, tags above all). Only right after a refresh:
+    a change it has not read would be moved before it."""
+    mailchimp.admin("POST", f"lists/{LIST}/age", json={"seconds": 86400})
 
 
 def contact(i: int) -> str:
@@ -109,6 +121,18 @@ def by_hand(driver: ExportDriver, method: str, email: str, path: str = "", **bod
 def listing(driver: ExportDriver, destination: str, with_mirror: AudienceMirror) -> dict[str, ExistingMember]:
     with make_client(driver.mailchimp) as client:
         return {m.email: m for m in decoded(with_mirror.members(destination, DEMO_AUDIENCE, client))}
+
+
+def lines_of(driver: ExportDriver, destination: str, with_mirror: AudienceMirror) -> list[Any]:
+    """What a read hands planning, as it hands it: a refreshed mirror's stored lines."""
+    with make_client(driver.mailchimp) as client:
+        return list(with_mirror.members(destination, DEMO_AUDIENCE, client))
+
+
+def stored_parts(driver: ExportDriver, destination: str) -> dict[str, bytes]:
+    """The parts of every stored version of the destination's mirror, by blob name."""
+    return {name: driver.raw.work.read_bytes(name) for name in mirror_blobs(driver, destination)
+            if name.endswith(".jsonl.gz")}
 
 
 def with_mirror_of(driver: ExportDriver, chosen: AudienceMirror | None):
@@ -182,7 +206,9 @@ def test_the_first_run_reads_the_audience_in_full_and_later_runs_only_what_chang
     assert 400 <= changes["members_read"] < 500
     assert manifest(driver, destination)["fullReadAt"] == written["fullReadAt"]  # no full read since
 
-    # Nothing changed since: the third run costs a few calls, none returning a member.
+    # Nothing changed since: the third run costs a few calls, none returning a member. It keeps the version, and
+    # quickly: a row memo is named to the second, and one written in the same second as the one before may leave it.
+    next_second()
     snapshots.write(people)
     third, quiet = export(driver, destination)
     assert third.counts == second.counts
@@ -192,6 +218,48 @@ def test_the_first_run_reads_the_audience_in_full_and_later_runs_only_what_chang
     # counts of statuses, against 30 pages and the archived contacts' count, page and count (33)
     assert len(mirror_blobs(driver, destination)) == 1 + 2 + 1  # the manifest, the one version's parts (no older one) and
     # the row memo
+
+
+def test_a_refresh_that_finds_nothing_changed_keeps_the_version_and_hands_planning_the_same_lines(
+        driver: ExportDriver, mirrored, caplog: pytest.LogCaptureFixture) -> None:
+    destination = mirrored.destination
+    by_hand(driver, "PATCH", contact(2500), json={"merge_fields": {"FNAME": "ByHand"}})
+    next_second()  # the change a second before the refresh that reads it: the next one will not read it again
+    merged = lines_of(driver, destination, mirror(driver))  # a new version, written with the change
+    before, parts = manifest(driver, destination), stored_parts(driver, destination)
+
+    with caplog.at_level(logging.INFO, logger="shared.audience_mirror"):
+        kept = lines_of(driver, destination, mirror(driver))
+
+    assert kept == merged  # the same lines to the byte, in the same order: planning digests them (the row memo)
+    assert len(kept) == 3000 and all(isinstance(line, str) and line.endswith("\n") for line in kept)
+    assert [(record.audienceVersionKept, record.audienceChanges) for record in caplog.records
+            if hasattr(record, "audienceVersionKept")] == [(True, 0)]  # its log line says so
+    after = manifest(driver, destination)
+    assert stored_parts(driver, destination) == parts  # no part written, none deleted
+    assert datetime.fromisoformat(after["asOf"]) > datetime.fromisoformat(before["asOf"])
+    assert {**after, "asOf": before["asOf"]} == before  # the same version, fullReadAt, counts, tags and erasures mark
+
+
+@pytest.mark.parametrize("change", ["merge value", "tag"])
+def test_a_refresh_that_finds_a_change_writes_a_new_version(driver: ExportDriver, mirrored, change: str) -> None:
+    """A tag added by hand moves no `last_changed` in the local Mailchimp: the tag, read again, is the only change."""
+    destination = mirrored.destination
+    next_day(driver.mailchimp)
+    before = manifest(driver, destination)
+    if change == "tag":
+        by_hand(driver, "POST", contact(2500), "/tags", json={"tags": [{"name": "Picked by hand", "status": "active"}]})
+    else:
+        by_hand(driver, "PATCH", contact(2500), json={"merge_fields": {"FNAME": "ByHand"}})
+    next_second()  # a version is named to the second: one of the same second as the one before may leave it
+
+    seen = listing(driver, destination, mirror(driver))
+
+    assert (seen[contact(2500)].tags, seen[contact(2500)].merge_fields["FNAME"]) == (
+        (("Picked by hand",), "First2500") if change == "tag" else ((), "ByHand"))
+    after = manifest(driver, destination)
+    assert after["version"] != before["version"] and after["fullReadAt"] == before["fullReadAt"]
+    assert {name.split("/")[-2] for name in stored_parts(driver, destination)} == {after["version"]}  # the old one gone
 
 
 def test_changes_by_hand_between_runs_are_seen_and_planned_as_a_full_read_plans_them(driver: ExportDriver,
@@ -230,10 +298,16 @@ def test_changes_by_hand_between_runs_are_seen_and_planned_as_a_full_read_plans_
     assert tag in {t["name"] for t in now[untagged]["tags"]}  # its tag back
 
 
+@pytest.mark.parametrize("changed", [False, True], ids=["nothing-else-changed", "another-contact-changed"])
 def test_a_contact_deleted_for_good_in_mailchimp_makes_the_run_read_in_full(driver: ExportDriver, mirrored,
+                                                                          changed: bool,
                                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """Whether the refresh would have kept the stored version (nothing else changed) or merged a new one."""
     destination, snapshots = mirrored.destination, mirrored.snapshots
+    next_day(driver.mailchimp)
     before = manifest(driver, destination)
+    if changed:
+        by_hand(driver, "PATCH", contact(2499), json={"merge_fields": {"FNAME": "ByHand"}})
     by_hand(driver, "POST", contact(2500), "/actions/delete-permanent")  # no listing shows it any more
     snapshots.write(rows(range(200)))
     with caplog.at_level(logging.INFO, logger="shared.audience_mirror"):
@@ -276,8 +350,27 @@ def _other_format(driver: ExportDriver, folder: str, written: dict[str, Any]) ->
     driver.raw.work.write_bytes(folder + MANIFEST, json.dumps({**written, "format": 99}).encode())
 
 
+def _rewrite_part(driver: ExportDriver, folder: str, written: dict[str, Any], how: Callable[[bytes], bytes]) -> None:
+    """The (one) stored part replaced by `how(its bytes)`."""
+    name = f"{folder}{written['version']}/part-00.jsonl.gz"
+    driver.raw.work.write_bytes(name, how(driver.raw.work.read_bytes(name)))
+
+
 def _garbage_part(driver: ExportDriver, folder: str, written: dict[str, Any]) -> None:
-    driver.raw.work.write_bytes(f"{folder}{written['version']}/part-00.jsonl.gz", b"\x1f\x8b not gzip")
+    _rewrite_part(driver, folder, written, lambda data: b"\x1f\x8b not gzip")
+
+
+def _crc_wrong(driver: ExportDriver, folder: str, written: dict[str, Any]) -> None:
+    """Every contact can be read: only the end of the part shows the damage."""
+    _rewrite_part(driver, folder, written, lambda data: data[:-8] + bytes([data[-8] ^ 1]) + data[-7:])
+
+
+def _last_bucket_cut(driver: ExportDriver, folder: str, written: dict[str, Any]) -> None:
+    _rewrite_part(driver, folder, written, lambda data: gzip.compress(gzip.decompress(data)[:-1]))
+
+
+def _contact_dropped(driver: ExportDriver, folder: str, written: dict[str, Any]) -> None:
+    _rewrite_part(driver, folder, written, lambda data: gzip.compress(gzip.decompress(data).split(b"\n", 1)[1]))
 
 
 def _part_gone(driver: ExportDriver, folder: str, written: dict[str, Any]) -> None:
@@ -289,17 +382,28 @@ def _counts_lie(driver: ExportDriver, folder: str, written: dict[str, Any]) -> N
     driver.raw.work.write_bytes(folder + MANIFEST, json.dumps({**written, "counts": counts}).encode())
 
 
-@pytest.mark.parametrize("damage, says", [
-    (_garbage_manifest, "its manifest cannot be read (JSONDecodeError)"),
-    (_other_format, "its manifest is not of format 1"),
-    (_garbage_part, "a part cannot be read (BadGzipFile)"),
-    (_part_gone, "a part cannot be read (ResourceNotFoundError)"),
-    (_counts_lie, "its parts do not hold the contacts its manifest counts"),
+# `changed`: whether a contact changed since the mirror was written. A damaged part is then found as the refresh merges
+# the parts; with nothing to merge, as it checks the stored version it keeps, before planning gets a contact.
+@pytest.mark.parametrize("damage, says, changed", [
+    (_garbage_manifest, "its manifest cannot be read (JSONDecodeError)", False),
+    (_other_format, "its manifest is not of format 1", False),
+    *[(damage, says, changed) for damage, says in [
+        (_garbage_part, "a part cannot be read (BadGzipFile)"),
+        (_part_gone, "a part cannot be read (ResourceNotFoundError)"),
+        (_counts_lie, "its parts do not hold the contacts its manifest counts"),
+    ] for changed in (True, False)],
+    (_crc_wrong, "a part cannot be read (BadGzipFile)", False),
+    (_last_bucket_cut, "a part holds 63 buckets instead of 64", False),
+    (_contact_dropped, "its parts do not hold the contacts its manifest counts", False),
 ])
 def test_a_damaged_mirror_is_read_again_in_full_and_the_run_succeeds(driver: ExportDriver, mirrored, damage, says,
+                                                                     changed: bool,
                                                                      caplog: pytest.LogCaptureFixture) -> None:
     destination, snapshots = mirrored.destination, mirrored.snapshots
     folder = f"{destination_prefix(destination)}{DEMO_AUDIENCE}/"
+    next_day(driver.mailchimp)
+    if changed:
+        by_hand(driver, "PATCH", contact(2500), json={"merge_fields": {"FNAME": "ByHand"}})
     damage(driver, folder, manifest(driver, destination))
     snapshots.write(rows(range(200)))
     with caplog.at_level(logging.INFO, logger="shared.audience_mirror"):
@@ -384,6 +488,28 @@ def test_deleting_a_destination_while_its_run_reads_the_audience_leaves_no_mirro
     assert mirror_blobs(driver, mirrored.destination)  # another destination's mirror is left as it was
 
 
+class DeletingWhileRefreshed(DeletingWhileListed):
+    """Or as a refresh asks for the tags, its first call (the destination deleted: its deletions mark changes first)."""
+
+    def list_tag_details(self, list_id: str) -> Any:
+        self._meanwhile()
+        return self._client.list_tag_details(list_id)
+
+
+def test_a_refresh_that_finds_nothing_changed_rewrites_no_manifest_when_a_deletions_mark_moved_during_it(
+        driver: ExportDriver, mirrored, caplog: pytest.LogCaptureFixture) -> None:
+    destination = mirrored.destination
+    next_day(driver.mailchimp)
+    stored = {name: driver.raw.work.read_bytes(name) for name in mirror_blobs(driver, destination)}
+    with make_client(driver.mailchimp) as client, caplog.at_level(logging.INFO, logger="shared.audience_mirror"):
+        deleting = DeletingWhileRefreshed(client, lambda: note_mirrors_deleted(driver.raw.work, destination))
+        listed = decoded(mirror(driver).members(destination, DEMO_AUDIENCE, deleting))
+    assert len(listed) == 3000 and "nothing changed: its version kept" in caplog.text  # the run has its contacts
+    assert "not kept: mirrors were deleted" in caplog.text
+    # The manifest as it was (its asOf too), and the parts left to the deletion that moved the mark.
+    assert {name: driver.raw.work.read_bytes(name) for name in mirror_blobs(driver, destination)} == stored
+
+
 def test_planning_takes_the_deletions_marks_before_it_reads_the_destination(driver: ExportDriver, mirrored) -> None:
     """A deletion after the run read the destination (and got its client) must find the run holding the marks from
     before it, however long the rows take to read before the audience (shared/audience_mirror.py)."""
@@ -459,6 +585,40 @@ def test_the_retention_sweep_deletes_mirrors_no_run_wrote_for_the_personal_data_
     assert mirror_blobs(driver, destination) == []
 
 
+def backdate(driver: ExportDriver, destination: str, days: int) -> None:
+    """The destination's mirror as a run `days` ago would have left it: its version named for then (the parts moved
+    there), its asOf and fullReadAt then."""
+    folder = f"{destination_prefix(destination)}{DEMO_AUDIENCE}/"
+    written = manifest(driver, destination)
+    as_of, full_read_at = (datetime.fromisoformat(written[key]) - timedelta(days=days)
+                           for key in ("asOf", "fullReadAt"))
+    version = f"v{as_of.strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:8]}"
+    for name, data in stored_parts(driver, destination).items():
+        driver.raw.work.write_bytes(f"{folder}{version}/{name.rsplit('/', 1)[1]}", data)
+    driver.raw.work.delete_prefix(f"{folder}{written['version']}/")
+    driver.raw.work.write_bytes(folder + MANIFEST, json.dumps({**written, "version": version, "asOf": as_of.isoformat(),
+                                                               "fullReadAt": full_read_at.isoformat()}).encode())
+
+
+def test_the_retention_sweep_keeps_a_mirror_whose_old_version_a_refresh_found_unchanged(driver: ExportDriver,
+                                                                                        mirrored) -> None:
+    """Such a refresh keeps the version, named for the day it was written, and moves only the manifest's asOf."""
+    days = driver.settings.retention_personal_days + 1
+    confirmed, aged = mirrored.destination, driver.create_destination(segments=[mirrored.snapshots.segment],
+                                                                      tagPrefix="Aged: ")
+    listing(driver, aged, mirror(driver))  # its own mirror, read in full
+    for destination in (confirmed, aged):
+        backdate(driver, destination, days)
+    driver.mailchimp.admin("POST", f"lists/{LIST}/age", json={"seconds": (days + 1) * 86400})  # nothing changed since
+    version = manifest(driver, confirmed)["version"]
+    listing(driver, confirmed, mirror(driver, max_age=timedelta(days=days + 1)))
+    assert manifest(driver, confirmed)["version"] == version  # kept: its name as old as it was
+
+    assert driver.app.retention.sweep().mirrors >= 1
+    assert mirror_blobs(driver, aged) == []  # its manifest's asOf is as old as its version
+    assert stored_parts(driver, confirmed) and manifest(driver, confirmed)["version"] == version
+
+
 # --- the property: the mirror lists what a full read lists ----------------------------------------------------
 
 POOL = [f"p{i:02d}@contoso.com" for i in range(10)]  # the contacts the changes are made to
@@ -490,14 +650,6 @@ def change(mailchimp: LocalMailchimp, operation: str, email: str, n: int) -> boo
     method, url, body = calls[operation]
     answer = requests.request(method, url, json=body, auth=("tester", KEY), timeout=10)
     return operation == "delete" and answer.status_code == 204
-
-
-def next_day(mailchimp: LocalMailchimp) -> None:
-    """Mailchimp's times (members' and tags') a day back, as if the last refresh were that long ago: the next refresh
-    then lists only the changes made after this (within the same second, Mailchimp's whole-second times would list
-    everything again and hide what the mirror does with the others, tags above all). Only right after a refresh:
-    a change it has not read would be moved before it."""
-    mailchimp.admin("POST", f"lists/{LIST}/age", json={"seconds": 86400})
 
 
 @pytest.fixture(scope="module")

@@ -170,3 +170,32 @@ def test_a_row_known_under_a_higher_field_limit_is_read_under_a_lower_one(tmp_pa
     assert planned(ReadLimits(), RowSkips(memo))[2] == 1  # known under the same limit
     lower = planned(ReadLimits(fields=3), RowSkips(memo))
     assert lower == planned(ReadLimits(fields=3), None)[:2] + (0,) and lower[1]["S"].invalid == 1
+
+
+def test_a_known_contact_listed_twice_is_merged_as_the_last_one_listed(tmp_path: Path) -> None:
+    """The audience lists a known contact's line and another line of the same address (an archived copy read again):
+    planning merges the last one listed, so the row is read, not skipped, and compared with that last line, whether
+    the known line comes first or last (the known line is held apart while the rows are read)."""
+    folder_writer(tmp_path)("s/p.csv", b"Email,First\nann@contoso.com,Ann\nbo@contoso.com,Bo\n")
+    mapping = Mapping("Email", {"FNAME": "First"})
+    known = [contact_line("ann@contoso.com", "subscribed", {"FNAME": "Ann"}, ["VIP"]),
+             contact_line("bo@contoso.com", "subscribed", {"FNAME": "Bo"}, ["VIP"])]
+    other = contact_line("Ann@Contoso.com", "unsubscribed", {"FNAME": "Anne"}, [])
+
+    def planned(audience: list[str], memo: RowSkips | None) -> tuple:
+        snapshot = Snapshot("S", "", T2, ("s/p.csv",), format="csv", has_header=True, columns=None)
+        rows = SnapshotRows(FolderSource(tmp_path), snapshot, memo.for_segment("S", "VIP", {}) if memo else None)
+        made = plan_export([SegmentInput("S", "VIP", rows)], mapping, existing=audience, on_problem=lambda p: None,
+                           already_done=_already_done, memo=memo, workdir=str(tmp_path), removable_tags=["VIP"])
+        chunks = [[(m.email, m.merge_fields, m.tags, m.existing, m.untag) for m in chunk] for chunk in made]
+        return chunks, made.counts, {tag: (d.carrying, d.leaving) for tag, d in made.departures.items()}, made.known
+
+    first = RowSkips(RowMemo.empty())
+    assert planned(known, first)[1]["S"].settled == 2
+    memo = RowMemo.from_bytes(first.next.to_bytes("f"), "f")
+    assert planned(known, RowSkips(memo))[3] == 2
+    for audience in ([known[0], other, known[1]], [other, *known]):
+        skipping, reading = planned(audience, RowSkips(memo)), planned(audience, None)
+        assert skipping[:3] == reading[:3] and skipping[3] == 1  # bo skipped; ann read and merged as listed last
+    assert planned([known[0], other, known[1]], None)[0][0][0][3].status == "unsubscribed"
+    assert planned([other, *known], None)[1]["S"].settled == 2

@@ -1,0 +1,145 @@
+"""A refresh that finds nothing changed keeps the stored version (shared/audience_mirror.py, `_keep`), with in-memory
+stand-ins for the work container and Mailchimp (tests/unit/test_audience_mirror.py): what the local Mailchimp cannot
+show (a tag deleted), contacts whose values hold tabs and line breaks, several parts, storage failing, and the
+retention sweep going by the manifest's asOf. tests/integration/test_audience_mirror.py has the real ones."""
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Iterator, Sequence
+
+import pytest
+
+from shared import audience_mirror
+from shared.audience_mirror import MANIFEST, AudienceMirror, destination_prefix, sweep_mirrors
+from shared.mailchimp.upsert import ALL_STATUSES
+from shared.members import ExistingMember, contact_line, member_line
+from tests.unit.test_audience_mirror import Audience, Store, mirror_blobs
+
+FOLDER = f"{destination_prefix('d1')}list1/"
+ODD = {"FNAME": "tab\there", "LNAME": "break\nthere\rand\u2028\u2029\x85\x0b\x0c\x1c", "NOTE": "\tsubscribed\t"}
+
+
+class Changing(Audience):
+    """The stand-in audience with `odd@x.com`, whose values hold tabs and every character a line could be split at,
+    and `changed`: the contacts Mailchimp lists as changed since the last refresh (none: nothing changed)."""
+
+    def __init__(self, tags: dict[str, list[str]]) -> None:
+        super().__init__(tags)
+        self.contacts["odd@x.com"] = ExistingMember("odd@x.com", "subscribed", ODD, ())
+        self.changed: list[ExistingMember] = []
+
+    def iter_members(self, list_id: str, *, fields: Sequence[str] = (), status: str | None = None,
+                     since_last_changed: datetime | None = None) -> Iterator[ExistingMember]:
+        return iter(self.changed if since_last_changed and status is None else [])
+
+    def count_members(self, list_id: str, status: str | None = None,
+                      since_last_changed: datetime | None = None) -> int:
+        return len(self.changed) if since_last_changed else super().count_members(list_id, status)
+
+    def change(self, email: str, **merge_fields: str) -> None:
+        self.contacts[email] = ExistingMember(email, "subscribed", merge_fields, ())
+        self.changed = [self._member(email)]
+
+
+def manifest(store: Store) -> dict:
+    return json.loads(store[FOLDER + MANIFEST])
+
+
+@pytest.fixture
+def several_parts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(audience_mirror, "PART_CONTACTS", 2)  # a part every 2 contacts: several parts
+
+
+def test_a_line_counts_once_for_its_status_however_its_values_hold_tabs_and_line_breaks():
+    line = contact_line("odd@x.com", "subscribed", ODD, ["\tpending\t", "tab\ttag"])
+    assert line.count("\t") == 2 and line.count("\n") == 1 and line.endswith("\n")
+    assert {status: line.count(f"\t{status}\t") for status in ALL_STATUSES} == {
+        status: int(status == "subscribed") for status in ALL_STATUSES}
+
+
+@pytest.mark.usefixtures("several_parts")
+def test_nothing_changed_keeps_the_version_and_yields_the_lines_a_new_version_would():
+    store = Store()
+    mirror = AudienceMirror(store, timedelta(hours=24))
+    audience = Changing({"Kept": ["a@x.com", "odd@x.com"]})
+    assert len(list(mirror.members("d1", "list1", audience))) == 4  # read in full, the mirror written
+    audience.change("b@x.com", FNAME="Changed")
+    merged = list(mirror.members("d1", "list1", audience))  # merged into a new version: 3 parts (22, 21, 21 buckets)
+    written = manifest(store)
+    parts = {name: data for name, data in store.items() if name.startswith(FOLDER + written["version"])}
+    assert written["parts"] == 3 and len(parts) == 3
+    audience.changed = []
+
+    kept = list(mirror.members("d1", "list1", audience))
+
+    assert kept == merged  # to the byte, in bucket order, across the parts
+    assert member_line(audience._member("odd@x.com")) in kept and member_line(audience._member("b@x.com")) in kept
+    assert {name: data for name, data in store.items() if name.startswith(FOLDER + written["version"])} == parts
+    assert {**manifest(store), "asOf": written["asOf"]} == written and manifest(store)["asOf"] > written["asOf"]
+
+
+def test_a_tag_deleted_in_mailchimp_is_a_change_though_no_tag_is_read_again():
+    store = Store()
+    mirror = AudienceMirror(store, timedelta(hours=24))
+    audience = Changing({"Kept": ["a@x.com"], "Deleted": ["b@x.com"]})
+    list(mirror.members("d1", "list1", audience))
+    version = manifest(store)["version"]
+    audience.tags = [tag for tag in audience.tags if tag.name != "Deleted"]
+    del audience.carried["Deleted"]
+
+    lines = {line.split("\t", 1)[0]: line for line in mirror.members("d1", "list1", audience)}
+
+    assert "Deleted" not in lines["b@x.com"] and '"Kept"' in lines["a@x.com"]
+    assert manifest(store)["version"] != version
+
+
+@pytest.mark.usefixtures("several_parts")
+def test_a_second_part_damaged_is_found_before_a_contact_is_yielded(caplog: pytest.LogCaptureFixture):
+    """The first part is whole: yielding its contacts before the second part is checked would leave no way back."""
+    store = Store()
+    mirror = AudienceMirror(store, timedelta(hours=24))
+    audience = Changing({})
+    list(mirror.members("d1", "list1", audience))
+    second = next(name for name in store if name.endswith("part-01.jsonl.gz"))
+    store[second] = store[second][:-8] + bytes([store[second][-8] ^ 1]) + store[second][-7:]  # its CRC wrong
+    with caplog.at_level(logging.WARNING, logger="shared.audience_mirror"):
+        listed = list(mirror.members("d1", "list1", audience))
+    assert all(isinstance(member, ExistingMember) for member in listed) and len(listed) == 4  # read in full
+    assert "unusable: a part cannot be read (BadGzipFile)" in caplog.text
+    assert manifest(store)["fullReadAt"] == manifest(store)["asOf"]  # written anew by the full read
+
+
+def test_a_manifest_that_cannot_be_written_leaves_the_run_its_contacts(caplog: pytest.LogCaptureFixture):
+    class ManifestUnwritable(Store):
+        armed = False
+
+        def write_bytes(self, name: str, data: bytes) -> None:
+            if self.armed and name.endswith(MANIFEST):
+                raise OSError("storage did not answer")
+            super().write_bytes(name, data)
+
+    store = ManifestUnwritable()
+    mirror = AudienceMirror(store, timedelta(hours=24))
+    audience = Changing({})
+    list(mirror.members("d1", "list1", audience))
+    written = dict(store)
+    store.armed = True
+    with caplog.at_level(logging.WARNING, logger="shared.audience_mirror"):
+        assert len(list(mirror.members("d1", "list1", audience))) == 4
+    assert "kept without its new asOf (OSError)" in caplog.text and dict(store) == written
+
+
+def test_the_retention_sweep_goes_by_the_manifest_s_asof_once_the_version_is_old():
+    store = Store()
+    audience = Changing({})
+    mirror = AudienceMirror(store, timedelta(hours=24))
+    list(mirror.members("d1", "list1", audience))
+    now = datetime.now(UTC)
+    later = now + timedelta(days=30)
+    assert sweep_mirrors(store, now - timedelta(days=1)) == 0  # its version is recent
+    store[FOLDER + MANIFEST] = json.dumps({**manifest(store), "asOf": later.isoformat()}).encode()
+    assert sweep_mirrors(store, later) == 0 and mirror_blobs(store)  # the version is older, the manifest's asOf not
+    store[FOLDER + MANIFEST] = b"{not json"
+    assert sweep_mirrors(store, later) == 1 and mirror_blobs(store) == []  # a manifest that cannot be read keeps none
