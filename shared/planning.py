@@ -48,7 +48,8 @@ rows, and nothing is streamed. Such a row must stay its member's only row: when 
 after it (one before it was read, not skipped), or two known rows share an address, every row is read once more with
 those addresses' rows parsed, counting afresh (`rows` must be readable twice, or nothing is skipped). Whatever the
 memo, the plan makes the next one (`memo.next`): the skipped rows, and each member it settles made of one row with
-every value converted.
+every value converted. The audience's lines of contacts a memo entry knows as they were are held apart, unread, while
+the rows are read, and spilled only if their row was not skipped: in a refresh most never are.
 
 Memory: valid rows and existing members are hash-partitioned by email (crc32) into spill files in a
 temporary folder, then merged one bucket at a time. Output order depends only on the input
