@@ -66,7 +66,7 @@ import tempfile
 import zlib
 from array import array
 from bisect import bisect_left
-from dataclasses import astuple, dataclass, field
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -547,7 +547,9 @@ class Plan:
     def _skip(self, row: SourceRow, source: SegmentInput, counts: SegmentCounts) -> None:
         """A row the memo knows, with its contact as it was: a member settled, as full planning would find it."""
         skips = self._skips
-        at = skips.entry(row.digest)  # type: ignore[union-attr]
+        digest, at = skips.found  # type: ignore[union-attr]
+        if digest != row.digest:
+            at = skips.entry(row.digest)  # type: ignore[union-attr]
         if at is None:  # the reader asked a moment ago, and nothing was read since
             raise RuntimeError(f"row {row.row} of {row.partition} came as known, and the memo does not know it")
         email = skips.memo.emails[at]  # type: ignore[union-attr]
@@ -570,7 +572,7 @@ class Plan:
         """The rows, those the memo knows skipped; read again (`_read_again`) when skipped rows conflict. The problems
         of the first reading are held back (in a spill file) and reported only if its counts stand."""
         held, report = _Spill(folder, "problems"), self._on_problem
-        self._on_problem = lambda problem: held.add("", astuple(problem))  # one bucket: kept in order
+        self._on_problem = lambda problem: held.add("", tuple(vars(problem).values()))  # one bucket: in order
         try:
             self._spill_rows(spill, streamer)
         except BaseException:

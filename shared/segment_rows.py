@@ -230,6 +230,9 @@ class _RowTooLong(Exception):
     """The row being read spans lines and has grown past the limit: most likely a quote that is never closed."""
 
 
+HITS_HELD = 256  # known rows `_Lines` passes over before csv is handed a line: their text is held meanwhile
+
+
 class _Lines:
     """The physical lines of a decoded partition, fed to the csv module one at a time.
 
@@ -251,8 +254,9 @@ class _Lines:
         self.taken: list[str] = []
         self.taken_size = 0
         self.lookup: _Lookup | None = None  # once its seed is set, a row's first line is looked up before csv reads it
-        self.hit: tuple[int, str, int] | None = None  # (line number, text, digest) of the known row just met
+        self.hits: list[tuple[int, str, int]] = []  # (line number, text, digest) of the known rows met, in order
         self.first_digest = 0  # the digest of the row's first line, once looked up
+        self.record_digest, self.record_lines = 0, 0  # ... of the lines up to where its quotes pair up, and how many
 
     def __iter__(self) -> _Lines:
         return self
@@ -262,6 +266,15 @@ class _Lines:
         self._again.extendleft(reversed([(self.first + n, line) for n, line in enumerate(self.taken) if n]))
 
     def __next__(self) -> str:
+        """The next line for csv: known rows are passed over (kept in `hits`), unless HITS_HELD are, when csv is
+        handed a blank line, which it reads as no row, so that they are handed on."""
+        while (line := self._line()) is None:
+            if len(self.hits) >= HITS_HELD:
+                return "\n"
+        return line
+
+    def _line(self) -> str | None:
+        """The next line, or None for a row `lookup` knows, put in `hits` instead."""
         if self._again:
             number, line = self._again.popleft()
         else:
@@ -271,7 +284,7 @@ class _Lines:
             if self._after_cr:
                 self._after_cr = False
                 if line == "\n":  # the LF of a CRLF cut off a skipped over-long line
-                    return self.__next__()
+                    return self._line()
             self.read_so_far = number = self.read_so_far + 1
             if len(line) * 4 > self._limit and self._over_limit(line):
                 line = None
@@ -287,16 +300,52 @@ class _Lines:
         else:
             self.first = number
             lookup = self.lookup
-            self.first_digest = 0
+            self.first_digest = self.record_lines = 0
             if lookup is not None and lookup.seed is not None:
                 digest = row_digest(line, lookup.seed)
-                if lookup.known(digest):  # a whole row (a known digest is of a complete record's text): csv is
-                    self.hit = number, line, digest  # handed a blank line instead, which it reads as no row
-                    return "\n"
+                if lookup.known(digest):  # a whole row: a known digest is of a complete record's text
+                    self.hits.append((number, line, digest))
+                    return None
                 self.first_digest = digest
+                if line.count('"') % 2 and not self._again and self._encoding == "utf-8":  # a quoted value runs
+                    # on: looked up whole (in UTF-8, whose reading never fails, so reading ahead loses no row)
+                    text, ahead = self._run_on(line)
+                    if text is not None:
+                        digest = row_digest(text, lookup.seed)
+                        if lookup.known(digest):  # its lines read ahead are the row's: none is handed to csv
+                            self.hits.append((number, text, digest))
+                            return None
+                        self.record_digest, self.record_lines = digest, len(ahead) + 1
+                    self._again.extend(ahead)
         taken.append(line)
         self.taken_size += len(line)
         return line
+
+    def known_rows(self) -> Iterator[_Record]:
+        """The known rows passed over so far, as records (see `_csv_records`)."""
+        hits, self.hits = self.hits, []
+        for number, text, digest in hits:
+            yield number, None, None, digest, text
+
+    def _run_on(self, line: str) -> tuple[str | None, list[tuple[int, str | None]]]:
+        """The lines after `line`, read ahead up to the first where the quotes pair up, and with them the text of the
+        row spanning them (which is how csv reads it when the row began inside no quoted value: a memo records such a
+        digest only for a row csv read from exactly these lines). The text is None when no line within the limits
+        pairs them up; the lines read ahead are then read again as usual."""
+        ahead: list[tuple[int, str | None]] = []
+        quotes, size = line.count('"'), len(line)
+        while more := self._readline(self._limit + 1):
+            self.read_so_far = number = self.read_so_far + 1
+            if len(more) * 4 > self._limit and self._over_limit(more):
+                ahead.append((number, None))
+                break
+            ahead.append((number, more))
+            quotes, size = quotes + more.count('"'), size + len(more)
+            if size > self._limit:
+                break
+            if not quotes % 2:
+                return "".join([line, *(text for _, text in ahead)]), ahead  # type: ignore[misc]
+        return None, ahead
 
     def _over_limit(self, line: str) -> bool:
         """Whether a line is over the limit in bytes; if so the rest of it is read past, never held."""
@@ -338,8 +387,10 @@ def _csv_records(partition: str, stream: BinaryIO, snapshot: Snapshot, lookup: _
         try:
             fields = next(records)
         except StopIteration:
+            yield from lines.known_rows()
             return
         except _Oversize as oversize:
+            yield from lines.known_rows()
             if lines.taken:
                 first = lines.first
                 lines.put_back_all_but_first()
@@ -348,28 +399,31 @@ def _csv_records(partition: str, stream: BinaryIO, snapshot: Snapshot, lookup: _
                 yield oversize.line, None, _too_long(oversize.line, limits), 0, None
             continue
         except _RowTooLong:
+            yield from lines.known_rows()
             first = lines.first
             lines.put_back_all_but_first()
             yield first, None, (f"runs on over {len(lines.taken):,} lines past SEGMENT_MAX_LINE_BYTES "
                                 f"({limits.line_bytes:,} bytes): a quote that is never closed? (line {first}; {QUOTING_HINT})"), 0, None
             continue
         except csv.Error as exc:
+            yield from lines.known_rows()
             first = lines.first if lines.taken else lines.read_so_far
             lines.put_back_all_but_first()
             yield first, None, f"is not valid CSV: {exc} (line {first}; {QUOTING_HINT})", 0, None
             continue
         except UnicodeError:  # a codec that fails even with the escape handler: the rest cannot be read
+            yield from lines.known_rows()
             first = lines.read_so_far + 1
             yield first, None, (f"cannot be decoded as {snapshot.encoding} from line {first} on; the rest of the file "
                                 f"was not read ({UTF8_HINT})"), 0, None
             return
-        if lines.hit is not None:
-            number, known, digest = lines.hit
-            lines.hit = None
-            yield number, None, None, digest, known
-        elif fields:  # a blank line is not a row
-            # a row's first line is what is looked up: one spanning lines gets no digest
-            yield lines.first, fields, None, lines.first_digest if len(lines.taken) == 1 else 0, None
+        yield from lines.known_rows()  # they came before this row
+        if fields:  # a blank line is not a row
+            # a row's first line is what is looked up, or for one spanning lines, the lines up to where its quotes
+            # pair up: a row read from other lines than those gets no digest
+            taken = len(lines.taken)
+            yield (lines.first, fields, None, lines.first_digest if taken == 1 else
+                   lines.record_digest if taken == lines.record_lines else 0, None)
 
 
 def _csv_rows(partition: str, stream: BinaryIO, snapshot: Snapshot, digests: RowDigests | None = None) -> Iterator[SourceRow]:

@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.sample_segments import COLUMNS, FolderSource, folder_writer, write_plain_export, write_sample_export
+from shared import segment_rows
 from shared.segment_rows import read_rows, snapshot_columns
 from shared.snapshots import Snapshot, newest_snapshot
 
@@ -218,12 +222,74 @@ def test_a_known_row_comes_unparsed_with_its_number_and_the_others_parsed_with_t
     source, snapshot = snapshot_of(tmp_path, {"p.csv": data})
     rows = list(read_rows(source, snapshot, knowing))
 
-    assert [(r.row, r.known is not None) for r in rows] == [(1, True), (2, True), (3, False), (4, False), (5, True)]
+    assert [(r.row, r.known is not None) for r in rows] == [(1, True), (2, True), (3, True), (4, False), (5, True)]
     assert rows[0].known.rstrip("\r\n") == "a@contoso.com,Ann" and rows[0].values is None and rows[0].error is None
-    # A row spanning lines is parsed (only a row's first line is looked up) and has no digest: none could be known.
-    # A parsed row on one line carries the digest of its text, which a later plan's memo may know.
-    assert rows[2].values == {"Email": "c@contoso.com", "Name": "Cy\nMultiline"} and rows[2].digest == 0
+    # A row spanning lines is looked up whole, up to the line where its quotes pair up: none of its lines reach csv.
+    assert rows[2].known.rstrip("\r\n") == "c@contoso.com,\"Cy\nMultiline\""
+    # A parsed row carries the digest of its text, which a later plan's memo may know.
     assert rows[3].values == {"Email": "d@contoso.com", "Name": "Dee"} and rows[3].digest not in knowing.digests
     assert rows[3].digest != 0 and Knowing(["d@contoso.com,Dee"]).known(rows[3].digest)
     assert [r.values for r in read_rows(source, snapshot)][3] == rows[3].values  # no digests asked: parsed alike
     assert all(r.digest == 0 for r in read_rows(source, snapshot))
+    parsed = list(read_rows(source, snapshot, Knowing([])))
+    assert parsed[2].values == {"Email": "c@contoso.com", "Name": "Cy\nMultiline"}
+    assert Knowing(["c@contoso.com,\"Cy\nMultiline\""]).known(parsed[2].digest)  # a row spanning lines has one too
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_quotes_that_pair_up_across_rows_do_not_make_them_one_known_row(tmp_path: Path, newline) -> None:
+    """A quote inside an unquoted value is a character (csv reads `5" tall` as it stands), so quotes that pair up over
+    two lines need not be one row: the digest of those lines together is never recorded, and rows read ahead in
+    looking one up are read as usual, with their own digests and numbers; so are those of a quote never closed."""
+    lines = ["Email,Name", 'a@contoso.com,5" tall', 'b@contoso.com,2" wide', "c@contoso.com,Cy", 'd@contoso.com,"Dee',
+             "e@contoso.com,Eve"]
+    data = newline.join(lines).encode("utf-8")
+    source, snapshot = snapshot_of(tmp_path, {"p.csv": data})
+    plain = list(read_rows(source, snapshot))
+    together = Knowing(['a@contoso.com,5" tall' + newline + 'b@contoso.com,2" wide'])  # what no memo can know
+    for knowing in (Knowing([]), Knowing(["c@contoso.com,Cy"]), Knowing(['d@contoso.com,"Dee' + newline + "e@contoso.com,Eve"])):
+        rows = list(read_rows(source, snapshot, knowing))
+        assert [(r.row, r.values, r.error) for r in rows if r.known is None] == \
+            [(r.row, r.values, r.error) for r in plain if r.row not in {r.row for r in rows if r.known is not None}]
+        assert not any(r.digest in together.digests for r in rows)
+    rows = list(read_rows(source, snapshot, Knowing([])))
+    assert [r.values["Name"] for r in rows[:3]] == ['5" tall', '2" wide', "Cy"]
+    assert Knowing(['b@contoso.com,2" wide']).known(rows[1].digest) and Knowing(["c@contoso.com,Cy"]).known(rows[2].digest)
+    assert [r.row for r in read_rows(source, snapshot, Knowing(["c@contoso.com,Cy"])) if r.known] == [3]
+
+
+class KnowingDigests(Knowing):
+    def __init__(self, digests: set[int]) -> None:
+        super().__init__([])
+        self.digests = digests
+
+
+_VALUES = ["a@contoso.com", 'Bo "B"', '5" tall', '"quoted, with a comma"', '"runs\non"', '"runs\r\non, ""and"" on"',
+           '"never closed', 'x""y', "", '"', '""', '"a\n\nb"']
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=st.lists(st.tuples(st.sampled_from(_VALUES), st.sampled_from(_VALUES)), max_size=12),
+       newline=st.sampled_from(["\n", "\r\n"]), last_break=st.booleans(), picks=st.lists(st.booleans(), max_size=12),
+       held=st.sampled_from([1, 2, segment_rows.HITS_HELD]))
+def test_rows_known_by_a_digest_an_earlier_read_recorded_are_exactly_those_rows(rows, newline, last_break, picks,
+                                                                                held) -> None:
+    """Whatever the quotes (paired over lines, inside unquoted values, never closed), a row is known only by a digest
+    an earlier read gave a row of the same text, and known rows aside, every row reads as it does with no lookup, in
+    the same order (however many known rows the reader passes over before it hands them on: `held`)."""
+    data = newline.join(["Email,Name", *(f"{a},{b}" for a, b in rows)]) + (newline if last_break else "")
+    with tempfile.TemporaryDirectory() as folder:
+        source, snapshot = snapshot_of(Path(folder), {"p.csv": data.encode("utf-8")})
+        plain = [(r.row, r.values, r.error) for r in read_rows(source, snapshot)]
+        recorded = list(read_rows(source, snapshot, KnowingDigests(set())))
+        assert [(r.row, r.values, r.error) for r in recorded] == plain
+        digests = {r.digest for r, pick in zip(recorded, picks) if pick and r.digest}
+        default, segment_rows.HITS_HELD = segment_rows.HITS_HELD, held
+        try:
+            again = list(read_rows(source, snapshot, KnowingDigests(digests)))
+        finally:
+            segment_rows.HITS_HELD = default
+    assert [r.row for r in again] == [row[0] for row in plain]
+    known_rows = {r.row for r in again if r.known is not None}
+    assert known_rows == {r.row for r in recorded if r.digest in digests}
+    assert [(r.row, r.values, r.error) for r in again if r.known is None] == [row for row in plain if row[0] not in known_rows]
