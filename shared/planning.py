@@ -547,10 +547,8 @@ class Plan:
     def _skip(self, row: SourceRow, source: SegmentInput, counts: SegmentCounts) -> None:
         """A row the memo knows, with its contact as it was: a member settled, as full planning would find it."""
         skips = self._skips
-        digest, at = skips.found  # type: ignore[union-attr]
-        if digest != row.digest:
-            at = skips.entry(row.digest)  # type: ignore[union-attr]
-        if at is None:  # the reader asked a moment ago, and nothing was read since
+        at = skips.entry(row.digest)  # type: ignore[union-attr]
+        if at is None:  # the reader asked a moment ago, and nothing was parsed since
             raise RuntimeError(f"row {row.row} of {row.partition} came as known, and the memo does not know it")
         email = skips.memo.emails[at]  # type: ignore[union-attr]
         self._known += 1

@@ -1,5 +1,5 @@
 """The daily retention sweep (timer `retention_sweep`): deletes what shared/retention.py says is due, and the audience
-mirrors (shared/audience_mirror.py) not written for RETENTION_PERSONAL_DAYS.
+mirrors (shared/audience_mirror.py) neither written nor found unchanged for RETENTION_PERSONAL_DAYS.
 
 Tables have no lifecycle rules, so in Azure as locally this is what clears staff names and deletes run records; the
 files under `runs/<runId>/` also have a storage lifecycle rule in Azure (infra/app/storage.bicep), with the same number
@@ -39,7 +39,7 @@ class RunFiles(Protocol):
 class Swept:
     forgotten: int  # runs whose files and staff names went
     deleted: int  # run records deleted
-    mirrors: int = 0  # audience mirrors deleted (not written for RETENTION_PERSONAL_DAYS)
+    mirrors: int = 0  # audience mirrors deleted (neither written nor found unchanged for RETENTION_PERSONAL_DAYS)
 
 
 class RetentionSweep:
@@ -50,7 +50,7 @@ class RetentionSweep:
 
     def sweep(self, now: datetime | None = None) -> Swept:
         """Forget the people of runs past RETENTION_PERSONAL_DAYS, delete the records of runs past RETENTION_RUN_DAYS
-        and the audience mirrors no run wrote for RETENTION_PERSONAL_DAYS."""
+        and the audience mirrors no run wrote or found unchanged for RETENTION_PERSONAL_DAYS."""
         now = now or datetime.now(UTC)
         chosen = due(self._runs.list_created_before(self._retention.listed_before(now)), now, self._retention)
         for run_id in chosen.forget:

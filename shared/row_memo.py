@@ -163,11 +163,9 @@ class RowSkips:
         self.excluded: set[int] = set()  # email keys whose rows are read: another row has the address
         self._unchanged: bytearray | None = None  # per entry: the audience holds its contact as it was
         self._index: dict[int, int] = {}
-        self.found: tuple[int, int | None] = (0, None)
 
     def known(self, row: int) -> bool:
-        self.found = row, self.entry(row)  # the entry of the row just looked up: planning asks for it next
-        return self.found[1] is not None
+        return self.entry(row) is not None
 
     def for_segment(self, segment: str, tag: str, mapped: Mapping[str, str]) -> SegmentDigests:
         """`mapped`: the segment's columns as planning resolves them (SegmentInput.columns)."""

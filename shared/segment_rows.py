@@ -266,60 +266,59 @@ class _Lines:
         self._again.extendleft(reversed([(self.first + n, line) for n, line in enumerate(self.taken) if n]))
 
     def __next__(self) -> str:
-        """The next line for csv: known rows are passed over (kept in `hits`), unless HITS_HELD are, when csv is
-        handed a blank line, which it reads as no row, so that they are handed on."""
-        while (line := self._line()) is None:
-            if len(self.hits) >= HITS_HELD:
-                return "\n"
-        return line
-
-    def _line(self) -> str | None:
-        """The next line, or None for a row `lookup` knows, put in `hits` instead."""
-        if self._again:
-            number, line = self._again.popleft()
-        else:
-            line = self._readline(self._limit + 1)
-            if not line:
-                raise StopIteration
-            if self._after_cr:
-                self._after_cr = False
-                if line == "\n":  # the LF of a CRLF cut off a skipped over-long line
-                    return self._line()
-            self.read_so_far = number = self.read_so_far + 1
-            if len(line) * 4 > self._limit and self._over_limit(line):
-                line = None
-        taken = self.taken
-        if line is None:
-            if taken:  # inside a row spanning lines: the row is broken; the long line is read again after it
-                self._again.appendleft((number, None))
-            raise _Oversize(number)
-        if taken:
-            if self.taken_size + len(line) > self._limit:
-                self._again.appendleft((number, line))
-                raise _RowTooLong()
-        else:
-            self.first = number
-            lookup = self.lookup
-            self.first_digest = self.record_lines = 0
-            if lookup is not None and lookup.seed is not None:
-                digest = row_digest(line, lookup.seed)
-                if lookup.known(digest):  # a whole row: a known digest is of a complete record's text
-                    self.hits.append((number, line, digest))
-                    return None
-                self.first_digest = digest
-                if line.count('"') % 2 and not self._again and self._encoding == "utf-8":  # a quoted value runs
-                    # on: looked up whole (in UTF-8, whose reading never fails, so reading ahead loses no row)
-                    text, ahead = self._run_on(line)
-                    if text is not None:
-                        digest = row_digest(text, lookup.seed)
-                        if lookup.known(digest):  # its lines read ahead are the row's: none is handed to csv
-                            self.hits.append((number, text, digest))
-                            return None
-                        self.record_digest, self.record_lines = digest, len(ahead) + 1
-                    self._again.extend(ahead)
-        taken.append(line)
-        self.taken_size += len(line)
-        return line
+        """The next line for csv. A row `lookup` knows is passed over (kept in `hits`), unless HITS_HELD are, when csv
+        is handed a blank line, which it reads as no row, so that they are handed on."""
+        while True:
+            if self._again:
+                number, line = self._again.popleft()
+            else:
+                line = self._readline(self._limit + 1)
+                if not line:
+                    raise StopIteration
+                if self._after_cr:
+                    self._after_cr = False
+                    if line == "\n":  # the LF of a CRLF cut off a skipped over-long line
+                        continue
+                self.read_so_far = number = self.read_so_far + 1
+                if len(line) * 4 > self._limit and self._over_limit(line):
+                    line = None
+            taken = self.taken
+            if line is None:
+                if taken:  # inside a row spanning lines: the row is broken; the long line is read again after it
+                    self._again.appendleft((number, None))
+                raise _Oversize(number)
+            if taken:
+                if self.taken_size + len(line) > self._limit:
+                    self._again.appendleft((number, line))
+                    raise _RowTooLong()
+            else:
+                self.first = number
+                lookup = self.lookup
+                self.first_digest = self.record_lines = 0
+                if lookup is not None and lookup.seed is not None:
+                    digest = row_digest(line, lookup.seed)
+                    if lookup.known(digest):  # a whole row: a known digest is of a complete record's text
+                        self.hits.append((number, line, digest))
+                        if len(self.hits) < HITS_HELD:
+                            continue
+                        return "\n"
+                    self.first_digest = digest
+                    # A quoted value that runs on: the row is looked up whole (in UTF-8 only, whose reading never
+                    # fails, so reading ahead loses no row).
+                    if line.count('"') % 2 and not self._again and self._encoding == "utf-8":
+                        text, ahead = self._run_on(line)
+                        if text is not None:
+                            digest = row_digest(text, lookup.seed)
+                            if lookup.known(digest):  # its lines read ahead are the row's: none is handed to csv
+                                self.hits.append((number, text, digest))
+                                if len(self.hits) < HITS_HELD:
+                                    continue
+                                return "\n"
+                            self.record_digest, self.record_lines = digest, len(ahead) + 1
+                        self._again.extend(ahead)
+            taken.append(line)
+            self.taken_size += len(line)
+            return line
 
     def known_rows(self) -> Iterator[_Record]:
         """The known rows passed over so far, as records (see `_csv_records`)."""
@@ -417,7 +416,8 @@ def _csv_records(partition: str, stream: BinaryIO, snapshot: Snapshot, lookup: _
             yield first, None, (f"cannot be decoded as {snapshot.encoding} from line {first} on; the rest of the file "
                                 f"was not read ({UTF8_HINT})"), 0, None
             return
-        yield from lines.known_rows()  # they came before this row
+        if lines.hits:  # they came before this row
+            yield from lines.known_rows()
         if fields:  # a blank line is not a row
             # a row's first line is what is looked up, or for one spanning lines, the lines up to where its quotes
             # pair up: a row read from other lines than those gets no digest

@@ -127,8 +127,10 @@ resource retention 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05
           }
         }
         {
-          // Audience mirrors (shared/audience_mirror.py) hold every contact of an audience; each run writes its
-          // destination's anew, so only one no run wrote for retentionPersonalDays goes (the sweep deletes it too).
+          // Audience mirrors (shared/audience_mirror.py) hold every contact of an audience; each run that finds a
+          // change writes its destination's anew (one that finds none rewrites only the manifest), so a mirror goes
+          // when no run wrote it for retentionPersonalDays (the sweep, which also counts a run that found it
+          // unchanged, deletes it too); a copy kept unchanged that long is read in full by its next run.
           name: 'audience-mirrors'
           enabled: true
           type: 'Lifecycle'
