@@ -517,12 +517,12 @@ class AudienceMirror:
             return None, differences
         confirmed = _Manifest(manifest.version, as_of, manifest.full_read_at, manifest.parts, manifest.counts,
                               {tag.id: tag.name for tag in tags}, marks.erasures or "")
-        try:
-            if self._marks_held(where, marks):
-                self._store.write_bytes(folder + MANIFEST, confirmed.to_json())
-        except Exception as error:  # noqa: BLE001 - storage: the manifest before still names the same version
-            log.warning("audience mirror of %s kept without its new asOf (%s): the next run reads what changed since "
-                        "the one before", where, type(error).__name__)
+        if self._marks_held(where, marks) and self._write_manifest(folder, where, confirmed):
+            try:
+                self._delete_older(folder, manifest.version)  # left by a deletion that failed after an earlier switch
+            except Exception as error:  # noqa: BLE001 - storage: a later run deletes them
+                log.warning("audience mirror of %s: older versions not deleted (%s); a later run deletes them", where,
+                            type(error).__name__)
         _log_refresh(where, since, changed=0, reread=0, carried=0, contacts=sum(manifest.counts.values()), kept=True)
         return _lines(parts), ""
 
@@ -591,9 +591,7 @@ class AudienceMirror:
                 return
             self._store.write_bytes(folder + MANIFEST, manifest.to_json())
             switched = True
-            for older in _versions(self._store.list_names(folder)):
-                if older < manifest.version:
-                    self._store.delete_prefix(f"{folder}{older}/")
+            self._delete_older(folder, manifest.version)
         except Exception as error:  # noqa: BLE001 - storage: the next run reads in full if it must, this one goes on
             if not switched:  # parts of a version nothing names: they would outlive an erasure
                 try:
@@ -603,6 +601,22 @@ class AudienceMirror:
             log.warning("audience mirror of %s not written in full (%s); %s", where, type(error).__name__,
                         "older versions stay until a run deletes them" if switched else
                         "the previous one stays until a run writes it")
+
+    def _write_manifest(self, folder: str, where: str, manifest: _Manifest) -> bool:
+        """A kept version's new manifest; False when it could not be written (the one before names the same version)."""
+        try:
+            self._store.write_bytes(folder + MANIFEST, manifest.to_json())
+            return True
+        except Exception as error:  # noqa: BLE001 - storage: the next run reads what changed since the one before
+            log.warning("audience mirror of %s kept without its new asOf (%s): the next run reads what changed since "
+                        "the one before", where, type(error).__name__)
+            return False
+
+    def _delete_older(self, folder: str, version: str) -> None:
+        """Versions older than the current one (a crash or a storage error may have left them after a switch)."""
+        for older in _versions(self._store.list_names(folder)):
+            if older < version:
+                self._store.delete_prefix(f"{folder}{older}/")
 
     def _marks_held(self, where: str, marks: Marks) -> bool:
         """Whether the deletions marks are as the run took them (`marks`), checked before a manifest is written: if

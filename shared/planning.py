@@ -704,7 +704,9 @@ class Plan:
             elif leaving:
                 departed.append(Member(email, {}, [], RowRef("", "", 0), current, leaving))
         planned = [m for m in members.values() if m.email not in streamed] if streamed else list(members.values())
-        return planned + departed
+        # by address: the order the audience was read in is not the input's (a plan with a memo holds known contacts
+        # apart and reads them last)
+        return planned + sorted(departed, key=lambda member: member.email)
 
 
 class _Streamer:

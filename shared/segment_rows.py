@@ -230,7 +230,8 @@ class _RowTooLong(Exception):
     """The row being read spans lines and has grown past the limit: most likely a quote that is never closed."""
 
 
-HITS_HELD = 256  # known rows `_Lines` passes over before csv is handed a line: their text is held meanwhile
+HITS_HELD = 256  # known rows `_Lines` passes over before csv is handed a line: their text is held meanwhile (and
+# never more of it than SEGMENT_MAX_LINE_BYTES, about: one row's worth)
 
 
 class _Lines:
@@ -255,6 +256,7 @@ class _Lines:
         self.taken_size = 0
         self.lookup: _Lookup | None = None  # once its seed is set, a row's first line is looked up before csv reads it
         self.hits: list[tuple[int, str, int]] = []  # (line number, text, digest) of the known rows met, in order
+        self.hits_size = 0  # characters of their text
         self.first_digest = 0  # the digest of the row's first line, once looked up
         self.record_digest, self.record_lines = 0, 0  # ... of the lines up to where its quotes pair up, and how many
 
@@ -266,8 +268,9 @@ class _Lines:
         self._again.extendleft(reversed([(self.first + n, line) for n, line in enumerate(self.taken) if n]))
 
     def __next__(self) -> str:
-        """The next line for csv. A row `lookup` knows is passed over (kept in `hits`), unless HITS_HELD are, when csv
-        is handed a blank line, which it reads as no row, so that they are handed on."""
+        """The next line for csv. A row `lookup` knows is passed over (kept in `hits`), unless HITS_HELD are (or their
+        text reaches the line limit), when csv is handed a blank line, which it reads as no row, so that they are
+        handed on."""
         while True:
             if self._again:
                 number, line = self._again.popleft()
@@ -299,7 +302,8 @@ class _Lines:
                     digest = row_digest(line, lookup.seed)
                     if lookup.known(digest):  # a whole row: a known digest is of a complete record's text
                         self.hits.append((number, line, digest))
-                        if len(self.hits) < HITS_HELD:
+                        self.hits_size += len(line)
+                        if len(self.hits) < HITS_HELD and self.hits_size < self._limit:
                             continue
                         return "\n"
                     self.first_digest = digest
@@ -311,7 +315,8 @@ class _Lines:
                             digest = row_digest(text, lookup.seed)
                             if lookup.known(digest):  # its lines read ahead are the row's: none is handed to csv
                                 self.hits.append((number, text, digest))
-                                if len(self.hits) < HITS_HELD:
+                                self.hits_size += len(text)
+                                if len(self.hits) < HITS_HELD and self.hits_size < self._limit:
                                     continue
                                 return "\n"
                             self.record_digest, self.record_lines = digest, len(ahead) + 1
@@ -322,7 +327,7 @@ class _Lines:
 
     def known_rows(self) -> Iterator[_Record]:
         """The known rows passed over so far, as records (see `_csv_records`)."""
-        hits, self.hits = self.hits, []
+        hits, self.hits, self.hits_size = self.hits, [], 0
         for number, text, digest in hits:
             yield number, None, None, digest, text
 

@@ -199,3 +199,35 @@ def test_a_known_contact_listed_twice_is_merged_as_the_last_one_listed(tmp_path:
         assert skipping[:3] == reading[:3] and skipping[3] == 1  # bo skipped; ann read and merged as listed last
     assert planned([known[0], other, known[1]], None)[0][0][0][3].status == "unsubscribed"
     assert planned([other, *known], None)[1]["S"].settled == 2
+
+
+def test_a_known_contact_whose_row_is_gone_departs_in_the_place_full_planning_gives_it(tmp_path: Path) -> None:
+    """A known contact whose row left the segment is read only after the others (its line was held apart while the rows
+    were read), yet departs in the same place as when every row is read: departures are in address order."""
+    import zlib
+    from shared.planning import BUCKETS
+
+    x = "x@contoso.com"
+    y = next(f"y{n}@contoso.com" for n in range(10_000)  # in x's bucket, sorting after it
+             if zlib.crc32(f"y{n}@contoso.com".encode()) % BUCKETS == zlib.crc32(x.encode()) % BUCKETS)
+    mapping = Mapping("Email", {"FNAME": "First"})
+    known = contact_line(x, "subscribed", {"FNAME": "Xa"}, ["VIP"])
+    carrier = contact_line(y, "subscribed", {}, ["VIP"])
+
+    def planned(name: str, rows: bytes, audience: list[str], memo: RowSkips | None) -> tuple:
+        folder_writer(tmp_path)(f"{name}/p.csv", b"Email,First\n" + rows)
+        snapshot = Snapshot("S", "", T2, (f"{name}/p.csv",), format="csv", has_header=True, columns=None)
+        source = SnapshotRows(FolderSource(tmp_path), snapshot, memo.for_segment("S", "VIP", {}) if memo else None)
+        made = plan_export([SegmentInput("S", "VIP", source)], mapping, existing=audience, on_problem=lambda p: None,
+                           already_done=_already_done, memo=memo, workdir=str(tmp_path), removable_tags=["VIP"],
+                           chunk_size=1)
+        return [[(m.email, m.untag) for m in chunk] for chunk in made], made.known
+
+    first = RowSkips(RowMemo.empty())
+    planned("a", b"x@contoso.com,Xa\n", [known], first)
+    memo = RowMemo.from_bytes(first.next.to_bytes("f"), "f")
+    assert memo is not None and len(memo) == 1
+    for audience in ([known, carrier], [carrier, known]):
+        skipping = planned("b", b"z@contoso.com,Zed\n", audience, RowSkips(memo))
+        assert skipping == planned("b", b"z@contoso.com,Zed\n", audience, None)
+        assert [chunk for chunk in skipping[0] if chunk[0][0] != "z@contoso.com"] == [[(x, ["VIP"])], [(y, ["VIP"])]]
