@@ -6,9 +6,10 @@ contact is as it was, would be found in step again: the memo lets planning count
 
 Rules:
 - An entry is (row digest, contact digest, email key), recorded by a plan for each member it settled (in the audience
-  as wanted: no call) that came from one row alone (on one line, or on the lines up to where its quotes pair up), with no value it could not convert. The row digest
-  covers the record's text (its final line break left out), seeded with what else decides how it reads (`row_seed`),
-  so the same text under another header or mapping, or in another segment, is another row. The contact digest covers
+  as wanted: no call) that came from one row alone (on one line, or on the lines up to where its quotes pair up),
+  with no value it could not convert. The row digest covers the record's text (its final line break left out),
+  seeded with what else decides how it reads (`row_seed`), so the same text under another header or mapping, or in
+  another segment, is another row. The contact digest covers
   the contact's audience mirror line (shared/members.py `contact_line`), which holds its address, status, merge
   fields and tags; the email key is a digest of the normalized address.
 - A later plan skips a row when the memo holds its digest and the audience it read holds that entry's contact line

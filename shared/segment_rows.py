@@ -301,9 +301,7 @@ class _Lines:
                 if lookup is not None and lookup.seed is not None:
                     digest = row_digest(line, lookup.seed)
                     if lookup.known(digest):  # a whole row: a known digest is of a complete record's text
-                        self.hits.append((number, line, digest))
-                        self.hits_size += len(line)
-                        if len(self.hits) < HITS_HELD and self.hits_size < self._limit:
+                        if self._hit(number, line, digest):
                             continue
                         return "\n"
                     self.first_digest = digest
@@ -314,9 +312,7 @@ class _Lines:
                         if text is not None:
                             digest = row_digest(text, lookup.seed)
                             if lookup.known(digest):  # its lines read ahead are the row's: none is handed to csv
-                                self.hits.append((number, text, digest))
-                                self.hits_size += len(text)
-                                if len(self.hits) < HITS_HELD and self.hits_size < self._limit:
+                                if self._hit(number, text, digest):
                                     continue
                                 return "\n"
                             self.record_digest, self.record_lines = digest, len(ahead) + 1
@@ -324,6 +320,12 @@ class _Lines:
             taken.append(line)
             self.taken_size += len(line)
             return line
+
+    def _hit(self, number: int, text: str, digest: int) -> bool:
+        """Keep a known row in `hits`; whether more may be kept before they are handed on."""
+        self.hits.append((number, text, digest))
+        self.hits_size += len(text)
+        return len(self.hits) < HITS_HELD and self.hits_size < self._limit
 
     def known_rows(self) -> Iterator[_Record]:
         """The known rows passed over so far, as records (see `_csv_records`)."""
