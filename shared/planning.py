@@ -322,7 +322,9 @@ class _Held:
             twice = {key for key in keys if key in seen or seen.add(key)}  # type: ignore[func-returns-value]
             self._last = {key: at for at, key in enumerate(keys) if key in twice}
             self.unchanged = array("q", (at for at in self.unchanged if self._emails[at] not in twice))
-        self.unchanged.extend(entry for entry in self._entries if self._emails[entry] not in self._last)
+            self.unchanged.extend(entry for entry in self._entries if self._emails[entry] not in self._last)
+        else:
+            self.unchanged.extend(self._entries)
 
     def release(self, spill: _Spill, skipped: set[int]) -> None:
         """Spill the held lines whose row was not skipped (then removed): `_merge` needs those contacts."""
@@ -477,15 +479,16 @@ class Plan:
         entries = skips.contact_entries()
         held = _Held(folder, skips.memo.emails)
         keys = array("Q")  # email key of each contact, in the order read
+        known, hold, emails = entries.get, held.add, skips.memo.emails  # once: asked of every contact
         for contact in self._existing:
             if isinstance(contact, str):
-                at = entries.get(contact_digest(contact))
+                at = known(contact_digest(contact))
                 if at is not None:
-                    held.add(contact, at, len(keys))
-                    keys.append(skips.memo.emails[at])
+                    hold(contact, at, len(keys))
+                    keys.append(emails[at])
                     continue
             keys.append(email_key(email := _spill_contact(spill, contact)))
-            if not isinstance(contact, str) and (at := entries.get(contact_digest(member_line(contact)))) is not None:
+            if not isinstance(contact, str) and (at := known(contact_digest(member_line(contact)))) is not None:
                 held.unchanged.append(at)
         del entries
         held.close(keys)
@@ -506,13 +509,17 @@ class Plan:
             segment_rules = self._rules(source.columns)
             own: dict[str, tuple[str, list[_FieldRule]]] = {}  # partitions whose header differs from the segment's
             for row in source.rows:
+                if row.known is not None:  # a run of rows the memo knows
+                    if left < len(row.known):
+                        raise TooManyRows(self._max_rows)
+                    left -= len(row.known)
+                    counts.read += len(row.known)
+                    self._skip(row.known, source, counts)
+                    continue
                 if left == 0:
                     raise TooManyRows(self._max_rows)
                 left -= 1
                 counts.read += 1
-                if row.known is not None:
-                    self._skip(row, source, counts)
-                    continue
                 given, reason = None, row.error
                 if row.values is not None:
                     email_column, rules = own.get(row.partition, segment_rules)
@@ -544,22 +551,25 @@ class Plan:
         if self._unsent:
             counts.members -= len(self._unsent)  # planned the usual way after all (counted again there)
 
-    def _skip(self, row: SourceRow, source: SegmentInput, counts: SegmentCounts) -> None:
-        """A row the memo knows, with its contact as it was: a member settled, as full planning would find it."""
-        skips = self._skips
-        at = skips.entry(row.digest)  # type: ignore[union-attr]
-        if at is None:  # the reader asked a moment ago, and nothing was parsed since
-            raise RuntimeError(f"row {row.row} of {row.partition} came as known, and the memo does not know it")
-        email = skips.memo.emails[at]  # type: ignore[union-attr]
-        self._known += 1
-        counts.members += 1
-        counts.settled += 1
+    def _skip(self, entries: array, source: SegmentInput, counts: SegmentCounts) -> None:
+        """Rows the memo knows (by these entries), each with its contact as it was: members settled, as full planning
+        would find them. The reader asked the memo as it read each row, and nothing was parsed in between."""
+        skips: RowSkips = self._skips  # type: ignore[assignment]
+        emails = skips.memo.emails
+        keys = [emails[at] for at in entries]
+        self._known += len(keys)
+        counts.members += len(keys)
+        counts.settled += len(keys)
         if (tag := self._removable.get(source.tag.casefold())) is not None:
-            self.departures[tag].carrying += 1  # its contact carries this tag and no other kept in step
-        if email in self._skipped:
-            self._twice.add(email)
-        self._skipped.add(email)
-        skips.next.add(row.digest, skips.memo.contacts[at], email)  # type: ignore[union-attr]
+            self.departures[tag].carrying += len(keys)  # each contact carries this tag and no other kept in step
+        fresh, skipped = set(keys), self._skipped
+        if len(fresh) < len(keys):  # an address twice among these rows
+            seen: set[int] = set()
+            self._twice.update(key for key in keys if key in seen or seen.add(key))  # type: ignore[func-returns-value]
+        if not skipped.isdisjoint(fresh):  # ... or skipped before
+            self._twice.update(fresh & skipped)
+        skipped.update(fresh)
+        skips.next.add_entries(skips.memo, entries)
 
     def _conflicts(self) -> set[int]:
         """Email keys of skipped rows that are no longer their member's only row: another row with the address came

@@ -29,14 +29,18 @@ from __future__ import annotations
 import json
 import sys
 from array import array
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import cache
+from itertools import compress
 from pathlib import Path
 
 import xxhash
 
+_xxh3 = xxhash.xxh3_64_intdigest
+
 FORMAT = 1
 _MAGIC = b"rowmemo\n"
+_NOT = bytes.maketrans(b"\x00\x01", b"\x01\x00")
 _CONTACT_SEED = 0x636F6E74616374  # "contact"
 _EMAIL_SEED = 0x656D61696C  # "email"
 
@@ -44,7 +48,7 @@ _EMAIL_SEED = 0x656D61696C  # "email"
 def digest(text: str, seed: int) -> int:
     """An unsigned 64-bit digest of `text` (XXH3; a lone surrogate, as the reader makes of a byte it cannot decode,
     encoded as itself: it never fails)."""
-    return xxhash.xxh3_64_intdigest(text.encode("utf-8", "surrogatepass"), seed)
+    return _xxh3(text.encode("utf-8", "surrogatepass"), seed)
 
 
 @cache
@@ -67,12 +71,14 @@ def row_seed(segment: str, tag: str, mapped: Mapping[str, str], columns: Iterabl
 
 
 def row_digest(text: str, seed: int) -> int:
-    """A record's digest: its text without the final line break (LF or CRLF end it alike)."""
-    return digest(text.rstrip("\r\n"), seed)
+    """A record's digest: its text without the final line break (LF or CRLF end it alike). `digest` written out: the
+    reader asks this of every row."""
+    return _xxh3(text.rstrip("\r\n").encode("utf-8", "surrogatepass"), seed)
 
 
 def contact_digest(line: str) -> int:
-    return digest(line, _CONTACT_SEED)
+    """`digest` written out: planning asks this of every contact of the audience."""
+    return _xxh3(line.encode("utf-8", "surrogatepass"), _CONTACT_SEED)
 
 
 def email_key(email: str) -> int:
@@ -148,6 +154,11 @@ class MemoWriter:
         self._contacts.append(contact)
         self._emails.append(email)
 
+    def add_entries(self, memo: RowMemo, entries: Iterable[int]) -> None:
+        """The entries of `memo` at these places, as they are."""
+        for mine, theirs in ((self._rows, memo.rows), (self._contacts, memo.contacts), (self._emails, memo.emails)):
+            mine.extend(map(theirs.__getitem__, entries))
+
     def to_bytes(self, the_fingerprint: str) -> bytes:
         head = json.dumps({"format": FORMAT, "fingerprint": the_fingerprint, "entries": len(self._rows)}).encode("ascii")
         parts = [_little_endian(array("Q", values)) for values in (self._rows, self._contacts, self._emails)]
@@ -162,11 +173,7 @@ class RowSkips:
         self.memo = memo
         self.next = MemoWriter()
         self.excluded: set[int] = set()  # email keys whose rows are read: another row has the address
-        self._unchanged: bytearray | None = None  # per entry: the audience holds its contact as it was
-        self._index: dict[int, int] = {}
-
-    def known(self, row: int) -> bool:
-        return self.entry(row) is not None
+        self._index: dict[int, int] = {}  # row digest -> entry whose contact the audience holds as it was
 
     def for_segment(self, segment: str, tag: str, mapped: Mapping[str, str]) -> SegmentDigests:
         """`mapped`: the segment's columns as planning resolves them (SegmentInput.columns)."""
@@ -181,17 +188,27 @@ class RowSkips:
         flags = bytearray(len(self.memo))
         for at in unchanged:
             flags[at] = 1
-        self._unchanged = flags
-        self._index = self.memo.index()
+        index, rows = self.memo.index(), self.memo.rows
+        for at in compress(range(len(flags)), flags.translate(_NOT)):  # the entries whose contact changed
+            if index.get(rows[at]) == at:
+                del index[rows[at]]
+        self._index = index
 
     def entry(self, row: int) -> int | None:
         """The memo entry a row is known by, or None."""
-        if self._unchanged is None:
-            return None
         at = self._index.get(row)
-        if at is None or not self._unchanged[at] or self.memo.emails[at] in self.excluded:
+        if at is None or self.memo.emails[at] in self.excluded:
             return None
         return at
+
+    def lookup(self) -> Callable[[int], int | None]:
+        """`entry`, as a reader asks it of every row: with what it reads bound once (the index is set when the
+        audience has been read, and `excluded` only grows in place)."""
+        def entry(row: int, get: Callable[[int], int | None] = self._index.get, emails: array = self.memo.emails,
+                  excluded: set[int] = self.excluded) -> int | None:
+            at = get(row)
+            return None if at is None or emails[at] in excluded else at
+        return entry
 
 
 class SegmentDigests:
@@ -199,7 +216,12 @@ class SegmentDigests:
 
     def __init__(self, skips: RowSkips, segment: str, tag: str, mapped: Mapping[str, str]) -> None:
         self._segment, self._tag, self._mapped = segment, tag, mapped
-        self.known = skips.known
+        self._skips = skips
+
+    @property
+    def entry(self) -> Callable[[int], int | None]:
+        """Asked by the reader once a partition (the audience has been read by then: a plan reads it first)."""
+        return self._skips.lookup()
 
     def seed(self, columns: list[str], delimiter: str, most_fields: int) -> int:
         return row_seed(self._segment, self._tag, self._mapped, columns, delimiter, most_fields)

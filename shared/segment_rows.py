@@ -25,9 +25,12 @@ import codecs
 import csv
 import io
 import json
+from array import array
 from collections import deque
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator, Protocol
+
+from xxhash import xxh3_64_intdigest
 
 from shared.row_memo import row_digest
 from shared.snapshots import BlobSource, ReadLimits, Snapshot, SnapshotProblem, encoding_problem, json_too_deep
@@ -64,21 +67,23 @@ class SourceRow:
     values: dict[str, str] | None  # None when the row is unreadable, or known
     error: str | None  # why unreadable, naming what to fix
     digest: int = 0  # with `digests`: the record's digest (shared/row_memo.py), 0 when it has none
-    known: str | None = None  # the record's text, not parsed, when `digests` knows it (values and error are None)
+    # A run of consecutive rows `digests` knows, not parsed (values and error are None): rows `row` to
+    # `row + len(known) - 1`, by what `digests.entry` answered for each (one SourceRow for a run: most of a refresh)
+    known: array | None = None
 
 
 class RowDigests(Protocol):
     """What a planning run asks of a CSV snapshot's records (shared/row_memo.py): their digest, and whether it knows
-    one already, so that such a record is handed over unparsed."""
+    one already (by an entry of its own, a non-negative int), so that such a record is handed over unparsed."""
 
     def seed(self, columns: list[str], delimiter: str, most_fields: int) -> int: ...
-    def known(self, digest: int) -> bool: ...
+    def entry(self, digest: int) -> int | None: ...
 
 
 def read_rows(source: BlobSource, snapshot: Snapshot, digests: RowDigests | None = None) -> Iterator[SourceRow]:
     """Every row of every partition in read order; never more than one partition buffer in memory. With `digests`,
-    each CSV row carries its digest, and a row whose digest `digests` knows comes as `known` text, unparsed (JSONL rows
-    carry none)."""
+    each CSV row carries its digest, and rows whose digest `digests` knows come unparsed, consecutive ones as one
+    SourceRow whose `known` holds their entries (JSONL rows carry none)."""
     for partition in snapshot.partitions:
         with source.open_binary(partition) as stream:
             if snapshot.format == "jsonl":
@@ -222,7 +227,7 @@ class _Oversize(Exception):
 class _Lookup:
     """How a partition's records are looked up: `seed` is set once its columns are known (after the header)."""
 
-    known: Callable[[int], bool]
+    entry: Callable[[int], "int | None"]
     seed: int | None = None
 
 
@@ -230,8 +235,7 @@ class _RowTooLong(Exception):
     """The row being read spans lines and has grown past the limit: most likely a quote that is never closed."""
 
 
-HITS_HELD = 256  # known rows `_Lines` passes over before csv is handed a line: their text is held meanwhile (and
-# never more of it than SEGMENT_MAX_LINE_BYTES, about: one row's worth)
+HITS_HELD = 65536  # known rows `_Lines` passes over before csv is handed a line: their entries are held meanwhile
 
 
 class _Lines:
@@ -250,13 +254,13 @@ class _Lines:
         self._encoding = encoding
         self._again: deque[tuple[int, str | None]] = deque()
         self._after_cr = False
+        self._pending: str | None = None  # a line `_skim` read and left for the general loop
         self.read_so_far = 0  # physical lines read from the stream
         self.first = 0  # number of the first line in `taken`
         self.taken: list[str] = []
         self.taken_size = 0
         self.lookup: _Lookup | None = None  # once its seed is set, a row's first line is looked up before csv reads it
-        self.hits: list[tuple[int, str, int]] = []  # (line number, text, digest) of the known rows met, in order
-        self.hits_size = 0  # characters of their text
+        self.hits = array("q")  # the entries of the known rows met, in order
         self.first_digest = 0  # the digest of the row's first line, once looked up
         self.record_digest, self.record_lines = 0, 0  # ... of the lines up to where its quotes pair up, and how many
 
@@ -268,20 +272,22 @@ class _Lines:
         self._again.extendleft(reversed([(self.first + n, line) for n, line in enumerate(self.taken) if n]))
 
     def __next__(self) -> str:
-        """The next line for csv. A row `lookup` knows is passed over (kept in `hits`), unless HITS_HELD are (or their
-        text reaches the line limit), when csv is handed a blank line, which it reads as no row, so that they are
-        handed on."""
+        """The next line for csv. A row `lookup` knows is passed over (kept in `hits`), unless HITS_HELD are, when csv
+        is handed a blank line, which it reads as no row, so that they are handed on."""
         while True:
             if self._again:
                 number, line = self._again.popleft()
             else:
-                line = self._readline(self._limit + 1)
-                if not line:
-                    raise StopIteration
-                if self._after_cr:
-                    self._after_cr = False
-                    if line == "\n":  # the LF of a CRLF cut off a skipped over-long line
-                        continue
+                if self._pending is not None:  # read by `_skim` (never right after an over-long line)
+                    line, self._pending = self._pending, None
+                else:
+                    line = self._readline(self._limit + 1)
+                    if not line:
+                        raise StopIteration
+                    if self._after_cr:
+                        self._after_cr = False
+                        if line == "\n":  # the LF of a CRLF cut off a skipped over-long line
+                            continue
                 self.read_so_far = number = self.read_so_far + 1
                 if len(line) * 4 > self._limit and self._over_limit(line):
                     line = None
@@ -300,8 +306,12 @@ class _Lines:
                 self.first_digest = self.record_lines = 0
                 if lookup is not None and lookup.seed is not None:
                     digest = row_digest(line, lookup.seed)
-                    if lookup.known(digest):  # a whole row: a known digest is of a complete record's text
-                        if self._hit(number, line, digest):
+                    if (entry := lookup.entry(digest)) is not None:  # a whole row: a known digest is of a complete
+                        # record's text
+                        self.hits.append(entry)
+                        if not self._again:
+                            self._skim(lookup)
+                        if len(self.hits) < HITS_HELD:
                             continue
                         return "\n"
                     self.first_digest = digest
@@ -311,8 +321,10 @@ class _Lines:
                         text, ahead = self._run_on(line)
                         if text is not None:
                             digest = row_digest(text, lookup.seed)
-                            if lookup.known(digest):  # its lines read ahead are the row's: none is handed to csv
-                                if self._hit(number, text, digest):
+                            if (entry := lookup.entry(digest)) is not None:  # its lines read ahead are the row's:
+                                # none is handed to csv
+                                self.hits.append(entry)
+                                if len(self.hits) < HITS_HELD:
                                     continue
                                 return "\n"
                             self.record_digest, self.record_lines = digest, len(ahead) + 1
@@ -321,17 +333,29 @@ class _Lines:
             self.taken_size += len(line)
             return line
 
-    def _hit(self, number: int, text: str, digest: int) -> bool:
-        """Keep a known row in `hits`; whether more may be kept before they are handed on."""
-        self.hits.append((number, text, digest))
-        self.hits_size += len(text)
-        return len(self.hits) < HITS_HELD and self.hits_size < self._limit
+    def _skim(self, lookup: _Lookup) -> None:
+        """Pass over the known rows that follow, one line each, in a loop of their own: in a refresh, most rows are
+        known, and the general loop's cost per line was most of reading them. The first line that is not one (or is
+        long enough to need `_over_limit`, or ends the file) is left in `_pending` for that loop."""
+        readline, limit, hits, entry, seed = self._readline, self._limit, self.hits, lookup.entry, lookup.seed
+        read = self.read_so_far
+        while len(hits) < HITS_HELD:
+            line = readline(limit + 1)
+            if not line:
+                break
+            if len(line) * 4 > limit or (at := entry(xxh3_64_intdigest(  # row_digest, written out
+                    line.rstrip("\r\n").encode("utf-8", "surrogatepass"), seed))) is None:
+                self._pending = line
+                break
+            hits.append(at)
+            read += 1
+        self.read_so_far = read
 
     def known_rows(self) -> Iterator[_Record]:
-        """The known rows passed over so far, as records (see `_csv_records`)."""
-        hits, self.hits, self.hits_size = self.hits, [], 0
-        for number, text, digest in hits:
-            yield number, None, None, digest, text
+        """The known rows passed over so far, as one record (see `_csv_records`), if any."""
+        if self.hits:
+            hits, self.hits = self.hits, array("q")
+            yield 0, None, None, 0, hits
 
     def _run_on(self, line: str) -> tuple[str | None, list[tuple[int, str | None]]]:
         """The lines after `line`, read ahead up to the first where the quotes pair up, and with them the text of the
@@ -370,12 +394,12 @@ class _Lines:
         return True
 
 
-_Record = tuple[int, "list[str] | None", "str | None", int, "str | None"]
+_Record = tuple[int, "list[str] | None", "str | None", int, "array | None"]
 
 
 def _csv_records(partition: str, stream: BinaryIO, snapshot: Snapshot, lookup: _Lookup | None = None) -> Iterator[_Record]:
     """(first line, fields, None, digest, None) for each CSV row of one partition, or (first line, None, what is
-    wrong, 0, None), or for a row `lookup` knows (first line, None, None, digest, its text). The digest is 0 while
+    wrong, 0, None), or for consecutive rows `lookup` knows (0, None, None, 0, their entries). The digest is 0 while
     `lookup` has no seed (the caller sets it once it has read the header)."""
     limits = snapshot.limits
     kind = _compressed(stream)
@@ -443,7 +467,7 @@ def _csv_rows(partition: str, stream: BinaryIO, snapshot: Snapshot, digests: Row
     header_problem = None
     if columns == []:
         header_problem = "model.json lists no attributes for this headerless partition; export it with its columns"
-    lookup = None if digests is None else _Lookup(digests.known)
+    lookup = None if digests is None else _Lookup(digests.entry)
     if lookup is not None and columns and not header_problem:
         lookup.seed = digests.seed(columns, snapshot.delimiter, limits.fields)  # type: ignore[union-attr]
     number = 0
@@ -459,10 +483,12 @@ def _csv_rows(partition: str, stream: BinaryIO, snapshot: Snapshot, digests: Row
                 if lookup is not None and not header_problem:
                     lookup.seed = digests.seed(columns, snapshot.delimiter, limits.fields)  # type: ignore[union-attr]
             continue
-        number += 1
         if known is not None:
-            yield SourceRow(partition, number, None, None, digest, known)
-        elif header_problem:
+            yield SourceRow(partition, number + 1, None, None, 0, known)
+            number += len(known)
+            continue
+        number += 1
+        if header_problem:
             yield SourceRow(partition, number, None, header_problem)
         elif fields is None:
             yield SourceRow(partition, number, None, error)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+from array import array
+from collections.abc import Iterable
 from datetime import datetime, timezone
 import tempfile
 from pathlib import Path
@@ -13,7 +15,7 @@ from hypothesis import strategies as st
 
 from shared.sample_segments import COLUMNS, FolderSource, folder_writer, write_plain_export, write_sample_export
 from shared import segment_rows
-from shared.segment_rows import read_rows, snapshot_columns
+from shared.segment_rows import SourceRow, read_rows, snapshot_columns
 from shared.snapshots import Snapshot, newest_snapshot
 
 T2 = datetime(2026, 11, 28, 17, 0, tzinfo=timezone.utc)
@@ -209,8 +211,33 @@ class Knowing:
         assert (columns, delimiter, most_fields) == (["Email", "Name"], ",", 1000)
         return self.seed_value
 
+    def entry(self, digest: int) -> int | None:
+        return self.entry_of(digest) if digest in self.digests else None
+
+    @staticmethod
+    def entry_of(digest: int) -> int:
+        """An entry of its own for each digest (a memo's would be its place)."""
+        return digest >> 1
+
     def known(self, digest: int) -> bool:
         return digest in self.digests
+
+    def entry_of_text(self, text: str) -> int:
+        from shared.row_memo import row_digest
+        return self.entry_of(row_digest(text, self.seed_value))
+
+
+def one_per_row(rows: Iterable[SourceRow]) -> list[SourceRow]:
+    """The rows read, a run of known rows as one SourceRow a row (each with its own entry)."""
+    single = []
+    for r in rows:
+        if r.known is None:
+            single.append(r)
+        else:
+            assert len(r.known) > 0 and r.values is None and r.error is None and r.digest == 0
+            single += [SourceRow(r.partition, r.row + n, None, None, 0, array("q", [entry]))
+                       for n, entry in enumerate(r.known)]
+    return single
 
 
 @pytest.mark.parametrize("newline", ["\n", "\r\n"])
@@ -220,12 +247,15 @@ def test_a_known_row_comes_unparsed_with_its_number_and_the_others_parsed_with_t
     data = newline.join(lines).encode("utf-8")  # the last row without a line break: the same row as the first
     knowing = Knowing(["a@contoso.com,Ann", 'b@contoso.com,"Bo, the ""second"""', "c@contoso.com,\"Cy\nMultiline\""])
     source, snapshot = snapshot_of(tmp_path, {"p.csv": data})
-    rows = list(read_rows(source, snapshot, knowing))
+    runs = list(read_rows(source, snapshot, knowing))
+    rows = one_per_row(runs)
 
     assert [(r.row, r.known is not None) for r in rows] == [(1, True), (2, True), (3, True), (4, False), (5, True)]
-    assert rows[0].known.rstrip("\r\n") == "a@contoso.com,Ann" and rows[0].values is None and rows[0].error is None
+    assert [(r.row, len(r.known or ())) for r in runs] == [(1, 3), (4, 0), (5, 1)]  # consecutive known rows: one run
+    assert rows[0].known[0] == knowing.entry_of_text("a@contoso.com,Ann") and rows[0].values is None
+    assert rows[4].known[0] == knowing.entry_of_text("a@contoso.com,Ann")
     # A row spanning lines is looked up whole, up to the line where its quotes pair up: none of its lines reach csv.
-    assert rows[2].known.rstrip("\r\n") == "c@contoso.com,\"Cy\nMultiline\""
+    assert rows[2].known[0] == knowing.entry_of_text("c@contoso.com,\"Cy\nMultiline\"")
     # A parsed row carries the digest of its text, which a later plan's memo may know.
     assert rows[3].values == {"Email": "d@contoso.com", "Name": "Dee"} and rows[3].digest not in knowing.digests
     assert rows[3].digest != 0 and Knowing(["d@contoso.com,Dee"]).known(rows[3].digest)
@@ -248,14 +278,14 @@ def test_quotes_that_pair_up_across_rows_do_not_make_them_one_known_row(tmp_path
     plain = list(read_rows(source, snapshot))
     together = Knowing(['a@contoso.com,5" tall' + newline + 'b@contoso.com,2" wide'])  # what no memo can know
     for knowing in (Knowing([]), Knowing(["c@contoso.com,Cy"]), Knowing(['d@contoso.com,"Dee' + newline + "e@contoso.com,Eve"])):
-        rows = list(read_rows(source, snapshot, knowing))
+        rows = one_per_row(read_rows(source, snapshot, knowing))
         assert [(r.row, r.values, r.error) for r in rows if r.known is None] == \
             [(r.row, r.values, r.error) for r in plain if r.row not in {r.row for r in rows if r.known is not None}]
         assert not any(r.digest in together.digests for r in rows)
     rows = list(read_rows(source, snapshot, Knowing([])))
     assert [r.values["Name"] for r in rows[:3]] == ['5" tall', '2" wide', "Cy"]
     assert Knowing(['b@contoso.com,2" wide']).known(rows[1].digest) and Knowing(["c@contoso.com,Cy"]).known(rows[2].digest)
-    assert [r.row for r in read_rows(source, snapshot, Knowing(["c@contoso.com,Cy"])) if r.known] == [3]
+    assert [r.row for r in one_per_row(read_rows(source, snapshot, Knowing(["c@contoso.com,Cy"]))) if r.known] == [3]
 
 
 class KnowingDigests(Knowing):
@@ -286,10 +316,31 @@ def test_rows_known_by_a_digest_an_earlier_read_recorded_are_exactly_those_rows(
         digests = {r.digest for r, pick in zip(recorded, picks) if pick and r.digest}
         default, segment_rows.HITS_HELD = segment_rows.HITS_HELD, held
         try:
-            again = list(read_rows(source, snapshot, KnowingDigests(digests)))
+            runs = list(read_rows(source, snapshot, KnowingDigests(digests)))
+            again = one_per_row(runs)
         finally:
             segment_rows.HITS_HELD = default
     assert [r.row for r in again] == [row[0] for row in plain]
     known_rows = {r.row for r in again if r.known is not None}
     assert known_rows == {r.row for r in recorded if r.digest in digests}
+    assert {r.row: r.known[0] for r in again if r.known} == \
+        {r.row: Knowing.entry_of(r.digest) for r in recorded if r.digest in digests}  # each run in the order read
+    assert all(len(r.known) <= held for r in runs if r.known is not None)
     assert [(r.row, r.values, r.error) for r in again if r.known is None] == [row for row in plain if row[0] not in known_rows]
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_rows_after_a_run_of_known_rows_keep_their_numbers_and_lines(tmp_path: Path, newline) -> None:
+    """Known rows are passed over in a loop of their own: the rows after them are numbered, and their problems name
+    their lines, as without a lookup (a quoted line break in a known row counts as a line)."""
+    lines = ["Email,Name", "a@contoso.com,Ann", 'b@contoso.com,"B\nb"', "c@contoso.com,Cy", "d@contoso.com,Dee,extra",
+             "e@contoso.com,Eve", "f@contoso.com,Fay", 'g@contoso.com,"never closed', "h@contoso.com,Hal"]
+    source, snapshot = snapshot_of(tmp_path, {"p.csv": newline.join(lines).encode("utf-8")})
+    plain = list(read_rows(source, snapshot))
+    assert "(line 6;" in plain[3].error and "(line 9;" in plain[6].error
+    knowing = Knowing(["a@contoso.com,Ann", 'b@contoso.com,"B\nb"', "c@contoso.com,Cy", "e@contoso.com,Eve",
+                       "f@contoso.com,Fay"])
+    runs = list(read_rows(source, snapshot, knowing))
+    assert [(r.row, len(r.known or ())) for r in runs] == [(1, 3), (4, 0), (5, 2), (7, 0), (8, 0)]
+    assert [(r.row, r.values, r.error) for r in runs if r.known is None] == \
+        [(r.row, r.values, r.error) for r in plain if r.row in (4, 7, 8)]
