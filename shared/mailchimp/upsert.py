@@ -13,6 +13,8 @@ is caught by comparing, and the caller adds it through the static-segment call i
 """
 from __future__ import annotations
 
+import contextvars
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
@@ -220,9 +222,10 @@ def _statuses_now(store: MemberStore, list_id: str, read: dict[str, str], since:
     bounce (cleaned), an archiving, a confirmation or a re-subscription. Members read as subscribed (most of an
     audience) are checked with three listings that stay short however much the run writes: unsubscribed since the
     read (by unsubscribe time, which an export never moves), cleaned and archived changed since the read (an export
-    never writes either). Moving a subscribed contact to pending or transactional takes an API call and is not
-    watched. Members read with another status are read one by one (STATUS_READS at most per call); beyond that, with
-    listings of every status changed since the read, which grow with what the run itself writes.
+    never writes either); they run at once and have all ended before the write (`_listed_moves`). Moving a
+    subscribed contact to pending or transactional takes an API call and is not watched. Members read with another
+    status are read one by one (STATUS_READS at most per call); beyond that, with listings of every status changed
+    since the read, which grow with what the run itself writes.
     """
     since = since - CLOCK_MARGIN if since is not None else None
     moved: dict[str, str] = {}
@@ -244,11 +247,29 @@ def _statuses_now(store: MemberStore, list_id: str, read: dict[str, str], since:
 
 def _listed_moves(store: MemberStore, list_id: str, read: dict[str, str],
                   listings: list[tuple[str, dict[str, datetime | None]]]) -> dict[str, str]:
+    """The members of `read` each listing shows with another status than the one read.
+
+    The listings are independent GETs, so they run at once (each on its own connection, within the connection cap):
+    a chunk waits for about one listing's latency before its write instead of their sum. Every listing has ended
+    before this returns, so none overlaps the write; results are merged in listing order (a member listed twice gets
+    the later listing's status, as one after the other did) and the first error in that order is raised.
+    """
+    def moves(status: str, window: dict[str, datetime | None]) -> list[tuple[str, str]]:
+        return [(m.email, m.status)
+                for m in store.iter_members(list_id, fields=("email_address", "status"), status=status, **window)
+                if m.email in read and read[m.email] != m.status]
+
+    if len(listings) == 1:
+        found = [moves(*listings[0])]
+    else:
+        # each task in a copy of this context: the run's telemetry fields (and the write guard) follow the calls
+        with ThreadPoolExecutor(max_workers=len(listings), thread_name_prefix="mailchimp-status") as pool:
+            pending = [pool.submit(contextvars.copy_context().run, moves, status, window)
+                       for status, window in listings]
+        found = [future.result() for future in pending]  # the pool's exit waited for every listing
     moved: dict[str, str] = {}
-    for status, window in listings:
-        for m in store.iter_members(list_id, fields=("email_address", "status"), status=status, **window):
-            if m.email in read and read[m.email] != m.status:
-                moved[m.email] = m.status
+    for listed in found:
+        moved.update(listed)
     return moved
 
 
