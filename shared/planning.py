@@ -490,7 +490,7 @@ class Plan:
             keys.append(email_key(email := _spill_contact(spill, contact)))
             if not isinstance(contact, str) and (at := known(contact_digest(member_line(contact)))) is not None:
                 held.unchanged.append(at)
-        del entries
+        del entries, known  # before audience_read builds the row index: the two dicts are not held at once
         held.close(keys)
         skips.audience_read(held.unchanged)
         return held

@@ -339,17 +339,19 @@ class _Lines:
         long enough to need `_over_limit`, or ends the file) is left in `_pending` for that loop."""
         readline, limit, hits, entry, seed = self._readline, self._limit, self.hits, lookup.entry, lookup.seed
         read = self.read_so_far
-        while len(hits) < HITS_HELD:
-            line = readline(limit + 1)
-            if not line:
-                break
-            if len(line) * 4 > limit or (at := entry(xxh3_64_intdigest(  # row_digest, written out
-                    line.rstrip("\r\n").encode("utf-8", "surrogatepass"), seed))) is None:
-                self._pending = line
-                break
-            hits.append(at)
-            read += 1
-        self.read_so_far = read
+        try:
+            while len(hits) < HITS_HELD:
+                line = readline(limit + 1)
+                if not line:
+                    break
+                if len(line) * 4 > limit or (at := entry(xxh3_64_intdigest(  # row_digest, written out
+                        line.rstrip("\r\n").encode("utf-8", "surrogatepass"), seed))) is None:
+                    self._pending = line
+                    break
+                hits.append(at)
+                read += 1
+        finally:  # a line that cannot be decoded raises here: the lines before it were read
+            self.read_so_far = read
 
     def known_rows(self) -> Iterator[_Record]:
         """The known rows passed over so far, as one record (see `_csv_records`), if any."""

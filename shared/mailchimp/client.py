@@ -20,7 +20,7 @@ from .transport import Gate, Transport
 from .upsert import BatchAnswer, TagsOf, no_tags, upsert
 
 MAX_PAGE = 1000
-PAGES_AHEAD = 8  # member pages read in parallel when listing a large audience (nothing else runs then)
+PAGES_AHEAD = 8  # member pages read in parallel when listing a large audience (within the connection cap)
 
 
 class EnsuredTags(dict[str, int]):

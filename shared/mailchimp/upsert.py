@@ -222,7 +222,8 @@ def _statuses_now(store: MemberStore, list_id: str, read: dict[str, str], since:
     bounce (cleaned), an archiving, a confirmation or a re-subscription. Members read as subscribed (most of an
     audience) are checked with three listings that stay short however much the run writes: unsubscribed since the
     read (by unsubscribe time, which an export never moves), cleaned and archived changed since the read (an export
-    never writes either); they run at once and have all ended before the write (`_listed_moves`). Moving a
+    never writes either); the first two run at once, archived after them, all ended before the write
+    (`_listed_moves`). Moving a
     subscribed contact to pending or transactional takes an API call and is not watched. Members read with another
     status are read one by one (STATUS_READS at most per call); beyond that, with listings of every status changed
     since the read, which grow with what the run itself writes.
@@ -249,24 +250,32 @@ def _listed_moves(store: MemberStore, list_id: str, read: dict[str, str],
                   listings: list[tuple[str, dict[str, datetime | None]]]) -> dict[str, str]:
     """The members of `read` each listing shows with another status than the one read.
 
-    The listings are independent GETs, so they run at once (each on its own connection, within the connection cap):
-    a chunk waits for about one listing's latency before its write instead of their sum. Every listing has ended
-    before this returns, so none overlaps the write; results are merged in listing order (a member listed twice gets
-    the later listing's status, as one after the other did) and the first error in that order is raised.
+    The listings are independent GETs, so those of statuses other than archived run at once (each on its own
+    connection, within the connection cap), and the archived one after they have all ended: an admin can archive a
+    contact in any status, so a contact archived while the others were listed (after one had seen it unsubscribed, or
+    before one would have) is seen by that last listing, as when they ran one after the other. A chunk waits for about
+    two listings' latency before its write instead of three. Every listing has ended before this returns, so none
+    overlaps the write; results are merged in listing order (a member listed twice gets the later listing's status)
+    and the first error in that order is raised.
     """
     def moves(status: str, window: dict[str, datetime | None]) -> list[tuple[str, str]]:
         return [(m.email, m.status)
                 for m in store.iter_members(list_id, fields=("email_address", "status"), status=status, **window)
                 if m.email in read and read[m.email] != m.status]
 
-    if len(listings) == 1:
-        found = [moves(*listings[0])]
-    else:
-        # each task in a copy of this context: the run's telemetry fields (and the write guard) follow the calls
-        with ThreadPoolExecutor(max_workers=len(listings), thread_name_prefix="mailchimp-status") as pool:
-            pending = [pool.submit(contextvars.copy_context().run, moves, status, window)
-                       for status, window in listings]
-        found = [future.result() for future in pending]  # the pool's exit waited for every listing
+    first = [listing for listing in listings if listing[0] != "archived"]
+    last = [listing for listing in listings if listing[0] == "archived"]
+    found = []
+    for together in (first, last):
+        if len(together) == 1:
+            found.append(moves(*together[0]))
+        elif together:
+            # each task in a copy of this context: the run's telemetry fields (and the write guard) follow the
+            # listing's first page (later pages are read by the client's own pool)
+            with ThreadPoolExecutor(max_workers=len(together), thread_name_prefix="mailchimp-status") as pool:
+                pending = [pool.submit(contextvars.copy_context().run, moves, status, window)
+                           for status, window in together]
+            found += [future.result() for future in pending]  # the pool's exit waited for every listing
     moved: dict[str, str] = {}
     for listed in found:
         moved.update(listed)

@@ -231,3 +231,29 @@ def test_a_known_contact_whose_row_is_gone_departs_in_the_place_full_planning_gi
         skipping = planned("b", b"z@contoso.com,Zed\n", audience, RowSkips(memo))
         assert skipping == planned("b", b"z@contoso.com,Zed\n", audience, None)
         assert [chunk for chunk in skipping[0] if chunk[0][0] != "z@contoso.com"] == [[(x, ["VIP"])], [(y, ["VIP"])]]
+
+
+def test_a_row_known_under_a_higher_line_limit_is_read_under_a_lower_one(tmp_path: Path) -> None:
+    """SEGMENT_MAX_LINE_BYTES lowered since the memo was made (it is not part of a row's digest): a known row now over
+    it in bytes, though not in characters, is invalid, so it must be read, also right after another known row."""
+    from shared.snapshots import ReadLimits
+
+    bob = "Bob" + "é" * 30  # 33 characters, 63 bytes in UTF-8
+    folder_writer(tmp_path)("s/p.csv", f"Email,First\nann@contoso.com,Ann\nbob@contoso.com,{bob}\n".encode("utf-8"))
+    audience = [contact_line("ann@contoso.com", "subscribed", {"FNAME": "Ann"}, ["VIP"]),
+                contact_line("bob@contoso.com", "subscribed", {"FNAME": bob}, ["VIP"])]
+    mapping = Mapping("Email", {"FNAME": "First"})
+
+    def planned(limits: ReadLimits, memo: RowSkips | None) -> tuple:
+        snapshot = Snapshot("S", "", T2, ("s/p.csv",), format="csv", has_header=True, columns=None, limits=limits)
+        rows = SnapshotRows(FolderSource(tmp_path), snapshot, memo.for_segment("S", "VIP", {}) if memo else None)
+        made = plan_export([SegmentInput("S", "VIP", rows)], mapping, existing=audience, on_problem=lambda p: None,
+                           already_done=_already_done, memo=memo, workdir=str(tmp_path))
+        return [list(chunk) for chunk in made], made.counts, made.known
+
+    first = RowSkips(RowMemo.empty())
+    assert planned(ReadLimits(), first)[1]["S"].settled == 2
+    memo = RowMemo.from_bytes(first.next.to_bytes("f"), "f")
+    assert planned(ReadLimits(), RowSkips(memo))[2] == 2  # both known under the same limit
+    lower = planned(ReadLimits(line_bytes=60), RowSkips(memo))
+    assert lower == planned(ReadLimits(line_bytes=60), None)[:2] + (1,) and lower[1]["S"].invalid == 1
