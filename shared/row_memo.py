@@ -194,16 +194,9 @@ class RowSkips:
                 del index[rows[at]]
         self._index = index
 
-    def entry(self, row: int) -> int | None:
-        """The memo entry a row is known by, or None."""
-        at = self._index.get(row)
-        if at is None or self.memo.emails[at] in self.excluded:
-            return None
-        return at
-
     def lookup(self) -> Callable[[int], int | None]:
-        """`entry`, as a reader asks it of every row: with what it reads bound once (the index is set when the
-        audience has been read, and `excluded` only grows in place)."""
+        """Row digest -> the memo entry the row is known by, or None; a reader asks it of every row, so what it reads
+        is bound once (the index is set when the audience has been read, and `excluded` only grows in place)."""
         def entry(row: int, get: Callable[[int], int | None] = self._index.get, emails: array = self.memo.emails,
                   excluded: set[int] = self.excluded) -> int | None:
             at = get(row)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+from functools import partial
 from pathlib import Path
 
 from hypothesis import HealthCheck, event, given, settings
@@ -22,7 +23,7 @@ from shared.planning import Mapping, SegmentInput, plan_export
 from shared.row_memo import RowMemo, RowSkips, fingerprint
 from shared.sample_segments import FolderSource, folder_writer
 from shared.segment_rows import RowDigests, read_rows
-from shared.snapshots import Snapshot
+from shared.snapshots import ReadLimits, Snapshot
 from tests.unit.test_segment_rows import T2
 
 EMAILS = ["ann@contoso.com", "Ann@Contoso.com", "bo@contoso.com", "cy@contoso.com", "dee@contoso.com", "not-an-email",
@@ -149,21 +150,21 @@ def test_a_plan_that_skips_known_rows_is_the_plan_that_reads_them(tmp_path_facto
         plan(tmp_path_factory.mktemp("reading"), after, tags, current, removable, None, crlf, heads_after)
 
 
+def planned_under(tmp_path: Path, audience: list[str], limits: ReadLimits, memo: RowSkips | None) -> tuple:
+    """(chunks, counts, rows known) of segment S (tag VIP, FNAME from First) read from tmp_path/s/p.csv under these
+    limits."""
+    snapshot = Snapshot("S", "", T2, ("s/p.csv",), format="csv", has_header=True, columns=None, limits=limits)
+    rows = SnapshotRows(FolderSource(tmp_path), snapshot, memo.for_segment("S", "VIP", {}) if memo else None)
+    made = plan_export([SegmentInput("S", "VIP", rows)], Mapping("Email", {"FNAME": "First"}), existing=audience,
+                       on_problem=lambda p: None, already_done=_already_done, memo=memo, workdir=str(tmp_path))
+    return [list(chunk) for chunk in made], made.counts, made.known
+
+
 def test_a_row_known_under_a_higher_field_limit_is_read_under_a_lower_one(tmp_path: Path) -> None:
     """SEGMENT_MAX_FIELDS lowered since the memo was made: the row is now invalid, so it must be read, not skipped."""
-    from shared.snapshots import ReadLimits
-
     folder_writer(tmp_path)("s/p.csv", b"Email,First\nann@contoso.com,Ann,,,\n")  # extra empty fields: fine at 1,000
     audience = [contact_line("ann@contoso.com", "subscribed", {"FNAME": "Ann"}, ["VIP"])]
-    mapping = Mapping("Email", {"FNAME": "First"})
-
-    def planned(limits: ReadLimits, memo: RowSkips | None) -> tuple:
-        snapshot = Snapshot("S", "", T2, ("s/p.csv",), format="csv", has_header=True, columns=None, limits=limits)
-        rows = SnapshotRows(FolderSource(tmp_path), snapshot, memo.for_segment("S", "VIP", {}) if memo else None)
-        made = plan_export([SegmentInput("S", "VIP", rows)], mapping, existing=audience, on_problem=lambda p: None,
-                           already_done=_already_done, memo=memo, workdir=str(tmp_path))
-        return [list(chunk) for chunk in made], made.counts, made.known
-
+    planned = partial(planned_under, tmp_path, audience)
     first = RowSkips(RowMemo.empty())
     assert planned(ReadLimits(), first)[1]["S"].settled == 1
     memo = RowMemo.from_bytes(first.next.to_bytes("f"), "f")
@@ -236,21 +237,11 @@ def test_a_known_contact_whose_row_is_gone_departs_in_the_place_full_planning_gi
 def test_a_row_known_under_a_higher_line_limit_is_read_under_a_lower_one(tmp_path: Path) -> None:
     """SEGMENT_MAX_LINE_BYTES lowered since the memo was made (it is not part of a row's digest): a known row now over
     it in bytes, though not in characters, is invalid, so it must be read, also right after another known row."""
-    from shared.snapshots import ReadLimits
-
     bob = "Bob" + "é" * 30  # 33 characters, 63 bytes in UTF-8
     folder_writer(tmp_path)("s/p.csv", f"Email,First\nann@contoso.com,Ann\nbob@contoso.com,{bob}\n".encode("utf-8"))
     audience = [contact_line("ann@contoso.com", "subscribed", {"FNAME": "Ann"}, ["VIP"]),
                 contact_line("bob@contoso.com", "subscribed", {"FNAME": bob}, ["VIP"])]
-    mapping = Mapping("Email", {"FNAME": "First"})
-
-    def planned(limits: ReadLimits, memo: RowSkips | None) -> tuple:
-        snapshot = Snapshot("S", "", T2, ("s/p.csv",), format="csv", has_header=True, columns=None, limits=limits)
-        rows = SnapshotRows(FolderSource(tmp_path), snapshot, memo.for_segment("S", "VIP", {}) if memo else None)
-        made = plan_export([SegmentInput("S", "VIP", rows)], mapping, existing=audience, on_problem=lambda p: None,
-                           already_done=_already_done, memo=memo, workdir=str(tmp_path))
-        return [list(chunk) for chunk in made], made.counts, made.known
-
+    planned = partial(planned_under, tmp_path, audience)
     first = RowSkips(RowMemo.empty())
     assert planned(ReadLimits(), first)[1]["S"].settled == 2
     memo = RowMemo.from_bytes(first.next.to_bytes("f"), "f")
