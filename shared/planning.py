@@ -44,9 +44,9 @@ Otherwise nothing is streamed and those members are planned the usual way.
 Known rows (`memo`, shared/row_memo.py): with a memo of the rows an earlier plan found already in step, a row it
 knows, whose contact the audience holds as it was then, is skipped unread: counted read, a member and settled (as full
 planning would find it), with its tag counted among those its contact carries. The audience is then read before the
-rows, and nothing is streamed. Such a row must stay its member's only row: when another row with its address comes
-after it (one before it was read, not skipped), or two known rows share an address, every row is read once more with
-those addresses' rows parsed, counting afresh (`rows` must be readable twice, or nothing is skipped). Whatever the
+rows, and nothing is streamed. Such a row must stay its member's only row: when another row with its address is read
+(before or after it), or two known rows share an address, every row is read once more with those addresses' rows
+parsed, counting afresh (`rows` must be readable twice, or nothing is skipped). Whatever the
 memo, the plan makes the next one (`memo.next`): the skipped rows, and each member it settles made of one row with
 every value converted. The audience's lines of contacts a memo entry knows as they were are held apart, unread, while
 the rows are read, and spilled only if their row was not skipped: in a refresh most never are.
@@ -68,18 +68,21 @@ from array import array
 from bisect import bisect_left
 from dataclasses import dataclass, field
 from datetime import date
+from itertools import compress, islice
+from operator import not_
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from shared.columns import ColumnMismatch, resolve_columns
 from shared.emails import email_problem, normalize_email, subscriber_hash
 from shared.members import (Contact, ExistingMember, Member, RowRef, line_email, line_mentions, line_values,
                             member_line, tag_needles)
-from shared.row_memo import MemoWriter, RowSkips, contact_digest, email_key
+from shared.row_memo import MemoWriter, RowSkips, contact_digest, contact_digests, email_key
 from shared.segment_rows import SourceRow
 
 BUCKETS = 64
 TEXT_LIMIT_BYTES = 255
 _SPILL_BATCH = 16384  # records buffered across all buckets before they go to disk
+_HOLD_BLOCK = 4096  # audience contacts looked up, and held lines released, together
 
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _DATE = re.compile(r"(\d{4})[-/](\d{1,2})[-/](\d{1,2})(?:[T ].*)?")
@@ -308,10 +311,11 @@ class _Held:
         self._last: dict[int, int] = {}  # email key listed twice -> place of its last contact (the one merged)
         self.unchanged = array("q")  # memo entries whose contact the audience holds as it was
 
-    def add(self, line: str, entry: int, at: int) -> None:
-        self._file.write(line)
-        self._entries.append(entry)
-        self._at.append(at)
+    def add(self, lines: list[str], entries: Iterable[int], places: Iterable[int]) -> None:
+        """Hold `lines`, in order, with their memo entries and their places among the audience's contacts."""
+        self._file.write("".join(lines))
+        self._entries.extend(entries)
+        self._at.extend(places)
 
     def close(self, keys: array) -> None:
         """`keys`: the email key of every contact, in order. A contact listed twice is merged as the last one read:
@@ -330,12 +334,13 @@ class _Held:
         """Spill the held lines whose row was not skipped (then removed): `_merge` needs those contacts."""
         emails, last = self._emails, self._last
         with open(self._path, encoding="utf-8", errors="surrogatepass", newline="\n") as file:
-            for line, entry, at in zip(file, self._entries, self._at):
-                key = emails[entry]
-                if key in last:
-                    if last[key] == at:
-                        _spill_contact(spill, line)
-                elif key not in skipped:
+            for start in range(0, len(self._entries), _HOLD_BLOCK):  # a block at a time: most are never spilled
+                keys = list(map(emails.__getitem__, self._entries[start:start + _HOLD_BLOCK]))
+                lines = list(islice(file, len(keys)))
+                wanted = ([last[key] == at if key in last else key not in skipped
+                           for key, at in zip(keys, self._at[start:start + _HOLD_BLOCK])] if last
+                          else map(not_, map(skipped.__contains__, keys)))
+                for line in compress(lines, wanted):
                     _spill_contact(spill, line)
         os.remove(self._path)
 
@@ -403,6 +408,7 @@ class Plan:
             self._stream = None
         self._skipped: set[int] = set()  # email keys of the rows skipped
         self._twice: set[int] = set()  # ... of two skipped rows
+        self._read_keys: set[int] = set()  # ... of the rows read (skipping): a skipped row's address among them conflicts
         self._known = 0  # rows skipped
         self._candidates: dict[str, tuple[int, int]] = {}  # email -> (row digest, contact digest), while merging
         self._streamer: _Streamer | None = None
@@ -479,17 +485,18 @@ class Plan:
         entries = skips.contact_entries()
         held = _Held(folder, skips.memo.emails)
         keys = array("Q")  # email key of each contact, in the order read
-        known, hold, emails = entries.get, held.add, skips.memo.emails  # once: asked of every contact
-        for contact in self._existing:
-            if isinstance(contact, str):
-                at = known(contact_digest(contact))
-                if at is not None:
-                    hold(contact, at, len(keys))
-                    keys.append(emails[at])
-                    continue
-            keys.append(email_key(email := _spill_contact(spill, contact)))
-            if not isinstance(contact, str) and (at := known(contact_digest(member_line(contact)))) is not None:
-                held.unchanged.append(at)
+        known, emails, contacts = entries.get, skips.memo.emails, iter(self._existing)
+        # A block of contacts at a time, looked up without a Python call each: a refresh holds nearly all of them.
+        while block := list(islice(contacts, _HOLD_BLOCK)):
+            found = list(map(known, contact_digests([c if isinstance(c, str) else member_line(c) for c in block])))
+            hold = [at is not None and isinstance(contact, str) for contact, at in zip(block, found)]
+            held.add(list(compress(block, hold)), compress(found, hold), compress(range(len(keys), len(keys) + len(block)), hold))
+            block_keys = [emails[at] if kept else 0 for at, kept in zip(found, hold)]
+            for n in compress(range(len(block)), map(not_, hold)):  # spilled, in the order read
+                block_keys[n] = email_key(_spill_contact(spill, block[n]))
+                if found[n] is not None:  # known, as it was, but read in full (not a mirror's line)
+                    held.unchanged.append(found[n])
+            keys.extend(block_keys)
         del entries, known  # before audience_read builds the row index: the two dicts are not held at once
         held.close(keys)
         skips.audience_read(held.unchanged)
@@ -531,7 +538,7 @@ class Plan:
                     problems_before = counts.field_problems
                     email, fields, reason = self._accept(row, given, email_column, rules, source, counts)
                     if reason is None and self._skipping:
-                        self._skips.excluded.add(email_key(email))  # type: ignore[union-attr]
+                        self._read_keys.add(email_key(email))
                     digest = row.digest if counts.field_problems == problems_before else 0  # a memo entry is
                     # made only of a row with every value converted: its problems are reported on every run
                 if reason is not None:
@@ -556,7 +563,7 @@ class Plan:
         would find them. The reader asked the memo as it read each row, and nothing was parsed in between."""
         skips: RowSkips = self._skips  # type: ignore[assignment]
         emails = skips.memo.emails
-        keys = [emails[at] for at in entries]
+        keys = list(map(emails.__getitem__, entries))
         self._known += len(keys)
         counts.members += len(keys)
         counts.settled += len(keys)
@@ -572,9 +579,9 @@ class Plan:
         skips.next.add_entries(skips.memo, entries)
 
     def _conflicts(self) -> set[int]:
-        """Email keys of skipped rows that are no longer their member's only row: another row with the address came
-        after (one before it was read instead of skipped), or two skipped rows have it."""
-        return {key for key in self._skips.excluded if key in self._skipped} | self._twice  # type: ignore[union-attr]
+        """Email keys of skipped rows that are no longer their member's only row: another row with the address was
+        read (before or after it), or two skipped rows have it."""
+        return {key for key in self._read_keys if key in self._skipped} | self._twice
 
     def _read_skipping(self, folder: str, spill: _Spill, streamer: _Streamer) -> _Spill:
         """The rows, those the memo knows skipped; read again (`_read_again`) when skipped rows conflict. The problems
@@ -601,9 +608,9 @@ class Plan:
     def _read_again(self, spilled: _Spill, spill: _Spill, conflicts: set[int]) -> _Spill:
         """Read every row once more, those of `conflicts` parsed this time, counting and reporting afresh."""
         spilled.discard()
-        self._skips.excluded |= conflicts  # type: ignore[union-attr]
+        self._skips.forget(conflicts)  # type: ignore[union-attr]
         self._skips.next = MemoWriter()  # type: ignore[union-attr]
-        self._skipped, self._twice, self._known = set(), set(), 0
+        self._skipped, self._twice, self._read_keys, self._known = set(), set(), set(), 0
         self.counts = {source.segment: SegmentCounts() for source in self._inputs}
         self.departures = {tag: TagDepartures() for tag in self._removable.values()}
         self._spill_rows(spill, _Streamer(self._streamed_before))

@@ -29,9 +29,9 @@ from __future__ import annotations
 import json
 import sys
 from array import array
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import cache
-from itertools import compress
+from itertools import compress, repeat
 from pathlib import Path
 
 import xxhash
@@ -77,8 +77,13 @@ def row_digest(text: str, seed: int) -> int:
 
 
 def contact_digest(line: str) -> int:
-    """`digest` written out: planning asks this of every contact of the audience."""
+    """`digest` written out."""
     return _xxh3(line.encode("utf-8", "surrogatepass"), _CONTACT_SEED)
+
+
+def contact_digests(lines: Iterable[str]) -> Iterator[int]:
+    """`contact_digest` of each line, without a Python call per line: planning asks it of every contact."""
+    return map(_xxh3, map(str.encode, lines, repeat("utf-8"), repeat("surrogatepass")), repeat(_CONTACT_SEED))
 
 
 def email_key(email: str) -> int:
@@ -172,7 +177,6 @@ class RowSkips:
     def __init__(self, memo: RowMemo) -> None:
         self.memo = memo
         self.next = MemoWriter()
-        self.excluded: set[int] = set()  # email keys whose rows are read: another row has the address
         self._index: dict[int, int] = {}  # row digest -> entry whose contact the audience holds as it was
 
     def for_segment(self, segment: str, tag: str, mapped: Mapping[str, str]) -> SegmentDigests:
@@ -195,13 +199,16 @@ class RowSkips:
         self._index = index
 
     def lookup(self) -> Callable[[int], int | None]:
-        """Row digest -> the memo entry the row is known by, or None; a reader asks it of every row, so what it reads
-        is bound once (the index is set when the audience has been read, and `excluded` only grows in place)."""
-        def entry(row: int, get: Callable[[int], int | None] = self._index.get, emails: array = self.memo.emails,
-                  excluded: set[int] = self.excluded) -> int | None:
-            at = get(row)
-            return None if at is None or emails[at] in excluded else at
-        return entry
+        """Row digest -> the memo entry the row is known by, or None. The index's own `get`, with no Python call: a
+        reader asks it of every row (the index is set when the audience has been read, and changes only in place)."""
+        return self._index.get
+
+    def forget(self, keys: set[int]) -> None:
+        """Rows of these addresses (email keys) are known no more: another row has the address."""
+        index, rows = self._index, self.memo.rows
+        for at in compress(range(len(self.memo)), map(keys.__contains__, self.memo.emails)):
+            if index.get(rows[at]) == at:
+                del index[rows[at]]
 
 
 class SegmentDigests:
