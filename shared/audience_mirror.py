@@ -581,6 +581,7 @@ class AudienceMirror:
 
         version = f"{folder}{manifest.version}/"
         switched = False
+        draft.close()  # its last part complete before any part is read and digested
         try:
             with ThreadPoolExecutor(max_workers=WRITERS) as pool:
                 manifest = replace(manifest, digests=tuple(pool.map(upload, range(draft.parts))))

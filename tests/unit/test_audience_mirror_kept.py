@@ -160,3 +160,44 @@ def test_a_kept_version_deletes_older_versions_a_failed_deletion_left():
 
     assert manifest(store)["version"] == version and left not in store
     assert any(name.startswith(f"{FOLDER}{version}/") for name in store)
+
+
+def _stored_parts(store: Store) -> list[str]:
+    version = manifest(store)["version"]
+    return sorted(name for name in store if name.startswith(FOLDER + version))
+
+
+@pytest.mark.usefixtures("several_parts")
+def test_every_manifest_records_the_digest_of_each_part_as_stored():
+    """Written by a full read, a merge and a kept version alike: a kept version is checked by these alone."""
+    store = Store()
+    mirror = AudienceMirror(store, timedelta(hours=24))
+    audience = Changing({"Kept": ["a@x.com"]})
+    for change in (None, None, "b@x.com", None):  # read in full, kept, merged, kept
+        if change:
+            audience.change(change, FNAME="Changed")
+        list(mirror.members("d1", "list1", audience))
+        audience.changed = []
+        written = manifest(store)
+        assert written["parts"] >= 2
+        assert written["digests"] == [audience_mirror._part_digest(store[name]) for name in _stored_parts(store)]
+
+
+@pytest.mark.usefixtures("several_parts")
+@pytest.mark.parametrize("digests", ["none", "one too few", "one too many", None, 5, "a string"])
+def test_a_manifest_without_a_digest_for_each_part_is_read_in_full(digests, caplog: pytest.LogCaptureFixture):
+    store = Store()
+    mirror = AudienceMirror(store, timedelta(hours=24))
+    audience = Changing({})
+    list(mirror.members("d1", "list1", audience))
+    doc = manifest(store)
+    if digests == "none":
+        del doc["digests"]
+    else:
+        doc["digests"] = (doc["digests"][:-1] if digests == "one too few" else doc["digests"] + ["0"]
+                          if digests == "one too many" else "x" * doc["parts"] if digests == "a string" else digests)
+    store[FOLDER + MANIFEST] = json.dumps(doc).encode()
+    with caplog.at_level(logging.WARNING, logger="shared.audience_mirror"):
+        listed = list(mirror.members("d1", "list1", audience))
+    assert len(listed) == 4 and all(isinstance(member, ExistingMember) for member in listed)  # read in full
+    assert "audience mirror of audience list1 of destination d1 unusable: " in caplog.text

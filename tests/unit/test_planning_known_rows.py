@@ -14,6 +14,7 @@ from functools import partial
 from pathlib import Path
 from unittest.mock import patch
 
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -253,3 +254,27 @@ def test_a_row_known_under_a_higher_line_limit_is_read_under_a_lower_one(tmp_pat
     assert planned(ReadLimits(), RowSkips(memo))[2] == 2  # both known under the same limit
     lower = planned(ReadLimits(line_bytes=60), RowSkips(memo))
     assert lower == planned(ReadLimits(line_bytes=60), None)[:2] + (1,) and lower[1]["S"].invalid == 1
+
+
+@pytest.mark.parametrize("given_as", ["lines", "members", "mixed"])
+@pytest.mark.parametrize("hold_block", [1, 2, 4096])
+def test_rows_are_skipped_whether_the_audience_comes_as_lines_or_read_in_full(tmp_path: Path, given_as: str,
+                                                                               hold_block: int) -> None:
+    """Nothing changed: every row (its member's only one) is skipped, however the contacts are handed over."""
+    rows = [[(f"p{n}@fabrikam.com", "Ann", "1990-04-17") for n in range(7)]]
+    written, _, _, _ = plan(tmp_path, rows, ["VIP"], [], [], None)
+    audience = [ExistingMember(email, "subscribed", fields, tuple(tags)) for chunk in written
+                for email, fields, tags, *_ in chunk]
+    first = RowSkips(RowMemo.empty())
+    plan(tmp_path, rows, ["VIP"], lines(audience), [], first)
+    skipping = RowSkips(RowMemo.from_bytes(first.next.to_bytes(""), "") or RowMemo.empty())
+    assert len(skipping.memo) == 7
+    current = [line if given_as == "lines" or (given_as == "mixed" and n % 2) else contact
+               for n, (line, contact) in enumerate(zip(lines(audience), audience))]
+    (source, snapshot, columns), = write_segments(tmp_path, rows, False, [0, 0])
+    inputs = [SegmentInput("S0", "VIP", SnapshotRows(source, snapshot, skipping.for_segment("S0", "VIP", columns)), columns)]
+    with patch("shared.planning._HOLD_BLOCK", hold_block):
+        made = plan_export(inputs, MAPPING, existing=current, merge_field_types=TYPES, on_problem=lambda p: None,
+                           already_done=_already_done, memo=skipping, workdir=str(tmp_path))
+        assert list(made) == []
+    assert made.known == 7
