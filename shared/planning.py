@@ -330,16 +330,18 @@ class _Held:
         else:
             self.unchanged.extend(self._entries)
 
-    def release(self, spill: _Spill, skipped: set[int]) -> None:
-        """Spill the held lines whose row was not skipped (then removed): `_merge` needs those contacts."""
+    def release(self, spill: _Spill, skipped: set[int], skipped_at: bytearray) -> None:
+        """Spill the held lines whose row was not skipped (then removed): `_merge` needs those contacts. `skipped`: the
+        skipped rows' email keys; `skipped_at`: a flag per memo entry whose row was skipped (a contact whose own entry
+        was not skipped is spilled: should another entry of its address have been, `_merge` passes it over)."""
         emails, last = self._emails, self._last
         with open(self._path, encoding="utf-8", errors="surrogatepass", newline="\n") as file:
             for start in range(0, len(self._entries), _HOLD_BLOCK):  # a block at a time: most are never spilled
-                keys = list(map(emails.__getitem__, self._entries[start:start + _HOLD_BLOCK]))
-                lines = list(islice(file, len(keys)))
+                entries = self._entries[start:start + _HOLD_BLOCK]
+                lines = list(islice(file, len(entries)))
                 wanted = ([last[key] == at if key in last else key not in skipped
-                           for key, at in zip(keys, self._at[start:start + _HOLD_BLOCK])] if last
-                          else map(not_, map(skipped.__contains__, keys)))
+                           for key, at in zip(map(emails.__getitem__, entries), self._at[start:start + _HOLD_BLOCK])]
+                          if last else map(not_, map(skipped_at.__getitem__, entries)))
                 for line in compress(lines, wanted):
                     _spill_contact(spill, line)
         os.remove(self._path)
@@ -406,7 +408,8 @@ class Plan:
                           and all(iter(source.rows) is not source.rows for source in self._inputs))
         if self._skipping:
             self._stream = None
-        self._skipped: set[int] = set()  # email keys of the rows skipped
+        self._skipped_at = bytearray(len(memo.memo) if self._skipping else 0)  # 1: the memo entry's row was skipped
+        self._skipped: set[int] = set()  # email keys of the rows skipped (once the rows are read: `_skipped_keys`)
         self._twice: set[int] = set()  # ... of two skipped rows
         self._read_keys: set[int] = set()  # ... of the rows read (skipping): a skipped row's address among them conflicts
         self._known = 0  # rows skipped
@@ -451,7 +454,7 @@ class Plan:
             else:  # the audience first: a row is skipped only if the audience holds its contact as it was
                 held = self._hold_existing(folder, existing)
                 rows = self._read_skipping(folder, rows, _Streamer(self._streamed_before))
-                held.release(existing, self._skipped)
+                held.release(existing, self._skipped, self._skipped_at)
             rows.close()
             existing.close()
             chunk: list[Member] = []
@@ -561,22 +564,25 @@ class Plan:
     def _skip(self, entries: array, source: SegmentInput, counts: SegmentCounts) -> None:
         """Rows the memo knows (by these entries), each with its contact as it was: members settled, as full planning
         would find them. The reader asked the memo as it read each row, and nothing was parsed in between."""
-        skips: RowSkips = self._skips  # type: ignore[assignment]
-        emails = skips.memo.emails
-        keys = list(map(emails.__getitem__, entries))
-        self._known += len(keys)
-        counts.members += len(keys)
-        counts.settled += len(keys)
+        self._known += len(entries)
+        counts.members += len(entries)
+        counts.settled += len(entries)
         if (tag := self._removable.get(source.tag.casefold())) is not None:
-            self.departures[tag].carrying += len(keys)  # each contact carries this tag and no other kept in step
-        fresh, skipped = set(keys), self._skipped
-        if len(fresh) < len(keys):  # an address twice among these rows
-            seen: set[int] = set()
-            self._twice.update(key for key in keys if key in seen or seen.add(key))  # type: ignore[func-returns-value]
-        if not skipped.isdisjoint(fresh):  # ... or skipped before
-            self._twice.update(fresh & skipped)
-        skipped.update(fresh)
-        skips.next.add_entries(skips.memo, entries)
+            self.departures[tag].carrying += len(entries)  # each contact carries this tag and no other kept in step
+        flags, emails, twice = self._skipped_at, self._skips.memo.emails, self._twice  # type: ignore[union-attr]
+        for at in entries:  # a flag an entry: the addresses are gathered once, when the rows have been read
+            if flags[at]:  # the same row twice
+                twice.add(emails[at])
+            flags[at] = 1
+
+    def _skipped_keys(self) -> None:
+        """Once the rows are read: the email keys of the skipped rows, and the next memo's entries for them. (Two
+        skipped entries cannot share an address: a memo has one entry per address, and the audience's contact, which
+        holds the address, is known by one entry, the others pruned. Only a collision of two addresses' 64-bit keys
+        could give two, and then both people are rightly skipped.)"""
+        skips: RowSkips = self._skips  # type: ignore[assignment]
+        self._skipped = set(compress(skips.memo.emails, self._skipped_at))
+        skips.next.add_flagged(skips.memo, self._skipped_at)
 
     def _conflicts(self) -> set[int]:
         """Email keys of skipped rows that are no longer their member's only row: another row with the address was
@@ -597,6 +603,7 @@ class Plan:
         finally:
             self._on_problem = report
         held.close()
+        self._skipped_keys()
         conflicts = self._conflicts()
         if conflicts:
             held.discard()
@@ -611,9 +618,11 @@ class Plan:
         self._skips.forget(conflicts)  # type: ignore[union-attr]
         self._skips.next = MemoWriter()  # type: ignore[union-attr]
         self._skipped, self._twice, self._read_keys, self._known = set(), set(), set(), 0
+        self._skipped_at = bytearray(len(self._skipped_at))
         self.counts = {source.segment: SegmentCounts() for source in self._inputs}
         self.departures = {tag: TagDepartures() for tag in self._removable.values()}
         self._spill_rows(spill, _Streamer(self._streamed_before))
+        self._skipped_keys()
         return spill
 
     def _partition_rules(self, values: Mapping[str, str], fallback: tuple[str, list[_FieldRule]]) -> tuple[str, list[_FieldRule]]:

@@ -159,10 +159,10 @@ class MemoWriter:
         self._contacts.append(contact)
         self._emails.append(email)
 
-    def add_entries(self, memo: RowMemo, entries: Iterable[int]) -> None:
-        """The entries of `memo` at these places, as they are."""
+    def add_flagged(self, memo: RowMemo, flags: bytes | bytearray) -> None:
+        """The entries of `memo` whose flag is set, as they are, in the memo's order."""
         for mine, theirs in ((self._rows, memo.rows), (self._contacts, memo.contacts), (self._emails, memo.emails)):
-            mine.extend(map(theirs.__getitem__, entries))
+            mine.extend(compress(theirs, flags))
 
     def to_bytes(self, the_fingerprint: str) -> bytes:
         head = json.dumps({"format": FORMAT, "fingerprint": the_fingerprint, "entries": len(self._rows)}).encode("ascii")
