@@ -576,12 +576,15 @@ class Plan:
             flags[at] = 1
 
     def _skipped_keys(self) -> None:
-        """Once the rows are read: the email keys of the skipped rows, and the next memo's entries for them. (Two
-        skipped entries cannot share an address: a memo has one entry per address, and the audience's contact, which
-        holds the address, is known by one entry, the others pruned. Only a collision of two addresses' 64-bit keys
-        could give two, and then both people are rightly skipped.)"""
+        """Once the rows are read: the email keys of the skipped rows, and the next memo's entries for them. Two
+        skipped entries of one address are two rows of it (`_twice`): a memo a plan wrote has one entry per address,
+        but one read from storage is not checked for that, and the check costs nothing when none is found."""
         skips: RowSkips = self._skips  # type: ignore[assignment]
         self._skipped = set(compress(skips.memo.emails, self._skipped_at))
+        if len(self._skipped) < self._skipped_at.count(1):
+            seen: set[int] = set()
+            self._twice.update(key for key in compress(skips.memo.emails, self._skipped_at)  # type: ignore[func-returns-value]
+                               if key in seen or seen.add(key))
         skips.next.add_flagged(skips.memo, self._skipped_at)
 
     def _conflicts(self) -> set[int]:
