@@ -298,6 +298,17 @@ def _spill_contact(spill: _Spill, contact: Contact) -> str:
     return email
 
 
+def _known_by(contact: Contact) -> str:
+    """The line a memo knows a contact by: a mirror's line, or the one a contact read in full would be stored as ("" for
+    one whose address no line can hold, which Mailchimp's own checks make unlikely: no memo entry is of it)."""
+    if isinstance(contact, str):
+        return contact
+    try:
+        return member_line(contact)
+    except ValueError:
+        return ""
+
+
 class _Held:
     """The audience's lines of contacts a memo entry knows as they were, kept in a file while the rows are read: most
     belong to a skipped row, and are then never spilled, merged or decoded."""
@@ -491,7 +502,7 @@ class Plan:
         known, emails, contacts = entries.get, skips.memo.emails, iter(self._existing)
         # A block of contacts at a time, looked up without a Python call each: a refresh holds nearly all of them.
         while block := list(islice(contacts, _HOLD_BLOCK)):
-            found = list(map(known, contact_digests([c if isinstance(c, str) else member_line(c) for c in block])))
+            found = list(map(known, contact_digests(map(_known_by, block))))
             hold = [at is not None and isinstance(contact, str) for contact, at in zip(block, found)]
             held.add(list(compress(block, hold)), compress(found, hold), compress(range(len(keys), len(keys) + len(block)), hold))
             block_keys = [emails[at] if kept else 0 for at, kept in zip(found, hold)]

@@ -287,3 +287,16 @@ def test_rows_are_skipped_whether_the_audience_comes_as_lines_or_read_in_full(tm
                            already_done=_already_done, memo=skipping, workdir=str(tmp_path))
         assert list(made) == []
     assert made.known == 7
+
+
+def test_a_contact_read_in_full_that_no_line_can_hold_leaves_a_plan_with_a_memo_as_it_is(tmp_path: Path) -> None:
+    """An address with a tab (no mirror line can hold it): known by no memo entry, and no reason to fail the plan."""
+    rows = [[("ann@contoso.com", "Ann", "")]]
+    audience = [ExistingMember("ann@contoso.com", "subscribed", {"FNAME": "Ann"}, ("VIP",))]
+    first = RowSkips(RowMemo.empty())
+    plan(tmp_path / "before", rows, ["VIP"], lines(audience), [], first)
+    odd = [*audience, ExistingMember("x\ty@contoso.com", "subscribed", {}, ("VIP",))]
+    skipping = RowSkips(RowMemo.from_bytes(first.next.to_bytes(""), "") or RowMemo.empty())
+    with patch(f"{__name__}.event"):  # outside a Hypothesis test
+        skipped = plan(tmp_path / "skipping", rows, ["VIP"], odd, ["VIP"], skipping)
+    assert skipped == plan(tmp_path / "reading", rows, ["VIP"], odd, ["VIP"], None)
