@@ -192,11 +192,8 @@ class RowSkips:
         flags = bytearray(len(self.memo))
         for at in unchanged:
             flags[at] = 1
-        index, rows = self.memo.index(), self.memo.rows
-        for at in compress(range(len(flags)), flags.translate(_NOT)):  # the entries whose contact changed
-            if index.get(rows[at]) == at:
-                del index[rows[at]]
-        self._index = index
+        self._index = self.memo.index()
+        self._drop(flags.translate(_NOT))  # the entries whose contact changed
 
     def lookup(self) -> Callable[[int], int | None]:
         """Row digest -> the memo entry the row is known by, or None. The index's own `get`, with no Python call: a
@@ -205,8 +202,13 @@ class RowSkips:
 
     def forget(self, keys: set[int]) -> None:
         """Rows of these addresses (email keys) are known no more: another row has the address."""
+        self._drop(map(keys.__contains__, self.memo.emails))
+
+    def _drop(self, selected: Iterable[object]) -> None:
+        """Take the selected entries (one truth value an entry) out of the index, each only where its row digest still
+        leads to it (entries sharing a digest: the index keeps the last)."""
         index, rows = self._index, self.memo.rows
-        for at in compress(range(len(self.memo)), map(keys.__contains__, self.memo.emails)):
+        for at in compress(range(len(self.memo)), selected):
             if index.get(rows[at]) == at:
                 del index[rows[at]]
 

@@ -96,6 +96,13 @@ def plan(folder: Path, segments: list[list[tuple]], tags: list[str], audience: l
     return chunks, made.counts, departures, problems
 
 
+def handed_as(audience: list[ExistingMember], given_as: str) -> list:
+    """The audience as a mirror's lines ("lines"), as contacts read in full ("members"), or every other one each
+    ("mixed"): blocks of contacts are looked up together."""
+    return [line if given_as == "lines" or (given_as == "mixed" and n % 2) else contact
+            for n, (line, contact) in enumerate(zip(lines(audience), audience))]
+
+
 def entries(writer: MemoWriter) -> list[tuple[int, int, int]]:
     """A next memo's entries (row, contact, email key), in any order."""
     written = RowMemo.from_bytes(writer.to_bytes(""), "")
@@ -153,9 +160,7 @@ def test_a_plan_that_skips_known_rows_is_the_plan_that_reads_them(tmp_path_facto
             audience_after.pop(at % len(audience_after))
         elif new is not None:
             audience_after.insert(at % (len(audience_after) + 1), new)
-    # a mirror's lines, or contacts read in full, or both (blocks of contacts are looked up together)
-    current = [line if given_as == "lines" or (given_as == "mixed" and n % 2) else contact
-               for n, (line, contact) in enumerate(zip(lines(audience_after), audience_after))]
+    current = handed_as(audience_after, given_as)
     skipping = RowSkips(memo)
     heads_after = heads_before if heads_after is None else heads_after
     with patch("shared.planning._HOLD_BLOCK", hold_block):
@@ -278,8 +283,7 @@ def test_rows_are_skipped_whether_the_audience_comes_as_lines_or_read_in_full(tm
     plan(tmp_path, rows, ["VIP"], lines(audience), [], first)
     skipping = RowSkips(RowMemo.from_bytes(first.next.to_bytes(""), "") or RowMemo.empty())
     assert len(skipping.memo) == 7
-    current = [line if given_as == "lines" or (given_as == "mixed" and n % 2) else contact
-               for n, (line, contact) in enumerate(zip(lines(audience), audience))]
+    current = handed_as(audience, given_as)
     (source, snapshot, columns), = write_segments(tmp_path, rows, False, [0, 0])
     inputs = [SegmentInput("S0", "VIP", SnapshotRows(source, snapshot, skipping.for_segment("S0", "VIP", columns)), columns)]
     with patch("shared.planning._HOLD_BLOCK", hold_block):
