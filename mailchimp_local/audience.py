@@ -4,12 +4,17 @@ One lock per audience guards everything in it; callers hold `audience.lock` arou
 records keyed by subscriber hash (dict order = creation order, which is the stable paging order), merge values a
 tuple aligned with the merge fields, tags a tuple of segment ids: a million members stay small.
 
+A listing filtered by time (since_last_changed, unsubscribed_since) reads only the members changed last
+(`changed_since`): looking at every member under the lock took about 75 ms a million, time Mailchimp's modelled
+latency already stands for and that held up every other call to the audience.
+
 Tag names are case-insensitive, as in Mailchimp ("VIP" and "vip" are one tag, which keeps the spelling it was
 created with): `segments_by_name` is keyed by the casefolded name, so a lookup stays O(1).
 """
 from __future__ import annotations
 
 import hashlib
+import itertools
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
@@ -25,7 +30,7 @@ ARCHIVED = "archived"
 
 class Member:
     __slots__ = ("id", "email", "status", "archived", "unsubscribed_by", "merge", "tags",
-                 "created", "opted", "changed", "unsubscribed_at")
+                 "created", "opted", "changed", "unsubscribed_at", "seq")
 
     def __init__(self, member_id: str, email: str, now: float) -> None:
         self.id = member_id
@@ -37,6 +42,7 @@ class Member:
         self.tags: tuple[int, ...] = ()
         self.created = self.opted = self.changed = now
         self.unsubscribed_at: float | None = None
+        self.seq = 0  # place in creation order (the audience's `members` order), given when it joins the audience
 
     @property
     def shown_status(self) -> str:
@@ -100,6 +106,12 @@ class Audience:
         self._new_segment_id = new_segment_id
         self._version = 0  # bumped by every member change; paging views are cached per version
         self._views: dict[Any, tuple[int, list[Member]]] = {}
+        self._seq = itertools.count()
+        # Members in the order of their last change. A call's changes carry the time it arrived, so concurrent calls
+        # can stamp them out of order: `_disorder` is how far a change's time ever fell behind the latest given.
+        self._changes: dict[str, Member] = {}
+        self._latest = float("-inf")
+        self._disorder = 0.0
 
     # merge fields
 
@@ -173,7 +185,7 @@ class Audience:
             raise refusals.compliance(email)
         merge = self._merge_values(sent.merge_fields, member.merge if member else (), skip_required)
         if member is None:
-            member = self.members[member_id] = Member(member_id, email, now)
+            member = self._join(Member(member_id, email, now))
         if not present or target != current:
             self._set_status(member, target, now)  # type: ignore[arg-type]
         if not present or target != current or merge != member.merge:
@@ -191,7 +203,7 @@ class Audience:
         member = self.members.get(member_id)
         merge = self._merge_values(merge_fields, member.merge if member else (), skip_required=True)
         if member is None:
-            member = self.members[member_id] = Member(member_id, email.strip(), now)
+            member = self._join(Member(member_id, email.strip(), now))
         self._set_status(member, status, now)
         member.unsubscribed_by = unsubscribed_by if status == "unsubscribed" else None
         if archived:
@@ -213,6 +225,7 @@ class Audience:
         self._untag_all(member, now)
         self.counts[member.shown_status] -= 1
         del self.members[member.id]
+        del self._changes[member.id]
         self.forgotten.add(member.id)
         self._version += 1
 
@@ -230,9 +243,45 @@ class Audience:
         member.archived = False
         self.counts[status] += 1
 
+    def _join(self, member: Member) -> Member:
+        member.seq = next(self._seq)
+        self.members[member.id] = member
+        return member
+
     def _touch(self, member: Member, now: float) -> None:
+        """Every change of `changed` (and of `unsubscribed_at`, always set with it) goes through here."""
         member.changed = now
         self._version += 1
+        self._changes.pop(member.id, None)
+        self._changes[member.id] = member
+        if now < self._latest:
+            self._disorder = max(self._disorder, self._latest - now)
+        else:
+            self._latest = now
+
+    def loaded(self) -> None:
+        """Once a saved audience's members are in `members` (creation order): order them by change time."""
+        for member in self.members.values():
+            member.seq = next(self._seq)
+        self._changes = {m.id: m for m in sorted(self.members.values(), key=lambda m: m.changed)}
+        self._latest = max((m.changed for m in self.members.values()), default=float("-inf"))
+        self._disorder = max((m.unsubscribed_at - m.changed for m in self.members.values()
+                              if m.unsubscribed_at is not None and m.unsubscribed_at > m.changed), default=0.0)
+
+    def changed_since(self, earliest: float) -> list[Member]:
+        """Every member whose `changed` or `unsubscribed_at` may be `earliest` or later (and some whose times are not:
+        the caller filters), in creation order. Read from the latest change back to the first member changed more
+        than `_disorder` before `earliest`: every member changed before that one has both times earlier than
+        `earliest` (each was at most the latest time given then, which that member's own time trails by at most
+        `_disorder`). Moving every member's times back by the same amount (the admin's time shift) keeps this so."""
+        bound = earliest - self._disorder
+        found = []
+        for member in reversed(self._changes.values()):
+            if member.changed < bound:
+                break
+            found.append(member)
+        found.sort(key=lambda m: m.seq)
+        return found
 
     # tags
 

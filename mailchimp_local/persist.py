@@ -95,6 +95,7 @@ def restore(settings: Settings, doc: dict[str, Any]) -> World:
             member.merge = tuple(record["merge"])
             member.tags = tuple(record["tags"])
             audience.members[member.id] = member
+        audience.loaded()
         audience.forgotten = set(saved["forgotten"])
         for fields in saved["segments"]:
             segment = Segment(fields["id"], fields["name"], fields["created"])
