@@ -599,7 +599,9 @@ def backdate(driver: ExportDriver, destination: str, days: int) -> None:
                            for key in ("asOf", "fullReadAt"))
     version = f"v{as_of.strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:8]}"
     for name, data in stored_parts(driver, destination).items():
-        driver.raw.work.write_bytes(f"{folder}{version}/{name.rsplit('/', 1)[1]}", data)
+        if name.startswith(f"{folder}{written['version']}/"):  # not an older version's parts, of the same names,
+            # which an earlier refresh may have left for a later run to delete
+            driver.raw.work.write_bytes(f"{folder}{version}/{name.rsplit('/', 1)[1]}", data)
     driver.raw.work.delete_prefix(f"{folder}{written['version']}/")
     driver.raw.work.write_bytes(folder + MANIFEST, json.dumps({**written, "version": version, "asOf": as_of.isoformat(),
                                                                "fullReadAt": full_read_at.isoformat()}).encode())
