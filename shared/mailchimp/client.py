@@ -13,6 +13,7 @@ from shared.members import ExistingMember, Member, MemberResult
 from .batching import MAX_BATCH, chunks
 from .credentials import Credentials
 from .errors import MailchimpNotFound, MailchimpRequestError, MailchimpUnavailable
+from .joined_listings import JoinedListings
 from .models import Audience, MergeField, Tag
 from .redact import redact
 from .retry import RetryPolicy
@@ -36,6 +37,7 @@ class MailchimpClient:
                  retry: RetryPolicy | None = None, timeout: tuple[float, float] = (5.0, 60.0)) -> None:
         self._http = Transport(credentials, max_connections=max_connections, gate=gate,
                                retry=retry or RetryPolicy(), timeout=timeout)
+        self._joined = JoinedListings()  # status listings the upserts through this client share
 
     def __enter__(self) -> "MailchimpClient":
         return self
@@ -172,7 +174,7 @@ class MailchimpClient:
                        existing_as_of: datetime | None, tags_of: TagsOf = no_tags) -> list[MemberResult]:
         """Creates and updates members without ever changing an existing member's status (see upsert.py); each
         member written carries `tags_of(member)` (tag names) in the same call."""
-        return upsert(self, list_id, members, status_for_new, existing_as_of, tags_of)
+        return upsert(self, list_id, members, status_for_new, existing_as_of, tags_of, self._joined)
 
     def batch_subscribe(self, list_id: str, members: Sequence[dict[str, Any]], *,
                         update_existing: bool) -> BatchAnswer:

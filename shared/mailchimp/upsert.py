@@ -24,6 +24,7 @@ from shared.members import ExistingMember, Member, MemberResult, Outcome
 
 from .batching import chunks
 from .errors import MailchimpAuthError, MailchimpRequestError, WritesStopped
+from .joined_listings import JoinedListings
 from .merge_values import unchanged, values_to_send
 from .redact import redact
 
@@ -72,8 +73,10 @@ def no_tags(member: Member) -> Sequence[str]:
 
 
 def upsert(store: MemberStore, list_id: str, members: Sequence[Member], status_for_new: str,
-           existing_as_of: datetime | None, tags_of: TagsOf = no_tags) -> list[MemberResult]:
-    """`tags_of(member)`: the tag names to send with a member that is written (see the module's docstring)."""
+           existing_as_of: datetime | None, tags_of: TagsOf = no_tags,
+           joined: JoinedListings | None = None) -> list[MemberResult]:
+    """`tags_of(member)`: the tag names to send with a member that is written (see the module's docstring).
+    `joined`: the status listings other upserts through the same store are about to make, to join (joined_listings.py)."""
     if status_for_new not in NEW_STATUSES:
         raise ValueError(f"status_for_new must be one of {', '.join(NEW_STATUSES)}, not {status_for_new!r}")
     keys = [normalize_email(m.email) for m in members]
@@ -85,7 +88,7 @@ def upsert(store: MemberStore, list_id: str, members: Sequence[Member], status_f
     known = [(email, m, m.existing) for email, m in firsts.items() if m.existing is not None]
     try:
         known += _create(store, list_id, new, status_for_new, existing_as_of, results, tags_of)
-        _update(store, list_id, known, existing_as_of, results, tags_of)
+        _update(store, list_id, known, existing_as_of, results, tags_of, joined)
     except MailchimpAuthError as error:  # what was written before the credentials were refused still counts
         error.results = [results.get(key) or MemberResult(m.email, Outcome.FAILED, str(error))
                          for key, m in zip(keys, members)]
@@ -169,7 +172,8 @@ def _reread(store: MemberStore, list_id: str, wanted: set[str], since: datetime)
 
 
 def _update(store: MemberStore, list_id: str, known: list[tuple[str, Member, ExistingMember]],
-            existing_as_of: datetime | None, results: dict[str, MemberResult], tags_of: TagsOf) -> None:
+            existing_as_of: datetime | None, results: dict[str, MemberResult], tags_of: TagsOf,
+            joined: JoinedListings | None) -> None:
     """Step 2: skip what would not change, refresh statuses right before writing, write with the current status."""
     to_write = []
     for email, member, existing in known:
@@ -184,7 +188,7 @@ def _update(store: MemberStore, list_id: str, known: list[tuple[str, Member, Exi
     if not to_write:
         return
     try:
-        current = _statuses_now(store, list_id, {email: ex.status for email, _, ex in to_write}, existing_as_of)
+        current = _statuses_now(store, list_id, {email: ex.status for email, _, ex in to_write}, existing_as_of, joined)
     except MailchimpRequestError as exc:
         for email, _, _ in to_write:
             results[email] = MemberResult(email, Outcome.FAILED, str(exc))
@@ -215,7 +219,8 @@ def _update(store: MemberStore, list_id: str, known: list[tuple[str, Member, Exi
                 results[email] = _refused(email, error) if error else _unmentioned(email)
 
 
-def _statuses_now(store: MemberStore, list_id: str, read: dict[str, str], since: datetime | None) -> dict[str, str]:
+def _statuses_now(store: MemberStore, list_id: str, read: dict[str, str], since: datetime | None,
+                  joined: JoinedListings | None = None) -> dict[str, str]:
     """Current statuses of the members at hand whose status moved since the audience was read.
 
     A write carries a status, so one read earlier would undo whatever happened during the run: an unsubscribe, a
@@ -234,7 +239,7 @@ def _statuses_now(store: MemberStore, list_id: str, read: dict[str, str], since:
         subscribed = {email: status for email, status in read.items() if status == "subscribed"}
         moved.update(_listed_moves(store, list_id, subscribed, [("unsubscribed", {"unsubscribed_since": since}),
                                                                ("cleaned", {"since_last_changed": since}),
-                                                               ("archived", {"since_last_changed": since})]))
+                                                               ("archived", {"since_last_changed": since})], joined))
     others = {email: status for email, status in read.items() if status != "subscribed"}
     if len(others) <= STATUS_READS:
         for email, status in sorted(others.items()):
@@ -242,12 +247,14 @@ def _statuses_now(store: MemberStore, list_id: str, read: dict[str, str], since:
             if member is not None and member.status != status:
                 moved[email] = member.status
     else:
-        moved.update(_listed_moves(store, list_id, others, [(s, {"since_last_changed": since}) for s in ALL_STATUSES]))
+        moved.update(_listed_moves(store, list_id, others, [(s, {"since_last_changed": since}) for s in ALL_STATUSES],
+                                   joined))
     return moved
 
 
 def _listed_moves(store: MemberStore, list_id: str, read: dict[str, str],
-                  listings: list[tuple[str, dict[str, datetime | None]]]) -> dict[str, str]:
+                  listings: list[tuple[str, dict[str, datetime | None]]],
+                  joined: JoinedListings | None = None) -> dict[str, str]:
     """The members of `read` each listing shows with another status than the one read.
 
     The listings are independent GETs, so those of statuses other than archived run at once (each on its own
@@ -256,12 +263,17 @@ def _listed_moves(store: MemberStore, list_id: str, read: dict[str, str],
     before one would have) is seen by that last listing, as when they ran one after the other. A chunk waits for about
     two listings' latency before its write instead of three. Every listing has ended before this returns, so none
     overlaps the write; results are merged in listing order (a member listed twice gets the later listing's status)
-    and the first error in that order is raised.
+    and the first error in that order is raised. With `joined`, a listing another upsert is about to make of the
+    same audience, status and time is joined (joined_listings.py): it too begins after this one asked.
     """
-    def moves(status: str, window: dict[str, datetime | None]) -> list[tuple[str, str]]:
+    def listing(status: str, window: dict[str, datetime | None]) -> list[tuple[str, str]]:
         return [(m.email, m.status)
-                for m in store.iter_members(list_id, fields=("email_address", "status"), status=status, **window)
-                if m.email in read and read[m.email] != m.status]
+                for m in store.iter_members(list_id, fields=("email_address", "status"), status=status, **window)]
+
+    def moves(status: str, window: dict[str, datetime | None]) -> list[tuple[str, str]]:
+        listed = (listing(status, window) if joined is None else
+                  joined.take((list_id, status, tuple(sorted(window.items()))), lambda: listing(status, window)))
+        return [(email, now) for email, now in listed if email in read and read[email] != now]
 
     first = [listing for listing in listings if listing[0] != "archived"]
     last = [listing for listing in listings if listing[0] == "archived"]

@@ -1,6 +1,7 @@
 """Status-safe upsert against the real local Mailchimp: no export ever changes an existing member's status."""
 from __future__ import annotations
 
+import threading
 import time
 from datetime import datetime, timezone
 
@@ -188,3 +189,39 @@ def test_a_create_mailchimp_applied_but_never_answered_counts_created_without_a_
     assert all(after[e]["status"] == "subscribed" and after[e]["merge_fields"]["FNAME"] == "Lu" for e in emails)
     stats = mailchimp.stats()
     assert stats["requests_total"] <= 4, stats  # the write, its retry, one listing (a page or two): not 300 reads
+
+
+def test_chunks_sent_at_once_through_one_client_share_their_status_listings(client, mailchimp):
+    """Six chunks of updates at once through one client: the status listings they ask for together are made fewer
+    times than three per chunk (shared/mailchimp/joined_listings.py), and each chunk still sees the unsubscribe made
+    after the audience was read."""
+    emails = [f"p{n:02d}@example.com" for n in range(30)]
+    for email in emails:
+        put_member(mailchimp, email, "subscribed")
+    existing, read_at = mirror(client)
+    time.sleep(1.1)  # Mailchimp's "changed since" filters have one-second resolution
+    put_member(mailchimp, "p07@example.com", "unsubscribed", unsubscribed_by="admin")
+    put_member(mailchimp, "p22@example.com", "unsubscribed", unsubscribed_by="admin")
+    mailchimp.admin("POST", "latency", json={"profile": "none", "base_ms": 300})  # the listings overlap
+    before = mailchimp.admin("GET", "stats").json()["requests_total"]
+    start = threading.Barrier(6, timeout=10)
+    results: dict[str, Outcome] = {}
+
+    def send(chunk: list[str]) -> None:
+        start.wait()
+        for r in client.upsert_members(LIST, [member(e, existing[e], FNAME="New") for e in chunk],
+                                       status_for_new="subscribed", existing_as_of=read_at):
+            results[r.email] = r.outcome
+
+    threads = [threading.Thread(target=send, args=(emails[n:n + 5],)) for n in range(0, 30, 5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    calls = mailchimp.admin("GET", "stats").json()["requests_total"] - before
+    assert 6 + 3 <= calls < 6 + 3 * 6  # six batch calls; every kind of listing made, but fewer than three a chunk
+    assert results == dict.fromkeys(emails, Outcome.UPDATED)
+    after = members_by_email(mailchimp)
+    assert {e: after[e]["status"] for e in emails} == {
+        e: "unsubscribed" if e in ("p07@example.com", "p22@example.com") else "subscribed" for e in emails}
+    assert {after[e]["merge_fields"]["FNAME"] for e in emails} == {"New"}
