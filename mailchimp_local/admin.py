@@ -124,8 +124,9 @@ def put_member(server: Server, request: Request) -> dict[str, Any]:
         except Refused as refusal:
             raise invalid(f"merge_fields.{refusal.field}", refusal.field_message) from None
         audience.retag(member, tags, now)
-        for slot, value in times.items():
-            setattr(member, slot, value)
+        if times:
+            audience.set_times(member, times.get("changed", member.changed),
+                               times.get("unsubscribed_at", member.unsubscribed_at))
         return {"id": member.id}
 
 
@@ -164,16 +165,7 @@ def age_members(server: Server, request: Request, list_id: str) -> dict[str, Any
         raise invalid("seconds", "Send seconds as a positive number: how far back every member's times move")
     audience = _audience(server.world, list_id)
     with audience.lock:
-        for member in audience.members.values():
-            member.created -= seconds
-            member.opted -= seconds
-            member.changed -= seconds
-            if member.unsubscribed_at is not None:
-                member.unsubscribed_at -= seconds
-        for segment in audience.segments.values():
-            segment.created -= seconds
-            segment.updated -= seconds
-            segment.added = {member_id: at - seconds for member_id, at in segment.added.items()}
+        audience.move_back(seconds)
         return {"members": len(audience.members)}
 
 

@@ -259,14 +259,43 @@ class Audience:
         else:
             self._latest = now
 
+    def set_times(self, member: Member, changed: float, unsubscribed_at: float | None) -> None:
+        """The admin's way to give a member any times (a contact changed or unsubscribed long ago)."""
+        member.changed, member.unsubscribed_at = changed, unsubscribed_at
+        self._version += 1
+        self._changes.pop(member.id, None)
+        self._changes[member.id] = member
+        self._note_times(member)
+
+    def _note_times(self, member: Member) -> None:
+        """Keep `changed_since`'s bound true for a member put last in `_changes` with times given from outside."""
+        self._disorder = max(self._disorder, self._latest - member.changed,
+                             (member.unsubscribed_at or member.changed) - member.changed)
+        self._latest = max(self._latest, member.changed, member.unsubscribed_at or member.changed)
+
+    def move_back(self, seconds: float) -> None:
+        """Every member's times and every tag's, `seconds` into the past (the admin's time shift). Moving them all by
+        the same amount keeps `changed_since`'s order and bound true."""
+        for member in self.members.values():
+            member.created -= seconds
+            member.opted -= seconds
+            member.changed -= seconds
+            if member.unsubscribed_at is not None:
+                member.unsubscribed_at -= seconds
+        for segment in self.segments.values():
+            segment.created -= seconds
+            segment.updated -= seconds
+            segment.added = {member_id: at - seconds for member_id, at in segment.added.items()}
+        self._version += 1  # a listing's cached page of before is stale
+
     def loaded(self) -> None:
         """Once a saved audience's members are in `members` (creation order): order them by change time."""
         for member in self.members.values():
             member.seq = next(self._seq)
-        self._changes = {m.id: m for m in sorted(self.members.values(), key=lambda m: m.changed)}
-        self._latest = max((m.changed for m in self.members.values()), default=float("-inf"))
-        self._disorder = max((m.unsubscribed_at - m.changed for m in self.members.values()
-                              if m.unsubscribed_at is not None and m.unsubscribed_at > m.changed), default=0.0)
+        self._changes = {}
+        for member in sorted(self.members.values(), key=lambda m: m.changed):
+            self._changes[member.id] = member
+            self._note_times(member)
 
     def changed_since(self, earliest: float) -> list[Member]:
         """Every member whose `changed` or `unsubscribed_at` may be `earliest` or later (and some whose times are not:
@@ -274,12 +303,14 @@ class Audience:
         than `_disorder` before `earliest`: every member changed before that one has both times earlier than
         `earliest` (each was at most the latest time given then, which that member's own time trails by at most
         `_disorder`). Moving every member's times back by the same amount (the admin's time shift) keeps this so."""
-        bound = earliest - self._disorder
+        bound, most = earliest - self._disorder, len(self._changes) // 8
         found = []
         for member in reversed(self._changes.values()):
             if member.changed < bound:
                 break
             found.append(member)
+            if len(found) > most:  # a wide window: every member, already in order, costs less than a sort
+                return list(self.members.values())
         found.sort(key=lambda m: m.seq)
         return found
 

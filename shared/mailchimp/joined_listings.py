@@ -8,10 +8,14 @@ for 20 chunks, each holding one of Mailchimp's 10 connections while the writes w
 A caller joins a listing that has not begun yet, never one under way, and a listing begins only once the one before it
 of the same key has ended: so each caller's listing begins after it asked and has ended when it returns, which is all
 the status check needs of a listing of its own. The listing runs in the thread (and telemetry context) of the caller
-that opened it; the others wait for its result or its error.
+that opened it; the others wait for its result or its error, each raised as an object of its own (an upsert adds
+its members' outcomes to a refusal of the credentials it raises).
+
+Only short listings are shared: the whole answer is held until every caller has taken what it needs of it.
 """
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
@@ -28,8 +32,17 @@ class _Listing(Generic[T]):
     def outcome(self) -> T:
         self.done.wait()
         if self.error is not None:
-            raise self.error
+            raise _own(self.error) from self.error
         return self.result  # type: ignore[return-value]
+
+
+def _own(error: BaseException) -> BaseException:
+    """A copy of `error` for one caller: the one object raised in several threads would gather all their tracebacks
+    and attributes."""
+    try:
+        return copy.copy(error)
+    except Exception:  # noqa: BLE001 - an exception that cannot be rebuilt from its arguments is raised as it is
+        return error
 
 
 class JoinedListings:
@@ -52,18 +65,20 @@ class JoinedListings:
                 before = self._running.get(key)
         if joined:
             return listing.outcome()
-        if before is not None:
-            before.done.wait()  # one listing of a key at a time: callers asking meanwhile join this one
-        with self._lock:
-            del self._open[key]  # it begins now: a caller asking from here on opens the next one
-            self._running[key] = listing
         try:
+            if before is not None:
+                before.done.wait()  # one listing of a key at a time: callers asking meanwhile join this one
+            with self._lock:
+                del self._open[key]  # it begins now: a caller asking from here on opens the next one
+                self._running[key] = listing
             listing.result = fetch()
             return listing.result
-        except BaseException as error:
+        except BaseException as error:  # its callers get it too, whether it began or not: none waits for ever
             listing.error = error
             raise
         finally:
             with self._lock:
-                del self._running[key]
+                for entries in (self._open, self._running):
+                    if entries.get(key) is listing:
+                        del entries[key]
             listing.done.set()

@@ -247,8 +247,8 @@ def _statuses_now(store: MemberStore, list_id: str, read: dict[str, str], since:
             if member is not None and member.status != status:
                 moved[email] = member.status
     else:
-        moved.update(_listed_moves(store, list_id, others, [(s, {"since_last_changed": since}) for s in ALL_STATUSES],
-                                   joined))
+        # not shared (`joined`): these listings grow with what the run writes, and a shared one is held whole
+        moved.update(_listed_moves(store, list_id, others, [(s, {"since_last_changed": since}) for s in ALL_STATUSES]))
     return moved
 
 
@@ -266,13 +266,13 @@ def _listed_moves(store: MemberStore, list_id: str, read: dict[str, str],
     and the first error in that order is raised. With `joined`, a listing another upsert is about to make of the
     same audience, status and time is joined (joined_listings.py): it too begins after this one asked.
     """
-    def listing(status: str, window: dict[str, datetime | None]) -> list[tuple[str, str]]:
-        return [(m.email, m.status)
-                for m in store.iter_members(list_id, fields=("email_address", "status"), status=status, **window)]
+    def statuses(status: str, window: dict[str, datetime | None]) -> Iterator[tuple[str, str]]:
+        return ((m.email, m.status)
+                for m in store.iter_members(list_id, fields=("email_address", "status"), status=status, **window))
 
     def moves(status: str, window: dict[str, datetime | None]) -> list[tuple[str, str]]:
-        listed = (listing(status, window) if joined is None else
-                  joined.take((list_id, status, tuple(sorted(window.items()))), lambda: listing(status, window)))
+        listed = (statuses(status, window) if joined is None else  # a listing of its own is read page by page
+                  joined.take((list_id, status, tuple(sorted(window.items()))), lambda: list(statuses(status, window))))
         return [(email, now) for email, now in listed if email in read and read[email] != now]
 
     first = [listing for listing in listings if listing[0] != "archived"]

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 
 import pytest
 
+from shared.mailchimp import MailchimpAuthError
 from shared.mailchimp.joined_listings import JoinedListings
 from shared.mailchimp.upsert import BatchAnswer, upsert
 from shared.members import ExistingMember, Member, Outcome, RowRef
@@ -207,3 +208,71 @@ def test_upserts_through_one_store_share_their_listings_and_none_resubscribes_th
     assert written["p7@example.org"] == "unsubscribed"  # each upsert saw the unsubscribe, whoever listed it
     assert all(status == "subscribed" for email, status in written.items() if email != "p7@example.org")
     assert all(r.outcome is Outcome.UPDATED for chunk in results.values() for r in chunk)
+
+
+def _send_at_once(audience, joined: JoinedListings, chunks: list[list[str]], read_at: list[datetime],
+                  lists: list[str]) -> dict[int, object]:
+    """Upsert each chunk in a thread of its own, all at once; each thread's results, or the error it raised."""
+    outcomes: dict[int, object] = {}
+    start = threading.Barrier(len(chunks), timeout=10)
+
+    def send(number: int) -> None:
+        members = [Member(e, {"FNAME": "New"}, ["Seg"], RowRef("s", "p", 1), audience.members[e]) for e in chunks[number]]
+        start.wait()
+        try:
+            outcomes[number] = upsert(audience, lists[number], members, "subscribed", read_at[number], joined=joined)
+        except Exception as error:  # noqa: BLE001 - the test looks at it
+            outcomes[number] = error
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(len(chunks))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    return outcomes
+
+
+class RecordingListings(JoinedListings):
+    def __init__(self) -> None:
+        super().__init__()
+        self.keys: list[object] = []
+
+    def take(self, key, fetch):
+        self.keys.append(key)
+        return super().take(key, fetch)
+
+
+def test_upserts_of_another_read_time_or_audience_never_share_a_listing() -> None:
+    """A listing answers "who moved in this audience since this time": another time or audience asks another question."""
+    emails = [f"p{n}@example.org" for n in range(5)]
+    audience = CountingAudience(emails, unsubscribed="p7@example.org")
+    keys = []
+    for list_id, read_at in (("list", READ_AT), ("list", READ_AT.replace(hour=12)), ("other", READ_AT)):
+        joined = RecordingListings()
+        members = [Member(e, {"FNAME": "New"}, ["Seg"], RowRef("s", "p", 1), audience.members[e]) for e in emails]
+        upsert(audience, list_id, members, "subscribed", read_at, joined=joined)
+        keys.append(set(joined.keys))
+    assert all(len(k) == 3 for k in keys)  # unsubscribed, cleaned, archived
+    assert not (keys[0] & keys[1]) and not (keys[0] & keys[2]) and not (keys[1] & keys[2])
+
+
+def test_a_refusal_of_the_credentials_reaches_each_upsert_as_its_own_error_with_its_own_members() -> None:
+    emails = [f"p{n}@example.org" for n in range(20)]
+    audience = CountingAudience(emails, unsubscribed="p7@example.org")
+    chunks = [emails[n:n + 5] for n in range(0, 20, 5)]
+
+    def refused(list_id, **_):
+        with audience.lock:
+            audience.listings += 1
+        time.sleep(0.05)
+        raise MailchimpAuthError("Mailchimp refused the credentials (401)", status=401)
+
+    audience.iter_members = refused
+    outcomes = _send_at_once(audience, JoinedListings(), chunks, [READ_AT] * 4, ["list"] * 4)
+    assert audience.listings < 2 * 4  # some upserts shared a refused listing (two each alone: archived never follows)
+    errors = [outcomes[n] for n in range(4)]
+    assert all(isinstance(error, MailchimpAuthError) for error in errors)
+    assert len({id(error) for error in errors}) == 4  # each its own object ...
+    for error, chunk in zip(errors, chunks):  # ... counting its own members, failed
+        assert [r.email for r in error.results] == chunk
+        assert all(r.outcome is Outcome.FAILED for r in error.results)

@@ -15,7 +15,7 @@ EMAILS = [f"person{n}@example.org" for n in range(12)]
 
 # (kind, address, time): writes stamped with times that go back and forth, as concurrent calls stamp them
 operations = st.lists(st.tuples(
-    st.sampled_from(["subscribe", "unsubscribe", "rename", "archive", "forget", "shift"]),
+    st.sampled_from(["subscribe", "unsubscribe", "rename", "archive", "forget", "shift", "backdate"]),
     st.sampled_from(EMAILS),
     st.integers(min_value=0, max_value=60).map(float),
 ), max_size=40)
@@ -41,10 +41,11 @@ def _change(audience: Audience, kind: str, email: str, now: float) -> None:
     elif kind == "forget" and member is not None:
         audience.forget(member, now)
     elif kind == "shift":  # the admin's time shift (mailchimp_local/admin.py): every member's times move back alike
-        for m in audience.members.values():
-            m.changed -= now
-            if m.unsubscribed_at is not None:
-                m.unsubscribed_at -= now
+        audience.move_back(now)
+    elif kind == "backdate":  # the admin's put with given times: unsubscribed at `now`, changed 40 s earlier
+        member = audience.put_state(email, "unsubscribed", 60.0, unsubscribed_by="admin", archived=False,
+                                    merge_fields=None)
+        audience.set_times(member, now - 40, now)
 
 
 def _audience(world: World | None = None) -> Audience:
@@ -82,6 +83,8 @@ def test_a_time_filter_finds_whom_reading_every_member_finds(ops, earliest: floa
 @given(operations, operations, st.integers(min_value=-70, max_value=70).map(float))
 # unsubscribed at 50, then renamed by a call stamped 10: its unsubscribe time is later than its change time
 @example([("unsubscribe", EMAILS[0], 50.0), ("rename", EMAILS[0], 10.0), ("subscribe", EMAILS[1], 20.0)], [], 30.0)
+# ... and a later call stamped earlier still, after the state file was loaded (helper-101's case)
+@example([("unsubscribe", EMAILS[0], 60.0), ("rename", EMAILS[0], 30.0)], [("subscribe", EMAILS[1], 10.0)], 60.0)
 def test_an_audience_saved_and_loaded_again_still_finds_them(before, after, earliest: float) -> None:
     audience = _audience()
     for op in before:
@@ -100,3 +103,18 @@ def test_a_listing_since_a_time_reads_only_the_members_changed_since() -> None:
         audience.write(MemberWrite(f"old{n}@example.org", status="subscribed"), 10.0)
     audience.write(MemberWrite("new@example.org", status="subscribed"), 100.0)
     assert [m.email for m in audience.changed_since(50.0)] == ["new@example.org"]
+
+
+def test_a_member_given_old_times_by_the_admin_hides_no_one_changed_before_it() -> None:
+    audience = _audience()
+    _apply(audience, "unsubscribe", "ann@example.org", 100.0)
+    _apply(audience, "backdate", "old@example.org", 10.0)  # seeded as unsubscribed long ago, after ann
+    indexed, everyone = _found(audience, 90.0, "unsubscribed_at")
+    assert indexed == everyone == ["ann@example.org"]
+
+
+def test_a_wide_window_lists_every_member_in_creation_order() -> None:
+    audience = _audience()
+    for n in range(40):
+        audience.write(MemberWrite(f"m{n}@example.org", status="subscribed"), float(40 - n))
+    assert [m.email for m in audience.changed_since(0.0)] == [f"m{n}@example.org" for n in range(40)]
