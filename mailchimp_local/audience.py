@@ -251,24 +251,21 @@ class Audience:
     def _touch(self, member: Member, now: float) -> None:
         """Every change of `changed` (and of `unsubscribed_at`, always set with it) goes through here."""
         member.changed = now
-        self._version += 1
-        self._changes.pop(member.id, None)
-        self._changes[member.id] = member
-        if now < self._latest:
-            self._disorder = max(self._disorder, self._latest - now)
-        else:
-            self._latest = now
+        self._changed_last(member)
 
     def set_times(self, member: Member, changed: float, unsubscribed_at: float | None) -> None:
         """The admin's way to give a member any times (a contact changed or unsubscribed long ago)."""
         member.changed, member.unsubscribed_at = changed, unsubscribed_at
+        self._changed_last(member)
+
+    def _changed_last(self, member: Member) -> None:
         self._version += 1
         self._changes.pop(member.id, None)
         self._changes[member.id] = member
         self._note_times(member)
 
     def _note_times(self, member: Member) -> None:
-        """Keep `changed_since`'s bound true for a member put last in `_changes` with times given from outside."""
+        """Keep `changed_since`'s bound true for a member put last in `_changes`, whatever its times."""
         self._disorder = max(self._disorder, self._latest - member.changed,
                              (member.unsubscribed_at or member.changed) - member.changed)
         self._latest = max(self._latest, member.changed, member.unsubscribed_at or member.changed)

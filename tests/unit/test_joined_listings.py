@@ -187,27 +187,9 @@ class CountingAudience:
         return BatchAnswer(updated={m["email_address"] for m in members})
 
 
-def test_upserts_through_one_store_share_their_listings_and_none_resubscribes_the_unsubscribed() -> None:
-    emails = [f"p{n}@example.org" for n in range(40)]
-    audience = CountingAudience(emails, unsubscribed="p7@example.org")
-    joined = JoinedListings()
-    chunks = [emails[n:n + 5] for n in range(0, 40, 5)]
-    results: dict[int, list] = {}
-
-    def send(number: int) -> None:
-        members = [Member(e, {"FNAME": "New"}, ["Seg"], RowRef("s", "p", 1), audience.members[e]) for e in chunks[number]]
-        results[number] = upsert(audience, "list", members, "subscribed", READ_AT, joined=joined)
-
-    threads = [threading.Thread(target=send, args=(n,)) for n in range(len(chunks))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
-    assert audience.listings < 3 * len(chunks)  # 8 upserts, fewer than 24 listings
-    written = {m["email_address"]: m["status"] for batch in audience.writes for m in batch}
-    assert written["p7@example.org"] == "unsubscribed"  # each upsert saw the unsubscribe, whoever listed it
-    assert all(status == "subscribed" for email, status in written.items() if email != "p7@example.org")
-    assert all(r.outcome is Outcome.UPDATED for chunk in results.values() for r in chunk)
+def _updates(audience: CountingAudience, emails: list[str]) -> list[Member]:
+    """These members with a new first name: each is written, after the status check."""
+    return [Member(e, {"FNAME": "New"}, ["Seg"], RowRef("s", "p", 1), audience.members[e]) for e in emails]
 
 
 def _send_at_once(audience, joined: JoinedListings, chunks: list[list[str]], read_at: list[datetime],
@@ -217,7 +199,7 @@ def _send_at_once(audience, joined: JoinedListings, chunks: list[list[str]], rea
     start = threading.Barrier(len(chunks), timeout=10)
 
     def send(number: int) -> None:
-        members = [Member(e, {"FNAME": "New"}, ["Seg"], RowRef("s", "p", 1), audience.members[e]) for e in chunks[number]]
+        members = _updates(audience, chunks[number])
         start.wait()
         try:
             outcomes[number] = upsert(audience, lists[number], members, "subscribed", read_at[number], joined=joined)
@@ -230,6 +212,18 @@ def _send_at_once(audience, joined: JoinedListings, chunks: list[list[str]], rea
     for thread in threads:
         thread.join(10)
     return outcomes
+
+
+def test_upserts_through_one_store_share_their_listings_and_none_resubscribes_the_unsubscribed() -> None:
+    emails = [f"p{n}@example.org" for n in range(40)]
+    audience = CountingAudience(emails, unsubscribed="p7@example.org")
+    chunks = [emails[n:n + 5] for n in range(0, 40, 5)]
+    results = _send_at_once(audience, JoinedListings(), chunks, [READ_AT] * len(chunks), ["list"] * len(chunks))
+    assert audience.listings < 3 * len(chunks)  # 8 upserts, fewer than 24 listings
+    written = {m["email_address"]: m["status"] for batch in audience.writes for m in batch}
+    assert written["p7@example.org"] == "unsubscribed"  # each upsert saw the unsubscribe, whoever listed it
+    assert all(status == "subscribed" for email, status in written.items() if email != "p7@example.org")
+    assert all(r.outcome is Outcome.UPDATED for chunk in results.values() for r in chunk)
 
 
 class RecordingListings(JoinedListings):
@@ -249,8 +243,7 @@ def test_upserts_of_another_read_time_or_audience_never_share_a_listing() -> Non
     keys = []
     for list_id, read_at in (("list", READ_AT), ("list", READ_AT.replace(hour=12)), ("other", READ_AT)):
         joined = RecordingListings()
-        members = [Member(e, {"FNAME": "New"}, ["Seg"], RowRef("s", "p", 1), audience.members[e]) for e in emails]
-        upsert(audience, list_id, members, "subscribed", read_at, joined=joined)
+        upsert(audience, list_id, _updates(audience, emails), "subscribed", read_at, joined=joined)
         keys.append(set(joined.keys))
     assert all(len(k) == 3 for k in keys)  # unsubscribed, cleaned, archived
     assert not (keys[0] & keys[1]) and not (keys[0] & keys[2]) and not (keys[1] & keys[2])
