@@ -29,7 +29,7 @@ import json
 from array import array
 from collections import deque
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterator, Protocol
+from typing import BinaryIO, Callable, Iterator, Literal, Protocol, overload
 
 from xxhash import xxh3_64_intdigest
 
@@ -187,38 +187,75 @@ _BOM = codecs.BOM_UTF8
 class _Utf8Lines:
     """A UTF-8 partition's lines as io.TextIOWrapper(encoding="utf-8-sig", errors="surrogateescape", newline="")
     reads them (a BOM is not part of the first column's name; a line ends at LF, CRLF or a lone CR), split from the
-    bytes by the same rules, and each one to be had as its bytes (`readline_bytes`): a refresh looks up most rows by
-    their digest alone, and reading them undecoded took half the time of each. `readline`'s `size` counts bytes, not
-    characters: the same lines come out whole (a line is cut only past SEGMENT_MAX_LINE_BYTES, and such a line is read
-    past). UTF-8 never puts an ASCII byte (CR, LF) inside a character, so a line decodes alone as the stream would."""
+    bytes by the same rules, and each one to be had as its bytes (`readline(size, False)`): a refresh looks up most
+    rows by their digest alone, without decoding them. `size` counts bytes, not characters: the same lines come out
+    whole (a line is cut only past SEGMENT_MAX_LINE_BYTES, and such a line is read past). UTF-8 never puts an ASCII
+    byte (CR, LF) inside a character, so a line decodes alone as the stream would. One difference: a partition of
+    only the first one or two bytes of a BOM, which the wrapper drops without a word, is one line of invalid bytes."""
 
     encoding = "utf-8-sig"
 
     def __init__(self, stream: BinaryIO) -> None:
         self._read = stream.readline
-        self._rest = b""  # bytes read but not handed out: what followed a lone CR, or what the BOM check read ahead
+        self._ahead = b""  # bytes read, served from `_at` on: the rest of a block cut at a lone CR, or the first line
+        self._at = 0
         self._start = True
 
-    def readline(self, size: int) -> str:
-        return self.readline_bytes(size).decode("utf-8", "surrogateescape")
+    @overload
+    def readline(self, size: int) -> str: ...
+    @overload
+    def readline(self, size: int, decoded: Literal[False]) -> bytes: ...
 
-    def readline_bytes(self, size: int) -> bytes:
-        """The next line's bytes, at most `size` of them: up to and including its line break, if any."""
-        line = self._raw(size) if self._rest or self._start else self._read(size)
-        cr = line.find(b"\r")
-        if cr == -1 or cr == len(line) - 1 or (cr == len(line) - 2 and line[-1] == 0x0A):
-            return line
-        self._rest = line[cr + 1:] + self._rest  # a lone CR ends the line
-        return line[:cr + 1]
+    def readline(self, size: int, decoded: bool = True) -> str | bytes:
+        """The next line, at most `size` bytes of it: up to and including its line break, if any; its bytes when not
+        `decoded` (one method for both: planning asks it of every line, and a second Python call would cost more than
+        the decoding it saves)."""
+        if self._at < len(self._ahead) or self._start:
+            line = self._from_ahead(size)
+        else:
+            line = self._read(size)
+            cr = line.find(b"\r")
+            if cr != -1 and cr != len(line) - 1 and (cr != len(line) - 2 or line[-1] != 0x0A):
+                self._ahead, self._at = line, cr + 1  # a lone CR ends the line: the lines after it are served from here
+                line = line[:cr + 1]
+        return line.decode("utf-8", "surrogateescape") if decoded else line
+
+    def _from_ahead(self, size: int) -> bytes:
+        """`readline`'s line, from the bytes read ahead. They came from one `readline` (or hold the end of one before
+        it): an LF can only be their last byte, so each line is found by looking no further than its own end."""
+        if self._start:
+            self._start = False
+            first = self._read(size + len(_BOM))
+            self._ahead, self._at = first, len(_BOM) if first.startswith(_BOM) else 0
+        while True:
+            ahead, at = self._ahead, self._at
+            limit = at + size
+            end = min(len(ahead), limit)
+            cr = ahead.find(b"\r", at, end)
+            lf = ahead.find(b"\n", at, end if cr == -1 else cr)
+            if lf != -1:
+                stop = lf + 1
+            elif cr != -1 and (cr + 1 < len(ahead) or cr + 1 == limit):  # what follows the CR is known, or not needed
+                stop = cr + 2 if cr + 1 < len(ahead) and ahead[cr + 1] == 0x0A else cr + 1
+            elif cr == -1 and end == limit:  # no line break within `size` bytes
+                stop = limit
+            else:  # what was read ahead ends inside its line (or with a CR): read on
+                more = self._read(limit - len(ahead))
+                if more:
+                    self._ahead, self._at = ahead[at:] + more, 0
+                    continue
+                stop = len(ahead)
+            self._at = stop = min(stop, limit)
+            return ahead[at:stop]
 
     def skim(self, size: int, known: Callable[[int], int | None], seed: int, hits: array, most: int) -> tuple[int, str | None]:
         """Pass over the lines (of at most `size` - 1 bytes) whose row digest `known` knows, adding its entries to `hits`
         while it holds fewer than `most`: how many, and the first line that is not one, decoded (None at the end). A
         known row's text is valid UTF-8 (a row holding bytes that are not is invalid, and a memo has no entry of it),
         so its bytes are those its digest was made of (`row_digest`, written out: a refresh asks it of most rows)."""
-        readline, passed = self.readline_bytes, 0
+        readline, passed = self.readline, 0
         while len(hits) < most:
-            line = readline(size)
+            line = readline(size, False)
             if not line:
                 return passed, None
             if len(line) >= size or (at := known(xxh3_64_intdigest(line.rstrip(b"\r\n"), seed))) is None:
@@ -226,25 +263,6 @@ class _Utf8Lines:
             hits.append(at)
             passed += 1
         return passed, None
-
-    def _raw(self, size: int) -> bytes:
-        """The next bytes up to and including an LF, at most `size` of them, from what was read ahead first."""
-        if self._start:
-            self._start = False
-            head = self._read(size + len(_BOM))
-            if head.startswith(_BOM):
-                return head[len(_BOM):]
-            self._rest = head
-        rest = self._rest
-        if not rest:
-            return self._read(size)
-        line_end = rest.find(b"\n") + 1 or len(rest)
-        if line_end > size:
-            line_end = size
-        self._rest = rest[line_end:]
-        if rest[line_end - 1] == 0x0A or line_end == size:
-            return rest[:line_end]
-        return rest + self._read(size - line_end)  # the rest of its line is still to be read (or none: the end)
 
 
 def _text_problem(texts: list[str]) -> str | None:
@@ -314,7 +332,7 @@ class _Lines:
     """
 
     def __init__(self, text: io.TextIOWrapper | _Utf8Lines, limits: ReadLimits, encoding: str) -> None:
-        self._text = text if isinstance(text, _Utf8Lines) else None
+        self._utf8 = text if isinstance(text, _Utf8Lines) else None  # its known rows are looked up undecoded
         self._readline = text.readline
         self._limit = limits.line_bytes
         self._encoding = encoding
@@ -401,10 +419,13 @@ class _Lines:
 
     def _skim(self, lookup: _Lookup) -> None:
         """Pass over the known rows that follow, one line each, in a loop of their own: in a refresh, most rows are
-        known, and the general loop's cost per line was most of reading them. The first line that is not one (or is
-        long enough to need `_over_limit`, or ends the file) is left in `_pending` for that loop."""
-        if self._text is not None:
-            return self._skim_bytes(lookup)
+        known, and the general loop's cost per line was most of reading them. The first line that is not one (or may
+        be over the line limit, or ends the file) is left in `_pending` for that loop. A UTF-8 partition's lines are
+        looked up as bytes (`_Utf8Lines.skim`)."""
+        if self._utf8 is not None:
+            passed, self._pending = self._utf8.skim(self._limit + 1, lookup.entry, lookup.seed, self.hits, HITS_HELD)  # type: ignore[arg-type]
+            self.read_so_far += passed
+            return
         readline, limit, hits, entry, seed = self._readline, self._limit, self.hits, lookup.entry, lookup.seed
         read = self.read_so_far
         try:
@@ -420,11 +441,6 @@ class _Lines:
                 read += 1
         finally:  # a line that cannot be decoded raises here: the lines before it were read
             self.read_so_far = read
-
-    def _skim_bytes(self, lookup: _Lookup) -> None:
-        """`_skim` of a UTF-8 partition: its lines looked up undecoded."""
-        passed, self._pending = self._text.skim(self._limit + 1, lookup.entry, lookup.seed, self.hits, HITS_HELD)  # type: ignore[union-attr]
-        self.read_so_far += passed
 
     def known_rows(self) -> Iterator[_Record]:
         """The known rows passed over so far, as one record (see `_csv_records`), if any."""

@@ -1,17 +1,18 @@
 """A UTF-8 partition is read from its bytes (shared/segment_rows.py `_Utf8Lines`) as io.TextIOWrapper reads it.
 
-Why: a refresh looks most rows up by their digest alone, and reading them undecoded takes about half the time, but the
-reader's every rule (rows, line numbers, limits, broken quotes, known rows skipped) was written against the lines
+Why: a refresh looks most rows up by their digest alone, without decoding them, but the reader's every rule (rows,
+line numbers, limits, broken quotes, known rows skipped) was written against the lines
 io.TextIOWrapper(encoding="utf-8-sig", errors="surrogateescape", newline="") gives. So the reference here is that
 wrapper, run on the same bytes: any bytes (line breaks of every kind, lone CRs, BOMs, invalid and cut UTF-8, quotes),
-small line limits, streams that trickle a byte at a time, and rows a memo knows. One difference is on purpose: a
-partition of only the first one or two bytes of a BOM, which the wrapper drops without a word (CPython's utf-8-sig
-decoder waits for a third byte that never comes), is read as a line of bytes that are not valid UTF-8: reported, not
-lost.
+small line limits, streams that trickle a byte at a time, rows a memo knows (lines, and records spanning lines as an
+earlier plan recorded them), and few known rows held at a time. One difference is on purpose: a partition of only
+the first one or two bytes of a BOM, which the wrapper drops without a word (CPython's utf-8-sig decoder waits for a
+third byte that never comes), is read as a line of bytes that are not valid UTF-8: reported, not lost.
 """
 from __future__ import annotations
 
 import io
+import itertools
 from array import array
 from typing import BinaryIO
 
@@ -21,15 +22,17 @@ from hypothesis import strategies as st
 
 import shared.segment_rows as segment_rows
 from shared.row_memo import row_digest
-from shared.segment_rows import read_rows
-from shared.snapshots import ReadLimits
+from shared.segment_rows import read_rows, rows_at_most, snapshot_columns
+from shared.snapshots import ReadLimits, SnapshotProblem
 from tests.unit.test_segment_fuzz import any_bytes, snapshots
 
 EQUIVALENCE = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 SEED = 12345
 PIECES = [b"a@contoso.com,A\n", b"b@contoso.com,B\r\n", b"c@contoso.com,C\r", b"\r", b"\n", b"\r\n", b"\r\r\n", b'"', b",",
-          b"\xef\xbb\xbf", b"\xc3\xa9", b"\xe2\x82", b"\xac", b"\xff", b"\xed\xa0\x80", b"\xf0\x9f\x98\x80", b"x" * 40]
+          b'"d@contoso.com","D\nE"\r\n', b"\xef\xbb\xbf", b"\xc3\xa9", b"\xe2\x82", b"\xac", b"\xff", b"\xed\xa0\x80",
+          b"\xf0\x9f\x98\x80", b"x" * 40]
 rows_soup = st.lists(st.sampled_from(PIECES), max_size=80).map(b"".join)
+ascii_soup = st.lists(st.sampled_from([b"a", b"bc", b"\r", b"\n", b"\r\n", b"\r\r\n", b'"', b","]), max_size=60).map(b"".join)
 BOM_PREFIXES = (b"\xef", b"\xef\xbb")
 small_limits = st.builds(ReadLimits, line_bytes=st.integers(4, 120), fields=st.integers(1, 12))
 
@@ -54,8 +57,18 @@ class _Trickle(io.RawIOBase):
         return len(byte)
 
 
+class _Counted(io.BufferedReader):
+    """Counts the reads of whole lines (`readline` calls) made of it."""
+
+    readlines = 0
+
+    def readline(self, size: int | None = -1) -> bytes:  # type: ignore[override]
+        self.readlines += 1
+        return super().readline(size)
+
+
 class _Known:
-    """RowDigests knowing the digests of some lines of the partitions (as a memo of an earlier plan would)."""
+    """RowDigests knowing some digests (as a memo of an earlier plan would)."""
 
     def __init__(self, digests: set[int]) -> None:
         self._digests = digests
@@ -67,46 +80,89 @@ class _Known:
         return digest % 1000 if digest in self._digests else None
 
 
-def _known_lines(partitions: list[bytes], pick: list[bool]) -> _Known:
-    lines = [line for data in partitions for line in io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig",
-                                                                      errors="surrogateescape", newline="")]
-    return _Known({row_digest(line, SEED) for line, chosen in zip(lines, pick * len(lines)) if chosen})
-
-
-def _rows(reference: bool, source, snapshot, digests) -> list:
+def _rows(reference: bool, source, snapshot, digests, held: int = segment_rows.HITS_HELD) -> list:
     with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(segment_rows, "HITS_HELD", held)
         if reference:
             patch.setattr(segment_rows, "_text", wrapper_text)
         return list(read_rows(source, snapshot, digests))
 
 
+def _known(partitions: list[bytes], pick: list[bool], source, snapshot) -> _Known:
+    """Some of the digests an earlier plan recorded (of records, also those spanning lines), and of single lines."""
+    lines = [line for data in partitions for line in wrapper_text(io.BytesIO(data), None, "")]
+    recorded = [row.digest for row in _rows(True, source, snapshot, _Known(set())) if row.digest]
+    return _Known({digest for digest, chosen in zip([*recorded, *(row_digest(line, SEED) for line in lines)],
+                                                    itertools.cycle(pick)) if chosen})
+
+
 @EQUIVALENCE
 @given(partitions=st.lists(st.one_of(rows_soup, any_bytes), min_size=1, max_size=3), limit=st.one_of(st.just(ReadLimits()), small_limits),
-       has_header=st.booleans(), trickle=st.booleans(), pick=st.lists(st.booleans(), min_size=1, max_size=5), known=st.booleans())
-def test_a_utf8_partition_reads_as_the_text_wrapper_reads_it(partitions, limit, has_header, trickle, pick, known) -> None:
+       has_header=st.booleans(), trickle=st.booleans(), pick=st.lists(st.booleans(), min_size=1, max_size=5), known=st.booleans(),
+       held=st.sampled_from([1, 2, 3, segment_rows.HITS_HELD]))
+def test_a_utf8_partition_reads_as_the_text_wrapper_reads_it(partitions, limit, has_header, trickle, pick, known, held) -> None:
     assume(not any(data in BOM_PREFIXES for data in partitions))
     source, snapshot = snapshots(partitions, "csv", has_header, None if has_header else ("Email", "Name"), ",", "utf-8", limit)
     if trickle:
         source.open_binary = lambda name: io.BufferedReader(_Trickle(source.blobs[name]), buffer_size=8)  # type: ignore[method-assign]
-    digests = _known_lines(partitions, pick) if known else None
-    assert _rows(False, source, snapshot, digests) == _rows(True, source, snapshot, digests)
+    digests = _known(partitions, pick, source, snapshot) if known else None
+    assert _rows(False, source, snapshot, digests, held) == _rows(True, source, snapshot, digests, held)
+    with pytest.MonkeyPatch.context() as patch:
+        counted = rows_at_most(source, snapshot, 0), _columns(source, snapshot)
+        patch.setattr(segment_rows, "_text", wrapper_text)
+        assert counted == (rows_at_most(source, snapshot, 0), _columns(source, snapshot))
+
+
+def _columns(source, snapshot) -> tuple | str:
+    try:
+        return snapshot_columns(source, snapshot)
+    except SnapshotProblem as problem:
+        return str(problem)
 
 
 @EQUIVALENCE
 @given(data=st.one_of(rows_soup, any_bytes), trickle=st.booleans())
 def test_its_lines_are_the_text_wrappers_lines(data, trickle) -> None:
-    """Whole lines (no size limit bites): the same text, and `readline_bytes` gives each line's own bytes."""
+    """Whole lines (no size limit bites): the same text, and undecoded each line is its own bytes."""
     assume(data not in BOM_PREFIXES)
     stream = io.BufferedReader(_Trickle(data), buffer_size=8) if trickle else io.BufferedReader(io.BytesIO(data))
     ours, reference = segment_rows._Utf8Lines(stream), wrapper_text(io.BytesIO(data), None, "")
     as_bytes = segment_rows._Utf8Lines(io.BufferedReader(io.BytesIO(data)))
     size = len(data) + 8
     while True:
-        line, expected, raw = ours.readline(size), reference.readline(size), as_bytes.readline_bytes(size)
+        line, expected, raw = ours.readline(size), reference.readline(size), as_bytes.readline(size, False)
         assert line == expected
         assert raw.decode("utf-8", "surrogateescape") == expected
         if not line:
             break
+
+
+@EQUIVALENCE
+@given(data=ascii_soup, sizes=st.lists(st.integers(1, 12), min_size=1, max_size=30), bom=st.booleans(), trickle=st.booleans())
+def test_lines_cut_at_a_size_are_cut_where_the_wrapper_cuts_them(data, sizes, bom, trickle) -> None:
+    """In ASCII a character is a byte, so a size means the same to both: a line longer than it (a CRLF too) is cut
+    at the same place, and the rest comes next."""
+    data = (b"\xef\xbb\xbf" if bom else b"") + data
+    stream = io.BufferedReader(_Trickle(data), buffer_size=8) if trickle else io.BufferedReader(io.BytesIO(data))
+    ours, reference = segment_rows._Utf8Lines(stream), wrapper_text(io.BytesIO(data), None, "")
+    for size in itertools.cycle(sizes):
+        line = ours.readline(size)
+        assert line == reference.readline(size)
+        if not line:
+            break
+
+
+@pytest.mark.parametrize("line_bytes", range(2, 9))
+def test_a_bom_before_a_header_near_the_line_limit_is_not_counted_in_it(line_bytes: int) -> None:
+    partition = b"\xef\xbb\xbfE,N\r\na@x.io,A\n"
+    source, snapshot = snapshots([partition], "csv", True, None, ",", "utf-8", ReadLimits(line_bytes=line_bytes))
+    digests = _known([partition], [True], source, snapshot)
+    assert _rows(False, source, snapshot, None) == _rows(True, source, snapshot, None)
+    assert _rows(False, source, snapshot, digests) == _rows(True, source, snapshot, digests)
+    ours = _columns(source, snapshot)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(segment_rows, "_text", wrapper_text)
+        assert ours == _columns(source, snapshot)
 
 
 @pytest.mark.parametrize("data", BOM_PREFIXES)
@@ -118,13 +174,21 @@ def test_a_partition_of_part_of_a_bom_is_an_invalid_row_not_nothing(data: bytes)
     assert _rows(True, source, snapshot, None) == []  # what the wrapper made of it
 
 
+def test_a_header_of_part_of_a_bom_refuses_the_snapshot_instead_of_being_passed_over() -> None:
+    """With a header, the wrapper read such a partition as empty and took the next one's header; it is a header of
+    bytes that are not text, and the snapshot is refused naming the file, as for any such header."""
+    source, snapshot = snapshots([b"\xef\xbb", b"Email,Name\na@x.io,A\n"], "csv", True, None, ",", "utf-8", ReadLimits())
+    with pytest.raises(SnapshotProblem, match="part-0.csv.*the header row has bytes that are not valid text"):
+        snapshot_columns(source, snapshot)
+
+
 @pytest.mark.parametrize("ending", [b"\n", b"\r\n"])
 def test_a_known_row_one_byte_past_the_line_limit_is_still_too_long(ending: bytes) -> None:
     """A memo made under a higher SEGMENT_MAX_LINE_BYTES knows the row; under this one its line is too long."""
     row = b"a@contoso.com,Ann" + ending
     partition = b"E,N" + ending + b"b@x.io,B" + ending + row  # the row after a known one: read in the skim's loop
     source, snapshot = snapshots([partition], "csv", True, None, ",", "utf-8", ReadLimits(line_bytes=len(row) - 1))
-    digests = _known_lines([partition], [True])
+    digests = _known([partition], [True], source, snapshot)
     rows = _rows(False, source, snapshot, digests)
     assert [(row.row, row.known is not None, "SEGMENT_MAX_LINE_BYTES" in (row.error or "")) for row in rows] == [
         (1, True, False), (2, False, True)]
@@ -132,11 +196,31 @@ def test_a_known_row_one_byte_past_the_line_limit_is_still_too_long(ending: byte
 
 
 @pytest.mark.parametrize("ending", [b"\n", b"\r\n", b"\r"])
-def test_known_rows_are_passed_over_undecoded_whatever_ends_their_lines(ending: bytes) -> None:
-    """The skim itself (not only its outcome): every known line is passed over in its loop, none handed back."""
+def test_known_rows_are_passed_over_undecoded_whatever_ends_their_lines(monkeypatch, ending: bytes) -> None:
+    """The skim itself (not only its outcome): every known line is passed over in its loop, none handed back, and a
+    partition's reader goes through it."""
     lines = [b"a%d@contoso.com,A%d" % (n, n) + ending for n in range(50)]
     known = {row_digest(line.decode(), SEED): n for n, line in enumerate(lines)}
     reader = segment_rows._Utf8Lines(io.BufferedReader(io.BytesIO(b"".join(lines))))
     hits = array("q")
     assert reader.skim(1000, known.get, SEED, hits, 1 << 16) == (50, None)
     assert list(hits) == list(range(50))
+
+    skims = []
+    skim = segment_rows._Utf8Lines.skim
+    monkeypatch.setattr(segment_rows._Utf8Lines, "skim", lambda self, *args: skims.append(1) or skim(self, *args))
+    source, snapshot = snapshots([b"Email,Name" + ending + b"".join(lines)], "csv", True, None, ",", "utf-8", ReadLimits())
+    rows = list(read_rows(source, snapshot, _Known(set(known))))
+    assert [len(row.known) for row in rows] == [50] and skims == [1]
+
+
+def test_lines_ended_by_lone_crs_are_read_a_block_at_a_time() -> None:
+    """Classic Mac line breaks (or a partition of CRs alone): each line is cut from a block read once, not read again
+    to its next LF (which, with no LF in the file, meant reading and copying up to the line limit for every line)."""
+    partition = b"Email,Name\r" + b"".join(b"a%d@contoso.com,A%d\r" % (n, n) for n in range(20_000)) + b"\r" * 20_000
+    limits = ReadLimits(line_bytes=4096)
+    source, snapshot = snapshots([partition], "csv", True, None, ",", "utf-8", limits)
+    streams: list[_Counted] = []
+    source.open_binary = lambda name: streams.append(_Counted(io.BytesIO(source.blobs[name]))) or streams[-1]  # type: ignore[method-assign]
+    assert sum(1 for row in read_rows(source, snapshot) if row.values) == 20_000
+    assert streams[0].readlines <= len(partition) // limits.line_bytes + 3  # blocks of a line limit, the first line, the end
