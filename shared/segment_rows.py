@@ -202,14 +202,16 @@ class _Utf8Lines:
         self._start = True
 
     @overload
-    def readline(self, size: int) -> str: ...
+    def readline(self, size: int, decoded: Literal[True] = ...) -> str: ...
     @overload
     def readline(self, size: int, decoded: Literal[False]) -> bytes: ...
+    @overload
+    def readline(self, size: int, decoded: bool) -> str | bytes: ...
 
     def readline(self, size: int, decoded: bool = True) -> str | bytes:
-        """The next line, at most `size` bytes of it: up to and including its line break, if any; its bytes when not
-        `decoded` (one method for both: planning asks it of every line, and a second Python call would cost more than
-        the decoding it saves)."""
+        """The next line, at most `size` (>= 1) bytes of it: up to and including its line break, if any; its bytes
+        when not `decoded` (one method for both: planning asks it of every line, and a second Python call would cost
+        more than the decoding it saves)."""
         if self._at < len(self._ahead) or self._start:
             line = self._from_ahead(size)
         else:
