@@ -218,8 +218,8 @@ class _Utf8Lines:
             line = self._read(size)
             cr = line.find(b"\r")
             if cr != -1 and cr != len(line) - 1 and (cr != len(line) - 2 or line[-1] != 0x0A):
-                self._ahead, self._at = line, cr + 1  # a lone CR ends the line: the lines after it are served from here
-                line = line[:cr + 1]
+                self._ahead, self._at = line, 0  # a lone CR ends a line in it: its lines are served from there
+                line = self._from_ahead(size)
         return line.decode("utf-8", "surrogateescape") if decoded else line
 
     def _from_ahead(self, size: int) -> bytes:
