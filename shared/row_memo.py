@@ -200,6 +200,10 @@ class RowSkips:
         reader asks it of every row (the index is set when the audience has been read, and changes only in place)."""
         return self._index.get
 
+    def may_know(self) -> bool:
+        """Whether a row can be known now: not before the audience is read, nor with an empty memo (a first export)."""
+        return bool(self._index)
+
     def forget(self, keys: set[int]) -> None:
         """Rows of these addresses (email keys) are known no more: another row has the address."""
         self._drop(map(keys.__contains__, self.memo.emails))
@@ -224,6 +228,9 @@ class SegmentDigests:
     def entry(self) -> Callable[[int], int | None]:
         """Asked by the reader once a partition (the audience has been read by then: a plan reads it first)."""
         return self._skips.lookup()
+
+    def may_know(self) -> bool:
+        return self._skips.may_know()
 
     def seed(self, columns: list[str], delimiter: str, most_fields: int) -> int:
         return row_seed(self._segment, self._tag, self._mapped, columns, delimiter, most_fields)

@@ -214,6 +214,9 @@ class Knowing:
     def entry(self, digest: int) -> int | None:
         return self.entry_of(digest) if digest in self.digests else None
 
+    def may_know(self) -> bool:
+        return bool(self.digests)
+
     @staticmethod
     def entry_of(digest: int) -> int:
         """An entry of its own for each digest (a memo's would be its place)."""

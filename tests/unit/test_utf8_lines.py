@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import shared.segment_rows as segment_rows
-from shared.row_memo import row_digest
+from shared.row_memo import RowMemo, RowSkips, row_digest
 from shared.segment_rows import read_rows, rows_at_most, snapshot_columns
 from shared.snapshots import ReadLimits, SnapshotProblem
 from tests.unit.test_segment_fuzz import any_bytes, snapshots
@@ -37,9 +37,19 @@ BOM_PREFIXES = (b"\xef", b"\xef\xbb")
 small_limits = st.builds(ReadLimits, line_bytes=st.integers(4, 120), fields=st.integers(1, 12))
 
 
-def wrapper_text(stream: BinaryIO, snapshot, partition: str) -> io.TextIOWrapper:
-    """How `_text` read UTF-8 before `_Utf8Lines`: the reference."""
+def wrapper_text(stream: BinaryIO, snapshot, partition: str, skims: bool = False) -> io.TextIOWrapper:
+    """How `_text` read UTF-8 before `_Utf8Lines` (and still does where no row can be known): the reference."""
     return io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
+
+
+_chosen_text = segment_rows._text
+
+
+def bytes_text(stream: BinaryIO, snapshot, partition: str, skims: bool = False) -> segment_rows._Utf8Lines:
+    """`_text` as a refresh has it, also where the reader would take the wrapper: the subject of these tests."""
+    text = _chosen_text(stream, snapshot, partition, True)
+    assert isinstance(text, segment_rows._Utf8Lines)
+    return text
 
 
 class _Trickle(io.RawIOBase):
@@ -79,12 +89,14 @@ class _Known:
     def entry(self, digest: int) -> int | None:
         return digest % 1000 if digest in self._digests else None
 
+    def may_know(self) -> bool:
+        return True
+
 
 def _rows(reference: bool, source, snapshot, digests, held: int = segment_rows.HITS_HELD) -> list:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(segment_rows, "HITS_HELD", held)
-        if reference:
-            patch.setattr(segment_rows, "_text", wrapper_text)
+        patch.setattr(segment_rows, "_text", wrapper_text if reference else bytes_text)
         return list(read_rows(source, snapshot, digests))
 
 
@@ -108,6 +120,7 @@ def test_a_utf8_partition_reads_as_the_text_wrapper_reads_it(partitions, limit, 
     digests = _known(partitions, pick, source, snapshot) if known else None
     assert _rows(False, source, snapshot, digests, held) == _rows(True, source, snapshot, digests, held)
     with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(segment_rows, "_text", bytes_text)
         counted = rows_at_most(source, snapshot, 0), _columns(source, snapshot)
         patch.setattr(segment_rows, "_text", wrapper_text)
         assert counted == (rows_at_most(source, snapshot, 0), _columns(source, snapshot))
@@ -159,8 +172,9 @@ def test_a_bom_before_a_header_near_the_line_limit_is_not_counted_in_it(line_byt
     digests = _known([partition], [True], source, snapshot)
     assert _rows(False, source, snapshot, None) == _rows(True, source, snapshot, None)
     assert _rows(False, source, snapshot, digests) == _rows(True, source, snapshot, digests)
-    ours = _columns(source, snapshot)
     with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(segment_rows, "_text", bytes_text)
+        ours = _columns(source, snapshot)
         patch.setattr(segment_rows, "_text", wrapper_text)
         assert ours == _columns(source, snapshot)
 
@@ -219,7 +233,7 @@ def test_known_rows_are_passed_over_undecoded_whatever_ends_their_lines(monkeypa
     assert [len(row.known or ()) for row in rows] == [50] and skims == [1]
 
 
-def test_lines_ended_by_lone_crs_are_read_a_block_at_a_time() -> None:
+def test_lines_ended_by_lone_crs_are_read_a_block_at_a_time(monkeypatch) -> None:
     """Classic Mac line breaks (or a partition of CRs alone): each line is cut from a block read once, not read again
     to its next LF (which, with no LF in the file, meant reading and copying up to the line limit for every line)."""
     partition = b"Email,Name\r" + b"".join(b"a%d@contoso.com,A%d\r" % (n, n) for n in range(20_000)) + b"\r" * 20_000
@@ -232,6 +246,7 @@ def test_lines_ended_by_lone_crs_are_read_a_block_at_a_time() -> None:
         return streams[-1]
 
     source.open_binary = counted  # type: ignore[method-assign]
+    monkeypatch.setattr(segment_rows, "_text", bytes_text)
     assert sum(1 for row in read_rows(source, snapshot) if row.values) == 20_000
     # a block at most a line limit long (less where a refill completes the rest of one), the first line and the end;
     # reading each line to the next LF made one read a line (40,000 here)
@@ -246,3 +261,45 @@ def test_lines_after_a_lone_cr_are_served_from_the_block_not_from_copies_of_it()
         if reader._ahead is not last:
             last, blocks = reader._ahead, blocks + 1
     assert blocks <= stream.line_reads
+
+
+def test_the_bytes_are_split_only_where_a_memo_may_know_rows(monkeypatch) -> None:
+    """Decoding every row, io.TextIOWrapper is faster: a first export (an empty memo), a run without a memo, the
+    record count and the columns read through it. The byte reader is taken where a memo may know rows, and for a
+    partition of only part of a BOM (which it reads as invalid bytes: the same outcome on every kind of run)."""
+    made: list[int] = []
+
+    class Counted(segment_rows._Utf8Lines):
+        def __init__(self, stream: BinaryIO) -> None:
+            made.append(1)
+            super().__init__(stream)
+
+    monkeypatch.setattr(segment_rows, "_Utf8Lines", Counted)
+    partitions = [b"\xef\xbb\xbfEmail,Name\r\na@x.io,A\r\n", b"Email,Name\nb@x.io,B\n"]
+    source, snapshot = snapshots(partitions, "csv", True, None, ",", "utf-8", ReadLimits())
+
+    def bytes_readers(read) -> int:
+        made.clear()
+        read()
+        return len(made)
+
+    memo = RowMemo(array("Q", [1]), array("Q", [2]), array("Q", [3]))
+    first_export, before_audience, refresh = (RowSkips(RowMemo.empty()), RowSkips(memo), RowSkips(memo))
+    refresh_digests = refresh.for_segment("S", "T", {"Email": "Email"})
+    refresh.audience_read([0])
+    assert (first_export.may_know(), before_audience.may_know(), refresh.may_know()) == (False, False, True)
+    expected = _rows(True, source, snapshot, None)
+    for digests, readers in [(None, 0), (first_export.for_segment("S", "T", {"Email": "Email"}), 0),
+                             (refresh_digests, len(partitions))]:
+        made.clear()
+        assert [(row.row, row.values) for row in read_rows(source, snapshot, digests)] == [
+            (row.row, row.values) for row in expected]
+        assert len(made) == readers
+    assert bytes_readers(lambda: rows_at_most(source, snapshot, 0)) == 0
+    assert bytes_readers(lambda: snapshot_columns(source, snapshot)) == 0
+    refresh.forget({3})
+    assert not refresh.may_know()  # every entry dropped: nothing can be known any more
+
+    for data in BOM_PREFIXES:
+        source, snapshot = snapshots([data], "csv", False, ("Email", "Name"), ",", "utf-8", ReadLimits())
+        assert bytes_readers(lambda: list(read_rows(source, snapshot))) == 1
