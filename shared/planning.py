@@ -68,8 +68,8 @@ from array import array
 from bisect import bisect_left
 from dataclasses import dataclass, field
 from datetime import date
-from itertools import compress, islice
-from operator import not_
+from itertools import compress, islice, repeat
+from operator import is_not, not_
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from shared.columns import ColumnMismatch, resolve_columns
@@ -322,8 +322,9 @@ class _Held:
         self._last: dict[int, int] = {}  # email key listed twice -> place of its last contact (the one merged)
         self.unchanged = array("q")  # memo entries whose contact the audience holds as it was
 
-    def add(self, lines: list[str], entries: Iterable[int], places: Iterable[int]) -> None:
-        """Hold `lines`, in order, with their memo entries and their places among the audience's contacts."""
+    def add(self, lines: list[str], entries: Sequence[int], places: Sequence[int]) -> None:
+        """Hold `lines`, in order, with their memo entries and their places among the audience's contacts (sequences:
+        an array extends from one without a Python step per item)."""
         self._file.write("".join(lines))
         self._entries.extend(entries)
         self._at.extend(places)
@@ -502,9 +503,18 @@ class Plan:
         known, emails, contacts = entries.get, skips.memo.emails, iter(self._existing)
         # A block of contacts at a time, looked up without a Python call each: a refresh holds nearly all of them.
         while block := list(islice(contacts, _HOLD_BLOCK)):
-            found = list(map(known, contact_digests(map(_known_by, block))))
-            hold = [at is not None and isinstance(contact, str) for contact, at in zip(block, found)]
-            held.add(list(compress(block, hold)), compress(found, hold), compress(range(len(keys), len(keys) + len(block)), hold))
+            places = range(len(keys), len(keys) + len(block))
+            if all(map(isinstance, block, repeat(str))):  # a mirror's lines (every block, when there is a mirror)
+                found = list(map(known, contact_digests(block)))
+                if None not in found:  # each known as it was: all held, and their keys are the memo's
+                    held.add(block, found, places)
+                    keys.extend(map(emails.__getitem__, found))
+                    continue
+                hold = list(map(is_not, found, repeat(None)))
+            else:
+                found = list(map(known, contact_digests(map(_known_by, block))))
+                hold = [at is not None and isinstance(contact, str) for contact, at in zip(block, found)]
+            held.add(list(compress(block, hold)), list(compress(found, hold)), list(compress(places, hold)))
             block_keys = [emails[at] if kept else 0 for at, kept in zip(found, hold)]
             for n in compress(range(len(block)), map(not_, hold)):  # spilled, in the order read
                 block_keys[n] = email_key(_spill_contact(spill, block[n]))

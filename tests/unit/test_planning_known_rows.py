@@ -193,10 +193,12 @@ def test_a_row_known_under_a_higher_field_limit_is_read_under_a_lower_one(tmp_pa
     assert lower == planned(ReadLimits(fields=3), None)[:2] + (0,) and lower[1]["S"].invalid == 1
 
 
-def test_a_known_contact_listed_twice_is_merged_as_the_last_one_listed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("hold_block", [1, 2, 4096])
+def test_a_known_contact_listed_twice_is_merged_as_the_last_one_listed(tmp_path: Path, hold_block: int) -> None:
     """The audience lists a known contact's line and another line of the same address (an archived copy read again):
     planning merges the last one listed, so the row is read, not skipped, and compared with that last line, whether
-    the known line comes first or last (the known line is held apart while the rows are read)."""
+    the known line comes first or last (the known line is held apart while the rows are read), and whether it comes
+    in a block of contacts all known (looked up together) or beside the unknown one."""
     folder_writer(tmp_path)("s/p.csv", b"Email,First\nann@contoso.com,Ann\nbo@contoso.com,Bo\n")
     mapping = Mapping("Email", {"FNAME": "First"})
     known = [contact_line("ann@contoso.com", "subscribed", {"FNAME": "Ann"}, ["VIP"]),
@@ -216,7 +218,9 @@ def test_a_known_contact_listed_twice_is_merged_as_the_last_one_listed(tmp_path:
     memo = RowMemo.from_bytes(first.next.to_bytes("f"), "f")
     assert planned(known, RowSkips(memo))[3] == 2
     for audience in ([known[0], other, known[1]], [other, *known]):
-        skipping, reading = planned(audience, RowSkips(memo)), planned(audience, None)
+        with patch("shared.planning._HOLD_BLOCK", hold_block):
+            skipping = planned(audience, RowSkips(memo))
+        reading = planned(audience, None)
         assert skipping[:3] == reading[:3] and skipping[3] == 1  # bo skipped; ann read and merged as listed last
     assert planned([known[0], other, known[1]], None)[0][0][0][3].status == "unsubscribed"
     assert planned([other, *known], None)[1]["S"].settled == 2
