@@ -99,28 +99,63 @@ def rows_at_most(source: BlobSource, snapshot: Snapshot, limit: int) -> int:
     """An upper bound of the rows `read_rows` yields when it is within `limit` (any number past it otherwise), so a
     run knows it is within MAX_PROFILES_PER_EXPORT before it sends anything while it reads: the line breaks, counted
     in C a block at a time. When those pass `limit` (a CSV field may hold line breaks), the CSV records, counted as
-    `read_rows` reads them (slower, and only then)."""
-    lines = 0
+    `read_rows` reads them (`_records`: slower, and only then)."""
+    lines, longest = 0, {}
     for partition in snapshot.partitions:
         with source.open_binary(partition) as stream:
-            lines += _line_breaks(stream) + 1
+            breaks, longest[partition] = _line_breaks(stream)
+            lines += breaks + 1
     if lines <= limit or snapshot.format != "csv":
         return lines
     records = 0
     for partition in snapshot.partitions:
-        with source.open_binary(partition) as stream:
-            records += sum(1 for _ in _csv_records(partition, _peekable(stream), snapshot))
+        records += _records(source, partition, snapshot, longest[partition])
         if records > limit:
             break
     return records
 
 
-def _line_breaks(stream: BinaryIO) -> int:
-    """\n, and \r not followed by \n (one split across two blocks counts twice: a bound may be high, never low)."""
-    count = 0
+def _line_breaks(stream: BinaryIO) -> tuple[int, int]:
+    """\n, and \r not followed by \n (one split across two blocks counts twice: a bound may be high, never low); and
+    a bound of the longest line's bytes (lines cut at \n alone: never low either)."""
+    count, longest, tail = 0, 0, 0
     for block in iter(lambda: stream.read(1 << 20), b""):
         count += block.count(b"\n") + block.count(b"\r") - block.count(b"\r\n")
-    return count
+        first = block.find(b"\n")
+        if first == -1:
+            tail += len(block)
+            continue
+        longest = max(longest, tail + first + 1, max(map(len, block[first + 1:].split(b"\n"))) + 1)
+        tail = len(block) - block.rfind(b"\n") - 1
+    return count, max(longest, tail)
+
+
+def _records(source: BlobSource, partition: str, snapshot: Snapshot, longest: int) -> int:
+    """The records `_csv_records` yields for a partition. Counted by the csv module alone where it is sure to find the
+    same ones: UTF-8 read through io.TextIOWrapper (as `_csv_records` reads it here), no line longer than the line limit
+    (`longest`, in bytes) nor any record spanning lines that could be, and no csv error. Else, and for anything
+    else, as `_csv_records` reads them (its rules for broken rows give more records than csv would)."""
+    with source.open_binary(partition) as stream:
+        stream = _peekable(stream)
+        limit = snapshot.limits.line_bytes
+        utf8 = not encoding_problem(snapshot.encoding) and codecs.lookup(snapshot.encoding).name in ("utf-8", "utf-8-sig")
+        if utf8 and longest <= limit and not _compressed(stream):
+            text = _text(stream, snapshot, partition, False)
+            if isinstance(text, io.TextIOWrapper):
+                records = csv.reader(text, delimiter=snapshot.delimiter, strict=True)
+                count, last = 0, 0
+                try:
+                    for fields in records:
+                        count += 1 if fields else 0
+                        if records.line_num - last > 1 and (records.line_num - last) * longest > limit:
+                            break  # a record spanning lines may pass the limit, which `_csv_records` reads otherwise
+                        last = records.line_num
+                    else:
+                        return count
+                except csv.Error:
+                    pass
+    with source.open_binary(partition) as stream:
+        return sum(1 for _ in _csv_records(partition, _peekable(stream), snapshot))
 
 
 def snapshot_columns(source: BlobSource, snapshot: Snapshot) -> tuple[str, ...]:
