@@ -74,7 +74,7 @@ import secrets
 import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -441,73 +441,80 @@ class AudienceMirror:
                  as_of: datetime, work: str, marks: Marks) -> tuple[Iterator[str] | None, str]:
         """The stored mirror merged with what changed since, written as the new mirror, or kept as it is when nothing
         did (`_keep`): (its contacts as stored lines, "") or (None, why a full read is needed instead). Mailchimp is
-        read before anything of the mirror, and the mirror is checked whole, so nothing is yielded yet."""
+        read, and the mirror checked whole, before anything of it is yielded."""
         since = (manifest.as_of - self._margin).replace(microsecond=0)  # Mailchimp's times are whole seconds
-        tags = client.list_tag_details(list_id)
-        reread = [tag for tag in tags if tag.updated_at is None or tag.updated_at >= since
-                  or manifest.tags.get(tag.id) != tag.name]
-        replaced = {tag.name for tag in reread} | (set(manifest.tags.values()) - {tag.name for tag in tags})
-        size = sum(manifest.counts.values())
-        to_read = client.count_members(list_id, since_last_changed=since) + sum(tag.member_count for tag in reread)
-        if to_read > size:  # e.g. the run after one that wrote everyone: a full read costs less
-            return None, f"more changed contacts and tag members to read ({to_read:,}) than the audience holds ({size:,})"
-        changes = _Spill(work, "changes")  # the archived ones last: they win, as in iter_audience
-        changed = 0
-        for member in itertools.chain(
-                client.iter_members(list_id, fields=FIELDS, since_last_changed=since),
-                client.iter_members(list_id, fields=("email_address", "status"), status=ARCHIVED,
-                                    since_last_changed=since)):
+        # A version's parts never change: they are fetched (and checked) while Mailchimp is asked what changed (when a
+        # full read is needed instead, leaving the pool waits for them, a fraction of that read).
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            parts_ahead = pool.submit(self._stored_parts, folder, manifest)
+            changed_since = pool.submit(client.count_members, list_id, since_last_changed=since)
+            tags = client.list_tag_details(list_id)
+            reread = [tag for tag in tags if tag.updated_at is None or tag.updated_at >= since
+                      or manifest.tags.get(tag.id) != tag.name]
+            replaced = {tag.name for tag in reread} | (set(manifest.tags.values()) - {tag.name for tag in tags})
+            size = sum(manifest.counts.values())
+            to_read = changed_since.result() + sum(tag.member_count for tag in reread)
+            if to_read > size:  # e.g. the run after one that wrote everyone: a full read costs less
+                return None, f"more changed contacts and tag members to read ({to_read:,}) than the audience holds ({size:,})"
+            changes = _Spill(work, "changes")  # the archived ones last: they win, as in iter_audience
+            changed = 0
+            for member in itertools.chain(
+                    client.iter_members(list_id, fields=FIELDS, since_last_changed=since),
+                    client.iter_members(list_id, fields=("email_address", "status"), status=ARCHIVED,
+                                        since_last_changed=since)):
+                try:
+                    changes.add(member.email, (member.email, member_line(member)))
+                except ValueError as error:  # nothing is yielded yet: a full read gives the run its contacts
+                    changes.close()
+                    return None, f"a changed contact cannot be stored ({error})"
+                changed += 1
+            changes.close()
+            # After the changes: a change they missed (a contact deleted for good, one skipped by offset paging while
+            # another left the listing, one made between the listing and the counts) shows as a difference below.
+            counts = self._counts(client, list_id)
+            if not changed and not replaced:  # nothing to merge (`replaced` names every tag read again)
+                return self._keep(folder, where, manifest, parts_ahead, counts, tags, as_of, since, marks)
+            carriers = _Spill(work, "tags")
+            carried = 0
+            for tag in reread:
+                for email in client.iter_tag_members(list_id, tag.id):
+                    carriers.add(email, (email, tag.name))
+                    carried += 1
+            carriers.close()
+            draft = _Draft(work, _parts_for(size + changed))
             try:
-                changes.add(member.email, (member.email, member_line(member)))
-            except ValueError as error:  # nothing is yielded yet: a full read gives the run its contacts
-                changes.close()
-                return None, f"a changed contact cannot be stored ({error})"
-            changed += 1
-        changes.close()
-        # After the changes: a change they missed (a contact deleted for good, one skipped by offset paging while
-        # another left the listing, one made between the listing and the counts) shows as a difference below.
-        counts = self._counts(client, list_id)
-        if not changed and not replaced:  # nothing to merge (`replaced` names every tag read again)
-            return self._keep(folder, where, manifest, counts, tags, as_of, since, marks)
-        carriers = _Spill(work, "tags")
-        carried = 0
-        for tag in reread:
-            for email in client.iter_tag_members(list_id, tag.id):
-                carriers.add(email, (email, tag.name))
-                carried += 1
-        carriers.close()
-        draft = _Draft(work, _parts_for(size + changed))
-        try:
-            stored: Counter[str] = Counter()
-            for bucket, lines in enumerate(self._stored(folder, manifest)):
-                merged: dict[str, str] = {}
-                for line in lines:
-                    stored[line_status(line)] += 1
-                    merged[line_email(line)] = line
-                merged.update(changes.read(bucket))
-                if replaced:
-                    _retag(merged, replaced, carriers.read(bucket))
-                draft.add(bucket, merged.values())
-            draft.close()
-            _check_stored(stored, manifest)
-        except Exception as error:  # noqa: BLE001 - a part missing or damaged: read in full, never a failed run
-            return _unusable(where, _why(error, "a part"))
-        if differences := _differences(_status_counts(draft.counts), counts):
-            return None, differences
-        self._write(folder, where, draft, _Manifest(_version(as_of), as_of, manifest.full_read_at, draft.parts,
-                                                    dict(draft.counts), {tag.id: tag.name for tag in tags},
-                                                    marks.erasures or ""), marks)
-        _log_refresh(where, since, changed, len(reread), carried, draft.contacts, kept=False)
-        return draft.members(), ""
+                stored: Counter[str] = Counter()
+                parts = parts_ahead.result()
+                buckets = itertools.chain.from_iterable(_buckets(data, len(parts), part) for part, data in enumerate(parts))
+                for bucket, lines in enumerate(buckets):
+                    merged: dict[str, str] = {}
+                    for line in lines:
+                        stored[line_status(line)] += 1
+                        merged[line_email(line)] = line
+                    merged.update(changes.read(bucket))
+                    if replaced:
+                        _retag(merged, replaced, carriers.read(bucket))
+                    draft.add(bucket, merged.values())
+                draft.close()
+                _check_stored(stored, manifest)
+            except Exception as error:  # noqa: BLE001 - a part missing or damaged: read in full, never a failed run
+                return _unusable(where, _why(error, "a part"))
+            if differences := _differences(_status_counts(draft.counts), counts):
+                return None, differences
+            self._write(folder, where, draft, _Manifest(_version(as_of), as_of, manifest.full_read_at, draft.parts,
+                                                        dict(draft.counts), {tag.id: tag.name for tag in tags},
+                                                        marks.erasures or ""), marks)
+            _log_refresh(where, since, changed, len(reread), carried, draft.contacts, kept=False)
+            return draft.members(), ""
 
-    def _keep(self, folder: str, where: str, manifest: _Manifest, counts: dict[str, int], tags: list[Tag],
-              as_of: datetime, since: datetime, marks: Marks) -> tuple[Iterator[str] | None, str]:
+    def _keep(self, folder: str, where: str, manifest: _Manifest, parts_ahead: Future[list[bytes]], counts: dict[str, int],
+              tags: list[Tag], as_of: datetime, since: datetime, marks: Marks) -> tuple[Iterator[str] | None, str]:
         """The stored version as it is, nothing having changed since it was read: writing it again cost seconds at a
         million contacts (every part decompressed, merged, compressed and uploaded). Its parts are checked whole
         before anything is yielded (once planning has lines, a full read can no longer stand in), then a new manifest
         names the same version with the new `as_of`, only if the deletions marks held (`_marks_held`, as `_write`)."""
         try:
-            parts = self._stored_parts(folder, manifest)
+            parts = parts_ahead.result()
         except Exception as error:  # noqa: BLE001 - a part missing or damaged: read in full, never a failed run
             return _unusable(where, _why(error, "a part"))
         if differences := _differences(_status_counts(Counter(manifest.counts)), counts):
@@ -533,11 +540,6 @@ class AudienceMirror:
 
         with ThreadPoolExecutor(max_workers=WRITERS) as pool:
             return list(pool.map(download, range(manifest.parts)))
-
-    def _stored(self, folder: str, manifest: _Manifest) -> Iterator[list[str]]:
-        """The stored mirror's buckets in order, one part read at a time."""
-        for part in range(manifest.parts):
-            yield from _buckets(self._store.read_bytes(_part_name(folder, manifest.version, part)), manifest.parts, part)
 
     def _read_in_full(self, folder: str, where: str, why: str, list_id: str, client: AudienceReader,
                       as_of: datetime, work: str, marks: Marks) -> Iterator[ExistingMember]:

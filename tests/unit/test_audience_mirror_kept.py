@@ -201,3 +201,56 @@ def test_a_manifest_without_a_digest_for_each_part_is_read_in_full(digests, capl
         listed = list(mirror.members("d1", "list1", audience))
     assert len(listed) == 4 and all(isinstance(member, ExistingMember) for member in listed)  # read in full
     assert "audience mirror of audience list1 of destination d1 unusable: " in caplog.text
+
+
+@pytest.mark.usefixtures("several_parts")
+@pytest.mark.parametrize("changed", [False, True])
+def test_the_stored_parts_are_fetched_while_mailchimp_is_asked_what_changed(changed: bool):
+    """A refresh's Mailchimp calls and the download of the stored version overlap: its parts never change, and the
+    calls are most of a refresh's wait before planning (kept or merged, the lines are the same as before)."""
+    import threading
+
+    fetched = threading.Event()
+
+    class Fetching(Store):
+        def read_bytes(self, name: str) -> bytes:
+            if name.endswith(".jsonl.gz"):
+                fetched.set()
+            return super().read_bytes(name)
+
+    class Asking(Changing):
+        refreshing = False
+        overlapped: list[bool] = []
+
+        def list_tag_details(self, list_id: str):
+            if self.refreshing:
+                self.overlapped.append(fetched.wait(timeout=10))  # set only by a download running meanwhile
+            return super().list_tag_details(list_id)
+
+    store = Fetching()
+    mirror = AudienceMirror(store, timedelta(hours=24))
+    audience = Asking({"Kept": ["a@x.com"]})
+    full = list(mirror.members("d1", "list1", audience))
+    fetched.clear()
+    audience.refreshing = True
+    if changed:
+        audience.change("b@x.com", FNAME="Changed")
+    refreshed = list(mirror.members("d1", "list1", audience))
+    assert audience.overlapped == [True]
+    expected = {member_line(audience._member(member.email)) for member in full}
+    assert set(refreshed) == expected and all(isinstance(line, str) for line in refreshed)
+
+
+@pytest.mark.usefixtures("several_parts")
+def test_a_part_damaged_under_changes_to_merge_is_found_before_a_contact_is_yielded(caplog: pytest.LogCaptureFixture):
+    store = Store()
+    mirror = AudienceMirror(store, timedelta(hours=24))
+    audience = Changing({})
+    list(mirror.members("d1", "list1", audience))
+    second = next(name for name in store if name.endswith("part-01.jsonl.gz"))
+    store[second] = store[second][:-8] + bytes([store[second][-8] ^ 1]) + store[second][-7:]
+    audience.change("b@x.com", FNAME="Changed")
+    with caplog.at_level(logging.WARNING, logger="shared.audience_mirror"):
+        listed = list(mirror.members("d1", "list1", audience))
+    assert all(isinstance(member, ExistingMember) for member in listed) and len(listed) == 4  # read in full
+    assert "unusable: part 1 is not as it was written (its digest differs)" in caplog.text
