@@ -198,6 +198,7 @@ class Planner(ExportParts):
         if run.details.get("retryOf"):
             return set() if self._plan_retry(run) else None
         run_id = run.id
+        stored_memo = self._memo_ahead(destination)
         left_out: dict[str, str] = {}  # segment -> why this run does not export it (naming the file)
         snapshots = self._snapshots(run, left_out)
         columns: dict[str, dict[str, str]] = {}
@@ -257,7 +258,7 @@ class Planner(ExportParts):
             try:
                 planned = self._plan_rows(run, destination, live, snapshots, columns, client, merge_types, owned,
                                           audience.member_count, preview.keep if preview else self._write_chunk,
-                                          deletion_marks)
+                                          deletion_marks, stored_memo)
             except _Unreadable as unreadable:  # raised while the rows were read: no chunk is written yet
                 self._leave_out(run, unreadable.part, left_out, str(unreadable.problem))
                 continue
@@ -330,7 +331,7 @@ class Planner(ExportParts):
                    columns: dict[str, dict[str, str]], client: Any, merge_types: dict[str, str],
                    owned: dict[str, int], subscribed: int,
                    write_chunk: Callable[[str, int, list[Member]], None],
-                   deletion_marks: Marks | None) -> _Planned | None:
+                   deletion_marks: Marks | None, stored_memo: Callable[[], bytes | None]) -> _Planned | None:
         """Read the live segments' rows and the audience, and write the chunks with `write_chunk` (a preview keeps
         them instead); None when the run failed instead (over MAX_PROFILES_PER_EXPORT). _Unreadable, before any chunk
         is written, when a segment's files cannot be read to the end.
@@ -368,7 +369,7 @@ class Planner(ExportParts):
         erased = self.erased_for(destination)
         memo_fingerprint = fingerprint(mapping.email, mapping.merge_fields, merge_types,
                                        {part.segment: part.tag for part in live}, owned, erased)
-        skips = self._row_skips(destination, memo_fingerprint)
+        skips = self._row_skips(destination, memo_fingerprint, stored_memo)
         inputs = self._inputs(live, snapshots, columns, skips)
         needed = Needed(lambda most: self._row_emails(self._inputs(live, snapshots, columns), mapping, erased, most),
                         tag_ids={owned[part.tag] for part in live if part.tag in owned}, subscribed=subscribed)
@@ -440,12 +441,25 @@ class Planner(ExportParts):
                                       skips.next.to_bytes(memo_fingerprint), deletion_marks)
         return _Planned(plan, next(numbers), sent)
 
-    def _row_skips(self, destination: Destination, memo_fingerprint: str) -> RowSkips | None:
+    def _memo_ahead(self, destination: Destination) -> Callable[[], bytes | None]:
+        """The destination's row memo as stored (`_row_skips`), its download started now, beside the calls to Mailchimp
+        that come before planning. The first call takes it; a later one (planning again without a segment) reads it
+        again. An erasure meanwhile changes the fingerprint the memo is checked by, so it is not used then."""
+        if self.mirror is None:
+            return lambda: None
+        mirror, ids = self.mirror, (destination.id, destination.audience_id)
+        pool = ThreadPoolExecutor(max_workers=1)
+        ahead = [pool.submit(mirror.row_memo, *ids)]
+        pool.shutdown(wait=False)  # its thread ends with the download
+        return lambda: ahead.pop().result() if ahead else mirror.row_memo(*ids)
+
+    def _row_skips(self, destination: Destination, memo_fingerprint: str,
+                   stored: Callable[[], bytes | None]) -> RowSkips | None:
         """The rows the destination's last plan found in step (shared/row_memo.py), when it has an audience mirror
         (the memo lives beside it): a memo of another fingerprint, or none, is an empty one."""
         if self.mirror is None:
             return None
-        data = self.mirror.row_memo(destination.id, destination.audience_id)
+        data = stored()
         memo = RowMemo.from_bytes(data, memo_fingerprint) if data else None
         state = "used" if memo is not None else "none" if data is None else "unusable"
         log.info("row memo of destination %s: %s (%d rows; unusable: another mapping, tags, erasure requests or planning "

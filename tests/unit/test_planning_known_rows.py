@@ -308,3 +308,27 @@ def test_a_contact_read_in_full_that_no_line_can_hold_leaves_a_plan_with_a_memo_
     with patch(f"{__name__}.event"):  # outside a Hypothesis test
         skipped = plan(tmp_path / "skipping", rows, ["VIP"], odd, ["VIP"], skipping)
     assert skipped == plan(tmp_path / "reading", rows, ["VIP"], odd, ["VIP"], None)
+
+
+def test_the_memo_is_downloaded_ahead_and_read_again_for_a_second_plan() -> None:
+    """The planner starts the memo's download before its calls to Mailchimp and takes it when planning begins; when it
+    plans again (a segment left out), it reads the memo again rather than keep the first copy all along."""
+    import threading
+    from types import SimpleNamespace
+
+    from shared.exports.planner import Planner
+
+    started, release, reads = threading.Event(), threading.Event(), []
+
+    class Mirror:
+        def row_memo(self, destination_id: str, audience_id: str) -> bytes:
+            started.set()
+            release.wait(timeout=10)
+            reads.append((destination_id, audience_id))
+            return f"memo {len(reads)}".encode()
+
+    stored = Planner._memo_ahead(SimpleNamespace(mirror=Mirror()), SimpleNamespace(id="d1", audience_id="a1"))  # type: ignore[arg-type]
+    assert started.wait(timeout=10) and reads == []  # under way before anything asks for it
+    release.set()
+    assert stored() == b"memo 1" and stored() == b"memo 2" and reads == [("d1", "a1")] * 2
+    assert Planner._memo_ahead(SimpleNamespace(mirror=None), SimpleNamespace(id="d1", audience_id="a1"))() is None  # type: ignore[arg-type]
