@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 from shared.adapters.storage import BlobFolder
 from shared.audience_mirror import (DESTINATION_MARKS, MANIFEST, MIRRORS_PREFIX, AudienceMirror, destination_prefix,
-                                    note_mirrors_deleted)
+                                    _part_digest, note_mirrors_deleted)
 from shared.emails import subscriber_hash
 from shared.members import ExistingMember
 from shared.runs import Run
@@ -382,24 +382,37 @@ def _counts_lie(driver: ExportDriver, folder: str, written: dict[str, Any]) -> N
     driver.raw.work.write_bytes(folder + MANIFEST, json.dumps({**written, "counts": counts}).encode())
 
 
-# `changed`: whether a contact changed since the mirror was written. A damaged part is then found as the refresh merges
-# the parts; with nothing to merge, by its digest as the refresh checks the stored version it keeps, before planning
-# gets a contact (a kept version's counts are the manifest's, compared with Mailchimp's).
+def _digest_too(damage: Callable[[ExportDriver, str, dict[str, Any]], None]) -> Callable[[ExportDriver, str, dict[str, Any]], None]:
+    """`damage`, with the manifest's digest of the part made to match the damaged bytes (a part written wrong, not
+    damaged since): the checks past the digest find it."""
+    def damaged_as_written(driver: ExportDriver, folder: str, written: dict[str, Any]) -> None:
+        damage(driver, folder, written)
+        data = driver.raw.work.read_bytes(f"{folder}{written['version']}/part-00.jsonl.gz")
+        driver.raw.work.write_bytes(folder + MANIFEST, json.dumps({**written, "digests": [_part_digest(data)]}).encode())
+    damaged_as_written.__name__ = f"{damage.__name__}_digest_too"
+    return damaged_as_written
+
+
+# `changed`: whether a contact changed since the mirror was written. Either way the refresh checks each stored part
+# by its digest (downloaded while Mailchimp is asked what changed) before planning gets a contact; a part damaged
+# but matching its digest is then found as the refresh merges the parts (a kept version's counts are the manifest's,
+# compared with Mailchimp's).
 NOT_AS_WRITTEN = "unusable: part 0 is not as it was written (its digest differs)"
 
 
 @pytest.mark.parametrize("damage, says, changed", [
     (_garbage_manifest, "unusable: its manifest cannot be read (JSONDecodeError)", False),
     (_other_format, "unusable: its manifest is not of format 2", False),
-    (_garbage_part, "unusable: a part cannot be read (BadGzipFile)", True),
     (_part_gone, "unusable: a part cannot be read (ResourceNotFoundError)", True),
     (_part_gone, "unusable: a part cannot be read (ResourceNotFoundError)", False),
     (_counts_lie, "unusable: its parts do not hold the contacts its manifest counts", True),
     (_counts_lie, "read in full (the mirror's counts differ from Mailchimp's (subscribed", False),
-    *[(damage, NOT_AS_WRITTEN, False) for damage in (_garbage_part, _crc_wrong, _last_bucket_cut, _contact_dropped)],
-    (_crc_wrong, "unusable: a part cannot be read (BadGzipFile)", True),
-    (_last_bucket_cut, "unusable: a part holds 63 buckets instead of 64", True),
-    (_contact_dropped, "unusable: its parts do not hold the contacts its manifest counts", True),
+    *[(damage, NOT_AS_WRITTEN, changed) for damage in (_garbage_part, _crc_wrong, _last_bucket_cut, _contact_dropped)
+      for changed in (False, True)],
+    (_digest_too(_garbage_part), "unusable: a part cannot be read (BadGzipFile)", True),
+    (_digest_too(_crc_wrong), "unusable: a part cannot be read (BadGzipFile)", True),
+    (_digest_too(_last_bucket_cut), "unusable: a part holds 63 buckets instead of 64", True),
+    (_digest_too(_contact_dropped), "unusable: its parts do not hold the contacts its manifest counts", True),
 ])
 def test_a_damaged_mirror_is_read_again_in_full_and_the_run_succeeds(driver: ExportDriver, mirrored, damage, says,
                                                                      changed: bool,
