@@ -3,10 +3,10 @@
 One bad row must not stop a 1M-row export, and every row must be accounted for: a row that cannot
 be read comes out as a SourceRow with `values=None` and an `error` that says what to fix.
 CSV is read with the csv module, a line at a time (UTF-8 with or without BOM, CRLF, LF or a lone CR, quoted
-commas, quotes and line breaks): UTF-8 split from the bytes by io.TextIOWrapper's rules (`_Utf8Lines`), other
-encodings through io.TextIOWrapper. Bytes that are not valid in the encoding are kept as surrogate
-escapes so that only the rows carrying them are flagged. JSONL must be UTF-8; nested values come out
-as JSON text, null as "".
+commas, quotes and line breaks), through io.TextIOWrapper; where a memo may know rows (a refresh), UTF-8 is split
+from the bytes by the wrapper's rules instead (`_Utf8Lines`), so that known rows are looked up undecoded. Bytes
+that are not valid in the encoding are kept as surrogate escapes so that only the rows carrying them are flagged.
+JSONL must be UTF-8; nested values come out as JSON text, null as "".
 
 Nothing in a partition is trusted (anyone who can write to the container can write anything), so reading is
 bounded and every failure stays with its row:
