@@ -12,7 +12,8 @@ Rules:
   was), when the audience was last read in full, the contacts per status, and the tags as they were at `asOf`
   (id -> name). A version holds the contacts hash-partitioned by email into BUCKETS buckets as planning partitions them
   (shared/planning.py, whose spill files the mirror uses), a line a contact, gzip'd, in parts of about PART_CONTACTS
-  contacts: a merge holds one bucket in memory, never the whole audience.
+  contacts: a merge holds one bucket in memory, never the whole audience (and, compressed, the parts still to merge:
+  a few tens of bytes a contact, downloaded while Mailchimp is asked what changed).
 - Incremental, while the audience was read in full less than AUDIENCE_MIRROR_MAX_AGE_HOURS ago: the members changed
   since `asOf` less CLOCK_MARGIN (`since_last_changed`), the archived ones asked for apart (a listing without a status
   filter may leave them out: MailchimpClient.iter_audience), then Mailchimp's count of each status. A tag's members
@@ -75,6 +76,7 @@ import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -243,6 +245,14 @@ def _lines(parts: Sequence[bytes | str]) -> Iterator[str]:
     for part, data in enumerate(parts):
         for bucket in _buckets(data, len(parts), part):
             yield from bucket
+
+
+def _dropping(parts: list[bytes]) -> Iterator[list[str]]:
+    """The buckets of every part (blobs' bytes), each part dropped from `parts` once decompressed: a merge holds the
+    parts still to merge, compressed, and one bucket."""
+    for part in range(len(parts)):
+        data, parts[part] = parts[part], b""
+        yield from _buckets(data, len(parts), part)
 
 
 def _part_digest(data: bytes) -> str:
@@ -443,9 +453,9 @@ class AudienceMirror:
         did (`_keep`): (its contacts as stored lines, "") or (None, why a full read is needed instead). Mailchimp is
         read, and the mirror checked whole, before anything of it is yielded."""
         since = (manifest.as_of - self._margin).replace(microsecond=0)  # Mailchimp's times are whole seconds
-        # A version's parts never change: they are fetched (and checked) while Mailchimp is asked what changed (when a
-        # full read is needed instead, leaving the pool waits for them, a fraction of that read).
-        with ThreadPoolExecutor(max_workers=2) as pool:
+        # A version's parts never change: they are fetched (and checked) while Mailchimp is asked what changed; when a
+        # full read is needed instead, or Mailchimp answers with an error, they are dropped without waiting for them.
+        with _unwaited(ThreadPoolExecutor(max_workers=2)) as pool:
             parts_ahead = pool.submit(self._stored_parts, folder, manifest)
             changed_since = pool.submit(client.count_members, list_id, since_last_changed=since)
             tags = client.list_tag_details(list_id)
@@ -484,9 +494,7 @@ class AudienceMirror:
             draft = _Draft(work, _parts_for(size + changed))
             try:
                 stored: Counter[str] = Counter()
-                parts = parts_ahead.result()
-                buckets = itertools.chain.from_iterable(_buckets(data, len(parts), part) for part, data in enumerate(parts))
-                for bucket, lines in enumerate(buckets):
+                for bucket, lines in enumerate(_dropping(parts_ahead.result())):
                     merged: dict[str, str] = {}
                     for line in lines:
                         stored[line_status(line)] += 1
@@ -629,6 +637,15 @@ class AudienceMirror:
                     "mirrors were deleted (an erasure, or the destination deleted) while the audience was read"
                     if marks.known and now.known else "the deletions marks could not be read")
         return False
+
+
+@contextmanager
+def _unwaited(pool: ThreadPoolExecutor) -> Iterator[ThreadPoolExecutor]:
+    """`pool`, shut down on leaving without waiting for what it still runs (that ends on its own, its result unused)."""
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _retag(merged: dict[str, str], replaced: set[str], carriers: Iterable[tuple[str, str]]) -> None:

@@ -100,62 +100,67 @@ def rows_at_most(source: BlobSource, snapshot: Snapshot, limit: int) -> int:
     run knows it is within MAX_PROFILES_PER_EXPORT before it sends anything while it reads: the line breaks, counted
     in C a block at a time. When those pass `limit` (a CSV field may hold line breaks), the CSV records, counted as
     `read_rows` reads them (`_records`: slower, and only then)."""
-    lines, longest = 0, {}
+    lines = 0
     for partition in snapshot.partitions:
         with source.open_binary(partition) as stream:
-            breaks, longest[partition] = _line_breaks(stream)
-            lines += breaks + 1
+            lines += _line_breaks(stream) + 1
     if lines <= limit or snapshot.format != "csv":
         return lines
     records = 0
     for partition in snapshot.partitions:
-        records += _records(source, partition, snapshot, longest[partition])
+        records += _records(source, partition, snapshot)
         if records > limit:
             break
     return records
 
 
-def _line_breaks(stream: BinaryIO) -> tuple[int, int]:
-    """\n, and \r not followed by \n (one split across two blocks counts twice: a bound may be high, never low); and
-    a bound of the longest line's bytes (lines cut at \n alone: never low either)."""
-    count, longest, tail = 0, 0, 0
+def _line_breaks(stream: BinaryIO) -> int:
+    """\n, and \r not followed by \n (one split across two blocks counts twice: a bound may be high, never low)."""
+    count = 0
     for block in iter(lambda: stream.read(1 << 20), b""):
         count += block.count(b"\n") + block.count(b"\r") - block.count(b"\r\n")
-        first = block.find(b"\n")
-        if first == -1:
-            tail += len(block)
-            continue
-        longest = max(longest, tail + first + 1, max(map(len, block[first + 1:].split(b"\n"))) + 1)
-        tail = len(block) - block.rfind(b"\n") - 1
-    return count, max(longest, tail)
+    return count
 
 
-def _records(source: BlobSource, partition: str, snapshot: Snapshot, longest: int) -> int:
-    """The records `_csv_records` yields for a partition. Counted by the csv module alone where it is sure to find the
-    same ones: UTF-8 read through io.TextIOWrapper (as `_csv_records` reads it here), no line longer than the line limit
-    (`longest`, in bytes) nor any record spanning lines that could be, and no csv error. Else, and for anything
-    else, as `_csv_records` reads them (its rules for broken rows give more records than csv would)."""
+class _NotPlain(Exception):
+    """A line or a record the csv module alone might read otherwise than `_csv_records` (see `_records`)."""
+
+
+def _records(source: BlobSource, partition: str, snapshot: Snapshot) -> int:
+    """The records `_csv_records` yields for a partition, counted by the csv module alone while that finds the same
+    ones: UTF-8 read through io.TextIOWrapper (as `_csv_records` reads it here), and no line, nor any record spanning
+    lines, past the line limit (`_Lines`' own tests) and no csv error. At the first that is not so, or for anything
+    else, the partition is counted again as `_csv_records` reads it (its rules for broken rows give more records)."""
     with source.open_binary(partition) as stream:
         stream = _peekable(stream)
-        limit = snapshot.limits.line_bytes
         utf8 = not encoding_problem(snapshot.encoding) and codecs.lookup(snapshot.encoding).name in ("utf-8", "utf-8-sig")
-        if utf8 and longest <= limit and not _compressed(stream):
+        if utf8 and not _compressed(stream):
             text = _text(stream, snapshot, partition, False)
             if isinstance(text, io.TextIOWrapper):
-                records = csv.reader(text, delimiter=snapshot.delimiter, strict=True)
-                count, last = 0, 0
+                size = [0]  # characters of the lines read since the last record
+                count = 0
                 try:
-                    for fields in records:
+                    for fields in csv.reader(_plain_lines(text, snapshot.limits.line_bytes, size),
+                                             delimiter=snapshot.delimiter, strict=True):
+                        if size[0] > snapshot.limits.line_bytes:
+                            raise _NotPlain
+                        size[0] = 0
                         count += 1 if fields else 0
-                        if records.line_num - last > 1 and (records.line_num - last) * longest > limit:
-                            break  # a record spanning lines may pass the limit, which `_csv_records` reads otherwise
-                        last = records.line_num
-                    else:
-                        return count
-                except csv.Error:
+                    return count
+                except (csv.Error, _NotPlain, UnicodeError):
                     pass
     with source.open_binary(partition) as stream:
         return sum(1 for _ in _csv_records(partition, _peekable(stream), snapshot))
+
+
+def _plain_lines(text: io.TextIOWrapper, limit: int, size: list[int]) -> Iterator[str]:
+    """`text`'s lines for csv, adding their characters to `size[0]`; _NotPlain at a line past `limit` bytes, which
+    `_Lines` reads past as a row of its own."""
+    for line in text:
+        if len(line) * 4 > limit and len(line.encode("utf-8", "surrogateescape")) > limit:
+            raise _NotPlain
+        size[0] += len(line)
+        yield line
 
 
 def snapshot_columns(source: BlobSource, snapshot: Snapshot) -> tuple[str, ...]:

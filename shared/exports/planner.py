@@ -444,7 +444,8 @@ class Planner(ExportParts):
     def _memo_ahead(self, destination: Destination) -> Callable[[], bytes | None]:
         """The destination's row memo as stored (`_row_skips`), its download started now, beside the calls to Mailchimp
         that come before planning. The first call takes it; a later one (planning again without a segment) reads it
-        again. An erasure meanwhile changes the fingerprint the memo is checked by, so it is not used then."""
+        again. Read a little earlier, it is checked as before: by a fingerprint made after (the erasure requests the
+        destination honours included), and a row is skipped only while the audience holds its contact as it was."""
         if self.mirror is None:
             return lambda: None
         mirror, ids = self.mirror, (destination.id, destination.audience_id)

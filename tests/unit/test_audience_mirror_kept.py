@@ -244,3 +244,48 @@ def test_the_stored_parts_are_fetched_while_mailchimp_is_asked_what_changed(chan
     expected = {member_line(audience._member(member.email)) for member in full}
     assert set(refreshed) == expected and all(isinstance(line, str) for line in refreshed)
 
+
+
+def test_an_error_from_mailchimp_does_not_wait_for_the_stored_parts():
+    """The parts are fetched beside Mailchimp's calls; when Mailchimp answers with an error, the run hears of it at
+    once, not after a download (or storage's timeouts) it no longer needs."""
+    import threading
+    import time
+
+    release = threading.Event()
+
+    class Slow(Store):
+        def read_bytes(self, name: str) -> bytes:
+            if name.endswith(".jsonl.gz"):
+                release.wait(timeout=30)
+            return super().read_bytes(name)
+
+    class Refusing(Changing):
+        refusing = False
+
+        def list_tag_details(self, list_id: str):
+            if self.refusing:
+                raise RuntimeError("Mailchimp said no")
+            return super().list_tag_details(list_id)
+
+    store = Slow()
+    mirror = AudienceMirror(store, timedelta(hours=24))
+    audience = Refusing({})
+    list(mirror.members("d1", "list1", audience))
+    audience.refusing = True
+    started = time.monotonic()
+    try:
+        with pytest.raises(RuntimeError, match="Mailchimp said no"):
+            list(mirror.members("d1", "list1", audience))
+        assert time.monotonic() - started < 10
+    finally:
+        release.set()
+
+
+def test_a_merge_drops_each_stored_part_once_decompressed():
+    half = audience_mirror.BUCKETS // 2  # buckets a part holds, of two
+    parts = [audience_mirror.gzip.compress(b"a\t1\n\n" + b"\n" * (half - 1)),
+             audience_mirror.gzip.compress(b"c\t3\n\n" + b"\n" * (half - 1))]
+    buckets = audience_mirror._dropping(parts)
+    assert next(buckets) == ["a\t1\n"] and parts[0] == b"" and parts[1] != b""
+    assert list(buckets) == [[]] * (half - 1) + [["c\t3\n"]] + [[]] * (half - 1) and parts == [b"", b""]
