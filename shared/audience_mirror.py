@@ -454,7 +454,8 @@ class AudienceMirror:
         read, and the mirror checked whole, before anything of it is yielded."""
         since = (manifest.as_of - self._margin).replace(microsecond=0)  # Mailchimp's times are whole seconds
         # A version's parts never change: they are fetched (and checked) while Mailchimp is asked what changed; when a
-        # full read is needed instead, or Mailchimp answers with an error, they are dropped without waiting for them.
+        # full read is needed instead, or Mailchimp answers with an error, they are dropped without waiting for them
+        # (a download under way ends on its own, holding the parts, compressed, until then).
         with _unwaited(ThreadPoolExecutor(max_workers=2)) as pool:
             parts_ahead = pool.submit(self._stored_parts, folder, manifest)
             changed_since = pool.submit(client.count_members, list_id, since_last_changed=since)

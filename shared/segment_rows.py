@@ -29,6 +29,7 @@ import json
 from array import array
 from collections import deque
 from dataclasses import dataclass
+from functools import partial
 from typing import BinaryIO, Callable, Iterator, Literal, Protocol, overload
 
 from xxhash import xxh3_64_intdigest
@@ -130,7 +131,8 @@ def _records(source: BlobSource, partition: str, snapshot: Snapshot) -> int:
     """The records `_csv_records` yields for a partition, counted by the csv module alone while that finds the same
     ones: UTF-8 read through io.TextIOWrapper (as `_csv_records` reads it here), and no line, nor any record spanning
     lines, past the line limit (`_Lines`' own tests) and no csv error. At the first that is not so, or for anything
-    else, the partition is counted again as `_csv_records` reads it (its rules for broken rows give more records)."""
+    else, the partition is counted again from its start as `_csv_records` reads it (its rules for broken rows give
+    more records): such a partition is read once more."""
     with source.open_binary(partition) as stream:
         stream = _peekable(stream)
         utf8 = not encoding_problem(snapshot.encoding) and codecs.lookup(snapshot.encoding).name in ("utf-8", "utf-8-sig")
@@ -142,8 +144,6 @@ def _records(source: BlobSource, partition: str, snapshot: Snapshot) -> int:
                 try:
                     for fields in csv.reader(_plain_lines(text, snapshot.limits.line_bytes, size),
                                              delimiter=snapshot.delimiter, strict=True):
-                        if size[0] > snapshot.limits.line_bytes:
-                            raise _NotPlain
                         size[0] = 0
                         count += 1 if fields else 0
                     return count
@@ -154,12 +154,15 @@ def _records(source: BlobSource, partition: str, snapshot: Snapshot) -> int:
 
 
 def _plain_lines(text: io.TextIOWrapper, limit: int, size: list[int]) -> Iterator[str]:
-    """`text`'s lines for csv, adding their characters to `size[0]`; _NotPlain at a line past `limit` bytes, which
-    `_Lines` reads past as a row of its own."""
-    for line in text:
-        if len(line) * 4 > limit and len(line.encode("utf-8", "surrogateescape")) > limit:
+    """`text`'s lines for csv, their characters added to `size[0]` (the record's so far: the caller zeroes it at each
+    record). Bounded as `_Lines` is: _NotPlain at a line past `limit` bytes (`_Lines` reads past it, never holding it
+    whole) or at a record's lines past `limit` characters (`_Lines`' `_RowTooLong`), which `_Lines` reads otherwise."""
+    for line in iter(partial(text.readline, limit + 1), ""):
+        if len(line) * 4 > limit and (len(line) > limit or len(line.encode("utf-8", "surrogateescape")) > limit):
             raise _NotPlain
         size[0] += len(line)
+        if size[0] > limit:
+            raise _NotPlain
         yield line
 
 
