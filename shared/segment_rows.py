@@ -135,20 +135,18 @@ def _records(source: BlobSource, partition: str, snapshot: Snapshot) -> int:
     more records): such a partition is read once more."""
     with source.open_binary(partition) as stream:
         stream = _peekable(stream)
-        utf8 = not encoding_problem(snapshot.encoding) and codecs.lookup(snapshot.encoding).name in ("utf-8", "utf-8-sig")
-        if utf8 and not _compressed(stream):
-            text = _text(stream, snapshot, partition, False)
-            if isinstance(text, io.TextIOWrapper):
-                size = [0]  # characters of the lines read since the last record
-                count = 0
-                try:
-                    for fields in csv.reader(_plain_lines(text, snapshot.limits.line_bytes, size),
-                                             delimiter=snapshot.delimiter, strict=True):
-                        size[0] = 0
-                        count += 1 if fields else 0
-                    return count
-                except (csv.Error, _NotPlain, UnicodeError):
-                    pass
+        text = None if _compressed(stream) else _text(stream, snapshot, partition, False)
+        if isinstance(text, io.TextIOWrapper) and text.encoding == "utf-8-sig":  # `_text`'s wrapper of UTF-8
+            size = [0]  # characters of the lines read since the last record
+            count = 0
+            try:
+                for fields in csv.reader(_plain_lines(text, snapshot.limits.line_bytes, size),
+                                         delimiter=snapshot.delimiter, strict=True):
+                    size[0] = 0
+                    count += 1 if fields else 0
+                return count
+            except (csv.Error, _NotPlain, UnicodeError):
+                pass
     with source.open_binary(partition) as stream:
         return sum(1 for _ in _csv_records(partition, _peekable(stream), snapshot))
 
