@@ -27,6 +27,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -187,6 +188,23 @@ def running(layout: Layout = DEFAULT) -> dict[str, int]:
             if name in SERVICES and _alive(pid) and _answers(layout, name)}
 
 
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of the group is still running. Zombies do not count: a service that another, still running
+    process started (`make run` waiting in the page while `make down` runs) stays a zombie until that process reaps it,
+    and kill(0) still finds it, though it has stopped."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        listing = subprocess.run(["ps", "-A", "-o", "pgid=", "-o", "stat="], capture_output=True, text=True,
+                                 check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return True
+    return any(int(group) == pgid and not state.startswith("Z")
+               for group, state in (line.split(None, 1) for line in listing.splitlines() if line.strip()))
+
+
 def _stop(pid: int, seconds: float = 10.0) -> None:
     try:
         os.killpg(pid, signal.SIGTERM)
@@ -196,9 +214,7 @@ def _stop(pid: int, seconds: float = 10.0) -> None:
     while time.monotonic() < deadline:
         with contextlib.suppress(ChildProcessError):  # started by this very process (demo, tests): reap it
             os.waitpid(pid, os.WNOHANG)
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
+        if not _group_alive(pid):
             return
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError):
@@ -407,7 +423,7 @@ def demo(rows: int, layout: Layout = DEFAULT, keep: bool = True) -> None:
         print()
         _summary(run, env, auth_headers)
         if keep:
-            _wait_in_the_page(env, destination_id)
+            _wait_in_the_page(env, destination_id, layout)
     finally:
         with _ctrl_c_held_off():
             down(layout, only=set(SERVICES) - already)  # a stack that was up before the demo stays up
@@ -428,18 +444,28 @@ def _ctrl_c_held_off() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _wait_in_the_page(env: dict[str, str], destination_id: str) -> None:
+def _wait_in_the_page(env: dict[str, str], destination_id: str, layout: Layout = DEFAULT) -> None:
+    """Until Ctrl-C, or until the stack's services have all stopped (`make down`, where Ctrl-C cannot reach a `make run`
+    in the background): then this returns too, instead of waiting for ever on services that are gone."""
     page = env["FUNCTIONS_URL"].removesuffix("/api") + f"/api/console/#/destinations/{destination_id}"
     sign_in = env["FUNCTIONS_URL"].removesuffix("/api") + "/.auth/login/aad?post_login_redirect_uri=" + \
         quote(f"/api/console/#/destinations/{destination_id}", safe="")
     print(f"\nThe admin page: {page}\n  sign in (local form: any name and address, tick Exports.Admin): {sign_in}\n"
           "  for curl: source .local/stack.env, then -H \"$AUTH_HEADER\" (README, 'Run the stack yourself')\n"
-          "The stack keeps running; press Ctrl-C to stop it.", flush=True)
+          "The stack keeps running; press Ctrl-C (or run `make down`) to stop it.", flush=True)
+    pids = _read_pids(layout).values()
     try:
-        while True:
-            time.sleep(3600)
+        while any(_still_running(pid) for pid in pids):
+            time.sleep(1)
+        print("\nthe stack was stopped")
     except KeyboardInterrupt:
         print("\nstopping")
+
+
+def _still_running(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError):  # one this process started and `make down` stopped: reap it
+        os.waitpid(pid, os.WNOHANG)
+    return _alive(pid)
 
 
 def _summary(run: dict, env: dict[str, str], auth_headers: dict[str, str]) -> None:

@@ -8,6 +8,7 @@ import os
 import signal
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -117,6 +118,55 @@ def test_up_on_a_running_stack_starts_only_what_is_not_running(layout):
     assert after["mailchimp"] != before["mailchimp"]
     assert (after["azurite"], after["functions"]) == (before["azurite"], before["functions"])
     assert audience_exists(layout, audience)  # the restarted local Mailchimp loaded its state
+
+
+def test_stop_does_not_wait_on_a_service_that_another_process_started_and_has_not_reaped():
+    """A service that `make run` started and `make down` stopped stays a zombie while `make run` waits in the page:
+    it has stopped, and `down` goes on at once instead of waiting out the stop's timeout."""
+    holder = subprocess.Popen([sys.executable, "-c", "import subprocess, time\n"
+                               "service = subprocess.Popen(['sleep', '600'], start_new_session=True)\n"
+                               "print(service.pid, flush=True)\ntime.sleep(600)"], stdout=subprocess.PIPE, text=True)
+    try:
+        service = int(holder.stdout.readline())
+        started = time.monotonic()
+        stack._stop(service, 20.0)
+        assert time.monotonic() - started < 5
+        if Path("/proc").is_dir():  # the case this is about: stopped, not reaped
+            assert Path(f"/proc/{service}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_down_stops_a_demo_waiting_in_the_page_at_once_and_the_demo_ends(layout, tmp_path):
+    """`make run` in the background (where Ctrl-C cannot reach it), then `make down`: every service stops within
+    seconds, Azurite included (`down` cut off by a timeout while it waited on the local Mailchimp, already stopped but
+    not yet reaped, left Azurite running), and the demo, whose services are gone, ends instead of waiting for ever."""
+    shape = json.dumps({"local": str(layout.local), "settings": str(layout.settings), "azurite_ports": layout.azurite_ports,
+                        "mailchimp_port": layout.mailchimp_port, "functions_port": layout.functions_port})
+    log = tmp_path / "demo.log"
+    with open(log, "wb") as output:
+        demo = subprocess.Popen([sys.executable, "-c", "import json, sys\nfrom pathlib import Path\nfrom scripts import stack\n"
+                                 "shape = json.loads(sys.argv[1])\n"
+                                 "stack.demo(40, stack.Layout(local=Path(shape['local']), settings=Path(shape['settings']), "
+                                 "azurite_ports=tuple(shape['azurite_ports']), mailchimp_port=shape['mailchimp_port'], "
+                                 "functions_port=shape['functions_port']))", shape],
+                                cwd=ROOT, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until(lambda: "The stack keeps running" in log.read_text() or demo.poll() is not None, "the demo's export",
+                   timeout=300)
+        assert demo.poll() is None, log.read_text()
+        assert set(stack.running(layout)) == set(stack.SERVICES)
+        started = time.monotonic()
+        stack.down(layout)
+        assert time.monotonic() - started < 30  # it waited 10 s on the host, 60 s on the local Mailchimp, 10 s on Azurite
+        assert not any(stack._answers(layout, name) for name in stack.SERVICES)
+        assert demo.wait(timeout=30) == 0, log.read_text()
+        assert "the stack was stopped" in log.read_text()
+    finally:
+        if demo.poll() is None:
+            demo.terminate()
+            demo.wait()
 
 
 def test_the_local_mailchimp_keeps_its_audiences_across_down_and_up_like_azurite_and_clean_wipes_both(layout):
