@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import cache
 from itertools import compress, repeat
 from pathlib import Path
+from typing import NamedTuple
 
 import xxhash
 
@@ -43,6 +44,7 @@ _MAGIC = b"rowmemo\n"
 _NOT = bytes.maketrans(b"\x00\x01", b"\x01\x00")
 _CONTACT_SEED = 0x636F6E74616374  # "contact"
 _EMAIL_SEED = 0x656D61696C  # "email"
+_INDEX_SLICE = 1 << 16  # entries indexed in one call (`_by_contact`)
 
 
 def digest(text: str, seed: int) -> int:
@@ -127,12 +129,18 @@ class RowMemo:
     def from_bytes(cls, data: bytes, expected_fingerprint: str) -> RowMemo | None:
         """The memo in `data`, or None when it is of another fingerprint or cannot be read (planning then reads every
         row, as without a memo)."""
+        read = cls._read(data)
+        return read[1] if read is not None and read[0] == expected_fingerprint else None
+
+    @classmethod
+    def _read(cls, data: bytes) -> tuple[str, RowMemo] | None:
+        """(its fingerprint, the memo) in `data`, or None when it cannot be read."""
         try:
             if not data.startswith(_MAGIC):
                 return None
             head_end = data.index(b"\n", len(_MAGIC))
             head = json.loads(data[len(_MAGIC):head_end])
-            if head.get("format") != FORMAT or head.get("fingerprint") != expected_fingerprint:
+            if head.get("format") != FORMAT or not isinstance(head.get("fingerprint"), str):
                 return None
             count = int(head["entries"])
             body = memoryview(data)[head_end + 1:]
@@ -141,11 +149,38 @@ class RowMemo:
             parts = [_little_endian(array("Q", bytes(body[8 * count * n:8 * count * (n + 1)]))) for n in range(3)]
         except Exception:  # noqa: BLE001 - any memo that cannot be read is none: every row is read, no run fails
             return None
-        return cls(*parts)
+        return head["fingerprint"], cls(*parts)
 
     def index(self) -> dict[int, int]:
         """Row digest -> entry (about 110 MB for a million entries)."""
         return dict(zip(self.rows, range(len(self.rows))))
+
+
+class StoredMemo(NamedTuple):
+    """A memo as stored, read ahead of planning (`read_stored`): its fingerprint and entries (None when it cannot be
+    read), and its entries by contact digest, indexed meanwhile: a refresh's planning asks that first, of every
+    contact, and its calls to Mailchimp before planning leave the time to make it."""
+
+    fingerprint: str | None
+    memo: RowMemo | None
+    by_contact: dict[int, int] | None
+
+
+def read_stored(data: bytes) -> StoredMemo:
+    read = RowMemo._read(data)
+    if read is None:
+        return StoredMemo(None, None, None)
+    return StoredMemo(read[0], read[1], _by_contact(read[1].contacts))
+
+
+def _by_contact(contacts: array) -> dict[int, int]:
+    """Contact digest -> entry (the last entry of a digest held twice), made a slice at a time: one call making it
+    whole would hold the interpreter's lock for a third of a second at a million entries, and it is made in a thread
+    of its own while the planning thread waits on Mailchimp."""
+    index: dict[int, int] = {}
+    for start in range(0, len(contacts), _INDEX_SLICE):
+        index.update(zip(contacts[start:start + _INDEX_SLICE], range(start, start + _INDEX_SLICE)))
+    return index
 
 
 class MemoWriter:
@@ -174,18 +209,22 @@ class RowSkips:
     """One plan's use of a memo, shared by the plan and its segments' row readers: which rows are known (skipped
     unread), and the entries of the next memo."""
 
-    def __init__(self, memo: RowMemo) -> None:
+    def __init__(self, memo: RowMemo, by_contact: dict[int, int] | None = None) -> None:
+        """`by_contact`: `contact_entries` of this memo, made already (`StoredMemo`)."""
         self.memo = memo
         self.next = MemoWriter()
         self._index: dict[int, int] = {}  # row digest -> entry whose contact the audience holds as it was
+        self._by_contact = by_contact
 
     def for_segment(self, segment: str, tag: str, mapped: Mapping[str, str]) -> SegmentDigests:
         """`mapped`: the segment's columns as planning resolves them (SegmentInput.columns)."""
         return SegmentDigests(self, segment, tag, mapped)
 
     def contact_entries(self) -> dict[int, int]:
-        """Contact digest -> entry: what an audience's contact is known by."""
-        return dict(zip(self.memo.contacts, range(len(self.memo.contacts))))
+        """Contact digest -> entry: what an audience's contact is known by. Given to its caller, not kept (the one made
+        ahead is given once)."""
+        made, self._by_contact = self._by_contact, None
+        return made if made is not None else _by_contact(self.memo.contacts)
 
     def audience_read(self, unchanged: Iterable[int]) -> None:
         """The entries whose contact the audience holds as it was: rows are known from now on (none before)."""

@@ -24,13 +24,15 @@ from shared.exports.error_report import REPORT_KINDS, ProblemWriter, ReportWrite
 from shared.exports.files import chunk_blob, errors_prefix, plan_lock
 from shared.exports.ports import NOTICE_CHARS, ExportParts
 from shared.exports.preview import PreviewTally, existing_tags
+from shared.mailchimp.client import MailchimpClient
 from shared.mailchimp.errors import MailchimpAuthError
 from shared.mailchimp.merge_values import unchanged
+from shared.mailchimp.models import Audience, MergeField
 from shared.member_lookup import Needed
 from shared.members import Member, decode_members, encode_members
 from shared.planning import Mapping as PlanMapping
 from shared.planning import SegmentInput, TagDepartures, TooManyRows, plan_export
-from shared.row_memo import RowMemo, RowSkips, fingerprint
+from shared.row_memo import RowMemo, RowSkips, StoredMemo, fingerprint, read_stored
 from shared.runs import CANCELLING, PREVIEWED, Run, SegmentPart, add_counts, now_iso, zero_counts
 from shared.segment_rows import RowDigests, read_rows, rows_at_most, snapshot_columns
 from shared.snapshots import Snapshot, SnapshotProblem, segment_listing
@@ -96,6 +98,14 @@ class _Unreadable(Exception):
         super().__init__(str(problem))
         self.part = part
         self.problem = problem
+
+
+def _audience_and_fields(client: MailchimpClient, audience_id: str) -> tuple[Audience, list[MergeField]]:
+    """The audience and its merge fields, asked at once: two reads, each a round trip before planning can begin."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        fields = pool.submit(contextvars.copy_context().run, client.list_merge_fields, audience_id)
+        audience = client.get_audience(audience_id)
+        return audience, fields.result()
 
 
 def _left_out_notice(left_out: dict[str, str]) -> str:
@@ -215,10 +225,10 @@ class Planner(ExportParts):
         if len(left_out) == len(run.segments):
             self._fail_left_out(run, left_out)
             return None
-        # The first call goes through `call`, so a credential rotated in the secret store is re-read after a 401.
-        audience = self.connections.call(destination, lambda c: c.get_audience(destination.audience_id))
+        # The first calls go through `call`, so a credential rotated in the secret store is re-read after a 401.
+        audience, merge_fields = self.connections.call(destination, lambda c: _audience_and_fields(c, destination.audience_id))
         client = self.connections.client(destination)
-        merge_types = {f.tag: f.type for f in client.list_merge_fields(destination.audience_id)}
+        merge_types = {f.tag: f.type for f in merge_fields}
         missing_fields = [tag for tag in destination.mapping.merge_fields if tag not in merge_types]
         if missing_fields:
             self._fail(run, f"the audience has no merge field(s) {missing_fields}: create them in Mailchimp or change the mapping")
@@ -441,31 +451,39 @@ class Planner(ExportParts):
                                       skips.next.to_bytes(memo_fingerprint), deletion_marks)
         return _Planned(plan, next(numbers), sent)
 
-    def _memo_ahead(self, destination: Destination) -> Callable[[], bytes | None]:
-        """The destination's row memo as stored (`_row_skips`), its download started now, beside the calls to Mailchimp
-        that come before planning. The first call takes it; a later one (planning again without a segment) reads it
-        again. Read a little earlier, it is checked as before: by a fingerprint made after (the erasure requests the
-        destination honours included), and a row is skipped only while the audience holds its contact as it was."""
+    def _memo_ahead(self, destination: Destination) -> Callable[[], StoredMemo | None]:
+        """The destination's row memo as stored (`_row_skips`), downloaded and read (its entries indexed by contact)
+        from now on, beside the calls to Mailchimp that come before planning. The first call takes it; a later one
+        (planning again without a segment) reads it again. Read a little earlier, it is checked as before: by a
+        fingerprint made after (the erasure requests the destination honours included), and a row is skipped only
+        while the audience holds its contact as it was."""
         if self.mirror is None:
             return lambda: None
         mirror, ids = self.mirror, (destination.id, destination.audience_id)
+
+        def stored() -> StoredMemo | None:
+            data = mirror.row_memo(*ids)
+            return read_stored(data) if data is not None else None
+
         pool = ThreadPoolExecutor(max_workers=1)
-        ahead = [pool.submit(mirror.row_memo, *ids)]
-        pool.shutdown(wait=False)  # its thread ends with the download
-        return lambda: ahead.pop().result() if ahead else mirror.row_memo(*ids)
+        ahead = [pool.submit(stored)]
+        pool.shutdown(wait=False)  # its thread ends with the reading
+        return lambda: ahead.pop().result() if ahead else stored()
 
     def _row_skips(self, destination: Destination, memo_fingerprint: str,
-                   stored: Callable[[], bytes | None]) -> RowSkips | None:
+                   stored: Callable[[], StoredMemo | None]) -> RowSkips | None:
         """The rows the destination's last plan found in step (shared/row_memo.py), when it has an audience mirror
         (the memo lives beside it): a memo of another fingerprint, or none, is an empty one."""
         if self.mirror is None:
             return None
-        data = stored()
-        memo = RowMemo.from_bytes(data, memo_fingerprint) if data else None
-        state = "used" if memo is not None else "none" if data is None else "unusable"
+        found = stored()
+        memo = found.memo if found is not None and found.fingerprint == memo_fingerprint else None
+        state = "used" if memo is not None else "none" if found is None else "unusable"
         log.info("row memo of destination %s: %s (%d rows; unusable: another mapping, tags, erasure requests or planning "
                  "code, or unreadable)", destination.id, state, len(memo or ()), extra={"rowMemo": state})
-        return RowSkips(memo or RowMemo.empty())
+        if memo is None:
+            return RowSkips(RowMemo.empty())
+        return RowSkips(memo, found.by_contact)  # type: ignore[union-attr]
 
     def _streamed_earlier(self, run_id: str) -> set[int]:
         """The chunks a crashed planning attempt of this run streamed (their message may have gone out)."""

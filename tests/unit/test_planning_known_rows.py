@@ -22,7 +22,7 @@ from shared.exports.planner import _already_done
 from shared.members import ExistingMember, contact_line
 from shared.columns import resolve_columns
 from shared.planning import Mapping, SegmentInput, plan_export
-from shared.row_memo import MemoWriter, RowMemo, RowSkips, fingerprint
+from shared.row_memo import MemoWriter, RowMemo, RowSkips, fingerprint, read_stored
 from shared.sample_segments import FolderSource, folder_writer
 from shared.segment_rows import RowDigests, read_rows
 from shared.snapshots import ReadLimits, Snapshot
@@ -151,8 +151,8 @@ def test_a_plan_that_skips_known_rows_is_the_plan_that_reads_them(tmp_path_facto
     audience_before = [c for c in audience_before if c.email.lower() not in members] + list(members.values())
     first = RowSkips(RowMemo.empty())
     plan(tmp_path_factory.mktemp("before"), before, tags, lines(audience_before), removable, first, crlf, heads_before)
-    memo = RowMemo.from_bytes(first.next.to_bytes(the_fingerprint), the_fingerprint)
-    assert memo is not None
+    stored = read_stored(first.next.to_bytes(the_fingerprint))  # as the planner reads it ahead, indexed by contact
+    assert stored.fingerprint == the_fingerprint and stored.memo is not None
 
     audience_after = list(audience_before)
     for at, new in audience_edits:  # a contact gone, changed or added
@@ -161,7 +161,7 @@ def test_a_plan_that_skips_known_rows_is_the_plan_that_reads_them(tmp_path_facto
         elif new is not None:
             audience_after.insert(at % (len(audience_after) + 1), new)
     current = handed_as(audience_after, given_as)
-    skipping = RowSkips(memo)
+    skipping = RowSkips(stored.memo, stored.by_contact)
     heads_after = heads_before if heads_after is None else heads_after
     with patch("shared.planning._HOLD_BLOCK", hold_block):
         skipped = plan(tmp_path_factory.mktemp("skipping"), after, tags, current, removable, skipping, crlf, heads_after)
@@ -310,25 +310,96 @@ def test_a_contact_read_in_full_that_no_line_can_hold_leaves_a_plan_with_a_memo_
     assert skipped == plan(tmp_path / "reading", rows, ["VIP"], odd, ["VIP"], None)
 
 
-def test_the_memo_is_downloaded_ahead_and_read_again_for_a_second_plan() -> None:
-    """The planner starts the memo's download before its calls to Mailchimp and takes it when planning begins; when it
-    plans again (a segment left out), it reads the memo again rather than keep the first copy all along."""
+def test_the_memo_is_read_ahead_and_read_again_for_a_second_plan() -> None:
+    """The planner starts the memo's download before its calls to Mailchimp, reads it and indexes its entries by
+    contact in that thread, and takes it when planning begins; when it plans again (a segment left out), it reads the
+    memo again rather than keep the first copy all along."""
     import threading
     from types import SimpleNamespace
 
     from shared.exports.planner import Planner
 
-    started, release, reads = threading.Event(), threading.Event(), []
+    started, release, reads, threads = threading.Event(), threading.Event(), [], []
+
+    def memo_bytes(fingerprint: str) -> bytes:
+        writer = MemoWriter()
+        for entry in range(3):
+            writer.add(100 + entry, 200 + entry % 2, 300 + entry)  # two entries of one contact digest: the last wins
+        return writer.to_bytes(fingerprint)
 
     class Mirror:
         def row_memo(self, destination_id: str, audience_id: str) -> bytes:
             started.set()
             release.wait(timeout=10)
             reads.append((destination_id, audience_id))
-            return f"memo {len(reads)}".encode()
+            threads.append(threading.get_ident())
+            return memo_bytes(f"f{len(reads)}")
 
     stored = Planner._memo_ahead(SimpleNamespace(mirror=Mirror()), SimpleNamespace(id="d1", audience_id="a1"))  # type: ignore[arg-type]
     assert started.wait(timeout=10) and reads == []  # under way before anything asks for it
     release.set()
-    assert stored() == b"memo 1" and stored() == b"memo 2" and reads == [("d1", "a1")] * 2
+    first, second = stored(), stored()
+    assert (first.fingerprint, second.fingerprint) == ("f1", "f2") and reads == [("d1", "a1")] * 2
+    assert threads[0] != threading.get_ident() and threads[1] == threading.get_ident()
+    assert first.by_contact == {200: 2, 201: 1} and list(first.memo.rows) == [100, 101, 102]
     assert Planner._memo_ahead(SimpleNamespace(mirror=None), SimpleNamespace(id="d1", audience_id="a1"))() is None  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("entries_count", [0, 1, 5, 17])
+def test_a_memo_read_ahead_is_indexed_by_contact_as_planning_would_index_it(monkeypatch, entries_count: int) -> None:
+    """The index made ahead, a slice at a time, is the one made at once: the last entry of a contact digest held twice
+    wins, across slices too. It is given once; asked again, the memo is indexed afresh. Bytes that are no memo are
+    read as none."""
+    monkeypatch.setattr("shared.row_memo._INDEX_SLICE", 4)
+    writer = MemoWriter()
+    for entry in range(entries_count):
+        writer.add(entry, 1000 + entry % 3, 2000 + entry)
+    stored = read_stored(writer.to_bytes("f"))
+    assert stored.fingerprint == "f" and stored.memo is not None and len(stored.memo) == entries_count
+    whole = dict(zip(stored.memo.contacts, range(entries_count)))
+    assert stored.by_contact == whole
+    skips = RowSkips(stored.memo, stored.by_contact)
+    assert skips.contact_entries() is stored.by_contact
+    assert skips.contact_entries() == whole and skips.contact_entries() is not stored.by_contact
+    assert RowSkips(stored.memo).contact_entries() == whole
+    for data in (b"", b"rowmemo\n{}\n", b"not a memo", writer.to_bytes("f")[:-1]):
+        assert read_stored(data) == (None, None, None)
+
+
+def test_the_audience_and_its_merge_fields_are_asked_at_once_in_the_runs_telemetry_context() -> None:
+    """Two reads before planning, each a round trip: asked one after the other, each waits for the other here and
+    the test fails. The merge fields are read in the run's telemetry context (their call is a dependency of the run),
+    and an error of either (a 401, which `Connections.call` answers by reading the credential again) is raised."""
+    import threading
+
+    from shared import telemetry
+    from shared.exports.planner import _audience_and_fields
+    from shared.mailchimp.errors import MailchimpAuthError
+
+    both = threading.Barrier(2, timeout=5)
+    seen: list = []
+
+    class Client:
+        def __init__(self, refuse: str = "") -> None:
+            self.refuse = refuse
+
+        def get_audience(self, audience_id: str) -> str:
+            both.wait()
+            if self.refuse == "audience":
+                raise MailchimpAuthError("revoked")
+            return f"audience {audience_id}"
+
+        def list_merge_fields(self, audience_id: str) -> list[str]:
+            both.wait()
+            seen.append(dict(telemetry.current_fields()))
+            if self.refuse == "fields":
+                raise MailchimpAuthError("revoked")
+            return [f"FNAME of {audience_id}"]
+
+    with telemetry.run_context(run_id="r1", destination_id="d1"):
+        assert _audience_and_fields(Client(), "a1") == ("audience a1", ["FNAME of a1"])  # type: ignore[arg-type]
+        for refuse in ("audience", "fields"):
+            both.reset()
+            with pytest.raises(MailchimpAuthError):
+                _audience_and_fields(Client(refuse), "a1")  # type: ignore[arg-type]
+    assert seen[0] == {"runId": "r1", "destinationId": "d1"}
