@@ -200,6 +200,8 @@ def measure(label: str, host, mailchimp, destination_id: str, args: argparse.Nam
     print(f"\n{label}: {run['status']}, counts {run['counts']}")
     print(f"  hosts: {args.hosts}, profile: {args.profile}, Mailchimp requests: {requests_made}, "
           f"429s: {stats['by_status'].get('429', 0)}, max concurrent: {stats['max_concurrent']}")
+    print("  Mailchimp requests by kind: " + ", ".join(f"{route} {count}" for route, count in
+                                                     sorted(stats["by_route"].items(), key=lambda kv: -kv[1])))
     print(f"  wall time: {wall:.1f} s ({args.rows / wall:,.0f} rows/s); rows known from the last plan (skipped "
           f"unread): {run.get('knownRows', 0):,}")
     print(f"  time to first Mailchimp call: {first_call:.2f} s, to first write: "
