@@ -221,3 +221,28 @@ def test_a_rewrite_reads_again_a_file_of_several_ranges_written_between_them(azu
     seen: list[bytes] = []
     assert work.rewrite("runs/r/retry/big.jsonl", lambda data: seen.append(data[:1]) or data.upper())
     assert seen == [b"b"] and work.read_bytes("runs/r/retry/big.jsonl") == b"B" * size
+
+
+def test_a_download_reads_the_body_from_the_connection_in_big_blocks(azurite, monkeypatch):
+    """A blob's body is read BODY_BLOCK at a time, not in azure-core's 4 KiB (ten Python calls each, and most of a
+    refresh's time reading its segment files): the reads from the connection are counted, and the bytes come whole."""
+    import os
+
+    import urllib3
+
+    from shared.adapters.storage import BODY_BLOCK, READ_BLOCK
+
+    work = folder(azurite)
+    data = os.urandom(READ_BLOCK + 3 * BODY_BLOCK + 1)  # two download requests, the second of more than one block
+    work.write_bytes("big.bin", data)
+    reads = []
+    read = urllib3.response.HTTPResponse.read
+
+    def counted(self, *args, **kwargs):
+        reads.append(1)
+        return read(self, *args, **kwargs)
+
+    monkeypatch.setattr(urllib3.response.HTTPResponse, "read", counted)
+    with work.open_binary("big.bin") as stream:
+        assert stream.read() == data
+    assert len(reads) <= len(data) // BODY_BLOCK + 6, len(reads)  # 4 KiB blocks: more than a thousand
