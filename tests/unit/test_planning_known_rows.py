@@ -403,3 +403,36 @@ def test_the_audience_and_its_merge_fields_are_asked_at_once_in_the_runs_telemet
             with pytest.raises(MailchimpAuthError):
                 _audience_and_fields(Client(refuse), "a1")  # type: ignore[arg-type]
     assert seen[0] == {"runId": "r1", "destinationId": "d1"}
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(blocks=st.lists(st.lists(st.text(st.one_of(st.characters(blacklist_characters="\n"),
+                                                  st.sampled_from(["\udcff", "\ud800", "é", "😀", "\r", "\u2028"])),
+                                        max_size=12).map(lambda t: t + "\n"), max_size=5), max_size=5),
+       skipped=st.lists(st.booleans(), min_size=1))
+def test_held_lines_are_read_back_exactly_and_only_those_whose_row_was_not_skipped(tmp_path_factory, blocks, skipped) -> None:
+    """`_Held` keeps the lines in a file while the rows are read: any line (other scripts, lone surrogates as a reader
+    makes of bytes it cannot decode, a CR or another line separator than LF inside, empty blocks) whose row was not
+    skipped comes back as it was held, in order, and no other."""
+    from array import array
+
+    from shared.planning import _Held, _Spill
+
+    folder = str(tmp_path_factory.mktemp("held"))
+    every = [line for block in blocks for line in block]
+    held = _Held(folder, array("q", range(len(every))))  # entry n: email key n (no address twice)
+    at = 0
+    for block in blocks:
+        held.add(block, range(at, at + len(block)), range(at, at + len(block)))
+        at += len(block)
+    held.close(array("Q", range(len(every))))
+    flags = bytearray(skipped[n % len(skipped)] for n in range(len(every)))
+    released: list = []
+
+    class Spill(_Spill):
+        def add(self, email: str, record: tuple) -> None:
+            released.append(record[1])
+
+    with patch("shared.planning._spill_contact", lambda spill, line: spill.add("", ("", line))):
+        held.release(Spill(folder, "existing"), {n for n in range(len(every)) if flags[n]}, flags)
+    assert released == [line for n, line in enumerate(every) if not flags[n]]
