@@ -233,6 +233,23 @@ def test_known_rows_are_passed_over_undecoded_whatever_ends_their_lines(monkeypa
     assert [len(row.known or ()) for row in rows] == [50] and skims == [1]
 
 
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n"])
+@pytest.mark.parametrize("past", [-2, -1, 0, 1, 2])
+def test_a_known_row_spanning_lines_near_the_line_limit_reads_as_the_wrapper_reads_it(ending: bytes, past: int) -> None:
+    """A row whose quoted value spans lines is looked up whole only while its lines, together, are within
+    SEGMENT_MAX_LINE_BYTES (`_Lines._run_on`), at the limit and a byte either side of it, with a memo made under a
+    higher limit (which knows the row whole): as the text wrapper reads it, and known or not as the limit says."""
+    spanning = b'"s@contoso.com","S' + ending + b'T"' + ending
+    rows = [b"a%d@contoso.com,A" % n + ending for n in range(3)]
+    partition = b"E,N" + ending + rows[0] + spanning + rows[1] + spanning.replace(b"s@", b"u@") + rows[2]
+    source, snapshot = snapshots([partition], "csv", True, None, ",", "utf-8", ReadLimits())
+    digests = _Known({row.digest for row in _rows(True, source, snapshot, _Known(set())) if row.digest})  # as recorded
+    source, snapshot = snapshots([partition], "csv", True, None, ",", "utf-8", ReadLimits(line_bytes=len(spanning) + past))
+    read = _rows(False, source, snapshot, digests)
+    assert read == _rows(True, source, snapshot, digests)
+    assert sum(len(row.known or ()) for row in read) == (5 if past >= 0 else 3)  # known whole only within the limit
+
+
 def test_lines_ended_by_lone_crs_are_read_a_block_at_a_time(monkeypatch) -> None:
     """Classic Mac line breaks (or a partition of CRs alone): each line is cut from a block read once, not read again
     to its next LF (which, with no LF in the file, meant reading and copying up to the line limit for every line)."""
