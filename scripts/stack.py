@@ -191,18 +191,41 @@ def running(layout: Layout = DEFAULT) -> dict[str, int]:
 def _group_alive(pgid: int) -> bool:
     """Whether a process of the group is still running. Zombies do not count: a service that another, still running
     process started (`make run` waiting in the page while `make down` runs) stays a zombie until that process reaps it,
-    and kill(0) still finds it, though it has stopped."""
+    and kill(0) still finds it, though it has stopped. What cannot be told counts as running."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
+    states = _group_states(pgid)
+    return not states or any(not state.startswith("Z") for state in states)
+
+
+def _group_states(pgid: int) -> list[str] | None:
+    """The states (R, S, Z, ...) of the group's processes: from /proc where there is one (Linux), else from ps; None
+    when neither can tell."""
+    if Path("/proc").is_dir():
+        states = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rpartition(")")[2].split()  # after the command: state, parent, group, ...
+            except OSError:  # ended meanwhile
+                continue
+            if len(fields) > 2 and fields[2] == str(pgid):
+                states.append(fields[0])
+        return states
     try:
         listing = subprocess.run(["ps", "-A", "-o", "pgid=", "-o", "stat="], capture_output=True, text=True,
-                                 check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return True
-    return any(int(group) == pgid and not state.startswith("Z")
-               for group, state in (line.split(None, 1) for line in listing.splitlines() if line.strip()))
+                                 check=True, timeout=5).stdout
+        return [state for group, state in (line.split(None, 1) for line in listing.splitlines() if line.strip())
+                if int(group) == pgid]
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+
+
+def _reap(pid: int) -> None:
+    """Collect a child of this process that has ended (demo, tests): until then it is a zombie, which kill(0) finds."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
 
 
 def _stop(pid: int, seconds: float = 10.0) -> None:
@@ -212,8 +235,7 @@ def _stop(pid: int, seconds: float = 10.0) -> None:
         return
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):  # started by this very process (demo, tests): reap it
-            os.waitpid(pid, os.WNOHANG)
+        _reap(pid)
         if not _group_alive(pid):
             return
         time.sleep(0.1)
@@ -386,6 +408,7 @@ def demo(rows: int, layout: Layout = DEFAULT, keep: bool = True) -> None:
     """Export a generated segment and show the result; with `keep`, then leave the stack up for the admin page until
     Ctrl-C (what `make run` does), so a newcomer lands in the page with a finished run to look at."""
     already = set(running(layout))
+    stopped = False  # by `make down`, while the demo waited in the page
     try:
         env = up(layout)  # inside: a service that fails to start stops those started before it
         auth_headers = headers_of(env["AUTH_HEADER"])
@@ -423,10 +446,10 @@ def demo(rows: int, layout: Layout = DEFAULT, keep: bool = True) -> None:
         print()
         _summary(run, env, auth_headers)
         if keep:
-            _wait_in_the_page(env, destination_id, layout)
+            stopped = _wait_in_the_page(env, destination_id, layout)
     finally:
         with _ctrl_c_held_off():
-            down(layout, only=set(SERVICES) - already)  # a stack that was up before the demo stays up
+            down(layout, quiet=stopped, only=set(SERVICES) - already)  # a stack up before the demo stays up
 
 
 @contextlib.contextmanager
@@ -444,9 +467,9 @@ def _ctrl_c_held_off() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _wait_in_the_page(env: dict[str, str], destination_id: str, layout: Layout = DEFAULT) -> None:
+def _wait_in_the_page(env: dict[str, str], destination_id: str, layout: Layout) -> bool:
     """Until Ctrl-C, or until the stack's services have all stopped (`make down`, where Ctrl-C cannot reach a `make run`
-    in the background): then this returns too, instead of waiting for ever on services that are gone."""
+    in the background): then this returns too (True), instead of waiting for ever on services that are gone."""
     page = env["FUNCTIONS_URL"].removesuffix("/api") + f"/api/console/#/destinations/{destination_id}"
     sign_in = env["FUNCTIONS_URL"].removesuffix("/api") + "/.auth/login/aad?post_login_redirect_uri=" + \
         quote(f"/api/console/#/destinations/{destination_id}", safe="")
@@ -456,15 +479,16 @@ def _wait_in_the_page(env: dict[str, str], destination_id: str, layout: Layout =
     pids = _read_pids(layout).values()
     try:
         while any(_still_running(pid) for pid in pids):
-            time.sleep(1)
+            time.sleep(0.5)
         print("\nthe stack was stopped")
+        return True
     except KeyboardInterrupt:
         print("\nstopping")
+        return False
 
 
 def _still_running(pid: int) -> bool:
-    with contextlib.suppress(ChildProcessError):  # one this process started and `make down` stopped: reap it
-        os.waitpid(pid, os.WNOHANG)
+    _reap(pid)  # one this process started and `make down` stopped
     return _alive(pid)
 
 
