@@ -125,32 +125,6 @@ class RowMemo:
     def empty(cls) -> RowMemo:
         return cls(array("Q"), array("Q"), array("Q"))
 
-    @classmethod
-    def from_bytes(cls, data: bytes, expected_fingerprint: str) -> RowMemo | None:
-        """The memo in `data`, or None when it is of another fingerprint or cannot be read (planning then reads every
-        row, as without a memo)."""
-        read = cls._read(data)
-        return read[1] if read is not None and read[0] == expected_fingerprint else None
-
-    @classmethod
-    def _read(cls, data: bytes) -> tuple[str, RowMemo] | None:
-        """(its fingerprint, the memo) in `data`, or None when it cannot be read."""
-        try:
-            if not data.startswith(_MAGIC):
-                return None
-            head_end = data.index(b"\n", len(_MAGIC))
-            head = json.loads(data[len(_MAGIC):head_end])
-            if head.get("format") != FORMAT or not isinstance(head.get("fingerprint"), str):
-                return None
-            count = int(head["entries"])
-            body = memoryview(data)[head_end + 1:]
-            if count < 0 or len(body) != 24 * count:
-                return None
-            parts = [_little_endian(array("Q", bytes(body[8 * count * n:8 * count * (n + 1)]))) for n in range(3)]
-        except Exception:  # noqa: BLE001 - any memo that cannot be read is none: every row is read, no run fails
-            return None
-        return head["fingerprint"], cls(*parts)
-
     def index(self) -> dict[int, int]:
         """Row digest -> entry (about 110 MB for a million entries)."""
         return dict(zip(self.rows, range(len(self.rows))))
@@ -167,10 +141,23 @@ class StoredMemo(NamedTuple):
 
 
 def read_stored(data: bytes) -> StoredMemo:
-    read = RowMemo._read(data)
-    if read is None:
+    """The memo in `data` (as `MemoWriter.to_bytes` wrote it), indexed by contact; all None when it cannot be read
+    (planning then reads every row, as without a memo). A memo of another fingerprint (a mapping, tags or planning
+    code changed since) is indexed for nothing: that is known only once planning begins."""
+    try:
+        if not data.startswith(_MAGIC):
+            return StoredMemo(None, None, None)
+        head_end = data.index(b"\n", len(_MAGIC))
+        head = json.loads(data[len(_MAGIC):head_end])
+        count = int(head["entries"])
+        body = memoryview(data)[head_end + 1:]
+        if head.get("format") != FORMAT or not isinstance(head.get("fingerprint"), str) or count < 0 \
+                or len(body) != 24 * count:
+            return StoredMemo(None, None, None)
+        memo = RowMemo(*(_little_endian(array("Q", bytes(body[8 * count * n:8 * count * (n + 1)]))) for n in range(3)))
+    except Exception:  # noqa: BLE001 - any memo that cannot be read is none: every row is read, no run fails
         return StoredMemo(None, None, None)
-    return StoredMemo(read[0], read[1], _by_contact(read[1].contacts))
+    return StoredMemo(head["fingerprint"], memo, _by_contact(memo.contacts))
 
 
 def _by_contact(contacts: array) -> dict[int, int]:

@@ -101,7 +101,8 @@ class _Unreadable(Exception):
 
 
 def _audience_and_fields(client: MailchimpClient, audience_id: str) -> tuple[Audience, list[MergeField]]:
-    """The audience and its merge fields, asked at once: two reads, each a round trip before planning can begin."""
+    """The audience and its merge fields, asked at once: two reads, each a round trip before planning can begin. Both
+    have ended when it returns or raises (the audience's error first), so a retry after a 401 overlaps neither."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         fields = pool.submit(contextvars.copy_context().run, client.list_merge_fields, audience_id)
         audience = client.get_audience(audience_id)
@@ -477,13 +478,13 @@ class Planner(ExportParts):
         if self.mirror is None:
             return None
         found = stored()
-        memo = found.memo if found is not None and found.fingerprint == memo_fingerprint else None
-        state = "used" if memo is not None else "none" if found is None else "unusable"
+        if found is None or found.memo is None or found.fingerprint != memo_fingerprint:
+            state, skips = "none" if found is None else "unusable", RowSkips(RowMemo.empty())
+        else:
+            state, skips = "used", RowSkips(found.memo, found.by_contact)
         log.info("row memo of destination %s: %s (%d rows; unusable: another mapping, tags, erasure requests or planning "
-                 "code, or unreadable)", destination.id, state, len(memo or ()), extra={"rowMemo": state})
-        if memo is None:
-            return RowSkips(RowMemo.empty())
-        return RowSkips(memo, found.by_contact)  # type: ignore[union-attr]
+                 "code, or unreadable)", destination.id, state, len(skips.memo), extra={"rowMemo": state})
+        return skips
 
     def _streamed_earlier(self, run_id: str) -> set[int]:
         """The chunks a crashed planning attempt of this run streamed (their message may have gone out)."""

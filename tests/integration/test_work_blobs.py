@@ -245,4 +245,5 @@ def test_a_download_reads_the_body_from_the_connection_in_big_blocks(azurite, mo
     monkeypatch.setattr(urllib3.response.HTTPResponse, "read", counted)
     with work.open_binary("big.bin") as stream:
         assert stream.read() == data
-    assert len(reads) <= len(data) // BODY_BLOCK + 6, len(reads)  # 4 KiB blocks: more than a thousand
+    # 4 KiB blocks: more than a thousand; at least one a block, or the body went some other way than counted here
+    assert len(data) // BODY_BLOCK <= len(reads) <= len(data) // BODY_BLOCK + 6, len(reads)

@@ -105,7 +105,7 @@ def handed_as(audience: list[ExistingMember], given_as: str) -> list:
 
 def entries(writer: MemoWriter) -> list[tuple[int, int, int]]:
     """A next memo's entries (row, contact, email key), in any order."""
-    written = RowMemo.from_bytes(writer.to_bytes(""), "")
+    written = read_stored(writer.to_bytes("")).memo
     assert written is not None
     return sorted(zip(written.rows, written.contacts, written.emails))
 
@@ -187,7 +187,7 @@ def test_a_row_known_under_a_higher_field_limit_is_read_under_a_lower_one(tmp_pa
     planned = partial(planned_under, tmp_path, audience)
     first = RowSkips(RowMemo.empty())
     assert planned(ReadLimits(), first)[1]["S"].settled == 1
-    memo = RowMemo.from_bytes(first.next.to_bytes("f"), "f")
+    memo = read_stored(first.next.to_bytes("f")).memo
     assert planned(ReadLimits(), RowSkips(memo))[2] == 1  # known under the same limit
     lower = planned(ReadLimits(fields=3), RowSkips(memo))
     assert lower == planned(ReadLimits(fields=3), None)[:2] + (0,) and lower[1]["S"].invalid == 1
@@ -215,7 +215,7 @@ def test_a_known_contact_listed_twice_is_merged_as_the_last_one_listed(tmp_path:
 
     first = RowSkips(RowMemo.empty())
     assert planned(known, first)[1]["S"].settled == 2
-    memo = RowMemo.from_bytes(first.next.to_bytes("f"), "f")
+    memo = read_stored(first.next.to_bytes("f")).memo
     assert planned(known, RowSkips(memo))[3] == 2
     for audience in ([known[0], other, known[1]], [other, *known]):
         with patch("shared.planning._HOLD_BLOCK", hold_block):
@@ -250,7 +250,7 @@ def test_a_known_contact_whose_row_is_gone_departs_in_the_place_full_planning_gi
 
     first = RowSkips(RowMemo.empty())
     planned("a", b"x@contoso.com,Xa\n", [known], first)
-    memo = RowMemo.from_bytes(first.next.to_bytes("f"), "f")
+    memo = read_stored(first.next.to_bytes("f")).memo
     assert memo is not None and len(memo) == 1
     for audience in ([known, carrier], [carrier, known]):
         skipping = planned("b", b"z@contoso.com,Zed\n", audience, RowSkips(memo))
@@ -268,7 +268,7 @@ def test_a_row_known_under_a_higher_line_limit_is_read_under_a_lower_one(tmp_pat
     planned = partial(planned_under, tmp_path, audience)
     first = RowSkips(RowMemo.empty())
     assert planned(ReadLimits(), first)[1]["S"].settled == 2
-    memo = RowMemo.from_bytes(first.next.to_bytes("f"), "f")
+    memo = read_stored(first.next.to_bytes("f")).memo
     assert planned(ReadLimits(), RowSkips(memo))[2] == 2  # both known under the same limit
     lower = planned(ReadLimits(line_bytes=60), RowSkips(memo))
     assert lower == planned(ReadLimits(line_bytes=60), None)[:2] + (1,) and lower[1]["S"].invalid == 1
@@ -285,7 +285,7 @@ def test_rows_are_skipped_whether_the_audience_comes_as_lines_or_read_in_full(tm
                 for email, fields, tags, *_ in chunk]
     first = RowSkips(RowMemo.empty())
     plan(tmp_path, rows, ["VIP"], lines(audience), [], first)
-    skipping = RowSkips(RowMemo.from_bytes(first.next.to_bytes(""), "") or RowMemo.empty())
+    skipping = RowSkips(read_stored(first.next.to_bytes("")).memo or RowMemo.empty())
     assert len(skipping.memo) == 7
     current = handed_as(audience, given_as)
     (source, snapshot, columns), = write_segments(tmp_path, rows, False, [0, 0])
@@ -304,7 +304,7 @@ def test_a_contact_read_in_full_that_no_line_can_hold_leaves_a_plan_with_a_memo_
     first = RowSkips(RowMemo.empty())
     plan(tmp_path / "before", rows, ["VIP"], lines(audience), [], first)
     odd = [*audience, ExistingMember("x\ty@contoso.com", "subscribed", {}, ("VIP",))]
-    skipping = RowSkips(RowMemo.from_bytes(first.next.to_bytes(""), "") or RowMemo.empty())
+    skipping = RowSkips(read_stored(first.next.to_bytes("")).memo or RowMemo.empty())
     with patch(f"{__name__}.event"):  # outside a Hypothesis test
         skipped = plan(tmp_path / "skipping", rows, ["VIP"], odd, ["VIP"], skipping)
     assert skipped == plan(tmp_path / "reading", rows, ["VIP"], odd, ["VIP"], None)
@@ -332,13 +332,19 @@ def test_the_memo_is_read_ahead_and_read_again_for_a_second_plan() -> None:
             started.set()
             release.wait(timeout=10)
             reads.append((destination_id, audience_id))
-            threads.append(threading.get_ident())
             return memo_bytes(f"f{len(reads)}")
 
-    stored = Planner._memo_ahead(SimpleNamespace(mirror=Mirror()), SimpleNamespace(id="d1", audience_id="a1"))  # type: ignore[arg-type]
-    assert started.wait(timeout=10) and reads == []  # under way before anything asks for it
-    release.set()
-    first, second = stored(), stored()
+    def indexed(contacts):  # where the memo is indexed: in the download's thread the first time
+        threads.append(threading.get_ident())
+        return by_contact(contacts)
+
+    from shared import row_memo
+    by_contact = row_memo._by_contact
+    with patch.object(row_memo, "_by_contact", indexed):
+        stored = Planner._memo_ahead(SimpleNamespace(mirror=Mirror()), SimpleNamespace(id="d1", audience_id="a1"))  # type: ignore[arg-type]
+        assert started.wait(timeout=10) and reads == []  # under way before anything asks for it
+        release.set()
+        first, second = stored(), stored()
     assert (first.fingerprint, second.fingerprint) == ("f1", "f2") and reads == [("d1", "a1")] * 2
     assert threads[0] != threading.get_ident() and threads[1] == threading.get_ident()
     assert first.by_contact == {200: 2, 201: 1} and list(first.memo.rows) == [100, 101, 102]
@@ -409,30 +415,56 @@ def test_the_audience_and_its_merge_fields_are_asked_at_once_in_the_runs_telemet
 @given(blocks=st.lists(st.lists(st.text(st.one_of(st.characters(blacklist_characters="\n"),
                                                   st.sampled_from(["\udcff", "\ud800", "é", "😀", "\r", "\u2028"])),
                                         max_size=12).map(lambda t: t + "\n"), max_size=5), max_size=5),
-       skipped=st.lists(st.booleans(), min_size=1))
-def test_held_lines_are_read_back_exactly_and_only_those_whose_row_was_not_skipped(tmp_path_factory, blocks, skipped) -> None:
-    """`_Held` keeps the lines in a file while the rows are read: any line (other scripts, lone surrogates as a reader
-    makes of bytes it cannot decode, a CR or another line separator than LF inside, empty blocks) whose row was not
-    skipped comes back as it was held, in order, and no other."""
+       skipped=st.lists(st.booleans(), min_size=1), keys=st.lists(st.integers(0, 6), min_size=1, max_size=12))
+def test_held_lines_are_read_back_exactly_and_only_those_whose_row_was_not_skipped(tmp_path_factory, blocks, skipped,
+                                                                                    keys) -> None:
+    """`_Held` keeps the lines in a file while the rows are read, and reads them back a few at a time: any line (other
+    scripts, lone surrogates as a reader makes of bytes it cannot decode, a CR or another line separator than LF
+    inside, empty blocks) comes back as it was held, in order, when its row was not skipped, and no other; of an
+    address held twice, only its last line (the one merging keeps), whatever was skipped."""
     from array import array
 
     from shared.planning import _Held, _Spill
 
     folder = str(tmp_path_factory.mktemp("held"))
     every = [line for block in blocks for line in block]
-    held = _Held(folder, array("q", range(len(every))))  # entry n: email key n (no address twice)
+    emails = array("q", (keys[n % len(keys)] for n in range(len(every))))  # entry n's email key (some twice)
+    held = _Held(folder, emails)
     at = 0
     for block in blocks:
         held.add(block, range(at, at + len(block)), range(at, at + len(block)))
         at += len(block)
-    held.close(array("Q", range(len(every))))
+    held.close(array("Q", emails))
     flags = bytearray(skipped[n % len(skipped)] for n in range(len(every)))
+    skipped_keys = {emails[n] for n in range(len(every)) if flags[n]}
+    last = {key: n for n, key in enumerate(emails)}
+    twice = {key for key in last if list(emails).count(key) > 1}
     released: list = []
 
     class Spill(_Spill):
         def add(self, email: str, record: tuple) -> None:
             released.append(record[1])
 
-    with patch("shared.planning._spill_contact", lambda spill, line: spill.add("", ("", line))):
-        held.release(Spill(folder, "existing"), {n for n in range(len(every)) if flags[n]}, flags)
-    assert released == [line for n, line in enumerate(every) if not flags[n]]
+    with patch("shared.planning._spill_contact", lambda spill, line: spill.add("", ("", line))), \
+            patch("shared.planning._HOLD_BLOCK", 3):
+        held.release(Spill(folder, "existing"), skipped_keys, flags)
+    assert released == [line for n, line in enumerate(every)
+                        if (last[emails[n]] == n if emails[n] in twice else emails[n] not in skipped_keys)]
+
+
+def test_a_memo_of_another_fingerprint_or_none_is_an_empty_one_and_a_usable_one_comes_with_its_index() -> None:
+    """The fingerprint (the mapping, tags, erasure requests and planning code the memo was made under) is checked when
+    planning begins, on the memo read ahead: another one, an unreadable one or none gives no known row."""
+    from types import SimpleNamespace
+
+    from shared.exports.planner import Planner
+
+    writer = MemoWriter()
+    writer.add(1, 2, 3)
+    planner, destination = SimpleNamespace(mirror=object()), SimpleNamespace(id="d1")
+    stored = read_stored(writer.to_bytes("made under a"))
+    for found, expected in ((stored, 0), (read_stored(b"rowmemo\n{"), 0), (None, 0)):
+        skips = Planner._row_skips(planner, destination, "b", lambda: found)  # type: ignore[arg-type]
+        assert len(skips.memo) == expected and skips.contact_entries() == {}
+    used = Planner._row_skips(planner, destination, "made under a", lambda: stored)  # type: ignore[arg-type]
+    assert len(used.memo) == 1 and used.contact_entries() is stored.by_contact
