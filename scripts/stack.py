@@ -409,6 +409,7 @@ def demo(rows: int, layout: Layout = DEFAULT, keep: bool = True) -> None:
     Ctrl-C (what `make run` does), so a newcomer lands in the page with a finished run to look at."""
     already = set(running(layout))
     stopped = False  # by `make down`, while the demo waited in the page
+    _heed_interrupts()
     try:
         env = up(layout)  # inside: a service that fails to start stops those started before it
         auth_headers = headers_of(env["AUTH_HEADER"])
@@ -450,6 +451,14 @@ def demo(rows: int, layout: Layout = DEFAULT, keep: bool = True) -> None:
     finally:
         with _ctrl_c_held_off():
             down(layout, quiet=stopped, only=set(SERVICES) - already)  # a stack up before the demo stays up
+
+
+def _heed_interrupts() -> None:
+    """A shell starts a job in the background with SIGINT ignored, so `kill -INT` of a `make run` started that way did
+    nothing: the demo takes Python's own handler back (a terminal's Ctrl-C reaches only the foreground job anyway)."""
+    with contextlib.suppress(ValueError):  # not the main thread (only it may set a handler)
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @contextlib.contextmanager

@@ -141,31 +141,60 @@ def test_stop_does_not_wait_on_a_service_that_another_process_started_and_has_no
         holder.wait()
 
 
-def test_down_stops_a_demo_waiting_in_the_page_at_once_and_the_demo_ends(layout, tmp_path):
-    """`make run` in the background (where Ctrl-C cannot reach it), then `make down`: every service stops within
-    seconds, Azurite included (`down` cut off by a timeout while it waited on the local Mailchimp, already stopped but
-    not yet reaped, left Azurite running), and the demo, whose services are gone, ends instead of waiting for ever."""
+def waiting_demo(layout, log: Path, interrupts_ignored: bool = False) -> subprocess.Popen:
+    """The demo (`make run`) in a process of its own, once its export is done and it waits in the page; with
+    `interrupts_ignored`, started as a shell starts a job in the background (SIGINT ignored)."""
     shape = json.dumps({"local": str(layout.local), "settings": str(layout.settings), "azurite_ports": layout.azurite_ports,
                         "mailchimp_port": layout.mailchimp_port, "functions_port": layout.functions_port})
-    log = tmp_path / "demo.log"
     with open(log, "wb") as output:
         demo = subprocess.Popen([sys.executable, "-c", "import json, sys\nfrom pathlib import Path\nfrom scripts import stack\n"
                                  "shape = json.loads(sys.argv[1])\n"
                                  "stack.demo(40, stack.Layout(local=Path(shape['local']), settings=Path(shape['settings']), "
                                  "azurite_ports=tuple(shape['azurite_ports']), mailchimp_port=shape['mailchimp_port'], "
                                  "functions_port=shape['functions_port']))", shape],
-                                cwd=ROOT, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+                                cwd=ROOT, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if interrupts_ignored else None)
     try:
         wait_until(lambda: "The stack keeps running" in log.read_text() or demo.poll() is not None, "the demo's export",
                    timeout=300)
         assert demo.poll() is None, log.read_text()
         assert set(stack.running(layout)) == set(stack.SERVICES)
+    except BaseException:
+        demo.terminate()
+        demo.wait()
+        raise
+    return demo
+
+
+def test_down_stops_a_demo_waiting_in_the_page_at_once_and_the_demo_ends(layout, tmp_path):
+    """`make run` in the background (where Ctrl-C cannot reach it), then `make down`: every service stops within
+    seconds, Azurite included (`down` cut off by a timeout while it waited on the local Mailchimp, already stopped but
+    not yet reaped, left Azurite running), and the demo, whose services are gone, ends instead of waiting for ever."""
+    log = tmp_path / "demo.log"
+    demo = waiting_demo(layout, log)
+    try:
         started = time.monotonic()
         stack.down(layout)
         assert time.monotonic() - started < 30  # it waited 10 s on the host, 60 s on the local Mailchimp, 10 s on Azurite
         assert not any(stack._answers(layout, name) for name in stack.SERVICES)
         assert demo.wait(timeout=30) == 0, log.read_text()
         assert "the stack was stopped" in log.read_text()
+    finally:
+        if demo.poll() is None:
+            demo.terminate()
+            demo.wait()
+
+
+def test_an_interrupt_stops_a_demo_started_in_the_background_and_its_stack(layout, tmp_path):
+    """A shell starts a background job with SIGINT ignored: `kill -INT` of such a `make run` did nothing, and the stack
+    stayed up. The demo heeds it: it stops its services and ends."""
+    log = tmp_path / "demo.log"
+    demo = waiting_demo(layout, log, interrupts_ignored=True)
+    try:
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(timeout=60) == 0, log.read_text()
+        assert "stopping" in log.read_text()
+        assert stack.running(layout) == {} and not any(stack._answers(layout, name) for name in stack.SERVICES)
     finally:
         if demo.poll() is None:
             demo.terminate()
