@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from shared.exports.planner import _already_done
 from shared.members import Contact, contact_line
 from shared.planning import Mapping, SegmentInput, plan_export
-from shared.row_memo import RowMemo, RowSkips
+from shared.row_memo import RowMemo, RowSkips, read_stored
 from shared.sample_segments import FolderSource, sample_audience
 from shared.segment_rows import RowDigests, read_rows
 from shared.snapshots import list_segments
@@ -124,7 +124,8 @@ def main() -> None:
                                      on_problem=lambda _problem: None, workdir=folder, removable_tags=SEGMENTS,
                                      already_done=_already_done, memo=earlier):
                     pass
-                skips = RowSkips(RowMemo.from_bytes(earlier.next.to_bytes(""), "") or RowMemo.empty())
+                stored = read_stored(earlier.next.to_bytes(""))  # as the export planner reads it
+                skips = RowSkips(stored.memo or RowMemo.empty(), stored.by_contact)
                 print(f"an earlier plan with every row in step made a memo of {len(skips.memo):,} rows")
             audience = write_mirror(mirror, inputs(), every)
             existing = read_mirror(mirror)
