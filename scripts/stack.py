@@ -201,17 +201,17 @@ def _group_alive(pgid: int) -> bool:
 
 
 def _group_states(pgid: int) -> list[str] | None:
-    """The states (R, S, Z, ...) of the group's processes: from /proc where there is one (Linux), else from ps; None
-    when neither can tell."""
-    if Path("/proc").is_dir():
-        states = []
+    """The states (R, S, Z, ...) of the group's processes: from /proc where there is Linux's, else from ps; None when
+    neither can tell (and none listed, a group that has just ended, counts as running for one more look)."""
+    if Path("/proc/self/stat").exists():
+        states, group = [], b"%d" % pgid
         for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rpartition(")")[2].split()  # after the command: state, parent, group, ...
+            try:  # bytes: a command name is cut at 15 bytes, maybe inside a character
+                fields = stat.read_bytes().rpartition(b")")[2].split()  # after the command: state, parent, group, ...
             except OSError:  # ended meanwhile
                 continue
-            if len(fields) > 2 and fields[2] == str(pgid):
-                states.append(fields[0])
+            if len(fields) > 2 and fields[2] == group:
+                states.append(fields[0].decode("ascii", "replace"))
         return states
     try:
         listing = subprocess.run(["ps", "-A", "-o", "pgid=", "-o", "stat="], capture_output=True, text=True,
@@ -409,7 +409,6 @@ def demo(rows: int, layout: Layout = DEFAULT, keep: bool = True) -> None:
     Ctrl-C (what `make run` does), so a newcomer lands in the page with a finished run to look at."""
     already = set(running(layout))
     stopped = False  # by `make down`, while the demo waited in the page
-    _heed_interrupts()
     try:
         env = up(layout)  # inside: a service that fails to start stops those started before it
         auth_headers = headers_of(env["AUTH_HEADER"])
@@ -451,14 +450,6 @@ def demo(rows: int, layout: Layout = DEFAULT, keep: bool = True) -> None:
     finally:
         with _ctrl_c_held_off():
             down(layout, quiet=stopped, only=set(SERVICES) - already)  # a stack up before the demo stays up
-
-
-def _heed_interrupts() -> None:
-    """A shell starts a job in the background with SIGINT ignored, so `kill -INT` of a `make run` started that way did
-    nothing: the demo takes Python's own handler back (a terminal's Ctrl-C reaches only the foreground job anyway)."""
-    with contextlib.suppress(ValueError):  # not the main thread (only it may set a handler)
-        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @contextlib.contextmanager

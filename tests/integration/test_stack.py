@@ -141,9 +141,8 @@ def test_stop_does_not_wait_on_a_service_that_another_process_started_and_has_no
         holder.wait()
 
 
-def waiting_demo(layout, log: Path, interrupts_ignored: bool = False) -> subprocess.Popen:
-    """The demo (`make run`) in a process of its own, once its export is done and it waits in the page; with
-    `interrupts_ignored`, started as a shell starts a job in the background (SIGINT ignored)."""
+def waiting_demo(layout, log: Path) -> subprocess.Popen:
+    """The demo (`make run`) in a process of its own, once its export is done and it waits in the page."""
     shape = json.dumps({"local": str(layout.local), "settings": str(layout.settings), "azurite_ports": layout.azurite_ports,
                         "mailchimp_port": layout.mailchimp_port, "functions_port": layout.functions_port})
     with open(log, "wb") as output:
@@ -152,8 +151,7 @@ def waiting_demo(layout, log: Path, interrupts_ignored: bool = False) -> subproc
                                  "stack.demo(40, stack.Layout(local=Path(shape['local']), settings=Path(shape['settings']), "
                                  "azurite_ports=tuple(shape['azurite_ports']), mailchimp_port=shape['mailchimp_port'], "
                                  "functions_port=shape['functions_port']))", shape],
-                                cwd=ROOT, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if interrupts_ignored else None)
+                                cwd=ROOT, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_until(lambda: "The stack keeps running" in log.read_text() or demo.poll() is not None, "the demo's export",
                    timeout=300)
@@ -164,6 +162,25 @@ def waiting_demo(layout, log: Path, interrupts_ignored: bool = False) -> subproc
         demo.wait()
         raise
     return demo
+
+
+def test_a_process_whose_name_is_cut_inside_a_character_neither_hides_a_group_nor_breaks_a_stop(tmp_path):
+    """Linux cuts a command's name at 15 bytes, maybe inside a UTF-8 character: reading the process table as text
+    raised out of `make down` (its later services never stopped) whenever any such process ran on the machine."""
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("no Linux /proc here: the states come from ps")
+    named = tmp_path / ("é" * 9)  # 18 bytes: the 15 kept end inside the eighth é
+    shutil.copy(shutil.which("sleep") or "/bin/sleep", named)
+    odd = subprocess.Popen([str(named), "60"], start_new_session=True)
+    try:
+        assert stack._group_states(odd.pid) == ["S"] and stack._group_alive(odd.pid)
+        started = time.monotonic()
+        stack._stop(odd.pid, 20.0)
+        assert time.monotonic() - started < 5 and odd.poll() is not None
+    finally:
+        if odd.poll() is None:
+            odd.kill()
+            odd.wait()
 
 
 def test_down_stops_a_demo_waiting_in_the_page_at_once_and_the_demo_ends(layout, tmp_path):
@@ -179,22 +196,6 @@ def test_down_stops_a_demo_waiting_in_the_page_at_once_and_the_demo_ends(layout,
         assert not any(stack._answers(layout, name) for name in stack.SERVICES)
         assert demo.wait(timeout=30) == 0, log.read_text()
         assert "the stack was stopped" in log.read_text()
-    finally:
-        if demo.poll() is None:
-            demo.terminate()
-            demo.wait()
-
-
-def test_an_interrupt_stops_a_demo_started_in_the_background_and_its_stack(layout, tmp_path):
-    """A shell starts a background job with SIGINT ignored: `kill -INT` of such a `make run` did nothing, and the stack
-    stayed up. The demo heeds it: it stops its services and ends."""
-    log = tmp_path / "demo.log"
-    demo = waiting_demo(layout, log, interrupts_ignored=True)
-    try:
-        demo.send_signal(signal.SIGINT)
-        assert demo.wait(timeout=60) == 0, log.read_text()
-        assert "stopping" in log.read_text()
-        assert stack.running(layout) == {} and not any(stack._answers(layout, name) for name in stack.SERVICES)
     finally:
         if demo.poll() is None:
             demo.terminate()
