@@ -45,6 +45,7 @@ _NOT = bytes.maketrans(b"\x00\x01", b"\x01\x00")
 _CONTACT_SEED = 0x636F6E74616374  # "contact"
 _EMAIL_SEED = 0x656D61696C  # "email"
 _INDEX_SLICE = 1 << 16  # entries indexed in one call (`_by_contact`)
+_RUN_SHARE = 64  # `add_flagged` copies runs of flags while there is at most one run in this many entries
 
 
 def digest(text: str, seed: int) -> int:
@@ -182,9 +183,21 @@ class MemoWriter:
         self._emails.append(email)
 
     def add_flagged(self, memo: RowMemo, flags: bytes | bytearray) -> None:
-        """The entries of `memo` whose flag is set, as they are, in the memo's order."""
-        for mine, theirs in ((self._rows, memo.rows), (self._contacts, memo.contacts), (self._emails, memo.emails)):
-            mine.extend(compress(theirs, flags))
+        """The entries of `memo` whose flag (0 or 1) is set, as they are, in the memo's order. A refresh flags most
+        entries, in long runs: a run is copied as a slice of each column (a third of the time, at a million entries),
+        unless runs are many (one by one is then cheaper)."""
+        columns = ((self._rows, memo.rows), (self._contacts, memo.contacts), (self._emails, memo.emails))
+        if flags.count(b"\x00\x01") * _RUN_SHARE > len(flags):
+            for mine, theirs in columns:
+                mine.extend(compress(theirs, flags))
+            return
+        start, end = 0, len(flags)
+        while (start := flags.find(1, start)) != -1:
+            stop = flags.find(0, start)
+            stop = end if stop == -1 else stop
+            for mine, theirs in columns:
+                mine.extend(theirs[start:stop])
+            start = stop
 
     def to_bytes(self, the_fingerprint: str) -> bytes:
         head = json.dumps({"format": FORMAT, "fingerprint": the_fingerprint, "entries": len(self._rows)}).encode("ascii")

@@ -452,7 +452,7 @@ def test_held_lines_are_read_back_exactly_and_only_those_whose_row_was_not_skipp
                         if (last[emails[n]] == n if emails[n] in twice else emails[n] not in skipped_keys)]
 
 
-def test_a_memo_of_another_fingerprint_or_none_is_an_empty_one_and_a_usable_one_comes_with_its_index() -> None:
+def test_a_memo_of_another_fingerprint_or_none_is_an_empty_one_and_a_usable_one_comes_with_its_index(caplog) -> None:
     """The fingerprint (the mapping, tags, erasure requests and planning code the memo was made under) is checked when
     planning begins, on the memo read ahead: another one, an unreadable one or none gives no known row."""
     from types import SimpleNamespace
@@ -463,8 +463,32 @@ def test_a_memo_of_another_fingerprint_or_none_is_an_empty_one_and_a_usable_one_
     writer.add(1, 2, 3)
     planner, destination = SimpleNamespace(mirror=object()), SimpleNamespace(id="d1")
     stored = read_stored(writer.to_bytes("made under a"))
-    for found, expected in ((stored, 0), (read_stored(b"rowmemo\n{"), 0), (None, 0)):
+    caplog.set_level("INFO", logger="shared.exports.planner")
+    for found in (stored, read_stored(b"rowmemo\n{"), None):
         skips = Planner._row_skips(planner, destination, "b", lambda: found)  # type: ignore[arg-type]
-        assert len(skips.memo) == expected and skips.contact_entries() == {}
+        assert len(skips.memo) == 0 and skips.contact_entries() == {}
     used = Planner._row_skips(planner, destination, "made under a", lambda: stored)  # type: ignore[arg-type]
     assert len(used.memo) == 1 and used.contact_entries() is stored.by_contact
+    said = [(record.rowMemo, record.getMessage().split("(")[1].split()[0]) for record in caplog.records
+            if hasattr(record, "rowMemo")]
+    assert said == [("unusable", "0"), ("unusable", "0"), ("none", "0"), ("used", "1")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(flags=st.one_of(st.lists(st.sampled_from([0, 1]), max_size=300),  # runs of any length, many or few
+                       st.lists(st.tuples(st.sampled_from([0, 1]), st.integers(1, 200)), max_size=8).map(
+                           lambda runs: [flag for flag, length in runs for _ in range(length)])))
+def test_the_flagged_entries_of_a_memo_are_those_compress_picks_in_its_order(flags) -> None:
+    """`MemoWriter.add_flagged` copies runs of flagged entries as slices where runs are few, one by one where many:
+    either way the entries flagged, as they are, in order, after those already written."""
+    from array import array
+    from itertools import compress
+
+    memo = RowMemo(array("Q", range(len(flags))), array("Q", range(1000, 1000 + len(flags))),
+                   array("Q", range(5000, 5000 + len(flags))))
+    writer = MemoWriter()
+    writer.add(1, 2, 3)
+    writer.add_flagged(memo, bytearray(flags))
+    expected = [(1, 2, 3), *compress(zip(memo.rows, memo.contacts, memo.emails), flags)]
+    written = read_stored(writer.to_bytes("f")).memo
+    assert list(zip(written.rows, written.contacts, written.emails)) == expected
