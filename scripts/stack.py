@@ -191,7 +191,8 @@ def running(layout: Layout = DEFAULT) -> dict[str, int]:
 def _group_alive(pgid: int) -> bool:
     """Whether a process of the group is still running. Zombies do not count: a service that another, still running
     process started (`make run` waiting in the page while `make down` runs) stays a zombie until that process reaps it,
-    and kill(0) still finds it, though it has stopped. What cannot be told counts as running."""
+    and kill(0) still finds it, though it has stopped. What cannot be told counts as running, and so does a group
+    found by kill(0) but listed nowhere (it has just ended: one more look tells)."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
@@ -202,7 +203,7 @@ def _group_alive(pgid: int) -> bool:
 
 def _group_states(pgid: int) -> list[str] | None:
     """The states (R, S, Z, ...) of the group's processes: from /proc where there is Linux's, else from ps; None when
-    neither can tell (and none listed, a group that has just ended, counts as running for one more look)."""
+    neither can tell."""
     if Path("/proc/self/stat").exists():
         states, group = [], b"%d" % pgid
         for stat in Path("/proc").glob("[0-9]*/stat"):
