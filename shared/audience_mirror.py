@@ -65,6 +65,7 @@ MailchimpClient in the app).
 """
 from __future__ import annotations
 
+import contextvars
 import gzip
 import io
 import itertools
@@ -457,8 +458,9 @@ class AudienceMirror:
         # full read is needed instead, or Mailchimp answers with an error, they are dropped without waiting for them
         # (a download under way ends on its own, holding the parts, compressed, until then).
         with _unwaited(ThreadPoolExecutor(max_workers=2)) as pool:
-            parts_ahead = pool.submit(self._stored_parts, folder, manifest)
-            changed_since = pool.submit(client.count_members, list_id, since_last_changed=since)
+            parts_ahead = pool.submit(contextvars.copy_context().run, self._stored_parts, folder, manifest)
+            changed_since = pool.submit(contextvars.copy_context().run, client.count_members, list_id,  # the run's
+                                        since_last_changed=since)  # log fields and span on its call to Mailchimp
             tags = client.list_tag_details(list_id)
             reread = [tag for tag in tags if tag.updated_at is None or tag.updated_at >= since
                       or manifest.tags.get(tag.id) != tag.name]

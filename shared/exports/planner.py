@@ -467,7 +467,7 @@ class Planner(ExportParts):
             return read_stored(data) if data is not None else None
 
         pool = ThreadPoolExecutor(max_workers=1)
-        ahead = [pool.submit(stored)]
+        ahead = [pool.submit(contextvars.copy_context().run, stored)]  # its warnings carry the run's log fields
         pool.shutdown(wait=False)  # its thread ends with the reading
         return lambda: ahead.pop().result() if ahead else stored()
 

@@ -289,3 +289,25 @@ def test_a_merge_drops_each_stored_part_once_decompressed():
     buckets = audience_mirror._dropping(parts)
     assert next(buckets) == ["a\t1\n"] and parts[0] == b"" and parts[1] != b""
     assert list(buckets) == [[]] * (half - 1) + [["c\t3\n"]] + [[]] * (half - 1) and parts == [b"", b""]
+
+
+def test_a_refresh_asks_mailchimp_what_changed_in_the_run_s_telemetry_context():
+    """The count of what changed since is asked in a thread beside the tag listing: that call still carries the run's
+    log fields and span (its Mailchimp dependency belongs to the run), as the calls made in the planning thread do."""
+    from shared import telemetry
+
+    seen: list[dict] = []
+
+    class Counting(Changing):
+        def count_members(self, list_id: str, status: str | None = None,
+                          since_last_changed: datetime | None = None) -> int:
+            if since_last_changed is not None:
+                seen.append(dict(telemetry.current_fields()))
+            return super().count_members(list_id, status, since_last_changed)
+
+    mirror = AudienceMirror(Store(), timedelta(hours=24))
+    audience = Counting({"Kept": ["a@x.com"]})
+    list(mirror.members("d1", "list1", audience))
+    with telemetry.run_context(run_id="r1", destination_id="d1"):
+        list(mirror.members("d1", "list1", audience))
+    assert seen == [{"runId": "r1", "destinationId": "d1"}]

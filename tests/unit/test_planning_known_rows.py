@@ -332,6 +332,7 @@ def test_the_memo_is_read_ahead_and_read_again_for_a_second_plan() -> None:
             started.set()
             release.wait(timeout=10)
             reads.append((destination_id, audience_id))
+            fields.append(dict(telemetry.current_fields()))  # its warnings carry the run's log fields
             return memo_bytes(f"f{len(reads)}")
 
     def indexed(contacts):  # where the memo is indexed: in the download's thread the first time
@@ -340,13 +341,16 @@ def test_the_memo_is_read_ahead_and_read_again_for_a_second_plan() -> None:
 
     from shared import row_memo
     by_contact = row_memo._by_contact
-    with patch.object(row_memo, "_by_contact", indexed):
+    from shared import telemetry
+    fields: list[dict] = []
+    with patch.object(row_memo, "_by_contact", indexed), telemetry.run_context(run_id="r1"):
         stored = Planner._memo_ahead(SimpleNamespace(mirror=Mirror()), SimpleNamespace(id="d1", audience_id="a1"))  # type: ignore[arg-type]
         assert started.wait(timeout=10) and reads == []  # under way before anything asks for it
         release.set()
         first, second = stored(), stored()
     assert (first.fingerprint, second.fingerprint) == ("f1", "f2") and reads == [("d1", "a1")] * 2
     assert threads[0] != threading.get_ident() and threads[1] == threading.get_ident()
+    assert fields == [{"runId": "r1"}] * 2
     assert first.by_contact == {200: 2, 201: 1} and list(first.memo.rows) == [100, 101, 102]
     assert Planner._memo_ahead(SimpleNamespace(mirror=None), SimpleNamespace(id="d1", audience_id="a1"))() is None  # type: ignore[arg-type]
 
