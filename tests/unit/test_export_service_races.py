@@ -404,3 +404,32 @@ def test_a_streaming_run_says_so_before_its_first_chunk_goes_out(tmp_path):
     assert seen and all(seen)
     drain(service)
     assert service.runs.get(run.id).status == "succeeded" and len(client.aud) == 9
+
+
+@pytest.mark.parametrize("audience", [{}, {"p0@x.com": ["subscribed", {"FNAME": "N"}, []]}])
+def test_into_an_empty_audience_the_rows_are_counted_beside_the_calls_before_planning(tmp_path, audience):
+    """Into an empty audience every row is new, so a run of one segment streams once its rows are proved within
+    MAX_PROFILES_PER_EXPORT: that count starts on a thread of its own once the audience is read, and is under way while
+    the run still waits for Mailchimp (here: its tags). Into an audience with members, the rows are counted when
+    planning asks (a refresh, most of whose rows Mailchimp holds, may never ask)."""
+    write_snapshot(tmp_path, "Vip", "2026/11/28/1700", [f"p{i}@x.com" for i in range(9)])
+    empty = not audience
+    service, client = make(tmp_path, ["Vip"], audience=dict(audience), chunk_size=2)  # the fake fills it in
+    main, counting = threading.get_ident(), threading.Event()
+    real_open = service.segments.open_binary
+
+    def open_binary(name):
+        if threading.get_ident() != main and name.endswith(".csv"):
+            counting.set()
+        return real_open(name)
+
+    service.segments.open_binary = open_binary
+    real_tags = client.ensure_tags
+    under_way: list[bool] = []
+    client.ensure_tags = lambda *args, **kwargs: (under_way.append(counting.wait(10 if empty else 0.2))
+                                                  or real_tags(*args, **kwargs))
+    run = service.start("d1", "http")
+    drain(service)
+    assert under_way == [empty]
+    result = service.runs.get(run.id)
+    assert result.status == "succeeded" and len(client.aud) == 9 and result.details.get("streaming")
