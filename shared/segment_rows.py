@@ -100,25 +100,26 @@ def read_rows(source: BlobSource, snapshot: Snapshot, digests: RowDigests | None
 
 def rows_at_most(source: BlobSource, snapshot: Snapshot, limit: int) -> int:
     """An upper bound of the rows `read_rows` yields when it is within `limit` (any number past it otherwise), so a
-    run knows it is within MAX_PROFILES_PER_EXPORT before it sends anything while it reads. Each partition is read
-    once (`_partition_bound`): its records, or its line breaks where those cannot be had so. When the sum passes
-    `limit` (a CSV field may hold line breaks), the partitions counted by their line breaks are read again, their
-    records counted as `_csv_records` reads them (slower, and only then). COUNT_DOWNLOADS partitions at once."""
-    with ThreadPoolExecutor(max_workers=COUNT_DOWNLOADS) as pool:
-        try:
-            bounds = list(_each(pool, partial(_partition_bound, source, snapshot), snapshot.partitions))
-            total = sum(count for count, _ in bounds)
-            if total <= limit or snapshot.format != "csv":
-                return total
-            records = sum(count for count, exact in bounds if exact)
-            lines_only = tuple(partition for partition, (_, exact) in zip(snapshot.partitions, bounds) if not exact)
-            for counted in _each(pool, partial(_csv_record_count, source, snapshot), lines_only):
-                records += counted
-                if records > limit:
-                    break
-            return records
-        finally:
-            pool.shutdown(cancel_futures=True)  # past the limit, or a partition that cannot be read: no more downloads
+    run knows it is within MAX_PROFILES_PER_EXPORT before it sends anything while it reads. Each partition gives its
+    records, or its line breaks where those cannot be had so (`_partition_bound`: read once, or twice where the
+    scan meets what it cannot count). When the sum passes `limit` (a CSV field may hold line breaks), the partitions
+    counted by their line breaks are read again, their records counted as `_csv_records` reads them (slower, and
+    only then). COUNT_DOWNLOADS partitions at once."""
+    pool = ThreadPoolExecutor(max_workers=COUNT_DOWNLOADS)
+    try:
+        bounds = list(_each(pool, partial(_partition_bound, source, snapshot), snapshot.partitions))
+        total = sum(count for count, _ in bounds)
+        if total <= limit or snapshot.format != "csv":
+            return total
+        records = sum(count for count, exact in bounds if exact)
+        lines_only = tuple(partition for partition, (_, exact) in zip(snapshot.partitions, bounds) if not exact)
+        for counted in _each(pool, partial(_csv_record_count, source, snapshot), lines_only if records <= limit else ()):
+            records += counted
+            if records > limit:
+                break
+        return records
+    finally:  # past the limit, or a partition that cannot be read: no more downloads, and none waited for
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 COUNT_DOWNLOADS = 4  # the downloads' round trips overlap (a partition's counting holds the interpreter lock)
@@ -178,7 +179,8 @@ def _scan_records(stream: BinaryIO, delimiter: bytes, limit: int) -> int:
     quote, the delimiter (ASCII), CR or LF inside a character, so the bytes split as the text does. _NotPlain where
     `_csv_records` may read other records: a line past `limit` bytes, a record spanning lines past it, a field past
     the csv module's size limit (each counted in bytes: a little early), or a csv error. Read _SCAN_BLOCK bytes at a
-    time, cut at a line break: never more than a block and `limit` bytes held."""
+    time, cut at a line break: never more than a block and `limit` bytes held, and no more than _LINES_SLICE bytes of
+    them as one object a line (`_line_counts`)."""
     fields = csv.field_size_limit()
     count = 0
     carry = stream.read(len(_BOM)).removeprefix(_BOM)  # as the utf-8-sig codec drops it
@@ -189,22 +191,41 @@ def _scan_records(stream: BinaryIO, delimiter: bytes, limit: int) -> int:
         if block:  # the last line may go on in the next block (a CR there may be a CRLF's)
             cut = max(data.rfind(b"\n"), data.rfind(b"\r", 0, -1)) + 1
         data, carry = data[:cut], data[cut:]
-        lines = data.splitlines(keepends=True)
-        if len(carry) > limit or (lines and max(map(len, lines)) > min(limit, fields)):
+        lines, filled, longest = _line_counts(data)
+        if len(carry) > limit or longest > min(limit, fields):
             raise _NotPlain  # a line past the limit (`_csv_records` reads past it), or maybe a field past csv's
-        inside, going_on = _inside_quotes(data, len(lines), delimiter, limit, fields)
-        count += len(lines) - sum(map(lines.count, _BLANK)) - inside
+        inside, going_on = _inside_quotes(data, lines, delimiter, limit, fields)
+        count += filled - inside
         if going_on < len(data):  # a record going on past the block: counted with the next
             if not block:
                 raise _NotPlain  # a quote not closed at the end (csv: "unexpected end of data")
             tail = data[going_on:]
             if len(tail) > limit:
                 raise _NotPlain
-            lines = tail.splitlines(keepends=True)
-            count -= len(lines) - sum(map(lines.count, _BLANK))
+            count -= _line_counts(tail)[1]
             carry = tail + carry
         if not block:
             return count
+
+
+_LINES_SLICE = 1 << 16
+
+
+def _line_counts(data: bytes) -> tuple[int, int, int]:
+    """(lines, lines that are not blank, the longest line's bytes) of `data`, cut at line breaks into slices of about
+    _LINES_SLICE bytes, so that a block of very short lines never becomes a million objects at once."""
+    lines = filled = longest = start = 0
+    while start < len(data):
+        at = start + _LINES_SLICE
+        lf = data.find(b"\n", at)
+        cr = data.find(b"\r", at, len(data) if lf < 0 else lf)
+        end = cr + 1 if cr >= 0 and data[cr + 1:cr + 2] != b"\n" else len(data) if lf < 0 else lf + 1
+        part = data[start:end].splitlines(keepends=True)
+        lines += len(part)
+        filled += len(part) - sum(map(part.count, _BLANK))
+        longest = max(longest, *map(len, part))
+        start = end
+    return lines, filled, longest
 
 
 def _inside_quotes(data: bytes, lines: int, delimiter: bytes, limit: int, fields: int) -> tuple[int, int]:
@@ -235,10 +256,10 @@ def _inside_quotes(data: bytes, lines: int, delimiter: bytes, limit: int, fields
         if find(b"\n", quote, close) >= 0 or (lone_cr and find(b"\r", quote, close) >= 0):  # a quoted line break
             if quote >= span[1]:  # in a record of its own
                 span, before = (_line_start(data, quote), 0), inside
-            parts = data[quote + 1:close].splitlines(keepends=True)
-            breaks = len(parts) - (0 if data[close - 1] in (10, 13) else 1)
-            # the field's last line break begins the line of its closing quote; the others may begin blank ones
-            inside += 1 + sum(1 for part in parts[1:breaks] if part not in _BLANK)
+            # the field's last line break begins the line of its closing quote; the lines between its first and its
+            # last line break may be blank ones
+            field = data[quote + 1:close]
+            inside += 1 + _line_counts(field[_line_end(field, 0):_line_start(field, len(field))])[1]
             span = (span[0], _line_end(data, close))
             if span[1] - span[0] > limit:
                 raise _NotPlain
@@ -246,13 +267,16 @@ def _inside_quotes(data: bytes, lines: int, delimiter: bytes, limit: int, fields
 
 
 def _line_start(data: bytes, at: int) -> int:
-    return max(data.rfind(b"\n", 0, at), data.rfind(b"\r", 0, at)) + 1
+    """Where the line holding data[at] begins (after the line break before it); searches no further back than that."""
+    lf = data.rfind(b"\n", 0, at)
+    return max(lf, data.rfind(b"\r", lf + 1, at)) + 1
 
 
 def _line_end(data: bytes, at: int) -> int:
-    """Where the line holding data[at] ends (after its line break)."""
-    lf, cr = data.find(b"\n", at), data.find(b"\r", at)
-    if cr < 0 or 0 <= lf < cr:
+    """Where the line holding data[at] ends (after its line break); searches no further on than that."""
+    lf = data.find(b"\n", at)
+    cr = data.find(b"\r", at, len(data) if lf < 0 else lf)
+    if cr < 0:
         return len(data) if lf < 0 else lf + 1
     return cr + 2 if data[cr + 1:cr + 2] == b"\n" else cr + 1
 

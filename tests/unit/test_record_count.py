@@ -1,7 +1,7 @@
 """The record count that proves a run within MAX_PROFILES_PER_EXPORT before it streams (shared/segment_rows.py
-`rows_at_most`, `_records`): where the line breaks pass the limit, a partition's records are counted from its bytes by
-the csv module's rules (`_scan_records`) while that is sure to find the ones `_csv_records` reads, and as
-`_csv_records` reads them otherwise.
+`rows_at_most`, `_partition_bound`): a partition's records are counted from its bytes by the csv module's rules
+(`_scan_records`) while that is sure to find the ones `_csv_records` reads, and where the line breaks pass the limit,
+as `_csv_records` reads them otherwise.
 
 Why: the count runs before anything is sent; at a million rows, reading each record as `_csv_records` does was most of
 the time to the first write. The reference is `_csv_records` itself: on any bytes (broken quotes, lines and records
@@ -13,6 +13,7 @@ let a run stream members past the limit.
 from __future__ import annotations
 
 import codecs
+import csv
 from dataclasses import replace
 
 import pytest
@@ -31,10 +32,16 @@ value = st.one_of(st.text(st.sampled_from("ab@.é,\"\r\n"), max_size=12).map(lam
                   # a quote inside an unquoted field is a character (csv opens a quoted field only where one begins)
                   st.text(st.sampled_from("ab@.é \""), max_size=12).filter(lambda text: not text.startswith('"'))
                   ).map(lambda text: text.encode("utf-8"))
-record = st.lists(value, min_size=1, max_size=4).map(b",".join)
-well_formed = st.tuples(st.sampled_from([b"", codecs.BOM_UTF8]), st.lists(
-    st.tuples(st.one_of(record, st.just(b"")), st.sampled_from(ENDINGS)), max_size=25)).map(
-    lambda bom_rows: bom_rows[0] + b"".join(text + ending for text, ending in bom_rows[1]))
+
+
+def well_formed_in(delimiter: bytes) -> st.SearchStrategy[bytes]:
+    record = st.lists(value, min_size=1, max_size=4).map(delimiter.join)
+    return st.tuples(st.sampled_from([b"", codecs.BOM_UTF8]), st.lists(
+        st.tuples(st.one_of(record, st.just(b"")), st.sampled_from(ENDINGS)), max_size=25)).map(
+        lambda bom_rows: bom_rows[0] + b"".join(text + ending for text, ending in bom_rows[1]))
+
+
+well_formed = well_formed_in(b",")
 
 
 def _reference(source, partition: str, snapshot) -> int:
@@ -50,14 +57,16 @@ def _records(source, partition: str, snapshot) -> int:
 @FUZZ
 @given(data=st.one_of(any_bytes, rows_soup, well_formed), delimiter=st.sampled_from([",", ";", "\t", "a"]),
        encoding=encodings, limit=st.one_of(limits, st.builds(ReadLimits, line_bytes=st.integers(4, 60))),
-       has_header=st.booleans(), block=st.one_of(st.integers(1, 9), st.just(segment_rows._SCAN_BLOCK)))
+       has_header=st.booleans(), block=st.one_of(st.integers(1, 9), st.just(segment_rows._SCAN_BLOCK)),
+       lines_slice=st.sampled_from([1, 2, 5, segment_rows._LINES_SLICE]))
 def test_a_partitions_records_are_counted_as_csv_records_reads_them(data, delimiter, encoding, limit, has_header,
-                                                                    block) -> None:
+                                                                    block, lines_slice) -> None:
     source, snapshot = snapshots([data], "csv", has_header, None if has_header else ("Email", "Name"), delimiter,
                                  encoding, limit)
     partition = snapshot.partitions[0]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(segment_rows, "_SCAN_BLOCK", block)
+        patch.setattr(segment_rows, "_LINES_SLICE", lines_slice)
         try:
             expected = _reference(source, partition, snapshot)
         except SnapshotProblem:  # an encoding the listing would refuse: so does the count
@@ -68,30 +77,51 @@ def test_a_partitions_records_are_counted_as_csv_records_reads_them(data, delimi
 
 
 @FUZZ
-@given(data=well_formed, line_bytes=st.integers(8, 200), block=st.integers(1, 40))
-def test_well_formed_rows_are_counted_by_the_scan_as_csv_records_reads_them(data, line_bytes, block) -> None:
+@given(delimited=st.sampled_from(",;\t").flatmap(lambda d: st.tuples(st.just(d), well_formed_in(d.encode()))),
+       line_bytes=st.integers(8, 200), block=st.integers(1, 40), field_limit=st.sampled_from([3, 8, 131072]))
+def test_well_formed_rows_are_counted_by_the_scan_as_csv_records_reads_them(delimited, line_bytes, block,
+                                                                             field_limit) -> None:
     """Rows, blank lines, quoted line breaks and quotes, any line ending, near a line limit or well within it, read in
-    blocks of any size: where the scan counts them (`_csv_records` not asked), it counts what `_csv_records` reads."""
-    source, snapshot = snapshots([data], "csv", True, None, ",", "utf-8", ReadLimits(line_bytes=line_bytes))
+    blocks of any size, with fields near the csv module's size limit (lowered here): where the scan counts them
+    (`_csv_records` not asked), it counts what `_csv_records` reads."""
+    delimiter, data = delimited
+    source, snapshot = snapshots([data], "csv", True, None, delimiter, "utf-8", ReadLimits(line_bytes=line_bytes))
     partition = snapshot.partitions[0]
-    expected = _reference(source, partition, snapshot)
     asked: list[str] = []
 
     def counted(partition: str, *args, **kwargs):
         asked.append(partition)
         return _csv_records(partition, *args, **kwargs)
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(segment_rows, "_csv_records", counted)
-        patch.setattr(segment_rows, "_SCAN_BLOCK", block)
-        assert _records(source, partition, snapshot) == expected
-    if len(data) * 4 <= line_bytes:
-        assert asked == []  # the whole partition within the limit: the scan's count alone
+    before = csv.field_size_limit(field_limit)
+    try:
+        expected = _reference(source, partition, snapshot)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(segment_rows, "_csv_records", counted)
+            patch.setattr(segment_rows, "_SCAN_BLOCK", block)
+            assert _records(source, partition, snapshot) == expected
+    finally:
+        csv.field_size_limit(before)
+    if len(data) * 4 <= min(line_bytes, field_limit):
+        assert asked == []  # the whole partition within the limits: the scan's count alone
+
+
+def test_a_quoted_field_past_the_csv_modules_size_limit_over_short_lines_is_counted_as_csv_records_reads_it() -> None:
+    """Each of its lines within the limit, the field past it (the csv module's limit lowered to 8 here): csv raises
+    there, and `_csv_records` reads the lines after it again; the scan does not count it as one record."""
+    data = b'Email,Name\na@contoso.com,"ab\nab\nab\nab"\nb@contoso.com,Bo\n'
+    source, snapshot = snapshots([data], "csv", True, None, ",", "utf-8", ReadLimits())
+    before = csv.field_size_limit(8)
+    try:
+        expected = _reference(source, snapshot.partitions[0], snapshot)
+        assert _records(source, snapshot.partitions[0], snapshot) == expected != 3
+    finally:
+        csv.field_size_limit(before)
 
 
 def test_ordinary_records_are_counted_by_the_scan(monkeypatch) -> None:
     """Records with quoted line breaks, blank lines and lone CRs, well within the limits: the scan counts them,
-    `_csv_records` is not asked (it takes about three times as long a record: README, Benchmarks)."""
+    `_csv_records` is not asked (it takes about three times as long a record: README, How an export works)."""
     odd = b"\r\n\r\nb@contoso.com,Bo\r\r\nc@contoso.com,\"C\rD\"\n\n"
     source, snapshot = snapshots([ROWS, ROWS + odd], "csv", True, None, ",", "utf-8", ReadLimits())
     expected = sum(_reference(source, partition, snapshot) for partition in snapshot.partitions)
@@ -176,3 +206,21 @@ def test_partitions_are_counted_a_few_at_once_in_the_callers_context() -> None:
     run.set("run-1")
     assert rows_at_most(source, snapshot, 300) == 4 * 51  # records, not lines (408): each partition read once
     assert contexts == ["run-1"] * 4
+
+
+def test_a_record_of_many_short_lines_within_the_limits_is_counted_in_little_memory() -> None:
+    """A record of eight quoted fields of 65,000 short lines each, within every limit (1 MB): counted by the scan
+    without making an object of each of its lines at once (41.5 MB at its peak when it did, about 5 MB now)."""
+    import tracemalloc
+
+    field = b'"' + b"a\n" * 65_000 + b'"'
+    source, snapshot = snapshots([b",".join([field] * 8) + b"\n"], "csv", False, ("Email", "Name"), ",", "utf-8",
+                                 ReadLimits(line_bytes=2_000_000))
+    tracemalloc.start()
+    try:
+        counted = rows_at_most(source, snapshot, 0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert counted == _reference(source, snapshot.partitions[0], snapshot) == 1
+    assert peak < 8_000_000
