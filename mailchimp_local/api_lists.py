@@ -11,9 +11,14 @@ from .shapes import audience_json
 
 
 def get_list(call: Call, list_id: str) -> dict[str, Any]:
+    """`stats.total_contacts` only with `include_total_contacts=true`: "Requires include_total_contacts query parameter
+    to be included" (the API description, ../shared/mailchimp, Lists > Get list info)."""
     audience = call.audience(list_id)
     with audience.lock:
-        return audience_json(audience, call.base_url)
+        answer = audience_json(audience, call.base_url)
+    if (call.request.param("include_total_contacts") or "").lower() != "true":
+        del answer["stats"]["total_contacts"]
+    return answer
 
 
 def list_merge_fields(call: Call, list_id: str) -> dict[str, Any]:

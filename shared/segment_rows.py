@@ -194,7 +194,7 @@ def _scan_records(stream: BinaryIO, delimiter: bytes, limit: int) -> int:
         lines, filled, longest = _line_counts(data)
         if len(carry) > limit or longest > min(limit, fields):
             raise _NotPlain  # a line past the limit (`_csv_records` reads past it), or maybe a field past csv's
-        inside, going_on = _inside_quotes(data, lines, delimiter, limit, fields)
+        inside, going_on = _inside_quotes(data, lines, longest, delimiter, limit, fields)
         count += filled - inside
         if going_on < len(data):  # a record going on past the block: counted with the next
             if not block:
@@ -228,8 +228,8 @@ def _line_counts(data: bytes) -> tuple[int, int, int]:
     return lines, filled, longest
 
 
-def _inside_quotes(data: bytes, lines: int, delimiter: bytes, limit: int, fields: int) -> tuple[int, int]:
-    """The lines of `data` (`lines` whole lines) that begin inside a quoted field and are not blank, as csv.reader(strict=True)
+def _inside_quotes(data: bytes, lines: int, longest: int, delimiter: bytes, limit: int, fields: int) -> tuple[int, int]:
+    """The lines of `data` (`lines` whole lines, none longer than `longest` bytes) that begin inside a quoted field and are not blank, as csv.reader(strict=True)
     reads them, and where a record that goes on past `data` begins (len(data) if none does). A quote opens a quoted
     field only where a field begins (at a line's start or after the delimiter, outside any quoted field); elsewhere it
     is a character. _NotPlain where csv raises (a closing quote followed by anything but the delimiter or the line's
@@ -250,33 +250,34 @@ def _inside_quotes(data: bytes, lines: int, delimiter: bytes, limit: int, fields
         while close >= 0 and data[close + 1:close + 2] == b'"':  # an escaped quote
             close = find(b'"', close + 2)
         if close < 0:  # its record's lines are counted with the next block
-            return (before, span[0]) if quote < span[1] else (inside, _line_start(data, quote))
+            return (before, span[0]) if quote < span[1] else (inside, _line_start(data, quote, longest))
         if data[close + 1:close + 2] not in ends or close - quote > fields:
             raise _NotPlain  # csv (strict): the delimiter expected after the closing quote; or a field past its limit
         if find(b"\n", quote, close) >= 0 or (lone_cr and find(b"\r", quote, close) >= 0):  # a quoted line break
             if quote >= span[1]:  # in a record of its own
-                span, before = (_line_start(data, quote), 0), inside
+                span, before = (_line_start(data, quote, longest), 0), inside
             # the field's last line break begins the line of its closing quote; the lines between its first and its
             # last line break may be blank ones
             field = data[quote + 1:close]
-            inside += 1 + _line_counts(field[_line_end(field, 0):_line_start(field, len(field))])[1]
-            span = (span[0], _line_end(data, close))
+            inside += 1 + _line_counts(field[_line_end(field, 0, longest):_line_start(field, len(field), longest)])[1]
+            span = (span[0], _line_end(data, close, longest))
             if span[1] - span[0] > limit:
                 raise _NotPlain
         at = close + 1
 
 
-def _line_start(data: bytes, at: int) -> int:
-    """Where the line holding data[at] begins (after the line break before it); searches no further back than that."""
-    lf = data.rfind(b"\n", 0, at)
-    return max(lf, data.rfind(b"\r", lf + 1, at)) + 1
+def _line_start(data: bytes, at: int, longest: int) -> int:
+    """Where the line holding data[at] begins (after the line break before it), in `data` of lines no longer than
+    `longest` bytes: searched no further back than that."""
+    floor = max(0, at - longest)
+    return max(data.rfind(b"\n", floor, at), data.rfind(b"\r", floor, at)) + 1
 
 
-def _line_end(data: bytes, at: int) -> int:
-    """Where the line holding data[at] ends (after its line break); searches no further on than that."""
-    lf = data.find(b"\n", at)
-    cr = data.find(b"\r", at, len(data) if lf < 0 else lf)
-    if cr < 0:
+def _line_end(data: bytes, at: int, longest: int) -> int:
+    """Where the line holding data[at] ends (after its line break), searched no further on than `longest` bytes."""
+    ceiling = min(len(data), at + longest)
+    lf, cr = data.find(b"\n", at, ceiling), data.find(b"\r", at, ceiling)
+    if cr < 0 or 0 <= lf < cr:
         return len(data) if lf < 0 else lf + 1
     return cr + 2 if data[cr + 1:cr + 2] == b"\n" else cr + 1
 

@@ -504,11 +504,13 @@ class Planner(ExportParts):
 
     def _limit_ahead(self, run: Run, audience: Audience, left_out: dict[str, str],
                      snapshots: dict[str, Snapshot]) -> Callable[[SegmentPart], bool]:
-        """`_within_limit` as planning asks it before it streams. Into an empty audience every row is new, so a run of
-        one segment streams: its rows are counted from now on, beside the calls to Mailchimp before planning (at a
-        million rows, about a second sooner to the first write). Anything else is counted when asked."""
+        """`_within_limit` as planning asks it before it streams. Into an audience without a contact of any status
+        (Mailchimp's `total_contacts`; `member_count` counts subscribed ones only) every row is new, so a run of one
+        segment streams: its rows are counted from now on, beside the calls to Mailchimp before planning (at a million
+        rows, about a second sooner to the first write). Anything else is counted when asked: a refresh, or a run into
+        a double opt-in audience of pending contacts, may never ask."""
         parts = [part for part in run.segments if part.segment not in left_out]
-        if len(parts) != 1 or audience.member_count or run.details.get("dryRun"):
+        if len(parts) != 1 or audience.total_contacts != 0 or run.details.get("dryRun"):
             return lambda part: self._within_limit(part, snapshots)
         counted = _ahead(partial(self._within_limit, parts[0], snapshots))
         return lambda part: counted() if part == parts[0] else self._within_limit(part, snapshots)

@@ -60,7 +60,8 @@ class MailchimpClient:
 
     def get_audience(self, list_id: str) -> Audience:
         doc = self._http.call("GET", "/lists/{list_id}", path={"list_id": list_id},
-                              params={"fields": "id,name,double_optin,stats.member_count"})
+                              params={"fields": "id,name,double_optin,stats.member_count,stats.total_contacts",
+                                      "include_total_contacts": "true"})
         return Audience.from_json(doc)
 
     def list_merge_fields(self, list_id: str) -> list[MergeField]:

@@ -11,12 +11,15 @@ class Audience:
     id: str
     name: str
     double_optin: bool  # decides whether new members should be sent as "pending" (Mailchimp mails them to confirm)
-    member_count: int
+    member_count: int  # subscribed contacts
+    total_contacts: int | None = None  # contacts of any status (pending, unsubscribed, cleaned...); None: not said
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> "Audience":
+        stats = doc.get("stats") or {}
+        total = stats.get("total_contacts")
         return cls(str(doc["id"]), str(doc.get("name", "")), bool(doc.get("double_optin", False)),
-                   int((doc.get("stats") or {}).get("member_count", 0)))
+                   int(stats.get("member_count", 0)), int(total) if isinstance(total, int) else None)
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,10 @@ def test_audience_shows_its_settings_and_counts(mailchimp: LocalMailchimp, api: 
     assert (audience["id"], audience["name"], audience["double_optin"]) == (LIST, "Demo audience", False)
     stats = audience["stats"]
     assert (stats["member_count"], stats["unsubscribe_count"], stats["cleaned_count"]) == (1, 1, 0)
+    # "total_contacts ... Requires include_total_contacts query parameter to be included" (the API description)
+    assert "total_contacts" not in stats
+    counted = api.ok("GET", f"/lists/{LIST}", params={"include_total_contacts": "true", "fields": "stats.total_contacts"})
+    assert counted == {"stats": {"total_contacts": 2}}
     key = mailchimp.admin("POST", "accounts", json={}).json()["api_key"]
     created = mailchimp.admin("POST", "audiences", json={"api_key": key, "name": "B2B", "double_optin": True})
     mine = Api(mailchimp, key).ok("GET", f"/lists/{created.json()['id']}", params={"fields": "name,double_optin"})

@@ -53,9 +53,10 @@ def client(mailchimp: LocalMailchimp):
 def test_ping_and_audience(client, mailchimp):
     client.ping()
     put_member(mailchimp, "ann@example.com")
+    put_member(mailchimp, "bob@example.com", status="pending")  # a contact, not a subscribed member
     audience = client.get_audience(LIST)
-    assert (audience.id, audience.name, audience.double_optin, audience.member_count) == (
-        LIST, "Demo audience", False, 1)
+    assert (audience.id, audience.name, audience.double_optin, audience.member_count, audience.total_contacts) == (
+        LIST, "Demo audience", False, 1, 2)
 
 
 def test_wrong_audience_is_not_found_and_says_what_to_check(client):

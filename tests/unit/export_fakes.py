@@ -238,8 +238,9 @@ class FakeClient:
     def __init__(self, aud):
         self.aud, self.tags, self.writes = aud, {}, 0
 
-    def get_audience(self, list_id):
-        return Audience(id=list_id, name="A", double_optin=False, member_count=len(self.aud))
+    def get_audience(self, list_id):  # as Mailchimp's stats count them: subscribed ones, and contacts of any status
+        return Audience(id=list_id, name="A", double_optin=False, total_contacts=len(self.aud),
+                        member_count=sum(1 for status, *_ in self.aud.values() if status == "subscribed"))
 
     def list_merge_fields(self, list_id):
         return [MergeField(tag="FNAME", name="F", type="text", required=False, merge_id=1)]

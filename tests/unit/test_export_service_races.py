@@ -12,6 +12,7 @@ import pytest
 
 from shared.destinations import Claim
 from shared.exports import Refused, chunk_blob
+from shared.segment_rows import rows_at_most
 from tests.unit.export_fakes import drain, make, write_snapshot
 
 EQUATION = ("invalid", "duplicates", "created", "updated", "unchanged", "refused", "failed")
@@ -406,14 +407,20 @@ def test_a_streaming_run_says_so_before_its_first_chunk_goes_out(tmp_path):
     assert service.runs.get(run.id).status == "succeeded" and len(client.aud) == 9
 
 
-@pytest.mark.parametrize("audience", [{}, {"p0@x.com": ["subscribed", {"FNAME": "N"}, []]}])
-def test_into_an_empty_audience_the_rows_are_counted_beside_the_calls_before_planning(tmp_path, audience):
-    """Into an empty audience every row is new, so a run of one segment streams once its rows are proved within
-    MAX_PROFILES_PER_EXPORT: that count starts on a thread of its own once the audience is read, and is under way while
-    the run still waits for Mailchimp (here: its tags). Into an audience with members, the rows are counted when
-    planning asks (a refresh, most of whose rows Mailchimp holds, may never ask)."""
+@pytest.mark.parametrize("audience", [{}, {"p0@x.com": ["subscribed", {"FNAME": "N"}, []]},
+                                      {f"p{i}@x.com": ["pending", {"FNAME": "N"}, []] for i in range(9)}])
+def test_into_an_empty_audience_the_rows_are_counted_beside_the_calls_before_planning(tmp_path, audience, monkeypatch):
+    """Into an audience without a contact every row is new, so a run of one segment streams once its rows are proved
+    within MAX_PROFILES_PER_EXPORT: that count starts on a thread of its own once the audience is read, is under way
+    while the run still waits for Mailchimp (here: its tags), and is the one planning uses (counted once). Into an
+    audience with contacts, subscribed or not (a double opt-in audience of pending ones has no subscribed member), the
+    rows are counted when planning asks, if it asks."""
+    import shared.exports.planner as planner
+
     write_snapshot(tmp_path, "Vip", "2026/11/28/1700", [f"p{i}@x.com" for i in range(9)])
     empty = not audience
+    counts: list[int] = []
+    monkeypatch.setattr(planner, "rows_at_most", lambda *args: counts.append(rows_at_most(*args)) or counts[-1])
     service, client = make(tmp_path, ["Vip"], audience=dict(audience), chunk_size=2)  # the fake fills it in
     main, counting = threading.get_ident(), threading.Event()
     real_open = service.segments.open_binary
@@ -432,4 +439,5 @@ def test_into_an_empty_audience_the_rows_are_counted_beside_the_calls_before_pla
     drain(service)
     assert under_way == [empty]
     result = service.runs.get(run.id)
-    assert result.status == "succeeded" and len(client.aud) == 9 and result.details.get("streaming")
+    assert result.status == "succeeded" and len(client.aud) == 9
+    assert bool(result.details.get("streaming")) == (len(audience) < 9) and len(counts) == (len(audience) < 9)
