@@ -112,8 +112,9 @@ def rows_at_most(source: BlobSource, snapshot: Snapshot, limit: int) -> int:
         if total <= limit or snapshot.format != "csv":
             return total
         records = sum(count for count, exact in bounds if exact)
-        lines_only = tuple(partition for partition, (_, exact) in zip(snapshot.partitions, bounds) if not exact)
-        for counted in _each(pool, partial(_csv_record_count, source, snapshot), lines_only if records <= limit else ()):
+        lines_only = tuple(partition for partition, (_, exact) in zip(snapshot.partitions, bounds)
+                           if not exact and records <= limit)  # none past the limit already
+        for counted in _each(pool, partial(_csv_record_count, source, snapshot), lines_only):
             records += counted
             if records > limit:
                 break
@@ -229,8 +230,9 @@ def _line_counts(data: bytes) -> tuple[int, int, int]:
 
 
 def _inside_quotes(data: bytes, lines: int, longest: int, delimiter: bytes, limit: int, fields: int) -> tuple[int, int]:
-    """The lines of `data` (`lines` whole lines, none longer than `longest` bytes) that begin inside a quoted field and are not blank, as csv.reader(strict=True)
-    reads them, and where a record that goes on past `data` begins (len(data) if none does). A quote opens a quoted
+    """The lines of `data` (`lines` whole lines, none longer than `longest` bytes) that begin inside a quoted field
+    and are not blank, as csv.reader(strict=True) reads them, and where a record that goes on past `data` begins
+    (len(data) if none does). A quote opens a quoted
     field only where a field begins (at a line's start or after the delimiter, outside any quoted field); elsewhere it
     is a character. _NotPlain where csv raises (a closing quote followed by anything but the delimiter or the line's
     end), where a quoted field passes `fields` bytes, or a record spanning lines passes `limit` bytes."""

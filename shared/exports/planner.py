@@ -11,8 +11,8 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar
 
 from shared import telemetry
@@ -516,8 +516,8 @@ class Planner(ExportParts):
         return lambda part: counted() if part == parts[0] else self._within_limit(part, snapshots)
 
     def _within_limit(self, part: SegmentPart, snapshots: dict[str, Snapshot]) -> bool:
-        """Whether the segment's line count shows it cannot pass MAX_PROFILES_PER_EXPORT, which promises nothing is
-        sent then: the condition for streaming new members while its rows are read."""
+        """Whether the segment's rows are proved within MAX_PROFILES_PER_EXPORT (`rows_at_most`), which promises
+        nothing is sent past it: the condition for streaming new members while its rows are read."""
         try:
             bound = rows_at_most(self.segments, snapshots[part.segment], self.settings.max_profiles_per_export)
         except SnapshotProblem:
