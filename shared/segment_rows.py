@@ -218,9 +218,7 @@ def _line_counts(data: bytes) -> tuple[int, int, int]:
     lines = filled = longest = start = 0
     while start < len(data):
         at = start + _LINES_SLICE
-        lf = data.find(b"\n", at)
-        cr = data.find(b"\r", at, len(data) if lf < 0 else lf)
-        end = cr + 1 if cr >= 0 and data[cr + 1:cr + 2] != b"\n" else len(data) if lf < 0 else lf + 1
+        end = _line_end(data, at, len(data))  # the end of the line holding data[at]: never inside a CRLF
         part = data[start:end].splitlines(keepends=True)
         lines += len(part)
         filled += len(part) - sum(map(part.count, _BLANK))
@@ -278,8 +276,9 @@ def _line_start(data: bytes, at: int, longest: int) -> int:
 def _line_end(data: bytes, at: int, longest: int) -> int:
     """Where the line holding data[at] ends (after its line break), searched no further on than `longest` bytes."""
     ceiling = min(len(data), at + longest)
-    lf, cr = data.find(b"\n", at, ceiling), data.find(b"\r", at, ceiling)
-    if cr < 0 or 0 <= lf < cr:
+    lf = data.find(b"\n", at, ceiling)
+    cr = data.find(b"\r", at, ceiling if lf < 0 else lf)  # a CR before the LF, if any
+    if cr < 0:
         return len(data) if lf < 0 else lf + 1
     return cr + 2 if data[cr + 1:cr + 2] == b"\n" else cr + 1
 

@@ -25,8 +25,8 @@ from shared.snapshots import SnapshotProblem
 
 READ_BLOCK = 4 << 20  # bytes per blob download request
 # bytes of a response body read from the connection at a time: azure-core's 4 KiB made a blob's download cost about
-# ten Python calls each 4 KiB (a refresh reads every segment file: 170 MB at a million rows), about 2.5 x the CPU of
-# this
+# ten Python calls each 4 KiB (a refresh reads every segment file: 170 MB at a million rows), about 2.5 x the CPU
+# of this
 BODY_BLOCK = 256 << 10
 REWRITE_ATTEMPTS = 5  # reads of a blob that keeps changing under BlobFolder.rewrite
 STORAGE_CONNECT_TIMEOUT, STORAGE_READ_TIMEOUT = 20, 60  # seconds: azure.storage.*._shared.constants
