@@ -100,21 +100,16 @@ def read_rows(source: BlobSource, snapshot: Snapshot, digests: RowDigests | None
 
 def rows_at_most(source: BlobSource, snapshot: Snapshot, limit: int) -> int:
     """An upper bound of the rows `read_rows` yields when it is within `limit` (any number past it otherwise), so a
-    run knows it is within MAX_PROFILES_PER_EXPORT before it sends anything while it reads. Each partition gives its
-    records, or its line breaks where those cannot be had so (`_partition_bound`: read once, or twice where the
-    scan meets what it cannot count). When the sum passes `limit` (a CSV field may hold line breaks), the partitions
-    counted by their line breaks are read again, their records counted as `_csv_records` reads them (slower, and
-    only then). COUNT_DOWNLOADS partitions at once."""
+    run knows it is within MAX_PROFILES_PER_EXPORT before it sends anything while it reads: the line breaks, counted
+    in C a block at a time. When those pass `limit` (a CSV field may hold line breaks), the CSV records (`_records`:
+    slower, and only then). COUNT_DOWNLOADS partitions at once."""
     pool = ThreadPoolExecutor(max_workers=COUNT_DOWNLOADS)
     try:
-        bounds = list(_each(pool, partial(_partition_bound, source, snapshot), snapshot.partitions))
-        total = sum(count for count, _ in bounds)
-        if total <= limit or snapshot.format != "csv":
-            return total
-        records = sum(count for count, exact in bounds if exact)
-        lines_only = tuple(partition for partition, (_, exact) in zip(snapshot.partitions, bounds)
-                           if not exact and records <= limit)  # none past the limit already
-        for counted in _each(pool, partial(_csv_record_count, source, snapshot), lines_only):
+        lines = sum(_each(pool, partial(_partition_lines, source), snapshot.partitions))
+        if lines <= limit or snapshot.format != "csv":
+            return lines
+        records = 0
+        for counted in _each(pool, partial(_records, source, snapshot), snapshot.partitions):
             records += counted
             if records > limit:
                 break
@@ -145,26 +140,25 @@ class _NotPlain(Exception):
     """A record `_scan_records` might count otherwise than `_csv_records` reads it."""
 
 
-def _partition_bound(source: BlobSource, snapshot: Snapshot, partition: str) -> tuple[int, bool]:
-    """(its records, True) for a CSV partition `_csv_records` reads as UTF-8 through io.TextIOWrapper, counted from
-    the bytes by the csv module's own rules (`_scan_records`) while those are sure to find the same ones; else, or at
-    the first doubt, (its line breaks + 1, False): a bound of its rows, whatever it holds (such a partition is read
-    once more)."""
-    if snapshot.format == "csv":
-        with source.open_binary(partition) as stream:
-            stream = _peekable(stream)
-            delimiter = snapshot.delimiter.encode("utf-8")
-            if (not _compressed(stream) and _utf8(snapshot, partition) and not _part_of_bom(stream)
-                    and len(delimiter) == 1 and delimiter not in b'"\r\n'):
-                try:
-                    return _scan_records(stream, delimiter, snapshot.limits.line_bytes), True
-                except _NotPlain:
-                    pass
+def _partition_lines(source: BlobSource, partition: str) -> int:
     with source.open_binary(partition) as stream:
-        return _line_breaks(stream) + 1, False
+        return _line_breaks(stream) + 1
 
 
-def _csv_record_count(source: BlobSource, snapshot: Snapshot, partition: str) -> int:
+def _records(source: BlobSource, snapshot: Snapshot, partition: str) -> int:
+    """The records `_csv_records` yields for a CSV partition: where it reads UTF-8 through io.TextIOWrapper, counted
+    from the bytes by the csv module's own rules (`_scan_records`) while those are sure to find the same ones; at the
+    first doubt, or for anything else, counted again from the partition's start as `_csv_records` reads it (its rules
+    for broken rows give more records): such a partition is read once more."""
+    with source.open_binary(partition) as stream:
+        stream = _peekable(stream)
+        delimiter = snapshot.delimiter.encode("utf-8")
+        if (not _compressed(stream) and _utf8(snapshot, partition) and not _part_of_bom(stream)
+                and len(delimiter) == 1 and delimiter not in b'"\r\n'):
+            try:
+                return _scan_records(stream, delimiter, snapshot.limits.line_bytes)
+            except _NotPlain:
+                pass
     with source.open_binary(partition) as stream:
         return sum(1 for _ in _csv_records(partition, _peekable(stream), snapshot))
 
@@ -175,13 +169,14 @@ _BLANK = frozenset((b"\n", b"\r\n", b"\r"))
 
 def _scan_records(stream: BinaryIO, delimiter: bytes, limit: int) -> int:
     """The records csv.reader(strict=True) finds in a UTF-8 partition read as `_csv_records` reads it (a line ends at
-    LF, CRLF or a lone CR; a blank line is no record), counted about three times faster than the csv module reads them:
-    every line that is not blank, less those that begin inside a quoted field (`_inside_quotes`). UTF-8 never puts a
-    quote, the delimiter (ASCII), CR or LF inside a character, so the bytes split as the text does. _NotPlain where
-    `_csv_records` may read other records: a line past `limit` bytes, a record spanning lines past it, a field past
-    the csv module's size limit (each counted in bytes: a little early), or a csv error. Read _SCAN_BLOCK bytes at a
-    time, cut at a line break: never more than a block and `limit` bytes held, and no more than _LINES_SLICE bytes of
-    them as one object a line (`_line_counts`)."""
+    LF, CRLF or a lone CR; a blank line is no record), about three times faster than the csv module at about one
+    quote a line: every line not blank, less those that begin inside a quoted field (`_inside_quotes`). UTF-8 never
+    puts a quote, the delimiter (ASCII), CR or LF inside a character, so the bytes split as the text does. _NotPlain
+    where `_csv_records` may read other records: a line past `limit` bytes, a record spanning lines past it, a field past
+    the csv module's size limit (each counted in bytes: a little early), or a csv error; and where a block has more
+    than _QUOTES_A_LINE quotes a line (every field quoted), which `_csv_records` counts faster. Read _SCAN_BLOCK bytes
+    at a time, cut at a line break: never more than a block and `limit` bytes held, and no more than _LINES_SLICE
+    bytes of them as one object a line (`_line_counts`)."""
     fields = csv.field_size_limit()
     count = 0
     carry = stream.read(len(_BOM)).removeprefix(_BOM)  # as the utf-8-sig codec drops it
@@ -195,6 +190,8 @@ def _scan_records(stream: BinaryIO, delimiter: bytes, limit: int) -> int:
         lines, filled, longest = _line_counts(data)
         if len(carry) > limit or longest > min(limit, fields):
             raise _NotPlain  # a line past the limit (`_csv_records` reads past it), or maybe a field past csv's
+        if data.count(b'"') > _QUOTES_A_LINE * lines:
+            raise _NotPlain  # a quote walked costs about 0.5 us: past this many a line, `_csv_records` is cheaper
         inside, going_on = _inside_quotes(data, lines, longest, delimiter, limit, fields)
         count += filled - inside
         if going_on < len(data):  # a record going on past the block: counted with the next
@@ -210,6 +207,7 @@ def _scan_records(stream: BinaryIO, delimiter: bytes, limit: int) -> int:
 
 
 _LINES_SLICE = 1 << 16
+_QUOTES_A_LINE = 6
 
 
 def _line_counts(data: bytes) -> tuple[int, int, int]:

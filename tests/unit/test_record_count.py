@@ -1,7 +1,7 @@
 """The record count that proves a run within MAX_PROFILES_PER_EXPORT before it streams (shared/segment_rows.py
-`rows_at_most`, `_partition_bound`): a partition's records are counted from its bytes by the csv module's rules
-(`_scan_records`) while that is sure to find the ones `_csv_records` reads, and where the line breaks pass the limit,
-as `_csv_records` reads them otherwise.
+`rows_at_most`, `_records`): where the line breaks pass the limit, a partition's records are counted from its bytes by
+the csv module's rules (`_scan_records`) while that is sure to find the ones `_csv_records` reads, and as
+`_csv_records` reads them otherwise.
 
 Why: the count runs before anything is sent; at a million rows, reading each record as `_csv_records` does was most of
 the time to the first write. The reference is `_csv_records` itself: on any bytes (broken quotes, lines and records
@@ -204,8 +204,8 @@ def test_partitions_are_counted_a_few_at_once_in_the_callers_context() -> None:
     _, snapshot = snapshots([ROWS] * 4, "csv", True, None, ",", "utf-8", ReadLimits())
     source = Meeting(dict.fromkeys(snapshot.partitions, ROWS))
     run.set("run-1")
-    assert rows_at_most(source, snapshot, 300) == 4 * 51  # records, not lines (408): each partition read once
-    assert contexts == ["run-1"] * 4
+    assert rows_at_most(source, snapshot, 300) == 4 * 51  # the lines (408) pass it: the records are counted too
+    assert contexts == ["run-1"] * 8
 
 
 def test_a_record_of_many_short_lines_within_the_limits_is_counted_in_little_memory() -> None:
@@ -224,3 +224,17 @@ def test_a_record_of_many_short_lines_within_the_limits_is_counted_in_little_mem
         tracemalloc.stop()
     assert counted == _reference(source, snapshot.partitions[0], snapshot) == 1
     assert peak < 8_000_000
+
+
+def test_rows_whose_every_field_is_quoted_are_counted_as_csv_records_reads_them(monkeypatch) -> None:
+    """Past _QUOTES_A_LINE quotes a line the scan's walk costs more than `_csv_records` (about 9 against 3.4 us a row
+    of nine quoted fields): such a block is counted by `_csv_records`, and within the limit by the line breaks alone."""
+    row = ",".join(f'"v{n}"' for n in range(9)).encode()
+    data = b"".join(row + b"\r\n" for _ in range(50))
+    source, snapshot = snapshots([data], "csv", False, tuple(f"c{n}" for n in range(9)), ",", "utf-8", ReadLimits())
+    asked: list[str] = []
+    real = segment_rows._csv_records
+    monkeypatch.setattr(segment_rows, "_csv_records",
+                        lambda partition, *a, **k: asked.append(partition) or real(partition, *a, **k))
+    assert rows_at_most(source, snapshot, 100) == 51 and asked == []  # the line breaks (50 + 1) prove it
+    assert rows_at_most(source, snapshot, 0) == 50 and asked == list(snapshot.partitions)
