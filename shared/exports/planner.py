@@ -363,7 +363,7 @@ class Planner(ExportParts):
         is written, when a segment's files cannot be read to the end.
 
         Members who are certainly new are streamed when the run may (shared/planning.py says when; `may_stream` first
-        proves the rows within MAX_PROFILES_PER_EXPORT by their line count): each such chunk is written
+        proves the rows within MAX_PROFILES_PER_EXPORT, `rows_at_most`): each such chunk is written
         and its message sent while the rows are still read, so Mailchimp gets its first members within seconds. A
         crashed attempt's streamed chunks stay as they are: planning again counts their members without planning
         them twice (shared/planning.py, `streamed_before`).
@@ -439,7 +439,7 @@ class Planner(ExportParts):
                 for members in plan.chunks():
                     submit(write_chunk, run_id, next(numbers), members)
             except TooManyRows as too_many:  # stopped reading there: nothing was spilled after it
-                if not (sent or earlier):  # ... and nothing sent (the line count before streaming rules this out,
+                if not (sent or earlier):  # ... and nothing sent (the count before streaming rules this out,
                     # unless a partition grew between the count and the read)
                     self._fail(run, self._over_limit(too_many.limit))
                     return None
