@@ -27,12 +27,13 @@ import contextvars
 import csv
 import io
 import json
+import threading
 from array import array
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import BinaryIO, Callable, Iterator, Literal, Protocol, TypeVar, overload
+from typing import BinaryIO, Callable, Iterator, Literal, Protocol, Sequence, TypeVar, overload
 
 from xxhash import xxh3_64_intdigest
 
@@ -102,14 +103,22 @@ def rows_at_most(source: BlobSource, snapshot: Snapshot, limit: int) -> int:
     """An upper bound of the rows `read_rows` yields when it is within `limit` (any number past it otherwise), so a
     run knows it is within MAX_PROFILES_PER_EXPORT before it sends anything while it reads: the line breaks, counted
     in C a block at a time. When those pass `limit` (a CSV field may hold line breaks), the CSV records (`_records`:
-    slower, and only then). COUNT_DOWNLOADS partitions at once."""
+    slower, and only then). COUNT_DOWNLOADS partitions at once; once the line breaks counted so far, scaled to every
+    partition, pass `limit`, a partition's records are counted in the same download as its line breaks
+    (`_partition_bound`), so that near the limit most partitions are read once, not twice."""
     pool = ThreadPoolExecutor(max_workers=COUNT_DOWNLOADS)
     try:
-        lines = sum(_each(pool, partial(_partition_lines, source), snapshot.partitions))
+        likely = _RecordsLikely(len(snapshot.partitions), limit, snapshot.format == "csv")
+        bounds = list(_each(pool, partial(_partition_bound, source, snapshot, likely), snapshot.partitions))
+        lines = sum(counted for counted, _ in bounds)
         if lines <= limit or snapshot.format != "csv":
             return lines
-        records = 0
-        for counted in _each(pool, partial(_records, source, snapshot), snapshot.partitions):
+        records = sum(counted for _, counted in bounds if counted is not None and counted >= 0)
+        if records > limit:
+            return records
+        left = [(partition, counted is None) for partition, (_, counted) in zip(snapshot.partitions, bounds)
+                if counted is None or counted < 0]
+        for counted in _each(pool, lambda partition_scan: _records(source, snapshot, *partition_scan), left):
             records += counted
             if records > limit:
                 break
@@ -120,9 +129,10 @@ def rows_at_most(source: BlobSource, snapshot: Snapshot, limit: int) -> int:
 
 COUNT_DOWNLOADS = 4  # the downloads' round trips overlap (a partition's counting holds the interpreter lock)
 _T = TypeVar("_T")
+_P = TypeVar("_P")
 
 
-def _each(pool: ThreadPoolExecutor, count: Callable[[str], _T], partitions: tuple[str, ...]) -> Iterator[_T]:
+def _each(pool: ThreadPoolExecutor, count: Callable[[_P], _T], partitions: Sequence[_P]) -> Iterator[_T]:
     """`count` of each partition, in order, run on `pool` in the caller's context (its log fields, its telemetry)."""
     return (future.result() for future in [pool.submit(contextvars.copy_context().run, count, partition)
                                            for partition in partitions])
@@ -132,33 +142,89 @@ def _line_breaks(stream: BinaryIO) -> int:
     """\n, and \r not followed by \n (one split across two blocks counts twice: a bound may be high, never low)."""
     count = 0
     for block in iter(lambda: stream.read(_SCAN_BLOCK), b""):
-        count += block.count(b"\n") + block.count(b"\r") - block.count(b"\r\n")
+        count += _breaks(block)
     return count
+
+
+def _breaks(block: bytes) -> int:
+    return block.count(b"\n") + block.count(b"\r") - block.count(b"\r\n")
 
 
 class _NotPlain(Exception):
     """A record `_scan_records` might count otherwise than `_csv_records` reads it."""
 
 
-def _partition_lines(source: BlobSource, partition: str) -> int:
-    with source.open_binary(partition) as stream:
-        return _line_breaks(stream) + 1
+class _RecordsLikely:
+    """Whether a partition's records are likely to be needed (`rows_at_most`): the line breaks of the partitions
+    counted so far, scaled to all of them, pass the limit. A guess that only decides what a partition's download
+    counts: the bound is the same either way. Partitions of one snapshot are usually of a size."""
+
+    def __init__(self, partitions: int, limit: int, csv_format: bool) -> None:
+        self._partitions, self._limit, self._csv = partitions, limit, csv_format
+        self._lines = self._counted = 0
+        self._lock = threading.Lock()
+
+    def __bool__(self) -> bool:
+        with self._lock:
+            return self._csv and self._counted > 0 and self._lines * self._partitions > self._limit * self._counted
+
+    def add(self, lines: int) -> None:
+        with self._lock:
+            self._lines += lines
+            self._counted += 1
 
 
-def _records(source: BlobSource, snapshot: Snapshot, partition: str) -> int:
-    """The records `_csv_records` yields for a CSV partition: where it reads UTF-8 through io.TextIOWrapper, counted
-    from the bytes by the csv module's own rules (`_scan_records`) while those are sure to find the same ones; at the
-    first doubt, or for anything else, counted again from the partition's start as `_csv_records` reads it (its rules
-    for broken rows give more records): such a partition is read once more."""
+class _Counted:
+    """A stream whose line breaks are counted as they are read, as `_line_breaks` counts them."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self.breaks = 0
+
+    def read(self, size: int = -1) -> bytes:
+        block = self._stream.read(size)
+        self.breaks += _breaks(block)
+        return block
+
+
+def _partition_bound(source: BlobSource, snapshot: Snapshot, likely: _RecordsLikely, partition: str) -> tuple[int, int | None]:
+    """(the partition's lines, its records): the records when `likely` and the scan counts them, -1 when the scan
+    gave up (`_NotPlain`: `_records` counts it as `_csv_records` reads it), None when not counted."""
     with source.open_binary(partition) as stream:
-        stream = _peekable(stream)
-        delimiter = snapshot.delimiter.encode("utf-8")
-        if (not _compressed(stream) and _utf8(snapshot, partition) and not _part_of_bom(stream)
-                and len(delimiter) == 1 and delimiter not in b'"\r\n'):
+        if not likely or not _scannable(stream := _peekable(stream), snapshot, partition):
+            lines, records = _line_breaks(stream) + 1, None
+        else:
+            counted = _Counted(stream)
             try:
-                return _scan_records(stream, delimiter, snapshot.limits.line_bytes)
+                records = _scan_records(counted, snapshot.delimiter.encode("utf-8"), snapshot.limits.line_bytes)
             except _NotPlain:
-                pass
+                records = -1
+            lines = counted.breaks + _line_breaks(stream) + 1
+    likely.add(lines)
+    return lines, records
+
+
+def _scannable(stream: BinaryIO, snapshot: Snapshot, partition: str) -> bool:
+    """Whether `_scan_records` may count the partition: UTF-8 that `_csv_records` reads through io.TextIOWrapper,
+    with a delimiter of one byte that is no quote or line break."""
+    delimiter = snapshot.delimiter.encode("utf-8")
+    return (not _compressed(stream) and _utf8(snapshot, partition) and not _part_of_bom(stream)
+            and len(delimiter) == 1 and delimiter not in b'"\r\n')
+
+
+def _records(source: BlobSource, snapshot: Snapshot, partition: str, scan: bool = True) -> int:
+    """The records `_csv_records` yields for a CSV partition: where it reads UTF-8 through io.TextIOWrapper, counted
+    from the bytes by the csv module's own rules (`_scan_records`) while those are sure to find the same ones (unless
+    not `scan`: it gave up on this partition already); at the first doubt, or for anything else, counted again from the
+    partition's start as `_csv_records` reads it (its rules for broken rows give more records): such a partition is
+    read once more."""
+    if scan:
+        with source.open_binary(partition) as stream:
+            if _scannable(stream := _peekable(stream), snapshot, partition):
+                try:
+                    return _scan_records(stream, snapshot.delimiter.encode("utf-8"), snapshot.limits.line_bytes)
+                except _NotPlain:
+                    pass
     with source.open_binary(partition) as stream:
         return sum(1 for _ in _csv_records(partition, _peekable(stream), snapshot))
 

@@ -50,8 +50,18 @@ def _reference(source, partition: str, snapshot) -> int:
 
 
 def _records(source, partition: str, snapshot) -> int:
-    """The count `rows_at_most` makes of a partition when its lines pass the limit: its records."""
-    return rows_at_most(source, replace(snapshot, partitions=(partition,)), 0)
+    """The count `rows_at_most` makes of a partition when its lines pass the limit: its records, the same whether
+    counted after its line breaks (in a second download: the partitions counted before it did not show the limit near)
+    or in the same download (`_partition_bound`, with the records likely needed), where its lines are a bound too."""
+    after = rows_at_most(source, replace(snapshot, partitions=(partition,)), 0)
+    likely = segment_rows._RecordsLikely(1, 0, True)
+    likely.add(1)
+    lines, records = segment_rows._partition_bound(source, snapshot, likely, partition)
+    if records is None or records < 0:  # not counted by the scan (not UTF-8, compressed, ...), or it gave up
+        records = segment_rows._records(source, snapshot, partition, scan=records is None)
+    data = source.read_bytes(partition)
+    assert records == after and lines >= data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n") + 1
+    return after
 
 
 @FUZZ
@@ -102,8 +112,9 @@ def test_well_formed_rows_are_counted_by_the_scan_as_csv_records_reads_them(deli
             assert _records(source, partition, snapshot) == expected
     finally:
         csv.field_size_limit(before)
-    if len(data) * 4 <= min(line_bytes, field_limit):
-        assert asked == []  # the whole partition within the limits: the scan's count alone
+    if (len(data) * 4 <= min(line_bytes, field_limit)
+            and all(line.count(b'"') <= segment_rows._QUOTES_A_LINE for line in data.splitlines())):
+        assert asked == []  # the whole partition within the limits, few quotes a line: the scan's count alone
 
 
 def test_a_quoted_field_past_the_csv_modules_size_limit_over_short_lines_is_counted_as_csv_records_reads_it() -> None:
@@ -192,20 +203,59 @@ def test_partitions_are_counted_a_few_at_once_in_the_callers_context() -> None:
     import threading
 
     run = contextvars.ContextVar("run")
-    meeting = threading.Barrier(2, timeout=10)
+    meeting = threading.Barrier(segment_rows.COUNT_DOWNLOADS, timeout=10)
     contexts: list[str | None] = []
+    started = iter(range(segment_rows.COUNT_DOWNLOADS))  # the first ones start together
 
     class Meeting(MemorySource):
         def open_binary(self, name: str):
-            meeting.wait()
+            if next(started, None) is not None:
+                meeting.wait()
             contexts.append(run.get(None))
             return super().open_binary(name)
 
-    _, snapshot = snapshots([ROWS] * 4, "csv", True, None, ",", "utf-8", ReadLimits())
+    _, snapshot = snapshots([ROWS] * 6, "csv", True, None, ",", "utf-8", ReadLimits())
     source = Meeting(dict.fromkeys(snapshot.partitions, ROWS))
     run.set("run-1")
-    assert rows_at_most(source, snapshot, 300) == 4 * 51  # the lines (408) pass it: the records are counted too
-    assert contexts == ["run-1"] * 8
+    assert rows_at_most(source, snapshot, 400) == 6 * 51  # the lines (612) pass it: the records are counted too
+    assert len(contexts) >= 6 and set(contexts) == {"run-1"}
+
+
+class _Opened(MemorySource):
+    """Counts the downloads of each partition."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.opened: list[str] = []
+
+    def open_binary(self, name: str):
+        self.opened.append(name)
+        return super().open_binary(name)
+
+
+def test_near_the_limit_a_partitions_records_are_counted_in_the_download_that_counts_its_lines(monkeypatch) -> None:
+    """The benchmark's case: a million rows, exactly at MAX_PROFILES_PER_EXPORT, with quoted line breaks, so the line
+    breaks pass the limit and the records must be counted. Once the partitions counted so far, scaled to all, show
+    the line breaks past the limit, each partition's records are counted as its line breaks are (one download, not
+    two): only those counted before that (at most COUNT_DOWNLOADS, started together) are downloaded again."""
+    _, snapshot = snapshots([ROWS] * 24, "csv", True, None, ",", "utf-8", ReadLimits())
+    source = _Opened(dict.fromkeys(snapshot.partitions, ROWS))
+    monkeypatch.setattr(segment_rows, "_csv_records", lambda *args: pytest.fail("the count read record by record"))
+    assert rows_at_most(source, snapshot, 24 * 51) == 24 * 51  # 24 x 102 lines
+    assert len(source.opened) <= 24 + segment_rows.COUNT_DOWNLOADS
+    assert set(source.opened) == set(snapshot.partitions)
+    source.opened.clear()
+    assert rows_at_most(source, snapshot, 24 * 51 - 1) > 24 * 51 - 1  # past the limit by one record: found
+
+
+def test_far_from_the_limit_only_the_line_breaks_are_counted(monkeypatch) -> None:
+    """Where the line breaks prove a run within the limit, no record is counted: each partition is downloaded once,
+    and the scan (dearer than the line breaks where many quotes are) never runs."""
+    _, snapshot = snapshots([ROWS] * 24, "csv", True, None, ",", "utf-8", ReadLimits())
+    source = _Opened(dict.fromkeys(snapshot.partitions, ROWS))
+    monkeypatch.setattr(segment_rows, "_scan_records", lambda *args: pytest.fail("records were counted"))
+    assert rows_at_most(source, snapshot, 24 * 102) == 24 * 102
+    assert sorted(source.opened) == sorted(snapshot.partitions)
 
 
 def test_a_record_of_many_short_lines_within_the_limits_is_counted_in_little_memory() -> None:
@@ -238,3 +288,12 @@ def test_rows_whose_every_field_is_quoted_are_counted_as_csv_records_reads_them(
                         lambda partition, *a, **k: asked.append(partition) or real(partition, *a, **k))
     assert rows_at_most(source, snapshot, 100) == 51 and asked == []  # the line breaks (50 + 1) prove it
     assert rows_at_most(source, snapshot, 0) == 50 and asked == list(snapshot.partitions)
+    # Many partitions, near the limit: the scan gives up on each in the download that counts its line breaks, and is
+    # not tried again on it: `_csv_records` reads each once.
+    _, many = snapshots([data] * 12, "csv", False, snapshot.columns, ",", "utf-8", ReadLimits())
+    scanned: list[int] = []
+    scan = segment_rows._scan_records
+    monkeypatch.setattr(segment_rows, "_scan_records", lambda *a: scanned.append(1) or scan(*a))
+    asked.clear()
+    assert rows_at_most(MemorySource(dict.fromkeys(many.partitions, data)), many, 12 * 50) == 12 * 50
+    assert sorted(asked) == sorted(many.partitions) and len(scanned) <= 12
