@@ -33,7 +33,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import BinaryIO, Callable, Iterator, Literal, Protocol, Sequence, TypeVar, overload
+from typing import BinaryIO, Callable, Iterator, Literal, NamedTuple, Protocol, Sequence, TypeVar, overload
 
 from xxhash import xxh3_64_intdigest
 
@@ -103,22 +103,26 @@ def rows_at_most(source: BlobSource, snapshot: Snapshot, limit: int) -> int:
     """An upper bound of the rows `read_rows` yields when it is within `limit` (any number past it otherwise), so a
     run knows it is within MAX_PROFILES_PER_EXPORT before it sends anything while it reads: the line breaks, counted
     in C a block at a time. When those pass `limit` (a CSV field may hold line breaks), the CSV records (`_records`:
-    slower, and only then). COUNT_DOWNLOADS partitions at once; once the line breaks counted so far, scaled to every
-    partition, pass `limit`, a partition's records are counted in the same download as its line breaks
-    (`_partition_bound`), so that near the limit most partitions are read once, not twice."""
+    slower). COUNT_DOWNLOADS partitions at once; where the limit looks near (`_Counts.records_wanted`), a partition's
+    records are counted in the same download as its line breaks, so that most partitions are read once, not twice."""
     pool = ThreadPoolExecutor(max_workers=COUNT_DOWNLOADS)
     try:
-        likely = _RecordsLikely(len(snapshot.partitions), limit, snapshot.format == "csv")
-        bounds = list(_each(pool, partial(_partition_bound, source, snapshot, likely), snapshot.partitions))
-        lines = sum(counted for counted, _ in bounds)
+        counts = _Counts(len(snapshot.partitions), limit, snapshot.format == "csv")
+        bounds: list[_Bound] = []
+        for bound in _each(pool, partial(_partition_bound, source, snapshot, counts), snapshot.partitions):
+            bounds.append(bound)
+            if counts.scanned > limit:  # the records scanned so far pass it already
+                return counts.scanned
+        lines = sum(bound.lines for bound in bounds)
         if lines <= limit or snapshot.format != "csv":
             return lines
-        records = sum(counted for _, counted in bounds if counted is not None and counted >= 0)
-        if records > limit:
-            return records
-        left = [(partition, counted is None) for partition, (_, counted) in zip(snapshot.partitions, bounds)
-                if counted is None or counted < 0]
-        for counted in _each(pool, lambda partition_scan: _records(source, snapshot, *partition_scan), left):
+
+        def counted_again(left: tuple[str, _Bound]) -> int:
+            return _records(source, snapshot, left[0], scan=not left[1].scanned)
+
+        records = counts.scanned
+        for counted in _each(pool, counted_again, [left for left in zip(snapshot.partitions, bounds)
+                                                   if left[1].records is None]):
             records += counted
             if records > limit:
                 break
@@ -154,24 +158,40 @@ class _NotPlain(Exception):
     """A record `_scan_records` might count otherwise than `_csv_records` reads it."""
 
 
-class _RecordsLikely:
-    """Whether a partition's records are likely to be needed (`rows_at_most`): the line breaks of the partitions
-    counted so far, scaled to all of them, pass the limit. A guess that only decides what a partition's download
-    counts: the bound is the same either way. Partitions of one snapshot are usually of a size."""
+class _Bound(NamedTuple):
+    """What one download of a partition counted: its lines (a bound), and its records when the scan counted them."""
+
+    lines: int
+    records: int | None
+    scanned: bool  # the scan was tried (with `records` None: it gave up, so `_csv_records` counts them)
+
+
+class _Counts:
+    """The partitions `rows_at_most` counted so far, shared by its downloads."""
 
     def __init__(self, partitions: int, limit: int, csv_format: bool) -> None:
         self._partitions, self._limit, self._csv = partitions, limit, csv_format
-        self._lines = self._counted = 0
+        self._lines = self._counted = self._largest = 0
         self._lock = threading.Lock()
+        self.scanned = 0  # the records of the partitions the scan counted
 
-    def __bool__(self) -> bool:
+    def records_wanted(self) -> bool:
+        """Whether the next partition's records are worth counting as its line breaks are: the line breaks counted so
+        far, scaled to every partition, pass the limit by more than the largest partition's (a short last partition,
+        or sizes that vary a little, do not set it off where the line breaks would prove the run), and the records
+        scanned do not pass it yet. A guess: it decides what a download counts, not the bound's use (though a
+        partition in an encoding no reader knows may then fail here rather than when planning reads it: either way
+        the run does not stream)."""
         with self._lock:
-            return self._csv and self._counted > 0 and self._lines * self._partitions > self._limit * self._counted
+            return (self._csv and self._counted > 0 and self.scanned <= self._limit
+                    and self._lines * self._partitions - self._largest * self._counted > self._limit * self._counted)
 
-    def add(self, lines: int) -> None:
+    def add(self, bound: _Bound) -> None:
         with self._lock:
-            self._lines += lines
+            self._lines += bound.lines
             self._counted += 1
+            self._largest = max(self._largest, bound.lines)
+            self.scanned += bound.records or 0
 
 
 class _Counted:
@@ -187,21 +207,21 @@ class _Counted:
         return block
 
 
-def _partition_bound(source: BlobSource, snapshot: Snapshot, likely: _RecordsLikely, partition: str) -> tuple[int, int | None]:
-    """(the partition's lines, its records): the records when `likely` and the scan counts them, -1 when the scan
-    gave up (`_NotPlain`: `_records` counts it as `_csv_records` reads it), None when not counted."""
+def _partition_bound(source: BlobSource, snapshot: Snapshot, counts: _Counts, partition: str) -> _Bound:
+    """The partition's lines, and its records where `counts` wants them and the scan counts them."""
     with source.open_binary(partition) as stream:
-        if not likely or not _scannable(stream := _peekable(stream), snapshot, partition):
-            lines, records = _line_breaks(stream) + 1, None
-        else:
+        scan = counts.records_wanted()
+        if scan:
+            stream = _peekable(stream)
+            scan = _scannable(stream, snapshot, partition)
+        if scan:
             counted = _Counted(stream)
-            try:
-                records = _scan_records(counted, snapshot.delimiter.encode("utf-8"), snapshot.limits.line_bytes)
-            except _NotPlain:
-                records = -1
-            lines = counted.breaks + _line_breaks(stream) + 1
-    likely.add(lines)
-    return lines, records
+            records = _scan(counted, snapshot)
+            bound = _Bound(counted.breaks + _line_breaks(stream) + 1, records, True)
+        else:
+            bound = _Bound(_line_breaks(stream) + 1, None, False)
+    counts.add(bound)
+    return bound
 
 
 def _scannable(stream: BinaryIO, snapshot: Snapshot, partition: str) -> bool:
@@ -212,6 +232,14 @@ def _scannable(stream: BinaryIO, snapshot: Snapshot, partition: str) -> bool:
             and len(delimiter) == 1 and delimiter not in b'"\r\n')
 
 
+def _scan(stream: BinaryIO, snapshot: Snapshot) -> int | None:
+    """`_scan_records` of a scannable partition, or None where it gave up."""
+    try:
+        return _scan_records(stream, snapshot.delimiter.encode("utf-8"), snapshot.limits.line_bytes)
+    except _NotPlain:
+        return None
+
+
 def _records(source: BlobSource, snapshot: Snapshot, partition: str, scan: bool = True) -> int:
     """The records `_csv_records` yields for a CSV partition: where it reads UTF-8 through io.TextIOWrapper, counted
     from the bytes by the csv module's own rules (`_scan_records`) while those are sure to find the same ones (unless
@@ -219,12 +247,11 @@ def _records(source: BlobSource, snapshot: Snapshot, partition: str, scan: bool 
     partition's start as `_csv_records` reads it (its rules for broken rows give more records): such a partition is
     read once more."""
     if scan:
-        with source.open_binary(partition) as stream:
-            if _scannable(stream := _peekable(stream), snapshot, partition):
-                try:
-                    return _scan_records(stream, snapshot.delimiter.encode("utf-8"), snapshot.limits.line_bytes)
-                except _NotPlain:
-                    pass
+        with source.open_binary(partition) as opened:
+            stream = _peekable(opened)
+            records = _scan(stream, snapshot) if _scannable(stream, snapshot, partition) else None
+        if records is not None:
+            return records
     with source.open_binary(partition) as stream:
         return sum(1 for _ in _csv_records(partition, _peekable(stream), snapshot))
 

@@ -54,11 +54,12 @@ def _records(source, partition: str, snapshot) -> int:
     counted after its line breaks (in a second download: the partitions counted before it did not show the limit near)
     or in the same download (`_partition_bound`, with the records likely needed), where its lines are a bound too."""
     after = rows_at_most(source, replace(snapshot, partitions=(partition,)), 0)
-    likely = segment_rows._RecordsLikely(1, 0, True)
-    likely.add(1)
-    lines, records = segment_rows._partition_bound(source, snapshot, likely, partition)
-    if records is None or records < 0:  # not counted by the scan (not UTF-8, compressed, ...), or it gave up
-        records = segment_rows._records(source, snapshot, partition, scan=records is None)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(segment_rows._Counts, "records_wanted", lambda self: True)
+        lines, records, scanned = segment_rows._partition_bound(source, snapshot, segment_rows._Counts(1, 0, True),
+                                                                partition)
+    if records is None:  # not counted by the scan (not UTF-8, compressed, ...), or it gave up
+        records = segment_rows._records(source, snapshot, partition, scan=not scanned)
     data = source.read_bytes(partition)
     assert records == after and lines >= data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n") + 1
     return after
@@ -218,7 +219,7 @@ def test_partitions_are_counted_a_few_at_once_in_the_callers_context() -> None:
     source = Meeting(dict.fromkeys(snapshot.partitions, ROWS))
     run.set("run-1")
     assert rows_at_most(source, snapshot, 400) == 6 * 51  # the lines (612) pass it: the records are counted too
-    assert len(contexts) >= 6 and set(contexts) == {"run-1"}
+    assert len(contexts) >= 7 and set(contexts) == {"run-1"}  # the first to finish found nothing counted before it
 
 
 class _Opened(MemorySource):
@@ -248,14 +249,43 @@ def test_near_the_limit_a_partitions_records_are_counted_in_the_download_that_co
     assert rows_at_most(source, snapshot, 24 * 51 - 1) > 24 * 51 - 1  # past the limit by one record: found
 
 
-def test_far_from_the_limit_only_the_line_breaks_are_counted(monkeypatch) -> None:
-    """Where the line breaks prove a run within the limit, no record is counted: each partition is downloaded once,
-    and the scan (dearer than the line breaks where many quotes are) never runs."""
-    _, snapshot = snapshots([ROWS] * 24, "csv", True, None, ",", "utf-8", ReadLimits())
-    source = _Opened(dict.fromkeys(snapshot.partitions, ROWS))
+@pytest.mark.parametrize("last", [ROWS, ROWS[:len(ROWS) // 2]])  # a short last partition, as writers leave one
+def test_where_the_line_breaks_prove_the_run_only_they_are_counted(monkeypatch, last: bytes) -> None:
+    """Where the line breaks prove a run within the limit, even by a few lines, no record is counted: each partition
+    is downloaded once, and the scan (dearer than the line breaks where many quotes are) never runs."""
+    _, snapshot = snapshots([ROWS] * 23 + [last], "csv", True, None, ",", "utf-8", ReadLimits())
+    source = _Opened({**dict.fromkeys(snapshot.partitions, ROWS), snapshot.partitions[-1]: last})
+    lines = 23 * 102 + last.count(b"\n") + 1
     monkeypatch.setattr(segment_rows, "_scan_records", lambda *args: pytest.fail("records were counted"))
-    assert rows_at_most(source, snapshot, 24 * 102) == 24 * 102
+    assert rows_at_most(source, snapshot, lines) == lines
     assert sorted(source.opened) == sorted(snapshot.partitions)
+
+
+def test_far_past_the_limit_the_count_stops_soon(monkeypatch) -> None:
+    """A snapshot ten times the limit: the count stops once the records scanned pass it, not at the end."""
+    _, snapshot = snapshots([ROWS] * 40, "csv", True, None, ",", "utf-8", ReadLimits())
+    source = _Opened(dict.fromkeys(snapshot.partitions, ROWS))
+    assert rows_at_most(source, snapshot, 4 * 51) > 4 * 51
+    assert len(source.opened) <= 4 + 1 + 3 * segment_rows.COUNT_DOWNLOADS
+
+
+@FUZZ
+@given(partitions=st.lists(st.one_of(any_bytes, rows_soup, well_formed), min_size=1, max_size=5),
+       block=st.one_of(st.integers(1, 9), st.just(segment_rows._SCAN_BLOCK)), line_bytes=st.integers(4, 200),
+       wanted=st.booleans(), near=st.integers(-2, 2))
+def test_several_partitions_are_bounded_as_planning_reads_them(partitions, block, line_bytes, wanted, near) -> None:
+    """Several partitions, each counted in one download (records wanted) or two: the bound is never below the rows
+    planning reads when within the limit, and proves the run whenever the records are within it."""
+    source, snapshot = snapshots(partitions, "csv", True, None, ",", "utf-8", ReadLimits(line_bytes=line_bytes))
+    rows = sum(1 for _ in read_rows(source, snapshot))
+    records = sum(_reference(source, partition, snapshot) for partition in snapshot.partitions)
+    limit = max(0, records + near)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(segment_rows, "_SCAN_BLOCK", block)
+        patch.setattr(segment_rows._Counts, "records_wanted", lambda self: wanted)
+        bound = rows_at_most(source, snapshot, limit)
+    assert bound > limit or bound >= rows
+    assert (bound <= limit) == (records <= limit)
 
 
 def test_a_record_of_many_short_lines_within_the_limits_is_counted_in_little_memory() -> None:
@@ -288,12 +318,11 @@ def test_rows_whose_every_field_is_quoted_are_counted_as_csv_records_reads_them(
                         lambda partition, *a, **k: asked.append(partition) or real(partition, *a, **k))
     assert rows_at_most(source, snapshot, 100) == 51 and asked == []  # the line breaks (50 + 1) prove it
     assert rows_at_most(source, snapshot, 0) == 50 and asked == list(snapshot.partitions)
-    # Many partitions, near the limit: the scan gives up on each in the download that counts its line breaks, and is
-    # not tried again on it: `_csv_records` reads each once.
+    # Many partitions, near the limit (its line breaks past it by more than a partition's): the scan gives up on each in the download that counts its line breaks, and is
+    # not tried again on it: `_csv_records` reads each once, in a second download (a third for the few partitions
+    # counted before the limit looked near).
     _, many = snapshots([data] * 12, "csv", False, snapshot.columns, ",", "utf-8", ReadLimits())
-    scanned: list[int] = []
-    scan = segment_rows._scan_records
-    monkeypatch.setattr(segment_rows, "_scan_records", lambda *a: scanned.append(1) or scan(*a))
+    source = _Opened(dict.fromkeys(many.partitions, data))
     asked.clear()
-    assert rows_at_most(MemorySource(dict.fromkeys(many.partitions, data)), many, 12 * 50) == 12 * 50
-    assert sorted(asked) == sorted(many.partitions) and len(scanned) <= 12
+    assert rows_at_most(source, many, 11 * 50) == 12 * 50  # the records pass it only at the last partition
+    assert sorted(asked) == sorted(many.partitions) and len(source.opened) <= 2 * 12 + segment_rows.COUNT_DOWNLOADS
