@@ -118,11 +118,12 @@ def rows_at_most(source: BlobSource, snapshot: Snapshot, limit: int) -> int:
             return lines
 
         def counted_again(left: tuple[str, _Bound]) -> int:
-            return _records(source, snapshot, left[0], scan=not left[1].scanned)
+            partition, bound = left
+            return _records(source, snapshot, partition, scan=not bound.decided)
 
         records = counts.scanned
-        for counted in _each(pool, counted_again, [left for left in zip(snapshot.partitions, bounds)
-                                                   if left[1].records is None]):
+        for counted in _each(pool, counted_again, [(partition, bound) for partition, bound
+                                                   in zip(snapshot.partitions, bounds) if bound.records is None]):
             records += counted
             if records > limit:
                 break
@@ -163,7 +164,7 @@ class _Bound(NamedTuple):
 
     lines: int
     records: int | None
-    scanned: bool  # the scan was tried (with `records` None: it gave up, so `_csv_records` counts them)
+    decided: bool  # its records were wanted: with `records` None, the scan gave up or cannot read it (`_csv_records`)
 
 
 class _Counts:
@@ -172,25 +173,27 @@ class _Counts:
     def __init__(self, partitions: int, limit: int, csv_format: bool) -> None:
         self._partitions, self._limit, self._csv = partitions, limit, csv_format
         self._lines = self._counted = self._largest = 0
+        self._smallest = 1 << 62
         self._lock = threading.Lock()
         self.scanned = 0  # the records of the partitions the scan counted
 
     def records_wanted(self) -> bool:
-        """Whether the next partition's records are worth counting as its line breaks are: the line breaks counted so
-        far, scaled to every partition, pass the limit by more than the largest partition's (a short last partition,
-        or sizes that vary a little, do not set it off where the line breaks would prove the run), and the records
-        scanned do not pass it yet. A guess: it decides what a download counts, not the bound's use (though a
-        partition in an encoding no reader knows may then fail here rather than when planning reads it: either way
-        the run does not stream)."""
+        """Whether the next partition's records are worth counting as its line breaks are, a guess that decides only
+        what a download counts: the line breaks so far, with each partition still to count as small as the smallest
+        counted, pass the limit by more than the largest partition's (so neither a short last partition nor sizes that
+        vary set it off where the line breaks alone would prove the run; partitions counted largest first can), and the
+        records scanned do not pass it yet. A partition in an encoding no reader knows may then fail here rather than
+        when planning reads it: either way the run does not stream."""
         with self._lock:
             return (self._csv and self._counted > 0 and self.scanned <= self._limit
-                    and self._lines * self._partitions - self._largest * self._counted > self._limit * self._counted)
+                    and self._lines + (self._partitions - self._counted) * self._smallest - self._largest > self._limit)
 
     def add(self, bound: _Bound) -> None:
         with self._lock:
             self._lines += bound.lines
             self._counted += 1
             self._largest = max(self._largest, bound.lines)
+            self._smallest = min(self._smallest, bound.lines)
             self.scanned += bound.records or 0
 
 
@@ -210,16 +213,15 @@ class _Counted:
 def _partition_bound(source: BlobSource, snapshot: Snapshot, counts: _Counts, partition: str) -> _Bound:
     """The partition's lines, and its records where `counts` wants them and the scan counts them."""
     with source.open_binary(partition) as stream:
-        scan = counts.records_wanted()
-        if scan:
+        wanted = counts.records_wanted()
+        if wanted:
             stream = _peekable(stream)
-            scan = _scannable(stream, snapshot, partition)
-        if scan:
+        if wanted and _scannable(stream, snapshot, partition):
             counted = _Counted(stream)
             records = _scan(counted, snapshot)
             bound = _Bound(counted.breaks + _line_breaks(stream) + 1, records, True)
         else:
-            bound = _Bound(_line_breaks(stream) + 1, None, False)
+            bound = _Bound(_line_breaks(stream) + 1, None, wanted)
     counts.add(bound)
     return bound
 

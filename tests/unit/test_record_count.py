@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import itertools
 from dataclasses import replace
 
 import pytest
@@ -56,10 +57,10 @@ def _records(source, partition: str, snapshot) -> int:
     after = rows_at_most(source, replace(snapshot, partitions=(partition,)), 0)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(segment_rows._Counts, "records_wanted", lambda self: True)
-        lines, records, scanned = segment_rows._partition_bound(source, snapshot, segment_rows._Counts(1, 0, True),
+        lines, records, decided = segment_rows._partition_bound(source, snapshot, segment_rows._Counts(1, 0, True),
                                                                 partition)
     if records is None:  # not counted by the scan (not UTF-8, compressed, ...), or it gave up
-        records = segment_rows._records(source, snapshot, partition, scan=not scanned)
+        records = segment_rows._records(source, snapshot, partition, scan=not decided)
     data = source.read_bytes(partition)
     assert records == after and lines >= data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n") + 1
     return after
@@ -269,20 +270,45 @@ def test_far_past_the_limit_the_count_stops_soon(monkeypatch) -> None:
     assert len(source.opened) <= 4 + 1 + 3 * segment_rows.COUNT_DOWNLOADS
 
 
+def test_partitions_of_other_sizes_seen_first_set_off_few_record_counts(monkeypatch) -> None:
+    """Four large partitions, then twenty small ones, their line breaks exactly at the limit: once a small one is
+    counted, the rest are taken to be as small, so only the partitions counted before that have their records
+    counted for nothing (scaling the average instead counted about fourteen)."""
+    small = b"Email,Name\r\n" + b"".join(b'a%d@contoso.com,"Ann\r\n%d"\r\n' % (n, n) for n in range(12))
+    _, snapshot = snapshots([ROWS] * 4 + [small] * 20, "csv", True, None, ",", "utf-8", ReadLimits())
+    source = _Opened({name: ROWS if n < 4 else small for n, name in enumerate(snapshot.partitions)})
+    scans: list[int] = []
+    scan = segment_rows._scan_records
+    monkeypatch.setattr(segment_rows, "_scan_records", lambda *args: scans.append(1) or scan(*args))
+    lines = 4 * 102 + 20 * 26
+    assert rows_at_most(source, snapshot, lines) == lines
+    assert len(scans) <= segment_rows.COUNT_DOWNLOADS
+
+
+def test_partitions_the_scan_cannot_read_are_downloaded_at_most_twice_near_the_limit() -> None:
+    """Windows-1252 (the scan reads UTF-8 only): where the records are wanted, such a partition is counted by
+    `_csv_records` in its second download, not first opened again only to be found unscannable."""
+    _, snapshot = snapshots([ROWS] * 24, "csv", True, None, ",", "cp1252", ReadLimits())
+    source = _Opened(dict.fromkeys(snapshot.partitions, ROWS))
+    assert rows_at_most(source, snapshot, 24 * 51) == 24 * 51
+    assert len(source.opened) <= 2 * 24 + segment_rows.COUNT_DOWNLOADS
+
+
 @FUZZ
 @given(partitions=st.lists(st.one_of(any_bytes, rows_soup, well_formed), min_size=1, max_size=5),
        block=st.one_of(st.integers(1, 9), st.just(segment_rows._SCAN_BLOCK)), line_bytes=st.integers(4, 200),
-       wanted=st.booleans(), near=st.integers(-2, 2))
+       wanted=st.lists(st.booleans(), min_size=1, max_size=5), near=st.integers(-2, 2))
 def test_several_partitions_are_bounded_as_planning_reads_them(partitions, block, line_bytes, wanted, near) -> None:
-    """Several partitions, each counted in one download (records wanted) or two: the bound is never below the rows
-    planning reads when within the limit, and proves the run whenever the records are within it."""
+    """Several partitions, each counted in one download (records wanted) or two, in any mix: the bound is never
+    below the rows planning reads when within the limit, and proves the run whenever the records are within it."""
     source, snapshot = snapshots(partitions, "csv", True, None, ",", "utf-8", ReadLimits(line_bytes=line_bytes))
     rows = sum(1 for _ in read_rows(source, snapshot))
     records = sum(_reference(source, partition, snapshot) for partition in snapshot.partitions)
     limit = max(0, records + near)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(segment_rows, "_SCAN_BLOCK", block)
-        patch.setattr(segment_rows._Counts, "records_wanted", lambda self: wanted)
+        answers = itertools.cycle(wanted)
+        patch.setattr(segment_rows._Counts, "records_wanted", lambda self: next(answers))
         bound = rows_at_most(source, snapshot, limit)
     assert bound > limit or bound >= rows
     assert (bound <= limit) == (records <= limit)
@@ -318,9 +344,9 @@ def test_rows_whose_every_field_is_quoted_are_counted_as_csv_records_reads_them(
                         lambda partition, *a, **k: asked.append(partition) or real(partition, *a, **k))
     assert rows_at_most(source, snapshot, 100) == 51 and asked == []  # the line breaks (50 + 1) prove it
     assert rows_at_most(source, snapshot, 0) == 50 and asked == list(snapshot.partitions)
-    # Many partitions, near the limit (its line breaks past it by more than a partition's): the scan gives up on each in the download that counts its line breaks, and is
-    # not tried again on it: `_csv_records` reads each once, in a second download (a third for the few partitions
-    # counted before the limit looked near).
+    # Many partitions, near the limit (its line breaks past it by more than a partition's): the scan gives up on each
+    # in the download that counts its line breaks, and is not tried again on it: `_csv_records` reads each once, in a
+    # second download (a third for the few partitions counted before the limit looked near).
     _, many = snapshots([data] * 12, "csv", False, snapshot.columns, ",", "utf-8", ReadLimits())
     source = _Opened(dict.fromkeys(many.partitions, data))
     asked.clear()
