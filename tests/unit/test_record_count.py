@@ -273,7 +273,8 @@ def test_far_past_the_limit_the_count_stops_soon(monkeypatch) -> None:
 def test_partitions_of_other_sizes_seen_first_set_off_few_record_counts(monkeypatch) -> None:
     """Four large partitions, then twenty small ones, their line breaks exactly at the limit: once a small one is
     counted, the rest are taken to be as small, so only the partitions counted before that have their records
-    counted for nothing (scaling the average instead counted about fourteen)."""
+    counted for nothing, at most seven whatever the threads' timing (scaling the average instead counted about
+    fourteen)."""
     small = b"Email,Name\r\n" + b"".join(b'a%d@contoso.com,"Ann\r\n%d"\r\n' % (n, n) for n in range(12))
     _, snapshot = snapshots([ROWS] * 4 + [small] * 20, "csv", True, None, ",", "utf-8", ReadLimits())
     source = _Opened({name: ROWS if n < 4 else small for n, name in enumerate(snapshot.partitions)})
@@ -282,7 +283,8 @@ def test_partitions_of_other_sizes_seen_first_set_off_few_record_counts(monkeypa
     monkeypatch.setattr(segment_rows, "_scan_records", lambda *args: scans.append(1) or scan(*args))
     lines = 4 * 102 + 20 * 26
     assert rows_at_most(source, snapshot, lines) == lines
-    assert len(scans) <= segment_rows.COUNT_DOWNLOADS
+    # the large ones counted after the first of them, and the small ones started before the first of them is counted
+    assert len(scans) <= 2 * segment_rows.COUNT_DOWNLOADS
 
 
 def test_partitions_the_scan_cannot_read_are_downloaded_at_most_twice_near_the_limit() -> None:
