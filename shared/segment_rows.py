@@ -22,6 +22,7 @@ used. Its message never holds a value from a row, so it can be logged.
 """
 from __future__ import annotations
 
+import bisect
 import codecs
 import contextvars
 import csv
@@ -119,7 +120,7 @@ def rows_at_most(source: BlobSource, snapshot: Snapshot, limit: int) -> int:
 
         def counted_again(left: tuple[str, _Bound]) -> int:
             partition, bound = left
-            return _records(source, snapshot, partition, scan=not bound.decided)
+            return _records(source, snapshot, partition, scan=not bound.wanted)
 
         records = counts.scanned
         for counted in _each(pool, counted_again, [(partition, bound) for partition, bound
@@ -164,7 +165,7 @@ class _Bound(NamedTuple):
 
     lines: int
     records: int | None
-    decided: bool  # its records were wanted: with `records` None, the scan gave up or cannot read it (`_csv_records`)
+    wanted: bool  # its records were wanted: with `records` None, the scan gave up or cannot read it (`_csv_records`)
 
 
 class _Counts:
@@ -172,28 +173,29 @@ class _Counts:
 
     def __init__(self, partitions: int, limit: int, csv_format: bool) -> None:
         self._partitions, self._limit, self._csv = partitions, limit, csv_format
-        self._lines = self._counted = self._largest = 0
-        self._smallest = 1 << 62
+        self._lines = self._largest = 0
+        self._sizes: list[int] = []  # the lines of each partition counted, in order of size
         self._lock = threading.Lock()
         self.scanned = 0  # the records of the partitions the scan counted
 
     def records_wanted(self) -> bool:
         """Whether the next partition's records are worth counting as its line breaks are, a guess that decides only
-        what a download counts: the line breaks so far, with each partition still to count as small as the smallest
-        counted, pass the limit by more than the largest partition's (so neither a short last partition nor sizes that
-        vary set it off where the line breaks alone would prove the run; partitions counted largest first can), and the
-        records scanned do not pass it yet. A partition in an encoding no reader knows may then fail here rather than
-        when planning reads it: either way the run does not stream."""
+        what a download counts: the line breaks so far, with each partition still to count as small as the lower
+        quartile of those counted (an empty one does not count for the rest), pass the limit by more than the largest
+        partition's (so neither a short last partition nor sizes that vary set it off where the line breaks alone would
+        prove the run; partitions counted largest first can), and the records scanned do not pass it yet. A partition
+        in an encoding no reader knows may then fail here rather than when planning reads it: either way the run does
+        not stream."""
         with self._lock:
-            return (self._csv and self._counted > 0 and self.scanned <= self._limit
-                    and self._lines + (self._partitions - self._counted) * self._smallest - self._largest > self._limit)
+            sizes = self._sizes
+            return (self._csv and bool(sizes) and self.scanned <= self._limit and
+                    self._lines + (self._partitions - len(sizes)) * sizes[len(sizes) // 4] - self._largest > self._limit)
 
     def add(self, bound: _Bound) -> None:
         with self._lock:
             self._lines += bound.lines
-            self._counted += 1
             self._largest = max(self._largest, bound.lines)
-            self._smallest = min(self._smallest, bound.lines)
+            bisect.insort(self._sizes, bound.lines)
             self.scanned += bound.records or 0
 
 

@@ -155,6 +155,11 @@ def encoding_problem(encoding: str) -> str | None:
     return _encoding_problem(encoding)
 
 
+# ASCII that a codec reading escapes (raw_unicode_escape: "\\u000a") or shifting into another alphabet (UTF-7) makes a
+# line break or a quote of: the line breaks counted in the bytes would then undercount the rows.
+_ESCAPES = (b"\\u000a", b"\\U0000000a", b"\\x0a", b"\\n", b"\\012", b"\\u0022", b"+AAo-")
+
+
 @functools.lru_cache(maxsize=64)
 def _encoding_problem(encoding: str) -> str | None:
     try:
@@ -166,7 +171,8 @@ def _encoding_problem(encoding: str) -> str | None:
     ascii_bytes = bytes(range(128))
     try:
         compatible = (getattr(info, "_is_text_encoding", True) and ascii_bytes.decode(info.name) == ascii_bytes.decode("ascii")
-                      and ascii_bytes.decode("ascii").encode(info.name) == ascii_bytes)
+                      and ascii_bytes.decode("ascii").encode(info.name) == ascii_bytes
+                      and all(escape.decode(info.name) == escape.decode("ascii") for escape in _ESCAPES))
     except Exception:  # noqa: BLE001 - a codec that cannot even do ASCII, whatever it raises
         compatible = False
     if not compatible:
