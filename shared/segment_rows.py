@@ -173,8 +173,8 @@ class _Counts:
 
     def __init__(self, partitions: int, limit: int, csv_format: bool) -> None:
         self._partitions, self._limit, self._csv = partitions, limit, csv_format
-        self._lines = self._largest = 0
-        self._sizes: list[int] = []  # the lines of each partition counted, in order of size
+        self._lines = 0
+        self._sizes: list[int] = []  # the lines of each partition counted, in order of size (the largest last)
         self._lock = threading.Lock()
         self.scanned = 0  # the records of the partitions the scan counted
 
@@ -189,12 +189,11 @@ class _Counts:
         with self._lock:
             sizes = self._sizes
             return (self._csv and bool(sizes) and self.scanned <= self._limit and
-                    self._lines + (self._partitions - len(sizes)) * sizes[len(sizes) // 4] - self._largest > self._limit)
+                    self._lines + (self._partitions - len(sizes)) * sizes[len(sizes) // 4] - sizes[-1] > self._limit)
 
     def add(self, bound: _Bound) -> None:
         with self._lock:
             self._lines += bound.lines
-            self._largest = max(self._largest, bound.lines)
             bisect.insort(self._sizes, bound.lines)
             self.scanned += bound.records or 0
 
