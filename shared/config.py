@@ -84,9 +84,10 @@ class Settings:
     retention_personal_days: int = 30
     retention_run_days: int = 365
     # Hours after an audience was last read in full before a run reads it in full again; in between, runs read only
-    # what changed through the destination's audience mirror (shared/audience_mirror.py). 0: no mirror, in full (or
-    # only the contacts a small run needs: shared/member_lookup.py).
-    audience_mirror_max_age_hours: int = 24
+    # what changed through the destination's audience mirror (shared/audience_mirror.py). A week, so that the platform's
+    # daily refreshes (each a little more than a day after the last) read only changes six days in seven. 0: no
+    # mirror, in full (or only the contacts a small run needs: shared/member_lookup.py).
+    audience_mirror_max_age_hours: int = 168
     # Set by App Service when its authentication is on (and by the devhost, which emulates it); off, every HTTP
     # route but the OAuth callback answers 401 (shared/auth.py).
     auth_enabled: bool = False
@@ -322,7 +323,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         http_max_json_depth=_int(env, "HTTP_MAX_JSON_DEPTH", 32, 4, 512, problems),
         retention_personal_days=personal_days,
         retention_run_days=_retention_run_days(env, personal_days, problems),
-        audience_mirror_max_age_hours=_int(env, "AUDIENCE_MIRROR_MAX_AGE_HOURS", 24, 0, MAX_MIRROR_AGE_HOURS, problems),
+        audience_mirror_max_age_hours=_int(env, "AUDIENCE_MIRROR_MAX_AGE_HOURS", 168, 0, MAX_MIRROR_AGE_HOURS, problems),
         auth_enabled=auth_enabled(env.get("WEBSITE_AUTH_ENABLED")),
         segments_storage=_segments_storage(env, storage, problems),
         telemetry=telemetry,

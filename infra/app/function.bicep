@@ -166,7 +166,7 @@ var appSettings = {
   UNTAG_GUARD_PERCENT: '20'
   // Hours after an audience was read in full before a run reads it whole again; in between, runs read only what
   // changed through the destination's audience mirror (export-work/mirrors/).
-  AUDIENCE_MIRROR_MAX_AGE_HOURS: '24'
+  AUDIENCE_MIRROR_MAX_AGE_HOURS: '168'
   // JSON request bodies larger (bytes) or nested deeper than these are refused with 400 before they are parsed.
   HTTP_MAX_BODY_BYTES: '1048576'
   HTTP_MAX_JSON_DEPTH: '32'

@@ -211,7 +211,8 @@ def test_a_mirror_too_old_to_refresh_is_left_as_it_was_by_a_lookup(driver: Expor
     written = mirror_blobs(driver, large.destination)
     name = f"{destination_prefix(large.destination)}{DEMO_AUDIENCE}/{MANIFEST}"
     aged = json.loads(written[name])
-    aged["fullReadAt"] = (datetime.fromisoformat(aged["fullReadAt"]) - timedelta(hours=25)).isoformat()
+    too_old = timedelta(hours=driver.settings.audience_mirror_max_age_hours + 1)  # the default: the app's own
+    aged["fullReadAt"] = (datetime.fromisoformat(aged["fullReadAt"]) - too_old).isoformat()
     written[name] = json.dumps(aged).encode()
     driver.raw.work.write_bytes(name, written[name])
 

@@ -59,8 +59,9 @@ def test_retention_periods_are_whole_days_and_run_records_outlive_the_files_nami
     assert problem in str(caught.value)
 
 
-def test_the_audience_mirror_is_read_in_full_daily_by_default_and_can_be_turned_off():
-    assert load_settings({"AzureWebJobsStorage": AZURITE}).audience_mirror_max_age_hours == 24
+def test_the_audience_mirror_is_read_in_full_weekly_by_default_so_daily_refreshes_read_changes_and_can_be_turned_off():
+    """A daily refresh comes a little more than 24 h after the last: a day's maximum age would read every one in full."""
+    assert load_settings({"AzureWebJobsStorage": AZURITE}).audience_mirror_max_age_hours == 168
     assert load_settings({"AzureWebJobsStorage": AZURITE, "AUDIENCE_MIRROR_MAX_AGE_HOURS": "0"}).audience_mirror_max_age_hours == 0
     for bad, problem in (("721", "must be between 0 and 720, got 721"), ("1.5", "must be a whole number between 0 and 720")):
         with pytest.raises(ConfigError, match=f"AUDIENCE_MIRROR_MAX_AGE_HOURS {problem}"):
