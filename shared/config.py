@@ -85,9 +85,9 @@ class Settings:
     retention_run_days: int = 365
     # Hours after an audience was last read in full before a run reads it in full again; in between, runs read only
     # what changed through the destination's audience mirror (shared/audience_mirror.py). A week, so that the platform's
-    # daily refreshes (each a little more than a day after the last) may read only changes six days in seven (not after
-    # a run that changed a big tag's members: README, "What a refresh reads"). 0: no mirror, in full (or only the
-    # contacts a small run needs: shared/member_lookup.py).
+    # daily refreshes (each a little more than a day after the last) may read only changes six days in seven (a run
+    # after one that changed a tag's members reads them again: README, "What a refresh reads"). 0: no mirror, in full
+    # (or only the contacts a small run needs: shared/member_lookup.py).
     audience_mirror_max_age_hours: int = 168
     # Set by App Service when its authentication is on (and by the devhost, which emulates it); off, every HTTP
     # route but the OAuth callback answers 401 (shared/auth.py).

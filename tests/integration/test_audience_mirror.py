@@ -343,7 +343,7 @@ def test_a_mirror_last_read_in_full_longer_ago_than_the_setting_is_read_in_full_
 
 
 def test_with_the_default_setting_a_daily_refresh_reads_changes_and_a_week_on_reads_in_full(
-        storage, mailchimp_server, driver: ExportDriver, mirrored) -> None:
+        driver: ExportDriver, mirrored, caplog: pytest.LogCaptureFixture) -> None:
     """The maximum age the app's own mirror gets from the default settings: a daily refresh comes a little more than
     24 h after the last full read, and must still read only what changed; once that is more than a week old, in full.
     (Without the app's clock margin: the test's contacts were all changed minutes ago.)"""
@@ -355,7 +355,7 @@ def test_with_the_default_setting_a_daily_refresh_reads_changes_and_a_week_on_re
         aged["fullReadAt"] = (datetime.now(UTC) - ago).isoformat()
         driver.raw.work.write_bytes(name, json.dumps(aged).encode())
 
-    default_age = ExportDriver(storage, mailchimp_server).app.exports.mirror._max_age
+    default_age = driver.app.exports.mirror._max_age  # as start-up made it from the default settings
     with with_mirror_of(driver, mirror(driver, max_age=default_age)):
         last_read_in_full(timedelta(hours=25))
         snapshots.write(rows(range(200)))
@@ -364,8 +364,10 @@ def test_with_the_default_setting_a_daily_refresh_reads_changes_and_a_week_on_re
 
         last_read_in_full(timedelta(days=7, hours=1))
         snapshots.write(rows(range(200)))
-        _, stats = export(driver, destination)
+        with caplog.at_level(logging.INFO, logger="shared.audience_mirror"):
+            _, stats = export(driver, destination)
     assert stats["members_read"] >= 3000
+    assert "more than AUDIENCE_MIRROR_MAX_AGE_HOURS (168)" in caplog.text
 
 
 def _garbage_manifest(driver: ExportDriver, folder: str, written: dict[str, Any]) -> None:
