@@ -483,7 +483,9 @@ class AudienceMirror:
                 changed += 1
             changes.close()
             # After the changes: a change they missed (a contact deleted for good, one skipped by offset paging while
-            # another left the listing, one made between the listing and the counts) shows as a difference below.
+            # another left the listing, one made between the listing and the counts) shows as a difference below,
+            # unless two missed changes cancel out in the counts per status (say a contact deleted for good and the
+            # new one of the same status its gap made the listing skip): AUDIENCE_MIRROR_MAX_AGE_HOURS bounds those.
             counts = self._counts(client, list_id)
             if not changed and not replaced:  # nothing to merge (`replaced` names every tag read again)
                 return self._keep(folder, where, manifest, parts_ahead, counts, tags, as_of, since, marks)
