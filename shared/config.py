@@ -60,6 +60,8 @@ class OAuthSettings:
 
 @dataclass(frozen=True)
 class Settings:
+    """Made only by `load_settings`, which gives every field its default: one place for each."""
+
     storage: StorageSettings
     segments_container: str
     key_vault_url: str | None
@@ -69,37 +71,37 @@ class Settings:
     max_profiles_per_export: int
     chunk_size: int
     mailchimp_retry_seconds: int
-    oauth: OAuthSettings | None = None
-    untag_guard_percent: int = 20
+    oauth: OAuthSettings | None
+    untag_guard_percent: int
     # What one segment file may hold (shared/snapshots.py ReadLimits): a longer row or more fields make that row
     # invalid; a larger or deeper model.json makes its export's snapshots unusable, naming the file.
-    segment_max_line_bytes: int = 1 << 20
-    segment_max_fields: int = 1000
-    model_json_max_bytes: int = 16 << 20
-    segment_max_json_depth: int = 64  # nesting of a model.json or a JSONL row
-    http_max_body_bytes: int = 1 << 20  # larger JSON request bodies are refused with 400
-    http_max_json_depth: int = 32  # JSON request bodies nested deeper are refused with 400
+    segment_max_line_bytes: int
+    segment_max_fields: int
+    model_json_max_bytes: int
+    segment_max_json_depth: int  # nesting of a model.json or a JSONL row
+    http_max_body_bytes: int  # larger JSON request bodies are refused with 400
+    http_max_json_depth: int  # JSON request bodies nested deeper are refused with 400
     # How long what a run leaves behind is kept (shared/retention.py): files naming people (per-row reports, previews,
     # chunk files kept for a retry) and the staff names on run records, then the run records themselves.
-    retention_personal_days: int = 30
-    retention_run_days: int = 365
+    retention_personal_days: int
+    retention_run_days: int
     # Hours after an audience was last read in full before a run reads it in full again; in between, runs read only
     # what changed through the destination's audience mirror (shared/audience_mirror.py). A week, so that the platform's
     # daily refreshes (each a little more than a day after the last) may read only changes six days in seven (a run
     # after one that changed a tag's members reads them again: README, "What a refresh reads"). 0: no mirror, in full
     # (or only the contacts a small run needs: shared/member_lookup.py).
-    audience_mirror_max_age_hours: int = 168
+    audience_mirror_max_age_hours: int
     # Set by App Service when its authentication is on (and by the devhost, which emulates it); off, every HTTP
     # route but the OAuth callback answers 401 (shared/auth.py).
-    auth_enabled: bool = False
+    auth_enabled: bool
     # Where segment files are read from (SEGMENTS_BLOB_URI or SEGMENTS_CONNECTION_STRING): in Azure their own account,
     # the one Customer Insights writes into (blob soft delete off there, on in the app's). None: the AzureWebJobsStorage
     # blob endpoint, as locally and in deployments made before the second account.
-    segments_storage: StorageSettings | None = None
+    segments_storage: StorageSettings | None
     # Where telemetry goes (shared/telemetry.py): "azure" (APPLICATIONINSIGHTS_CONNECTION_STRING is set), "console"
     # (OTEL_EXPORTER=console: spans, metrics and logs to stdout) or "off". OTEL_EXPORTER=none turns it off in Azure.
-    telemetry: str = "off"
-    applicationinsights_connection_string: str | None = field(default=None, repr=False)
+    telemetry: str
+    applicationinsights_connection_string: str | None = field(repr=False)
 
 
 TELEMETRY_EXPORTERS = ("console", "azure", "none")
