@@ -344,15 +344,16 @@ def down(layout: Layout = DEFAULT, quiet: bool = False, only: set[str] | None = 
         if not quiet:
             print("nothing to stop")
         return
-    for name in reversed(SERVICES):
-        if name in pids and (only is None or name in only):
-            _stop(pids.pop(name), layout.stop_seconds.get(name, 10.0))
+    stopped = [name for name in reversed(SERVICES) if name in pids and (only is None or name in only)]
+    for name in stopped:
+        _stop(pids.pop(name), layout.stop_seconds.get(name, 10.0))
     if pids:
         _write_private(layout.pids, json.dumps(pids))
     else:
         layout.pids.unlink(missing_ok=True)
     if not quiet:
-        print("stack stopped" if not pids else f"stopped; still running: {', '.join(pids)}")
+        left = f"left running (up before this command): {', '.join(name for name in SERVICES if name in pids)}"
+        print("stack stopped" if not pids else f"stopped {', '.join(stopped)}; {left}" if stopped else left)
 
 
 def clean(layout: Layout = DEFAULT) -> None:

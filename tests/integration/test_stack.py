@@ -104,7 +104,7 @@ def test_up_makes_every_file_owner_only_and_keeps_the_tokens_out_of_ps(layout):
     assert layout.mailchimp_state.exists() and private(layout.mailchimp_state)
 
 
-def test_up_on_a_running_stack_starts_only_what_is_not_running(layout):
+def test_up_on_a_running_stack_starts_only_what_is_not_running(layout, capsys):
     stack.up(layout)
     before = stack.running(layout)
     assert set(before) == {"azurite", "mailchimp", "functions"}
@@ -113,12 +113,18 @@ def test_up_on_a_running_stack_starts_only_what_is_not_running(layout):
     assert stack.running(layout) == before  # nothing restarted
     assert audience_exists(layout, audience)
 
+    capsys.readouterr()
     stack.down(layout, only={"mailchimp"})  # one service died
+    assert capsys.readouterr().out == "stopped mailchimp; left running (up before this command): azurite, functions\n"
     stack.up(layout)
     after = stack.running(layout)
     assert after["mailchimp"] != before["mailchimp"]
     assert (after["azurite"], after["functions"]) == (before["azurite"], before["functions"])
     assert audience_exists(layout, audience)  # the restarted local Mailchimp loaded its state
+    capsys.readouterr()
+    stack.down(layout, only=set())  # a demo run on a stack that was up before it stops nothing, and says so
+    assert capsys.readouterr().out == "left running (up before this command): azurite, mailchimp, functions\n"
+    assert set(stack.running(layout)) == {"azurite", "mailchimp", "functions"}
 
 
 def test_stop_does_not_wait_on_a_service_that_another_process_started_and_has_not_reaped():
