@@ -337,8 +337,9 @@ def up(layout: Layout = DEFAULT) -> dict[str, str]:
     return env
 
 
-def down(layout: Layout = DEFAULT, quiet: bool = False, only: set[str] | None = None) -> None:
-    """Stop the stack's services (or `only` those); Azurite and the local Mailchimp keep their data for the next `up`."""
+def down(layout: Layout = DEFAULT, quiet: bool = False, only: set[str] | None = None, kept_because: str = "") -> None:
+    """Stop the stack's services (or `only` those, saying why the others stay: `kept_because`); Azurite and the local
+    Mailchimp keep their data for the next `up`."""
     pids = _read_pids(layout)
     if not pids:
         if not quiet:
@@ -352,8 +353,11 @@ def down(layout: Layout = DEFAULT, quiet: bool = False, only: set[str] | None = 
     else:
         layout.pids.unlink(missing_ok=True)
     if not quiet:
-        left = f"left running (up before this command): {', '.join(name for name in SERVICES if name in pids)}"
-        print("stack stopped" if not pids else f"stopped {', '.join(stopped)}; {left}" if stopped else left)
+        alive = running(layout)  # of those not stopped, only the ones still up (one may have died meanwhile)
+        why = f" ({kept_because})" if kept_because else ""
+        left = f"left running{why}: {', '.join(name for name in SERVICES if name in alive)}"
+        done = f"stopped {', '.join(stopped)}" if stopped else ""
+        print("stack stopped" if not alive else f"{done}; {left}" if done else left)
 
 
 def clean(layout: Layout = DEFAULT) -> None:
@@ -451,7 +455,8 @@ def demo(rows: int, layout: Layout = DEFAULT, keep: bool = True) -> None:
             stopped = _wait_in_the_page(env, destination_id, layout)
     finally:
         with _ctrl_c_held_off():
-            down(layout, quiet=stopped, only=set(SERVICES) - already)  # a stack up before the demo stays up
+            down(layout, quiet=stopped, only=set(SERVICES) - already,  # a stack up before the demo stays up
+                 kept_because="up before the demo")
 
 
 @contextlib.contextmanager
