@@ -352,12 +352,15 @@ def down(layout: Layout = DEFAULT, quiet: bool = False, only: set[str] | None = 
         _write_private(layout.pids, json.dumps(pids))
     else:
         layout.pids.unlink(missing_ok=True)
-    if not quiet:
-        alive = running(layout)  # of those not stopped, only the ones still up (one may have died meanwhile)
-        why = f" ({kept_because})" if kept_because else ""
-        left = f"left running{why}: {', '.join(name for name in SERVICES if name in alive)}"
-        done = f"stopped {', '.join(stopped)}" if stopped else ""
-        print("stack stopped" if not alive else f"{done}; {left}" if done else left)
+    if quiet:
+        return
+    up_still = running(layout) if pids else {}  # of those not stopped, the ones still up (one may have died meanwhile)
+    if not up_still:
+        print("stack stopped")
+        return
+    why = f" ({kept_because})" if kept_because else ""
+    said = [f"stopped {', '.join(stopped)}"] if stopped else []
+    print("; ".join([*said, f"left running{why}: {', '.join(name for name in SERVICES if name in up_still)}"]))
 
 
 def clean(layout: Layout = DEFAULT) -> None:
