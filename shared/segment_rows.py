@@ -34,6 +34,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
+from itertools import repeat
 from typing import BinaryIO, Callable, Iterator, Literal, NamedTuple, Protocol, Sequence, TypeVar, overload
 
 from xxhash import xxh3_64_intdigest
@@ -44,6 +45,7 @@ from shared.snapshots import BlobSource, ReadLimits, Snapshot, SnapshotProblem, 
 QUOTING_HINT = "check quoting of commas and line breaks"
 UTF8_HINT = "save the file as UTF-8"
 SKIP_CHUNK = 1 << 16  # how much of an over-long line is read at a time while skipping it
+SKIM_BLOCK = 1 << 16  # bytes cut into lines and looked up together while known rows are passed over (`_Utf8Lines.skim`)
 COLUMN_PROBE_ROWS = 1000  # rows of a JSONL snapshot looked at for its first object (snapshot_columns)
 _COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"PK\x03\x04", "zip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"),
                (b"(\xb5/\xfd", "zstd"))
@@ -469,9 +471,13 @@ class _Utf8Lines:
 
     def __init__(self, stream: BinaryIO) -> None:
         self._read = stream.readline
-        self._ahead = b""  # bytes read, served from `_at` on: the rest of a block cut at a lone CR, or the first line
+        self._read_block = stream.read
+        self._ahead = b""  # bytes read, served from `_at` on: the first line, a block cut at a lone CR or by `skim`
         self._at = 0
         self._start = True
+        self._split: list[bytes] = []  # lines `skim` cut from a block (each with its line break), served from `_next` on
+        self._entries: list[int | None] = []  # ... and what `known` answered for each
+        self._next = 0
 
     @overload
     def readline(self, size: int, decoded: Literal[True] = ...) -> str: ...
@@ -484,6 +490,12 @@ class _Utf8Lines:
         """The next line, at most `size` (>= 1) bytes of it: up to and including its line break, if any; its bytes
         when not `decoded` (one method for both: planning asks it of every line, and a second Python call would cost
         more than the decoding it saves)."""
+        if self._next < len(self._split):  # cut by `skim`: before any byte of `_ahead`
+            line = self._split[self._next]
+            if len(line) <= size:
+                self._next += 1
+                return line.decode("utf-8", "surrogateescape") if decoded else line
+            self._unsplit()
         if self._at < len(self._ahead) or self._start:
             line = self._from_ahead(size)
         else:
@@ -526,17 +538,69 @@ class _Utf8Lines:
         """Pass over the lines (of at most `size` - 1 bytes) whose row digest `known` knows, adding its entries to `hits`
         while it holds fewer than `most`: how many, and the first line that is not one, decoded (None at the end). A
         known row's text is valid UTF-8 (a row holding bytes that are not is invalid, and a memo has no entry of it),
-        so its bytes are those its digest was made of (`row_digest`, written out: a refresh asks it of most rows)."""
-        readline, passed = self.readline, 0
+        so its bytes are those its digest was made of (`row_digest`, written out: a refresh asks it of most rows).
+
+        The lines are cut from blocks of SKIM_BLOCK bytes and looked up a block at a time, with no Python step per
+        line (one a line was most of a refresh's reading); a block that ends inside a line, or holds one too long,
+        and the bytes read ahead before it, are read a line at a time."""
+        passed = 0
         while len(hits) < most:
-            line = readline(size, False)
-            if not line:
-                return passed, None
-            if len(line) >= size or (at := known(xxh3_64_intdigest(line.rstrip(b"\r\n"), seed))) is None:
-                return passed, line.decode("utf-8", "surrogateescape")
-            hits.append(at)
-            passed += 1
+            if self._next >= len(self._split) and not self._cut(size, known, seed):
+                line = self.readline(size, False)
+                if not line:
+                    return passed, None
+                if len(line) >= size or (at := known(xxh3_64_intdigest(line.rstrip(b"\r\n"), seed))) is None:
+                    return passed, line.decode("utf-8", "surrogateescape")
+                hits.append(at)
+                passed += 1
+                continue
+            entries, first = self._entries, self._next
+            stop = min(len(entries), first + most - len(hits))
+            try:
+                last = entries.index(None, first, stop)
+            except ValueError:
+                last = stop
+            hits.extend(entries[first:last])  # type: ignore[arg-type]
+            passed += last - first
+            self._next = last
+            if last < stop:  # not known: handed back (and its lines after it served by `readline`)
+                self._next += 1
+                return passed, self._split[last].decode("utf-8", "surrogateescape")
         return passed, None
+
+    def _cut(self, size: int, known: Callable[[int], int | None], seed: int) -> bool:
+        """Cut the bytes read ahead, or else the next block, into lines (by `readline`'s rules: LF, CRLF or a lone CR
+        ends one) up to the first line of `size` bytes or more, and look them all up; False, leaving the bytes to
+        `readline`, when the first is such a line or none is whole."""
+        if self._start:
+            return False
+        data = self._ahead[self._at:]
+        end = _whole_lines(data)
+        if not end:  # a line's beginning, or nothing: with the next block
+            data += self._read_block(SKIM_BLOCK)
+            end = _whole_lines(data)
+        lines = data[:end].splitlines(True)
+        lengths = list(map(len, lines))
+        if lengths and max(lengths) >= size:  # read past by `readline`'s caller, and the lines after it cut again
+            lines = lines[:next(n for n, length in enumerate(lengths) if length >= size)]
+            end = sum(lengths[:len(lines)])
+        self._ahead, self._at = data, end
+        if not lines:
+            return False
+        self._split, self._next = lines, 0
+        self._entries = list(map(known, map(xxh3_64_intdigest, map(bytes.rstrip, lines, repeat(b"\r\n")), repeat(seed))))
+        return True
+
+    def _unsplit(self) -> None:
+        """Give the lines cut and not served back to the bytes (`readline` asked for fewer bytes than one holds)."""
+        self._ahead, self._at = b"".join([*self._split[self._next:], self._ahead[self._at:]]), 0
+        self._split, self._entries, self._next = [], [], 0
+
+
+def _whole_lines(data: bytes) -> int:
+    """How many of `data`'s bytes are whole lines: up to its last LF, or its last CR but for a CR last (which may be
+    the first half of a CRLF)."""
+    return max(data.rfind(b"\n"), data.rfind(b"\r", 0, len(data) - 1)) + 1
 
 
 def _text_problem(texts: list[str]) -> str | None:

@@ -93,9 +93,11 @@ class _Known:
         return True
 
 
-def _rows(reference: bool, source, snapshot, digests, held: int = segment_rows.HITS_HELD) -> list:
+def _rows(reference: bool, source, snapshot, digests, held: int = segment_rows.HITS_HELD,
+          block: int = segment_rows.SKIM_BLOCK) -> list:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(segment_rows, "HITS_HELD", held)
+        patch.setattr(segment_rows, "SKIM_BLOCK", block)
         patch.setattr(segment_rows, "_text", wrapper_text if reference else bytes_text)
         return list(read_rows(source, snapshot, digests))
 
@@ -111,14 +113,15 @@ def _known(partitions: list[bytes], pick: list[bool], source, snapshot) -> _Know
 @EQUIVALENCE
 @given(partitions=st.lists(st.one_of(rows_soup, any_bytes), min_size=1, max_size=3), limit=st.one_of(st.just(ReadLimits()), small_limits),
        has_header=st.booleans(), trickle=st.booleans(), pick=st.lists(st.booleans(), min_size=1, max_size=5), known=st.booleans(),
-       held=st.sampled_from([1, 2, 3, segment_rows.HITS_HELD]))
-def test_a_utf8_partition_reads_as_the_text_wrapper_reads_it(partitions, limit, has_header, trickle, pick, known, held) -> None:
+       held=st.sampled_from([1, 2, 3, segment_rows.HITS_HELD]), block=st.sampled_from([1, 2, 7, 40, segment_rows.SKIM_BLOCK]))
+def test_a_utf8_partition_reads_as_the_text_wrapper_reads_it(partitions, limit, has_header, trickle, pick, known, held,
+                                                             block) -> None:
     assume(not any(data in BOM_PREFIXES for data in partitions))
     source, snapshot = snapshots(partitions, "csv", has_header, None if has_header else ("Email", "Name"), ",", "utf-8", limit)
     if trickle:
         source.open_binary = lambda name: io.BufferedReader(_Trickle(source.blobs[name]), buffer_size=8)  # type: ignore[method-assign]
     digests = _known(partitions, pick, source, snapshot) if known else None
-    assert _rows(False, source, snapshot, digests, held) == _rows(True, source, snapshot, digests, held)
+    assert _rows(False, source, snapshot, digests, held, block) == _rows(True, source, snapshot, digests, held)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(segment_rows, "_text", bytes_text)
         counted = rows_at_most(source, snapshot, 0), _columns(source, snapshot)
@@ -231,6 +234,43 @@ def test_known_rows_are_passed_over_undecoded_whatever_ends_their_lines(monkeypa
     source, snapshot = snapshots([b"Email,Name" + ending + b"".join(lines)], "csv", True, None, ",", "utf-8", ReadLimits())
     rows = list(read_rows(source, snapshot, _Known(set(known))))
     assert [len(row.known or ()) for row in rows] == [50] and skims == [1]
+
+
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n", b"\r"])
+def test_known_rows_are_looked_up_a_block_at_a_time_not_a_line_at_a_time(monkeypatch, ending: bytes) -> None:
+    """A Python step for each known line was most of a refresh's reading: the skim cuts a block into lines and looks
+    them all up at once, so `readline` is asked only for the lines around the rows that are not known, and for the
+    bytes a block ends with."""
+    lines = [b"a%d@contoso.com,A%d" % (n, n) + ending for n in range(5000)]
+    unknown = {1234, 4000, 4001}
+    known = {row_digest(line.decode(), SEED) for n, line in enumerate(lines) if n not in unknown}
+    calls: list[int] = []
+    readline = segment_rows._Utf8Lines.readline
+
+    def counted(self: segment_rows._Utf8Lines, *args: object) -> str | bytes:
+        calls.append(1)
+        return readline(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(segment_rows._Utf8Lines, "readline", counted)
+    partition = b"Email,Name" + ending + b"".join(lines)
+    source, snapshot = snapshots([partition], "csv", True, None, ",", "utf-8", ReadLimits())
+    rows = list(read_rows(source, snapshot, _Known(known)))
+    assert sum(len(row.known or ()) for row in rows) == 5000 - len(unknown)
+    assert [row.values["Email"] for row in rows if row.values] == [f"a{n}@contoso.com" for n in sorted(unknown)]
+    blocks = len(partition) // segment_rows.SKIM_BLOCK + 1
+    assert len(calls) <= 2 * blocks + 3 * len(unknown) + 2  # a line at a time: over 5,000
+
+
+def test_lines_cut_ahead_are_served_no_longer_than_asked() -> None:
+    """`readline(size)` hands out at most `size` bytes also of a line the skim cut from a block and left unserved."""
+    lines = [b"a%d@contoso.com,A%d\n" % (n, n) for n in range(3)]
+    reader = segment_rows._Utf8Lines(io.BufferedReader(io.BytesIO(b"E,N\n" + b"".join(lines))))
+    assert reader.readline(1000) == "E,N\n"
+    known = {row_digest(lines[0].decode(), SEED): 7}
+    hits = array("q")
+    assert reader.skim(1000, known.get, SEED, hits, 1 << 16) == (1, lines[1].decode()) and list(hits) == [7]
+    assert [reader.readline(4, False), reader.readline(1000, False), reader.readline(1000, False)] == [
+        lines[2][:4], lines[2][4:], b""]
 
 
 @pytest.mark.parametrize("ending", [b"\n", b"\r\n"])
