@@ -3,7 +3,6 @@ then queue one message per chunk. Members already as wanted are counted unchange
 certainly new are streamed (queued while the rows are still read, see `_plan_rows`)."""
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import itertools
 import logging
@@ -31,7 +30,7 @@ from shared.mailchimp.errors import MailchimpAuthError
 from shared.mailchimp.merge_values import unchanged
 from shared.mailchimp.models import Audience, MergeField
 from shared.member_lookup import Needed
-from shared.members import Contact, Member, decode_members, encode_members
+from shared.members import Member, decode_members, encode_members
 from shared.planning import Mapping as PlanMapping
 from shared.planning import SegmentInput, TagDepartures, TooManyRows, plan_export
 from shared.row_memo import RowMemo, RowSkips, StoredMemo, fingerprint, read_stored
@@ -396,11 +395,10 @@ class Planner(ExportParts):
         erased = self.erased_for(destination)
         memo_fingerprint = fingerprint(mapping.email, mapping.merge_fields, merge_types,
                                        {part.segment: part.tag for part in live}, owned, erased)
+        skips = self._row_skips(destination, memo_fingerprint, stored_memo)
+        inputs = self._inputs(live, snapshots, columns, skips)
         needed = Needed(lambda most: self._row_emails(self._inputs(live, snapshots, columns), mapping, erased, most),
                         tag_ids={owned[part.tag] for part in live if part.tag in owned}, subscribed=subscribed)
-        existing, skips = self._audience_beside_memo(self.audience(destination, client, needed, deletion_marks),
-                                                     lambda: self._row_skips(destination, memo_fingerprint, stored_memo))
-        inputs = self._inputs(live, snapshots, columns, skips)
         with tempfile.TemporaryDirectory(prefix="plan-") as workdir, \
                 ThreadPoolExecutor(max_workers=CHUNK_WRITERS) as writers:
             # Chunk files and records are written a few at a time (storage round trips, not CPU, are the cost),
@@ -420,7 +418,7 @@ class Planner(ExportParts):
             plan = plan_export(
                 inputs,
                 mapping,
-                existing=existing,
+                existing=self.audience(destination, client, needed, deletion_marks),
                 merge_field_types=merge_types,
                 chunk_size=self.settings.chunk_size,
                 on_problem=problems,
@@ -484,23 +482,6 @@ class Planner(ExportParts):
             return read_stored(data) if data is not None else None
 
         return _ahead(stored)
-
-    def _audience_beside_memo(self, audience: Iterator[Contact], row_skips: Callable[[], RowSkips | None]
-                              ) -> tuple[Iterator[Contact], RowSkips | None]:
-        """The audience with its first contact asked for on a thread of its own while `row_skips` waits for the row
-        memo: a refresh's calls to Mailchimp for what changed since its mirror (about 0.6 s at a million contacts)
-        go on while the memo is downloaded and indexed (about as long), not after. That first step has ended (or
-        raised, here) before this returns, so no read of the audience or write of its mirror outlives the attempt."""
-        if self.mirror is None:  # no memo to wait for
-            return audience, row_skips()
-        first = _ahead(lambda: list(itertools.islice(audience, 1)))
-        try:
-            skips = row_skips()
-        except BaseException:
-            with contextlib.suppress(Exception):
-                first()
-            raise
-        return itertools.chain(first(), audience), skips
 
     def _row_skips(self, destination: Destination, memo_fingerprint: str,
                    stored: Callable[[], StoredMemo | None]) -> RowSkips | None:

@@ -376,60 +376,6 @@ def test_a_memo_read_ahead_is_indexed_by_contact_as_planning_would_index_it(monk
         assert read_stored(data) == (None, None, None)
 
 
-def test_the_audience_is_asked_for_while_the_memo_is_waited_for_and_has_answered_before_planning() -> None:
-    """The mirror's calls to Mailchimp and the memo's download are each a wait of their own: asked one after the other,
-    each waits for the other here and the test fails. Planning gets every contact, in order, in the run's telemetry
-    context; an error of either is raised, and neither outlives the attempt (the audience's first step has ended
-    before an error of the memo is raised). Without a mirror there is no memo to wait for, nor anything asked ahead."""
-    import threading
-    import time
-    from types import SimpleNamespace
-
-    from shared import telemetry
-    from shared.exports.planner import Planner
-    from shared.mailchimp.errors import MailchimpAuthError
-
-    both = threading.Barrier(2, timeout=5)
-    seen: list = []
-
-    def audience(fail: bool = False):
-        both.wait()  # the mirror's calls to Mailchimp
-        seen.append(dict(telemetry.current_fields()))
-        if fail:
-            raise MailchimpAuthError("revoked")
-        yield from ["ann", "bob", "cy"]
-
-    def row_skips(fail: bool = False) -> RowSkips:
-        both.wait()  # the memo's download
-        if fail:
-            raise OSError("storage")
-        return RowSkips(RowMemo.empty())
-
-    planner = SimpleNamespace(mirror=object())
-    with telemetry.run_context(run_id="r1"):
-        contacts, skips = Planner._audience_beside_memo(planner, audience(), row_skips)  # type: ignore[arg-type]
-        assert list(contacts) == ["ann", "bob", "cy"] and skips is not None and seen == [{"runId": "r1"}]
-        both.reset()
-        with pytest.raises(MailchimpAuthError):
-            Planner._audience_beside_memo(planner, audience(fail=True), row_skips)  # type: ignore[arg-type]
-        both.reset()
-        ended: list[str] = []
-
-        def slow_audience():
-            both.wait()
-            time.sleep(0.2)
-            ended.append("audience")
-            yield "ann"
-
-        with pytest.raises(OSError):
-            Planner._audience_beside_memo(planner, slow_audience(), lambda: row_skips(fail=True))  # type: ignore[arg-type]
-        assert ended == ["audience"]
-    asked: list[int] = []
-    lazy = (asked.append(1) or contact for contact in ["ann"])
-    contacts, skips = Planner._audience_beside_memo(SimpleNamespace(mirror=None), lazy, lambda: None)  # type: ignore[arg-type]
-    assert skips is None and asked == [] and list(contacts) == ["ann"]
-
-
 def test_the_audience_and_its_merge_fields_are_asked_at_once_in_the_runs_telemetry_context() -> None:
     """Two reads before planning, each a round trip: asked one after the other, each waits for the other here and
     the test fails. The merge fields are read in the run's telemetry context (their call is a dependency of the run),
