@@ -342,17 +342,19 @@ class _Held:
         else:
             self.unchanged.extend(self._entries)
 
-    def release(self, spill: _Spill, skipped: set[int], skipped_at: bytearray) -> None:
-        """Spill the held lines whose row was not skipped (then removed): `_merge` needs those contacts. `skipped`: the
-        skipped rows' email keys; `skipped_at`: a flag per memo entry whose row was skipped (a contact whose own entry
-        was not skipped is spilled: should another entry of its address have been, `_merge` passes it over)."""
+    def release(self, spill: _Spill, skipped_at: bytearray) -> None:
+        """Spill the held lines whose row was not skipped (then removed): `_merge` needs those contacts. `skipped_at`: a
+        flag per memo entry whose row was skipped. Of an address listed twice, the line listed last (none of its
+        entries was unchanged, nor its row skipped); of another, the line unless its entry's row was skipped (no other
+        entry of its address was unchanged: the audience holds that one line of it)."""
         emails, last = self._emails, self._last
         with open(self._path, encoding="utf-8", errors="surrogatepass", newline="\n") as file:
             for start in range(0, len(self._entries), _HOLD_BLOCK):  # a block at a time: most are never spilled
                 entries = self._entries[start:start + _HOLD_BLOCK]
                 lines = list(islice(file, len(entries)))
-                wanted = ([last[key] == at if key in last else key not in skipped
-                           for key, at in zip(map(emails.__getitem__, entries), self._at[start:start + _HOLD_BLOCK])]
+                wanted = ([last[key] == at if key in last else not skipped_at[entry]
+                           for entry, key, at in zip(entries, map(emails.__getitem__, entries),
+                                                     self._at[start:start + _HOLD_BLOCK])]
                           if last else map(not_, map(skipped_at.__getitem__, entries)))
                 for line in compress(lines, wanted):
                     _spill_contact(spill, line)
@@ -421,7 +423,8 @@ class Plan:
         if self._skipping:
             self._stream = None
         self._skipped_at = bytearray(len(memo.memo) if self._skipping else 0)  # 1: the memo entry's row was skipped
-        self._skipped: set[int] = set()  # email keys of the rows skipped (once the rows are read: `_skipped_keys`)
+        self._skipped: set[int] = set()  # email keys of the rows skipped that are asked about (`_skipped_keys`)
+        self._asked: set[int] = set()  # ... the keys of the contacts spilled while the audience was held
         self._twice: set[int] = set()  # ... of two skipped rows
         self._read_keys: set[int] = set()  # ... of the rows read (skipping): a skipped row's address among them conflicts
         self._known = 0  # rows skipped
@@ -466,7 +469,7 @@ class Plan:
             else:  # the audience first: a row is skipped only if the audience holds its contact as it was
                 held = self._hold_existing(folder, existing)
                 rows = self._read_skipping(folder, rows, _Streamer(self._streamed_before))
-                held.release(existing, self._skipped, self._skipped_at)
+                held.release(existing, self._skipped_at)
             rows.close()
             existing.close()
             chunk: list[Member] = []
@@ -518,6 +521,7 @@ class Plan:
             block_keys = [emails[at] if kept else 0 for at, kept in zip(found, hold)]
             for n in compress(range(len(block)), map(not_, hold)):  # spilled, in the order read
                 block_keys[n] = email_key(_spill_contact(spill, block[n]))
+                self._asked.add(block_keys[n])
                 if found[n] is not None:  # known, as it was, but read in full (not a mirror's line)
                     held.unchanged.append(found[n])
             keys.extend(block_keys)
@@ -597,15 +601,15 @@ class Plan:
             flags[at] = 1
 
     def _skipped_keys(self) -> None:
-        """Once the rows are read: the email keys of the skipped rows, and the next memo's entries for them. Two
-        skipped entries of one address are two rows of it (`_twice`): a memo a plan wrote has one entry per address,
-        but one read from storage is not checked for that, and the check costs nothing when none is found."""
+        """Once the rows are read: the email keys of the skipped rows that planning asks about (those of the rows read,
+        and of the contacts spilled while the audience was held, which `_merge` passes over when their row was
+        skipped), and the next memo's entries for them. The keys of all skipped rows, a million in a refresh, made a
+        set that took a third of a second. Two skipped rows of one address are one row read twice (`_twice`): two
+        entries of one address are never both unchanged, as the audience holds one contact line of it (one entry a
+        line, `contact_entries`), or lists it twice and then neither is (`_Held.close`)."""
         skips: RowSkips = self._skips  # type: ignore[assignment]
-        self._skipped = set(compress(skips.memo.emails, self._skipped_at))
-        if len(self._skipped) < self._skipped_at.count(1):
-            seen: set[int] = set()
-            self._twice.update(key for key in compress(skips.memo.emails, self._skipped_at)  # type: ignore[func-returns-value]
-                               if key in seen or seen.add(key))
+        asked = self._read_keys | self._asked
+        self._skipped = set(filter(asked.__contains__, compress(skips.memo.emails, self._skipped_at)))
         skips.next.add_flagged(skips.memo, self._skipped_at)
 
     def _conflicts(self) -> set[int]:

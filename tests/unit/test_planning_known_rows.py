@@ -226,6 +226,28 @@ def test_a_known_contact_listed_twice_is_merged_as_the_last_one_listed(tmp_path:
     assert planned([other, *known], None)[1]["S"].settled == 2
 
 
+def test_a_memo_holding_two_entries_of_one_address_plans_as_reading_every_row(tmp_path: Path) -> None:
+    """A plan writes one entry an address; a memo from storage holding two (each of a row of the address, in two
+    segments, the contact as it was) must not have both rows skipped, the person counted a member twice. The audience
+    holds one line of the address, known by one entry only (the last of that contact): the other row is read, finds
+    the address skipped, and every row is read again. The plan is the one that reads every row."""
+    ann = [("ann@contoso.com", "Ann", "")]
+    audience = lines([ExistingMember("ann@contoso.com", "subscribed", {"FNAME": "Ann"}, ("VIP", "Lapsed"))])
+    writer = MemoWriter()
+    for n, segments in enumerate(([ann, []], [[], ann])):  # ann's row of each segment, alone: settled, remembered
+        alone = RowSkips(RowMemo.empty())
+        plan(tmp_path / f"alone{n}", segments, ["VIP", "Lapsed"], audience, [], alone)
+        (entry,) = entries(alone.next)
+        writer.add(*entry)
+    stored = read_stored(writer.to_bytes("f")).memo
+    assert stored is not None and len(stored) == 2 and len(set(stored.emails)) == 1
+    both = [ann, ann]
+    with patch(f"{__name__}.event"):  # outside a Hypothesis test
+        skipping = plan(tmp_path / "skipping", both, ["VIP", "Lapsed"], audience, [], RowSkips(stored))
+    assert skipping == plan(tmp_path / "reading", both, ["VIP", "Lapsed"], audience, [], None)
+    assert skipping[1]["S0"].members == 1 and skipping[1]["S1"].duplicates == 1
+
+
 def test_a_known_contact_whose_row_is_gone_departs_in_the_place_full_planning_gives_it(tmp_path: Path) -> None:
     """A known contact whose row left the segment is read only after the others (its line was held apart while the rows
     were read), yet departs in the same place as when every row is read: departures are in address order."""
@@ -451,7 +473,7 @@ def test_held_lines_are_read_back_exactly_and_only_those_whose_row_was_not_skipp
 
     with patch("shared.planning._spill_contact", lambda spill, line: spill.add("", ("", line))), \
             patch("shared.planning._HOLD_BLOCK", 3):
-        held.release(Spill(folder, "existing"), skipped_keys, flags)
+        held.release(Spill(folder, "existing"), flags)
     assert released == [line for n, line in enumerate(every)
                         if (last[emails[n]] == n if emails[n] in twice else emails[n] not in skipped_keys)]
 
