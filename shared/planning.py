@@ -424,7 +424,7 @@ class Plan:
             self._stream = None
         self._skipped_at = bytearray(len(memo.memo) if self._skipping else 0)  # 1: the memo entry's row was skipped
         self._skipped: set[int] = set()  # email keys of the rows skipped that are asked about (`_skipped_keys`)
-        self._asked: set[int] = set()  # ... the keys of the contacts spilled while the audience was held
+        self._asked: set[int] = set()  # ... the keys of the contacts spilled while the audience was held, and of rows read
         self._twice: set[int] = set()  # ... of two skipped rows
         self._read_keys: set[int] = set()  # ... of the rows read (skipping): a skipped row's address among them conflicts
         self._known = 0  # rows skipped
@@ -519,11 +519,12 @@ class Plan:
                 hold = [at is not None and isinstance(contact, str) for contact, at in zip(block, found)]
             held.add(list(compress(block, hold)), list(compress(found, hold)), list(compress(places, hold)))
             block_keys = [emails[at] if kept else 0 for at, kept in zip(found, hold)]
-            for n in compress(range(len(block)), map(not_, hold)):  # spilled, in the order read
+            spilled = list(compress(range(len(block)), map(not_, hold)))  # in the order read
+            for n in spilled:
                 block_keys[n] = email_key(_spill_contact(spill, block[n]))
-                self._asked.add(block_keys[n])
                 if found[n] is not None:  # known, as it was, but read in full (not a mirror's line)
                     held.unchanged.append(found[n])
+            self._asked.update(map(block_keys.__getitem__, spilled))
             keys.extend(block_keys)
         del entries, known  # before audience_read builds the row index: the two dicts are not held at once
         held.close(keys)
@@ -608,8 +609,8 @@ class Plan:
         entries of one address are never both unchanged, as the audience holds one contact line of it (one entry a
         line, `contact_entries`), or lists it twice and then neither is (`_Held.close`)."""
         skips: RowSkips = self._skips  # type: ignore[assignment]
-        asked = self._read_keys | self._asked
-        self._skipped = set(filter(asked.__contains__, compress(skips.memo.emails, self._skipped_at)))
+        self._asked.update(self._read_keys)  # not a union: the audience read in full spills every contact
+        self._skipped = set(filter(self._asked.__contains__, compress(skips.memo.emails, self._skipped_at)))
         skips.next.add_flagged(skips.memo, self._skipped_at)
 
     def _conflicts(self) -> set[int]:

@@ -507,8 +507,9 @@ class _Utf8Lines:
         return line.decode("utf-8", "surrogateescape") if decoded else line
 
     def _from_ahead(self, size: int) -> bytes:
-        """`readline`'s line, from the bytes read ahead. They came from one `readline` (or hold the end of one before
-        it): an LF can only be their last byte, so each line is found by looking no further than its own end."""
+        """`readline`'s line, from the bytes read ahead: those of one `readline` (or the end of one before it), where an
+        LF can only be the last byte, or a block `skim` cut (its lines served, only what follows an over-long line
+        left here, looked through no further than `size` bytes, a block's length at most)."""
         if self._start:
             self._start = False
             first = self._read(size + len(_BOM))
@@ -541,8 +542,8 @@ class _Utf8Lines:
         so its bytes are those its digest was made of (`row_digest`, written out: a refresh asks it of most rows).
 
         The lines are cut from blocks of SKIM_BLOCK bytes and looked up a block at a time, with no Python step per
-        line (one a line was most of a refresh's reading); a block that ends inside a line, or holds one too long,
-        and the bytes read ahead before it, are read a line at a time."""
+        line (one a line was most of a refresh's reading). A block's unfinished last line is carried into the next
+        block; a line too long, and the bytes read ahead when none is whole, are read a line at a time."""
         passed = 0
         while len(hits) < most:
             if self._next >= len(self._split) and not self._cut(size, known, seed):
