@@ -1,4 +1,5 @@
-"""Planning benchmark: 1,000,000 sample rows in four segments, read and planned against a 200k-member audience.
+"""Planning benchmark: 1,000,000 sample rows in four segments (or fewer: --segments), read and planned against a
+200k-member audience.
 
 Targets: >= 50,000 rows/s and <= 300 MB peak RSS for the planning process. The rows are written by a
 child process (so generating them does not count towards this process's peak) into a temp folder
@@ -15,7 +16,7 @@ With --memo as well, the refresh has the row memo (shared/row_memo.py) an earlie
 as the export planner gives it: the rows it knows whose contact is unchanged are skipped unread.
 
     .venv/bin/python bench/planning.py [--rows 1000000] [--audience 200000] [--chunk-size 500] [--refresh-changed 1]
-                                       [--memo]
+                                       [--memo] [--segments 4]
 """
 from __future__ import annotations
 
@@ -91,6 +92,8 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=500)
     parser.add_argument("--refresh-changed", type=float, default=0.0, metavar="PERCENT",
                         help="time a refresh against the first plan's members, PERCENT %% of them changed since")
+    parser.add_argument("--segments", type=int, default=len(SEGMENTS), choices=range(1, len(SEGMENTS) + 1),
+                        help="how many of the four segments the rows are spread over (1: a refresh's usual shape)")
     parser.add_argument("--memo", action="store_true", help="the refresh has the row memo of a plan with every row in step")
     args = parser.parse_args()
     if not 0 <= args.refresh_changed <= 100:
@@ -98,9 +101,10 @@ def main() -> None:
     if args.memo and not args.refresh_changed:
         parser.error("--memo needs --refresh-changed")
 
+    segment_names = SEGMENTS[:args.segments]
     with tempfile.TemporaryDirectory(prefix="bench-planning-") as folder:
         started = time.perf_counter()
-        command = [sys.executable, "-m", "shared.sample_segments", folder, "--rows", str(args.rows), "--segments", ",".join(SEGMENTS)]
+        command = [sys.executable, "-m", "shared.sample_segments", folder, "--rows", str(args.rows), "--segments", ",".join(segment_names)]
         subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
         print(f"generated {args.rows:,} rows in {time.perf_counter() - started:.1f} s (child process)")
 
@@ -109,7 +113,7 @@ def main() -> None:
 
         def inputs(skips: RowSkips | None = None) -> list[SegmentInput]:
             return [SegmentInput(name, name, Rows(source, segments[name][0], skips.for_segment(name, name, {}) if skips else None))
-                    for name in SEGMENTS]
+                    for name in segment_names]
 
         existing: Iterator[Contact] = sample_audience(args.audience)
         audience = args.audience
@@ -121,7 +125,7 @@ def main() -> None:
                 write_mirror(mirror, inputs(), args.rows + 1)
                 earlier = RowSkips(RowMemo.empty())
                 for _ in plan_export(inputs(earlier), MAPPING, existing=read_mirror(mirror), merge_field_types=TYPES,
-                                     on_problem=lambda _problem: None, workdir=folder, removable_tags=SEGMENTS,
+                                     on_problem=lambda _problem: None, workdir=folder, removable_tags=segment_names,
                                      already_done=_already_done, memo=earlier):
                     pass
                 stored = read_stored(earlier.next.to_bytes(""))  # as the export planner reads it
@@ -147,7 +151,7 @@ def main() -> None:
             chunk_size=args.chunk_size,
             on_problem=count_problem,
             workdir=folder,
-            removable_tags=SEGMENTS if args.refresh_changed else (),
+            removable_tags=segment_names if args.refresh_changed else (),
             already_done=_already_done if args.refresh_changed else None,
             memo=skips if args.refresh_changed else None,
         )

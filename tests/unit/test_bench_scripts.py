@@ -12,7 +12,8 @@ import pytest
 from tests.services import ROOT
 
 
-@pytest.mark.parametrize("refresh", [[], ["--refresh-changed", "1"], ["--refresh-changed", "1", "--memo"]])
+@pytest.mark.parametrize("refresh", [[], ["--refresh-changed", "1"], ["--refresh-changed", "1", "--memo"],
+                                     ["--refresh-changed", "1", "--memo", "--segments", "1"]])
 def test_the_planning_benchmark_runs_each_way_at_a_small_size(refresh: list[str]) -> None:
     done = subprocess.run([sys.executable, "bench/planning.py", "--rows", "3000", "--audience", "500", *refresh],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
