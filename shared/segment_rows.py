@@ -581,8 +581,9 @@ class _Utf8Lines:
             data += self._read_block(SKIM_BLOCK)
             end = _whole_lines(data)
         lines = data[:end].splitlines(True)
-        lengths = list(map(len, lines))
-        if lengths and max(lengths) >= size:  # read past by `readline`'s caller, and the lines after it cut again
+        # a line of `size` bytes or more (only where as many were cut) is read past by `readline`'s caller, and the
+        # lines after it are cut again
+        if end >= size and max(lengths := list(map(len, lines))) >= size:
             lines = lines[:next(n for n, length in enumerate(lengths) if length >= size)]
             end = sum(lengths[:len(lines)])
         self._ahead, self._at = data, end
