@@ -547,14 +547,13 @@ class _Utf8Lines:
         passed = 0
         while len(hits) < most:
             if self._next >= len(self._split) and not self._cut(size, known, seed):
-                line = self.readline(size, False)
+                line = self.readline(size, False)  # the first line, one too long for a block, or the last unended
                 if not line:
                     return passed, None
-                if len(line) >= size or (at := known(xxh3_64_intdigest(line.rstrip(b"\r\n"), seed))) is None:
+                if len(line) >= size:
                     return passed, line.decode("utf-8", "surrogateescape")
-                hits.append(at)
-                passed += 1
-                continue
+                self._split, self._next = [line], 0
+                self._entries = _looked_up(self._split, known, seed)
             entries, first = self._entries, self._next
             stop = min(len(entries), first + most - len(hits))
             try:
@@ -590,13 +589,19 @@ class _Utf8Lines:
         if not lines:
             return False
         self._split, self._next = lines, 0
-        self._entries = list(map(known, map(xxh3_64_intdigest, map(bytes.rstrip, lines, repeat(b"\r\n")), repeat(seed))))
+        self._entries = _looked_up(lines, known, seed)
         return True
 
     def _unsplit(self) -> None:
         """Give the lines cut and not served back to the bytes (`readline` asked for fewer bytes than one holds)."""
         self._ahead, self._at = b"".join([*self._split[self._next:], self._ahead[self._at:]]), 0
         self._split, self._entries, self._next = [], [], 0
+
+
+def _looked_up(lines: list[bytes], known: Callable[[int], int | None], seed: int) -> list[int | None]:
+    """What `known` answers for each line's row digest (`row_digest` written out for bytes: its text without the line
+    break), with no Python step a line."""
+    return list(map(known, map(xxh3_64_intdigest, map(bytes.rstrip, lines, repeat(b"\r\n")), repeat(seed))))
 
 
 def _whole_lines(data: bytes) -> int:
