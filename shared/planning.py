@@ -424,7 +424,7 @@ class Plan:
             self._stream = None
         self._skipped_at = bytearray(len(memo.memo) if self._skipping else 0)  # 1: the memo entry's row was skipped
         self._skipped: set[int] = set()  # email keys of the rows skipped that are asked about (`_skipped_keys`)
-        self._asked: set[int] = set()  # ... the keys of the contacts spilled while the audience was held, and of rows read
+        self._asked: set[int] = set()  # ... the keys of rows read, and of contacts known but spilled (read in full)
         self._twice: set[int] = set()  # ... of two skipped rows
         self._read_keys: set[int] = set()  # ... of the rows read (skipping): a skipped row's address among them conflicts
         self._known = 0  # rows skipped
@@ -519,12 +519,11 @@ class Plan:
                 hold = [at is not None and isinstance(contact, str) for contact, at in zip(block, found)]
             held.add(list(compress(block, hold)), list(compress(found, hold)), list(compress(places, hold)))
             block_keys = [emails[at] if kept else 0 for at, kept in zip(found, hold)]
-            spilled = list(compress(range(len(block)), map(not_, hold)))  # in the order read
-            for n in spilled:
+            for n in compress(range(len(block)), map(not_, hold)):  # spilled, in the order read
                 block_keys[n] = email_key(_spill_contact(spill, block[n]))
-                if found[n] is not None:  # known, as it was, but read in full (not a mirror's line)
-                    held.unchanged.append(found[n])
-            self._asked.update(map(block_keys.__getitem__, spilled))
+                if found[n] is not None:  # known, as it was, but read in full (not a mirror's line): its row may be
+                    held.unchanged.append(found[n])  # skipped, and `_merge` then passes over it
+                    self._asked.add(block_keys[n])
             keys.extend(block_keys)
         del entries, known  # before audience_read builds the row index: the two dicts are not held at once
         held.close(keys)
@@ -603,11 +602,14 @@ class Plan:
 
     def _skipped_keys(self) -> None:
         """Once the rows are read: the email keys of the skipped rows that planning asks about (those of the rows read,
-        and of the contacts spilled while the audience was held, which `_merge` passes over when their row was
-        skipped), and the next memo's entries for them. The keys of all skipped rows, a million in a refresh, made a
+        and of the contacts known as they were but spilled, read in full, which `_merge` passes over when their row
+        was skipped; a spilled contact the memo does not know has no skipped row: no entry of its address is
+        unchanged), and the next memo's entries for them. The keys of all skipped rows, a million in a refresh, made a
         set that took a third of a second. Two skipped rows of one address are one row read twice (`_twice`): two
         entries of one address are never both unchanged, as the audience holds one contact line of it (one entry a
-        line, `contact_entries`), or lists it twice and then neither is (`_Held.close`)."""
+        line, `contact_entries`), or lists it twice and then neither is (`_Held.close`). That holds for a memo whose
+        entries' email keys are those of their contacts, as every memo a plan writes; a memo damaged otherwise is not
+        checked for it (nothing is stored to check it by)."""
         skips: RowSkips = self._skips  # type: ignore[assignment]
         self._asked.update(self._read_keys)  # not a union: the audience read in full spills every contact
         self._skipped = set(filter(self._asked.__contains__, compress(skips.memo.emails, self._skipped_at)))

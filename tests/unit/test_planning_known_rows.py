@@ -22,7 +22,7 @@ from shared.exports.planner import _already_done
 from shared.members import ExistingMember, contact_line
 from shared.columns import resolve_columns
 from shared.planning import Mapping, SegmentInput, plan_export
-from shared.row_memo import MemoWriter, RowMemo, RowSkips, fingerprint, read_stored
+from shared.row_memo import MemoWriter, RowMemo, RowSkips, email_key, fingerprint, read_stored
 from shared.sample_segments import FolderSource, folder_writer
 from shared.segment_rows import RowDigests, read_rows
 from shared.snapshots import ReadLimits, Snapshot
@@ -79,7 +79,8 @@ def write_segments(folder: Path, segments: list[list[tuple]], crlf: bool,
 
 
 def plan(folder: Path, segments: list[list[tuple]], tags: list[str], audience: list, removable: list[str],
-         memo: RowSkips | None, crlf: bool = False, heads: tuple[int, int] = (0, 0)) -> tuple:
+         memo: RowSkips | None, crlf: bool = False, heads: tuple[int, int] = (0, 0), made_into: list | None = None) -> tuple:
+    """The plan's chunks, counts, departures and problems (and the plan itself appended to `made_into`)."""
     problems: list = []
     first_writer = memo.next if memo else None
     inputs = [SegmentInput(f"S{n}", tags[n], SnapshotRows(source, snapshot,
@@ -93,6 +94,8 @@ def plan(folder: Path, segments: list[list[tuple]], tags: list[str], audience: l
         event(f"rows skipped: {min(made.known, 3)}{'+' if made.known >= 3 else ''}; "
               f"read again: {memo.next is not first_writer}")
     departures = {tag: (d.carrying, d.leaving) for tag, d in made.departures.items()}
+    if made_into is not None:
+        made_into.append(made)
     return chunks, made.counts, departures, problems
 
 
@@ -246,6 +249,27 @@ def test_a_memo_holding_two_entries_of_one_address_plans_as_reading_every_row(tm
         skipping = plan(tmp_path / "skipping", both, ["VIP", "Lapsed"], audience, [], RowSkips(stored))
     assert skipping == plan(tmp_path / "reading", both, ["VIP", "Lapsed"], audience, [], None)
     assert skipping[1]["S0"].members == 1 and skipping[1]["S1"].duplicates == 1
+
+
+def test_a_refresh_gathers_the_addresses_of_what_it_reads_not_of_the_audience(tmp_path: Path) -> None:
+    """The skipped rows' addresses planning gathers are those it asks about: of the rows read, and of contacts read in
+    full. A mirror's contacts the memo does not know (the rest of an audience larger than the segments) have no
+    skipped row and are left out: gathered, they made a set as large as the audience (about 70 MB a million)."""
+    rows = [("ann@contoso.com", "Ann", ""), ("bo@contoso.com", "Bo", "")]
+    others = [ExistingMember(f"p{n}@fabrikam.com", "subscribed", {"FNAME": "P"}, ()) for n in range(50)]
+    members = [ExistingMember(email, "subscribed", {"FNAME": first}, ("VIP",)) for email, first, _ in rows]
+    first = RowSkips(RowMemo.empty())
+    plan(tmp_path / "first", [rows], ["VIP"], lines(members + others), ["VIP"], first)
+    stored = read_stored(first.next.to_bytes("")).memo
+    assert stored is not None and len(stored) == 2
+    changed = [rows[0], ("bo@contoso.com", "Bob", "")]
+    for given_as, asked in (("lines", {email_key("bo@contoso.com")}),
+                            ("members", {email_key(email) for email, _, _ in rows})):
+        made: list = []
+        with patch(f"{__name__}.event"):  # outside a Hypothesis test
+            plan(tmp_path / given_as, [changed], ["VIP"], handed_as(members + others, given_as), ["VIP"],
+                 RowSkips(stored), made_into=made)
+        assert made[0].known == 1 and made[0]._asked == asked
 
 
 def test_a_known_contact_whose_row_is_gone_departs_in_the_place_full_planning_gives_it(tmp_path: Path) -> None:
