@@ -283,7 +283,7 @@ def _scan_records(stream: BinaryIO, delimiter: bytes, limit: int) -> int:
         data = carry + block if carry else block
         cut = len(data)
         if block:  # the last line may go on in the next block (a CR there may be a CRLF's)
-            cut = max(data.rfind(b"\n"), data.rfind(b"\r", 0, -1)) + 1
+            cut = _whole_lines(data)
         data, carry = data[:cut], data[cut:]
         lines, filled, longest = _line_counts(data)
         if len(carry) > limit or longest > min(limit, fields):
@@ -508,8 +508,9 @@ class _Utf8Lines:
 
     def _from_ahead(self, size: int) -> bytes:
         """`readline`'s line, from the bytes read ahead: those of one `readline` (or the end of one before it), where an
-        LF can only be the last byte, or a block `skim` cut (its lines served, only what follows an over-long line
-        left here, looked through no further than `size` bytes, a block's length at most)."""
+        LF can only be the last byte, or what `skim` left of a block (from an over-long line on, a block's unfinished
+        last line, or bytes holding no whole line), looked through no further than `size` bytes, a block's length at
+        most."""
         if self._start:
             self._start = False
             first = self._read(size + len(_BOM))
@@ -547,7 +548,7 @@ class _Utf8Lines:
         passed = 0
         while len(hits) < most:
             if self._next >= len(self._split) and not self._cut(size, known, seed):
-                line = self.readline(size, False)  # the first line, one too long for a block, or the last unended
+                line = self.readline(size, False)  # one too long for a block, or the last one, unended
                 if not line:
                     return passed, None
                 if len(line) >= size:
