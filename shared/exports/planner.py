@@ -494,8 +494,10 @@ class Planner(ExportParts):
             state, skips = "none" if found is None else "unusable", RowSkips(RowMemo.empty())
         else:
             state, skips = "used", RowSkips(found.memo, found.by_contact)
-        log.info("row memo of destination %s: %s (%d rows; unusable: another mapping, tags, erasure requests or planning "
-                 "code, or unreadable)", destination.id, state, len(skips.memo), extra={"rowMemo": state})
+        why = ("; made under another mapping, tags, erasure requests or planning code, or unreadable: every row is read"
+               if state == "unusable" else "")
+        log.info("row memo of destination %s: %s (%d rows%s)", destination.id, state, len(skips.memo), why,
+                 extra={"rowMemo": state})
         return skips
 
     def _streamed_earlier(self, run_id: str) -> set[int]:
