@@ -50,7 +50,7 @@ test-unit: install
 
 ## The crash and invariant sweeps in depth (not part of `make test`, which runs a spread of them within its 15 minutes):
 ## a crash before and after every call of the replayed exports, and 200 Hypothesis examples of exports interleaved
-## with changes by hand. 42 minutes here (2 cores).
+## with changes by hand. 17-42 minutes here (2 cores; README.md, Tests, gives the runs).
 test-deep: install
 	EXPORT_CRASH_POINTS=all EXPORT_INVARIANT_EXAMPLES=200 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup \
 	  tests/integration/test_export_service_replay.py tests/integration/test_export_crash_sweep_existing_audience.py \
