@@ -68,7 +68,6 @@ from __future__ import annotations
 import contextvars
 import gzip
 import io
-import itertools
 import json
 import logging
 import os
@@ -76,7 +75,7 @@ import secrets
 import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -169,6 +168,16 @@ class Marks:
 def destination_prefix(destination_id: str) -> str:
     """Where every mirror of a destination lies (one per audience it has read)."""
     return f"{MIRRORS_PREFIX}{destination_id}/"
+
+
+class NotRefreshed(Exception):
+    """`members(refresh_only=True)`: the mirror could not be refreshed (`why`; `stored`: whether there was one to
+    refresh), so the contacts are to be read in full or looked up, which it leaves to a call given this."""
+
+    def __init__(self, why: str, stored: bool) -> None:
+        super().__init__(why)
+        self.why = why
+        self.stored = stored
 
 
 class _Unusable(Exception):
@@ -358,7 +367,8 @@ class AudienceMirror:
 
     def members(self, destination_id: str, audience_id: str, client: AudienceReader,
                 instead: Callable[[str], Iterable[ExistingMember] | None] | None = None,
-                marks: Marks | None = None) -> Iterator[Contact]:
+                marks: Marks | None = None, refresh_only: bool = False,
+                not_refreshed: NotRefreshed | None = None) -> Iterator[Contact]:
         """Every contact of the audience, archived ones included, with the values iter_audience gives (one per
         address: the fold planning makes of iter_audience's repeats); the mirror is brought up to date on the way.
         Contacts of a refreshed mirror come as its stored lines (`contact_line`), which planning decodes only when it
@@ -370,22 +380,30 @@ class AudienceMirror:
         then left as it was, since those contacts are not the audience. An unusable mirror (unreadable, or dated
         ahead of this host's clock) is always replaced by a full read: left in place, a mirror dated ahead would
         later be refreshed from that date, missing what changed before it. `marks`: as the run took them before it
-        read the destination (taken now when not given)."""
+        read the destination (taken now when not given). `refresh_only`: NotRefreshed, before any contact is read in
+        full or looked up, when the mirror cannot be refreshed (for a caller that refreshes it ahead of planning),
+        which that caller gives back as `not_refreshed` to have them read in full or looked up without trying again."""
         folder = f"{destination_prefix(destination_id)}{audience_id}/"
         where = f"audience {audience_id} of destination {destination_id}"
         started = datetime.now(UTC)  # before anything is read: the new mirror's asOf
         marks = marks or self.marks(destination_id)
         with tempfile.TemporaryDirectory(prefix="mirror-") as work:
-            manifest, why = self._current(folder, where, started, marks)
-            if manifest is None and instead is not None and not why.startswith(UNUSABLE) \
+            if not_refreshed is None:
+                manifest, why = self._current(folder, where, started, marks)
+                if manifest is not None:
+                    lines, why = self._refresh(folder, where, manifest, audience_id, client, started, work, marks)
+                    if lines is not None:
+                        yield from lines
+                        return
+                if refresh_only:
+                    raise NotRefreshed(why, stored=manifest is not None)
+                stored = manifest is not None
+            else:
+                why, stored = not_refreshed.why, not_refreshed.stored
+            if not stored and instead is not None and not why.startswith(UNUSABLE) \
                     and (needed := instead(why)) is not None:
                 yield from needed
                 return
-            if manifest is not None:
-                lines, why = self._refresh(folder, where, manifest, audience_id, client, started, work, marks)
-                if lines is not None:
-                    yield from lines
-                    return
             yield from self._read_in_full(folder, where, why, audience_id, client, started, work, marks)
 
     def _row_memos(self, folder: str) -> list[str]:
@@ -457,7 +475,7 @@ class AudienceMirror:
         # A version's parts never change: they are fetched (and checked) while Mailchimp is asked what changed; when a
         # full read is needed instead, or Mailchimp answers with an error, they are dropped without waiting for them
         # (a download under way ends on its own, holding the parts, compressed, until then).
-        with _unwaited(ThreadPoolExecutor(max_workers=2)) as pool:
+        with _unwaited(ThreadPoolExecutor(max_workers=3)) as pool:
             parts_ahead = pool.submit(contextvars.copy_context().run, self._stored_parts, folder, manifest)
             changed_since = pool.submit(contextvars.copy_context().run, client.count_members, list_id,  # the run's
                                         since_last_changed=since)  # log fields and span on its call to Mailchimp
@@ -469,19 +487,20 @@ class AudienceMirror:
             to_read = changed_since.result() + sum(tag.member_count for tag in reread)
             if to_read > size:  # e.g. the run after one that wrote everyone: a full read costs less
                 return None, f"more changed contacts and tag members to read ({to_read:,}) than the audience holds ({size:,})"
-            changes = _Spill(work, "changes")  # the archived ones last: they win, as in iter_audience
-            changed = 0
-            for member in itertools.chain(
-                    client.iter_members(list_id, fields=FIELDS, since_last_changed=since),
-                    client.iter_members(list_id, fields=("email_address", "status"), status=ARCHIVED,
-                                        since_last_changed=since)):
+            # The archived ones are listed apart, beside the others (one round trip less before planning), and merged
+            # after them: they win, as in iter_audience.
+            archived = pool.submit(contextvars.copy_context().run, _spilled, work, "archived", client.iter_members(
+                list_id, fields=("email_address", "status"), status=ARCHIVED, since_last_changed=since))
+            try:
                 try:
-                    changes.add(member.email, (member.email, member_line(member)))
-                except ValueError as error:  # nothing is yielded yet: a full read gives the run its contacts
-                    changes.close()
-                    return None, f"a changed contact cannot be stored ({error})"
-                changed += 1
-            changes.close()
+                    listed = [_spilled(work, "changes", client.iter_members(list_id, fields=FIELDS,
+                                                                            since_last_changed=since))]
+                finally:
+                    wait([archived])  # its files are in `work`: it has ended before anything leaves this block
+                listed.append(archived.result())
+            except ValueError as error:  # nothing is yielded yet: a full read gives the run its contacts
+                return None, f"a changed contact cannot be stored ({error})"
+            changed = sum(count for _, count in listed)
             # After the changes: a change they missed (a contact deleted for good, one skipped by offset paging while
             # another left the listing, one made between the listing and the counts) shows as a difference below,
             # unless two missed changes cancel out in the counts per status (say a contact deleted for good and the
@@ -504,7 +523,8 @@ class AudienceMirror:
                     for line in lines:
                         stored[line_status(line)] += 1
                         merged[line_email(line)] = line
-                    merged.update(changes.read(bucket))
+                    for changes, _ in listed:
+                        merged.update(changes.read(bucket))
                     if replaced:
                         _retag(merged, replaced, carriers.read(bucket))
                     draft.add(bucket, merged.values())
@@ -642,6 +662,19 @@ class AudienceMirror:
                     "mirrors were deleted (an erasure, or the destination deleted) while the audience was read"
                     if marks.known and now.known else "the deletions marks could not be read")
         return False
+
+
+def _spilled(work: str, kind: str, members: Iterable[ExistingMember]) -> tuple[_Spill, int]:
+    """A listing's contacts as stored lines, spilled by email, and how many; ValueError for a contact no line can hold."""
+    spill = _Spill(work, kind)
+    count = 0
+    try:
+        for member in members:
+            spill.add(member.email, (member.email, member_line(member)))
+            count += 1
+    finally:
+        spill.close()
+    return spill, count
 
 
 @contextmanager

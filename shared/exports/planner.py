@@ -16,7 +16,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from shared import telemetry
-from shared.audience_mirror import Marks
+from shared.audience_mirror import Marks, NotRefreshed
 from shared.columns import ColumnMismatch, resolve_columns
 from shared.connections import NotConnected
 from shared.destinations import Destination
@@ -30,7 +30,7 @@ from shared.mailchimp.errors import MailchimpAuthError
 from shared.mailchimp.merge_values import unchanged
 from shared.mailchimp.models import Audience, MergeField
 from shared.member_lookup import Needed
-from shared.members import Member, decode_members, encode_members
+from shared.members import Contact, Member, decode_members, encode_members
 from shared.planning import Mapping as PlanMapping
 from shared.planning import SegmentInput, TagDepartures, TooManyRows, plan_export
 from shared.row_memo import RowMemo, RowSkips, StoredMemo, fingerprint, read_stored
@@ -223,6 +223,8 @@ class Planner(ExportParts):
             return set() if self._plan_retry(run) else None
         run_id = run.id
         stored_memo = self._memo_ahead(destination)
+        mirror_as_of = datetime.now(UTC)  # before the audience is read: from now on (`_audience_ahead`)
+        audience_of = self._audience_ahead(destination, deletion_marks)
         left_out: dict[str, str] = {}  # segment -> why this run does not export it (naming the file)
         snapshots = self._snapshots(run, left_out)
         columns: dict[str, dict[str, str]] = {}
@@ -265,7 +267,6 @@ class Planner(ExportParts):
                  if _owned(tag_ids[name]) in marks or _intended(run_id, name) in marks}
         if (new_marks := {_owned(tag_ids[name]) for name in owned} - marks) and not dry:
             self.destinations.own_tags(destination.id, destination.audience_id, new_marks)
-        mirror_as_of = datetime.now(UTC)
         details = {
             "audienceId": destination.audience_id,
             "statusForNew": destination.status_for_new or ("pending" if audience.double_optin else "subscribed"),
@@ -283,7 +284,7 @@ class Planner(ExportParts):
             try:
                 planned = self._plan_rows(run, destination, live, snapshots, columns, client, merge_types, owned,
                                           audience.member_count, preview.keep if preview else self._write_chunk,
-                                          deletion_marks, stored_memo, within_limit)
+                                          deletion_marks, audience_of, stored_memo, within_limit)
             except _Unreadable as unreadable:  # raised while the rows were read: no chunk is written yet
                 self._leave_out(run, unreadable.part, left_out, str(unreadable.problem))
                 continue
@@ -356,7 +357,8 @@ class Planner(ExportParts):
                    columns: dict[str, dict[str, str]], client: Any, merge_types: dict[str, str],
                    owned: dict[str, int], subscribed: int,
                    write_chunk: Callable[[str, int, list[Member]], None],
-                   deletion_marks: Marks | None, stored_memo: Callable[[], StoredMemo | None],
+                   deletion_marks: Marks | None, audience_of: Callable[[Any, Needed], Iterator[Contact]],
+                   stored_memo: Callable[[], StoredMemo | None],
                    within_limit: Callable[[SegmentPart], bool]) -> _Planned | None:
         """Read the live segments' rows and the audience, and write the chunks with `write_chunk` (a preview keeps
         them instead); None when the run failed instead (over MAX_PROFILES_PER_EXPORT). _Unreadable, before any chunk
@@ -418,7 +420,7 @@ class Planner(ExportParts):
             plan = plan_export(
                 inputs,
                 mapping,
-                existing=self.audience(destination, client, needed, deletion_marks),
+                existing=audience_of(client, needed),
                 merge_field_types=merge_types,
                 chunk_size=self.settings.chunk_size,
                 on_problem=problems,
@@ -482,6 +484,48 @@ class Planner(ExportParts):
             return read_stored(data) if data is not None else None
 
         return _ahead(stored)
+
+    def _audience_ahead(self, destination: Destination,
+                        marks: Marks | None) -> Callable[[Any, Needed], Iterator[Contact]]:
+        """`audience` as planning asks it (with its client), the mirror brought up to date from now on: about half a
+        second of calls to Mailchimp at any size (what changed, the tags, the counts per status), made beside the
+        reads and calls that come before planning. Only a refresh starts early: when there is no mirror to refresh,
+        or its refresh finds a full read needed, the audience is read in full (or looked up) when planning asks, as
+        before; so too when the refresh's own client was refused (a credential rotated since: planning's client is
+        the one read again). The first call takes what was started; a later one (planning again without a segment)
+        reads the audience again."""
+        if self.mirror is None:
+            return lambda client, needed: self.audience(destination, client, needed, marks)
+        mirror, started = self.mirror, []
+
+        def refreshed() -> Contact | None:
+            contacts = mirror.members(destination.id, destination.audience_id, self.connections.client(destination),
+                                      marks=marks, refresh_only=True)
+            started.append(contacts)
+            return next(contacts, None)
+
+        first = _ahead(refreshed)
+        taken = False
+
+        def audience(client: Any, needed: Needed) -> Iterator[Contact]:
+            nonlocal taken
+            not_refreshed = None
+            if not taken:
+                taken = True
+                try:
+                    contact = first()
+                except NotRefreshed as error:
+                    not_refreshed = error
+                except (MailchimpAuthError, NotConnected):
+                    pass
+                else:
+                    if contact is not None:
+                        yield contact
+                        yield from started[0]
+                    return
+            yield from self.audience(destination, client, needed, marks, not_refreshed)
+
+        return audience
 
     def _row_skips(self, destination: Destination, memo_fingerprint: str,
                    stored: Callable[[], StoredMemo | None]) -> RowSkips | None:

@@ -5,7 +5,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ContextManager, Protocol
 
-from shared.audience_mirror import AudienceMirror, Marks
+from shared.audience_mirror import AudienceMirror, Marks, NotRefreshed
 from shared.config import Settings
 from shared.connections import MailchimpConnections
 from shared.destinations import Claim, Destination
@@ -88,13 +88,14 @@ class ExportParts:
     erased: ErasedAddresses | None = None  # None: nobody is kept out (no erasure ledger)
     mirror: AudienceMirror | None = None  # None: every run reads the whole audience, or looks up what it needs
 
-    def audience(self, destination: Destination, client: Any, needed: Needed,
-                 marks: Marks | None = None) -> Iterator[Contact]:
+    def audience(self, destination: Destination, client: Any, needed: Needed, marks: Marks | None = None,
+                 not_refreshed: NotRefreshed | None = None) -> Iterator[Contact]:
         """The contacts of the destination's audience planning compares the rows with: every one, through the
         destination's audience mirror (only what changed since its last read is asked of Mailchimp) or read whole
         without one; or, when there is no mirror to refresh and what the run `needed` takes fewer calls to look up
         than the whole audience to read, only those (shared/member_lookup.py), the mirror left as it was. `marks`:
-        the mirror's deletions marks as the run took them before it read the destination."""
+        the mirror's deletions marks as the run took them before it read the destination; `not_refreshed`: what
+        refreshing its mirror ahead found (shared/exports/planner.py, `_audience_ahead`), not tried again."""
         list_id = destination.audience_id
         where = f"audience {list_id} of destination {destination.id}"
 
@@ -102,7 +103,7 @@ class ExportParts:
             return look_up(client, list_id, needed, f"{where} ({why})", mirror_kept)
 
         if self.mirror is not None:
-            yield from self.mirror.members(destination.id, list_id, client, instead, marks)
+            yield from self.mirror.members(destination.id, list_id, client, instead, marks, not_refreshed=not_refreshed)
             return
         found = instead("no audience mirror", mirror_kept=False)
         yield from client.iter_audience(list_id) if found is None else found

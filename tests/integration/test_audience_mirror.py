@@ -18,6 +18,7 @@ import dataclasses
 import gzip
 import json
 import logging
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -33,6 +34,7 @@ from shared.adapters.storage import BlobFolder
 from shared.audience_mirror import (DESTINATION_MARKS, MANIFEST, MIRRORS_PREFIX, AudienceMirror, destination_prefix,
                                     _part_digest, note_mirrors_deleted)
 from shared.emails import subscriber_hash
+from shared.mailchimp.client import MailchimpClient
 from shared.members import ExistingMember
 from shared.runs import Run
 from tests.contacts import decoded
@@ -239,6 +241,33 @@ def test_a_refresh_that_finds_nothing_changed_keeps_the_version_and_hands_planni
     assert stored_parts(driver, destination) == parts  # no part written, none deleted
     assert datetime.fromisoformat(after["asOf"]) > datetime.fromisoformat(before["asOf"])
     assert {**after, "asOf": before["asOf"]} == before  # the same version, fullReadAt, counts, tags and erasures mark
+
+
+def test_a_runs_refresh_goes_on_while_the_run_waits_for_mailchimp_before_planning(driver: ExportDriver, mirrored,
+                                                                                  monkeypatch) -> None:
+    """The mirror's refresh (half a second of calls to Mailchimp at any size) starts as planning does, beside the
+    reads and calls that come before the rows (here: the run's tags, which wait for it), and is made once."""
+    refreshes: list[str] = []
+    refreshing = threading.Event()
+    real_refresh, real_tags = AudienceMirror._refresh, MailchimpClient.ensure_tags
+
+    def refresh(self: AudienceMirror, *args: Any, **kwargs: Any) -> Any:
+        refreshes.append(threading.current_thread().name)
+        refreshing.set()
+        return real_refresh(self, *args, **kwargs)
+
+    under_way: list[bool] = []
+
+    def ensure_tags(self: MailchimpClient, *args: Any, **kwargs: Any) -> Any:
+        under_way.append(refreshing.wait(10))
+        return real_tags(self, *args, **kwargs)
+
+    monkeypatch.setattr(AudienceMirror, "_refresh", refresh)
+    monkeypatch.setattr(MailchimpClient, "ensure_tags", ensure_tags)
+    mirrored.snapshots.write(rows(range(200)))
+    run, _ = export(driver, mirrored.destination)
+    assert under_way == [True] and len(refreshes) == 1 and refreshes[0] != threading.current_thread().name
+    assert (run.counts["unchanged"], run.counts["tagged"]) == (200, 200)
 
 
 @pytest.mark.parametrize("change", ["merge value", "tag"])

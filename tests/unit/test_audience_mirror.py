@@ -4,13 +4,15 @@ container and for Mailchimp's reads; tests/integration/test_audience_mirror.py h
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Iterator, Sequence
 
 import pytest
 
 from shared import audience_mirror
-from shared.audience_mirror import DESTINATION_MARKS, ERASURES_MARK, MIRRORS_PREFIX, AudienceMirror, note_mirrors_deleted
+from shared.audience_mirror import (DESTINATION_MARKS, ERASURES_MARK, MIRRORS_PREFIX, AudienceMirror, NotRefreshed,
+                                   note_mirrors_deleted)
 from shared.mailchimp.models import Tag
 from shared.members import ExistingMember
 from tests.contacts import decoded
@@ -314,3 +316,87 @@ def test_parts_of_a_version_whose_upload_failed_are_deleted(monkeypatch):
     store = FailingSecondPart()
     assert len(list(AudienceMirror(store, timedelta(hours=24)).members("d1", "list1", Audience({})))) == 3
     assert mirror_blobs(store) == []
+
+
+# --- a refresh read ahead of planning (shared/exports/planner.py, `_audience_ahead`) -------------------------------------
+
+class Counted(Audience):
+    """Counts the calls a refresh makes, to tell a refresh tried once from one tried twice."""
+
+    def __init__(self, tags: dict[str, list[str]]) -> None:
+        super().__init__(tags)
+        self.calls: list[str] = []
+
+    def iter_audience(self, list_id: str) -> Iterator[ExistingMember]:
+        self.calls.append("iter_audience")
+        return super().iter_audience(list_id)
+
+    def list_tag_details(self, list_id: str) -> list[Tag]:
+        self.calls.append("list_tag_details")
+        return super().list_tag_details(list_id)
+
+
+def test_a_refresh_only_read_stops_before_any_full_read_or_look_up_and_the_next_call_does_not_try_again():
+    store = Store()
+    mirror = AudienceMirror(store, timedelta(hours=24))
+    audience = Counted({"Kept": ["a@x.com"]})
+    asked: list[str] = []
+
+    def instead(why: str) -> None:  # looking up is not cheaper: read in full
+        asked.append(why)
+
+    with pytest.raises(NotRefreshed) as none_yet:
+        next(mirror.members("d1", "list1", audience, instead, refresh_only=True))
+    assert (none_yet.value.why, none_yet.value.stored) == ("no mirror yet", False)
+    assert audience.calls == [] and asked == [] and store == {}  # nothing read, nothing looked up
+
+    listed = list(mirror.members("d1", "list1", audience, instead, not_refreshed=none_yet.value))
+    assert len(listed) == 3 and asked == ["no mirror yet"] and audience.calls == ["list_tag_details", "iter_audience"]
+
+    audience.calls.clear()
+    refreshed = decoded(mirror.members("d1", "list1", audience, instead, refresh_only=True))
+    assert len(refreshed) == 3 and audience.calls == ["list_tag_details"]  # a refresh: no full read
+
+    manifest = next(name for name in store if name.endswith("manifest.json"))
+    store[manifest] = json.dumps({**json.loads(store[manifest]), "counts": {"subscribed": 2}}).encode()
+    audience.calls.clear()
+    with pytest.raises(NotRefreshed) as differs:  # the stored counts differ from Mailchimp's: a full read is needed
+        next(mirror.members("d1", "list1", audience, instead, refresh_only=True))
+    assert differs.value.stored and audience.calls == ["list_tag_details"]
+    listed = list(mirror.members("d1", "list1", audience, instead, not_refreshed=differs.value))
+    assert len(listed) == 3 and audience.calls == ["list_tag_details"] * 2 + ["iter_audience"]  # the full read's own
+    assert asked == ["no mirror yet"]  # a mirror that was there is read in full, never looked up
+
+
+class ChangedAndArchived(Audience):
+    """b@x.com is listed as changed (subscribed) and as archived since; each listing waits until the other has begun."""
+
+    def __init__(self, tags: dict[str, list[str]]) -> None:
+        super().__init__(tags)
+        self.changing = False
+        self.both = threading.Barrier(2, timeout=5)
+
+    def iter_members(self, list_id: str, *, fields: Sequence[str] = (), status: str | None = None,
+                     since_last_changed: datetime | None = None) -> Iterator[ExistingMember]:
+        if not (self.changing and since_last_changed):
+            return
+        self.both.wait()  # broken (an error) when the other listing does not begin meanwhile
+        yield (ExistingMember("b@x.com", "archived", {}, ()) if status == "archived"
+               else ExistingMember("b@x.com", "subscribed", {"FNAME": "B2"}, ()))
+
+    def count_members(self, list_id: str, status: str | None = None,
+                      since_last_changed: datetime | None = None) -> int:
+        if since_last_changed:
+            return 2 if self.changing else 0
+        return {"subscribed": 2 if self.changing else 3, "archived": 1 if self.changing else 0}.get(status, 0)
+
+
+def test_the_archived_are_listed_beside_the_changed_ones_and_win_over_them():
+    store = Store()
+    mirror = AudienceMirror(store, timedelta(hours=24))
+    audience = ChangedAndArchived({"Kept": ["a@x.com"]})
+    assert len(list(mirror.members("d1", "list1", audience))) == 3  # read in full, the mirror written
+    audience.changing = True
+    statuses = {m.email: m.status for m in decoded(mirror.members("d1", "list1", audience))}
+    assert statuses == {"a@x.com": "subscribed", "b@x.com": "archived", "c@x.com": "subscribed"}
+    assert any(name.endswith("manifest.json") for name in mirror_blobs(store))  # refreshed, not read in full
