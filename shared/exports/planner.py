@@ -13,13 +13,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 from shared import telemetry
 from shared.audience_mirror import Marks, NotRefreshed
 from shared.columns import ColumnMismatch, resolve_columns
 from shared.connections import NotConnected
 from shared.destinations import Destination
+from shared.exports.ahead import ahead
 from shared.exports.chunks import missing_tags
 from shared.exports.error_report import REPORT_KINDS, ProblemWriter, ReportWriter
 from shared.exports.files import chunk_blob, errors_prefix, plan_lock
@@ -108,18 +109,6 @@ def _audience_and_fields(client: MailchimpClient, audience_id: str) -> tuple[Aud
         fields = pool.submit(contextvars.copy_context().run, client.list_merge_fields, audience_id)
         audience = client.get_audience(audience_id)
         return audience, fields.result()
-
-
-_T = TypeVar("_T")
-
-
-def _ahead(work: Callable[[], _T]) -> Callable[[], _T]:
-    """`work` started now on a thread of its own, in the caller's context (its log fields): the returned callable
-    gives its result the first time (raising what it raised), and does the work again when asked once more."""
-    pool = ThreadPoolExecutor(max_workers=1)
-    started = [pool.submit(contextvars.copy_context().run, work)]
-    pool.shutdown(wait=False)  # its thread ends with the work
-    return lambda: started.pop().result() if started else work()
 
 
 def _left_out_notice(left_out: dict[str, str]) -> str:
@@ -458,15 +447,16 @@ class Planner(ExportParts):
                     future.result()
                 problems.flush()  # the invalid rows read before it are reported
                 return _Planned(plan, top + len(sent), sent, broken=unreadable)
+            if skips is not None and deletion_marks is not None and {p.segment for p in live} == set(destination.segments):
+                # a plan of some of the destination's segments (a run of chosen ones, or without one that could not be
+                # read) would replace the memo of every segment with one the next full run cannot use; a preview's
+                # memo states facts as a run's does. Stored beside the last chunks and the report of invalid rows.
+                pending.append(writers.submit(contextvars.copy_context().run, self.mirror.keep_row_memo,  # type: ignore[union-attr]
+                                              destination.id, destination.audience_id,
+                                              skips.next.to_bytes(memo_fingerprint), deletion_marks))
+            problems.flush()
             for future in pending:
                 future.result()
-        problems.flush()
-        if skips is not None and deletion_marks is not None and {p.segment for p in live} == set(destination.segments):
-            # a plan of some of the destination's segments (a run of chosen ones, or without one that could not be
-            # read) would replace the memo of every segment with one the next full run cannot use; a preview's memo
-            # states facts as a run's does
-            self.mirror.keep_row_memo(destination.id, destination.audience_id,  # type: ignore[union-attr]
-                                      skips.next.to_bytes(memo_fingerprint), deletion_marks)
         return _Planned(plan, next(numbers), sent)
 
     def _memo_ahead(self, destination: Destination) -> Callable[[], StoredMemo | None]:
@@ -483,7 +473,7 @@ class Planner(ExportParts):
             data = mirror.row_memo(*ids)
             return read_stored(data) if data is not None else None
 
-        return _ahead(stored)
+        return ahead(stored)
 
     def _audience_ahead(self, destination: Destination,
                         marks: Marks | None) -> Callable[[Any, Needed], Iterator[Contact]]:
@@ -504,7 +494,7 @@ class Planner(ExportParts):
             started.append(contacts)
             return next(contacts, None)
 
-        first = _ahead(refreshed)
+        first = ahead(refreshed)
         taken = False
 
         def audience(client: Any, needed: Needed) -> Iterator[Contact]:
@@ -558,7 +548,7 @@ class Planner(ExportParts):
         parts = [part for part in run.segments if part.segment not in left_out]
         if len(parts) != 1 or audience.total_contacts != 0 or run.details.get("dryRun"):
             return lambda part: self._within_limit(part, snapshots)
-        counted = _ahead(partial(self._within_limit, parts[0], snapshots))
+        counted = ahead(partial(self._within_limit, parts[0], snapshots))
         return lambda part: counted() if part == parts[0] else self._within_limit(part, snapshots)
 
     def _within_limit(self, part: SegmentPart, snapshots: dict[str, Snapshot]) -> bool:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Iterable
+from functools import partial
 from typing import Any
 
 from shared.columns import ColumnMismatch, resolve_columns
 from shared.connections import NotConnected
 from shared.destinations import Destination
+from shared.exports.ahead import ahead
 from shared.exports.ports import NOTICE_CHARS, ExportParts, Refused
 from shared.mailchimp.errors import MailchimpAuthError, MailchimpError, MailchimpNotFound
 from shared.runs import Run, SegmentPart, new_run_id, now_iso
@@ -29,9 +31,10 @@ class Starting(ExportParts):
         the same way, but it neither claims the destination nor sends anything, so it may run beside a real run."""
         destination = self._destination(destination_id)
         chosen = self._chosen_segments(destination, segments)
-        newest = newest_snapshots(self.segments, self._read_limits)
+        checked = ahead(partial(self._check_mailchimp, destination))  # beside the segments' listing: its refusal
+        newest = newest_snapshots(self.segments, self._read_limits)  # comes after theirs, as when it followed them
         parts = [self._segment_part(destination, name, newest) for name in chosen]
-        self._check_mailchimp(destination)
+        checked()
         run = self._new_run(destination, trigger, parts)
         run.started_by = started_by
         if confirm_untag:

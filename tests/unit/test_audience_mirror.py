@@ -198,11 +198,17 @@ class PartsReadThenDeleted(Store):
         return data
 
 
+def written(store: Store, audience: Audience) -> AudienceMirror:
+    """A mirror of `audience` in `store`, written by a first read in full."""
+    mirror = AudienceMirror(store, timedelta(hours=24))
+    assert len(list(mirror.members("d1", "list1", audience))) == 3
+    return mirror
+
+
 def test_a_refresh_whose_stored_mirror_was_deleted_after_it_read_it_is_not_kept():
     store = PartsReadThenDeleted()
-    mirror = AudienceMirror(store, timedelta(hours=24))
     audience = Audience({"Kept": ["a@x.com"]})
-    assert len(list(mirror.members("d1", "list1", audience))) == 3  # read in full, the mirror written
+    mirror = written(store, audience)
     store.armed = True
     listed = decoded(mirror.members("d1", "list1", audience))  # refreshed from the parts read before the deletion
     assert sorted(m.email for m in listed) == ["a@x.com", "b@x.com", "c@x.com"] and not store.armed
@@ -393,9 +399,8 @@ class ChangedAndArchived(Audience):
 
 def test_the_archived_are_listed_beside_the_changed_ones_and_win_over_them():
     store = Store()
-    mirror = AudienceMirror(store, timedelta(hours=24))
     audience = ChangedAndArchived({"Kept": ["a@x.com"]})
-    assert len(list(mirror.members("d1", "list1", audience))) == 3  # read in full, the mirror written
+    mirror = written(store, audience)
     audience.changing = True
     statuses = {m.email: m.status for m in decoded(mirror.members("d1", "list1", audience))}
     assert statuses == {"a@x.com": "subscribed", "b@x.com": "archived", "c@x.com": "subscribed"}

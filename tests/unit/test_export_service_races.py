@@ -12,6 +12,7 @@ import pytest
 
 from shared.destinations import Claim
 from shared.exports import Refused, chunk_blob
+from shared.mailchimp.errors import MailchimpAuthError
 from shared.segment_rows import rows_at_most
 from tests.unit.export_fakes import drain, make, write_snapshot
 
@@ -441,3 +442,27 @@ def test_into_an_empty_audience_the_rows_are_counted_beside_the_calls_before_pla
     result = service.runs.get(run.id)
     assert result.status == "succeeded" and len(client.aud) == 9
     assert bool(result.details.get("streaming")) == (len(audience) < 9) and len(counts) == (len(audience) < 9)
+
+
+def test_an_export_asked_for_checks_mailchimp_beside_the_segments_listing_and_says_the_segments_problem_first(tmp_path):
+    """The check that Mailchimp takes the credentials and knows the audience is a round trip the answer to a start
+    waits for: it is made while the segments are listed. A segment without a snapshot is still the refusal given
+    when Mailchimp refuses too, as when the check came after the listing."""
+    write_snapshot(tmp_path, "Vip", "2026/11/28/1700", ["a@x.com"])
+    service, client = make(tmp_path, ["Vip"])
+    began = threading.Event()
+    real_get, real_list = client.get_audience, service.segments.list_names
+    client.get_audience = lambda list_id: began.set() or real_get(list_id)
+    under_way: list[bool] = []
+    service.segments.list_names = lambda prefix="": under_way.append(began.wait(10)) or real_list(prefix)
+    assert service.start("d1", "http").status == "queued" and under_way[:1] == [True]
+
+    service, client = make(tmp_path, ["Vip", "Gone"])
+
+    def refused(list_id):
+        raise MailchimpAuthError("Mailchimp refused the credentials")
+
+    client.get_audience = refused
+    with pytest.raises(Refused) as refusal:
+        service.start("d1", "http")
+    assert refusal.value.status == 409 and "'Gone' has no complete snapshot" in refusal.value.message
