@@ -498,7 +498,7 @@ class AudienceMirror:
                 finally:
                     wait([archived])  # its files are in `work`: it has ended before anything leaves this block
                 listed.append(archived.result())
-            except ValueError as error:  # nothing is yielded yet: a full read gives the run its contacts
+            except _Unstorable as error:  # nothing is yielded yet: a full read gives the run its contacts
                 return None, f"a changed contact cannot be stored ({error})"
             changed = sum(count for _, count in listed)
             # After the changes: a change they missed (a contact deleted for good, one skipped by offset paging while
@@ -664,13 +664,21 @@ class AudienceMirror:
         return False
 
 
+class _Unstorable(Exception):
+    """A changed contact no stored line can hold (`member_line`'s ValueError; not one raised by the listing)."""
+
+
 def _spilled(work: str, kind: str, members: Iterable[ExistingMember]) -> tuple[_Spill, int]:
-    """A listing's contacts as stored lines, spilled by email, and how many; ValueError for a contact no line can hold."""
+    """A listing's contacts as stored lines, spilled by email, and how many; _Unstorable for a contact no line holds."""
     spill = _Spill(work, kind)
     count = 0
     try:
         for member in members:
-            spill.add(member.email, (member.email, member_line(member)))
+            try:
+                line = member_line(member)
+            except ValueError as error:
+                raise _Unstorable(error) from None
+            spill.add(member.email, (member.email, line))
             count += 1
     finally:
         spill.close()

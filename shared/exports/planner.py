@@ -212,8 +212,6 @@ class Planner(ExportParts):
             return set() if self._plan_retry(run) else None
         run_id = run.id
         stored_memo = self._memo_ahead(destination)
-        mirror_as_of = datetime.now(UTC)  # before the audience is read: from now on (`_audience_ahead`)
-        audience_of = self._audience_ahead(destination, deletion_marks)
         left_out: dict[str, str] = {}  # segment -> why this run does not export it (naming the file)
         snapshots = self._snapshots(run, left_out)
         columns: dict[str, dict[str, str]] = {}
@@ -238,6 +236,8 @@ class Planner(ExportParts):
         if missing_fields:
             self._fail(run, f"the audience has no merge field(s) {missing_fields}: create them in Mailchimp or change the mapping")
             return None
+        mirror_as_of = datetime.now(UTC)  # before the audience is read: from now on (`_audience_ahead`)
+        audience_of = self._audience_ahead(destination, client, deletion_marks)
         within_limit = self._limit_ahead(run, audience, left_out, snapshots)
         # Tags this destination created are kept in step with their segments (members who left lose them);
         # a tag someone made by hand is only ever added to. Ownership is by Mailchimp's tag id, so a tag deleted
@@ -346,7 +346,7 @@ class Planner(ExportParts):
                    columns: dict[str, dict[str, str]], client: Any, merge_types: dict[str, str],
                    owned: dict[str, int], subscribed: int,
                    write_chunk: Callable[[str, int, list[Member]], None],
-                   deletion_marks: Marks | None, audience_of: Callable[[Any, Needed], Iterator[Contact]],
+                   deletion_marks: Marks | None, audience_of: Callable[[Needed], Iterator[Contact]],
                    stored_memo: Callable[[], StoredMemo | None],
                    within_limit: Callable[[SegmentPart], bool]) -> _Planned | None:
         """Read the live segments' rows and the audience, and write the chunks with `write_chunk` (a preview keeps
@@ -409,7 +409,7 @@ class Planner(ExportParts):
             plan = plan_export(
                 inputs,
                 mapping,
-                existing=audience_of(client, needed),
+                existing=audience_of(needed),
                 merge_field_types=merge_types,
                 chunk_size=self.settings.chunk_size,
                 on_problem=problems,
@@ -475,29 +475,23 @@ class Planner(ExportParts):
 
         return ahead(stored)
 
-    def _audience_ahead(self, destination: Destination,
-                        marks: Marks | None) -> Callable[[Any, Needed], Iterator[Contact]]:
-        """`audience` as planning asks it (with its client), the mirror brought up to date from now on: about half a
-        second of calls to Mailchimp at any size (what changed, the tags, the counts per status), made beside the
-        reads and calls that come before planning. Only a refresh starts early: when there is no mirror to refresh,
-        or its refresh finds a full read needed, the audience is read in full (or looked up) when planning asks, as
-        before; so too when the refresh's own client was refused (a credential rotated since: planning's client is
-        the one read again). The first call takes what was started; a later one (planning again without a segment)
-        reads the audience again."""
+    def _audience_ahead(self, destination: Destination, client: Any,
+                        marks: Marks | None) -> Callable[[Needed], Iterator[Contact]]:
+        """`audience` as planning asks it, the mirror brought up to date from now on, on a thread of its own, beside
+        the calls and reads that come before planning (the run's tags, the row memo): the refresh's calls to Mailchimp,
+        about half a second at any size (what changed, the tags, the counts per status), and when something changed
+        the new version merged and stored. Only a refresh starts early: when there is no mirror to refresh, or its
+        refresh finds a full read needed, the audience is read in full (or looked up) when planning asks, as before.
+        It starts once the run's checks of Mailchimp passed (the audience and its merge fields), with their client: a
+        run that fails on them refreshes nothing. The first call takes what was started; a later one (planning again
+        without a segment) reads the audience again."""
         if self.mirror is None:
-            return lambda client, needed: self.audience(destination, client, needed, marks)
-        mirror, started = self.mirror, []
-
-        def refreshed() -> Contact | None:
-            contacts = mirror.members(destination.id, destination.audience_id, self.connections.client(destination),
-                                      marks=marks, refresh_only=True)
-            started.append(contacts)
-            return next(contacts, None)
-
-        first = ahead(refreshed)
+            return lambda needed: self.audience(destination, client, needed, marks)
+        contacts = self.mirror.members(destination.id, destination.audience_id, client, marks=marks, refresh_only=True)
+        first = ahead(partial(next, contacts, None))
         taken = False
 
-        def audience(client: Any, needed: Needed) -> Iterator[Contact]:
+        def audience(needed: Needed) -> Iterator[Contact]:
             nonlocal taken
             not_refreshed = None
             if not taken:
@@ -506,12 +500,10 @@ class Planner(ExportParts):
                     contact = first()
                 except NotRefreshed as error:
                     not_refreshed = error
-                except (MailchimpAuthError, NotConnected):
-                    pass
                 else:
                     if contact is not None:
                         yield contact
-                        yield from started[0]
+                        yield from contacts
                     return
             yield from self.audience(destination, client, needed, marks, not_refreshed)
 

@@ -245,8 +245,9 @@ def test_a_refresh_that_finds_nothing_changed_keeps_the_version_and_hands_planni
 
 def test_a_runs_refresh_goes_on_while_the_run_waits_for_mailchimp_before_planning(driver: ExportDriver, mirrored,
                                                                                   monkeypatch) -> None:
-    """The mirror's refresh (half a second of calls to Mailchimp at any size) starts as planning does, beside the
-    reads and calls that come before the rows (here: the run's tags, which wait for it), and is made once."""
+    """The mirror's refresh (half a second of calls to Mailchimp at any size) starts once the run's checks of
+    Mailchimp passed, beside the reads and calls that come before the rows (here: the run's tags, which wait for it),
+    and is made once."""
     refreshes: list[str] = []
     refreshing = threading.Event()
     real_refresh, real_tags = AudienceMirror._refresh, MailchimpClient.ensure_tags
