@@ -395,9 +395,9 @@ class AudienceMirror:
                     if lines is not None:
                         yield from lines
                         return
-                if refresh_only:
-                    raise NotRefreshed(why, stored=manifest is not None)
                 stored = manifest is not None
+                if refresh_only:
+                    raise NotRefreshed(why, stored)
             else:
                 why, stored = not_refreshed.why, not_refreshed.stored
             if not stored and instead is not None and not why.startswith(UNUSABLE) \

@@ -484,28 +484,26 @@ class Planner(ExportParts):
         refresh finds a full read needed, the audience is read in full (or looked up) when planning asks, as before.
         It starts once the run's checks of Mailchimp passed (the audience and its merge fields), with their client: a
         run that fails on them refreshes nothing. The first call takes what was started; a later one (planning again
-        without a segment) reads the audience again."""
-        if self.mirror is None:
+        without a segment) does all of it again, when asked."""
+        mirror = self.mirror
+        if mirror is None:
             return lambda needed: self.audience(destination, client, needed, marks)
-        contacts = self.mirror.members(destination.id, destination.audience_id, client, marks=marks, refresh_only=True)
-        first = ahead(partial(next, contacts, None))
-        taken = False
+
+        def refreshed() -> tuple[Contact | None, Iterator[Contact]]:
+            contacts = mirror.members(destination.id, destination.audience_id, client, marks=marks, refresh_only=True)
+            return next(contacts, None), contacts
+
+        first = ahead(refreshed)
 
         def audience(needed: Needed) -> Iterator[Contact]:
-            nonlocal taken
-            not_refreshed = None
-            if not taken:
-                taken = True
-                try:
-                    contact = first()
-                except NotRefreshed as error:
-                    not_refreshed = error
-                else:
-                    if contact is not None:
-                        yield contact
-                        yield from contacts
-                    return
-            yield from self.audience(destination, client, needed, marks, not_refreshed)
+            try:
+                contact, contacts = first()
+            except NotRefreshed as not_refreshed:
+                yield from self.audience(destination, client, needed, marks, not_refreshed)
+                return
+            if contact is not None:
+                yield contact
+                yield from contacts
 
         return audience
 
