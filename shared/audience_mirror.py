@@ -486,7 +486,7 @@ class AudienceMirror:
             size = sum(manifest.counts.values())
             to_read = changed_since.result() + sum(tag.member_count for tag in reread)
             if to_read > size:  # e.g. the run after one that wrote everyone: a full read costs less
-                return None, f"more changed contacts and tag members to read ({to_read:,}) than the audience holds ({size:,})"
+                return None, f"more changed contacts and tag members to read ({to_read:,}) than its copy holds ({size:,})"
             # The archived ones are listed apart, beside the others (one round trip less before planning), and merged
             # after them: they win, as in iter_audience.
             archived = pool.submit(contextvars.copy_context().run, _spilled, work, "archived", client.iter_members(

@@ -103,8 +103,12 @@ def look_up(client: LookupReader, list_id: str, needed: Needed, where: str,
         """Whether the lookups so far and `pages` listing calls of the tags are within the budget."""
         if emails is not None and len(emails) + len(leavers) + pages <= most:
             return True
-        log.info("%s: too many rows and members of the tags kept in step to look up within %d call(s) (a full read's "
-                 "less what its mirror saves the next run)", where, most)
+        if most > 0:
+            log.info("%s: too many rows and members of the tags kept in step to look up within %d call(s) (a full "
+                     "read's less what its mirror saves the next run)", where, most)
+        else:  # a budget below one call: a negative count would read as nonsense
+            log.info("%s: the audience is small enough that reading it in full costs no more calls than looking up",
+                     where)
         return False
 
     if not within(len(tag_ids)):  # a tag's listing is one call at least
